@@ -1,0 +1,21 @@
+/** The embedded adapter set: everything in one process, durable under one data directory. */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../../config.js';
+import type { Adapters } from '../../ports/index.js';
+import { FsBlobStore } from './fs-blobs.js';
+import { LocalBus } from './local-bus.js';
+import { MemoryCache } from './memory-cache.js';
+import { SqliteLedger } from './sqlite-ledger.js';
+
+export { FsBlobStore, LocalBus, MemoryCache, SqliteLedger };
+
+export function embeddedAdapters(config: Pick<Config, 'dataDir' | 'sqliteSync' | 'cacheMaxScopes'>): Adapters {
+  mkdirSync(config.dataDir, { recursive: true });
+  return {
+    ledger: new SqliteLedger(join(config.dataDir, 'patchbay.sqlite'), { sync: config.sqliteSync }),
+    cache: new MemoryCache(config.cacheMaxScopes),
+    bus: new LocalBus(),
+    blobs: new FsBlobStore(join(config.dataDir, 'blobs')),
+  };
+}

@@ -1,0 +1,226 @@
+/**
+ * The embedded ledger: SQLite through better-sqlite3, in WAL mode. One row per scope holds the
+ * head; the log is one row per patch, keyed (scope, ii). A commit re-reads the head inside an
+ * IMMEDIATE transaction and writes only if the plan saw that same head, so even two processes on
+ * one file cannot both take an index (guarantee 1). A unique index on (scope, session, si)
+ * makes a recorded retry impossible to record twice.
+ */
+import Database from 'better-sqlite3';
+import { PatchbayError } from '../../errors.js';
+import type { Json } from '../../json.js';
+import type { Head, Ledger, NewScope, Plan } from '../../ports/index.js';
+import { retryKey } from '../../ports/index.js';
+import type { PatchRecord } from '../../protocol.js';
+
+interface ScopeRow {
+  id: string;
+  ii: number;
+  epoch: number;
+  lease_holder: string | null;
+  lease_expires: number | null;
+  published: number;
+  bundled: number;
+  owner: string;
+  domain: string;
+  name: string | null;
+  type: string | null;
+  created: number;
+  updated: number;
+  size: number;
+}
+
+interface PatchRow {
+  scope: string;
+  ii: number;
+  patch: string;
+  at: number;
+  by: string;
+  session: string | null;
+  si: number | null;
+  hash: string;
+  epoch: number;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS scopes (
+  id TEXT PRIMARY KEY,
+  ii INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  lease_holder TEXT,
+  lease_expires INTEGER,
+  published INTEGER NOT NULL,
+  bundled INTEGER NOT NULL,
+  owner TEXT NOT NULL,
+  domain TEXT NOT NULL,
+  name TEXT,
+  type TEXT,
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  initial TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scopes_unpublished ON scopes(updated) WHERE published < ii;
+CREATE TABLE IF NOT EXISTS patches (
+  scope TEXT NOT NULL,
+  ii INTEGER NOT NULL,
+  patch TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  by TEXT NOT NULL,
+  session TEXT,
+  si INTEGER,
+  hash TEXT NOT NULL,
+  epoch INTEGER NOT NULL,
+  PRIMARY KEY (scope, ii)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS patches_retry ON patches(scope, session, si) WHERE session IS NOT NULL;
+`;
+
+const HEAD_COLUMNS = 'id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size';
+
+function toHead(r: ScopeRow): Head {
+  return {
+    id: r.id,
+    ii: r.ii,
+    epoch: r.epoch,
+    lease: r.lease_holder === null ? null : { holder: r.lease_holder, expires: r.lease_expires as number },
+    published: r.published,
+    bundled: r.bundled,
+    meta: { owner: r.owner, domain: r.domain, name: r.name, type: r.type, created: r.created, updated: r.updated, size: r.size },
+  };
+}
+
+function toRecord(r: PatchRow): PatchRecord {
+  return { scope: r.scope, ii: r.ii, patch: JSON.parse(r.patch), at: r.at, by: r.by, session: r.session, si: r.si, hash: r.hash, epoch: r.epoch };
+}
+
+export class SqliteLedger implements Ledger {
+  private readonly db: Database.Database;
+  private readonly stmt;
+
+  /** `file` is a path, or ':memory:'. */
+  constructor(file: string, opts: { sync?: 'full' | 'normal' } = {}) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`synchronous = ${opts.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    const db = this.db;
+    this.stmt = {
+      head: db.prepare<[string], ScopeRow>(`SELECT ${HEAD_COLUMNS} FROM scopes WHERE id = ?`),
+      initial: db.prepare<[string], { initial: string }>('SELECT initial FROM scopes WHERE id = ?'),
+      insertScope: db.prepare(
+        `INSERT INTO scopes (id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size, initial)
+         VALUES (@id, 0, 0, NULL, NULL, 0, 0, @owner, @domain, @name, @type, @created, @updated, @size, @initial)
+         ON CONFLICT(id) DO NOTHING`,
+      ),
+      insertPatch: db.prepare(
+        'INSERT INTO patches (scope, ii, patch, at, by, session, si, hash, epoch) VALUES (@scope, @ii, @patch, @at, @by, @session, @si, @hash, @epoch)',
+      ),
+      advance: db.prepare('UPDATE scopes SET ii = @ii, updated = @updated, size = @size WHERE id = @id'),
+      retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
+      log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
+      markPublished: db.prepare('UPDATE scopes SET published = MAX(published, ?) WHERE id = ?'),
+      unpublished: db.prepare<[number, number], { id: string; published: number; ii: number }>(
+        'SELECT id, published, ii FROM scopes WHERE published < ii AND updated < ? ORDER BY updated LIMIT ?',
+      ),
+      setLease: db.prepare('UPDATE scopes SET lease_holder = ?, lease_expires = ?, epoch = ? WHERE id = ?'),
+    };
+  }
+
+  async createScope(scope: NewScope): Promise<Head> {
+    const { meta } = scope;
+    const info = this.stmt.insertScope.run({ id: scope.id, ...meta, initial: JSON.stringify(scope.initial) });
+    if (info.changes === 0) throw new PatchbayError('scope_exists', `scope ${scope.id} already exists`, { id: scope.id });
+    return this.headOrThrow(scope.id);
+  }
+
+  async getHead(id: string): Promise<Head | null> {
+    const row = this.stmt.head.get(id);
+    return row ? toHead(row) : null;
+  }
+
+  private headOrThrow(id: string): Head {
+    const row = this.stmt.head.get(id);
+    if (!row) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
+    return toHead(row);
+  }
+
+  async getInitial(id: string): Promise<Json | null> {
+    const row = this.stmt.initial.get(id);
+    return row ? (JSON.parse(row.initial) as Json) : null;
+  }
+
+  async commit<T>(id: string, plan: Plan<T>): Promise<T> {
+    for (;;) {
+      const head = this.headOrThrow(id);
+      const { records, meta, result } = await plan({
+        head,
+        findRetries: async (keys) => {
+          const found = new Map<string, PatchRecord>();
+          for (const k of keys) {
+            const row = this.stmt.retry.get(id, k.session, k.si);
+            if (row) found.set(retryKey(k.session, k.si), toRecord(row));
+          }
+          return found;
+        },
+      });
+      if (records.length === 0) return result;
+      records.forEach((r, i) => {
+        if (r.scope !== id || r.ii !== head.ii + 1 + i) throw new PatchbayError('internal', 'commit plan produced non-consecutive records');
+      });
+      const written = this.db
+        .transaction(() => {
+          const now = this.stmt.head.get(id);
+          if (!now || now.ii !== head.ii || now.epoch !== head.epoch) return false;
+          for (const r of records) this.stmt.insertPatch.run({ ...r, patch: JSON.stringify(r.patch) });
+          const last = records[records.length - 1] as PatchRecord;
+          this.stmt.advance.run({ id, ii: last.ii, updated: meta?.updated ?? now.updated, size: meta?.size ?? now.size });
+          return true;
+        })
+        .immediate();
+      if (written) return result;
+      // The head moved under the plan (another writer on this file): plan again.
+    }
+  }
+
+  async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
+    if (to < from) return [];
+    return this.stmt.log.all(id, from, to, limit).map(toRecord);
+  }
+
+  async markPublished(id: string, ii: number): Promise<void> {
+    this.stmt.markPublished.run(ii, id);
+  }
+
+  async listUnpublished(before: number, limit: number) {
+    return this.stmt.unpublished.all(before, limit);
+  }
+
+  async acquireLease(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<number | null> {
+    return this.db
+      .transaction(() => {
+        const head = this.headOrThrow(id);
+        const lease = head.lease;
+        if (lease && lease.holder !== holder && lease.expires > now) return null;
+        const epoch = lease && lease.holder === holder && lease.expires > now ? head.epoch : head.epoch + 1;
+        this.stmt.setLease.run(holder, now + ttlMs, epoch, id);
+        return epoch;
+      })
+      .immediate();
+  }
+
+  async releaseLease(id: string, holder: string, epoch: number): Promise<boolean> {
+    return this.db
+      .transaction(() => {
+        const head = this.headOrThrow(id);
+        if (!head.lease || head.lease.holder !== holder || head.epoch !== epoch) return false;
+        this.stmt.setLease.run(null, null, epoch, id);
+        return true;
+      })
+      .immediate();
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * Builds the service from a configuration: adapters for the mode, the engine, auth, the HTTP
+ * handler and the background sweeper. Both entry points (the Cloud Function and `npm start`)
+ * call this and nothing else.
+ */
+
+import { embeddedAdapters } from './adapters/embedded/index.js';
+import type { Config } from './config.js';
+import { ConfigError } from './config.js';
+import { Engine } from './engine/engine.js';
+import { Auth, loadSecret } from './http/auth.js';
+import { createHandler, type Handler } from './http/handler.js';
+import { createLogger, type Logger } from './log.js';
+import type { Adapters } from './ports/index.js';
+
+export interface App {
+  config: Config;
+  engine: Engine;
+  auth: Auth;
+  adapters: Adapters;
+  handler: Handler;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export async function adaptersFor(config: Config): Promise<Adapters> {
+  if (config.mode === 'embedded') return embeddedAdapters(config);
+  throw new ConfigError('PATCHBAY_MODE=google: the Google adapters are not available yet');
+}
+
+export async function createApp(config: Config, opts: { adapters?: Adapters; sweeper?: boolean } = {}): Promise<App> {
+  const adapters = opts.adapters ?? (await adaptersFor(config));
+  const logger = createLogger(config.logLevel);
+  const engine = new Engine(adapters, config, { logError: (e) => logger.error(e) });
+  const auth = new Auth(loadSecret(config), config);
+  const handler = createHandler({ engine, auth, config, logger });
+  let timer: NodeJS.Timeout | undefined;
+  if (opts.sweeper ?? true) {
+    const tick = () => engine.sweep().catch((err) => logger.error({ message: 'sweep failed', err: String(err) }));
+    void tick();
+    timer = setInterval(tick, config.sweepIntervalMs);
+    timer.unref();
+  }
+  return {
+    config,
+    engine,
+    auth,
+    adapters,
+    handler,
+    logger,
+    async close() {
+      if (timer) clearInterval(timer);
+      await engine.close();
+      await Promise.all([adapters.bus.close(), adapters.cache.close(), adapters.blobs.close()]);
+      await adapters.ledger.close();
+    },
+  };
+}

@@ -1,0 +1,97 @@
+/**
+ * The one typed configuration table. Every setting has a name, an environment variable, a
+ * default, a validator and a description; `loadConfig` reads the environment once at start and
+ * fails fast with a message naming the variable. README's configuration section and
+ * `.env.example` list the same rows.
+ */
+import { z } from 'zod';
+
+interface Setting<T> {
+  env: string;
+  default: T;
+  schema: z.ZodType<T>;
+  doc: string;
+}
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
+
+function setting<T>(env: string, def: T, schema: z.ZodType<T>, doc: string): Setting<T> {
+  return { env, default: def, schema, doc };
+}
+
+const KiB = 1024;
+
+export const CONFIG_TABLE = {
+  port: setting('PORT', 8080, int(0, 65535), 'TCP port `npm start` listens on (0 picks a free one).'),
+  host: setting('PATCHBAY_HOST', '0.0.0.0', z.string().min(1), 'Interface `npm start` binds.'),
+  mode: setting(
+    'PATCHBAY_MODE',
+    'embedded' as 'embedded' | 'google',
+    z.enum(['embedded', 'google']),
+    'Adapter set: `embedded` (SQLite, local files, in-process bus) or `google` (Firestore, Redis, Pub/Sub, GCS).',
+  ),
+  dataDir: setting('PATCHBAY_DATA_DIR', './data', z.string().min(1), 'Where embedded mode keeps its database, blobs and generated secret.'),
+  jwtSecret: setting(
+    'PATCHBAY_JWT_SECRET',
+    '',
+    z.string().refine((s) => s === '' || s.length >= 32, 'must be at least 32 characters'),
+    'HMAC secret for tokens (32+ chars). Empty: generated once into `<dataDir>/jwt-secret`.',
+  ),
+  tokenTtlSeconds: setting('PATCHBAY_TOKEN_TTL_S', 30 * 24 * 3600, int(60), 'Lifetime of tokens from `/v1/auth/anonymous`.'),
+  ticketTtlSeconds: setting('PATCHBAY_TICKET_TTL_S', 60, int(5, 3600), 'Lifetime of a stream ticket (browser SSE credential).'),
+  anonymousAuth: setting('PATCHBAY_ANONYMOUS_AUTH', true as boolean, bool, 'Whether `POST /v1/auth/anonymous` issues tokens.'),
+  maxBodyBytes: setting('PATCHBAY_MAX_BODY_BYTES', 1024 * KiB, int(1024), 'Largest request body accepted (413 `too_large`).'),
+  maxPatchBytes: setting('PATCHBAY_MAX_PATCH_BYTES', 256 * KiB, int(16), 'Largest patch, as JSON text (413 `too_large`).'),
+  maxOps: setting('PATCHBAY_MAX_OPS', 1000, int(1), 'Most operations in one patch (413 `too_large`).'),
+  maxStateBytes: setting('PATCHBAY_MAX_STATE_BYTES', 512 * KiB, int(16), 'Largest scope state, as JSON text, initial or after a patch (413 `too_large`).'),
+  maxPathDepth: setting('PATCHBAY_MAX_PATH_DEPTH', 32, int(1, 1000), 'Most segments in a JSON Pointer of a patch (413 `too_large`).'),
+  maxValueDepth: setting('PATCHBAY_MAX_VALUE_DEPTH', 64, int(1, 1000), 'Deepest nesting of a JSON value in a patch or state (413 `too_large`).'),
+  maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
+  sseMaxMs: setting('PATCHBAY_SSE_MAX_MS', 300_000, int(1000), 'An SSE stream ends cleanly after this long (keep it below the platform request timeout).'),
+  sseHeartbeatMs: setting('PATCHBAY_SSE_HEARTBEAT_MS', 15_000, int(100), 'Interval of SSE heartbeat comment lines.'),
+  sseRetryMs: setting('PATCHBAY_SSE_RETRY_MS', 1000, int(0), '`retry:` hint sent to SSE clients.'),
+  sweepIntervalMs: setting('PATCHBAY_SWEEP_INTERVAL_MS', 10_000, int(100), 'How often the outbox sweeper looks for committed but unpublished patches.'),
+  sweepAgeMs: setting('PATCHBAY_SWEEP_AGE_MS', 5_000, int(0), 'A commit younger than this is left to its own writer by the sweeper.'),
+  cacheMaxScopes: setting('PATCHBAY_CACHE_MAX_SCOPES', 10_000, int(1), 'Embedded hot cache: most scopes kept in memory (least recently used are dropped).'),
+  sqliteSync: setting(
+    'PATCHBAY_SQLITE_SYNC',
+    'full' as 'full' | 'normal',
+    z.enum(['full', 'normal']),
+    'SQLite `synchronous` pragma: `full` survives power loss, `normal` only process crashes.',
+  ),
+  corsOrigin: setting('PATCHBAY_CORS_ORIGIN', '*', z.string(), '`Access-Control-Allow-Origin` sent on every response (empty: no CORS headers).'),
+  logLevel: setting(
+    'PATCHBAY_LOG',
+    'info' as 'info' | 'error' | 'off',
+    z.enum(['info', 'error', 'off']),
+    'Request log: one JSON line per request (`info`), errors only, or none.',
+  ),
+};
+
+type Table = typeof CONFIG_TABLE;
+export type Config = { [K in keyof Table]: Table[K]['default'] };
+
+export class ConfigError extends Error {}
+
+/** Reads every setting from `env` (default: process.env); throws a ConfigError naming each bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env, overrides: Partial<Config> = {}): Config {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, s] of Object.entries(CONFIG_TABLE) as Array<[string, Setting<unknown>]>) {
+    if (key in overrides) {
+      out[key] = (overrides as Record<string, unknown>)[key];
+      continue;
+    }
+    const raw = env[s.env];
+    if (raw === undefined || raw === '') {
+      out[key] = s.default;
+      continue;
+    }
+    const parsed = s.schema.safeParse(raw);
+    if (parsed.success) out[key] = parsed.data;
+    else problems.push(`${s.env}=${JSON.stringify(raw)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  return out as Config;
+}

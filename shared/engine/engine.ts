@@ -1,0 +1,373 @@
+/**
+ * The engine: the write path, the read path and live streams, written against the ports only.
+ *
+ * Guarantee 1 (every acknowledged patch is in the log once, indices 1..n without holes) rests on
+ * `Ledger.commit`: the plan below decides each request's outcome against the head the ledger
+ * read inside its transaction, so a retried transaction re-decides from scratch.
+ * Guarantee 2 (state = initial state + patches 1..ii): `stateAt` trusts a cache entry only at
+ * the exact ii it is asked for, and otherwise folds the log onto the newest state it can trust.
+ * Guarantee 3 (a rejected request changes nothing): a group writes only accepted records, and a
+ * failed patch is applied to a working copy that is then rebuilt.
+ * Guarantee 4 (each subscriber sees each patch once, in order): `openStream` subscribes before it
+ * reads the log, drops what it has already sent and fills gaps from the log.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { Config } from '../config.js';
+import { asPatchbayError, PatchbayError } from '../errors.js';
+import { cloneJson, type Json, jsonBytes } from '../json.js';
+import { applyPatch, checkPatch, checkValueDepth } from '../patch.js';
+import type { Adapters, Head } from '../ports/index.js';
+import { retryKey } from '../ports/index.js';
+import type { CreateScopeRequest, PatchEvent, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
+import { toEvent } from '../protocol.js';
+import { ScopeQueues } from './queue.js';
+
+export interface Ack {
+  id: string;
+  ii: number;
+  duplicate?: true;
+}
+
+export interface ScopeView {
+  id: string;
+  ii: number;
+  state: Json;
+  meta: ScopeMeta;
+}
+
+export interface StreamSink {
+  state(ii: number, state: Json): void | Promise<void>;
+  patch(event: PatchEvent): void | Promise<void>;
+}
+
+type Logger = (entry: Record<string, unknown>) => void;
+
+const LOG_PAGE = 1000;
+
+export interface Pending {
+  req: PatchRequest;
+  user: string;
+  hash: string;
+}
+
+type Outcome = { ack: Ack } | { error: PatchbayError };
+
+export class Engine {
+  readonly config: Config;
+  private readonly ports: Adapters;
+  private readonly queues: ScopeQueues<Pending, Ack>;
+  private readonly now: () => number;
+  private readonly logError: Logger;
+
+  constructor(ports: Adapters, config: Config, opts: { now?: () => number; logError?: Logger } = {}) {
+    this.ports = ports;
+    this.config = config;
+    this.now = opts.now ?? Date.now;
+    this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
+    this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
+  }
+
+  async createScope(owner: string, req: CreateScopeRequest): Promise<ScopeView> {
+    const state: Json = req.state === undefined ? {} : req.state;
+    checkValueDepth(state, this.config.maxValueDepth);
+    const size = this.checkStateSize(state);
+    const now = this.now();
+    const meta: ScopeMeta = {
+      owner,
+      domain: 'default',
+      name: req.name ?? null,
+      type: req.type ?? null,
+      created: now,
+      updated: now,
+      size,
+    };
+    const id = req.id ?? randomUUID();
+    await this.ports.ledger.createScope({ id, meta, initial: state });
+    return { id, ii: 0, state, meta };
+  }
+
+  async head(id: string): Promise<Head> {
+    const head = await this.ports.ledger.getHead(id);
+    if (!head) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
+    return head;
+  }
+
+  /** The scope at its current head. */
+  async getScope(id: string): Promise<ScopeView> {
+    const head = await this.head(id);
+    const state = await this.stateAt(id, head.ii);
+    return { id, ii: head.ii, state, meta: head.meta };
+  }
+
+  /**
+   * Queues a patch for the scope and resolves with its ack once it is committed (and published,
+   * or left to the sweeper). Requests to one scope are committed in groups, in arrival order.
+   */
+  submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
+    checkPatch(req.patch, this.config);
+    const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
+    return this.queues.push(id, { req, user, hash });
+  }
+
+  /** The state at exactly `ii` (which must not be past head). The result must not be mutated. */
+  async stateAt(id: string, ii: number): Promise<Json> {
+    const { cache, ledger } = this.ports;
+    const cached = await cache.get(id).catch(() => null);
+    if (cached && cached.ii === ii) return cached.state;
+    let at: number;
+    let state: Json;
+    if (cached && cached.ii < ii) {
+      at = cached.ii;
+      state = cloneJson(cached.state);
+    } else {
+      const initial = await ledger.getInitial(id);
+      if (initial === null) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
+      at = 0;
+      state = cloneJson(initial);
+    }
+    for await (const r of this.readLog(id, at + 1, ii)) {
+      if (r.ii !== at + 1) throw new PatchbayError('internal', `log of ${id} has a hole at ${at + 1}`);
+      state = applyPatch(state, r.patch);
+      at = r.ii;
+    }
+    if (at !== ii) throw new PatchbayError('internal', `log of ${id} ends at ${at}, head is ${ii}`);
+    await cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
+    return state;
+  }
+
+  /** Records from..to (inclusive) in order, read page by page. */
+  async *readLog(id: string, from: number, to: number): AsyncGenerator<PatchRecord> {
+    let next = from;
+    while (next <= to) {
+      const page = await this.ports.ledger.readLog(id, next, to, LOG_PAGE);
+      for (const r of page) yield r;
+      if (page.length < LOG_PAGE) return;
+      next = (page[page.length - 1] as PatchRecord).ii + 1;
+    }
+  }
+
+  /** History from..to, clamped to 1..head. */
+  async history(id: string, from: number, to: number | undefined): Promise<AsyncGenerator<PatchRecord>> {
+    const head = await this.head(id);
+    return this.readLog(id, Math.max(1, from), Math.min(to ?? head.ii, head.ii));
+  }
+
+  private checkStateSize(state: Json): number {
+    const size = jsonBytes(state);
+    if (size > this.config.maxStateBytes) {
+      throw new PatchbayError('too_large', `a scope's state may be at most ${this.config.maxStateBytes} bytes`, {
+        limit: 'maxStateBytes',
+        max: this.config.maxStateBytes,
+        actual: size,
+      });
+    }
+    return size;
+  }
+
+  private checkState(state: Json): number {
+    checkValueDepth(state, this.config.maxValueDepth);
+    return this.checkStateSize(state);
+  }
+
+  /** Commits one group: one ledger transaction, each request checked in order. */
+  private async commitGroup(id: string, group: Pending[]): Promise<Outcome[]> {
+    const now = this.now();
+    const { records, outcomes, state } = await this.ports.ledger.commit(id, async (view) => {
+      const planned = await this.plan(id, view.head, group, view, now);
+      const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
+      return { records: planned.records, meta, result: planned };
+    });
+    if (records.length > 0) {
+      const last = records[records.length - 1] as PatchRecord;
+      await this.ports.cache.put(id, last.ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
+      await this.publish(id, records);
+    }
+    return outcomes;
+  }
+
+  private async plan(
+    id: string,
+    head: Head,
+    group: Pending[],
+    view: { findRetries: (keys: Array<{ session: string; si: number }>) => Promise<Map<string, PatchRecord>> },
+    now: number,
+  ) {
+    const keys = group.flatMap((p) => (p.req.session === undefined ? [] : [{ session: p.req.session, si: p.req.si as number }]));
+    const retries = keys.length > 0 ? await view.findRetries(keys) : new Map<string, PatchRecord>();
+    const base = await this.stateAt(id, head.ii);
+    // Fast pass: check the state's limits once for the whole group; only if that fails, redo
+    // the group checking after every patch, so the offending patch alone is refused.
+    const fast = this.runGroup(id, head, group, retries, base, now, false);
+    if (fast.records.length === 0) return { ...fast, size: head.meta.size };
+    try {
+      return { ...fast, size: this.checkState(fast.state) };
+    } catch {
+      const slow = this.runGroup(id, head, group, retries, base, now, true);
+      return { ...slow, size: slow.records.length > 0 ? jsonBytes(slow.state) : head.meta.size };
+    }
+  }
+
+  private runGroup(id: string, head: Head, group: Pending[], retries: Map<string, PatchRecord>, base: Json, now: number, checkEach: boolean) {
+    let state: Json | null = null; // working copy, made on first use
+    const records: PatchRecord[] = [];
+    const inGroup = new Map<string, PatchRecord>();
+    const outcomes: Outcome[] = [];
+    const rebuild = (): Json => {
+      let s = cloneJson(base);
+      for (const r of records) s = applyPatch(s, r.patch);
+      return s;
+    };
+    for (const p of group) {
+      const next = head.ii + records.length + 1;
+      const { req } = p;
+      if (head.meta.owner !== p.user) {
+        outcomes.push({ error: new PatchbayError('forbidden', 'only the owner of a scope may patch it', { id }) });
+        continue;
+      }
+      if (req.session !== undefined) {
+        const key = retryKey(req.session, req.si as number);
+        const prior = retries.get(key) ?? inGroup.get(key);
+        if (prior) {
+          outcomes.push(
+            prior.hash === p.hash
+              ? { ack: { id, ii: prior.ii, duplicate: true } }
+              : { error: new PatchbayError('duplicate_mismatch', `session ${req.session} already sent a different patch as si ${req.si}`, { ii: prior.ii }) },
+          );
+          continue;
+        }
+      }
+      if (req.ii !== undefined && req.ii > next) {
+        outcomes.push({ error: new PatchbayError('replay_required', `patch ii ${req.ii} is ahead of the next index ${next}`, { expected: next }) });
+        continue;
+      }
+      if (req.ii !== undefined && req.ii < next) {
+        outcomes.push({ error: new PatchbayError('out_of_sync', `patch ii ${req.ii} is at or below head ${next - 1}`, { head: next - 1 }) });
+        continue;
+      }
+      try {
+        state = applyPatch(state ?? cloneJson(base), req.patch);
+        if (checkEach) this.checkState(state);
+      } catch (err) {
+        outcomes.push({ error: asPatchbayError(err) });
+        state = rebuild();
+        continue;
+      }
+      const record: PatchRecord = {
+        scope: id,
+        ii: next,
+        patch: req.patch,
+        at: now,
+        by: p.user,
+        session: req.session ?? null,
+        si: req.si ?? null,
+        hash: p.hash,
+        epoch: head.epoch,
+      };
+      records.push(record);
+      if (req.session !== undefined) inGroup.set(retryKey(req.session, req.si as number), record);
+      outcomes.push({ ack: { id, ii: next } });
+    }
+    return { records, outcomes, state: state ?? base };
+  }
+
+  /** Hands records to the bus and moves the watermark; a failure is left to the sweeper. */
+  private async publish(id: string, records: PatchRecord[]): Promise<void> {
+    try {
+      await this.ports.bus.publish(records.map(toEvent));
+      await this.ports.ledger.markPublished(id, (records[records.length - 1] as PatchRecord).ii);
+    } catch (err) {
+      this.logError({ message: 'publish failed; the sweeper will retry', scope: id, err: String(err) });
+    }
+  }
+
+  /** The outbox sweeper: republishes committed patches that were never marked published. */
+  async sweep(now = this.now()): Promise<number> {
+    const stale = await this.ports.ledger.listUnpublished(now - this.config.sweepAgeMs, 100);
+    let count = 0;
+    for (const s of stale) {
+      let batch: PatchRecord[] = [];
+      for await (const r of this.readLog(s.id, s.published + 1, s.ii)) {
+        batch.push(r);
+        if (batch.length === LOG_PAGE) {
+          await this.publish(s.id, batch);
+          count += batch.length;
+          batch = [];
+        }
+      }
+      if (batch.length > 0) await this.publish(s.id, batch);
+      count += batch.length;
+    }
+    return count;
+  }
+
+  /**
+   * Streams a scope: without `since`, a `state` at head then every later patch; with `since`,
+   * every patch after it. Resolves once subscribed and caught up; the returned function stops it.
+   */
+  async openStream(id: string, since: number | undefined, sink: StreamSink): Promise<() => Promise<void>> {
+    let last = since ?? 0;
+    let closed = false;
+    let live = false;
+    const queue: PatchEvent[] = [];
+    let pumping: Promise<void> | null = null;
+
+    const emitRecordsUpTo = async (to: number) => {
+      for await (const r of this.readLog(id, last + 1, to)) {
+        if (closed) return;
+        if (r.ii !== last + 1) throw new PatchbayError('internal', `log of ${id} has a hole at ${last + 1}`);
+        await sink.patch(toEvent(r));
+        last = r.ii;
+      }
+    };
+    const pump = async () => {
+      while (queue.length > 0 && !closed) {
+        const e = queue.shift() as PatchEvent;
+        if (e.ii <= last) continue; // already sent (bus duplicate, or read from the log)
+        if (e.ii > last + 1) await emitRecordsUpTo(e.ii - 1); // a gap: the log has what the bus skipped
+        if (e.ii === last + 1 && !closed) {
+          await sink.patch(e);
+          last = e.ii;
+        }
+      }
+    };
+    const kick = () => {
+      if (!live || pumping || closed) return;
+      pumping = pump()
+        .catch((err) => this.logError({ message: 'stream failed', scope: id, err: String(err) }))
+        .finally(() => {
+          pumping = null;
+          if (queue.length > 0) kick();
+        });
+    };
+
+    const unsubscribe = await this.ports.bus.subscribe(id, (e) => {
+      queue.push(e);
+      kick();
+    });
+    try {
+      const head = await this.head(id);
+      if (since !== undefined && since > head.ii) {
+        throw new PatchbayError('out_of_sync', `position ${since} is past head ${head.ii}`, { head: head.ii });
+      }
+      if (since === undefined) {
+        await sink.state(head.ii, await this.stateAt(id, head.ii));
+        last = head.ii;
+      }
+      await emitRecordsUpTo(Number.MAX_SAFE_INTEGER);
+    } catch (err) {
+      closed = true;
+      await unsubscribe();
+      throw err;
+    }
+    live = true;
+    kick();
+    return async () => {
+      closed = true;
+      await unsubscribe();
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.queues.idle();
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * One error type with a closed set of codes. Every failure the service reports to a client
+ * is a PatchbayError; the HTTP status of each code is decided here and nowhere else.
+ */
+
+/** Each code, its HTTP status, and when it is used. */
+export const ERROR_CODES = {
+  /** The request's shape is wrong (zod issues in `issues`), or a value breaks a syntactic rule. */
+  invalid_request: 400,
+  /** No credential, or a credential that does not verify. */
+  unauthorized: 401,
+  /** The credential is valid but does not allow this call on this scope. */
+  forbidden: 403,
+  /** No route matches the path. */
+  not_found: 404,
+  /** The scope does not exist. */
+  scope_not_found: 404,
+  /** The route exists but not with this method. */
+  method_not_allowed: 405,
+  /** A scope with this id already exists. */
+  scope_exists: 409,
+  /** The patch's `ii` is ahead of head+1: the client missed patches and must replay (`expected`). */
+  replay_required: 409,
+  /** The patch's `ii` is at or below head and it is not a retry of an accepted patch (`head`). */
+  out_of_sync: 409,
+  /** A `(session, si)` pair that was already accepted came back with a different patch. */
+  duplicate_mismatch: 409,
+  /** `If-None-Match` matched: not an error body, listed so the table is complete. */
+  not_modified: 304,
+  /** A size or count limit was exceeded (`limit`, `max`, `actual`). */
+  too_large: 413,
+  /** The body is not `application/json`. */
+  unsupported_media_type: 415,
+  /** An operation of the patch cannot be applied (`op` is its index); nothing was changed. */
+  patch_failed: 422,
+  /** A dependency (ledger, cache, bus) failed; the request may be retried. */
+  unavailable: 503,
+  /** A bug. */
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class PatchbayError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.name = 'PatchbayError';
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERROR_CODES[this.code];
+  }
+
+  /** The wire form: `{"error": {"code", "message", ...details}}`. */
+  toBody(): { error: Record<string, unknown> } {
+    return { error: { ...this.details, code: this.code, message: this.message } };
+  }
+}
+
+/** Any thrown value as a PatchbayError; unknown errors become `internal` without leaking their text. */
+export function asPatchbayError(err: unknown): PatchbayError {
+  if (err instanceof PatchbayError) return err;
+  return new PatchbayError('internal', 'internal error');
+}

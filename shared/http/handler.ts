@@ -1,0 +1,325 @@
+/**
+ * The v1 HTTP API as one Node request handler: `(req, res) => Promise<void>`. The same function is
+ * the Cloud Function (functions/index.ts, via the Functions Framework, whose Express request
+ * carries `rawBody`) and what `npm start` serves with a plain `http.Server`.
+ *
+ * Every response is JSON (or SSE / NDJSON where the contract says so); every error body is
+ * `{"error": {"code", "message", ...}}`, its status taken from the error table in errors.ts.
+ * The handler enforces its own body limit: the Functions Framework accepts up to 1 GB.
+ */
+import { once } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { z } from 'zod';
+import type { Config } from '../config.js';
+import type { Engine, ScopeView } from '../engine/engine.js';
+import { asPatchbayError, PatchbayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { createScopeSchema, patchRequestSchema, SCOPE_ID } from '../protocol.js';
+import type { Auth, User } from './auth.js';
+import { SseWriter } from './sse.js';
+
+type Req = IncomingMessage & { rawBody?: Buffer };
+
+interface Ctx {
+  req: Req;
+  res: ServerResponse;
+  url: URL;
+  params: string[];
+  /** Filled in by handlers for the request log. */
+  log: { scope?: string; ii?: number };
+}
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  name: string;
+  run: (ctx: Ctx) => Promise<void>;
+}
+
+export interface HandlerDeps {
+  engine: Engine;
+  auth: Auth;
+  config: Config;
+  logger: Logger;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+export function createHandler({ engine, auth, config, logger }: HandlerDeps): Handler {
+  const send = (ctx: Ctx, status: number, body: unknown, headers: Record<string, string> = {}) => {
+    const text = JSON.stringify(body);
+    ctx.res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(text)), ...headers });
+    ctx.res.end(text);
+  };
+
+  const scopeId = (ctx: Ctx): string => {
+    let id: string;
+    try {
+      id = decodeURIComponent(ctx.params[0] as string);
+    } catch {
+      id = '';
+    }
+    if (!SCOPE_ID.test(id)) {
+      throw new PatchbayError('invalid_request', 'a scope id matches [A-Za-z0-9_.:-]{1,128}', { issues: [{ path: ['id'], message: 'invalid scope id' }] });
+    }
+    ctx.log.scope = id;
+    return id;
+  };
+
+  const user = (ctx: Ctx): Promise<User> => auth.fromHeader(ctx.req.headers.authorization);
+
+  const body = async <T>(ctx: Ctx, schema: z.ZodType<T>): Promise<T> => {
+    const parsed = schema.safeParse(await readJson(ctx.req, config.maxBodyBytes));
+    if (!parsed.success) {
+      throw new PatchbayError('invalid_request', 'the request body does not match the schema', {
+        issues: parsed.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message })),
+      });
+    }
+    return parsed.data;
+  };
+
+  const scopeBody = (v: ScopeView) => ({ id: v.id, ii: v.ii, state: v.state, meta: { ...v.meta, ii: v.ii } });
+
+  const routes: Route[] = [
+    {
+      method: 'POST',
+      pattern: /^\/v1\/auth\/anonymous$/,
+      name: 'auth.anonymous',
+      run: async (ctx) => send(ctx, 200, await auth.issueAnonymous()),
+    },
+    {
+      method: 'POST',
+      pattern: /^\/v1\/scopes$/,
+      name: 'scopes.create',
+      run: async (ctx) => {
+        const u = await user(ctx);
+        const req = await body(ctx, createScopeSchema);
+        const view = await engine.createScope(u.id, req);
+        ctx.log.scope = view.id;
+        ctx.log.ii = 0;
+        send(ctx, 201, scopeBody(view), { etag: '"0"', location: `/v1/scopes/${encodeURIComponent(view.id)}` });
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/v1\/scopes\/([^/]+)$/,
+      name: 'scopes.get',
+      run: async (ctx) => {
+        const id = scopeId(ctx);
+        await user(ctx);
+        const head = await engine.head(id);
+        const etag = `"${head.ii}"`;
+        ctx.log.ii = head.ii;
+        if (etagMatches(ctx.req.headers['if-none-match'], etag)) {
+          ctx.res.writeHead(304, { etag });
+          ctx.res.end();
+          return;
+        }
+        const state = await engine.stateAt(id, head.ii);
+        send(ctx, 200, scopeBody({ id, ii: head.ii, state, meta: head.meta }), { etag });
+      },
+    },
+    {
+      method: 'POST',
+      pattern: /^\/v1\/scopes\/([^/]+)\/patches$/,
+      name: 'patches.submit',
+      run: async (ctx) => {
+        const id = scopeId(ctx);
+        const u = await user(ctx);
+        const req = await body(ctx, patchRequestSchema);
+        const ack = await engine.submit(id, u.id, req);
+        ctx.log.ii = ack.ii;
+        send(ctx, 200, ack);
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/v1\/scopes\/([^/]+)\/patches$/,
+      name: 'patches.history',
+      run: async (ctx) => {
+        const id = scopeId(ctx);
+        await user(ctx);
+        const from = intParam(ctx.url, 'from') ?? 1;
+        const to = intParam(ctx.url, 'to');
+        const records = await engine.history(id, from, to);
+        ctx.res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache' });
+        for await (const r of records) {
+          const line = `${JSON.stringify({ ii: r.ii, patch: r.patch, at: r.at, by: r.by })}\n`;
+          if (!ctx.res.write(line)) await Promise.race([once(ctx.res, 'drain'), once(ctx.res, 'close')]);
+          if (ctx.res.destroyed) return;
+        }
+        ctx.res.end();
+      },
+    },
+    {
+      method: 'POST',
+      pattern: /^\/v1\/scopes\/([^/]+)\/events\/ticket$/,
+      name: 'events.ticket',
+      run: async (ctx) => {
+        const id = scopeId(ctx);
+        const u = await user(ctx);
+        await engine.head(id);
+        send(ctx, 200, await auth.issueTicket(u, id));
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/v1\/scopes\/([^/]+)\/events$/,
+      name: 'events.stream',
+      run: (ctx) => stream(ctx),
+    },
+    {
+      method: 'GET',
+      pattern: /^\/healthz$/,
+      name: 'health',
+      run: async (ctx) => send(ctx, 200, { ok: true }),
+    },
+  ];
+
+  const stream = async (ctx: Ctx) => {
+    const id = scopeId(ctx);
+    const ticket = ctx.url.searchParams.get('ticket');
+    if (ticket !== null) await auth.fromTicket(ticket, id);
+    else await user(ctx);
+    const lastEventId = ctx.req.headers['last-event-id'];
+    const since = typeof lastEventId === 'string' && lastEventId !== '' ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
+
+    const sse = new SseWriter(ctx.res);
+    let started = false;
+    const ensureStarted = () => {
+      if (!started) {
+        started = true;
+        sse.start(config.sseRetryMs);
+      }
+    };
+    const stop = await engine.openStream(id, since, {
+      state: async (ii, state) => {
+        ensureStarted();
+        await sse.event('state', JSON.stringify({ ii, state }), ii);
+      },
+      patch: async (e) => {
+        ensureStarted();
+        await sse.event('patch', JSON.stringify({ ii: e.ii, patch: e.patch, at: e.at, by: e.by }), e.ii);
+      },
+    });
+    ensureStarted();
+    const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
+    const done = new Promise<void>((resolve) => {
+      const limit = setTimeout(resolve, config.sseMaxMs);
+      ctx.res.once('close', () => {
+        clearTimeout(limit);
+        resolve();
+      });
+    });
+    await done;
+    clearInterval(heartbeat);
+    await stop();
+    sse.end(config.sseRetryMs);
+  };
+
+  return async (req: IncomingMessage, res: ServerResponse) => {
+    const started = process.hrtime.bigint();
+    const ctx: Ctx = { req: req as Req, res, url: new URL(req.url ?? '/', 'http://local'), params: [], log: {} };
+    let routeName = 'unmatched';
+    if (config.corsOrigin !== '') {
+      res.setHeader('access-control-allow-origin', config.corsOrigin);
+      res.setHeader('access-control-expose-headers', 'ETag, Location');
+    }
+    try {
+      if (req.method === 'OPTIONS') {
+        res.writeHead(204, {
+          'access-control-allow-methods': 'GET, POST, OPTIONS',
+          'access-control-allow-headers': 'Authorization, Content-Type, If-None-Match, Last-Event-ID',
+          'access-control-max-age': '600',
+        });
+        res.end();
+        return;
+      }
+      const path = ctx.url.pathname;
+      const matching = routes.filter((r) => r.pattern.test(path));
+      const route = matching.find((r) => r.method === req.method);
+      if (!route) {
+        if (matching.length > 0) {
+          throw new PatchbayError('method_not_allowed', `${req.method} is not allowed here`, { allow: matching.map((r) => r.method) });
+        }
+        throw new PatchbayError('not_found', `no route for ${path}`);
+      }
+      routeName = route.name;
+      ctx.params = (route.pattern.exec(path) as RegExpExecArray).slice(1);
+      await route.run(ctx);
+    } catch (err) {
+      const e = asPatchbayError(err);
+      if (e.code === 'internal') logger.error({ message: 'unhandled error', route: routeName, err: err instanceof Error ? err.stack : String(err) });
+      if (!res.headersSent) {
+        const headers: Record<string, string> = e.code === 'method_not_allowed' ? { allow: (e.details.allow as string[]).join(', ') } : {};
+        if (e.code === 'too_large' && e.details.limit === 'maxBodyBytes') headers.connection = 'close';
+        send(ctx, e.status, e.toBody(), headers);
+      } else {
+        res.destroy();
+      }
+    } finally {
+      const latencyMs = Number(process.hrtime.bigint() - started) / 1e6;
+      logger.request({
+        message: `${req.method} ${routeName} ${res.statusCode}`,
+        method: req.method,
+        route: routeName,
+        scope: ctx.log.scope,
+        ii: ctx.log.ii,
+        status: res.statusCode,
+        latencyMs: Math.round(latencyMs * 100) / 100,
+        httpRequest: { requestMethod: req.method, requestUrl: req.url, status: res.statusCode, latency: `${(latencyMs / 1000).toFixed(6)}s` },
+      });
+    }
+  };
+}
+
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  if (header.trim() === '*') return true;
+  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
+}
+
+function parseIndex(raw: string, name: string): number {
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
+    throw new PatchbayError('invalid_request', `${name} must be a non-negative integer`, { issues: [{ path: [name], message: 'not a non-negative integer' }] });
+  }
+  return Number(raw);
+}
+
+function intParam(url: URL, name: string): number | undefined {
+  const raw = url.searchParams.get(name);
+  return raw === null ? undefined : parseIndex(raw, name);
+}
+
+/** Reads and parses a JSON body, enforcing the content type and the size limit. */
+async function readJson(req: Req, limit: number): Promise<unknown> {
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== 'application/json') throw new PatchbayError('unsupported_media_type', 'send Content-Type: application/json');
+  const tooLarge = (actual?: number) =>
+    new PatchbayError('too_large', `a request body may be at most ${limit} bytes`, {
+      limit: 'maxBodyBytes',
+      max: limit,
+      ...(actual === undefined ? {} : { actual }),
+    });
+  let buf: Buffer;
+  if (Buffer.isBuffer(req.rawBody)) {
+    buf = req.rawBody;
+    if (buf.length > limit) throw tooLarge(buf.length);
+  } else {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) throw tooLarge(declared);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > limit) throw tooLarge();
+      chunks.push(chunk as Buffer);
+    }
+    buf = Buffer.concat(chunks);
+  }
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    throw new PatchbayError('invalid_request', 'the body is not valid JSON', { issues: [{ path: [], message: 'invalid JSON' }] });
+  }
+}

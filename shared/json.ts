@@ -1,0 +1,34 @@
+/** JSON values and the small helpers the core needs around them. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A deep copy of a JSON value (JSON round trip: the fastest deep clone for plain JSON in V8). */
+export function cloneJson<T extends Json>(value: T): T {
+  return JSON.parse(JSON.stringify(value)) as T;
+}
+
+/** UTF-8 byte length of a value's JSON text. */
+export function jsonBytes(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value), 'utf8');
+}
+
+/**
+ * Nesting depth of a JSON value (a scalar is 0, `[]` is 1), computed without recursion so a
+ * hostile 100,000-deep document cannot overflow the stack. Stops counting past `stopAt`.
+ */
+export function jsonDepth(value: unknown, stopAt = Number.POSITIVE_INFINITY): number {
+  let max = 0;
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop() as [unknown, number];
+    if (v === null || typeof v !== 'object') continue;
+    const depth = d + 1;
+    if (depth > max) {
+      max = depth;
+      if (max > stopAt) return max;
+    }
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (child !== null && typeof child === 'object') stack.push([child, depth]);
+    }
+  }
+  return max;
+}

@@ -1,0 +1,18 @@
+import type { BlobStore } from './blobs.js';
+import type { Bus } from './bus.js';
+import type { HotCache } from './cache.js';
+import type { Ledger } from './ledger.js';
+
+export type { BlobStore } from './blobs.js';
+export type { Bus, Listener } from './bus.js';
+export type { CachedState, HotCache } from './cache.js';
+export type { CommitPlan, Head, Lease, Ledger, NewScope, Plan, TxView } from './ledger.js';
+export { retryKey } from './ledger.js';
+
+/** One adapter for each port: what the engine runs on. */
+export interface Adapters {
+  ledger: Ledger;
+  cache: HotCache;
+  bus: Bus;
+  blobs: BlobStore;
+}

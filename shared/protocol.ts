@@ -1,0 +1,96 @@
+/**
+ * The v1 wire types: request bodies (zod-validated), and the records the ports store.
+ * docs/openapi.yaml describes the same shapes for clients.
+ */
+import { z } from 'zod';
+import type { Json } from './json.js';
+
+export const SCOPE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+export const OPS = ['add', 'remove', 'replace', 'move', 'copy', 'test'] as const;
+export type OpName = (typeof OPS)[number];
+
+export interface Operation {
+  op: OpName;
+  path: string;
+  from?: string;
+  value?: Json;
+}
+export type Patch = Operation[];
+
+/** A JSON Pointer (RFC 6901): empty, or `/`-separated segments where `~` only appears as `~0`/`~1`. */
+const pointer = z.string().regex(/^(\/([^~]|~[01])*)*$/, 'must be a JSON Pointer ("" or "/a/b", with ~0 and ~1 escapes)');
+const jsonValue: z.ZodType<Json> = z.json() as unknown as z.ZodType<Json>;
+
+const valueOp = z.strictObject({ op: z.enum(['add', 'replace', 'test']), path: pointer, value: jsonValue });
+const removeOp = z.strictObject({ op: z.literal('remove'), path: pointer });
+const fromOp = z.strictObject({ op: z.enum(['move', 'copy']), path: pointer, from: pointer });
+
+export const operationSchema = z.discriminatedUnion('op', [valueOp, removeOp, fromOp]);
+export const patchSchema = z.array(operationSchema);
+
+const sessionId = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must match [A-Za-z0-9_.:-]{1,128}');
+const index = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+export const patchRequestSchema = z
+  .strictObject({
+    patch: patchSchema,
+    ii: index.min(1).optional(),
+    session: sessionId.optional(),
+    si: index.optional(),
+  })
+  .refine((b) => (b.session === undefined) === (b.si === undefined), {
+    message: 'session and si go together',
+    path: ['si'],
+  });
+export type PatchRequest = z.infer<typeof patchRequestSchema>;
+
+export const createScopeSchema = z.strictObject({
+  id: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}').optional(),
+  name: z.string().max(256).optional(),
+  type: z.string().max(128).optional(),
+  state: jsonValue.optional(),
+});
+export type CreateScopeRequest = z.infer<typeof createScopeSchema>;
+
+/** Metadata kept with a scope's head. Times are milliseconds since the Unix epoch. */
+export interface ScopeMeta {
+  owner: string;
+  domain: string;
+  name: string | null;
+  type: string | null;
+  created: number;
+  updated: number;
+  /** Bytes of the state's JSON text at head. */
+  size: number;
+}
+
+/** One accepted patch, as the log stores it. */
+export interface PatchRecord {
+  scope: string;
+  ii: number;
+  patch: Patch;
+  /** Commit time, ms since epoch. */
+  at: number;
+  /** User id of the author. */
+  by: string;
+  session: string | null;
+  si: number | null;
+  /** Hash of the patch text, so a retry under the same (session, si) can be checked. */
+  hash: string;
+  /** The scope's lease epoch when this patch was committed. */
+  epoch: number;
+}
+
+/** What subscribers receive for each committed patch (also the SSE `patch` event data, minus `scope`). */
+export interface PatchEvent {
+  scope: string;
+  ii: number;
+  patch: Patch;
+  at: number;
+  by: string;
+}
+
+export function toEvent(r: PatchRecord): PatchEvent {
+  return { scope: r.scope, ii: r.ii, patch: r.patch, at: r.at, by: r.by };
+}

@@ -1,0 +1,124 @@
+/**
+ * Test harness: the real handler on a real socket (127.0.0.1, free port), embedded adapters in a
+ * fresh temporary data directory, and a small fetch-based client.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type App, createApp } from '../../shared/app.js';
+import { type Config, loadConfig } from '../../shared/config.js';
+import type { Adapters } from '../../shared/ports/index.js';
+
+export interface Res {
+  status: number;
+  headers: Headers;
+  text: string;
+  // biome-ignore lint/suspicious/noExplicitAny: test responses are inspected loosely
+  json: any;
+}
+
+export interface Client {
+  token: string;
+  request(method: string, path: string, opts?: { body?: unknown; raw?: string; headers?: Record<string, string>; token?: string | null }): Promise<Res>;
+}
+
+export interface TestServer {
+  url: string;
+  app: App;
+  dataDir: string;
+  /** A new anonymous user and a client that sends its token. */
+  client(): Promise<Client>;
+  close(): Promise<void>;
+}
+
+export function tempDir(prefix = 'patchbay-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function testConfig(overrides: Partial<Config> = {}): Config {
+  return loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: 'off', dataDir: tempDir(), sqliteSync: 'normal', ...overrides });
+}
+
+export async function request(
+  base: string,
+  method: string,
+  path: string,
+  opts: { body?: unknown; raw?: string; headers?: Record<string, string>; token?: string | null } = {},
+): Promise<Res> {
+  const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  let body: string | undefined;
+  if (opts.raw !== undefined) body = opts.raw;
+  else if (opts.body !== undefined) {
+    body = JSON.stringify(opts.body);
+    headers['content-type'] ??= 'application/json';
+  }
+  const res = await fetch(base + path, { method, headers, body });
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+export async function newClient(base: string): Promise<Client> {
+  const res = await request(base, 'POST', '/v1/auth/anonymous');
+  if (res.status !== 200) throw new Error(`anonymous auth failed: ${res.status} ${res.text}`);
+  const token = res.json.token as string;
+  return {
+    token,
+    request: (method, path, opts = {}) => request(base, method, path, { ...opts, token: opts.token === undefined ? token : opts.token }),
+  };
+}
+
+/** Starts the handler in this process. */
+export async function startServer(overrides: Partial<Config> = {}, adapters?: Adapters): Promise<TestServer> {
+  const config = testConfig(overrides);
+  const app = await createApp(config, { adapters, sweeper: false });
+  const server: Server = createServer((req, res) => void app.handler(req, res));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    url,
+    app,
+    dataDir: config.dataDir,
+    client: () => newClient(url),
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await app.close();
+      rmSync(config.dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Starts `npm start`'s entry (dist/functions/serve.js) as a child process; resolves once it listens. */
+export async function spawnServer(env: Record<string, string>): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, ['dist/functions/serve.js'], {
+    env: { ...process.env, PORT: '0', PATCHBAY_HOST: '127.0.0.1', PATCHBAY_LOG: 'error', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = /"port":(\d+)/.exec(out);
+      if (m) {
+        child.stdout?.off('data', onData);
+        resolve(`http://127.0.0.1:${m[1]}`);
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
+  });
+  return { url, child };
+}

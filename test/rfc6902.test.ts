@@ -1,0 +1,103 @@
+/**
+ * RFC 6902 conformance from shared fixtures (test/fixtures/rfc6902.json), run twice: against
+ * the core's applyPatch, and end to end over HTTP, where a failing patch must change nothing
+ * (guarantee 3) and a refused one must be refused before anything is applied.
+ */
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PatchbayError } from '../shared/errors.js';
+import type { Json } from '../shared/json.js';
+import { cloneJson } from '../shared/json.js';
+import { applyPatch, checkPatch } from '../shared/patch.js';
+import type { Patch } from '../shared/protocol.js';
+import { patchSchema } from '../shared/protocol.js';
+import { type Client, startServer, type TestServer } from './helpers/server.js';
+
+interface Case {
+  name: string;
+  doc: Json;
+  patch: unknown[];
+  expected?: Json;
+  error?: number;
+  reject?: number;
+}
+
+const { cases } = JSON.parse(readFileSync(new URL('./fixtures/rfc6902.json', import.meta.url), 'utf8')) as { cases: Case[] };
+const limits = { maxOps: 1000, maxPatchBytes: 1 << 20, maxPathDepth: 32, maxValueDepth: 64 };
+
+describe('applyPatch (core)', () => {
+  for (const c of cases) {
+    it(c.name, () => {
+      const parsed = patchSchema.safeParse(c.patch);
+      if (c.reject !== undefined) {
+        const refused =
+          !parsed.success ||
+          (() => {
+            try {
+              checkPatch(parsed.data as Patch, limits);
+              return false;
+            } catch (e) {
+              return e instanceof PatchbayError && e.status === c.reject;
+            }
+          })();
+        expect(refused).toBe(true);
+        return;
+      }
+      expect(parsed.success).toBe(true);
+      const patch = parsed.data as Patch;
+      checkPatch(patch, limits);
+      if (c.error !== undefined) {
+        let err: unknown;
+        try {
+          applyPatch(cloneJson(c.doc), patch);
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(PatchbayError);
+        expect((err as PatchbayError).code).toBe('patch_failed');
+        expect((err as PatchbayError).details.op).toBe(c.error);
+      } else {
+        expect(applyPatch(cloneJson(c.doc), patch)).toEqual(c.expected);
+      }
+    });
+  }
+
+  it('does not pollute Object.prototype through any op', () => {
+    for (const path of ['/__proto__', '/a/__proto__/x', '/constructor/prototype/x']) {
+      expect(() => checkPatch([{ op: 'add', path, value: { polluted: true } }], limits)).toThrow(PatchbayError);
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe('RFC 6902 over HTTP', () => {
+  let srv: TestServer;
+  let alice: Client;
+  beforeAll(async () => {
+    srv = await startServer();
+    alice = await srv.client();
+  });
+  afterAll(() => srv.close());
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      const created = await alice.request('POST', '/v1/scopes', { body: { state: c.doc } });
+      expect(created.status).toBe(201);
+      const id = created.json.id;
+      const res = await alice.request('POST', `/v1/scopes/${id}/patches`, { body: { ii: 1, patch: c.patch } });
+      const after = await alice.request('GET', `/v1/scopes/${id}`);
+      if (c.expected !== undefined) {
+        expect(res.json).toEqual({ id, ii: 1 });
+        expect(after.json).toMatchObject({ ii: 1, state: c.expected });
+        return;
+      }
+      if (c.error !== undefined) {
+        expect(res.status).toBe(422);
+        expect(res.json.error).toMatchObject({ code: 'patch_failed', op: c.error });
+      } else {
+        expect(res.status).toBe(c.reject);
+      }
+      expect(after.json).toMatchObject({ ii: 0, state: c.doc });
+    });
+  }
+});

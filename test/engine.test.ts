@@ -1,0 +1,200 @@
+/**
+ * The engine's write path on its own (embedded adapters, no HTTP): hot scopes are committed in
+ * groups, each request checked in order within its group; a refused request inside a group
+ * changes nothing and does not disturb its neighbours (guarantees 1 and 3); state limits are
+ * enforced per patch even when the group is checked at once; the read path rebuilds from the
+ * log when the cache is cold or behind (guarantee 2); the sweeper publishes what was committed
+ * but never published (guarantee 5's "eventually published").
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
+import { Engine } from '../shared/engine/engine.js';
+import type { PatchbayError } from '../shared/errors.js';
+import type { Adapters, Ledger, Plan } from '../shared/ports/index.js';
+import type { PatchEvent } from '../shared/protocol.js';
+import { tempDir, testConfig } from './helpers/server.js';
+
+/** A ledger decorator that counts transactions: grouping is observable as fewer commits than patches. */
+class CountingLedger {
+  commits = 0;
+  constructor(readonly inner: Ledger) {}
+  wrap(): Ledger {
+    return new Proxy(this.inner, {
+      get: (target, prop, receiver) => {
+        if (prop === 'commit') {
+          return <T>(id: string, plan: Plan<T>) => {
+            this.commits++;
+            return target.commit(id, plan);
+          };
+        }
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  }
+}
+
+const engines: Engine[] = [];
+const ports: Adapters[] = [];
+afterEach(async () => {
+  for (const e of engines.splice(0)) await e.close();
+  for (const p of ports.splice(0)) await p.ledger.close();
+});
+
+function setup(overrides = {}, mutate?: (a: Adapters) => void) {
+  const counting = new CountingLedger(new SqliteLedger(':memory:'));
+  const adapters: Adapters = { ledger: counting.wrap(), cache: new MemoryCache(), bus: new LocalBus(), blobs: new FsBlobStore(tempDir()) };
+  mutate?.(adapters);
+  const engine = new Engine(adapters, testConfig(overrides), { logError: () => {} });
+  engines.push(engine);
+  ports.push(adapters);
+  return { engine, adapters, counting };
+}
+
+const settle = <T>(p: Promise<T>) =>
+  p.then(
+    (v) => ({ ok: v }),
+    (e: PatchbayError) => ({ err: e.code }),
+  );
+
+describe('group commit', () => {
+  it('commits 32 concurrent appends to one scope in fewer transactions, indices 1..32', async () => {
+    const { engine, counting } = setup();
+    await engine.createScope('u', { id: 's', state: { list: [] } });
+    const acks = await Promise.all(Array.from({ length: 32 }, (_, i) => engine.submit('s', 'u', { patch: [{ op: 'add', path: '/list/-', value: i }] })));
+    expect(acks.map((a) => a.ii).sort((a, b) => a - b)).toEqual(Array.from({ length: 32 }, (_, i) => i + 1));
+    expect(counting.commits).toBeLessThan(32);
+    expect(counting.commits).toBeGreaterThanOrEqual(1);
+    const view = await engine.getScope('s');
+    // Arrival order is commit order: value i was appended by the i-th request.
+    expect(view.state).toEqual({ list: Array.from({ length: 32 }, (_, i) => i) });
+  });
+
+  it('checks each request of a group in order: a failure in the middle changes nothing and spares its neighbours', async () => {
+    const { engine } = setup();
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    const results = await Promise.all([
+      settle(engine.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: 1 }] })),
+      settle(
+        engine.submit('s', 'u', {
+          patch: [
+            { op: 'add', path: '/x', value: 1 },
+            { op: 'remove', path: '/missing' },
+          ],
+        }),
+      ),
+      settle(engine.submit('s', 'u', { ii: 2, patch: [{ op: 'test', path: '/n', value: 1 }] })),
+      settle(engine.submit('s', 'u', { ii: 2, patch: [] })),
+      settle(engine.submit('s', 'intruder', { patch: [] })),
+      settle(engine.submit('s', 'u', { ii: 9, patch: [] })),
+      settle(engine.submit('s', 'u', { session: 'a', si: 1, patch: [{ op: 'add', path: '/y', value: 2 }] })),
+      settle(engine.submit('s', 'u', { session: 'a', si: 1, patch: [{ op: 'add', path: '/y', value: 2 }] })),
+      settle(engine.submit('s', 'u', { session: 'a', si: 1, patch: [] })),
+    ]);
+    expect(results).toEqual([
+      { ok: { id: 's', ii: 1 } },
+      { err: 'patch_failed' },
+      { ok: { id: 's', ii: 2 } },
+      { err: 'out_of_sync' },
+      { err: 'forbidden' },
+      { err: 'replay_required' },
+      { ok: { id: 's', ii: 3 } },
+      { ok: { id: 's', ii: 3, duplicate: true } },
+      { err: 'duplicate_mismatch' },
+    ]);
+    expect((await engine.getScope('s')).state).toEqual({ n: 1, y: 2 });
+  });
+
+  it('refuses only the patch that would make the state too large, even inside a group', async () => {
+    const { engine } = setup({ maxStateBytes: 200 });
+    await engine.createScope('u', { id: 's', state: {} });
+    const big = 'x'.repeat(150);
+    const results = await Promise.all([
+      settle(engine.submit('s', 'u', { patch: [{ op: 'add', path: '/a', value: 1 }] })),
+      settle(engine.submit('s', 'u', { patch: [{ op: 'add', path: '/b', value: big }] })),
+      settle(engine.submit('s', 'u', { patch: [{ op: 'add', path: '/c', value: big }] })),
+      settle(engine.submit('s', 'u', { patch: [{ op: 'add', path: '/d', value: 4 }] })),
+    ]);
+    expect(results).toEqual([{ ok: { id: 's', ii: 1 } }, { ok: { id: 's', ii: 2 } }, { err: 'too_large' }, { ok: { id: 's', ii: 3 } }]);
+    expect((await engine.getScope('s')).state).toEqual({ a: 1, b: big, d: 4 });
+  });
+
+  it('refuses state nesting past the depth limit, built up by copies', async () => {
+    const { engine } = setup({ maxValueDepth: 8 });
+    await engine.createScope('u', { id: 's', state: { a: {} } });
+    const codes: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = await settle(engine.submit('s', 'u', { patch: [{ op: 'copy', from: '/a', path: '/a/a' }] }));
+      codes.push('err' in r ? (r.err as string) : 'ok');
+    }
+    expect(codes.filter((c) => c === 'ok').length).toBeLessThan(10);
+    expect(codes.slice(-1)).toEqual(['too_large']);
+  });
+
+  it('refuses an initial state over the limits before creating anything', async () => {
+    const { engine, adapters } = setup({ maxStateBytes: 50 });
+    await expect(engine.createScope('u', { id: 'big', state: { s: 'x'.repeat(100) } })).rejects.toMatchObject({ code: 'too_large' });
+    expect(await adapters.ledger.getHead('big')).toBeNull();
+  });
+});
+
+describe('read path', () => {
+  it('rebuilds from the log when the cache is empty or behind', async () => {
+    const { engine, adapters } = setup();
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    for (let i = 1; i <= 5; i++) await engine.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: i }] });
+    await adapters.cache.delete('s');
+    expect(await engine.getScope('s')).toMatchObject({ ii: 5, state: { n: 5 } });
+    // A cache entry behind head is folded forward, not trusted.
+    await adapters.cache.delete('s');
+    await adapters.cache.put('s', 2, { n: 2 });
+    expect(await engine.stateAt('s', 5)).toEqual({ n: 5 });
+  });
+
+  it('serves correct state when the cache fails', async () => {
+    const { engine } = setup({}, (a) => {
+      a.cache = {
+        get: async () => {
+          throw new Error('cache down');
+        },
+        put: async () => {
+          throw new Error('cache down');
+        },
+        delete: async () => {},
+        close: async () => {},
+      };
+    });
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    await engine.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: 1 }] });
+    expect(await engine.getScope('s')).toMatchObject({ ii: 1, state: { n: 1 } });
+  });
+});
+
+describe('outbox sweeper', () => {
+  it('publishes patches that were committed but whose publish failed', async () => {
+    let failing = true;
+    const { engine, adapters } = setup({ sweepAgeMs: 0 }, (a) => {
+      const real = a.bus;
+      a.bus = {
+        publish: async (events) => {
+          if (failing) throw new Error('bus down');
+          await real.publish(events);
+        },
+        subscribe: (s, l) => real.subscribe(s, l),
+        close: () => real.close(),
+      };
+    });
+    await engine.createScope('u', { id: 's', state: {} });
+    const seen: PatchEvent[] = [];
+    await adapters.bus.subscribe('s', (e) => seen.push(e));
+    await engine.submit('s', 'u', { patch: [] });
+    await engine.submit('s', 'u', { patch: [] });
+    expect(seen).toEqual([]);
+    expect((await adapters.ledger.getHead('s'))?.published).toBe(0);
+    failing = false;
+    expect(await engine.sweep(Date.now() + 1)).toBe(2);
+    expect(seen.map((e) => e.ii)).toEqual([1, 2]);
+    expect((await adapters.ledger.getHead('s'))?.published).toBe(2);
+    expect(await engine.sweep(Date.now() + 1)).toBe(0);
+  });
+});

@@ -1,0 +1,39 @@
+/**
+ * The configuration table: defaults, parsing, fail-fast errors that name the variable, and
+ * `.env.example` kept in step with the table.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { CONFIG_TABLE, ConfigError, loadConfig } from '../shared/config.js';
+
+describe('config', () => {
+  it('uses the defaults when nothing is set', () => {
+    const c = loadConfig({});
+    expect(c.port).toBe(8080);
+    expect(c.dataDir).toBe('./data');
+    expect(c.mode).toBe('embedded');
+    expect(c.anonymousAuth).toBe(true);
+  });
+
+  it('parses numbers, enums and booleans', () => {
+    const c = loadConfig({ PORT: '9000', PATCHBAY_MODE: 'google', PATCHBAY_ANONYMOUS_AUTH: 'false', PATCHBAY_MAX_OPS: '5' });
+    expect(c).toMatchObject({ port: 9000, mode: 'google', anonymousAuth: false, maxOps: 5 });
+  });
+
+  it('fails fast naming every bad variable', () => {
+    let err: unknown;
+    try {
+      loadConfig({ PORT: 'eighty', PATCHBAY_MODE: 'cloud', PATCHBAY_JWT_SECRET: 'short' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    for (const name of ['PORT', 'PATCHBAY_MODE', 'PATCHBAY_JWT_SECRET']) expect(msg).toContain(name);
+  });
+
+  it('lists every variable in .env.example', () => {
+    const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8');
+    for (const s of Object.values(CONFIG_TABLE)) expect(example).toContain(`#${s.env}=`);
+  });
+});

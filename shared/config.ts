@@ -61,6 +61,33 @@ export const CONFIG_TABLE = {
     'SQLite `synchronous` pragma: `full` survives power loss, `normal` only process crashes.',
   ),
   corsOrigin: setting('PATCHBAY_CORS_ORIGIN', '*', z.string(), '`Access-Control-Allow-Origin` sent on every response (empty: no CORS headers).'),
+  gcpProject: setting('PATCHBAY_GCP_PROJECT', '', z.string(), 'Google Cloud project id (google mode; required there).'),
+  firestoreDatabase: setting('PATCHBAY_FIRESTORE_DATABASE', '(default)', z.string().min(1), 'Firestore database id.'),
+  firestoreRoot: setting('PATCHBAY_FIRESTORE_ROOT', 'scopes', z.string().regex(/^[A-Za-z0-9_-]{1,100}$/), 'Top-level Firestore collection of scope heads.'),
+  pubsubTopic: setting(
+    'PATCHBAY_PUBSUB_TOPIC',
+    'patchbay-patches',
+    z.string().regex(/^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$/),
+    'Pub/Sub topic every committed patch is published to.',
+  ),
+  pubsubSubscriptionPrefix: setting(
+    'PATCHBAY_PUBSUB_SUBSCRIPTION_PREFIX',
+    'patchbay-sse',
+    z.string().regex(/^[A-Za-z][A-Za-z0-9._~+%-]{2,200}$/),
+    'Prefix of the per-instance streaming-pull subscriptions that feed SSE.',
+  ),
+  bucket: setting('PATCHBAY_BUCKET', '', z.string(), 'Cloud Storage bucket for bundles, snapshots and uploads (google mode; required there).'),
+  upstashUrl: setting('UPSTASH_REDIS_REST_URL', '', z.string(), 'Upstash Redis REST URL (google mode; required there).'),
+  upstashToken: setting('UPSTASH_REDIS_REST_TOKEN', '', z.string(), 'Upstash Redis REST token (google mode; required there).'),
+  cacheTtlSeconds: setting('PATCHBAY_CACHE_TTL_S', 7 * 24 * 3600, int(0), 'Expiry of hot-cache entries in Redis (0: none).'),
+  firestoreEmulatorHost: setting(
+    'FIRESTORE_EMULATOR_HOST',
+    '',
+    z.string(),
+    'host:port of a Firestore emulator (read by the client library; local development).',
+  ),
+  pubsubEmulatorHost: setting('PUBSUB_EMULATOR_HOST', '', z.string(), 'host:port of a Pub/Sub emulator (read by the client library; local development).'),
+  storageEmulatorHost: setting('STORAGE_EMULATOR_HOST', '', z.string(), 'URL of a local Cloud Storage server (read by the client library; local development).'),
   logLevel: setting(
     'PATCHBAY_LOG',
     'info' as 'info' | 'error' | 'off',
@@ -91,6 +118,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const parsed = s.schema.safeParse(raw);
     if (parsed.success) out[key] = parsed.data;
     else problems.push(`${s.env}=${JSON.stringify(raw)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  }
+  if (out.mode === 'google') {
+    for (const key of ['gcpProject', 'bucket', 'upstashUrl', 'upstashToken', 'jwtSecret'] as const) {
+      if (out[key] === '') problems.push(`${CONFIG_TABLE[key].env} must be set when PATCHBAY_MODE=google`);
+    }
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
   return out as Config;

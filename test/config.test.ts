@@ -16,7 +16,17 @@ describe('config', () => {
   });
 
   it('parses numbers, enums and booleans', () => {
-    const c = loadConfig({ PORT: '9000', PATCHBAY_MODE: 'google', PATCHBAY_ANONYMOUS_AUTH: 'false', PATCHBAY_MAX_OPS: '5' });
+    const c = loadConfig({
+      PORT: '9000',
+      PATCHBAY_MODE: 'google',
+      PATCHBAY_GCP_PROJECT: 'p',
+      PATCHBAY_BUCKET: 'b',
+      UPSTASH_REDIS_REST_URL: 'http://r',
+      UPSTASH_REDIS_REST_TOKEN: 't',
+      PATCHBAY_JWT_SECRET: 's'.repeat(32),
+      PATCHBAY_ANONYMOUS_AUTH: 'false',
+      PATCHBAY_MAX_OPS: '5',
+    });
     expect(c).toMatchObject({ port: 9000, mode: 'google', anonymousAuth: false, maxOps: 5 });
   });
 
@@ -35,5 +45,13 @@ describe('config', () => {
   it('lists every variable in .env.example', () => {
     const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8');
     for (const s of Object.values(CONFIG_TABLE)) expect(example).toContain(`#${s.env}=`);
+  });
+});
+
+describe('google mode', () => {
+  it('names every required setting that is missing', () => {
+    expect(() => loadConfig({ PATCHBAY_MODE: 'google' })).toThrow(
+      /PATCHBAY_GCP_PROJECT[\s\S]*PATCHBAY_BUCKET[\s\S]*UPSTASH_REDIS_REST_URL[\s\S]*UPSTASH_REDIS_REST_TOKEN[\s\S]*PATCHBAY_JWT_SECRET/,
+    );
   });
 });

@@ -1,0 +1,487 @@
+/**
+ * Ledger conformance: what every Ledger adapter must do (shared/ports/ledger.ts is the contract).
+ * Guarantee 1 lives here: a commit appends consecutive records at head + 1 atomically with the
+ * head, writes nothing when its plan fails or yields nothing, and concurrent commits on one scope
+ * each get their own indices with no holes (the plan is re-run when the head moved). Also: scope
+ * creation, exact log read-back, retry lookup, the published watermark and the lease/epoch rules.
+ *
+ * Usage: `ledgerConformance('SqliteLedger', async () => new SqliteLedger(file))`. Each `make()`
+ * must return a fresh, empty instance; the suite closes every instance it made. Scope ids are
+ * unique per test anyway, so a slow backend shared across tests stays isolated.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PatchbayError } from '../../shared/errors.js';
+import type { Json } from '../../shared/json.js';
+import type { Head, Ledger, Plan } from '../../shared/ports/index.js';
+import { retryKey } from '../../shared/ports/index.js';
+import type { PatchRecord, ScopeMeta } from '../../shared/protocol.js';
+
+const T0 = 1_700_000_000_000;
+
+const newId = (): string => `scope-${randomUUID()}`;
+
+function meta(overrides: Partial<ScopeMeta> = {}): ScopeMeta {
+  return { owner: 'user-1', domain: 'default', name: 'a name', type: 'a-type', created: T0, updated: T0, size: 2, ...overrides };
+}
+
+/** A record as the engine would write it, with every field set to something checkable. */
+function record(scope: string, ii: number, epoch: number, overrides: Partial<PatchRecord> = {}): PatchRecord {
+  return {
+    scope,
+    ii,
+    patch: [
+      { op: 'replace', path: '/n', value: ii },
+      { op: 'add', path: '/tags/-', value: { label: `é ✓ 𝄞 #${ii}`, nested: [1, [2, null], { x: true }] } },
+    ],
+    at: T0 + ii * 1000,
+    by: 'user-1',
+    session: null,
+    si: null,
+    hash: `sha256-${ii.toString(16).padStart(8, '0')}`,
+    epoch,
+    ...overrides,
+  };
+}
+
+/** A well-behaved plan: `n` records after whatever head it is shown. Resolves to their indices. */
+function append(id: string, n: number, overrides: Partial<PatchRecord> = {}, planMeta?: Pick<ScopeMeta, 'updated' | 'size'>): Plan<number[]> {
+  return async (view) => {
+    const records = Array.from({ length: n }, (_, i) => record(id, view.head.ii + 1 + i, view.head.epoch, overrides));
+    return { records, meta: planMeta, result: records.map((r) => r.ii) };
+  };
+}
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected a PatchbayError ${code}`).toBeInstanceOf(PatchbayError);
+  expect((err as PatchbayError).code).toBe(code);
+}
+
+export function ledgerConformance(name: string, make: () => Promise<Ledger>): void {
+  describe(`${name} (Ledger conformance)`, () => {
+    const made: Ledger[] = [];
+    const open = async (): Promise<Ledger> => {
+      const l = await make();
+      made.push(l);
+      return l;
+    };
+    afterEach(async () => {
+      await Promise.all(made.splice(0).map((l) => l.close()));
+    });
+
+    async function create(l: Ledger, overrides: Partial<ScopeMeta> = {}, initial: Json = {}): Promise<{ id: string; head: Head }> {
+      const id = newId();
+      const head = await l.createScope({ id, meta: meta(overrides), initial });
+      return { id, head };
+    }
+
+    describe('scopes', () => {
+      it('createScope returns the head at ii 0 with its meta, an epoch, no lease, nothing published', async () => {
+        const l = await open();
+        const id = newId();
+        const m = meta({ name: 'Ünïcode ✓', type: 'board' });
+        const head = await l.createScope({ id, meta: m, initial: { count: 0 } });
+        expect(head).toMatchObject({ id, ii: 0, lease: null, published: 0, bundled: 0, meta: m });
+        expect(Number.isInteger(head.epoch) && head.epoch >= 0).toBe(true);
+        expect(await l.getHead(id)).toEqual(head);
+
+        const bare = newId();
+        const bareMeta = meta({ name: null, type: null });
+        expect((await l.createScope({ id: bare, meta: bareMeta, initial: {} })).meta).toEqual(bareMeta);
+        expect((await l.getHead(bare))?.meta).toEqual(bareMeta);
+      });
+
+      it('createScope of a taken id throws scope_exists and changes nothing', async () => {
+        const l = await open();
+        const { id } = await create(l, {}, { v: 'original' });
+        await l.commit(id, append(id, 2, {}, { updated: T0 + 5, size: 11 }));
+        const head = await l.getHead(id);
+        const log = await l.readLog(id, 1, 10);
+
+        await expectCode(
+          l.createScope({ id, meta: meta({ owner: 'someone-else', name: 'other', created: T0 + 9, updated: T0 + 9 }), initial: { v: 'new' } }),
+          'scope_exists',
+        );
+
+        expect(await l.getHead(id)).toEqual(head);
+        expect(await l.getInitial(id)).toEqual({ v: 'original' });
+        expect(await l.readLog(id, 1, 10)).toEqual(log);
+      });
+
+      it('getHead and getInitial return null for an unknown id', async () => {
+        const l = await open();
+        expect(await l.getHead(newId())).toBeNull();
+        expect(await l.getInitial(newId())).toBeNull();
+      });
+
+      it('getInitial returns any JSON value as it was created', async () => {
+        const l = await open();
+        const values: Json[] = [
+          { a: 1, nested: { deep: [1, [2, [3]], { b: null }] }, text: 'héllo 世界 🎉', empty: {}, none: [], t: true, f: false, neg: -12.5 },
+          [1, 'two', null, [3, [4]], { five: 5 }],
+          [],
+          42,
+          0,
+          -3.25,
+          'just a string ✓',
+          '',
+          true,
+          null,
+        ];
+        const ids: string[] = [];
+        for (const initial of values) ids.push((await create(l, {}, initial)).id);
+        for (const [i, id] of ids.entries()) {
+          expect(await l.getHead(id), `scope for ${JSON.stringify(values[i])}`).not.toBeNull();
+          expect(await l.getInitial(id)).toEqual(values[i]);
+        }
+      });
+    });
+
+    describe('commit and readLog', () => {
+      it('appends consecutive records, returns the plan result, and moves head.ii and meta', async () => {
+        const l = await open();
+        const { id, head: h0 } = await create(l, { name: 'keep me', type: 'kept', created: T0, updated: T0, size: 2 });
+
+        const first = await l.commit(id, async (view) => {
+          expect(view.head).toEqual(h0);
+          const records = [record(id, 1, view.head.epoch), record(id, 2, view.head.epoch), record(id, 3, view.head.epoch)];
+          return { records, meta: { updated: T0 + 3000, size: 123 }, result: { answer: 'plan result', n: records.length } };
+        });
+        expect(first).toEqual({ answer: 'plan result', n: 3 });
+        const h1 = await l.getHead(id);
+        expect(h1).toEqual({ ...h0, ii: 3, meta: { ...h0.meta, updated: T0 + 3000, size: 123 } });
+
+        expect(await l.commit(id, append(id, 2, {}, { updated: T0 + 5000, size: 456 }))).toEqual([4, 5]);
+        const h2 = await l.getHead(id);
+        expect(h2).toEqual({ ...h0, ii: 5, meta: { ...h0.meta, updated: T0 + 5000, size: 456 } });
+
+        // Without `meta`, the head's meta stays as it was.
+        expect(await l.commit(id, append(id, 1))).toEqual([6]);
+        expect(await l.getHead(id)).toEqual({ ...h2, ii: 6 });
+
+        expect(await l.readLog(id, 1, 6)).toEqual([1, 2, 3, 4, 5, 6].map((ii) => record(id, ii, h0.epoch)));
+      });
+
+      it('a plan that returns no records writes nothing, not even its meta, and its result is returned', async () => {
+        const l = await open();
+        const { id } = await create(l);
+        await l.commit(id, append(id, 1, {}, { updated: T0 + 1, size: 10 }));
+        const head = await l.getHead(id);
+
+        const result = await l.commit(id, async () => ({ records: [], meta: { updated: T0 + 99_000, size: 999 }, result: 'nothing to do' }));
+        expect(result).toBe('nothing to do');
+        expect(await l.getHead(id)).toEqual(head);
+        expect(await l.readLog(id, 0, 100)).toEqual([record(id, 1, head?.epoch ?? -1)]);
+      });
+
+      it('readLog returns every field exactly, ascending, with inclusive bounds and limit', async () => {
+        const l = await open();
+        const { id, head } = await create(l);
+        const e = head.epoch;
+        const records = [
+          record(id, 1, e),
+          record(id, 2, e, { session: 'sess-A', si: 0, by: 'anon:ü', at: T0 + 1 }),
+          record(id, 3, e, { session: 'sess-A', si: 7, patch: [{ op: 'remove', path: '/a~1b/~0c' }] }),
+          record(id, 4, e, {
+            patch: [
+              { op: 'move', from: '/x', path: '/y' },
+              { op: 'copy', from: '/y', path: '/z' },
+            ],
+          }),
+          record(id, 5, e, {
+            patch: [
+              { op: 'test', path: '/n', value: null },
+              { op: 'add', path: '', value: [[], {}, '', 0, false] },
+            ],
+          }),
+          record(id, 6, e, { session: 'other:session_1.x', si: Number.MAX_SAFE_INTEGER, patch: [] }),
+        ];
+        await l.commit(id, async () => ({ records: records.slice(0, 2), result: null }));
+        await l.commit(id, async () => ({ records: records.slice(2), result: null }));
+
+        expect(await l.readLog(id, 1, 6)).toEqual(records);
+        expect(await l.readLog(id, 0, 1000)).toEqual(records);
+        expect(await l.readLog(id, 2, 4)).toEqual(records.slice(1, 4));
+        expect(await l.readLog(id, 3, 3)).toEqual([records[2]]);
+        expect(await l.readLog(id, 6, 6)).toEqual([records[5]]);
+        expect(await l.readLog(id, 1, 6, 2)).toEqual(records.slice(0, 2));
+        expect(await l.readLog(id, 3, 6, 3)).toEqual(records.slice(2, 5));
+        expect(await l.readLog(id, 2, 3, 10)).toEqual(records.slice(1, 3));
+        expect(await l.readLog(id, 7, 20)).toEqual([]);
+        expect(await l.readLog(id, 4, 3)).toEqual([]);
+        // a record's null session/si come back as null, not missing or undefined
+        const [r1] = await l.readLog(id, 1, 1);
+        expect(r1?.session).toBeNull();
+        expect(r1?.si).toBeNull();
+      });
+
+      it('readLog of one scope never returns another scope’s records', async () => {
+        const l = await open();
+        const a = await create(l);
+        const b = await create(l);
+        await l.commit(a.id, append(a.id, 3));
+        await l.commit(b.id, append(b.id, 1, { by: 'user-b' }));
+        expect((await l.readLog(a.id, 1, 10)).map((r) => [r.scope, r.ii])).toEqual([
+          [a.id, 1],
+          [a.id, 2],
+          [a.id, 3],
+        ]);
+        expect(await l.readLog(b.id, 1, 10)).toEqual([record(b.id, 1, b.head.epoch, { by: 'user-b' })]);
+      });
+
+      it('commit on a missing scope throws scope_not_found and creates nothing', async () => {
+        const l = await open();
+        const id = newId();
+        await expectCode(
+          l.commit(id, async () => ({ records: [record(id, 1, 0)], result: null })),
+          'scope_not_found',
+        );
+        expect(await l.getHead(id)).toBeNull();
+        expect(await l.getInitial(id)).toBeNull();
+      });
+
+      it('a plan with non-consecutive records throws and writes nothing', async () => {
+        const l = await open();
+        const { id } = await create(l);
+        await l.commit(id, append(id, 2, {}, { updated: T0 + 2, size: 20 }));
+        const head = await l.getHead(id);
+        const log = await l.readLog(id, 0, 100);
+        expect(head?.ii).toBe(2);
+        const e = head?.epoch ?? 0;
+
+        const bad: Array<[string, (h: Head) => PatchRecord[]]> = [
+          ['a gap before the first', (h) => [record(id, h.ii + 2, e)]],
+          ['rewriting the head index', (h) => [record(id, h.ii, e)]],
+          ['rewriting index 1', () => [record(id, 1, e)]],
+          ['a hole inside', (h) => [record(id, h.ii + 1, e), record(id, h.ii + 3, e)]],
+          ['descending', (h) => [record(id, h.ii + 2, e), record(id, h.ii + 1, e)]],
+          ['a repeated index', (h) => [record(id, h.ii + 1, e), record(id, h.ii + 1, e)]],
+        ];
+        for (const [what, make] of bad) {
+          const err = await l
+            .commit(id, async (view) => ({ records: make(view.head), meta: { updated: T0 + 777, size: 777 }, result: 'should not succeed' }))
+            .then(
+              () => undefined,
+              (x: unknown) => x,
+            );
+          expect(err, what).toBeInstanceOf(Error);
+          expect(await l.getHead(id), what).toEqual(head);
+          expect(await l.readLog(id, 0, 100), what).toEqual(log);
+        }
+        // and the scope still takes the next good commit at head + 1
+        expect(await l.commit(id, append(id, 1))).toEqual([3]);
+      });
+
+      it('concurrent commits on one scope all succeed with their own indices and no holes', async () => {
+        const l = await open();
+        const { id } = await create(l);
+        const writers = 5;
+        // writer k appends (k % 3) + 1 records, tagged with its name; each plan yields to the event
+        // loop first so the commits really interleave
+        const results = await Promise.all(
+          Array.from({ length: writers }, async (_, k) =>
+            l.commit(id, async (view) => {
+              await new Promise((r) => setImmediate(r));
+              const n = (k % 3) + 1;
+              const records = Array.from({ length: n }, (_, i) => record(id, view.head.ii + 1 + i, view.head.epoch, { by: `writer-${k}` }));
+              return { records, meta: { updated: T0 + view.head.ii + n, size: view.head.ii + n }, result: records.map((r) => r.ii) };
+            }),
+          ),
+        );
+        const total = results.reduce((s, r) => s + r.length, 0);
+        expect(total).toBe(Array.from({ length: writers }, (_, k) => (k % 3) + 1).reduce((a, b) => a + b, 0));
+        expect(
+          results
+            .flat()
+            .slice()
+            .sort((a, b) => a - b),
+        ).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+
+        const log = await l.readLog(id, 1, 1000);
+        expect(log.map((r) => r.ii)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+        // each writer's records sit exactly at the indices its commit returned
+        for (const [k, iis] of results.entries()) {
+          expect(iis.length).toBe((k % 3) + 1);
+          for (const ii of iis) expect(log[ii - 1]?.by, `ii ${ii}`).toBe(`writer-${k}`);
+        }
+        const head = await l.getHead(id);
+        expect(head?.ii).toBe(total);
+        expect(head?.meta.size).toBe(total);
+      });
+    });
+
+    describe('retries', () => {
+      it('findRetries returns the recorded records by retryKey, and nothing for unknown keys', async () => {
+        const l = await open();
+        const { id, head } = await create(l);
+        const other = await create(l);
+        const e = head.epoch;
+        const r1 = record(id, 1, e, { session: 'sess-1', si: 1, hash: 'h-one' });
+        const r2 = record(id, 2, e, { session: 'sess-1', si: 2, hash: 'h-two' });
+        const r3 = record(id, 3, e);
+        const r4 = record(id, 4, e, { session: 'sess-2', si: 1, hash: 'h-four' });
+        await l.commit(id, async () => ({ records: [r1, r2, r3], result: null }));
+        await l.commit(id, async () => ({ records: [r4], result: null }));
+        await l.commit(other.id, append(other.id, 1, { session: 'sess-9', si: 9 }));
+
+        const found = await l.commit(id, async (view) => ({
+          records: [],
+          result: await view.findRetries([
+            { session: 'sess-1', si: 1 },
+            { session: 'sess-1', si: 2 },
+            { session: 'sess-1', si: 3 },
+            { session: 'sess-2', si: 1 },
+            { session: 'sess-2', si: 2 },
+            { session: 'sess-3', si: 1 },
+            { session: 'sess-9', si: 9 }, // recorded, but on another scope
+          ]),
+        }));
+        expect(found).toBeInstanceOf(Map);
+        expect([...found.keys()].sort()).toEqual([retryKey('sess-1', 1), retryKey('sess-1', 2), retryKey('sess-2', 1)].sort());
+        expect(found.get(retryKey('sess-1', 1))).toEqual(r1);
+        expect(found.get(retryKey('sess-1', 2))).toEqual(r2);
+        expect(found.get(retryKey('sess-2', 1))).toEqual(r4);
+
+        const none = await l.commit(id, async (view) => ({ records: [], result: await view.findRetries([]) }));
+        expect(none.size).toBe(0);
+        const elsewhere = await l.commit(other.id, async (view) => ({ records: [], result: await view.findRetries([{ session: 'sess-1', si: 1 }]) }));
+        expect(elsewhere.size).toBe(0);
+      });
+    });
+
+    describe('published watermark', () => {
+      it('markPublished moves the watermark up, never down', async () => {
+        const l = await open();
+        const { id } = await create(l);
+        await l.commit(id, append(id, 3));
+        await l.markPublished(id, 2);
+        expect((await l.getHead(id))?.published).toBe(2);
+        await l.markPublished(id, 1);
+        expect((await l.getHead(id))?.published).toBe(2);
+        await l.markPublished(id, 3);
+        expect((await l.getHead(id))?.published).toBe(3);
+        await l.markPublished(id, 0);
+        expect((await l.getHead(id))?.published).toBe(3);
+        expect((await l.getHead(id))?.ii).toBe(3);
+      });
+
+      it('listUnpublished lists exactly the scopes with published < ii and updated < before, up to limit', async () => {
+        const l = await open();
+        // Times far in the past that no other test in this suite uses, so a shared backend's other
+        // scopes (updated near T0) cannot match `before`.
+        const OLD = 50_000;
+        const at = (t: number) => ({ created: t, updated: t });
+        const a = await create(l, at(OLD));
+        await l.commit(a.id, append(a.id, 2, {}, { updated: OLD + 10, size: 5 })); // published 0 < ii 2: listed
+        const b = await create(l, at(OLD));
+        await l.commit(b.id, append(b.id, 2, {}, { updated: OLD + 10, size: 5 }));
+        await l.markPublished(b.id, 2); // fully published: not listed
+        await create(l, at(OLD)); // ii 0: nothing to publish
+        const d = await create(l, at(OLD));
+        await l.commit(d.id, append(d.id, 3, {}, { updated: OLD + 20, size: 5 }));
+        await l.markPublished(d.id, 1); // published 1 < ii 3: listed
+        const late = await create(l, at(OLD));
+        await l.commit(late.id, append(late.id, 1, {}, { updated: OLD + 500, size: 5 })); // updated too recently for before = OLD + 500
+
+        const byId = (xs: Array<{ id: string; published: number; ii: number }>) => xs.slice().sort((x, y) => x.id.localeCompare(y.id));
+        const expected = byId([
+          { id: a.id, published: 0, ii: 2 },
+          { id: d.id, published: 1, ii: 3 },
+        ]);
+        expect(byId(await l.listUnpublished(OLD + 500, 100))).toEqual(expected);
+        expect(byId(await l.listUnpublished(OLD + 501, 100))).toEqual(byId([...expected, { id: late.id, published: 0, ii: 1 }]));
+        expect(byId(await l.listUnpublished(OLD + 15, 100))).toEqual([{ id: a.id, published: 0, ii: 2 }]);
+        expect(await l.listUnpublished(OLD + 10, 100)).toEqual([]);
+
+        const one = await l.listUnpublished(OLD + 500, 1);
+        expect(one).toHaveLength(1);
+        expect(expected).toContainEqual(one[0]);
+
+        await l.markPublished(a.id, 2);
+        await l.markPublished(d.id, 3);
+        expect(await l.listUnpublished(OLD + 500, 100)).toEqual([]);
+      });
+    });
+
+    describe('leases and epochs', () => {
+      it('acquire: free → epoch + 1; same holder keeps the epoch and extends; another holder waits for expiry, then epoch + 1', async () => {
+        const l = await open();
+        const { id, head } = await create(l);
+        const e0 = head.epoch;
+        const now = Date.now();
+
+        expect(await l.acquireLease(id, 'worker-a', 1000, now)).toBe(e0 + 1);
+        expect(await l.getHead(id)).toMatchObject({ epoch: e0 + 1, lease: { holder: 'worker-a', expires: now + 1000 } });
+
+        expect(await l.acquireLease(id, 'worker-a', 1000, now + 500)).toBe(e0 + 1);
+        expect(await l.getHead(id)).toMatchObject({ epoch: e0 + 1, lease: { holder: 'worker-a', expires: now + 1500 } });
+
+        // still held by worker-a at now + 1400 (it was extended to now + 1500)
+        expect(await l.acquireLease(id, 'worker-b', 1000, now + 1400)).toBeNull();
+        expect(await l.getHead(id)).toMatchObject({ epoch: e0 + 1, lease: { holder: 'worker-a', expires: now + 1500 } });
+
+        expect(await l.acquireLease(id, 'worker-b', 2000, now + 1600)).toBe(e0 + 2);
+        expect(await l.getHead(id)).toMatchObject({ epoch: e0 + 2, lease: { holder: 'worker-b', expires: now + 3600 } });
+
+        // the head's other fields are untouched by leasing
+        expect(await l.getHead(id)).toMatchObject({ ii: 0, published: 0, meta: head.meta });
+      });
+
+      it('acquireLease on a missing scope throws scope_not_found', async () => {
+        const l = await open();
+        await expectCode(l.acquireLease(newId(), 'worker-a', 1000), 'scope_not_found');
+      });
+
+      it('releaseLease works only for the current holder at the current epoch', async () => {
+        const l = await open();
+        const { id, head } = await create(l);
+        const now = Date.now();
+        const e1 = await l.acquireLease(id, 'worker-a', 60_000, now);
+        expect(e1).toBe(head.epoch + 1);
+        const held = await l.getHead(id);
+
+        expect(await l.releaseLease(id, 'worker-b', head.epoch + 1)).toBe(false);
+        expect(await l.releaseLease(id, 'worker-a', head.epoch)).toBe(false);
+        expect(await l.releaseLease(id, 'worker-a', head.epoch + 2)).toBe(false);
+        expect(await l.getHead(id)).toEqual(held);
+
+        expect(await l.releaseLease(id, 'worker-a', head.epoch + 1)).toBe(true);
+        const released = await l.getHead(id);
+        expect(released?.lease).toBeNull();
+        expect(released?.epoch).toBe(head.epoch + 1);
+        expect(await l.releaseLease(id, 'worker-a', head.epoch + 1)).toBe(false);
+
+        // once released, anyone may take it, well before the old expiry, as a new generation
+        expect(await l.acquireLease(id, 'worker-b', 1000, now + 1)).toBe(head.epoch + 2);
+        // the stale holder cannot release the new holder's lease
+        expect(await l.releaseLease(id, 'worker-a', head.epoch + 1)).toBe(false);
+        expect((await l.getHead(id))?.lease?.holder).toBe('worker-b');
+      });
+
+      it('a commit plan sees the current epoch, and committing leaves the lease alone', async () => {
+        const l = await open();
+        const { id, head } = await create(l);
+        const seen: number[] = [];
+        const plan: Plan<null> = async (view) => {
+          seen.push(view.head.epoch);
+          return { records: [record(id, view.head.ii + 1, view.head.epoch)], result: null };
+        };
+        await l.commit(id, plan);
+        const now = Date.now();
+        const e1 = await l.acquireLease(id, 'worker-a', 60_000, now);
+        await l.commit(id, plan);
+        expect(await l.acquireLease(id, 'worker-b', 1000, now + 60_001)).toBe(head.epoch + 2);
+        await l.commit(id, plan);
+
+        expect(seen).toEqual([head.epoch, head.epoch + 1, head.epoch + 2]);
+        expect(e1).toBe(head.epoch + 1);
+        expect((await l.readLog(id, 1, 3)).map((r) => r.epoch)).toEqual([head.epoch, head.epoch + 1, head.epoch + 2]);
+        expect(await l.getHead(id)).toMatchObject({ ii: 3, epoch: head.epoch + 2, lease: { holder: 'worker-b', expires: now + 61_001 } });
+      });
+    });
+  });
+}

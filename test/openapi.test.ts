@@ -1,0 +1,697 @@
+/**
+ * docs/openapi.yaml against the real server. Every route is driven into every status it can be
+ * provoked into, and each response (JSON body, declared headers, NDJSON lines, SSE event data) is
+ * validated against what the spec gives for that exact path, method and status; a status the spec
+ * does not list fails. Also: the spec lists exactly the handler's route table, its error-code enum
+ * is errors.ts's table (minus not_modified) with matching statuses, its request schemas refuse what
+ * the server refuses, and every status it documents (except 500) was actually seen.
+ */
+import { readFileSync } from 'node:fs';
+import Ajv2020Module from 'ajv/dist/2020.js';
+import { EventSource } from 'eventsource';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { ERROR_CODES } from '../shared/errors.js';
+import { type Client, type Res, request, startServer, type TestServer } from './helpers/server.js';
+
+// ajv is CommonJS: depending on interop, the class is the module itself or its `default`.
+type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof Ajv2020Module;
+const Ajv2020 = ((Ajv2020Module as unknown as { default?: AjvClass }).default ?? Ajv2020Module) as AjvClass;
+
+type Obj = Record<string, unknown>;
+type Method = 'GET' | 'POST';
+
+const spec = parse(readFileSync(new URL('../docs/openapi.yaml', import.meta.url), 'utf8')) as Obj;
+const SPEC_ID = 'openapi.json';
+const ajv = new Ajv2020({ strict: true, allErrors: true, allowUnionTypes: true });
+// The spec document is registered whole so that its `#/components/...` refs resolve; its top-level
+// OpenAPI fields are declared as (inert) keywords so strict mode accepts it.
+for (const key of Object.keys(spec)) ajv.addKeyword(key);
+ajv.addSchema(spec, SPEC_ID);
+
+const paths = spec.paths as Record<string, Obj>;
+const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
+
+/** The value at a JSON Pointer (as segments) in the spec. */
+function at(pointer: string[]): Obj {
+  let node: unknown = spec;
+  for (const seg of pointer) {
+    if (node === null || typeof node !== 'object' || !(seg in node)) throw new Error(`the spec has nothing at /${pointer.join('/')}`);
+    node = (node as Obj)[seg];
+  }
+  return node as Obj;
+}
+
+const refToPointer = (ref: string): string[] => {
+  if (!ref.startsWith('#/')) throw new Error(`unsupported $ref ${ref}`);
+  return ref
+    .slice(2)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+};
+
+/** Follows OpenAPI `$ref`s (responses, headers) to the object they name. */
+function follow(pointer: string[]): { pointer: string[]; obj: Obj } {
+  let p = pointer;
+  let obj = at(p);
+  while (typeof obj.$ref === 'string') {
+    p = refToPointer(obj.$ref);
+    obj = at(p);
+  }
+  return { pointer: p, obj };
+}
+
+const validators = new Map<string, ReturnType<typeof ajv.compile>>();
+function expectValid(pointer: string[], value: unknown, what: string): void {
+  const ref = `${SPEC_ID}#/${pointer.map((s) => encodeURIComponent(s.replace(/~/g, '~0').replace(/\//g, '~1'))).join('/')}`;
+  let validate = validators.get(ref);
+  if (!validate) {
+    validate = ajv.compile({ $ref: ref });
+    validators.set(ref, validate);
+  }
+  if (!validate(value)) {
+    expect.fail(`${what} does not match /${pointer.join('/')}: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(value)}`);
+  }
+}
+
+/** Every `METHOD path status` the spec documents, and the ones responses were checked against. */
+const documented = new Set<string>();
+for (const [path, item] of Object.entries(paths)) {
+  for (const m of METHODS) {
+    const op = item[m] as Obj | undefined;
+    if (op) for (const status of Object.keys(op.responses as Obj)) documented.add(`${m.toUpperCase()} ${path} ${status}`);
+  }
+}
+documented.add('* <unknown path> 404');
+documented.add('* <other method> 405');
+const seen = new Set<string>();
+
+/**
+ * Where the spec describes this response: the operation's entry for the status, or the shared
+ * responses for an unrouted path (404) or an undocumented method on a documented path (405).
+ */
+function responseFor(template: string | null, method: string, status: number): { pointer: string[]; obj: Obj } {
+  if (template === null) {
+    expect(status, `an unrouted path answered ${status}`).toBe(404);
+    seen.add('* <unknown path> 404');
+    return follow(['components', 'responses', 'NotFound']);
+  }
+  const item = paths[template];
+  expect(item, `the spec has no path ${template}`).toBeDefined();
+  if (!(item as Obj)[method.toLowerCase()]) {
+    expect(status, `${method} ${template} is not in the spec but answered ${status}`).toBe(405);
+    seen.add('* <other method> 405');
+    return follow(['components', 'responses', 'MethodNotAllowed']);
+  }
+  const responses = at(['paths', template, method.toLowerCase(), 'responses']);
+  expect(Object.keys(responses), `the spec lists no ${status} for ${method} ${template}`).toContain(String(status));
+  seen.add(`${method} ${template} ${status}`);
+  return follow(['paths', template, method.toLowerCase(), 'responses', String(status)]);
+}
+
+function checkHeaders(headers: Headers, pointer: string[], obj: Obj, what: string): void {
+  // CORS (described in info.description), on every response with the default configuration.
+  expect(headers.get('access-control-allow-origin'), `${what}: CORS origin`).toBe('*');
+  expect(headers.get('access-control-expose-headers'), `${what}: CORS exposed headers`).toBe('ETag, Location');
+  for (const name of Object.keys((obj.headers as Obj | undefined) ?? {})) {
+    const h = follow([...pointer, 'headers', name]);
+    const value = headers.get(name);
+    if (h.obj.required === true) expect(value, `${what}: header ${name}`).not.toBeNull();
+    if (value !== null) expectValid([...h.pointer, 'schema'], value, `${what}: header ${name}`);
+  }
+}
+
+/** The media type of the response, which must be one the spec lists for it; its pointer. */
+function mediaFor(headers: Headers, pointer: string[], obj: Obj, what: string): string[] {
+  const type = (headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
+  expect(Object.keys(obj.content as Obj), `${what}: content type`).toContain(type);
+  return [...pointer, 'content', type];
+}
+
+/** Checks a complete response against the spec entry for (template, method, status). */
+function check(res: Res, method: string, template: string | null): Res {
+  const what = `${method} ${template ?? '<unknown path>'} ${res.status}`;
+  const { pointer, obj } = responseFor(template, method, res.status);
+  checkHeaders(res.headers, pointer, obj, what);
+  if (!obj.content) {
+    expect(res.text, `${what}: the spec gives no body`).toBe('');
+    return res;
+  }
+  const media = mediaFor(res.headers, pointer, obj, what);
+  const type = media[media.length - 1];
+  if (type === 'application/json') {
+    expectValid([...media, 'schema'], JSON.parse(res.text), what);
+  } else if (type === 'application/x-ndjson') {
+    if (res.text !== '') expect(res.text.endsWith('\n'), `${what}: the last line is terminated`).toBe(true);
+    for (const line of res.text.split('\n').slice(0, -1)) expectValid([...media, 'x-ndjson-line'], JSON.parse(line), `${what}: line`);
+  } else {
+    expect.fail(`${what}: no body check for ${type}`);
+  }
+  return res;
+}
+
+let srv: TestServer;
+let alice: Client;
+let bob: Client;
+
+beforeAll(async () => {
+  srv = await startServer({ maxOps: 3, maxBodyBytes: 4096, maxPatchBytes: 1024, maxStateBytes: 512, maxPathDepth: 4, maxValueDepth: 4 });
+  alice = await srv.client();
+  bob = await srv.client();
+});
+afterAll(() => srv.close());
+
+interface CallOpts {
+  id?: string;
+  query?: string;
+  body?: unknown;
+  raw?: string;
+  headers?: Record<string, string>;
+  /** Default alice's token; null sends none. */
+  token?: string | null;
+}
+
+/** Calls the server on a documented route, checks the response against the spec, and returns it. */
+async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
+  const path = template.replace('{id}', encodeURIComponent(opts.id ?? '')) + (opts.query ?? '');
+  const res = await request(srv.url, method, path, {
+    body: opts.body,
+    raw: opts.raw,
+    headers: opts.headers,
+    token: opts.token === undefined ? alice.token : opts.token,
+  });
+  check(res, method, template);
+  if (opts.body !== undefined && res.status < 300) {
+    expectValid(
+      ['paths', template, method.toLowerCase(), 'requestBody', 'content', 'application/json', 'schema'],
+      opts.body,
+      `request to ${method} ${template}`,
+    );
+  }
+  return res;
+}
+
+function expectError(res: Res, status: number, code: string): void {
+  expect(res.status, res.text).toBe(status);
+  expect(res.json.error.code).toBe(code);
+}
+
+const BAD_ID = 'x'.repeat(129);
+const MISSING = 'no-such-scope';
+
+async function newScope(state: unknown = { n: 0 }, c: Client = alice): Promise<string> {
+  const res = await call('POST', '/v1/scopes', { body: { state }, token: c.token });
+  expect(res.status).toBe(201);
+  return res.json.id as string;
+}
+
+describe('the spec itself', () => {
+  it('compiles every component schema in strict mode', () => {
+    for (const name of Object.keys(at(['components', 'schemas']))) {
+      expect(() => ajv.compile({ $ref: `${SPEC_ID}#/components/schemas/${name}` }), name).not.toThrow();
+    }
+  });
+
+  it('lists every error code of errors.ts except not_modified', () => {
+    const expected = Object.keys(ERROR_CODES).filter((c) => c !== 'not_modified');
+    expect([...(at(['components', 'schemas', 'ErrorCode']).enum as string[])].sort()).toEqual(expected.sort());
+  });
+
+  it('gives each error response only codes whose status is that response status', () => {
+    /** The `error.code` constants a schema can produce, following refs and compositions. */
+    const codesOf = (schema: Obj): string[] => {
+      if (typeof schema.$ref === 'string') return codesOf(at(refToPointer(schema.$ref)));
+      const parts = ['allOf', 'oneOf', 'anyOf'].flatMap((k) => ((schema[k] as Obj[] | undefined) ?? []).flatMap(codesOf));
+      const code = ((schema.properties as Obj | undefined)?.error as Obj | undefined)?.properties as Obj | undefined;
+      const own = (code?.code as Obj | undefined)?.const;
+      return typeof own === 'string' ? [...parts, own] : parts;
+    };
+    const entries: Array<[string, string[]]> = [];
+    for (const [path, item] of Object.entries(paths)) {
+      for (const m of METHODS) {
+        if (!item[m]) continue;
+        for (const status of Object.keys(at(['paths', path, m, 'responses']))) entries.push([status, ['paths', path, m, 'responses', status]]);
+      }
+    }
+    entries.push(['404', ['components', 'responses', 'NotFound']], ['405', ['components', 'responses', 'MethodNotAllowed']]);
+    let errors = 0;
+    for (const [status, pointer] of entries) {
+      if (Number(status) < 400) continue;
+      errors++;
+      const { obj } = follow(pointer);
+      const schema = ((obj.content as Obj)['application/json'] as Obj).schema as Obj;
+      const codes = codesOf(schema);
+      expect(codes.length, `${pointer.join(' ')} names no error code`).toBeGreaterThan(0);
+      for (const code of codes) expect(ERROR_CODES[code as keyof typeof ERROR_CODES], `${code} at ${pointer.join(' ')}`).toBe(Number(status));
+    }
+    expect(errors).toBeGreaterThan(30);
+  });
+
+  it('lists exactly the routes of the handler', () => {
+    const source = readFileSync(new URL('../shared/http/handler.ts', import.meta.url), 'utf8');
+    const routes = [...source.matchAll(/method: '([A-Z]+)',\s*pattern: \/\^(.*?)\$\/,/g)].map(
+      (m) => `${m[1]} ${(m[2] as string).replaceAll('\\/', '/').replaceAll('([^/]+)', '{id}')}`,
+    );
+    const inSpec = Object.entries(paths).flatMap(([path, item]) => METHODS.filter((m) => item[m]).map((m) => `${m.toUpperCase()} ${path}`));
+    expect(routes.sort()).toEqual(inSpec.sort());
+  });
+
+  it('refuses the request bodies the server refuses (400 invalid_request)', async () => {
+    const id = await newScope();
+    const patchBodies: unknown[] = [
+      { patch: [], ii: 0 },
+      { patch: [], ii: 1.5 },
+      { patch: [], session: 's' },
+      { patch: [], si: 1 },
+      { patch: [], session: 'has space', si: 1 },
+      { patch: [], extra: 1 },
+      {},
+      { patch: [{ op: 'add', path: '/a' }] },
+      { patch: [{ op: 'move', path: '/a' }] },
+      { patch: [{ op: 'add', path: 'a', value: 1 }] },
+      { patch: [{ op: 'add', path: '/a~2', value: 1 }] },
+      { patch: [{ op: 'remove', path: '/a', value: 1 }] },
+      { patch: [{ op: 'merge', path: '/a', value: 1 }] },
+    ];
+    for (const body of patchBodies) {
+      const res = await call('POST', '/v1/scopes/{id}/patches', { id, body });
+      expectError(res, 400, 'invalid_request');
+      expect(() => expectValid(['components', 'schemas', 'PatchRequest'], body, 'body')).toThrow();
+    }
+    const createBodies: unknown[] = [{ id: 'has space' }, { id: '' }, { name: 'x'.repeat(257) }, { type: 'x'.repeat(129) }, { name: null }, { extra: 1 }, []];
+    for (const body of createBodies) {
+      const res = await call('POST', '/v1/scopes', { body });
+      expectError(res, 400, 'invalid_request');
+      expect(() => expectValid(['components', 'schemas', 'CreateScopeRequest'], body, 'body')).toThrow();
+    }
+  });
+});
+
+describe('routing', () => {
+  it('answers every documented route (none is an unknown path)', async () => {
+    const id = await newScope();
+    for (const [path, item] of Object.entries(paths)) {
+      for (const m of METHODS.filter((x) => item[x])) {
+        if (path.endsWith('/events')) continue; // a stream: opened below, in its own test
+        const res = await call(m.toUpperCase() as Method, path, { id });
+        expect(res.json?.error?.code, `${m} ${path}`).not.toBe('not_found');
+      }
+    }
+  });
+
+  it('405s a method a documented path does not have, with Allow = the documented methods', async () => {
+    for (const [path, item] of Object.entries(paths)) {
+      const res = check(await request(srv.url, 'DELETE', path.replace('{id}', 'x'), { token: alice.token }), 'DELETE', path);
+      expectError(res, 405, 'method_not_allowed');
+      const documentedMethods = METHODS.filter((m) => item[m]).map((m) => m.toUpperCase());
+      expect(res.headers.get('allow')?.split(', ').sort()).toEqual(documentedMethods.sort());
+      expect([...res.json.error.allow].sort()).toEqual(documentedMethods.sort());
+    }
+  });
+
+  it('404s a path no route matches', async () => {
+    for (const path of ['/v2/scopes', '/v1/scopes/a/b', '/v1/scopes/', '/']) {
+      expectError(check(await request(srv.url, 'GET', path, { token: alice.token }), 'GET', null), 404, 'not_found');
+    }
+  });
+
+  it('answers a CORS preflight on any path as the description says', async () => {
+    const res = await request(srv.url, 'OPTIONS', '/v1/scopes/x/patches', { token: null });
+    expect(res.status).toBe(204);
+    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, OPTIONS');
+    expect(res.headers.get('access-control-allow-headers')).toBe('Authorization, Content-Type, If-None-Match, Last-Event-ID');
+    expect(res.headers.get('access-control-max-age')).toBe('600');
+  });
+});
+
+describe('auth and health', () => {
+  it('issues anonymous tokens (200) and answers the health probe', async () => {
+    const res = await call('POST', '/v1/auth/anonymous', { token: null });
+    expect(res.status).toBe(200);
+    expect(res.json.user.anonymous).toBe(true);
+    expect((await call('GET', '/healthz', { token: null })).json).toEqual({ ok: true });
+  });
+
+  it('403s anonymous sign-in when it is disabled', async () => {
+    const closed = await startServer({ anonymousAuth: false });
+    try {
+      const res = await request(closed.url, 'POST', '/v1/auth/anonymous');
+      check(res, 'POST', '/v1/auth/anonymous');
+      expectError(res, 403, 'forbidden');
+    } finally {
+      await closed.close();
+    }
+  });
+
+  it('401s every authenticated route without a credential, or with a forged one', async () => {
+    const id = await newScope();
+    const forged = `${alice.token.slice(0, -4)}AAAA`;
+    for (const [method, template] of [
+      ['POST', '/v1/scopes'],
+      ['GET', '/v1/scopes/{id}'],
+      ['POST', '/v1/scopes/{id}/patches'],
+      ['GET', '/v1/scopes/{id}/patches'],
+      ['POST', '/v1/scopes/{id}/events/ticket'],
+      ['GET', '/v1/scopes/{id}/events'],
+    ] as Array<[Method, string]>) {
+      expectError(await call(method, template, { id, token: null, body: method === 'POST' ? {} : undefined }), 401, 'unauthorized');
+      expectError(await call(method, template, { id, token: forged, body: method === 'POST' ? {} : undefined }), 401, 'unauthorized');
+    }
+  });
+});
+
+describe('scopes', () => {
+  it('creates (201 with ETag and Location), reads (200), and answers 304 to a matching If-None-Match', async () => {
+    const created = await call('POST', '/v1/scopes', { body: { id: 'oa.doc:1', name: 'doc', type: 'note', state: { a: [1, { b: null }] } } });
+    expect(created.status).toBe(201);
+    expect(created.headers.get('location')).toBe('/v1/scopes/oa.doc%3A1');
+    expect(created.json.meta).toMatchObject({ name: 'doc', type: 'note', ii: 0 });
+    const defaults = await call('POST', '/v1/scopes', { body: {} });
+    expect(defaults.json.meta).toMatchObject({ name: null, type: null });
+    const got = await call('GET', '/v1/scopes/{id}', { id: 'oa.doc:1', token: bob.token });
+    expect(got.status).toBe(200);
+    expect(got.headers.get('etag')).toBe('"0"');
+    const same = await call('GET', '/v1/scopes/{id}', { id: 'oa.doc:1', headers: { 'if-none-match': 'W/"7", "0"' } });
+    expect(same.status).toBe(304);
+  });
+
+  it('409s a taken id, 400s a bad id or body, 404s a missing scope, 415s a non-JSON body', async () => {
+    const id = (await call('POST', '/v1/scopes', { body: { id: 'oa.taken' } })).json.id;
+    const taken = await call('POST', '/v1/scopes', { body: { id }, token: bob.token });
+    expectError(taken, 409, 'scope_exists');
+    expect(taken.json.error.id).toBe(id);
+    expectError(await call('POST', '/v1/scopes', { raw: '{"state":', headers: { 'content-type': 'application/json' } }), 400, 'invalid_request');
+    expectError(await call('GET', '/v1/scopes/{id}', { id: BAD_ID }), 400, 'invalid_request');
+    const missing = await call('GET', '/v1/scopes/{id}', { id: MISSING });
+    expectError(missing, 404, 'scope_not_found');
+    expect(missing.json.error.id).toBe(MISSING);
+    expectError(await call('POST', '/v1/scopes', { raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+  });
+
+  it('413s a body, a state nesting or a state size over the limits', async () => {
+    const body = await call('POST', '/v1/scopes', { raw: JSON.stringify({ state: { s: 'x'.repeat(5000) } }), headers: { 'content-type': 'application/json' } });
+    expectError(body, 413, 'too_large');
+    expect(body.json.error).toMatchObject({ limit: 'maxBodyBytes', max: 4096 });
+    const deep = await call('POST', '/v1/scopes', { body: { state: { a: { b: { c: { d: { e: 1 } } } } } } });
+    expectError(deep, 413, 'too_large');
+    expect(deep.json.error).toMatchObject({ limit: 'maxValueDepth', max: 4 });
+    const big = await call('POST', '/v1/scopes', { body: { state: { s: 'x'.repeat(600) } } });
+    expectError(big, 413, 'too_large');
+    expect(big.json.error).toMatchObject({ limit: 'maxStateBytes', max: 512 });
+  });
+});
+
+describe('patches', () => {
+  let id: string;
+  const submit = (body: unknown, opts: CallOpts = {}) => call('POST', '/v1/scopes/{id}/patches', { id, body, ...opts });
+
+  beforeAll(async () => {
+    id = await newScope({ n: 0 });
+  });
+
+  it('accepts every RFC 6902 op (200), and acks a recognised retry with duplicate: true', async () => {
+    const first = await submit({
+      ii: 1,
+      patch: [
+        { op: 'add', path: '/a', value: 1 },
+        { op: 'copy', from: '/a', path: '/b' },
+        { op: 'move', from: '/b', path: '/c' },
+      ],
+    });
+    expect(first.json).toEqual({ id, ii: 1 });
+    const second = await submit({
+      patch: [
+        { op: 'test', path: '/a', value: 1 },
+        { op: 'replace', path: '/a', value: 2 },
+        { op: 'remove', path: '/c' },
+      ],
+    });
+    expect(second.json).toEqual({ id, ii: 2 });
+    const retry = { ii: 3, session: 'oa-tab', si: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] };
+    expect((await submit(retry)).json).toEqual({ id, ii: 3 });
+    expect((await submit(retry)).json).toEqual({ id, ii: 3, duplicate: true });
+  });
+
+  it('409s with replay_required, out_of_sync and duplicate_mismatch, each with its detail', async () => {
+    const ahead = await submit({ ii: 9, patch: [] });
+    expectError(ahead, 409, 'replay_required');
+    expect(ahead.json.error.expected).toBe(4);
+    const behind = await submit({ ii: 2, patch: [] });
+    expectError(behind, 409, 'out_of_sync');
+    expect(behind.json.error.head).toBe(3);
+    const mismatch = await submit({ session: 'oa-tab', si: 1, patch: [] });
+    expectError(mismatch, 409, 'duplicate_mismatch');
+    expect(mismatch.json.error.ii).toBe(3);
+  });
+
+  it('422s an op that cannot apply, naming it; 403s a non-owner; 404s a missing scope', async () => {
+    const failed = await submit({
+      patch: [
+        { op: 'add', path: '/x', value: 1 },
+        { op: 'remove', path: '/missing' },
+      ],
+    });
+    expectError(failed, 422, 'patch_failed');
+    expect(failed.json.error.op).toBe(1);
+    const forbidden = await submit({ patch: [] }, { token: bob.token });
+    expectError(forbidden, 403, 'forbidden');
+    expectError(await call('POST', '/v1/scopes/{id}/patches', { id: MISSING, body: { patch: [] } }), 404, 'scope_not_found');
+  });
+
+  it('400s a bad id, a bad shape and a forbidden segment; 415s a non-JSON body', async () => {
+    expectError(await call('POST', '/v1/scopes/{id}/patches', { id: BAD_ID, body: { patch: [] } }), 400, 'invalid_request');
+    const shape = await submit({ patch: [{ op: 'add', path: 'nope', value: 1 }] });
+    expectError(shape, 400, 'invalid_request');
+    expect(shape.json.error.issues[0].path.slice(0, 3)).toEqual(['patch', 0, 'path']);
+    const proto = await submit({ patch: [{ op: 'add', path: '/__proto__/x', value: 1 }] });
+    expectError(proto, 400, 'invalid_request');
+    expectError(await call('POST', '/v1/scopes/{id}/patches', { id, raw: '{"patch":[]}' }), 415, 'unsupported_media_type');
+  });
+
+  it('413s each patch limit, naming it', async () => {
+    const cases: Array<[string, unknown, Record<string, unknown>]> = [
+      ['maxOps', { patch: Array.from({ length: 4 }, () => ({ op: 'test', path: '/n', value: 1 })) }, { max: 3, actual: 4 }],
+      ['maxPatchBytes', { patch: [{ op: 'add', path: '/s', value: 'x'.repeat(1100) }] }, { max: 1024 }],
+      ['maxPathDepth', { patch: [{ op: 'add', path: '/a/b/c/d/e', value: 1 }] }, { max: 4, actual: 5, op: 0 }],
+      ['maxValueDepth', { patch: [{ op: 'add', path: '/v', value: { a: { b: { c: { d: { e: 1 } } } } } }] }, { max: 4, op: 0 }],
+      ['maxStateBytes', { patch: [{ op: 'add', path: '/s', value: 'x'.repeat(600) }] }, { max: 512 }],
+    ];
+    const limits = new Set<string>();
+    for (const [limit, body, details] of cases) {
+      const res = await submit(body);
+      expectError(res, 413, 'too_large');
+      expect(res.json.error).toMatchObject({ limit, ...details });
+      limits.add(res.json.error.limit);
+    }
+    const huge = await call('POST', '/v1/scopes/{id}/patches', {
+      id,
+      raw: JSON.stringify({ patch: [{ op: 'add', path: '/s', value: 'x'.repeat(5000) }] }),
+      headers: { 'content-type': 'application/json' },
+    });
+    expectError(huge, 413, 'too_large');
+    limits.add(huge.json.error.limit);
+    // Every limit the spec's enum names is one the server reports, and no other.
+    const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
+    expect([...limits].sort()).toEqual([...(tooLarge.enum as string[])].sort());
+  });
+
+  it('serves history as NDJSON (200, whole and ranged), 400s bad bounds, 404s a missing scope', async () => {
+    const all = await call('GET', '/v1/scopes/{id}/patches', { id, token: bob.token });
+    expect(all.status).toBe(200);
+    expect(
+      all.text
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).ii),
+    ).toEqual([1, 2, 3]);
+    const ranged = await call('GET', '/v1/scopes/{id}/patches', { id, query: '?from=2&to=2' });
+    expect(
+      ranged.text
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).ii),
+    ).toEqual([2]);
+    expect((await call('GET', '/v1/scopes/{id}/patches', { id, query: '?from=5' })).text).toBe('');
+    for (const query of ['?from=abc', '?to=-1', '?from=01']) {
+      expectError(await call('GET', '/v1/scopes/{id}/patches', { id, query }), 400, 'invalid_request');
+    }
+    expectError(await call('GET', '/v1/scopes/{id}/patches', { id: BAD_ID }), 400, 'invalid_request');
+    expectError(await call('GET', '/v1/scopes/{id}/patches', { id: MISSING }), 404, 'scope_not_found');
+  });
+});
+
+interface SseBlock {
+  event?: string;
+  id?: string;
+  data?: string;
+  retry?: string;
+}
+
+/** A raw SSE reader over fetch: checks the response head against the spec, then yields blocks. */
+async function openRaw(path: string, headers: Record<string, string>) {
+  const ac = new AbortController();
+  const res = await fetch(srv.url + path, { headers, signal: ac.signal });
+  const what = `GET /v1/scopes/{id}/events ${res.status}`;
+  const { pointer, obj } = responseFor('/v1/scopes/{id}/events', 'GET', res.status);
+  expect(res.status).toBe(200);
+  checkHeaders(res.headers, pointer, obj, what);
+  const media = mediaFor(res.headers, pointer, obj, what);
+  expect(media[media.length - 1]).toBe('text/event-stream');
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  const next = async (): Promise<SseBlock> => {
+    for (;;) {
+      const end = buf.indexOf('\n\n');
+      if (end >= 0) {
+        const block: SseBlock = {};
+        for (const line of buf.slice(0, end).split('\n')) {
+          if (line.startsWith(':')) continue;
+          const colon = line.indexOf(':');
+          const field = line.slice(0, colon) as keyof SseBlock;
+          expect(['event', 'id', 'data', 'retry'], `SSE field in ${JSON.stringify(line)}`).toContain(field);
+          expect(block[field], `a repeated ${field} line`).toBeUndefined();
+          block[field] = line.slice(colon + 1).replace(/^ /, '');
+        }
+        buf = buf.slice(end + 2);
+        return block;
+      }
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the stream ended; unparsed: ${JSON.stringify(buf)}`);
+      buf += decoder.decode(value, { stream: true });
+    }
+  };
+  /** The next event, validated against the spec's schema for its type; its id must be its ii. */
+  const nextEvent = async (): Promise<{ event: string; data: { ii: number } & Obj }> => {
+    let block = await next();
+    while (block.event === undefined) block = await next();
+    const events = at([...media, 'x-sse-events']);
+    expect(Object.keys(events), 'a documented event type').toContain(block.event);
+    const data = JSON.parse(block.data ?? '');
+    expectValid([...media, 'x-sse-events', block.event], data, `SSE ${block.event} data`);
+    expect(block.id).toBe(String(data.ii));
+    return { event: block.event, data };
+  };
+  return { next, nextEvent, close: () => ac.abort() };
+}
+
+/** Collects `count` events with a real EventSource client (no Authorization header: tickets only). */
+function collectWithEventSource(url: string, count: number): Promise<Array<{ type: string; id: string; data: { ii: number } }>> {
+  return new Promise((resolve, reject) => {
+    const events: Array<{ type: string; id: string; data: { ii: number } }> = [];
+    let head: Headers | null = null;
+    let status = 0;
+    const source = new EventSource(url, {
+      fetch: async (input, init) => {
+        const res = await fetch(input, init);
+        status = res.status;
+        head = res.headers;
+        return res;
+      },
+    });
+    const finish = (err?: Error) => {
+      source.close();
+      if (err) reject(err);
+      else resolve(events);
+    };
+    for (const type of ['state', 'patch']) {
+      source.addEventListener(type, (e) => {
+        events.push({ type, id: e.lastEventId, data: JSON.parse(e.data) });
+        if (events.length >= count) finish();
+      });
+    }
+    source.addEventListener('open', () => {
+      try {
+        const { pointer, obj } = responseFor('/v1/scopes/{id}/events', 'GET', status);
+        checkHeaders(head as Headers, pointer, obj, 'EventSource open');
+        mediaFor(head as Headers, pointer, obj, 'EventSource open');
+      } catch (err) {
+        finish(err as Error);
+      }
+    });
+    source.addEventListener('error', (e) => finish(new Error(`EventSource failed (status ${status}): ${e.message ?? ''}`)));
+  });
+}
+
+describe('events', () => {
+  let id: string;
+  const patchN = (n: number) => call('POST', '/v1/scopes/{id}/patches', { id, body: { patch: [{ op: 'replace', path: '/n', value: n }] } });
+
+  beforeAll(async () => {
+    id = await newScope({ n: 0 });
+    await patchN(1);
+  });
+
+  it('streams retry, a state event, then live patch events, framed and shaped as documented', async () => {
+    const stream = await openRaw(`/v1/scopes/${id}/events`, { authorization: `Bearer ${bob.token}` });
+    try {
+      const first = await stream.next();
+      expect(first.retry).toMatch(/^[0-9]+$/);
+      expect(first.event).toBeUndefined();
+      const state = await stream.nextEvent();
+      expect(state).toEqual({ event: 'state', data: { ii: 1, state: { n: 1 } } });
+      await patchN(2);
+      const patch = await stream.nextEvent();
+      expect(patch.event).toBe('patch');
+      expect(patch.data).toMatchObject({ ii: 2, patch: [{ op: 'replace', path: '/n', value: 2 }] });
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('resumes after Last-Event-ID with patch events only (the header wins over since)', async () => {
+    const stream = await openRaw(`/v1/scopes/${id}/events?since=0`, { authorization: `Bearer ${alice.token}`, 'last-event-id': '1' });
+    try {
+      const e = await stream.nextEvent();
+      expect(e.event).toBe('patch');
+      expect(e.data.ii).toBe(2);
+    } finally {
+      stream.close();
+    }
+  });
+
+  it('issues a ticket (200) that opens the stream for a browser EventSource', async () => {
+    const ticket = await call('POST', '/v1/scopes/{id}/events/ticket', { id, token: bob.token });
+    expect(ticket.status).toBe(200);
+    expect(ticket.json.expiresIn).toBe(60);
+    const events = await collectWithEventSource(`${srv.url}/v1/scopes/${id}/events?since=0&ticket=${encodeURIComponent(ticket.json.ticket)}`, 2);
+    expect(events.map((e) => [e.type, e.id])).toEqual([
+      ['patch', '1'],
+      ['patch', '2'],
+    ]);
+    for (const e of events) {
+      expectValid(
+        ['paths', '/v1/scopes/{id}/events', 'get', 'responses', '200', 'content', 'text/event-stream', 'x-sse-events', e.type],
+        e.data,
+        'EventSource data',
+      );
+    }
+  });
+
+  it('400s a bad id, since or Last-Event-ID; 401s a foreign ticket or a token in the URL; 404s a missing scope; 409s a position past head', async () => {
+    const events = '/v1/scopes/{id}/events';
+    expectError(await call('GET', events, { id: BAD_ID }), 400, 'invalid_request');
+    expectError(await call('GET', events, { id, query: '?since=-1' }), 400, 'invalid_request');
+    expectError(await call('GET', events, { id, headers: { 'last-event-id': 'abc' } }), 400, 'invalid_request');
+    const other = await newScope();
+    const foreign = (await call('POST', '/v1/scopes/{id}/events/ticket', { id: other })).json.ticket as string;
+    expectError(await call('GET', events, { id, query: `?ticket=${foreign}`, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', events, { id, query: `?ticket=${alice.token}`, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', events, { id: MISSING }), 404, 'scope_not_found');
+    const past = await call('GET', events, { id, query: '?since=99' });
+    expectError(past, 409, 'out_of_sync');
+    expect(past.json.error.head).toBe(2);
+  });
+
+  it('400s and 404s the ticket route', async () => {
+    expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: BAD_ID }), 400, 'invalid_request');
+    expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: MISSING }), 404, 'scope_not_found');
+  });
+});
+
+describe('coverage', () => {
+  it('saw every status the spec documents (500 excepted: it means a bug)', () => {
+    const missing = [...documented].filter((k) => !k.endsWith(' 500') && !seen.has(k));
+    expect(missing).toEqual([]);
+  });
+});

@@ -162,3 +162,18 @@ describe('FsBlobStore (embedded only)', () => {
     await store.close();
   });
 });
+
+describe('FsBlobStore key collisions', () => {
+  it('refuses a key that is also a folder of other keys, with a coded error and no stray files', async () => {
+    const dir = tempDir();
+    const b = new FsBlobStore(dir);
+    await b.put('a', new Uint8Array([1]));
+    await expect(b.put('a/b', new Uint8Array([2]))).rejects.toMatchObject({ code: 'invalid_request' });
+    await b.put('c/d', new Uint8Array([3]));
+    await expect(b.put('c', new Uint8Array([4]))).rejects.toMatchObject({ code: 'invalid_request' });
+    await expect(b.put('c', new Uint8Array([4]), { ifAbsent: true })).rejects.toMatchObject({ code: 'invalid_request' });
+    expect(await b.list('')).toEqual(['a', 'c/d']);
+    const { readdirSync } = await import('node:fs');
+    expect(readdirSync(`${dir}/c`)).toEqual(['d']);
+  });
+});

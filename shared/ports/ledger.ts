@@ -79,7 +79,7 @@ export interface Ledger {
    * has it. Throws `scope_not_found`.
    */
   acquireLease(id: string, holder: string, ttlMs: number, now?: number): Promise<number | null>;
-  /** Releases the lease if `holder` still holds it at `epoch`; returns whether it did. */
+  /** Releases the lease if `holder` still holds it at `epoch`; returns whether it did. A holder whose lease expired gets a new epoch on its next acquire, like any new holder. */
   releaseLease(id: string, holder: string, epoch: number): Promise<boolean>;
   close(): Promise<void>;
 }

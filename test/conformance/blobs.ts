@@ -162,5 +162,13 @@ export function blobConformance(name: string, make: () => Promise<BlobStore>): v
       expect(await b.put(key, data)).toBe(true);
       expectBytes(await b.get(key), data);
     });
+    it('treats a key that only prefixes other keys as missing', async () => {
+      const b = await open();
+      const r = newRoot();
+      await b.put(`${r}/x/y`, utf8('y'));
+      expect(await b.get(`${r}/x`)).toBeNull();
+      await b.delete(`${r}/x`);
+      expectBytes(await b.get(`${r}/x/y`), utf8('y'));
+    });
   });
 }

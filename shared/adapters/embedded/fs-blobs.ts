@@ -2,9 +2,12 @@
  * The embedded blob store: one file per key under a root directory. Writes go to a temporary
  * file that is synced and then renamed (or hard-linked, for `ifAbsent`, which fails atomically
  * if the key exists), so a reader never sees half an object and a crash leaves no torn one.
+ *
+ * Unlike Cloud Storage, a key cannot be both an object and a folder of other keys (`a` and
+ * `a/b`): such a put fails with `invalid_request`. patchbay's own key layouts never do this.
  */
 import { randomUUID } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { PatchbayError } from '../../errors.js';
 import type { BlobStore } from '../../ports/index.js';
@@ -23,7 +26,14 @@ export class FsBlobStore implements BlobStore {
 
   async put(key: string, data: Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
     const dest = this.path(key);
-    await mkdir(dirname(dest), { recursive: true });
+    try {
+      await mkdir(dirname(dest), { recursive: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') {
+        throw new PatchbayError('invalid_request', `blob key ${key} is under another key`);
+      }
+      throw err;
+    }
     const tmp = join(dirname(dest), `.tmp-${randomUUID()}`);
     const fh = await open(tmp, 'wx');
     try {
@@ -32,15 +42,24 @@ export class FsBlobStore implements BlobStore {
     } finally {
       await fh.close();
     }
-    if (!opts.ifAbsent) {
-      await rename(tmp, dest);
-      return true;
-    }
     try {
-      await link(tmp, dest);
-      return true;
+      if (!opts.ifAbsent) {
+        await rename(tmp, dest);
+        return true;
+      }
+      try {
+        await link(tmp, dest);
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        if ((await stat(dest)).isDirectory()) throw err;
+        return false;
+      }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EISDIR' || code === 'EEXIST' || code === 'ENOTDIR' || code === 'ENOTEMPTY') {
+        throw new PatchbayError('invalid_request', `blob key ${key} collides with a folder of other keys`);
+      }
       throw err;
     } finally {
       await unlink(tmp).catch(() => {});
@@ -51,7 +70,8 @@ export class FsBlobStore implements BlobStore {
     try {
       return new Uint8Array(await readFile(this.path(key)));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'EISDIR' || code === 'ENOTDIR') return null; // a folder is not an object
       throw err;
     }
   }
@@ -87,7 +107,12 @@ export class FsBlobStore implements BlobStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
+    try {
+      await unlink(this.path(key));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'EISDIR' && code !== 'EPERM' && code !== 'ENOTDIR') throw err;
+    }
   }
 
   async close(): Promise<void> {}

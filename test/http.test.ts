@@ -163,6 +163,22 @@ describe('patches', () => {
     });
   });
 
+  it('answers 413 to a hostile nesting depth (a 20 KB body 10,000 levels deep), changing nothing', async () => {
+    await expectUnchanged(alice, id, async () => {
+      const deep = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
+      for (const raw of [`{"patch":[{"op":"add","path":"/d","value":${deep}}]}`, `{"patch":${deep}}`]) {
+        const res = await alice.request('POST', `/v1/scopes/${id}/patches`, { raw, headers: { 'content-type': 'application/json' } });
+        expect(res.status).toBe(413);
+        expect(res.json.error).toMatchObject({ code: 'too_large', limit: 'maxValueDepth' });
+      }
+    });
+    const create = await alice.request('POST', '/v1/scopes', {
+      raw: `{"state":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`,
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(create.status).toBe(413);
+  });
+
   it('404s a patch to a missing scope', async () => {
     const res = await alice.request('POST', '/v1/scopes/missing/patches', { body: { patch: [] } });
     expect(res.status).toBe(404);

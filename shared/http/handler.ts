@@ -13,6 +13,7 @@ import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Engine, ScopeView } from '../engine/engine.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
+import { jsonDepth } from '../json.js';
 import type { Logger } from '../log.js';
 import { createScopeSchema, patchRequestSchema, SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
@@ -69,7 +70,17 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
   const user = (ctx: Ctx): Promise<User> => auth.fromHeader(ctx.req.headers.authorization);
 
   const body = async <T>(ctx: Ctx, schema: z.ZodType<T>): Promise<T> => {
-    const parsed = schema.safeParse(await readJson(ctx.req, config.maxBodyBytes));
+    const raw = await readJson(ctx.req, config.maxBodyBytes);
+    // A coarse guard before zod, whose JSON check recurses: a 4 KB body nested 5,000 deep would
+    // overflow the stack. The exact depth checks (which name the op) run after parsing.
+    const guard = config.maxValueDepth + 100;
+    if (jsonDepth(raw, guard) > guard) {
+      throw new PatchbayError('too_large', `JSON values may nest at most ${config.maxValueDepth} levels deep`, {
+        limit: 'maxValueDepth',
+        max: config.maxValueDepth,
+      });
+    }
+    const parsed = schema.safeParse(raw);
     if (!parsed.success) {
       throw new PatchbayError('invalid_request', 'the request body does not match the schema', {
         issues: parsed.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message })),

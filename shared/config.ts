@@ -51,6 +51,12 @@ export const CONFIG_TABLE = {
   sseMaxMs: setting('PATCHBAY_SSE_MAX_MS', 300_000, int(1000), 'An SSE stream ends cleanly after this long (keep it below the platform request timeout).'),
   sseHeartbeatMs: setting('PATCHBAY_SSE_HEARTBEAT_MS', 15_000, int(100), 'Interval of SSE heartbeat comment lines.'),
   sseRetryMs: setting('PATCHBAY_SSE_RETRY_MS', 1000, int(0), '`retry:` hint sent to SSE clients.'),
+  publishMarkMs: setting(
+    'PATCHBAY_PUBLISH_MARK_MS',
+    100,
+    int(0, 60_000),
+    'Published watermarks are written at most this often per scope (one ledger write instead of one per group).',
+  ),
   sweepIntervalMs: setting('PATCHBAY_SWEEP_INTERVAL_MS', 10_000, int(100), 'How often the outbox sweeper looks for committed but unpublished patches.'),
   sweepAgeMs: setting('PATCHBAY_SWEEP_AGE_MS', 5_000, int(0), 'A commit younger than this is left to its own writer by the sweeper.'),
   cacheMaxScopes: setting('PATCHBAY_CACHE_MAX_SCOPES', 10_000, int(1), 'Embedded hot cache: most scopes kept in memory (least recently used are dropped).'),

@@ -21,6 +21,7 @@ import { retryKey } from '../ports/index.js';
 import type { CreateScopeRequest, PatchEvent, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
 import { toEvent } from '../protocol.js';
 import { ScopeQueues } from './queue.js';
+import { WatermarkWriter } from './watermarks.js';
 
 export interface Ack {
   id: string;
@@ -56,6 +57,7 @@ export class Engine {
   readonly config: Config;
   private readonly ports: Adapters;
   private readonly queues: ScopeQueues<Pending, Ack>;
+  private readonly watermarks: WatermarkWriter;
   private readonly now: () => number;
   private readonly logError: Logger;
 
@@ -65,6 +67,9 @@ export class Engine {
     this.now = opts.now ?? Date.now;
     this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
     this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
+    this.watermarks = new WatermarkWriter(ports.ledger, config.publishMarkMs, (id, err) =>
+      this.logError({ message: 'watermark write failed; the sweeper will republish', scope: id, err: String(err) }),
+    );
   }
 
   async createScope(owner: string, req: CreateScopeRequest): Promise<ScopeView> {
@@ -270,14 +275,22 @@ export class Engine {
     return { records, outcomes, state: state ?? base };
   }
 
-  /** Hands records to the bus and moves the watermark; a failure is left to the sweeper. */
-  private async publish(id: string, records: PatchRecord[]): Promise<void> {
+  /**
+   * Hands records to the bus, then notes them for the (batched) watermark. A failure is only
+   * logged: the run is never noted, so the watermark cannot pass it and the sweeper republishes it.
+   */
+  private async publish(id: string, records: PatchRecord[], markNow = false): Promise<boolean> {
+    const from = (records[0] as PatchRecord).ii;
+    const to = (records[records.length - 1] as PatchRecord).ii;
     try {
       await this.ports.bus.publish(records.map(toEvent));
-      await this.ports.ledger.markPublished(id, (records[records.length - 1] as PatchRecord).ii);
     } catch (err) {
       this.logError({ message: 'publish failed; the sweeper will retry', scope: id, err: String(err) });
+      return false;
     }
+    if (markNow) await this.ports.ledger.markPublished(id, to, from);
+    else this.watermarks.note(id, from, to);
+    return true;
   }
 
   /** The outbox sweeper: republishes committed patches that were never marked published. */
@@ -286,16 +299,18 @@ export class Engine {
     let count = 0;
     for (const s of stale) {
       let batch: PatchRecord[] = [];
+      const flush = async () => {
+        if (batch.length === 0) return true;
+        const ok = await this.publish(s.id, batch, true);
+        if (ok) count += batch.length;
+        batch = [];
+        return ok;
+      };
       for await (const r of this.readLog(s.id, s.published + 1, s.ii)) {
         batch.push(r);
-        if (batch.length === LOG_PAGE) {
-          await this.publish(s.id, batch);
-          count += batch.length;
-          batch = [];
-        }
+        if (batch.length === LOG_PAGE && !(await flush())) break;
       }
-      if (batch.length > 0) await this.publish(s.id, batch);
-      count += batch.length;
+      await flush();
     }
     return count;
   }
@@ -369,5 +384,6 @@ export class Engine {
 
   async close(): Promise<void> {
     await this.queues.idle();
+    await this.watermarks.flush();
   }
 }

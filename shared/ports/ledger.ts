@@ -69,8 +69,12 @@ export interface Ledger {
   commit<T>(id: string, plan: Plan<T>): Promise<T>;
   /** Records with from <= ii <= to, ascending, at most `limit` of them. */
   readLog(id: string, from: number, to: number, limit?: number): Promise<PatchRecord[]>;
-  /** Moves the published watermark up to `ii` (never down). */
-  markPublished(id: string, ii: number): Promise<void>;
+  /**
+   * Moves the published watermark up to `to`, never down. With `from`, only if the watermark is
+   * already at least `from - 1`: a publisher marks exactly the run [from..to] it published, so a
+   * run that failed to publish before it can never be skipped (the sweeper fills it in).
+   */
+  markPublished(id: string, to: number, from?: number): Promise<void>;
   /** Scopes whose head is past their published watermark and was last updated before `before`. */
   listUnpublished(before: number, limit: number): Promise<Array<{ id: string; published: number; ii: number }>>;
   /**

@@ -369,6 +369,20 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
         expect((await l.getHead(id))?.ii).toBe(3);
       });
 
+      it('markPublished with from advances only a watermark that already covers from - 1', async () => {
+        const l = await open();
+        const { id } = await create(l);
+        await l.commit(id, append(id, 6));
+        await l.markPublished(id, 6, 4); // run 4..6 published, but 1..3 never were: no move
+        expect((await l.getHead(id))?.published).toBe(0);
+        await l.markPublished(id, 3, 1);
+        expect((await l.getHead(id))?.published).toBe(3);
+        await l.markPublished(id, 6, 4);
+        expect((await l.getHead(id))?.published).toBe(6);
+        await l.markPublished(id, 5, 2); // an old run: never down
+        expect((await l.getHead(id))?.published).toBe(6);
+      });
+
       it('listUnpublished lists exactly the scopes with published < ii and updated < before, up to limit', async () => {
         const l = await open();
         // Times far in the past that no other test in this suite uses, so a shared backend's other

@@ -119,7 +119,7 @@ export class SqliteLedger implements Ledger {
       advance: db.prepare('UPDATE scopes SET ii = @ii, updated = @updated, size = @size WHERE id = @id'),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
       log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
-      markPublished: db.prepare('UPDATE scopes SET published = MAX(published, ?) WHERE id = ?'),
+      markPublished: db.prepare('UPDATE scopes SET published = @to WHERE id = @id AND published < @to AND published >= @floor'),
       unpublished: db.prepare<[number, number], { id: string; published: number; ii: number }>(
         'SELECT id, published, ii FROM scopes WHERE published < ii AND updated < ? ORDER BY updated LIMIT ?',
       ),
@@ -188,8 +188,8 @@ export class SqliteLedger implements Ledger {
     return this.stmt.log.all(id, from, to, limit).map(toRecord);
   }
 
-  async markPublished(id: string, ii: number): Promise<void> {
-    this.stmt.markPublished.run(ii, id);
+  async markPublished(id: string, to: number, from?: number): Promise<void> {
+    this.stmt.markPublished.run({ id, to, floor: from === undefined ? Number.MIN_SAFE_INTEGER : from - 1 });
   }
 
   async listUnpublished(before: number, limit: number) {

@@ -1,0 +1,224 @@
+/**
+ * The v1 contract (BRIEF §3) over a real socket: create, get with ETag/304, every index outcome
+ * of a patch, authorization, history as NDJSON, error bodies. Guarantee 3 is checked on each
+ * rejection by comparing the stored scope and log before and after.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Config } from '../../shared/config.js';
+import type { Client, TestServer } from '../helpers/server.js';
+
+/** Starts a server of the stack under test with these config overrides. */
+export type StartServer = (overrides?: Partial<Config>) => Promise<TestServer>;
+
+export function httpContract(stack: string, start: StartServer): void {
+  describe(`v1 HTTP contract (${stack})`, () => {
+    let srv: TestServer;
+    let alice: Client;
+    let bob: Client;
+
+    beforeAll(async () => {
+      srv = await start();
+      alice = await srv.client();
+      bob = await srv.client();
+    });
+    afterAll(() => srv.close());
+
+    async function snapshot(c: Client, id: string) {
+      const scope = await c.request('GET', `/v1/scopes/${id}`);
+      const log = await c.request('GET', `/v1/scopes/${id}/patches`);
+      return { scope: scope.json, log: log.text };
+    }
+
+    async function expectUnchanged(c: Client, id: string, act: () => Promise<unknown>) {
+      const before = await snapshot(c, id);
+      await act();
+      expect(await snapshot(c, id)).toEqual(before);
+    }
+
+    describe('auth', () => {
+      it('issues anonymous tokens', async () => {
+        const res = await alice.request('POST', '/v1/auth/anonymous', { token: null });
+        expect(res.status).toBe(200);
+        expect(res.json.token.split('.')).toHaveLength(3);
+        expect(res.json.user).toMatchObject({ anonymous: true });
+        expect(res.json.user.id).toMatch(/^anon:/);
+      });
+
+      it('rejects missing and forged tokens with 401', async () => {
+        const none = await alice.request('GET', '/v1/scopes/x', { token: null });
+        expect(none.status).toBe(401);
+        expect(none.json.error.code).toBe('unauthorized');
+        const forged = await alice.request('GET', '/v1/scopes/x', { token: `${alice.token.slice(0, -4)}AAAA` });
+        expect(forged.status).toBe(401);
+      });
+    });
+
+    describe('scopes', () => {
+      it('creates with defaults and reads back with an ETag', async () => {
+        const created = await alice.request('POST', '/v1/scopes', { body: {} });
+        expect(created.status).toBe(201);
+        expect(created.json).toMatchObject({ ii: 0, state: {} });
+        expect(created.json.id).toMatch(/^[0-9a-f-]{36}$/);
+        expect(created.headers.get('etag')).toBe('"0"');
+        const got = await bob.request('GET', `/v1/scopes/${created.json.id}`);
+        expect(got.status).toBe(200);
+        expect(got.headers.get('etag')).toBe('"0"');
+        expect(got.json.meta).toMatchObject({ ii: 0, size: 2, domain: 'default' });
+      });
+
+      it('answers 304 to a matching If-None-Match and 200 after a change', async () => {
+        const { json } = await alice.request('POST', '/v1/scopes', { body: { state: { a: 1 } } });
+        const same = await alice.request('GET', `/v1/scopes/${json.id}`, { headers: { 'if-none-match': '"0"' } });
+        expect(same.status).toBe(304);
+        expect(same.text).toBe('');
+        await alice.request('POST', `/v1/scopes/${json.id}/patches`, { body: { patch: [{ op: 'replace', path: '/a', value: 2 }] } });
+        const changed = await alice.request('GET', `/v1/scopes/${json.id}`, { headers: { 'if-none-match': '"0"' } });
+        expect(changed.status).toBe(200);
+        expect(changed.json.state).toEqual({ a: 2 });
+      });
+
+      it('accepts any JSON value as state and a chosen id; refuses a taken id', async () => {
+        const arr = await alice.request('POST', '/v1/scopes', { body: { id: 'list.1:a-b_c', state: [1, 2] } });
+        expect(arr.status).toBe(201);
+        expect(arr.json.state).toEqual([1, 2]);
+        const num = await alice.request('POST', '/v1/scopes', { body: { state: 42 } });
+        expect(num.json.state).toBe(42);
+        const taken = await bob.request('POST', '/v1/scopes', { body: { id: 'list.1:a-b_c' } });
+        expect(taken.status).toBe(409);
+        expect(taken.json.error.code).toBe('scope_exists');
+      });
+
+      it('404s an unknown scope and 400s a malformed id', async () => {
+        expect((await alice.request('GET', '/v1/scopes/nope')).json.error.code).toBe('scope_not_found');
+        const bad = await alice.request('GET', `/v1/scopes/${'x'.repeat(129)}`);
+        expect(bad.status).toBe(400);
+        expect(bad.json.error.code).toBe('invalid_request');
+      });
+    });
+
+    describe('patches', () => {
+      let id: string;
+      beforeAll(async () => {
+        id = (await alice.request('POST', '/v1/scopes', { body: { state: { n: 0 } } })).json.id;
+      });
+      const patch = (body: unknown, c = alice) => c.request('POST', `/v1/scopes/${id}/patches`, { body });
+
+      it('accepts ii = head + 1 and appends without ii', async () => {
+        expect((await patch({ ii: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] })).json).toEqual({ id, ii: 1 });
+        expect((await patch({ patch: [{ op: 'replace', path: '/n', value: 2 }] })).json).toEqual({ id, ii: 2 });
+      });
+
+      it('accepts an empty patch and advances ii', async () => {
+        expect((await patch({ patch: [] })).json).toEqual({ id, ii: 3 });
+      });
+
+      it('asks for a replay when ii is ahead, and says out_of_sync when behind', async () => {
+        await expectUnchanged(alice, id, async () => {
+          const ahead = await patch({ ii: 9, patch: [] });
+          expect(ahead.status).toBe(409);
+          expect(ahead.json.error).toMatchObject({ code: 'replay_required', expected: 4 });
+          const behind = await patch({ ii: 2, patch: [] });
+          expect(behind.status).toBe(409);
+          expect(behind.json.error).toMatchObject({ code: 'out_of_sync', head: 3 });
+        });
+      });
+
+      it('returns the original ack to a retry, and refuses a different patch under the same (session, si)', async () => {
+        const body = { ii: 4, session: 'tab-1', si: 7, patch: [{ op: 'add', path: '/t', value: true }] };
+        expect((await patch(body)).json).toEqual({ id, ii: 4 });
+        await expectUnchanged(alice, id, async () => {
+          expect((await patch(body)).json).toEqual({ id, ii: 4, duplicate: true });
+          const other = await patch({ ...body, patch: [{ op: 'add', path: '/t', value: false }] });
+          expect(other.status).toBe(409);
+          expect(other.json.error).toMatchObject({ code: 'duplicate_mismatch', ii: 4 });
+        });
+      });
+
+      it('changes nothing when an op fails, naming the op', async () => {
+        await expectUnchanged(alice, id, async () => {
+          const res = await patch({
+            patch: [
+              { op: 'add', path: '/x', value: 1 },
+              { op: 'test', path: '/n', value: 99 },
+            ],
+          });
+          expect(res.status).toBe(422);
+          expect(res.json.error).toMatchObject({ code: 'patch_failed', op: 1 });
+        });
+      });
+
+      it('lets only the owner patch (403), changing nothing', async () => {
+        await expectUnchanged(alice, id, async () => {
+          const res = await patch({ patch: [] }, bob);
+          expect(res.status).toBe(403);
+          expect(res.json.error.code).toBe('forbidden');
+        });
+      });
+
+      it('rejects bad shapes with zod issue paths', async () => {
+        await expectUnchanged(alice, id, async () => {
+          const res = await patch({ patch: [{ op: 'add', path: 'no-slash' }] });
+          expect(res.status).toBe(400);
+          expect(res.json.error.code).toBe('invalid_request');
+          expect(res.json.error.issues.length).toBeGreaterThan(0);
+          expect(res.json.error.issues[0].path[0]).toBe('patch');
+          const notJson = await alice.request('POST', `/v1/scopes/${id}/patches`, { raw: '{', headers: { 'content-type': 'application/json' } });
+          expect(notJson.json.error.code).toBe('invalid_request');
+          const wrongType = await alice.request('POST', `/v1/scopes/${id}/patches`, { raw: '{}', headers: { 'content-type': 'text/plain' } });
+          expect(wrongType.status).toBe(415);
+        });
+      });
+
+      it('answers 413 to a hostile nesting depth (a 20 KB body 10,000 levels deep), changing nothing', async () => {
+        await expectUnchanged(alice, id, async () => {
+          const deep = `${'['.repeat(10_000)}${']'.repeat(10_000)}`;
+          for (const raw of [`{"patch":[{"op":"add","path":"/d","value":${deep}}]}`, `{"patch":${deep}}`]) {
+            const res = await alice.request('POST', `/v1/scopes/${id}/patches`, { raw, headers: { 'content-type': 'application/json' } });
+            expect(res.status).toBe(413);
+            expect(res.json.error).toMatchObject({ code: 'too_large', limit: 'maxValueDepth' });
+          }
+        });
+        const create = await alice.request('POST', '/v1/scopes', {
+          raw: `{"state":${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`,
+          headers: { 'content-type': 'application/json' },
+        });
+        expect(create.status).toBe(413);
+      });
+
+      it('404s a patch to a missing scope', async () => {
+        const res = await alice.request('POST', '/v1/scopes/missing/patches', { body: { patch: [] } });
+        expect(res.status).toBe(404);
+        expect(res.json.error.code).toBe('scope_not_found');
+      });
+
+      it('serves history as NDJSON, with from and to', async () => {
+        const all = await alice.request('GET', `/v1/scopes/${id}/patches`);
+        expect(all.headers.get('content-type')).toMatch(/application\/x-ndjson/);
+        const lines = all.text
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l));
+        expect(lines.map((l) => l.ii)).toEqual([1, 2, 3, 4]);
+        expect(Object.keys(lines[0]).sort()).toEqual(['at', 'by', 'ii', 'patch']);
+        const part = await alice.request('GET', `/v1/scopes/${id}/patches?from=2&to=3`);
+        expect(
+          part.text
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l).ii),
+        ).toEqual([2, 3]);
+      });
+    });
+
+    describe('routing', () => {
+      it('404s unknown routes and 405s wrong methods with the error envelope', async () => {
+        const nf = await alice.request('GET', '/v2/nothing');
+        expect(nf.status).toBe(404);
+        expect(nf.json.error.code).toBe('not_found');
+        const na = await alice.request('DELETE', '/v1/scopes');
+        expect(na.status).toBe(405);
+        expect(na.headers.get('allow')).toBe('POST');
+      });
+    });
+  });
+}

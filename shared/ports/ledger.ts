@@ -85,5 +85,12 @@ export interface Ledger {
   acquireLease(id: string, holder: string, ttlMs: number, now?: number): Promise<number | null>;
   /** Releases the lease if `holder` still holds it at `epoch`; returns whether it did. A holder whose lease expired gets a new epoch on its next acquire, like any new holder. */
   releaseLease(id: string, holder: string, epoch: number): Promise<boolean>;
+  /** The last index consumer `consumer` has handled for the scope; 0 when it has handled none. */
+  getCursor(consumer: string, id: string): Promise<number>;
+  /**
+   * Moves the consumer's cursor from `expected` to `to` (> expected) atomically. Returns false,
+   * changing nothing, when the cursor is not at `expected` (a concurrent delivery moved it).
+   */
+  advanceCursor(consumer: string, id: string, expected: number, to: number): Promise<boolean>;
   close(): Promise<void>;
 }

@@ -73,6 +73,12 @@ CREATE TABLE IF NOT EXISTS patches (
   PRIMARY KEY (scope, ii)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS patches_retry ON patches(scope, session, si) WHERE session IS NOT NULL;
+CREATE TABLE IF NOT EXISTS cursors (
+  consumer TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  ii INTEGER NOT NULL,
+  PRIMARY KEY (consumer, scope)
+) WITHOUT ROWID;
 `;
 
 const HEAD_COLUMNS = 'id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size';
@@ -124,6 +130,11 @@ export class SqliteLedger implements Ledger {
         'SELECT id, published, ii FROM scopes WHERE published < ii AND updated < ? ORDER BY updated LIMIT ?',
       ),
       setLease: db.prepare('UPDATE scopes SET lease_holder = ?, lease_expires = ?, epoch = ? WHERE id = ?'),
+      cursor: db.prepare<[string, string], { ii: number }>('SELECT ii FROM cursors WHERE consumer = ? AND scope = ?'),
+      advanceCursor: db.prepare(
+        `INSERT INTO cursors (consumer, scope, ii) VALUES (@consumer, @scope, @to)
+         ON CONFLICT(consumer, scope) DO UPDATE SET ii = @to WHERE ii = @expected`,
+      ),
     };
   }
 
@@ -215,6 +226,22 @@ export class SqliteLedger implements Ledger {
         const head = this.headOrThrow(id);
         if (!head.lease || head.lease.holder !== holder || head.epoch !== epoch) return false;
         this.stmt.setLease.run(null, null, epoch, id);
+        return true;
+      })
+      .immediate();
+  }
+
+  async getCursor(consumer: string, id: string): Promise<number> {
+    return this.stmt.cursor.get(consumer, id)?.ii ?? 0;
+  }
+
+  async advanceCursor(consumer: string, id: string, expected: number, to: number): Promise<boolean> {
+    if (!(to > expected)) throw new PatchbayError('internal', 'a cursor only moves forward');
+    return this.db
+      .transaction(() => {
+        const current = this.stmt.cursor.get(consumer, id)?.ii ?? 0;
+        if (current !== expected) return false;
+        this.stmt.advanceCursor.run({ consumer, scope: id, expected, to });
         return true;
       })
       .immediate();

@@ -7,9 +7,11 @@
 import { embeddedAdapters } from './adapters/embedded/index.js';
 import type { Config } from './config.js';
 import { ConfigError } from './config.js';
+import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { Auth, loadSecret } from './http/auth.js';
 import { createHandler, type Handler } from './http/handler.js';
+import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
 import type { Adapters } from './ports/index.js';
 
@@ -19,6 +21,9 @@ export interface App {
   auth: Auth;
   adapters: Adapters;
   handler: Handler;
+  /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
+  push: Handler;
+  consumers: Consumer[];
   logger: Logger;
   close(): Promise<void>;
 }
@@ -28,12 +33,25 @@ export async function adaptersFor(config: Config): Promise<Adapters> {
   throw new ConfigError('PATCHBAY_MODE=google: the Google adapters are not available yet');
 }
 
-export async function createApp(config: Config, opts: { adapters?: Adapters; sweeper?: boolean } = {}): Promise<App> {
+export interface AppOptions {
+  /** Use these adapters instead of the configured mode's. */
+  adapters?: Adapters;
+  /** Run the outbox sweeper on a timer in this process (default: yes). */
+  sweeper?: boolean;
+  /** Push consumers, by name: the targets of Pub/Sub push subscriptions (`POST /push/<name>`). */
+  consumers?: Record<string, PatchHandler>;
+}
+
+export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const adapters = opts.adapters ?? (await adaptersFor(config));
   const logger = createLogger(config.logLevel);
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e) });
   const auth = new Auth(loadSecret(config), config);
   const handler = createHandler({ engine, auth, config, logger });
+  const consumers = Object.entries(opts.consumers ?? {}).map(
+    ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
+  );
+  const push = createPushHandler(consumers, logger, config.maxBodyBytes);
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
     const tick = () => engine.sweep().catch((err) => logger.error({ message: 'sweep failed', err: String(err) }));
@@ -47,6 +65,8 @@ export async function createApp(config: Config, opts: { adapters?: Adapters; swe
     auth,
     adapters,
     handler,
+    push,
+    consumers,
     logger,
     async close() {
       if (timer) clearInterval(timer);

@@ -303,7 +303,7 @@ function intParam(url: URL, name: string): number | undefined {
 }
 
 /** Reads and parses a JSON body, enforcing the content type and the size limit. */
-async function readJson(req: Req, limit: number): Promise<unknown> {
+export async function readJson(req: Req, limit: number): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json') throw new PatchbayError('unsupported_media_type', 'send Content-Type: application/json');
   const tooLarge = (actual?: number) =>

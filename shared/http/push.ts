@@ -1,0 +1,91 @@
+/**
+ * Pub/Sub push deliveries: decoding the wrapped push body, and the HTTP handler of the `push`
+ * function. The emulator does not put the ordering key in the body, so everything a consumer
+ * needs travels in the message: attributes `scope` and `ii`, data = the PatchEvent as JSON.
+ *
+ * Responses follow Pub/Sub's rules: 2xx acknowledges (handled, or a duplicate), anything else is
+ * redelivered later (a failed handler, a gap the log cannot fill yet). A body that is not a push
+ * delivery at all is 400: with a dead-letter topic on the subscription it ends there.
+ * Callers are authenticated by the platform (push subscription with a service account, function
+ * deployed without unauthenticated access); see docs/deploy.md.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { z } from 'zod';
+import type { Consumer } from '../engine/consumer.js';
+import { asPatchbayError, PatchbayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { type PatchEvent, patchSchema, SCOPE_ID } from '../protocol.js';
+import { readJson } from './handler.js';
+
+const pushBody = z.object({
+  message: z.object({
+    data: z.string().min(1),
+    attributes: z.record(z.string(), z.string()).optional(),
+    messageId: z.string().optional(),
+  }),
+  subscription: z.string().optional(),
+});
+
+const eventSchema = z.strictObject({
+  scope: z.string().regex(SCOPE_ID),
+  ii: z.number().int().min(1),
+  patch: patchSchema,
+  at: z.number(),
+  by: z.string(),
+});
+
+/** The PatchEvent in a push delivery; throws `invalid_request` for anything else. */
+export function decodePush(body: unknown): PatchEvent {
+  const wrapped = pushBody.safeParse(body);
+  if (!wrapped.success)
+    throw new PatchbayError('invalid_request', 'not a Pub/Sub push delivery', {
+      issues: wrapped.error.issues.map((i) => ({ path: i.path, message: i.message })),
+    });
+  let data: unknown;
+  try {
+    data = JSON.parse(Buffer.from(wrapped.data.message.data, 'base64').toString('utf8'));
+  } catch {
+    throw new PatchbayError('invalid_request', 'message data is not base64 JSON');
+  }
+  const event = eventSchema.safeParse(data);
+  if (!event.success)
+    throw new PatchbayError('invalid_request', 'message data is not a patch event', {
+      issues: event.error.issues.map((i) => ({ path: i.path, message: i.message })),
+    });
+  const attrs = wrapped.data.message.attributes ?? {};
+  if ((attrs.scope !== undefined && attrs.scope !== event.data.scope) || (attrs.ii !== undefined && attrs.ii !== String(event.data.ii))) {
+    throw new PatchbayError('invalid_request', 'message attributes disagree with its data');
+  }
+  return event.data as PatchEvent;
+}
+
+/** `POST /<consumer>` (or `/push/<consumer>`): one push delivery for that consumer. */
+export function createPushHandler(consumers: Consumer[], logger: Logger, maxBodyBytes: number) {
+  const byName = new Map(consumers.map((c) => [c.name, c]));
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const started = process.hrtime.bigint();
+    const name = /^\/(?:push\/)?([A-Za-z0-9_.-]+)\/?$/.exec(new URL(req.url ?? '/', 'http://local').pathname)?.[1];
+    let status = 204;
+    let entry: Record<string, unknown> = { consumer: name };
+    try {
+      if (req.method !== 'POST') throw new PatchbayError('method_not_allowed', 'push deliveries are POSTs', { allow: ['POST'] });
+      const consumer = name === undefined ? undefined : byName.get(name);
+      if (!consumer) throw new PatchbayError('not_found', `no consumer named ${name}`);
+      const event = decodePush(await readJson(req as IncomingMessage & { rawBody?: Buffer }, maxBodyBytes));
+      const delivery = await consumer.deliver(event);
+      entry = { ...entry, scope: event.scope, ii: event.ii, ...delivery };
+      res.writeHead(204);
+      res.end();
+    } catch (err) {
+      const e = asPatchbayError(err);
+      status = e.status;
+      if (e.code === 'internal') logger.error({ message: 'push handler failed', consumer: name, err: err instanceof Error ? err.stack : String(err) });
+      const text = JSON.stringify(e.toBody());
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(text)) });
+      res.end(text);
+    } finally {
+      const latencyMs = Number(process.hrtime.bigint() - started) / 1e6;
+      logger.request({ message: `push ${name} ${status}`, route: 'push', status, latencyMs: Math.round(latencyMs * 100) / 100, ...entry });
+    }
+  };
+}

@@ -1,0 +1,128 @@
+/**
+ * `npm run dev:cloud`: the Google stack on this machine. Starts every local stand-in on the ports in
+ * firebase.json (the Firestore and Pub/Sub emulators, redis-server behind the Upstash REST gateway,
+ * the project's Cloud Storage server), points the client libraries at them, and serves the same v1
+ * API on PORT with the Google adapters. Ctrl-C stops everything it started.
+ *
+ * Kept on disk under PATCHBAY_DATA_DIR/cloud: Pub/Sub emulator data, Cloud Storage objects, the
+ * token secret. The Firestore emulator keeps its data in memory: a restart starts empty.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { join, resolve } from 'node:path';
+import { type App, createApp } from '../shared/app.js';
+import { ConfigError, loadConfig } from '../shared/config.js';
+import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from './emulators.js';
+import { startGcsServer } from './gcs-server.js';
+import { startUpstashGateway } from './upstash-gateway.js';
+
+interface Ports {
+  firestore: number;
+  pubsub: number;
+  storage: number;
+  redis: number;
+  upstash: number;
+}
+
+export function emulatorPorts(file = 'firebase.json'): Ports {
+  const { emulators } = JSON.parse(readFileSync(file, 'utf8')) as { emulators: Record<string, { port: number }> };
+  const port = (name: string) => {
+    const p = emulators[name]?.port;
+    if (typeof p !== 'number') throw new ConfigError(`${file}: emulators.${name}.port is missing`);
+    return p;
+  };
+  return { firestore: port('firestore'), pubsub: port('pubsub'), storage: port('storage'), redis: port('redis'), upstash: port('upstash') };
+}
+
+function secret(file: string): string {
+  try {
+    writeFileSync(file, randomBytes(48).toString('base64url'), { flag: 'wx', mode: 0o600 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return readFileSync(file, 'utf8').trim();
+}
+
+async function main(): Promise<void> {
+  const base = loadConfig(); // validates what the user set before anything starts
+  const dir = resolve(base.dataDir, 'cloud');
+  mkdirSync(dir, { recursive: true });
+  const ports = emulatorPorts();
+  const stops: Array<() => Promise<void>> = [];
+  const log = (message: string) => console.log(JSON.stringify({ severity: 'INFO', message }));
+  let app: App | undefined;
+  const stopAll = async () => {
+    if (app) await app.close().catch(() => {});
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+  };
+  try {
+    const firestore = await startFirestoreEmulator({ port: ports.firestore });
+    stops.push(firestore.stop);
+    log(`Firestore emulator on ${firestore.host}`);
+    const pubsub = await startPubSubEmulator({ port: ports.pubsub, dataDir: join(dir, 'pubsub') });
+    stops.push(pubsub.stop);
+    log(`Pub/Sub emulator on ${pubsub.host}`);
+    const redis = await startRedisServer({ port: ports.redis, dir: join(dir, 'redis') });
+    stops.push(redis.stop);
+    const token = 'dev-token';
+    const gateway = await startUpstashGateway({ redisUrl: `redis://${redis.host}`, port: ports.upstash, token });
+    stops.push(gateway.close);
+    log(`redis-server on ${redis.host}, Upstash REST gateway on ${gateway.url}`);
+    const bucket = base.bucket || 'patchbay-dev';
+    const gcs = await startGcsServer({ port: ports.storage, dir: join(dir, 'gcs'), buckets: [bucket] });
+    stops.push(gcs.close);
+    log(`Cloud Storage server on ${gcs.url}, bucket ${bucket}`);
+
+    const env = {
+      ...process.env,
+      PATCHBAY_MODE: 'google',
+      PATCHBAY_GCP_PROJECT: base.gcpProject || 'demo-patchbay',
+      PATCHBAY_BUCKET: bucket,
+      UPSTASH_REDIS_REST_URL: gateway.url,
+      UPSTASH_REDIS_REST_TOKEN: token,
+      PATCHBAY_JWT_SECRET: base.jwtSecret || secret(join(dir, 'jwt-secret')),
+      FIRESTORE_EMULATOR_HOST: firestore.host,
+      PUBSUB_EMULATOR_HOST: pubsub.host,
+      STORAGE_EMULATOR_HOST: gcs.url,
+      METADATA_SERVER_DETECTION: 'none',
+    };
+    // The client libraries read the emulator hosts from the environment.
+    Object.assign(process.env, env);
+    const config = loadConfig(env);
+    app = await createApp(config);
+    const api = app;
+    const server = createServer((req, res) => void api.handler(req, res));
+    stops.push(
+      () =>
+        new Promise<void>((r) => {
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    );
+    await new Promise<void>((r) => server.listen(config.port, config.host, r));
+    const addr = server.address();
+    const port = typeof addr === 'object' && addr ? addr.port : config.port;
+    console.log(
+      JSON.stringify({ severity: 'INFO', message: `patchbay listening on http://localhost:${port} (google stack on local emulators, data in ${dir})`, port }),
+    );
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    log('stopping');
+    await stopAll();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop());
+  process.once('SIGTERM', () => void stop());
+}
+
+main().catch((err) => {
+  console.error(err instanceof ConfigError ? err.message : err);
+  process.exit(1);
+});

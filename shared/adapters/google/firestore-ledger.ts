@@ -1,0 +1,395 @@
+/**
+ * The Firestore ledger. Data model, under one top collection `root` (default `scopes`):
+ *
+ *   <root>/{id}                    head: ii, epoch, lease, bundled, meta, initial (JSON text)
+ *   <root>/{id}/log/{ii, 12 digits} one PatchRecord per accepted patch (patch as JSON text)
+ *   <root>/{id}/retries/{session}~{si}  {session, si, ii, hash}: finds a retried patch's record
+ *   <root>/~outbox/scopes/{id}     outbox: id, ii, published, and `pending` while maybe unpublished
+ *   <root>/{id}/cursors/{consumer} a consumer's cursor {consumer, scope, ii}, even for unknown ids
+ *
+ * Guarantee 1 is enforced by `commit`: ONE Firestore transaction reads the head (and the retry
+ * documents the plan asks for), runs the plan, checks that its records continue the head it saw,
+ * and then creates the log documents (`create`: an index can never be written twice), creates the
+ * retry documents and moves the head. Firestore re-runs the transaction, plan included, when
+ * another transaction touched the head in between, so the plan always decides against the head
+ * it is committed on. A plan too large for one transaction is refused before anything is written.
+ *
+ * The outbox document keeps the published watermark away from the head: publishers and the
+ * sweeper never read or write the head, so they never contend with commits for it (contention on
+ * one document is what makes Firestore slow). A commit writes the outbox blindly (no read, so no
+ * lock): `ii` and `pending` = the commit's `updated` time. `pending` is removed only by a write
+ * that is conditional on the exact outbox version in which published >= ii; a commit in between
+ * changes that version, so an unpublished scope is never lost from `listUnpublished`.
+ *
+ * Firestore cannot store every JSON value faithfully (nested arrays, 20 levels at most, some keys),
+ * so states and patches are stored as JSON text. Scope ids that are not valid document ids
+ * (`.`, `..`, `__x__`) are escaped with a `~` prefix, which no valid scope id starts with.
+ */
+import { type DocumentReference, type DocumentSnapshot, FieldValue, type Firestore, type Transaction } from '@google-cloud/firestore';
+import { PatchbayError } from '../../errors.js';
+import type { Json } from '../../json.js';
+import type { Head, Lease, Ledger, NewScope, Plan } from '../../ports/index.js';
+import { retryKey } from '../../ports/index.js';
+import type { Patch, PatchRecord, ScopeMeta } from '../../protocol.js';
+
+export interface FirestoreLedgerOptions {
+  /** Top collection name: a namespace (one per deployment, or per test). Default `scopes`. */
+  root?: string;
+  /**
+   * Most documents one commit may write (records + retry records + head + outbox). Default 500:
+   * the limit Firestore documented until 2023 and still the figure most tooling assumes; Firestore
+   * itself no longer limits the count (only the request size), so deployments may raise it.
+   */
+  maxWrites?: number;
+  /**
+   * Most bytes (estimated, from Firestore's document size rules plus per-write overhead) one commit
+   * may send. Default 4,000,000: under the emulator's 4 MiB gRPC message limit and Firestore's
+   * 10 MiB request limit. Past either, the commit would fail only after the client library had
+   * retried it for a minute (RESOURCE_EXHAUSTED is retryable), so it is refused up front.
+   */
+  maxBytes?: number;
+  /** Attempts per transaction under contention (the client library's default is 5). Default 10. */
+  maxAttempts?: number;
+  /** For tests: runs in markPublished/listUnpublished between reading the outbox and writing it. */
+  beforeOutboxWrite?: (id: string) => Promise<void>;
+}
+
+const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'bundled', 'meta'];
+/** Firestore's limit for one document is 1 MiB; keep a margin for our estimate. */
+const MAX_DOC_BYTES = 1_000_000;
+/** FAILED_PRECONDITION (a stale lastUpdateTime) and ALREADY_EXISTS (create of an existing document). */
+const FAILED_PRECONDITION = 9;
+const ALREADY_EXISTS = 6;
+const OUTBOX_RETRIES = 20;
+
+const SAFE_ID = /^[A-Za-z0-9_.:-]+$/;
+
+/** A scope id or session as a document id: itself when Firestore allows it, else `~` + URI-encoded. */
+export function docId(s: string): string {
+  return SAFE_ID.test(s) && s !== '.' && s !== '..' && !/^__.*__$/.test(s) ? s : `~${encodeURIComponent(s)}`;
+}
+
+export const logDocId = (ii: number): string => String(ii).padStart(12, '0');
+
+function hasCode(err: unknown, code: number): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}
+
+const num = (v: unknown, fallback = 0): number => (typeof v === 'number' ? v : fallback);
+
+/** Firestore's storage size of a value (strings: UTF-8 bytes + 1, numbers 8, maps: keys + values). */
+function storedSize(v: unknown): number {
+  if (typeof v === 'string') return Buffer.byteLength(v, 'utf8') + 1;
+  if (typeof v === 'number') return 8;
+  if (v === null || typeof v !== 'object') return 1;
+  if (Array.isArray(v)) return v.reduce((n: number, x) => n + storedSize(x), 0);
+  let n = 0;
+  for (const [k, x] of Object.entries(v)) n += Buffer.byteLength(k, 'utf8') + 1 + storedSize(x);
+  return n;
+}
+
+function notFound(id: string): PatchbayError {
+  return new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
+}
+
+function toRecord(d: DocumentSnapshot): PatchRecord {
+  return {
+    scope: d.get('scope'),
+    ii: d.get('ii'),
+    patch: JSON.parse(d.get('patch')) as Patch,
+    at: d.get('at'),
+    by: d.get('by'),
+    session: d.get('session') ?? null,
+    si: d.get('si') ?? null,
+    hash: d.get('hash'),
+    epoch: d.get('epoch'),
+  };
+}
+
+function toHead(d: DocumentSnapshot, published: number): Head {
+  const m = d.get('meta') as ScopeMeta;
+  const lease = d.get('lease') as Lease | null | undefined;
+  return {
+    id: d.get('id'),
+    ii: d.get('ii'),
+    epoch: d.get('epoch'),
+    lease: lease ? { holder: lease.holder, expires: lease.expires } : null,
+    published,
+    bundled: num(d.get('bundled')),
+    meta: { owner: m.owner, domain: m.domain, name: m.name ?? null, type: m.type ?? null, created: m.created, updated: m.updated, size: m.size },
+  };
+}
+
+export class FirestoreLedger implements Ledger {
+  private readonly db: Firestore;
+  private readonly root: string;
+  private readonly maxWrites: number;
+  private readonly maxBytes: number;
+  private readonly maxAttempts: number;
+  private readonly beforeOutboxWrite: (id: string) => Promise<void>;
+
+  constructor(db: Firestore, opts: FirestoreLedgerOptions = {}) {
+    this.db = db;
+    this.root = opts.root ?? 'scopes';
+    this.maxWrites = opts.maxWrites ?? 500;
+    this.maxBytes = opts.maxBytes ?? 4_000_000;
+    this.maxAttempts = opts.maxAttempts ?? 10;
+    this.beforeOutboxWrite = opts.beforeOutboxWrite ?? (async () => {});
+  }
+
+  private head(id: string): DocumentReference {
+    return this.db.collection(this.root).doc(docId(id));
+  }
+
+  private outbox(id: string): DocumentReference {
+    return this.outboxes().doc(docId(id));
+  }
+
+  private outboxes() {
+    return this.db.collection(this.root).doc('~outbox').collection('scopes');
+  }
+
+  private log(id: string, ii: number): DocumentReference {
+    return this.head(id).collection('log').doc(logDocId(ii));
+  }
+
+  private retry(id: string, session: string, si: number): DocumentReference {
+    return this.head(id)
+      .collection('retries')
+      .doc(`${docId(session)}~${si}`);
+  }
+
+  async createScope(scope: NewScope): Promise<Head> {
+    const { id, meta } = scope;
+    const batch = this.db.batch();
+    // create() fails the whole batch if the head exists, so a taken id changes nothing.
+    batch.create(this.head(id), { id, ii: 0, epoch: 0, lease: null, bundled: 0, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
+    batch.set(this.outbox(id), { id, ii: 0, published: 0 });
+    try {
+      await batch.commit();
+    } catch (err) {
+      if (hasCode(err, ALREADY_EXISTS)) throw new PatchbayError('scope_exists', `scope ${id} already exists`, { id });
+      throw err;
+    }
+    return { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, meta: { ...meta } };
+  }
+
+  async getHead(id: string): Promise<Head | null> {
+    const [h, o] = await this.db.getAll(this.head(id), this.outbox(id), { fieldMask: [...HEAD_FIELDS, 'published'] });
+    if (!h?.exists) return null;
+    return toHead(h, num(o?.get('published')));
+  }
+
+  async getInitial(id: string): Promise<Json | null> {
+    const [h] = await this.db.getAll(this.head(id), { fieldMask: ['initial'] });
+    if (!h?.exists) return null;
+    return JSON.parse(h.get('initial')) as Json;
+  }
+
+  async commit<T>(id: string, plan: Plan<T>): Promise<T> {
+    const headRef = this.head(id);
+    // The watermark, for head.published only: read outside the transaction so that publishing
+    // never contends with committing. It may lag; it never gates a commit.
+    const outbox = this.outbox(id).get();
+    outbox.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
+    return this.db.runTransaction(
+      async (tx) => {
+        const [snap] = await tx.getAll(headRef, { fieldMask: HEAD_FIELDS });
+        if (!snap?.exists) throw notFound(id);
+        const head = toHead(snap, num((await outbox).get('published')));
+        const { records, meta, result } = await plan({ head, findRetries: (keys) => this.findRetries(tx, id, keys) });
+        if (records.length === 0) return result;
+        records.forEach((r, i) => {
+          if (r.scope !== id || r.ii !== head.ii + 1 + i) {
+            throw new PatchbayError('internal', `commit plan for ${id} produced record ${r.scope}#${r.ii}, expected ${id}#${head.ii + 1 + i}`);
+          }
+        });
+        const last = records[records.length - 1] as PatchRecord;
+        const updated = meta?.updated ?? head.meta.updated;
+        const writes: Array<{ ref: DocumentReference; data: Record<string, unknown> }> = [];
+        for (const r of records) {
+          writes.push({ ref: this.log(id, r.ii), data: { ...r, patch: JSON.stringify(r.patch) } });
+          if (r.session !== null && r.si !== null) {
+            writes.push({ ref: this.retry(id, r.session, r.si), data: { session: r.session, si: r.si, ii: r.ii, hash: r.hash } });
+          }
+        }
+        this.checkSize(id, records.length, writes);
+        for (const w of writes) tx.create(w.ref, w.data);
+        tx.update(headRef, { ii: last.ii, 'meta.updated': updated, 'meta.size': meta?.size ?? head.meta.size });
+        // Blind (no read, so no lock): marks the scope as possibly unpublished as of this commit.
+        tx.set(this.outbox(id), { id, ii: last.ii, pending: updated }, { merge: true });
+        return result;
+      },
+      { maxAttempts: this.maxAttempts },
+    );
+  }
+
+  /** Refuses a commit that one Firestore transaction cannot carry (nothing has been written yet). */
+  private checkSize(id: string, records: number, writes: Array<{ ref: DocumentReference; data: Record<string, unknown> }>): void {
+    const count = writes.length + 2; // + head + outbox
+    let bytes = 2000; // head and outbox updates, request framing
+    for (const w of writes) {
+      const doc = Buffer.byteLength(w.ref.path, 'utf8') + 16 + storedSize(w.data) + 32;
+      if (doc > MAX_DOC_BYTES) {
+        throw new PatchbayError('unavailable', `a record of ${id} needs a ${doc}-byte document; Firestore allows 1 MiB`, { reason: 'ledger_document_limit' });
+      }
+      bytes += doc + 200; // the full resource name (projects/…/documents/…) and framing
+    }
+    if (count > this.maxWrites || bytes > this.maxBytes) {
+      throw new PatchbayError(
+        'unavailable',
+        `a commit of ${records} records to ${id} needs ${count} writes and about ${bytes} bytes; one transaction takes ${this.maxWrites} and ${this.maxBytes}`,
+        { reason: 'ledger_transaction_limit' },
+      );
+    }
+  }
+
+  private async findRetries(tx: Transaction, id: string, keys: ReadonlyArray<{ session: string; si: number }>): Promise<Map<string, PatchRecord>> {
+    const found = new Map<string, PatchRecord>();
+    const unique = [...new Map(keys.map((k) => [retryKey(k.session, k.si), k])).values()];
+    if (unique.length === 0) return found;
+    const hits = (await tx.getAll(...unique.map((k) => this.retry(id, k.session, k.si)))).filter((s) => s.exists);
+    if (hits.length === 0) return found;
+    // The retry documents point at log documents, which hold the full record.
+    const logs = await tx.getAll(...hits.map((s) => this.log(id, s.get('ii'))));
+    logs.forEach((d, i) => {
+      const hit = hits[i] as DocumentSnapshot;
+      if (!d.exists || d.get('session') !== hit.get('session') || d.get('si') !== hit.get('si')) {
+        throw new PatchbayError('internal', `retry record ${hit.id} of ${id} points at a missing or different log entry ${hit.get('ii')}`);
+      }
+      const r = toRecord(d);
+      found.set(retryKey(r.session as string, r.si as number), r);
+    });
+    return found;
+  }
+
+  async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
+    if (to < from || limit <= 0) return [];
+    const q = await this.head(id).collection('log').where('ii', '>=', from).where('ii', '<=', to).orderBy('ii').limit(limit).get();
+    return q.docs.map(toRecord);
+  }
+
+  async markPublished(id: string, to: number, from?: number): Promise<void> {
+    const floor = from === undefined ? Number.NEGATIVE_INFINITY : from - 1;
+    await this.advanceOutbox(id, (published) => (published >= floor ? to : published));
+  }
+
+  /**
+   * Moves the outbox's watermark to `next(published)`, and drops its `pending` mark once the
+   * watermark covers ii. Returns the outbox as it left it (null: no such scope).
+   */
+  private async advanceOutbox(id: string, next: (published: number) => number): Promise<{ published: number; ii: number } | null> {
+    const ref = this.outbox(id);
+    for (let attempt = 0; ; attempt++) {
+      const snap = await ref.get();
+      if (!snap.exists) return null;
+      const published = num(snap.get('published'));
+      const ii = num(snap.get('ii'));
+      const target = Math.max(published, next(published));
+      const clear = snap.get('pending') !== undefined && target >= ii;
+      if (target === published && !clear) return { published, ii };
+      await this.beforeOutboxWrite(id);
+      if (!clear) {
+        // The watermark only ever rises (maximum), and a floor checked above stays true as it
+        // rises, so this needs no precondition.
+        await ref.update({ published: FieldValue.maximum(target) });
+        return { published: target, ii };
+      }
+      try {
+        // Conditional on the version read: a commit since then (ii up, pending set) fails this.
+        await ref.update({ published: FieldValue.maximum(target), pending: FieldValue.delete() }, { lastUpdateTime: snap.updateTime });
+        return { published: target, ii };
+      } catch (err) {
+        if (!hasCode(err, FAILED_PRECONDITION) || attempt >= OUTBOX_RETRIES) throw err;
+      }
+    }
+  }
+
+  async listUnpublished(before: number, limit: number): Promise<Array<{ id: string; published: number; ii: number }>> {
+    const out: Array<{ id: string; published: number; ii: number }> = [];
+    const marked = this.outboxes().where('pending', '<', before).orderBy('pending');
+    let query = marked;
+    while (out.length < limit) {
+      const want = limit - out.length;
+      const page = await query.limit(want).get();
+      for (const d of page.docs) {
+        const id = d.get('id') as string;
+        let s: { published: number; ii: number } | null = { published: num(d.get('published')), ii: num(d.get('ii')) };
+        // A mark left where published >= ii (a watermark set past a later commit's index): drop
+        // it, unless a commit has just moved ii again.
+        if (s.published >= s.ii) s = await this.advanceOutbox(id, (p) => p);
+        if (s && s.published < s.ii) out.push({ id, ...s });
+      }
+      if (page.size < want) break;
+      query = marked.startAfter(page.docs[page.docs.length - 1] as DocumentSnapshot);
+    }
+    return out;
+  }
+
+  async acquireLease(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<number | null> {
+    const ref = this.head(id);
+    return this.db.runTransaction(
+      async (tx) => {
+        const [snap] = await tx.getAll(ref, { fieldMask: ['epoch', 'lease'] });
+        if (!snap?.exists) throw notFound(id);
+        const lease = (snap.get('lease') as Lease | null | undefined) ?? null;
+        const epoch = num(snap.get('epoch'));
+        if (lease && lease.holder !== holder && lease.expires > now) return null;
+        const next = lease && lease.holder === holder && lease.expires > now ? epoch : epoch + 1;
+        tx.update(ref, { lease: { holder, expires: now + ttlMs }, epoch: next });
+        return next;
+      },
+      { maxAttempts: this.maxAttempts },
+    );
+  }
+
+  async releaseLease(id: string, holder: string, epoch: number): Promise<boolean> {
+    const ref = this.head(id);
+    return this.db.runTransaction(
+      async (tx) => {
+        const [snap] = await tx.getAll(ref, { fieldMask: ['epoch', 'lease'] });
+        if (!snap?.exists) throw notFound(id);
+        const lease = (snap.get('lease') as Lease | null | undefined) ?? null;
+        if (!lease || lease.holder !== holder || num(snap.get('epoch')) !== epoch) return false;
+        tx.update(ref, { lease: null });
+        return true;
+      },
+      { maxAttempts: this.maxAttempts },
+    );
+  }
+
+  private cursor(consumer: string, id: string): DocumentReference {
+    return this.head(id).collection('cursors').doc(docId(consumer));
+  }
+
+  async getCursor(consumer: string, id: string): Promise<number> {
+    return num((await this.cursor(consumer, id).get()).get('ii'));
+  }
+
+  /**
+   * Compare-and-set without a transaction: every write moves a cursor strictly forward, so a
+   * document that changed since it was read (a failed precondition), or that already exists when
+   * we expected none, is no longer at `expected`.
+   */
+  async advanceCursor(consumer: string, id: string, expected: number, to: number): Promise<boolean> {
+    if (!(to > expected)) throw new PatchbayError('internal', 'a cursor only moves forward');
+    const ref = this.cursor(consumer, id);
+    const data = { consumer, scope: id, ii: to };
+    try {
+      if (expected === 0) {
+        await ref.create(data);
+        return true;
+      }
+      const snap = await ref.get();
+      if (num(snap.get('ii')) !== expected) return false;
+      await ref.update(data, { lastUpdateTime: snap.updateTime });
+      return true;
+    } catch (err) {
+      if (hasCode(err, ALREADY_EXISTS) || hasCode(err, FAILED_PRECONDITION)) return false;
+      throw err;
+    }
+  }
+
+  /** The Firestore client belongs to whoever constructed this ledger: it is not terminated here. */
+  async close(): Promise<void> {}
+}

@@ -4,7 +4,7 @@
  *   <root>/{id}                    head: ii, epoch, lease, bundled, meta, initial (JSON text)
  *   <root>/{id}/log/{ii, 12 digits} one PatchRecord per accepted patch (patch as JSON text)
  *   <root>/{id}/retries/{session}~{si}  {session, si, ii, hash}: finds a retried patch's record
- *   <root>/~outbox/scopes/{id}     outbox: id, ii, published, and `pending` while maybe unpublished
+ *   <root>/~outbox/watermarks/{id} outbox: id, ii, published, and `pending` while maybe unpublished
  *   <root>/{id}/cursors/{consumer} a consumer's cursor {consumer, scope, ii}, even for unknown ids
  *
  * Guarantee 1 is enforced by `commit`: ONE Firestore transaction reads the head (and the retry
@@ -146,7 +146,7 @@ export class FirestoreLedger implements Ledger {
   }
 
   private outboxes() {
-    return this.db.collection(this.root).doc('~outbox').collection('scopes');
+    return this.db.collection(this.root).doc('~outbox').collection('watermarks');
   }
 
   private log(id: string, ii: number): DocumentReference {

@@ -6,7 +6,6 @@
 
 import { embeddedAdapters } from './adapters/embedded/index.js';
 import type { Config } from './config.js';
-import { ConfigError } from './config.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { Auth, loadSecret } from './http/auth.js';
@@ -28,9 +27,11 @@ export interface App {
   close(): Promise<void>;
 }
 
-export async function adaptersFor(config: Config): Promise<Adapters> {
+export async function adaptersFor(config: Config, logger: Logger): Promise<Adapters> {
   if (config.mode === 'embedded') return embeddedAdapters(config);
-  throw new ConfigError('PATCHBAY_MODE=google: the Google adapters are not available yet');
+  // Loaded only here, so embedded mode never loads a Google SDK.
+  const { googleAdapters } = await import('./adapters/google/index.js');
+  return googleAdapters(config, logger);
 }
 
 export interface AppOptions {
@@ -43,8 +44,8 @@ export interface AppOptions {
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const adapters = opts.adapters ?? (await adaptersFor(config));
   const logger = createLogger(config.logLevel);
+  const adapters = opts.adapters ?? (await adaptersFor(config, logger));
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e) });
   const auth = new Auth(loadSecret(config), config);
   const handler = createHandler({ engine, auth, config, logger });

@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
 import { Engine } from '../shared/engine/engine.js';
-import type { PatchbayError } from '../shared/errors.js';
+import { PatchbayError } from '../shared/errors.js';
 import type { Adapters, Ledger, Plan } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
 import { tempDir, testConfig } from './helpers/server.js';
@@ -196,5 +196,33 @@ describe('outbox sweeper', () => {
     expect(seen.map((e) => e.ii)).toEqual([1, 2]);
     expect((await adapters.ledger.getHead('s'))?.published).toBe(2);
     expect(await engine.sweep(Date.now() + 1)).toBe(0);
+  });
+});
+
+describe('groups too big for one ledger transaction', () => {
+  it('are committed as halves, in order, when the ledger refuses them before writing', async () => {
+    // A ledger with a transaction limit of 4 records, like Firestore's write and byte budgets.
+    const { engine, counting } = setup({}, (a) => {
+      const inner = a.ledger;
+      a.ledger = new Proxy(inner, {
+        get: (target, prop, receiver) => {
+          if (prop === 'commit') {
+            return <T>(id: string, plan: Plan<T>) =>
+              target.commit(id, async (view) => {
+                const planned = await plan(view);
+                if (planned.records.length > 4) throw new PatchbayError('unavailable', 'too big', { reason: 'ledger_transaction_limit' });
+                return planned;
+              });
+          }
+          const v = Reflect.get(target, prop, receiver);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+    });
+    await engine.createScope('u', { id: 's', state: { list: [] } });
+    const acks = await Promise.all(Array.from({ length: 20 }, (_, i) => engine.submit('s', 'u', { patch: [{ op: 'add', path: '/list/-', value: i }] })));
+    expect(acks.map((a) => a.ii).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect((await engine.getScope('s')).state).toEqual({ list: Array.from({ length: 20 }, (_, i) => i) });
+    expect(counting.commits).toBeGreaterThan(1);
   });
 });

@@ -174,8 +174,24 @@ export class Engine {
     return this.checkStateSize(state);
   }
 
-  /** Commits one group: one ledger transaction, each request checked in order. */
+  /**
+   * Commits one group: one ledger transaction, each request checked in order. A group too big for
+   * one ledger transaction (the ledger says so before writing anything) is committed as two
+   * halves, in order.
+   */
   private async commitGroup(id: string, group: Pending[]): Promise<Outcome[]> {
+    try {
+      return await this.commitOnce(id, group);
+    } catch (err) {
+      if (group.length > 1 && err instanceof PatchbayError && err.details.reason === 'ledger_transaction_limit') {
+        const half = Math.ceil(group.length / 2);
+        return [...(await this.commitGroup(id, group.slice(0, half))), ...(await this.commitGroup(id, group.slice(half)))];
+      }
+      throw err;
+    }
+  }
+
+  private async commitOnce(id: string, group: Pending[]): Promise<Outcome[]> {
     const now = this.now();
     const { records, outcomes, state } = await this.ports.ledger.commit(id, async (view) => {
       const planned = await this.plan(id, view.head, group, view, now);

@@ -1,0 +1,51 @@
+/**
+ * The Google adapter set: Firestore (ledger), Upstash Redis (hot cache), Pub/Sub (bus), Cloud
+ * Storage (blobs). The client libraries find local stand-ins through FIRESTORE_EMULATOR_HOST,
+ * PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST by themselves (see infra/dev-cloud.ts).
+ * Loaded with a dynamic import, so embedded mode never loads a Google SDK.
+ */
+import { Firestore } from '@google-cloud/firestore';
+import { PubSub } from '@google-cloud/pubsub';
+import { Storage } from '@google-cloud/storage';
+import type { Config } from '../../config.js';
+import type { Logger } from '../../log.js';
+import type { Adapters } from '../../ports/index.js';
+import { FirestoreLedger } from './firestore-ledger.js';
+import { GcsBlobStore } from './gcs-blobs.js';
+import { PubSubBus } from './pubsub-bus.js';
+import { UpstashCache } from './redis-cache.js';
+
+export { FirestoreLedger, GcsBlobStore, PubSubBus, UpstashCache };
+
+export type GoogleConfig = Pick<
+  Config,
+  | 'gcpProject'
+  | 'firestoreDatabase'
+  | 'firestoreRoot'
+  | 'pubsubTopic'
+  | 'pubsubSubscriptionPrefix'
+  | 'bucket'
+  | 'upstashUrl'
+  | 'upstashToken'
+  | 'cacheTtlSeconds'
+>;
+
+export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error'>): Adapters {
+  const firestore = new Firestore({ projectId: config.gcpProject, databaseId: config.firestoreDatabase, ignoreUndefinedProperties: true });
+  const pubsub = new PubSub({ projectId: config.gcpProject });
+  const storage = new Storage({ projectId: config.gcpProject });
+  const bus = new PubSubBus(pubsub, { topic: config.pubsubTopic, subscriptionPrefix: config.pubsubSubscriptionPrefix, logger });
+  return {
+    ledger: new FirestoreLedger(firestore, { root: config.firestoreRoot }),
+    cache: new UpstashCache({ url: config.upstashUrl, token: config.upstashToken }, { prefix: 'pb:state:', ttlSeconds: config.cacheTtlSeconds }),
+    bus: {
+      publish: (events) => bus.publish(events),
+      subscribe: (scope, listener) => bus.subscribe(scope, listener),
+      close: async () => {
+        await bus.close();
+        await pubsub.close();
+      },
+    },
+    blobs: new GcsBlobStore(storage.bucket(config.bucket)),
+  };
+}

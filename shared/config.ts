@@ -85,6 +85,7 @@ export const CONFIG_TABLE = {
   bucket: setting('PATCHBAY_BUCKET', '', z.string(), 'Cloud Storage bucket for bundles, snapshots and uploads (google mode; required there).'),
   upstashUrl: setting('UPSTASH_REDIS_REST_URL', '', z.string(), 'Upstash Redis REST URL (google mode; required there).'),
   upstashToken: setting('UPSTASH_REDIS_REST_TOKEN', '', z.string(), 'Upstash Redis REST token (google mode; required there).'),
+  cachePrefix: setting('PATCHBAY_CACHE_PREFIX', 'pb:state:', z.string().min(1), 'Key prefix of hot-cache entries in Redis.'),
   cacheTtlSeconds: setting('PATCHBAY_CACHE_TTL_S', 7 * 24 * 3600, int(0), 'Expiry of hot-cache entries in Redis (0: none).'),
   firestoreEmulatorHost: setting(
     'FIRESTORE_EMULATOR_HOST',

@@ -8,8 +8,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type App, createApp } from '../../shared/app.js';
+import { type App, type AppOptions, adaptersFor, createApp } from '../../shared/app.js';
 import { type Config, loadConfig } from '../../shared/config.js';
+import { createLogger } from '../../shared/log.js';
 import type { Adapters } from '../../shared/ports/index.js';
 
 export interface Res {
@@ -77,10 +78,20 @@ export async function newClient(base: string): Promise<Client> {
   };
 }
 
+export interface StartOptions {
+  /** Wraps the adapters of the configured mode (fault injection). */
+  wrap?: (adapters: Adapters) => Adapters;
+  consumers?: AppOptions['consumers'];
+  /** Run the outbox sweeper on its timer (default: no; tests call engine.sweep()). */
+  sweeper?: boolean;
+}
+
 /** Starts the handler in this process. */
-export async function startServer(overrides: Partial<Config> = {}, adapters?: Adapters): Promise<TestServer> {
+export async function startServer(overrides: Partial<Config> = {}, adapters?: Adapters, opts: StartOptions = {}): Promise<TestServer> {
   const config = testConfig(overrides);
-  const app = await createApp(config, { adapters, sweeper: false });
+  let chosen = adapters;
+  if (opts.wrap) chosen = opts.wrap(adapters ?? (await adaptersFor(config, createLogger('off'))));
+  const app = await createApp(config, { adapters: chosen, sweeper: opts.sweeper ?? false, consumers: opts.consumers });
   const server: Server = createServer((req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -27,6 +27,7 @@ export type GoogleConfig = Pick<
   | 'bucket'
   | 'upstashUrl'
   | 'upstashToken'
+  | 'cachePrefix'
   | 'cacheTtlSeconds'
 >;
 
@@ -37,7 +38,7 @@ export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error
   const bus = new PubSubBus(pubsub, { topic: config.pubsubTopic, subscriptionPrefix: config.pubsubSubscriptionPrefix, logger });
   return {
     ledger: new FirestoreLedger(firestore, { root: config.firestoreRoot }),
-    cache: new UpstashCache({ url: config.upstashUrl, token: config.upstashToken }, { prefix: 'pb:state:', ttlSeconds: config.cacheTtlSeconds }),
+    cache: new UpstashCache({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.cachePrefix, ttlSeconds: config.cacheTtlSeconds }),
     bus: {
       publish: (events) => bus.publish(events),
       subscribe: (scope, listener) => bus.subscribe(scope, listener),

@@ -1,0 +1,206 @@
+/**
+ * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
+ * behind the Upstash REST gateway, and the project's Cloud Storage server:
+ * - the same v1 HTTP and SSE contract suites as embedded mode (identical behaviour on both stacks);
+ * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
+ * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
+ * - guarantee 1: a commit whose acknowledgement was lost, retried, is applied once.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { PubSub } from '@google-cloud/pubsub';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Adapters, Ledger, Plan } from '../shared/ports/index.js';
+import type { PatchEvent } from '../shared/protocol.js';
+import { httpContract } from './contract/http.js';
+import { sseContract } from './contract/sse.js';
+import { type GoogleStack, startGoogleStack } from './helpers/google.js';
+import { skipWithout } from './helpers/proc.js';
+import { request, startServer, type TestServer } from './helpers/server.js';
+
+const skip = skipWithout('gcloud', 'the Firestore and Pub/Sub emulators') || skipWithout('redis-server');
+
+async function waitFor(pred: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Serves `srv`'s push function on a real socket; returns its URL and a closer. */
+async function servePush(srv: TestServer): Promise<{ url: string; close: () => void }> {
+  const server: Server = createServer((req, res) => void srv.app.push(req, res));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+/** A push subscription on the scope's topic, with message ordering, as a deployment would create it. */
+async function pushSubscription(stack: GoogleStack, topic: string, name: string, endpoint: string): Promise<() => Promise<void>> {
+  const pubsub = new PubSub({ projectId: stack.projectId });
+  const [t] = await pubsub.topic(topic).get({ autoCreate: true });
+  const [sub] = await t.createSubscription(name, { pushConfig: { pushEndpoint: endpoint }, enableMessageOrdering: true });
+  return async () => {
+    await sub.delete().catch(() => {});
+    await pubsub.close();
+  };
+}
+
+/** Wraps a ledger so the next `commit` throws after it succeeded: the acknowledgement is lost. */
+function loseNextAck(ledger: Ledger): { ledger: Ledger; arm: () => void } {
+  let armed = false;
+  const wrapped = new Proxy(ledger, {
+    get: (target, prop, receiver) => {
+      if (prop === 'commit') {
+        return async <T>(id: string, plan: Plan<T>) => {
+          const result = await target.commit(id, plan);
+          if (armed) {
+            armed = false;
+            throw new Error('connection reset after commit');
+          }
+          return result;
+        };
+      }
+      const v = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return { ledger: wrapped, arm: () => (armed = true) };
+}
+
+describe.skipIf(skip)('Google stack on the emulators', () => {
+  let stack: GoogleStack;
+  beforeAll(async () => {
+    stack = await startGoogleStack();
+  }, 180_000);
+  afterAll(() => stack?.stop());
+
+  httpContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  sseContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+
+  describe('end to end', () => {
+    it('delivers HTTP → Firestore → Pub/Sub push → subscriber, in order, through a redelivery', async () => {
+      const cfg = stack.config();
+      const seen: PatchEvent[] = [];
+      let failOnce = 7;
+      const srv = await startServer(cfg, undefined, {
+        consumers: {
+          recorder: async (e) => {
+            if (e.ii === failOnce) {
+              failOnce = -1;
+              throw new Error('worker hiccup'); // a 5xx: Pub/Sub redelivers
+            }
+            seen.push(e);
+          },
+        },
+      });
+      const push = await servePush(srv);
+      const unsubscribe = await pushSubscription(stack, cfg.pubsubTopic as string, `push-${cfg.firestoreRoot}`, `${push.url}/push/recorder`);
+      try {
+        const alice = await srv.client();
+        const { id } = (await alice.request('POST', '/v1/scopes', { body: { state: { list: [] } } })).json;
+        for (let i = 1; i <= 10; i++) {
+          expect((await alice.request('POST', `/v1/scopes/${id}/patches`, { body: { ii: i, patch: [{ op: 'add', path: '/list/-', value: i }] } })).status).toBe(
+            200,
+          );
+        }
+        await Promise.all(
+          Array.from({ length: 10 }, (_, i) =>
+            alice.request('POST', `/v1/scopes/${id}/patches`, { body: { patch: [{ op: 'add', path: '/list/-', value: 100 + i }] } }),
+          ),
+        );
+        await waitFor(() => seen.filter((e) => e.scope === id).length >= 20, 'push deliveries');
+        const mine = seen.filter((e) => e.scope === id);
+        expect(mine.map((e) => e.ii)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+        const log = (await alice.request('GET', `/v1/scopes/${id}/patches`)).text
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l));
+        expect(mine.map((e) => e.patch)).toEqual(log.map((l) => l.patch));
+      } finally {
+        await unsubscribe();
+        push.close();
+        await srv.close();
+      }
+    });
+
+    it('delivers a patch whose server crashed between commit and publish, once the sweeper runs (guarantee 5)', async () => {
+      const cfg = { ...stack.config(), sweepAgeMs: 0 };
+      // Server A commits, then "crashes": its publish never happens and its client gets no ack.
+      let crash: (err: Error) => void = () => {};
+      const crashed = new Promise<void>((_, reject) => {
+        crash = reject;
+      });
+      crashed.catch(() => {});
+      const a = await startServer(cfg, undefined, {
+        wrap: (ad: Adapters) => ({ ...ad, bus: { publish: () => crashed, subscribe: (s, l) => ad.bus.subscribe(s, l), close: () => ad.bus.close() } }),
+      });
+      const seen: PatchEvent[] = [];
+      const b = await startServer(cfg, undefined, { consumers: { recorder: async (e) => void seen.push(e) } });
+      const push = await servePush(b);
+      const unsubscribe = await pushSubscription(stack, cfg.pubsubTopic as string, `push-${cfg.firestoreRoot}`, `${push.url}/push/recorder`);
+      try {
+        const alice = await a.client();
+        const { id } = (await alice.request('POST', '/v1/scopes', { body: { state: { n: 0 } } })).json;
+        const lost = await fetch(`${a.url}/v1/scopes/${id}/patches`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${alice.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ session: 's', si: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] }),
+          signal: AbortSignal.timeout(3000),
+        }).then(
+          () => 'acked',
+          () => 'no answer',
+        );
+        expect(lost).toBe('no answer');
+        expect((await b.app.adapters.ledger.getHead(id))?.ii).toBe(1); // committed, never published
+        expect(seen).toEqual([]);
+        expect(await b.app.engine.sweep(Date.now() + 1000)).toBeGreaterThanOrEqual(1);
+        await waitFor(() => seen.some((e) => e.scope === id), 'the swept patch');
+        expect(seen.filter((e) => e.scope === id).map((e) => [e.ii, e.patch])).toEqual([[1, [{ op: 'replace', path: '/n', value: 1 }]]]);
+        // The client's retry of the unacknowledged request is recognised.
+        const retry = await request(b.url, 'POST', `/v1/scopes/${id}/patches`, {
+          token: alice.token,
+          body: { session: 's', si: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] },
+        });
+        expect(retry.json).toEqual({ id, ii: 1, duplicate: true });
+      } finally {
+        crash(new Error('server A is gone'));
+        await unsubscribe();
+        push.close();
+        await Promise.all([a.close(), b.close()]);
+      }
+    });
+
+    it('applies a commit whose acknowledgement was lost exactly once when the client retries (guarantee 1)', async () => {
+      let arm: () => void = () => {};
+      const srv = await startServer(stack.config(), undefined, {
+        wrap: (ad) => {
+          const lossy = loseNextAck(ad.ledger);
+          arm = lossy.arm;
+          return { ...ad, ledger: lossy.ledger };
+        },
+      });
+      try {
+        const alice = await srv.client();
+        const { id } = (await alice.request('POST', '/v1/scopes', { body: { state: { n: 0 } } })).json;
+        const body = { ii: 1, session: 'tab', si: 41, patch: [{ op: 'replace', path: '/n', value: 5 }] };
+        arm();
+        const first = await alice.request('POST', `/v1/scopes/${id}/patches`, { body });
+        expect(first.status).toBeGreaterThanOrEqual(500); // the client cannot know it was committed
+        const second = await alice.request('POST', `/v1/scopes/${id}/patches`, { body });
+        expect(second.json).toEqual({ id, ii: 1, duplicate: true });
+        const log = (await alice.request('GET', `/v1/scopes/${id}/patches`)).text.trim().split('\n');
+        expect(log).toHaveLength(1);
+        expect((await alice.request('GET', `/v1/scopes/${id}`)).json).toMatchObject({ ii: 1, state: { n: 5 } });
+      } finally {
+        await srv.close();
+      }
+    });
+  });
+});

@@ -124,6 +124,12 @@ export async function startRedisServer(opts: { port?: number; dir?: string } = {
     args.push('--dir', opts.dir);
   }
   const svc = spawnService('redis-server', args);
-  const stop = await withCleanup(svc, () => waitForPort(port, '127.0.0.1', 15_000));
+  const stop = await withCleanup(svc, async () => {
+    const exited = new Promise<never>((_, reject) => {
+      svc.child.once('exit', (code) => reject(new Error(`redis-server exited (${code}) before listening:\n${svc.output()}`)));
+    });
+    exited.catch(() => {}); // only awaited while starting
+    await Promise.race([waitForPort(port, '127.0.0.1', 15_000), exited]);
+  });
   return { host: `127.0.0.1:${port}`, port, stop };
 }

@@ -230,7 +230,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
 
   return async (req: IncomingMessage, res: ServerResponse) => {
     const started = process.hrtime.bigint();
-    const ctx: Ctx = { req: req as Req, res, url: new URL(req.url ?? '/', 'http://local'), params: [], log: {} };
+    const ctx: Ctx = { req: req as Req, res, url: new URL('http://local/'), params: [], log: {} };
     let routeName = 'unmatched';
     if (config.corsOrigin !== '') {
       res.setHeader('access-control-allow-origin', config.corsOrigin);
@@ -246,6 +246,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
         res.end();
         return;
       }
+      ctx.url = requestUrl(req.url);
       const path = ctx.url.pathname;
       const matching = routes.filter((r) => r.pattern.test(path));
       const route = matching.find((r) => r.method === req.method);
@@ -282,6 +283,19 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
       });
     }
   };
+}
+
+/**
+ * The request target as a URL. Always relative to a fixed origin: `//host/path` is a path here
+ * (resolving it as a URL would make `host` the origin and route `/path`), and anything that does
+ * not parse is a 400.
+ */
+export function requestUrl(target: string | undefined): URL {
+  try {
+    return new URL(`http://local${target?.startsWith('/') ? target : `/${target ?? ''}`}`);
+  } catch {
+    throw new PatchbayError('invalid_request', 'the request target is not a valid path');
+  }
 }
 
 function etagMatches(header: string | undefined, etag: string): boolean {

@@ -15,7 +15,7 @@ import type { Consumer } from '../engine/consumer.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type PatchEvent, patchSchema, SCOPE_ID } from '../protocol.js';
-import { readJson } from './handler.js';
+import { readJson, requestUrl } from './handler.js';
 
 const pushBody = z.object({
   message: z.object({
@@ -64,10 +64,11 @@ export function createPushHandler(consumers: Consumer[], logger: Logger, maxBody
   const byName = new Map(consumers.map((c) => [c.name, c]));
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const started = process.hrtime.bigint();
-    const name = /^\/(?:push\/)?([A-Za-z0-9_.-]+)\/?$/.exec(new URL(req.url ?? '/', 'http://local').pathname)?.[1];
+    let name: string | undefined;
     let status = 204;
     let entry: Record<string, unknown> = { consumer: name };
     try {
+      name = /^\/(?:push\/)?([A-Za-z0-9_.-]+)\/?$/.exec(requestUrl(req.url).pathname)?.[1];
       if (req.method !== 'POST') throw new PatchbayError('method_not_allowed', 'push deliveries are POSTs', { allow: ['POST'] });
       const consumer = name === undefined ? undefined : byName.get(name);
       if (!consumer) throw new PatchbayError('not_found', `no consumer named ${name}`);

@@ -211,6 +211,15 @@ export function httpContract(stack: string, start: StartServer): void {
     });
 
     describe('routing', () => {
+      it('treats a target starting with // as a path, never as a host', async () => {
+        const { id } = (await alice.request('POST', '/v1/scopes', { body: {} })).json;
+        for (const target of ['//', `//evil.example/v1/scopes/${id}`, '//h/v1/scopes']) {
+          const res = await rawRequest(srv.url, `GET ${target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${alice.token}\r\nConnection: close\r\n\r\n`);
+          expect(res.status, target).toBe(404);
+          expect(res.body).toContain('"not_found"');
+        }
+      });
+
       it('404s unknown routes and 405s wrong methods with the error envelope', async () => {
         const nf = await alice.request('GET', '/v2/nothing');
         expect(nf.status).toBe(404);
@@ -220,5 +229,20 @@ export function httpContract(stack: string, start: StartServer): void {
         expect(na.headers.get('allow')).toBe('POST');
       });
     });
+  });
+}
+
+/** Sends raw bytes (fetch normalises `//` targets away) and reads the whole response. */
+async function rawRequest(base: string, text: string): Promise<{ status: number; body: string }> {
+  const { connect } = await import('node:net');
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const sock = connect(Number(port), hostname, () => sock.end(text));
+    let out = '';
+    sock.on('data', (c) => {
+      out += c.toString();
+    });
+    sock.on('end', () => resolve({ status: Number(out.split(' ')[1]), body: out.slice(out.indexOf('\r\n\r\n') + 4) }));
+    sock.on('error', reject);
   });
 }

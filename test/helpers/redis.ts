@@ -4,8 +4,9 @@
  * in CI: `describe.skipIf(noRedis())(...)`.
  */
 import { randomBytes } from 'node:crypto';
+import { startRedisServer } from '../../infra/emulators.js';
 import { startUpstashGateway } from '../../infra/upstash-gateway.js';
-import { freePort, skipWithout, spawnService, waitForPort } from './proc.js';
+import { skipWithout } from './proc.js';
 
 export interface RedisStack {
   /** `redis://127.0.0.1:PORT`, for direct (ioredis) access. */
@@ -22,16 +23,10 @@ export function noRedis(): boolean {
 }
 
 export async function startRedis(): Promise<RedisStack> {
-  const port = await freePort();
-  const server = spawnService('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-  const exited = new Promise<never>((_, reject) => {
-    server.child.once('exit', (code) => reject(new Error(`redis-server exited (${code}) before listening:\n${server.output()}`)));
-  });
-  exited.catch(() => {}); // only awaited while starting
+  const server = await startRedisServer();
   try {
-    await Promise.race([waitForPort(port), exited]);
     const token = randomBytes(16).toString('hex');
-    const redisUrl = `redis://127.0.0.1:${port}`;
+    const redisUrl = `redis://${server.host}`;
     const gw = await startUpstashGateway({ redisUrl, port: 0, token });
     return {
       redisUrl,

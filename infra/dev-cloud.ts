@@ -9,10 +9,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
 import { join, resolve } from 'node:path';
 import { type App, createApp } from '../shared/app.js';
 import { ConfigError, loadConfig } from '../shared/config.js';
+import { exitOnSignal, listen } from '../shared/http/listen.js';
 import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from './emulators.js';
 import { startGcsServer } from './gcs-server.js';
 import { startUpstashGateway } from './upstash-gateway.js';
@@ -91,18 +91,9 @@ async function main(): Promise<void> {
     Object.assign(process.env, env);
     const config = loadConfig(env);
     app = await createApp(config);
-    const api = app;
-    const server = createServer((req, res) => void api.handler(req, res));
-    stops.push(
-      () =>
-        new Promise<void>((r) => {
-          server.closeAllConnections();
-          server.close(() => r());
-        }),
-    );
-    await new Promise<void>((r) => server.listen(config.port, config.host, r));
-    const addr = server.address();
-    const port = typeof addr === 'object' && addr ? addr.port : config.port;
+    const http = await listen(app.handler, config.port, config.host);
+    stops.push(http.close);
+    const port = http.port;
     console.log(
       JSON.stringify({ severity: 'INFO', message: `patchbay listening on http://localhost:${port} (google stack on local emulators, data in ${dir})`, port }),
     );
@@ -110,16 +101,10 @@ async function main(): Promise<void> {
     await stopAll();
     throw err;
   }
-  let stopping = false;
-  const stop = async () => {
-    if (stopping) return;
-    stopping = true;
+  exitOnSignal(async () => {
     log('stopping');
     await stopAll();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
+  });
 }
 
 main().catch((err) => {

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { freePort, spawnService, waitForPort } from './proc.js';
+import { freePort, listening, spawnService, waitForPort } from './proc.js';
 
 export interface LocalService {
   /** `127.0.0.1:PORT`. */
@@ -49,16 +49,27 @@ async function waitUntil(
   }
 }
 
-async function withCleanup(svc: ReturnType<typeof spawnService>, start: () => Promise<void>): Promise<() => Promise<void>> {
-  const killOnExit = () => {
+/**
+ * Starts a service and returns its stop. Stopping waits until nothing listens on its port any
+ * more: a launcher can exit while the JVM it forked is still shutting down and holding the port,
+ * so waiting for the launcher alone would let a caller exit with an emulator still running.
+ */
+async function withCleanup(svc: ReturnType<typeof spawnService>, port: number, start: () => Promise<void>): Promise<() => Promise<void>> {
+  const killGroup = () => {
     try {
       if (svc.child.pid !== undefined) process.kill(-svc.child.pid, 'SIGKILL');
     } catch {}
   };
-  process.once('exit', killOnExit);
+  process.once('exit', killGroup);
   const stop = async () => {
     await svc.stop();
-    process.removeListener('exit', killOnExit);
+    const deadline = Date.now() + 10_000;
+    while (await listening(port)) {
+      if (Date.now() > deadline) killGroup();
+      if (Date.now() > deadline + 5_000) throw new Error(`port ${port} is still in use after stopping its service`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    process.removeListener('exit', killGroup);
   };
   try {
     await start();
@@ -82,7 +93,7 @@ export async function startFirestoreEmulator(opts: { port?: number; timeoutMs?: 
       JAVA_OPTS,
     },
   );
-  const stop = await withCleanup(svc, () =>
+  const stop = await withCleanup(svc, port, () =>
     waitUntil(
       'the Firestore emulator',
       async () => {
@@ -110,7 +121,7 @@ export async function startPubSubEmulator(opts: { port?: number; dataDir: string
       METADATA_SERVER_DETECTION: 'none',
     },
   );
-  const stop = await withCleanup(svc, () =>
+  const stop = await withCleanup(svc, port, () =>
     waitUntil('the Pub/Sub emulator', () => /Server started, listening on/.test(svc.output()), svc, opts.timeoutMs ?? 60_000),
   );
   return { host: `127.0.0.1:${port}`, port, stop };
@@ -124,7 +135,7 @@ export async function startRedisServer(opts: { port?: number; dir?: string } = {
     args.push('--dir', opts.dir);
   }
   const svc = spawnService('redis-server', args);
-  const stop = await withCleanup(svc, async () => {
+  const stop = await withCleanup(svc, port, async () => {
     const exited = new Promise<never>((_, reject) => {
       svc.child.once('exit', (code) => reject(new Error(`redis-server exited (${code}) before listening:\n${svc.output()}`)));
     });

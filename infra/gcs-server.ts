@@ -54,8 +54,9 @@ import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { exitOnSignal } from '../shared/http/listen.js';
+import { runIfMain } from './proc.js';
 
 export interface GcsServerOptions {
   /** 0 (the default) picks a free port (see the returned url). */
@@ -906,19 +907,7 @@ async function main(): Promise<void> {
   // The first line is the url alone, so scripts can read it.
   process.stdout.write(`${srv.url}\n`);
   process.stdout.write(`gcs-server (${values.dir ? `data in ${values.dir}` : 'in memory'}): STORAGE_EMULATOR_HOST=${srv.url}\n`);
-  const stop = (): void => {
-    srv.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  exitOnSignal(srv.close);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    console.error(`gcs-server: ${err instanceof Error ? err.message : String(err)}`);
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, 'gcs-server', main);

@@ -30,9 +30,10 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
+import { exitOnSignal } from '../shared/http/listen.js';
+import { runIfMain } from './proc.js';
 
 export interface GatewayOptions {
   /** e.g. `redis://127.0.0.1:6379`. */
@@ -302,19 +303,7 @@ async function main(): Promise<void> {
   // The first line is the url alone, so scripts can read it.
   process.stdout.write(`${gw.url}\n`);
   process.stdout.write(`upstash gateway for ${values['redis-url']}: UPSTASH_REDIS_REST_URL=${gw.url} UPSTASH_REDIS_REST_TOKEN=${values.token}\n`);
-  const stop = (): void => {
-    gw.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  exitOnSignal(gw.close);
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    console.error(`upstash gateway: ${errorMessage(err)}`);
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, 'upstash gateway', main);

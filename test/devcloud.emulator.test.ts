@@ -6,24 +6,13 @@
  */
 import { spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { freePort, skipWithout } from './helpers/proc.js';
+import { freePort, listening, skipWithout } from './helpers/proc.js';
 import { newClient, tempDir } from './helpers/server.js';
 import { openSse, patchIndices } from './helpers/sse.js';
 
 const skip = skipWithout('gcloud', 'the Firestore and Pub/Sub emulators') || skipWithout('redis-server');
-
-const listening = (port: number) =>
-  new Promise<boolean>((done) => {
-    const sock = connect(port, '127.0.0.1');
-    sock.once('connect', () => {
-      sock.destroy();
-      done(true);
-    });
-    sock.once('error', () => done(false));
-  });
 
 describe.skipIf(skip)('npm run dev:cloud', () => {
   it('serves the API on the local Google stack and stops every stand-in on Ctrl-C', async () => {

@@ -15,21 +15,10 @@ import { UpstashCache } from '../shared/adapters/google/redis-cache.js';
 import { type Json, jsonBytes } from '../shared/json.js';
 import { cacheConformance } from './conformance/cache.js';
 import { freePort, spawnService } from './helpers/proc.js';
+import { shuffled } from './helpers/random.js';
 import { noRedis, type RedisStack, startRedis } from './helpers/redis.js';
 
 const uid = (): string => randomUUID().slice(0, 8);
-
-/** A fixed permutation of 1..n (seeded Fisher–Yates), so a failure reproduces. */
-function shuffled(n: number, seed: number): number[] {
-  const xs = Array.from({ length: n }, (_, i) => i + 1);
-  let s = seed >>> 0;
-  for (let i = xs.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1_664_525) + 1_013_904_223) >>> 0;
-    const j = s % (i + 1);
-    [xs[i], xs[j]] = [xs[j] as number, xs[i] as number];
-  }
-  return xs;
-}
 
 describe.skipIf(noRedis())('Upstash hot cache (redis-server + gateway)', () => {
   let stack: RedisStack;

@@ -13,20 +13,9 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Json } from '../../shared/json.js';
 import type { HotCache } from '../../shared/ports/index.js';
+import { shuffled } from '../helpers/random.js';
 
 const newId = (): string => `scope-${randomUUID()}`;
-
-/** A fixed permutation of 1..n (seeded Fisher–Yates), so a failure reproduces. */
-function shuffled(n: number, seed: number): number[] {
-  const xs = Array.from({ length: n }, (_, i) => i + 1);
-  let s = seed >>> 0;
-  for (let i = xs.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1_664_525) + 1_013_904_223) >>> 0;
-    const j = s % (i + 1);
-    [xs[i], xs[j]] = [xs[j] as number, xs[i] as number];
-  }
-  return xs;
-}
 
 export function cacheConformance(name: string, make: () => Promise<HotCache>): void {
   describe(`${name} (HotCache conformance)`, () => {

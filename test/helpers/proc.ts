@@ -5,7 +5,7 @@
  */
 import { hasTool } from '../../infra/proc.js';
 
-export { freePort, hasTool, spawnService, waitForPort } from '../../infra/proc.js';
+export { freePort, hasTool, listening, spawnService, waitForPort } from '../../infra/proc.js';
 
 /**
  * For `describe.skipIf(...)`: true when the tool is missing and we are not in CI. In CI a missing

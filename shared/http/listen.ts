@@ -1,0 +1,50 @@
+/**
+ * Serving a handler on a plain Node http.Server, and stopping on a signal: what `npm start`,
+ * `npm run dev:cloud` and the local stand-ins' CLIs share.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+export interface Listening {
+  server: Server;
+  /** The bound port (the real one when 0 was asked for). */
+  port: number;
+  /** Stops accepting, drops open connections (SSE streams included), resolves when closed. */
+  close(): Promise<void>;
+}
+
+export async function listen(handler: (req: IncomingMessage, res: ServerResponse) => unknown, port: number, host: string): Promise<Listening> {
+  const server = createServer((req, res) => void handler(req, res));
+  server.keepAliveTimeout = 65_000; // longer than common load balancers' idle timeout
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address();
+  return {
+    server,
+    port: typeof addr === 'object' && addr ? addr.port : port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** On the first SIGINT or SIGTERM: `close()`, then exit 0 (1 if closing failed). */
+export function exitOnSignal(close: () => Promise<void>): void {
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    close().then(
+      () => process.exit(0),
+      (err) => {
+        console.error(err);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}

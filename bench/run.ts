@@ -1,0 +1,464 @@
+/**
+ * `npm run bench` (full) and `npm run bench -- --quick` (a smoke test for CI, under 2 minutes):
+ * the workloads of workloads.ts end to end over HTTP and SSE against patchbay in embedded mode and
+ * on the local emulators, each next to its baselines measured in the same run, in interleaved
+ * rounds (round r runs every system once, in an order rotated by r, so drift in the machine's
+ * load hits subject and baseline alike). Writes bench/results/latest.{json,md} and chart.svg.
+ *
+ * Processes (see harness.ts for the pinning): this load generator; the server under test
+ * (`node dist/functions/serve.js`, a child); the transport floor (floor.ts) and ShareDB
+ * (sharedb-server.ts), children; the bench worker (worker.ts), a child that builds long scopes
+ * through the ledger port and runs rebuild and the raw Firestore baselines; in emulator mode the
+ * stand-ins (stack.ts), a child that starts the emulators, redis-server and the gateways.
+ *
+ * Options: --quick, --modes embedded,emulator, --only write-single,fanout,..., --rounds N,
+ * --no-pin, --out DIR (default bench/results).
+ *
+ * Nothing here asserts a threshold: targets are reported with each result.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { HttpClient } from './client.js';
+import { choosePinning, log, median, type NodeChild, pinSelf, Rpc, spread, startNode } from './harness.js';
+import { type Entry, judge, type Mode, type Results, type Target, writeResults } from './report.js';
+import {
+  httpCatchup,
+  httpCreateScopes,
+  httpFanout,
+  httpWriteHot,
+  httpWriteMany,
+  httpWriteSingle,
+  type Latency,
+  sdbFanout,
+  sdbWriteHot,
+  sdbWriteSingle,
+  type Throughput,
+} from './workloads.js';
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    modes: { type: 'string', default: 'embedded,emulator' },
+    only: { type: 'string', default: '' },
+    rounds: { type: 'string' },
+    'no-pin': { type: 'boolean', default: false },
+    out: { type: 'string', default: 'bench/results' },
+  },
+});
+
+const QUICK = args.quick === true;
+const ROUNDS = args.rounds ? Number(args.rounds) : QUICK ? 1 : 3;
+const WORKLOADS = ['write-single', 'write-hot', 'write-many', 'fanout', 'rebuild', 'catchup'] as const;
+type Workload = (typeof WORKLOADS)[number];
+const only = new Set((args.only as string).split(',').filter(Boolean));
+const wanted = (w: Workload) => only.size === 0 || only.has(w);
+
+interface ModeSizes {
+  single: number;
+  /** Sequential read-modify-write transactions of the raw Firestore baseline. */
+  rmw: number;
+  hotWriters: number;
+  hotPerWriter: number;
+  manyScopes: number;
+  manyWriters: number;
+  manyPerWriter: number;
+  fanSubscribers: number;
+  fanMessages: number;
+  fanIntervalMs: number;
+  longPatches: number;
+  warmSingle: number;
+}
+
+const SIZES: Record<Mode, ModeSizes> = QUICK
+  ? {
+      embedded: {
+        single: 300,
+        rmw: 0,
+        hotWriters: 32,
+        hotPerWriter: 10,
+        manyScopes: 1000,
+        manyWriters: 64,
+        manyPerWriter: 5,
+        fanSubscribers: 100,
+        fanMessages: 50,
+        fanIntervalMs: 20,
+        longPatches: 20_000,
+        warmSingle: 100,
+      },
+      emulator: {
+        single: 40,
+        rmw: 40,
+        hotWriters: 32,
+        hotPerWriter: 3,
+        manyScopes: 200,
+        manyWriters: 64,
+        manyPerWriter: 2,
+        fanSubscribers: 100,
+        fanMessages: 20,
+        fanIntervalMs: 20,
+        longPatches: 2_000,
+        warmSingle: 10,
+      },
+    }
+  : {
+      embedded: {
+        single: 2000,
+        rmw: 0,
+        hotWriters: 32,
+        hotPerWriter: 100,
+        manyScopes: 1000,
+        manyWriters: 64,
+        manyPerWriter: 50,
+        fanSubscribers: 100,
+        fanMessages: 300,
+        fanIntervalMs: 20,
+        longPatches: 100_000,
+        warmSingle: 500,
+      },
+      emulator: {
+        single: 300,
+        rmw: 500,
+        hotWriters: 32,
+        hotPerWriter: 25,
+        manyScopes: 1000,
+        manyWriters: 64,
+        manyPerWriter: 10,
+        fanSubscribers: 100,
+        fanMessages: 200,
+        fanIntervalMs: 20,
+        longPatches: 100_000,
+        warmSingle: 50,
+      },
+    };
+
+const TARGETS: Partial<Record<string, Target>> = {
+  'embedded/write-single/floor': { on: 'ratio', op: '>=', threshold: 0.7, text: '≥ 0.7× transport floor' },
+  'emulator/write-single/firestore-rmw': { on: 'ratio', op: '>=', threshold: 0.8, text: '≥ 0.8× raw emulator transactions' },
+  'emulator/write-hot/firestore-rmw': { on: 'ratio', op: '>=', threshold: 5, text: '≥ 5× raw emulator transactions' },
+  'embedded/write-hot/sharedb': { on: 'ratio', op: '>=', threshold: 2, text: '≥ 2× ShareDB' },
+  'embedded/fanout/p99/sharedb': { on: 'ratio', op: '<=', threshold: 1, text: "≤ ShareDB's p99" },
+  'embedded/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
+  'emulator/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
+  'embedded/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
+  'emulator/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
+};
+
+const HOT_LOG = 'hot log';
+const HOT_LOG_NOTE =
+  'cold storage (bundles) is not built yet: this reads the hot log only; once Engine.stateAt/readLog span bundles, the same workload measures bundles + tail';
+
+type Metrics = Record<string, number>;
+interface System {
+  name: string;
+  run(): Promise<Metrics>;
+}
+
+const entries: Entry[] = [];
+const notes: string[] = [];
+
+/** Runs every system `rounds` times, interleaved and rotated; returns each system's rounds per metric. */
+async function compare(label: string, systems: System[], rounds = ROUNDS): Promise<Map<string, Record<string, number[]>>> {
+  const out = new Map<string, Record<string, number[]>>(systems.map((s) => [s.name, {}]));
+  for (let r = 0; r < rounds; r++) {
+    const order = systems.map((_, i) => systems[(i + r) % systems.length] as System);
+    for (const s of order) {
+      const m = await s.run();
+      const rec = out.get(s.name) as Record<string, number[]>;
+      for (const [k, v] of Object.entries(m)) rec[k] = [...(rec[k] ?? []), v];
+      log(
+        `${label} round ${r + 1}/${rounds} ${s.name}: ${Object.entries(m)
+          .map(([k, v]) => `${k}=${v.toFixed(k === 'throughput' ? 0 : 2)}`)
+          .join(' ')}`,
+      );
+    }
+  }
+  return out;
+}
+
+function record(
+  mode: Mode,
+  name: Workload,
+  results: Map<string, Record<string, number[]>>,
+  subject: string,
+  baseline: string,
+  metric: string,
+  unit: string,
+  extra: { source?: string; note?: string; baselineLabel?: string } = {},
+): void {
+  const s = results.get(subject)?.[metric];
+  const b = results.get(baseline)?.[metric];
+  if (!s || !b) return;
+  const better = metric === 'throughput' ? 'higher' : 'lower';
+  const value = median(s);
+  const base = median(b);
+  const label = extra.baselineLabel ?? baseline;
+  const target = TARGETS[`${mode}/${name}/${metric === 'throughput' ? '' : `${metric}/`}${label}`];
+  entries.push(
+    judge({
+      name,
+      mode,
+      metric,
+      unit,
+      value,
+      baseline: { name: label, value: base },
+      ratio: value / base,
+      better,
+      rounds: s,
+      baselineRounds: b,
+      spread: spread(s),
+      baselineSpread: spread(b),
+      ...(target ? { target } : {}),
+      ...(extra.source ? { source: extra.source } : {}),
+      ...(extra.note ? { note: extra.note } : {}),
+    }),
+  );
+}
+
+const tput = (t: Throughput): Metrics => ({ throughput: t.rate });
+const lat = (l: Latency): Metrics => ({ p50: l.p50, p99: l.p99, lost: l.lost });
+
+interface Baselines {
+  floor: NodeChild;
+  floorClient: HttpClient;
+  sharedbUrl: string;
+}
+
+async function runMode(mode: Mode, base: Baselines, pinServer: string | null): Promise<void> {
+  const z = SIZES[mode];
+  const dataDir = mkdtempSync(join(tmpdir(), `patchbay-bench-${mode}-`));
+  const stops: Array<() => Promise<void>> = [];
+  try {
+    let env: Record<string, string> = {
+      PORT: '0',
+      PATCHBAY_HOST: '127.0.0.1',
+      PATCHBAY_LOG: 'error',
+      PATCHBAY_DATA_DIR: dataDir,
+      PATCHBAY_MODE: 'embedded',
+    };
+    if (mode === 'emulator') {
+      log('emulator mode: starting the Firestore and Pub/Sub emulators, redis-server, the Upstash gateway and the GCS server');
+      const stack = await startNode('dist/bench/stack.js', [], { timeoutMs: 120_000 });
+      stops.push(stack.stop);
+      env = { ...env, ...(stack.info.env as Record<string, string>), PATCHBAY_FIRESTORE_ROOT: 'bench' };
+    }
+    const server = await startNode('dist/functions/serve.js', [], { env, cpu: pinServer });
+    stops.push(server.stop);
+    const worker = new Rpc(await startNode('dist/bench/worker.js', [], { env, cpu: pinServer }));
+    stops.push(worker.proc.stop);
+    await worker.call('init', { env });
+    const subject = await HttpClient.signIn(server.url);
+    stops.push(async () => subject.close());
+    log(`${mode}: server under test at ${server.url}`);
+
+    const floorC = base.floorClient;
+    const sdb = base.sharedbUrl;
+
+    if (mode === 'emulator' && (wanted('write-single') || wanted('write-hot'))) {
+      await worker.call('rmwSingle', { n: Math.max(10, Math.round(z.rmw / 10)) }); // connection warm-up
+    }
+
+    if (wanted('write-single')) {
+      const systems: System[] =
+        mode === 'embedded'
+          ? [
+              { name: 'floor', run: async () => tput(await httpWriteSingle(floorC, z.single)) },
+              { name: 'sharedb', run: async () => tput(await sdbWriteSingle(sdb, z.single)) },
+              { name: 'patchbay', run: async () => tput(await httpWriteSingle(subject, z.single)) },
+            ]
+          : [
+              { name: 'firestore-rmw', run: async () => tput(await worker.call<Throughput>('rmwSingle', { n: z.rmw })) },
+              { name: 'patchbay', run: async () => tput(await httpWriteSingle(subject, z.single)) },
+            ];
+      await httpWriteSingle(subject, z.warmSingle);
+      if (mode === 'embedded') {
+        await httpWriteSingle(floorC, z.warmSingle);
+        await sdbWriteSingle(sdb, z.warmSingle);
+      }
+      const r = await compare(`${mode} write-single`, systems);
+      for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw']) record(mode, 'write-single', r, 'patchbay', b, 'throughput', 'patches/s');
+    }
+
+    if (wanted('write-hot')) {
+      const w = z.hotWriters;
+      const per = z.hotPerWriter;
+      const systems: System[] =
+        mode === 'embedded'
+          ? [
+              { name: 'floor', run: async () => tput(await httpWriteHot(floorC, w, per)) },
+              { name: 'sharedb', run: async () => tput(await sdbWriteHot(sdb, w, per)) },
+              { name: 'patchbay', run: async () => tput(await httpWriteHot(subject, w, per)) },
+            ]
+          : [
+              { name: 'firestore-rmw', run: async () => tput(await worker.call<Throughput>('rmwSingle', { n: z.rmw })) },
+              { name: 'patchbay', run: async () => tput(await httpWriteHot(subject, w, per)) },
+            ];
+      await httpWriteHot(subject, w, Math.max(2, Math.round(per / 5)));
+      if (mode === 'embedded') {
+        await httpWriteHot(floorC, w, Math.max(2, Math.round(per / 5)));
+        await sdbWriteHot(sdb, w, Math.max(2, Math.round(per / 5)));
+      }
+      const r = await compare(`${mode} write-hot`, systems);
+      const note =
+        mode === 'emulator'
+          ? 'baseline: sequential read-modify-write transactions on one document (the rate one hot document allows without queueing)'
+          : undefined;
+      for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw'])
+        record(mode, 'write-hot', r, 'patchbay', b, 'throughput', 'patches/s', note ? { note } : {});
+    }
+
+    if (wanted('write-many')) {
+      const w = z.manyWriters;
+      const per = z.manyPerWriter;
+      log(`${mode} write-many: creating ${z.manyScopes} scopes`);
+      const scopes = await httpCreateScopes(subject, z.manyScopes);
+      const systems: System[] = [{ name: 'patchbay', run: async () => tput(await httpWriteMany(subject, scopes, w, per)) }];
+      if (mode === 'embedded') {
+        const floorScopes = await httpCreateScopes(floorC, z.manyScopes);
+        systems.unshift({ name: 'floor', run: async () => tput(await httpWriteMany(floorC, floorScopes, w, per)) });
+        await httpWriteMany(floorC, floorScopes, w, 2);
+      } else {
+        systems.unshift({
+          name: 'firestore-rmw-many',
+          run: async () => tput(await worker.call<Throughput>('rmwMany', { writers: w, perWriter: per, docs: z.manyScopes })),
+        });
+      }
+      await httpWriteMany(subject, scopes, w, 2);
+      const r = await compare(`${mode} write-many`, systems);
+      if (mode === 'embedded') record(mode, 'write-many', r, 'patchbay', 'floor', 'throughput', 'patches/s');
+      else
+        record(mode, 'write-many', r, 'patchbay', 'firestore-rmw-many', 'throughput', 'patches/s', {
+          note: `baseline: ${w} concurrent writers doing read-modify-write transactions across ${z.manyScopes} documents`,
+        });
+    }
+
+    if (wanted('fanout')) {
+      const { fanSubscribers: n, fanMessages: m, fanIntervalMs: iv } = z;
+      const systems: System[] = [
+        { name: 'floor', run: async () => lat(await httpFanout(floorC, n, m, iv)) },
+        { name: 'sharedb', run: async () => lat(await sdbFanout(sdb, n, m, iv)) },
+        { name: 'patchbay', run: async () => lat(await httpFanout(subject, n, m, iv)) },
+      ];
+      await httpFanout(subject, n, Math.min(20, m), iv);
+      await httpFanout(floorC, n, Math.min(20, m), iv);
+      await sdbFanout(sdb, n, Math.min(20, m), iv);
+      const r = await compare(`${mode} fanout`, systems);
+      const lost = (r.get('patchbay')?.lost ?? []).reduce((a, b) => a + b, 0);
+      if (lost > 0) notes.push(`${mode} fanout: ${lost} receipts did not arrive within 10 s of the last send`);
+      for (const metric of ['p50', 'p99']) for (const b of ['floor', 'sharedb']) record(mode, 'fanout', r, 'patchbay', b, metric, 'ms');
+    }
+
+    if (wanted('rebuild') || wanted('catchup')) {
+      const n = z.longPatches;
+      const id = `long-${n}`;
+      log(`${mode}: building a ${n}-patch scope through the ledger port`);
+      const built = await worker.call<{ seconds: number }>('buildLong', { id, n, owner: subject.userId });
+      log(`${mode}: built in ${built.seconds.toFixed(1)} s`);
+      const long = `${n.toLocaleString('en-US')} patches`;
+
+      if (wanted('rebuild')) {
+        const systems: System[] = [
+          { name: 'raw-fold', run: async () => tput(await worker.call<Throughput>('rawFold', { id })) },
+          { name: 'patchbay', run: async () => tput(await worker.call<Throughput>('rebuild', { id })) },
+        ];
+        await worker.call('rebuild', { id });
+        const r = await compare(`${mode} rebuild`, systems);
+        record(mode, 'rebuild', r, 'patchbay', 'raw-fold', 'throughput', 'patches/s', {
+          source: HOT_LOG,
+          note: `Engine.stateAt after deleting the cache entry, ${long}, in the worker process; baseline: the same log read page by page with bare queries and folded with fast-json-patch directly. ${HOT_LOG_NOTE}`,
+        });
+      }
+
+      if (wanted('catchup')) {
+        const floorId = `long-${n}-${mode}`;
+        await floorC.ok('POST', '/bench/seed', { id: floorId, n });
+        const systems: System[] = [
+          { name: 'floor', run: async () => tput(await httpCatchup(floorC, floorId, n)) },
+          { name: 'patchbay', run: async () => tput(await httpCatchup(subject, id, n)) },
+        ];
+        const r = await compare(`${mode} catchup`, systems);
+        record(mode, 'catchup', r, 'patchbay', 'floor', 'throughput', 'patches/s', {
+          source: HOT_LOG,
+          note: `SSE since=0 until event ${n} (${long}); baseline: the floor replaying the same events from memory. ${HOT_LOG_NOTE}`,
+        });
+      }
+    }
+  } finally {
+    for (const s of stops.reverse()) await s().catch(() => {});
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const loadStart = loadavg();
+  const cores = availableParallelism(); // before pinning narrows it
+  const pin = choosePinning(args['no-pin'] !== true);
+  pinSelf(pin.client);
+  const pinning =
+    pin.client === null
+      ? 'none (all processes float over all cores)'
+      : `load generator on CPU ${pin.client}; the server under test, the transport floor, ShareDB and the bench worker on CPU ${pin.server} (one of them busy at a time); emulators, redis-server and the stand-in gateways unpinned`;
+  log(`${QUICK ? 'quick' : 'full'} run, ${ROUNDS} round(s); pinning: ${pinning}`);
+
+  const floor = await startNode('dist/bench/floor.js', [], { cpu: pin.server });
+  const sharedb = await startNode('dist/bench/sharedb-server.js', [], { cpu: pin.server });
+  const floorClient = await HttpClient.signIn(floor.url);
+  const modes = (args.modes as string).split(',').filter(Boolean) as Mode[];
+  try {
+    for (const mode of modes) {
+      if (mode !== 'embedded' && mode !== 'emulator') throw new Error(`unknown mode ${mode}`);
+      await runMode(mode, { floor, floorClient, sharedbUrl: `ws://127.0.0.1:${sharedb.info.port}` }, pin.server);
+    }
+  } finally {
+    floorClient.close();
+    await floor.stop();
+    await sharedb.stop();
+  }
+
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch {}
+  notes.push(
+    'patchbay runs with its defaults (PATCHBAY_SQLITE_SYNC=full: every commit is fsynced) except PATCHBAY_LOG=error (no per-request log line); ShareDB keeps everything in memory, the floor persists nothing.',
+  );
+  notes.push(
+    'Fan-out: one writer sends a patch every fanIntervalMs and waits for its ack; latency runs from just before the send to the parse of the event in each of the subscribers, all in the load generator.',
+  );
+  const results: Results = {
+    meta: {
+      date: new Date().toISOString(),
+      quick: QUICK,
+      commit,
+      node: process.version,
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      loadavgStart: loadStart,
+      loadavgEnd: loadavg(),
+      pinning,
+      durationSeconds: (Date.now() - started) / 1000,
+      sizes: { rounds: ROUNDS, ...Object.fromEntries(modes.map((m) => [m, SIZES[m]])) },
+      notes,
+    },
+    workloads: entries,
+  };
+  writeResults(args.out as string, results);
+  log(`wrote ${args.out}/latest.json, latest.md and chart.svg in ${results.meta.durationSeconds.toFixed(0)} s`);
+  for (const e of entries) {
+    log(
+      `${e.name.padEnd(12)} ${e.mode.padEnd(8)} ${e.metric.padEnd(10)} ${e.value.toFixed(1).padStart(10)} vs ${e.baseline.name} ${e.baseline.value.toFixed(1)} = ${e.ratio.toFixed(2)}x${e.met === undefined ? '' : e.met ? ' (target met)' : ' (target MISSED)'}`,
+    );
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

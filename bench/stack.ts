@@ -1,0 +1,56 @@
+/**
+ * Emulator mode's stand-ins, in a process of their own so the Upstash gateway and the Cloud
+ * Storage server (both Node servers in the data path of every write) never share the load
+ * generator's event loop: the Firestore and Pub/Sub emulators and redis-server (infra/emulators.ts)
+ * plus the gateway and the GCS server, as test/helpers/google.ts starts them. Prints one line
+ * `{"ready": true, "env": {...}}` with the variables the server under test needs; SIGTERM stops
+ * everything it started.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from '../infra/emulators.js';
+import { startGcsServer } from '../infra/gcs-server.js';
+import { startUpstashGateway } from '../infra/upstash-gateway.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'patchbay-bench-stack-'));
+const stops: Array<() => Promise<void>> = [];
+const stopAll = async () => {
+  for (const s of stops.reverse()) await s().catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+};
+
+try {
+  const [firestore, pubsub, redis] = await Promise.all([startFirestoreEmulator(), startPubSubEmulator({ dataDir: join(dir, 'pubsub') }), startRedisServer()]);
+  stops.push(firestore.stop, pubsub.stop, redis.stop);
+  const token = 'bench-token';
+  const gateway = await startUpstashGateway({ redisUrl: `redis://${redis.host}`, port: 0, token });
+  stops.push(gateway.close);
+  const bucket = 'patchbay-bench';
+  const gcs = await startGcsServer({ port: 0, buckets: [bucket] });
+  stops.push(gcs.close);
+  const env = {
+    PATCHBAY_MODE: 'google',
+    PATCHBAY_GCP_PROJECT: `demo-patchbay-bench-${process.pid}`,
+    PATCHBAY_BUCKET: bucket,
+    UPSTASH_REDIS_REST_URL: gateway.url,
+    UPSTASH_REDIS_REST_TOKEN: token,
+    PATCHBAY_JWT_SECRET: 'bench-secret-bench-secret-bench-secret!!',
+    FIRESTORE_EMULATOR_HOST: firestore.host,
+    PUBSUB_EMULATOR_HOST: pubsub.host,
+    STORAGE_EMULATOR_HOST: gcs.url,
+    METADATA_SERVER_DETECTION: 'none',
+  };
+  console.log(JSON.stringify({ ready: true, env }));
+} catch (err) {
+  console.error(err);
+  await stopAll();
+  process.exit(1);
+}
+
+const stop = async () => {
+  await stopAll();
+  process.exit(0);
+};
+process.once('SIGTERM', () => void stop());
+process.once('SIGINT', () => void stop());

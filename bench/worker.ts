@@ -1,0 +1,195 @@
+/**
+ * The bench worker: a child process (pinned like the servers) that does what is measured below
+ * the HTTP API, answering JSON-line requests on stdin (see `Rpc` in harness.ts):
+ *
+ *   init        the mode's adapters (the server's SQLite file, or the same Firestore root and
+ *               Redis as the server) and an Engine over them;
+ *   buildLong   a scope of n patches (patches.ts), written through the ledger port in large
+ *               commits (5,000 per SQLite transaction; 490 per Firestore transaction, its limit);
+ *   rebuild     `Engine.stateAt(head)` after deleting the scope's hot-cache entry: the fold of the
+ *               whole log from the initial state (today: the hot log; once cold storage exists,
+ *               bundles plus the log tail);
+ *   rawFold     the baseline of rebuild: the same log read with one bare query per page and
+ *               folded with fast-json-patch directly (no checks, no copies, no port);
+ *   rmwSingle   the raw Firestore baseline: n sequential read-modify-write transactions on one
+ *               document with @google-cloud/firestore;
+ *   rmwMany     W concurrent writers doing read-modify-write transactions across D documents.
+ */
+import { createInterface } from 'node:readline';
+import Database from 'better-sqlite3';
+import fjp from 'fast-json-patch';
+import { adaptersFor } from '../shared/app.js';
+import { type Config, loadConfig } from '../shared/config.js';
+import { Engine } from '../shared/engine/engine.js';
+import { cloneJson, type Json, jsonBytes } from '../shared/json.js';
+import type { Logger } from '../shared/log.js';
+import type { Adapters } from '../shared/ports/index.js';
+import type { Patch, PatchRecord } from '../shared/protocol.js';
+import { LONG_INITIAL, longPatch } from './patches.js';
+
+const logger: Logger = {
+  request: () => {},
+  error: (e) => process.stderr.write(`${JSON.stringify(e)}\n`),
+};
+
+let config: Config | undefined;
+let adapters: Adapters | undefined;
+let engine: Engine | undefined;
+// biome-ignore lint/suspicious/noExplicitAny: the Firestore client is loaded lazily (google mode only)
+let firestore: any;
+
+const need = <T>(v: T | undefined, what: string): T => {
+  if (v === undefined) throw new Error(`call init before ${what}`);
+  return v;
+};
+
+async function fs() {
+  if (!firestore) {
+    const { Firestore } = await import('@google-cloud/firestore');
+    firestore = new Firestore({ projectId: need(config, 'firestore').gcpProject, ignoreUndefinedProperties: true });
+  }
+  return firestore;
+}
+
+const methods: Record<string, (p: Record<string, unknown>) => Promise<unknown>> = {
+  async init(p) {
+    config = loadConfig({ ...process.env, ...(p.env as Record<string, string>) }, { logLevel: 'off' });
+    adapters = await adaptersFor(config, logger);
+    engine = new Engine(adapters, config, { logError: logger.error });
+    return { mode: config.mode };
+  },
+
+  async buildLong(p) {
+    const { ledger } = need(adapters, 'buildLong');
+    const id = String(p.id);
+    const n = Number(p.n);
+    const chunk = need(config, 'buildLong').mode === 'embedded' ? 5000 : 490;
+    const now = Date.now();
+    const t0 = performance.now();
+    await ledger.createScope({
+      id,
+      meta: { owner: String(p.owner), domain: 'default', name: null, type: null, created: now, updated: now, size: jsonBytes(LONG_INITIAL) },
+      initial: LONG_INITIAL,
+    });
+    let state = cloneJson(LONG_INITIAL);
+    for (let from = 1; from <= n; from += chunk) {
+      const to = Math.min(n, from + chunk - 1);
+      const records: PatchRecord[] = [];
+      for (let i = from; i <= to; i++) {
+        const patch = longPatch(i);
+        state = fjp.applyPatch(state, patch as fjp.Operation[], false, true).newDocument as Json;
+        records.push({ scope: id, ii: i, patch, at: now, by: String(p.owner), session: null, si: null, hash: `bench-${i}`, epoch: 0 });
+      }
+      const size = jsonBytes(state);
+      await ledger.commit(id, async (view) => {
+        if (view.head.ii !== from - 1) throw new Error(`buildLong: head at ${view.head.ii}, expected ${from - 1}`);
+        return { records, meta: { updated: now, size }, result: null };
+      });
+    }
+    return { seconds: (performance.now() - t0) / 1000 };
+  },
+
+  async rebuild(p) {
+    const id = String(p.id);
+    const eng = need(engine, 'rebuild');
+    const head = await eng.head(id);
+    await need(adapters, 'rebuild').cache.delete(id);
+    const t0 = performance.now();
+    const state = await eng.stateAt(id, head.ii);
+    const seconds = (performance.now() - t0) / 1000;
+    return { rate: head.ii / seconds, ops: head.ii, seconds, bytes: jsonBytes(state) };
+  },
+
+  async rawFold(p) {
+    const id = String(p.id);
+    const cfg = need(config, 'rawFold');
+    let state = cloneJson(LONG_INITIAL);
+    let count = 0;
+    const t0 = performance.now();
+    if (cfg.mode === 'embedded') {
+      const db = new Database(`${cfg.dataDir}/patchbay.sqlite`, { readonly: true });
+      try {
+        const page = db.prepare<[string, number, number], { ii: number; patch: string }>(
+          'SELECT ii, patch FROM patches WHERE scope = ? AND ii > ? ORDER BY ii LIMIT ?',
+        );
+        for (let last = 0; ; ) {
+          const rows = page.all(id, last, 1000);
+          for (const r of rows) state = fjp.applyPatch(state, JSON.parse(r.patch) as fjp.Operation[], false, true).newDocument as Json;
+          count += rows.length;
+          if (rows.length < 1000) break;
+          last = (rows[rows.length - 1] as { ii: number }).ii;
+        }
+      } finally {
+        db.close();
+      }
+    } else {
+      const db = await fs();
+      const log = db.collection(cfg.firestoreRoot).doc(id).collection('log');
+      for (let last = 0; ; ) {
+        const snap = await log.where('ii', '>', last).orderBy('ii').limit(1000).select('ii', 'patch').get();
+        for (const d of snap.docs) state = fjp.applyPatch(state, JSON.parse(d.get('patch')) as Patch as fjp.Operation[], false, true).newDocument as Json;
+        count += snap.size;
+        if (snap.size < 1000) break;
+        last = snap.docs[snap.size - 1].get('ii');
+      }
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    return { rate: count / seconds, ops: count, seconds, bytes: jsonBytes(state) };
+  },
+
+  async rmwSingle(p) {
+    const db = await fs();
+    const ref = db.collection(`bench-rmw-${process.pid}`).doc(`one-${Date.now()}`);
+    await ref.set({ n: 0 });
+    const n = Number(p.n);
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      // biome-ignore lint/suspicious/noExplicitAny: Firestore's Transaction type is loaded lazily
+      await db.runTransaction(async (tx: any) => {
+        const snap = await tx.get(ref);
+        tx.update(ref, { n: snap.get('n') + 1 });
+      });
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    return { rate: n / seconds, ops: n, seconds };
+  },
+
+  async rmwMany(p) {
+    const db = await fs();
+    const writers = Number(p.writers);
+    const perWriter = Number(p.perWriter);
+    const docs = Number(p.docs);
+    const col = db.collection(`bench-rmw-many-${process.pid}-${Date.now()}`);
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: writers }, async (_, w) => {
+        let x = (w * 2654435761) >>> 0;
+        for (let i = 0; i < perWriter; i++) {
+          x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+          const ref = col.doc(`d${x % docs}`);
+          // biome-ignore lint/suspicious/noExplicitAny: Firestore's Transaction type is loaded lazily
+          await db.runTransaction(async (tx: any) => {
+            const snap = await tx.get(ref);
+            if (snap.exists) tx.update(ref, { n: snap.get('n') + 1 });
+            else tx.set(ref, { n: 1 });
+          });
+        }
+      }),
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    return { rate: (writers * perWriter) / seconds, ops: writers * perWriter, seconds };
+  },
+};
+
+const lines = createInterface({ input: process.stdin });
+lines.on('line', (line) => {
+  const { id, method, params } = JSON.parse(line) as { id: number; method: string; params: Record<string, unknown> };
+  const run = methods[method];
+  (run ? run(params) : Promise.reject(new Error(`no method ${method}`))).then(
+    (value) => process.stdout.write(`${JSON.stringify({ id, ok: true, value })}\n`),
+    (err: unknown) => process.stdout.write(`${JSON.stringify({ id, ok: false, error: err instanceof Error ? (err.stack ?? err.message) : String(err) })}\n`),
+  );
+});
+lines.on('close', () => process.exit(0));
+process.once('SIGTERM', () => process.exit(0));
+console.log(JSON.stringify({ ready: true }));

@@ -9,7 +9,7 @@
 import fjp from 'fast-json-patch';
 import type { Config } from './config.js';
 import { PatchbayError } from './errors.js';
-import { type Json, jsonBytes, jsonDepth } from './json.js';
+import { cloneJson, type Json, jsonBytes, jsonDepth } from './json.js';
 import type { Operation, Patch } from './protocol.js';
 
 const FORBIDDEN = new Set(['__proto__', 'constructor', 'prototype']);
@@ -81,45 +81,122 @@ function failed(index: number, message: string): PatchbayError {
   return new PatchbayError('patch_failed', `operation ${index} failed: ${message}`, { op: index });
 }
 
-/** RFC 6901 array-index rules along `pointer` in `doc` (fast-json-patch accepts `01`). */
-function checkArrayIndices(doc: Json, pointer: string, index: number, allowDash: boolean): void {
-  let node: Json | undefined = doc;
+interface Target {
+  /** Whether the pointer names an existing member (always true for the root). */
+  exists: boolean;
+  value: Json | undefined;
+  /** The container the last segment lives in (undefined for the root). */
+  parent: Json[] | { [k: string]: Json } | undefined;
+  key: string;
+  depth: number;
+}
+
+/**
+ * Resolves `pointer` in `doc` by RFC 6901 rules, stricter than fast-json-patch: only own members
+ * count (so `/toString` does not exist on `{}`), array indices are `0` or have no leading zero and
+ * must be in range, and `-` ("past the end") is only allowed as the last segment where `allowDash`.
+ * Every segment but the last must exist; a missing last member is reported as `exists: false`.
+ */
+function resolve(doc: Json, pointer: string, index: number, allowDash: boolean): Target {
   const segments = parsePointer(pointer);
+  let node: Json | undefined = doc;
+  let parent: Target['parent'];
+  let key = '';
   for (let k = 0; k < segments.length; k++) {
-    if (node === null || typeof node !== 'object') return; // the library reports unresolvable paths
     const seg = segments[k] as string;
+    const last = k === segments.length - 1;
+    if (node === null || typeof node !== 'object' || node === undefined) throw failed(index, `path ${pointer} does not exist`);
+    parent = node;
+    key = seg;
     if (Array.isArray(node)) {
-      const last = k === segments.length - 1;
-      if (!(ARRAY_INDEX.test(seg) || (seg === '-' && last && allowDash))) {
-        throw failed(index, `"${seg}" is not a valid array index`);
+      if (seg === '-' && last && allowDash) return { exists: false, value: undefined, parent, key, depth: segments.length };
+      if (!ARRAY_INDEX.test(seg)) throw failed(index, `"${seg}" is not a valid array index`);
+      const i = Number(seg);
+      if (i >= node.length) {
+        if (last) return { exists: false, value: undefined, parent, key, depth: segments.length };
+        throw failed(index, `path ${pointer} does not exist`);
       }
-      node = node[Number(seg)];
+      node = node[i];
+    } else if (Object.hasOwn(node, seg)) {
+      node = node[seg];
     } else {
-      node = Object.hasOwn(node, seg) ? node[seg] : undefined;
+      if (last) return { exists: false, value: undefined, parent, key, depth: segments.length };
+      throw failed(index, `path ${pointer} does not exist`);
     }
   }
+  return { exists: true, value: node, parent, key, depth: segments.length };
+}
+
+/**
+ * A running size budget for applying patches under the state limits. `bytes` tracks an upper
+ * bound of the document's JSON size, op by op, from the sizes of the values each op moves in or
+ * out; only when that bound passes `maxBytes` is the document measured exactly. So a patch of
+ * tiny ops that doubles the state again and again (`copy` from the root) is refused at the op
+ * that crosses the limit, having used at most about twice the limit in memory, instead of after
+ * it has grown without bound.
+ */
+export interface Budget {
+  maxBytes: number;
+  maxDepth: number;
+  /** Upper bound of the current document's JSON size; start with its exact size. */
+  bytes: number;
+}
+
+function tooLarge(index: number, what: 'maxStateBytes' | 'maxValueDepth', max: number, actual?: number): PatchbayError {
+  const message = what === 'maxStateBytes' ? `a scope's state may be at most ${max} bytes` : `JSON values may nest at most ${max} levels deep`;
+  return new PatchbayError('too_large', message, { limit: what, max, op: index, ...(actual === undefined ? {} : { actual }) });
 }
 
 /**
  * Applies `patch` to `doc`, mutating it, and returns the new document (which differs from `doc`
- * when an op replaces the root). On failure throws `patch_failed` naming the op; `doc` may then be
- * partly changed, so callers pass a copy they can discard.
+ * when an op replaces the root). On failure throws `patch_failed` naming the op (or `too_large`
+ * when a `budget` is given and an op would break it); `doc` may then be partly changed, so callers
+ * pass a copy they can discard. `patch` itself is never changed: values are copied into the
+ * document, so a later op can never alter what the caller records as the patch.
  */
-export function applyPatch(doc: Json, patch: Patch): Json {
+export function applyPatch(doc: Json, patch: Patch, budget?: Budget): Json {
   let current = doc;
   patch.forEach((op: Operation, i) => {
-    checkArrayIndices(current, op.path, i, op.op === 'add' || op.op === 'move' || op.op === 'copy');
+    const adds = op.op === 'add' || op.op === 'move' || op.op === 'copy';
+    const target = resolve(current, op.path, i, adds);
+    if (!adds && !target.exists) throw failed(i, `path ${op.path} does not exist`);
+    let incoming: Json | undefined = op.value;
     if (op.from !== undefined) {
-      checkArrayIndices(current, op.from, i, false);
-      if (op.op === 'move' && op.path.startsWith(`${op.from}/`)) {
-        throw failed(i, 'cannot move a value into one of its own children');
-      }
+      const source = resolve(current, op.from, i, false);
+      if (!source.exists) throw failed(i, `path ${op.from} does not exist`);
+      if (op.op === 'move' && op.path.startsWith(`${op.from}/`)) throw failed(i, 'cannot move a value into one of its own children');
+      incoming = source.value;
     }
+    let delta = 0;
+    if (budget && op.op !== 'test' && op.op !== 'remove') {
+      const value = incoming as Json;
+      if (target.depth + jsonDepth(value, budget.maxDepth) > budget.maxDepth) throw tooLarge(i, 'maxValueDepth', budget.maxDepth);
+      if (op.op === 'move') {
+        // The value only changes place: at most the new key's bytes are added.
+        if (!Array.isArray(target.parent)) delta = jsonBytes(target.key) + 2;
+      } else {
+        const size = jsonBytes(value);
+        if (target.parent === undefined)
+          delta = size - budget.bytes; // the root is replaced: exact
+        else if (target.exists && (op.op === 'replace' || !Array.isArray(target.parent))) delta = size - jsonBytes(target.value);
+        else delta = size + (Array.isArray(target.parent) ? 1 : jsonBytes(target.key) + 2); // a new member
+      }
+    } else if (budget && op.op === 'remove') {
+      delta = -jsonBytes(target.value);
+    }
+    const applied = op.op === 'add' || op.op === 'replace' ? { ...op, value: cloneJson(op.value as Json) } : op;
     try {
-      current = fjp.applyOperation(current, op as fjp.Operation, true, true, true, i).newDocument as Json;
+      current = fjp.applyOperation(current, applied as fjp.Operation, true, true, true, i).newDocument as Json;
     } catch (err) {
       const message = err instanceof Error ? (err.message.split('\n')[0] ?? 'cannot apply') : 'cannot apply';
       throw failed(i, message);
+    }
+    if (budget) {
+      budget.bytes += delta;
+      if (budget.bytes > budget.maxBytes) {
+        budget.bytes = jsonBytes(current);
+        if (budget.bytes > budget.maxBytes) throw tooLarge(i, 'maxStateBytes', budget.maxBytes, budget.bytes);
+      }
     }
   });
   return current;

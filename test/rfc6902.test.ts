@@ -10,7 +10,7 @@ import type { Json } from '../shared/json.js';
 import { cloneJson } from '../shared/json.js';
 import { applyPatch, checkPatch } from '../shared/patch.js';
 import type { Patch } from '../shared/protocol.js';
-import { patchSchema } from '../shared/protocol.js';
+import { OPS, patchSchema } from '../shared/protocol.js';
 import { type Client, startServer, type TestServer } from './helpers/server.js';
 
 interface Case {
@@ -66,7 +66,40 @@ describe('applyPatch (core)', () => {
     for (const path of ['/__proto__', '/a/__proto__/x', '/constructor/prototype/x']) {
       expect(() => checkPatch([{ op: 'add', path, value: { polluted: true } }], limits)).toThrow(PatchbayError);
     }
+    // Even applied directly (skipping checkPatch), no op reaches a prototype.
+    for (const op of OPS) {
+      for (const path of ['/__proto__/polluted', '/constructor/prototype/polluted', '/toString/polluted']) {
+        const patch = [{ op, path, from: '/a', value: true }] as unknown as Patch;
+        try {
+          applyPatch({ a: {} }, patch);
+        } catch {}
+      }
+    }
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect((Object.prototype as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('refuses, at the op that crosses it, a patch that would grow the state past the size budget', () => {
+    const doc = { a: 'x'.repeat(1000) };
+    const patch = Array.from({ length: 40 }, (_, i) => ({ op: 'copy' as const, from: '', path: `/z${i}` }));
+    const budget = { maxBytes: 64 * 1024, maxDepth: 64, bytes: JSON.stringify(doc).length };
+    let err: PatchbayError | undefined;
+    try {
+      applyPatch(cloneJson(doc), patch, budget);
+    } catch (e) {
+      err = e as PatchbayError;
+    }
+    expect(err?.code).toBe('too_large');
+    expect(err?.details).toMatchObject({ limit: 'maxStateBytes', op: 6 }); // 1 KB doubles past 64 KB at the 7th copy
+  });
+
+  it('tracks the budget exactly enough not to refuse what fits', () => {
+    const doc = { big: 'x'.repeat(900) };
+    const budget = { maxBytes: 1000, maxDepth: 64, bytes: JSON.stringify(doc).length };
+    // Replacing the big value with a smaller one, many times over, never crosses the limit.
+    const patch = Array.from({ length: 50 }, (_, i) => ({ op: 'replace' as const, path: '/big', value: 'y'.repeat(800 + (i % 5)) }));
+    expect(applyPatch(cloneJson(doc), patch, budget)).toEqual({ big: 'y'.repeat(804) });
+    expect(() => applyPatch({ a: {} }, [{ op: 'add', path: '/a/b', value: { c: { d: 1 } } }], { maxBytes: 1000, maxDepth: 3, bytes: 8 })).toThrow(/nest/);
   });
 });
 
@@ -89,6 +122,11 @@ describe('RFC 6902 over HTTP', () => {
       if (c.expected !== undefined) {
         expect(res.json).toEqual({ id, ii: 1 });
         expect(after.json).toMatchObject({ ii: 1, state: c.expected });
+        // The log holds exactly the patch that was sent, and folding it (a cold cache) gives the same state.
+        const history = await alice.request('GET', `/v1/scopes/${id}/patches`);
+        expect(JSON.parse(history.text.trim()).patch).toEqual(c.patch);
+        await srv.app.adapters.cache.delete(id);
+        expect((await alice.request('GET', `/v1/scopes/${id}`)).json.state).toEqual(c.expected);
         return;
       }
       if (c.error !== undefined) {

@@ -25,8 +25,6 @@ export const ERROR_CODES = {
   out_of_sync: 409,
   /** A `(session, si)` pair that was already accepted came back with a different patch. */
   duplicate_mismatch: 409,
-  /** `If-None-Match` matched: not an error body, listed so the table is complete. */
-  not_modified: 304,
   /** A size or count limit was exceeded (`limit`, `max`, `actual`). */
   too_large: 413,
   /** The body is not `application/json`. */
@@ -62,8 +60,27 @@ export class PatchbayError extends Error {
   }
 }
 
-/** Any thrown value as a PatchbayError; unknown errors become `internal` without leaking their text. */
+/**
+ * Whether an error came from a backend and a retry may cure it: a gRPC status (Firestore, Pub/Sub),
+ * a network error (ECONNREFUSED, ETIMEDOUT, a failed or aborted fetch: Upstash, Cloud Storage), or
+ * a busy or failing SQLite file.
+ */
+export function isBackendError(err: unknown, depth = 0): boolean {
+  if (!(err instanceof Error) || depth > 3) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'number' && code >= 1 && code <= 16) return true;
+  if (typeof code === 'string' && (/^E[A-Z]+$/.test(code) || /^SQLITE_(BUSY|LOCKED|IOERR|FULL)/.test(code))) return true;
+  if (err.name === 'UpstashError' || err.name === 'AbortError' || err.name === 'TimeoutError') return true;
+  if (err instanceof TypeError && err.message === 'fetch failed') return true;
+  return isBackendError((err as { cause?: unknown }).cause, depth + 1);
+}
+
+/**
+ * Any thrown value as a PatchbayError, without leaking its text: backend failures become
+ * `unavailable` (503, retry), anything else `internal` (500, a bug).
+ */
 export function asPatchbayError(err: unknown): PatchbayError {
   if (err instanceof PatchbayError) return err;
+  if (isBackendError(err)) return new PatchbayError('unavailable', 'a backend is unavailable; retry');
   return new PatchbayError('internal', 'internal error');
 }

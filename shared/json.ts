@@ -32,3 +32,28 @@ export function jsonDepth(value: unknown, stopAt = Number.POSITIVE_INFINITY): nu
   }
   return max;
 }
+
+/**
+ * The path of the first object member named `__proto__` in a parsed JSON value, or null.
+ * JSON.parse keeps such a member as an ordinary own property, but most code that copies objects
+ * (zod's JSON schema among them) turns it into a prototype and silently drops it. Iterative, and
+ * stops descending past `maxDepth`.
+ */
+export function findProtoKey(value: unknown, maxDepth = Number.POSITIVE_INFINITY): Array<string | number> | null {
+  const stack: Array<[unknown, Array<string | number>]> = [[value, []]];
+  while (stack.length > 0) {
+    const [v, path] = stack.pop() as [unknown, Array<string | number>];
+    if (v === null || typeof v !== 'object' || path.length > maxDepth) continue;
+    if (Array.isArray(v)) {
+      v.forEach((child, i) => {
+        stack.push([child, [...path, i]]);
+      });
+      continue;
+    }
+    for (const key of Object.keys(v)) {
+      if (key === '__proto__') return [...path, key];
+      stack.push([(v as Record<string, unknown>)[key], [...path, key]]);
+    }
+  }
+  return null;
+}

@@ -13,7 +13,7 @@ import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Engine, ScopeView } from '../engine/engine.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
-import { jsonDepth } from '../json.js';
+import { findProtoKey, jsonDepth } from '../json.js';
 import type { Logger } from '../log.js';
 import { createScopeSchema, patchRequestSchema, SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
@@ -78,6 +78,12 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
       throw new PatchbayError('too_large', `JSON values may nest at most ${config.maxValueDepth} levels deep`, {
         limit: 'maxValueDepth',
         max: config.maxValueDepth,
+      });
+    }
+    const proto = findProtoKey(raw, guard);
+    if (proto) {
+      throw new PatchbayError('invalid_request', 'JSON members named "__proto__" are not accepted', {
+        issues: [{ path: proto, message: 'member "__proto__" is not accepted' }],
       });
     }
     const parsed = schema.safeParse(raw);
@@ -261,7 +267,13 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
       await route.run(ctx);
     } catch (err) {
       const e = asPatchbayError(err);
-      if (e.code === 'internal') logger.error({ message: 'unhandled error', route: routeName, err: err instanceof Error ? err.stack : String(err) });
+      if (e.code === 'internal' || (e.code === 'unavailable' && !(err instanceof PatchbayError))) {
+        logger.error({
+          message: e.code === 'internal' ? 'unhandled error' : 'backend failure',
+          route: routeName,
+          err: err instanceof Error ? err.stack : String(err),
+        });
+      }
       if (!res.headersSent) {
         const headers: Record<string, string> = e.code === 'method_not_allowed' ? { allow: (e.details.allow as string[]).join(', ') } : {};
         if (e.code === 'too_large' && e.details.limit === 'maxBodyBytes') headers.connection = 'close';

@@ -185,6 +185,17 @@ export function httpContract(stack: string, start: StartServer): void {
         expect(create.status).toBe(413);
       });
 
+      it('refuses a "__proto__" member anywhere in a body instead of silently dropping it', async () => {
+        await expectUnchanged(alice, id, async () => {
+          const raw = '{"patch":[{"op":"add","path":"/v","value":{"ok":1,"nested":[{"__proto__":{"x":1}}]}}]}';
+          const res = await alice.request('POST', `/v1/scopes/${id}/patches`, { raw, headers: { 'content-type': 'application/json' } });
+          expect(res.status).toBe(400);
+          expect(res.json.error.issues[0].path).toEqual(['patch', 0, 'value', 'nested', 0, '__proto__']);
+        });
+        const create = await alice.request('POST', '/v1/scopes', { raw: '{"state":{"__proto__":{}}}', headers: { 'content-type': 'application/json' } });
+        expect(create.status).toBe(400);
+      });
+
       it('404s a patch to a missing scope', async () => {
         const res = await alice.request('POST', '/v1/scopes/missing/patches', { body: { patch: [] } });
         expect(res.status).toBe(404);

@@ -5,7 +5,8 @@
 import { z } from 'zod';
 import type { Json } from './json.js';
 
-export const SCOPE_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+/** A scope id: `[A-Za-z0-9_.:-]{1,128}`, except `.` and `..`, which no URL can carry. */
+export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
 
 export const OPS = ['add', 'remove', 'replace', 'move', 'copy', 'test'] as const;
 export type OpName = (typeof OPS)[number];

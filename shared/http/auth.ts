@@ -57,7 +57,7 @@ export class Auth {
 
   /** The user of an `Authorization: Bearer` header; throws `unauthorized`. */
   async fromHeader(header: string | undefined): Promise<User> {
-    const m = header === undefined ? null : /^Bearer ([A-Za-z0-9_.-]+)$/.exec(header.trim());
+    const m = header === undefined ? null : /^Bearer +([A-Za-z0-9_.-]+)$/i.exec(header.trim());
     if (!m) throw new PatchbayError('unauthorized', 'send Authorization: Bearer <token>');
     return this.verify(m[1] as string, AUD_USER);
   }
@@ -74,14 +74,14 @@ export class Auth {
     return { ticket, expiresIn: this.config.ticketTtlSeconds };
   }
 
-  async fromTicket(ticket: string, scope: string): Promise<User> {
-    const user = await this.verify(ticket, AUD_STREAM, scope);
-    return user;
+  /** The user of a stream ticket for `scope`; `graceSeconds` accepts a ticket that expired that recently. */
+  async fromTicket(ticket: string, scope: string, graceSeconds = 0): Promise<User> {
+    return this.verify(ticket, AUD_STREAM, scope, graceSeconds);
   }
 
-  private async verify(token: string, audience: string, scope?: string): Promise<User> {
+  private async verify(token: string, audience: string, scope?: string, graceSeconds = 0): Promise<User> {
     try {
-      const { payload } = await jwtVerify(token, this.secret, { issuer: ISSUER, audience, algorithms: ['HS256'] });
+      const { payload } = await jwtVerify(token, this.secret, { issuer: ISSUER, audience, algorithms: ['HS256'], clockTolerance: graceSeconds });
       if (typeof payload.sub !== 'string') throw new Error('no subject');
       if (scope !== undefined && payload.scope !== scope) throw new Error('ticket is for another scope');
       return { id: payload.sub, anonymous: payload.anon === true };

@@ -7,7 +7,6 @@
  * `{"error": {"code", "message", ...}}`, its status taken from the error table in errors.ts.
  * The handler enforces its own body limit: the Functions Framework accepts up to 1 GB.
  */
-import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
@@ -17,7 +16,7 @@ import { findProtoKey, jsonDepth } from '../json.js';
 import type { Logger } from '../log.js';
 import { createScopeSchema, patchRequestSchema, SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
-import { SseWriter } from './sse.js';
+import { drained, SseWriter } from './sse.js';
 
 type Req = IncomingMessage & { rawBody?: Buffer };
 
@@ -162,7 +161,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
         ctx.res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache' });
         for await (const r of records) {
           const line = `${JSON.stringify({ ii: r.ii, patch: r.patch, at: r.at, by: r.by })}\n`;
-          if (!ctx.res.write(line)) await Promise.race([once(ctx.res, 'drain'), once(ctx.res, 'close')]);
+          if (!ctx.res.write(line)) await drained(ctx.res);
           if (ctx.res.destroyed) return;
         }
         ctx.res.end();
@@ -195,40 +194,45 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
 
   const stream = async (ctx: Ctx) => {
     const id = scopeId(ctx);
-    const ticket = ctx.url.searchParams.get('ticket');
-    if (ticket !== null) await auth.fromTicket(ticket, id);
-    else await user(ctx);
     const lastEventId = ctx.req.headers['last-event-id'];
-    const since = typeof lastEventId === 'string' && lastEventId !== '' ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
+    const reconnect = typeof lastEventId === 'string' && lastEventId !== '';
+    const ticket = ctx.url.searchParams.get('ticket');
+    // A browser's EventSource reconnects with the URL it opened, so a reconnect (Last-Event-ID set)
+    // may bring a ticket that expired during the stream it resumes: accept it for one stream's length.
+    if (ticket !== null) await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0);
+    else await user(ctx);
+    const since = reconnect ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
 
     const sse = new SseWriter(ctx.res);
-    let started = false;
-    const ensureStarted = () => {
-      if (!started) {
-        started = true;
-        sse.start(config.sseRetryMs);
-      }
-    };
-    const stop = await engine.openStream(id, since, {
-      state: async (ii, state) => {
-        ensureStarted();
-        await sse.event('state', JSON.stringify({ ii, state }), ii);
-      },
-      patch: async (e) => {
-        ensureStarted();
-        await sse.event('patch', JSON.stringify({ ii: e.ii, patch: e.patch, at: e.at, by: e.by }), e.ii);
-      },
-    });
-    ensureStarted();
-    const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
-    const done = new Promise<void>((resolve) => {
-      const limit = setTimeout(resolve, config.sseMaxMs);
+    // Listen for the client leaving before anything is sent: a client that hangs up during
+    // catch-up must stop the catch-up and release its subscription.
+    let gone = false;
+    const left = new Promise<void>((resolve) => {
       ctx.res.once('close', () => {
-        clearTimeout(limit);
+        gone = true;
         resolve();
       });
     });
-    await done;
+    const send = async (type: string, data: string, ii: number) => {
+      if (gone) throw new ClientGone();
+      sse.start(config.sseRetryMs);
+      await sse.event(type, data, ii);
+    };
+    let stop: () => Promise<void>;
+    try {
+      stop = await engine.openStream(id, since, {
+        state: (ii, state) => send('state', JSON.stringify({ ii, state }), ii),
+        patch: (e) => send('patch', JSON.stringify({ ii: e.ii, patch: e.patch, at: e.at, by: e.by }), e.ii),
+      });
+    } catch (err) {
+      if (err instanceof ClientGone) return;
+      throw err;
+    }
+    sse.start(config.sseRetryMs);
+    const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
+    let limit: NodeJS.Timeout | undefined;
+    await Promise.race([left, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
+    clearTimeout(limit);
     clearInterval(heartbeat);
     await stop();
     sse.end(config.sseRetryMs);
@@ -291,11 +295,14 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
         ii: ctx.log.ii,
         status: res.statusCode,
         latencyMs: Math.round(latencyMs * 100) / 100,
-        httpRequest: { requestMethod: req.method, requestUrl: req.url, status: res.statusCode, latency: `${(latencyMs / 1000).toFixed(6)}s` },
+        httpRequest: { requestMethod: req.method, requestUrl: redact(req.url), status: res.statusCode, latency: `${(latencyMs / 1000).toFixed(6)}s` },
       });
     }
   };
 }
+
+/** Thrown into a stream's catch-up when its client has gone, to stop it. */
+class ClientGone extends Error {}
 
 /**
  * The request target as a URL. Always relative to a fixed origin: `//host/path` is a path here
@@ -308,6 +315,11 @@ export function requestUrl(target: string | undefined): URL {
   } catch {
     throw new PatchbayError('invalid_request', 'the request target is not a valid path');
   }
+}
+
+/** A request URL fit for logs: stream tickets are credentials. */
+function redact(url: string | undefined): string | undefined {
+  return url?.replace(/([?&]ticket=)[^&]*/g, '$1REDACTED');
 }
 
 function etagMatches(header: string | undefined, etag: string): boolean {

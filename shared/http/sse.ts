@@ -2,7 +2,6 @@
  * SSE framing (the WHATWG event-stream format) for one response: events, comments, `retry:`,
  * with back-pressure (a write that fills the socket buffer waits for `drain`).
  */
-import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 
 export class SseWriter {
@@ -12,7 +11,9 @@ export class SseWriter {
     return !this.res.writableEnded && !this.res.destroyed;
   }
 
+  /** Sends the headers and the first `retry:` hint; later calls do nothing. */
   start(retryMs: number): void {
+    if (this.res.headersSent) return;
     this.res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -39,8 +40,20 @@ export class SseWriter {
 
   private async write(chunk: string): Promise<void> {
     if (!this.open) return;
-    if (!this.res.write(chunk)) {
-      await Promise.race([once(this.res, 'drain'), once(this.res, 'close')]);
-    }
+    if (!this.res.write(chunk)) await drained(this.res);
   }
+}
+
+/** Resolves when `res` can take more data, or has closed; leaves no listener behind. */
+export function drained(res: ServerResponse): Promise<void> {
+  if (res.destroyed || res.writableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }

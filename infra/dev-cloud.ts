@@ -4,8 +4,9 @@
  * the project's Cloud Storage server), points the client libraries at them, and serves the same v1
  * API on PORT with the Google adapters. Ctrl-C stops everything it started.
  *
- * Kept on disk under PATCHBAY_DATA_DIR/cloud: Pub/Sub emulator data, Cloud Storage objects, the
- * token secret. The Firestore emulator keeps its data in memory: a restart starts empty.
+ * Kept on disk under PATCHBAY_DATA_DIR/cloud: Pub/Sub emulator data, Redis (append-only file),
+ * Cloud Storage objects, the token secret. The Firestore emulator keeps its data in memory: a
+ * restart starts with an empty ledger.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';

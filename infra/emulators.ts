@@ -129,10 +129,13 @@ export async function startPubSubEmulator(opts: { port?: number; dataDir: string
 
 export async function startRedisServer(opts: { port?: number; dir?: string } = {}): Promise<LocalService> {
   const port = opts.port ?? (await freePort());
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+  // With a directory, data is kept there (append-only file) across restarts; without, nothing is written.
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', ''];
   if (opts.dir) {
     mkdirSync(opts.dir, { recursive: true });
-    args.push('--dir', opts.dir);
+    args.push('--appendonly', 'yes', '--dir', opts.dir);
+  } else {
+    args.push('--appendonly', 'no');
   }
   const svc = spawnService('redis-server', args);
   const stop = await withCleanup(svc, port, async () => {

@@ -5,6 +5,13 @@
  * Guarantee 1 is enforced by `commit`: a plan's records are written in the same atomic step as
  * the head they advance, and only if the head the plan saw is still the head. A plan may be run
  * more than once (a retried transaction), so it must have no side effects.
+ *
+ * Guarantee 6 (cold storage plus the log tail hold every patch) rests on two pointers and the
+ * lease: `bundled` (cold storage holds 1..bundled) only rises, and only for the lease holder;
+ * `trimLog` removes records only up to `bundled`, oldest first, moving `trimmed` in the same
+ * atomic step, and only for the lease holder. So 1..trimmed is in cold storage and
+ * trimmed+1..ii is in the hot log, at every moment, and a bundler whose lease passed on (a new
+ * epoch) can change neither pointer.
  */
 import type { Json } from '../json.js';
 import type { PatchRecord, ScopeMeta } from '../protocol.js';
@@ -24,9 +31,22 @@ export interface Head {
   lease: Lease | null;
   /** Every patch with index <= published has been handed to the bus. */
   published: number;
-  /** Every patch with index <= bundled is in cold storage (0 until bundling exists). */
+  /** Every patch with index <= bundled is in cold storage. bundled <= ii. */
   bundled: number;
+  /**
+   * Every patch with index <= trimmed has been removed from the hot log, which holds exactly
+   * trimmed+1..ii (so the hot log starts at trimmed + 1). trimmed <= bundled.
+   */
+  trimmed: number;
   meta: ScopeMeta;
+}
+
+/** What the bundler needs to know about a scope to decide whether it has work. */
+export interface ScopeSummary {
+  id: string;
+  ii: number;
+  bundled: number;
+  trimmed: number;
 }
 
 export interface NewScope {
@@ -67,7 +87,10 @@ export interface Ledger {
    * to the last record's index. Throws `scope_not_found` when the scope does not exist.
    */
   commit<T>(id: string, plan: Plan<T>): Promise<T>;
-  /** Records with from <= ii <= to, ascending, at most `limit` of them. */
+  /**
+   * Records of the hot log with from <= ii <= to, ascending, at most `limit` of them. Records at
+   * or below `trimmed` are no longer here (they are in cold storage: see shared/cold/log.ts).
+   */
   readLog(id: string, from: number, to: number, limit?: number): Promise<PatchRecord[]>;
   /**
    * Moves the published watermark up to `to`, never down. With `from`, only if the watermark is
@@ -85,6 +108,31 @@ export interface Ledger {
   acquireLease(id: string, holder: string, ttlMs: number, now?: number): Promise<number | null>;
   /** Releases the lease if `holder` still holds it at `epoch`; returns whether it did. A holder whose lease expired gets a new epoch on its next acquire, like any new holder. */
   releaseLease(id: string, holder: string, epoch: number): Promise<boolean>;
+  /**
+   * Scopes whose id sorts after `after` (plain string order; '' for the first page), ascending
+   * by id, at most `limit`: how the bundler walks every scope.
+   */
+  listScopes(after: string, limit: number): Promise<ScopeSummary[]>;
+  /**
+   * Records that cold storage now holds every patch up to `to`: moves `bundled` to `to`, never
+   * down. Only for the lease holder: when the lease is no longer `holder`'s at `epoch` (it was
+   * released, or taken over after it expired: a new epoch), changes nothing and returns null.
+   * The check is the epoch, not the clock: a holder whose lease expired but that nobody took
+   * over still passes. Returns `bundled` afterwards. Throws `internal` when `to` is past ii,
+   * `scope_not_found` when there is no such scope.
+   */
+  advanceBundled(id: string, holder: string, epoch: number, to: number): Promise<number | null>;
+  /**
+   * Removes the oldest records of the hot log: those with trimmed < ii <= min(upTo, trimmed + limit),
+   * together with what recognises them as retries, and moves `trimmed` to the last one removed,
+   * all in one atomic step (so a crash between calls leaves a contiguous tail). Only for the lease
+   * holder at `epoch` (else null, nothing changed, as for advanceBundled), and never past
+   * `bundled`: `upTo` > bundled throws `internal` and changes nothing. Returns `trimmed`
+   * afterwards; the caller repeats until it reaches `upTo`. An adapter may remove fewer than
+   * `limit` records per call (its own transaction limit), never more, and at least one while
+   * trimmed < upTo.
+   */
+  trimLog(id: string, holder: string, epoch: number, upTo: number, limit: number): Promise<number | null>;
   /** The last index consumer `consumer` has handled for the scope; 0 when it has handled none. */
   getCursor(consumer: string, id: string): Promise<number>;
   /**

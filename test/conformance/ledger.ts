@@ -4,6 +4,10 @@
  * head, writes nothing when its plan fails or yields nothing, and concurrent commits on one scope
  * each get their own indices with no holes (the plan is re-run when the head moved). Also: scope
  * creation, exact log read-back, retry lookup, the published watermark and the lease/epoch rules.
+ * Guarantee 6's ledger half lives here too: `bundled` only rises and never passes ii; `trimLog`
+ * removes the oldest records (and their retry records) chunk by chunk, moving `trimmed` with
+ * them, never past `bundled`; both refuse a holder whose lease passed on (fencing); listScopes
+ * walks every scope.
  *
  * Usage: `ledgerConformance('SqliteLedger', async () => new SqliteLedger(file))`. Each `make()`
  * must return a fresh, empty instance; the suite closes every instance it made. Scope ids are
@@ -85,7 +89,7 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
         const id = newId();
         const m = meta({ name: 'Ünïcode ✓', type: 'board' });
         const head = await l.createScope({ id, meta: m, initial: { count: 0 } });
-        expect(head).toMatchObject({ id, ii: 0, lease: null, published: 0, bundled: 0, meta: m });
+        expect(head).toMatchObject({ id, ii: 0, lease: null, published: 0, bundled: 0, trimmed: 0, meta: m });
         expect(Number.isInteger(head.epoch) && head.epoch >= 0).toBe(true);
         expect(await l.getHead(id)).toEqual(head);
 
@@ -350,6 +354,132 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
         expect(none.size).toBe(0);
         const elsewhere = await l.commit(other.id, async (view) => ({ records: [], result: await view.findRetries([{ session: 'sess-1', si: 1 }]) }));
         expect(elsewhere.size).toBe(0);
+      });
+    });
+
+    describe('cold storage pointers and trimming', () => {
+      /** A scope with `n` records (sessions on the even ones) and the lease held by worker-a. */
+      async function bundledScope(l: Ledger, n: number, now = Date.now()) {
+        const { id, head } = await create(l);
+        await l.commit(id, async (view) => ({
+          records: Array.from({ length: n }, (_, i) =>
+            record(id, i + 1, view.head.epoch, (i + 1) % 2 === 0 ? { session: 'sess-t', si: i + 1, hash: `h${i + 1}` } : {}),
+          ),
+          result: null,
+        }));
+        const epoch = (await l.acquireLease(id, 'worker-a', 60_000, now)) as number;
+        expect(epoch).toBe(head.epoch + 1);
+        return { id, epoch, now, log: await l.readLog(id, 1, n) };
+      }
+
+      it('listScopes pages through every scope by id, with ii, bundled and trimmed', async () => {
+        const l = await open();
+        const ids: string[] = [];
+        for (let k = 0; k < 5; k++) ids.push((await create(l)).id);
+        ids.sort();
+        await l.commit(ids[1] as string, append(ids[1] as string, 3));
+        const epoch = (await l.acquireLease(ids[1] as string, 'worker-a', 60_000)) as number;
+        expect(await l.advanceBundled(ids[1] as string, 'worker-a', epoch, 2)).toBe(2);
+        expect(await l.trimLog(ids[1] as string, 'worker-a', epoch, 1, 10)).toBe(1);
+
+        const summary = (id: string) => (id === ids[1] ? { id, ii: 3, bundled: 2, trimmed: 1 } : { id, ii: 0, bundled: 0, trimmed: 0 });
+        expect(await l.listScopes('', 100)).toEqual(ids.map(summary));
+        expect(await l.listScopes('', 2)).toEqual(ids.slice(0, 2).map(summary));
+        expect(await l.listScopes(ids[1] as string, 2)).toEqual(ids.slice(2, 4).map(summary));
+        expect(await l.listScopes(ids[3] as string, 2)).toEqual(ids.slice(4).map(summary));
+        expect(await l.listScopes(ids[4] as string, 2)).toEqual([]);
+        // `after` need not be an existing id: it is a position in id order
+        expect(await l.listScopes(`${ids[2]}`.slice(0, -1), 1)).toEqual([summary(ids[2] as string)]);
+      });
+
+      it('advanceBundled moves bundled up for the lease holder, never down and never past ii', async () => {
+        const l = await open();
+        const { id, epoch } = await bundledScope(l, 5);
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 3)).toBe(3);
+        expect(await l.getHead(id)).toMatchObject({ ii: 5, bundled: 3, trimmed: 0 });
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 2)).toBe(3); // never down
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 3)).toBe(3);
+        await expectCode(l.advanceBundled(id, 'worker-a', epoch, 6), 'internal'); // past ii
+        expect((await l.getHead(id))?.bundled).toBe(3);
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 5)).toBe(5);
+        expect(await l.getHead(id)).toMatchObject({ ii: 5, bundled: 5, trimmed: 0, epoch, lease: { holder: 'worker-a' } });
+        // the log itself is untouched by bundling
+        expect(await l.readLog(id, 1, 10)).toHaveLength(5);
+        await expectCode(l.advanceBundled(newId(), 'worker-a', epoch, 1), 'scope_not_found');
+      });
+
+      it('trimLog removes the oldest records chunk by chunk, moving trimmed with them, never past bundled', async () => {
+        const l = await open();
+        const { id, epoch, log } = await bundledScope(l, 10);
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 7)).toBe(7);
+        await expectCode(l.trimLog(id, 'worker-a', epoch, 8, 100), 'internal'); // past bundled
+        expect(await l.getHead(id)).toMatchObject({ trimmed: 0 });
+        expect(await l.readLog(id, 1, 10)).toEqual(log);
+
+        expect(await l.trimLog(id, 'worker-a', epoch, 7, 3)).toBe(3);
+        expect(await l.getHead(id)).toMatchObject({ ii: 10, bundled: 7, trimmed: 3 });
+        expect(await l.readLog(id, 1, 10)).toEqual(log.slice(3));
+        expect(await l.readLog(id, 1, 3)).toEqual([]);
+        expect(await l.trimLog(id, 'worker-a', epoch, 7, 3)).toBe(6);
+        expect(await l.trimLog(id, 'worker-a', epoch, 7, 3)).toBe(7);
+        expect(await l.trimLog(id, 'worker-a', epoch, 7, 3)).toBe(7); // nothing left below upTo
+        expect(await l.trimLog(id, 'worker-a', epoch, 5, 3)).toBe(7); // already past upTo
+        expect(await l.readLog(id, 1, 10)).toEqual(log.slice(7));
+        expect(await l.getHead(id)).toMatchObject({ ii: 10, bundled: 7, trimmed: 7 });
+
+        // the log goes on at head + 1 as before
+        expect(await l.commit(id, append(id, 2))).toEqual([11, 12]);
+        expect((await l.readLog(id, 1, 100)).map((r) => r.ii)).toEqual([8, 9, 10, 11, 12]);
+      });
+
+      it('trimming forgets the retry records of trimmed patches, and only theirs', async () => {
+        const l = await open();
+        const { id, epoch, log } = await bundledScope(l, 6); // sessions on 2, 4, 6
+        await l.advanceBundled(id, 'worker-a', epoch, 6);
+        expect(await l.trimLog(id, 'worker-a', epoch, 4, 10)).toBe(4);
+        const keys = [2, 4, 6].map((si) => ({ session: 'sess-t', si }));
+        const found = await l.commit(id, async (view) => ({ records: [], result: await view.findRetries(keys) }));
+        expect([...found.keys()]).toEqual([retryKey('sess-t', 6)]);
+        expect(found.get(retryKey('sess-t', 6))).toEqual(log[5]);
+        // a trimmed (session, si) is free again: a new patch under it is a new record
+        const reused = await l.commit(id, async (view) => ({
+          records: [record(id, view.head.ii + 1, view.head.epoch, { session: 'sess-t', si: 2, hash: 'h-new' })],
+          result: view.head.ii + 1,
+        }));
+        expect(reused).toBe(7);
+        const again = await l.commit(id, async (view) => ({ records: [], result: await view.findRetries([{ session: 'sess-t', si: 2 }]) }));
+        expect(again.get(retryKey('sess-t', 2))?.ii).toBe(7);
+      });
+
+      it('a holder whose lease passed on can neither advance bundled nor trim (fencing)', async () => {
+        const l = await open();
+        const { id, epoch, now, log } = await bundledScope(l, 6);
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 2)).toBe(2);
+        // worker-a's lease expires; worker-b takes it (a new epoch)
+        const epochB = (await l.acquireLease(id, 'worker-b', 60_000, now + 60_001)) as number;
+        expect(epochB).toBe(epoch + 1);
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 6)).toBeNull();
+        expect(await l.trimLog(id, 'worker-a', epoch, 2, 10)).toBeNull();
+        // the right holder with a stale epoch, or the stale holder with the new epoch, fail too
+        expect(await l.advanceBundled(id, 'worker-b', epoch, 6)).toBeNull();
+        expect(await l.trimLog(id, 'worker-a', epochB, 2, 10)).toBeNull();
+        expect(await l.getHead(id)).toMatchObject({ bundled: 2, trimmed: 0, epoch: epochB, lease: { holder: 'worker-b' } });
+        expect(await l.readLog(id, 1, 10)).toEqual(log);
+
+        expect(await l.advanceBundled(id, 'worker-b', epochB, 6)).toBe(6);
+        expect(await l.trimLog(id, 'worker-b', epochB, 6, 10)).toBe(6);
+        // a released lease fences its last holder as well
+        expect(await l.releaseLease(id, 'worker-b', epochB)).toBe(true);
+        await l.commit(id, append(id, 1));
+        expect(await l.advanceBundled(id, 'worker-b', epochB, 7)).toBeNull();
+        expect(await l.getHead(id)).toMatchObject({ ii: 7, bundled: 6, trimmed: 6, lease: null });
+      });
+
+      it('an expired lease that nobody took over still lets its holder finish (the epoch is the fence)', async () => {
+        const l = await open();
+        const { id, epoch } = await bundledScope(l, 3, Date.now() - 120_000); // expired a minute ago
+        expect(await l.advanceBundled(id, 'worker-a', epoch, 3)).toBe(3);
+        expect(await l.trimLog(id, 'worker-a', epoch, 3, 10)).toBe(3);
       });
     });
 

@@ -4,12 +4,19 @@
  * IMMEDIATE transaction and writes only if the plan saw that same head, so even two processes on
  * one file cannot both take an index (guarantee 1). A unique index on (scope, session, si)
  * makes a recorded retry impossible to record twice.
+ *
+ * Cold storage (guarantee 6): `bundled` and `trimmed` are columns of the head row. Moving
+ * `bundled` and each trim chunk (delete the oldest rows, move `trimmed`) are IMMEDIATE
+ * transactions that first check the lease holder and epoch, so a fenced bundler changes nothing,
+ * and a crash between chunks leaves the log contiguous from trimmed + 1. The log rows are the
+ * retry records, so trimming a row also forgets its (session, si).
  */
 import Database from 'better-sqlite3';
 import { PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
 import type { Head, Ledger, NewScope, Plan } from '../../ports/index.js';
 import { retryKey } from '../../ports/index.js';
+import type { ScopeSummary } from '../../ports/ledger.js';
 import type { PatchRecord } from '../../protocol.js';
 
 interface ScopeRow {
@@ -20,6 +27,7 @@ interface ScopeRow {
   lease_expires: number | null;
   published: number;
   bundled: number;
+  trimmed: number;
   owner: string;
   domain: string;
   name: string | null;
@@ -50,6 +58,7 @@ CREATE TABLE IF NOT EXISTS scopes (
   lease_expires INTEGER,
   published INTEGER NOT NULL,
   bundled INTEGER NOT NULL,
+  trimmed INTEGER NOT NULL DEFAULT 0,
   owner TEXT NOT NULL,
   domain TEXT NOT NULL,
   name TEXT,
@@ -81,7 +90,7 @@ CREATE TABLE IF NOT EXISTS cursors (
 ) WITHOUT ROWID;
 `;
 
-const HEAD_COLUMNS = 'id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size';
+const HEAD_COLUMNS = 'id, ii, epoch, lease_holder, lease_expires, published, bundled, trimmed, owner, domain, name, type, created, updated, size';
 
 function toHead(r: ScopeRow): Head {
   return {
@@ -91,6 +100,7 @@ function toHead(r: ScopeRow): Head {
     lease: r.lease_holder === null ? null : { holder: r.lease_holder, expires: r.lease_expires as number },
     published: r.published,
     bundled: r.bundled,
+    trimmed: r.trimmed,
     meta: { owner: r.owner, domain: r.domain, name: r.name, type: r.type, created: r.created, updated: r.updated, size: r.size },
   };
 }
@@ -110,6 +120,9 @@ export class SqliteLedger implements Ledger {
     this.db.pragma(`synchronous = ${opts.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    // Files made before cold storage existed have no `trimmed` column yet.
+    const columns = this.db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('scopes')").all();
+    if (!columns.some((c) => c.name === 'trimmed')) this.db.exec('ALTER TABLE scopes ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0');
     const db = this.db;
     this.stmt = {
       head: db.prepare<[string], ScopeRow>(`SELECT ${HEAD_COLUMNS} FROM scopes WHERE id = ?`),
@@ -130,6 +143,12 @@ export class SqliteLedger implements Ledger {
         'SELECT id, published, ii FROM scopes WHERE published < ii AND updated < ? ORDER BY updated LIMIT ?',
       ),
       setLease: db.prepare('UPDATE scopes SET lease_holder = ?, lease_expires = ?, epoch = ? WHERE id = ?'),
+      listScopes: db.prepare<[string, number], { id: string; ii: number; bundled: number; trimmed: number }>(
+        'SELECT id, ii, bundled, trimmed FROM scopes WHERE id > ? ORDER BY id LIMIT ?',
+      ),
+      setBundled: db.prepare('UPDATE scopes SET bundled = ? WHERE id = ?'),
+      trim: db.prepare('DELETE FROM patches WHERE scope = ? AND ii > ? AND ii <= ?'),
+      setTrimmed: db.prepare('UPDATE scopes SET trimmed = ? WHERE id = ?'),
       cursor: db.prepare<[string, string], { ii: number }>('SELECT ii FROM cursors WHERE consumer = ? AND scope = ?'),
       advanceCursor: db.prepare(
         `INSERT INTO cursors (consumer, scope, ii) VALUES (@consumer, @scope, @to)
@@ -227,6 +246,44 @@ export class SqliteLedger implements Ledger {
         if (!head.lease || head.lease.holder !== holder || head.epoch !== epoch) return false;
         this.stmt.setLease.run(null, null, epoch, id);
         return true;
+      })
+      .immediate();
+  }
+
+  async listScopes(after: string, limit: number): Promise<ScopeSummary[]> {
+    return this.stmt.listScopes.all(after, limit);
+  }
+
+  /** The head, if `holder` still holds the lease at `epoch` (see Ledger.advanceBundled). */
+  private leased(id: string, holder: string, epoch: number): Head | null {
+    const head = this.headOrThrow(id);
+    return head.lease?.holder === holder && head.epoch === epoch ? head : null;
+  }
+
+  async advanceBundled(id: string, holder: string, epoch: number, to: number): Promise<number | null> {
+    return this.db
+      .transaction(() => {
+        const head = this.leased(id, holder, epoch);
+        if (!head) return null;
+        if (to > head.ii) throw new PatchbayError('internal', `cannot mark ${id} bundled up to ${to}: head is ${head.ii}`);
+        if (to <= head.bundled) return head.bundled;
+        this.stmt.setBundled.run(to, id);
+        return to;
+      })
+      .immediate();
+  }
+
+  async trimLog(id: string, holder: string, epoch: number, upTo: number, limit: number): Promise<number | null> {
+    return this.db
+      .transaction(() => {
+        const head = this.leased(id, holder, epoch);
+        if (!head) return null;
+        if (upTo > head.bundled) throw new PatchbayError('internal', `cannot trim ${id} up to ${upTo}: only ${head.bundled} is bundled`);
+        const end = Math.min(upTo, head.trimmed + Math.max(1, limit));
+        if (end <= head.trimmed) return head.trimmed;
+        this.stmt.trim.run(id, head.trimmed, end);
+        this.stmt.setTrimmed.run(end, id);
+        return end;
       })
       .immediate();
   }

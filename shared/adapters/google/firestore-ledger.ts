@@ -1,10 +1,11 @@
 /**
  * The Firestore ledger. Data model, under one top collection `root` (default `scopes`):
  *
- *   <root>/{id}                    head: ii, epoch, lease, bundled, meta, initial (JSON text)
+ *   <root>/{id}                    head: ii, epoch, lease, meta, initial (JSON text)
  *   <root>/{id}/log/{ii, 12 digits} one PatchRecord per accepted patch (patch as JSON text)
  *   <root>/{id}/retries/{session}~{si}  {session, si, ii, hash}: finds a retried patch's record
  *   <root>/~outbox/watermarks/{id} outbox: id, ii, published, and `pending` while maybe unpublished
+ *   <root>/~cold/pointers/{id}     cold storage: id, bundled, trimmed (missing: both 0)
  *   <root>/{id}/cursors/{consumer} a consumer's cursor {consumer, scope, ii}, even for unknown ids
  *
  * Guarantee 1 is enforced by `commit`: ONE Firestore transaction reads the head (and the retry
@@ -21,6 +22,13 @@
  * that is conditional on the exact outbox version in which published >= ii; a commit in between
  * changes that version, so an unpublished scope is never lost from `listUnpublished`.
  *
+ * The cold pointers have their own document too, so the bundler's fenced writes never touch the
+ * head: `advanceBundled` and each `trimLog` chunk are transactions that READ the head (lease and
+ * epoch: the fence) and write only the pointer document (and, for a trim, delete the oldest log
+ * and retry documents). A commit waits at most for such a short transaction's read lock; the
+ * head is written only to take and release the lease. A trim chunk deletes its log documents and
+ * moves `trimmed` atomically, so the hot log is always exactly trimmed+1..ii (guarantee 6).
+ *
  * Firestore cannot store every JSON value faithfully (nested arrays, 20 levels at most, some keys),
  * so states and patches are stored as JSON text. Scope ids that are not valid document ids
  * (`.`, `..`, `__x__`) are escaped with a `~` prefix, which no valid scope id starts with.
@@ -30,6 +38,7 @@ import { PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
 import type { Head, Lease, Ledger, NewScope, Plan } from '../../ports/index.js';
 import { retryKey } from '../../ports/index.js';
+import type { ScopeSummary } from '../../ports/ledger.js';
 import type { Patch, PatchRecord, ScopeMeta } from '../../protocol.js';
 
 export interface FirestoreLedgerOptions {
@@ -54,7 +63,8 @@ export interface FirestoreLedgerOptions {
   beforeOutboxWrite?: (id: string) => Promise<void>;
 }
 
-const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'bundled', 'meta'];
+const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta'];
+const POINTER_FIELDS = ['bundled', 'trimmed'];
 /** Firestore's limit for one document is 1 MiB; keep a margin for our estimate. */
 const MAX_DOC_BYTES = 1_000_000;
 /** FAILED_PRECONDITION (a stale lastUpdateTime) and ALREADY_EXISTS (create of an existing document). */
@@ -106,7 +116,8 @@ function toRecord(d: DocumentSnapshot): PatchRecord {
   };
 }
 
-function toHead(d: DocumentSnapshot, published: number): Head {
+/** `pointer` is the cold-pointer document (missing: nothing bundled or trimmed yet). */
+function toHead(d: DocumentSnapshot, published: number, pointer: DocumentSnapshot | undefined): Head {
   const m = d.get('meta') as ScopeMeta;
   const lease = d.get('lease') as Lease | null | undefined;
   return {
@@ -115,7 +126,8 @@ function toHead(d: DocumentSnapshot, published: number): Head {
     epoch: d.get('epoch'),
     lease: lease ? { holder: lease.holder, expires: lease.expires } : null,
     published,
-    bundled: num(d.get('bundled')),
+    bundled: num(pointer?.get('bundled')),
+    trimmed: num(pointer?.get('trimmed')),
     meta: { owner: m.owner, domain: m.domain, name: m.name ?? null, type: m.type ?? null, created: m.created, updated: m.updated, size: m.size },
   };
 }
@@ -149,6 +161,10 @@ export class FirestoreLedger implements Ledger {
     return this.db.collection(this.root).doc('~outbox').collection('watermarks');
   }
 
+  private pointer(id: string): DocumentReference {
+    return this.db.collection(this.root).doc('~cold').collection('pointers').doc(docId(id));
+  }
+
   private log(id: string, ii: number): DocumentReference {
     return this.head(id).collection('log').doc(logDocId(ii));
   }
@@ -163,7 +179,7 @@ export class FirestoreLedger implements Ledger {
     const { id, meta } = scope;
     const batch = this.db.batch();
     // create() fails the whole batch if the head exists, so a taken id changes nothing.
-    batch.create(this.head(id), { id, ii: 0, epoch: 0, lease: null, bundled: 0, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
+    batch.create(this.head(id), { id, ii: 0, epoch: 0, lease: null, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
     batch.set(this.outbox(id), { id, ii: 0, published: 0 });
     try {
       await batch.commit();
@@ -171,13 +187,13 @@ export class FirestoreLedger implements Ledger {
       if (hasCode(err, ALREADY_EXISTS)) throw new PatchbayError('scope_exists', `scope ${id} already exists`, { id });
       throw err;
     }
-    return { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, meta: { ...meta } };
+    return { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, trimmed: 0, meta: { ...meta } };
   }
 
   async getHead(id: string): Promise<Head | null> {
-    const [h, o] = await this.db.getAll(this.head(id), this.outbox(id), { fieldMask: [...HEAD_FIELDS, 'published'] });
+    const [h, o, p] = await this.db.getAll(this.head(id), this.outbox(id), this.pointer(id), { fieldMask: [...HEAD_FIELDS, 'published', ...POINTER_FIELDS] });
     if (!h?.exists) return null;
-    return toHead(h, num(o?.get('published')));
+    return toHead(h, num(o?.get('published')), p);
   }
 
   async getInitial(id: string): Promise<Json | null> {
@@ -188,15 +204,17 @@ export class FirestoreLedger implements Ledger {
 
   async commit<T>(id: string, plan: Plan<T>): Promise<T> {
     const headRef = this.head(id);
-    // The watermark, for head.published only: read outside the transaction so that publishing
-    // never contends with committing. It may lag; it never gates a commit.
-    const outbox = this.outbox(id).get();
-    outbox.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
+    // The watermark and the cold pointers, for head.published/bundled/trimmed only: read outside
+    // the transaction so that publishing and bundling never contend with committing. They may
+    // lag; they never gate a commit.
+    const side = this.db.getAll(this.outbox(id), this.pointer(id));
+    side.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
     return this.db.runTransaction(
       async (tx) => {
         const [snap] = await tx.getAll(headRef, { fieldMask: HEAD_FIELDS });
         if (!snap?.exists) throw notFound(id);
-        const head = toHead(snap, num((await outbox).get('published')));
+        const [outbox, pointer] = await side;
+        const head = toHead(snap, num(outbox?.get('published')), pointer);
         const { records, meta, result } = await plan({ head, findRetries: (keys) => this.findRetries(tx, id, keys) });
         if (records.length === 0) return result;
         records.forEach((r, i) => {
@@ -353,6 +371,75 @@ export class FirestoreLedger implements Ledger {
         if (!lease || lease.holder !== holder || num(snap.get('epoch')) !== epoch) return false;
         tx.update(ref, { lease: null });
         return true;
+      },
+      { maxAttempts: this.maxAttempts },
+    );
+  }
+
+  async listScopes(after: string, limit: number): Promise<ScopeSummary[]> {
+    if (limit <= 0) return [];
+    const page = await this.db.collection(this.root).where('id', '>', after).orderBy('id').limit(limit).select('id', 'ii').get();
+    if (page.empty) return [];
+    const pointers = await this.db.getAll(...page.docs.map((d) => this.pointer(d.get('id') as string)), { fieldMask: POINTER_FIELDS });
+    return page.docs.map((d, i) => ({
+      id: d.get('id') as string,
+      ii: num(d.get('ii')),
+      bundled: num(pointers[i]?.get('bundled')),
+      trimmed: num(pointers[i]?.get('trimmed')),
+    }));
+  }
+
+  /**
+   * Reads the head's lease and the cold pointers inside `tx`; null when `holder` no longer holds
+   * the lease at `epoch` (see Ledger.advanceBundled).
+   */
+  private async leased(tx: Transaction, id: string, holder: string, epoch: number): Promise<{ ii: number; bundled: number; trimmed: number } | null> {
+    const [h, p] = await tx.getAll(this.head(id), this.pointer(id), { fieldMask: ['ii', 'epoch', 'lease', ...POINTER_FIELDS] });
+    if (!h?.exists) throw notFound(id);
+    const lease = (h.get('lease') as Lease | null | undefined) ?? null;
+    if (lease?.holder !== holder || num(h.get('epoch')) !== epoch) return null;
+    return { ii: num(h.get('ii')), bundled: num(p?.get('bundled')), trimmed: num(p?.get('trimmed')) };
+  }
+
+  async advanceBundled(id: string, holder: string, epoch: number, to: number): Promise<number | null> {
+    return this.db.runTransaction(
+      async (tx) => {
+        const cur = await this.leased(tx, id, holder, epoch);
+        if (!cur) return null;
+        if (to > cur.ii) throw new PatchbayError('internal', `cannot mark ${id} bundled up to ${to}: head is ${cur.ii}`);
+        if (to <= cur.bundled) return cur.bundled;
+        tx.set(this.pointer(id), { id, bundled: to }, { merge: true });
+        return to;
+      },
+      { maxAttempts: this.maxAttempts },
+    );
+  }
+
+  async trimLog(id: string, holder: string, epoch: number, upTo: number, limit: number): Promise<number | null> {
+    // Each record may have a retry document too; the pointer document is one more write.
+    const most = Math.max(1, Math.min(limit, Math.floor((this.maxWrites - 1) / 2)));
+    return this.db.runTransaction(
+      async (tx) => {
+        const cur = await this.leased(tx, id, holder, epoch);
+        if (!cur) return null;
+        if (upTo > cur.bundled) throw new PatchbayError('internal', `cannot trim ${id} up to ${upTo}: only ${cur.bundled} is bundled`);
+        const end = Math.min(upTo, cur.trimmed + most);
+        if (end <= cur.trimmed) return cur.trimmed;
+        const docs = (
+          await tx.get(this.head(id).collection('log').where('ii', '>', cur.trimmed).where('ii', '<=', end).orderBy('ii').select('ii', 'session', 'si'))
+        ).docs;
+        docs.forEach((d, i) => {
+          if (d.get('ii') !== cur.trimmed + 1 + i) throw new PatchbayError('internal', `log of ${id} has a hole at ${cur.trimmed + 1 + i}`);
+        });
+        if (docs.length !== end - cur.trimmed) throw new PatchbayError('internal', `log of ${id} ends at ${cur.trimmed + docs.length}, expected ${end}`);
+        for (const d of docs) {
+          tx.delete(d.ref);
+          const session = d.get('session') as string | null | undefined;
+          const si = d.get('si') as number | null | undefined;
+          if (typeof session === 'string' && typeof si === 'number') tx.delete(this.retry(id, session, si));
+        }
+        tx.set(this.pointer(id), { id, trimmed: end }, { merge: true });
+        return end;
       },
       { maxAttempts: this.maxAttempts },
     );

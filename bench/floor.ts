@@ -1,10 +1,13 @@
 /**
- * The transport floor: a bare server of the same v1 contract on the same HTTP stack (node:http,
- * the same JSON bodies and SSE framing, an HS256 bearer token verified with jose on every request
- * as patchbay does), with no persistence and no engine: no zod, no patch application, no ledger,
- * no cache, no queue. A patch is answered with the scope's next ii, appended as its SSE frame to
- * an in-memory log, and written to every open stream of the scope. What patchbay costs above this
- * is what the service costs above the transport.
+ * The transport floor: a bare server of the same v1 contract on the same HTTP stack, with no
+ * persistence and no engine. It uses patchbay's own pieces for what every request pays anyway:
+ * node:http, the bearer-token check (`Auth` from shared/http/auth.ts, so the floor's auth cost
+ * follows patchbay's), the body reader with its limit (`readJson` from shared/http/handler.ts),
+ * the JSON responses and the SSE framing (`SseWriter`, one write per event, with back-pressure).
+ * What it leaves out is the service: no zod, no limits on patches, no patch application, no
+ * ledger, no cache, no queue, no bus. A patch is answered with the scope's next ii, kept as its
+ * event text in an in-memory log and written to every open stream of the scope. What patchbay
+ * costs above this is what the service costs above the transport.
  *
  * Routes: POST /v1/auth/anonymous, POST /v1/scopes, POST /v1/scopes/{id}/patches (ii checked),
  * GET /v1/scopes/{id}/events (state then live, or ?since=n: the log from n+1 then live),
@@ -14,20 +17,23 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { jwtVerify, SignJWT } from 'jose';
+import { loadConfig } from '../shared/config.js';
+import { PatchbayError } from '../shared/errors.js';
+import { Auth } from '../shared/http/auth.js';
+import { readJson as readBody } from '../shared/http/handler.js';
+import { SseWriter } from '../shared/http/sse.js';
 import { LONG_INITIAL, longPatch } from './patches.js';
 
-const SECRET = new TextEncoder().encode('bench-floor-secret-bench-floor-secret!!');
-const MAX_BODY = 1024 * 1024;
+const config = loadConfig({}, { logLevel: 'off' });
+const auth = new Auth(new TextEncoder().encode('bench-floor-secret-bench-floor-secret!!'), config);
 
 interface Scope {
   owner: string;
   state: unknown;
-  /** SSE frames of patches 1..ii (index i-1). */
-  frames: string[];
-  streams: Set<ServerResponse>;
+  /** `data` of the SSE events of patches 1..ii (index i-1). */
+  events: string[];
+  streams: Set<SseWriter>;
 }
 
 const scopes = new Map<string, Scope>();
@@ -50,30 +56,13 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 }
 
 async function user(req: IncomingMessage): Promise<string> {
-  const m = /^Bearer ([A-Za-z0-9_.-]+)$/.exec(req.headers.authorization?.trim() ?? '');
-  if (!m) throw new HttpError(401, 'unauthorized', 'send Authorization: Bearer <token>');
-  try {
-    const { payload } = await jwtVerify(m[1] as string, SECRET, { issuer: 'patchbay', audience: 'patchbay', algorithms: ['HS256'] });
-    return payload.sub as string;
-  } catch (err) {
-    throw new HttpError(401, 'unauthorized', `invalid credential: ${String(err)}`);
-  }
+  return (await auth.fromHeader(req.headers.authorization)).id;
 }
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
-  if ((req.headers['content-type'] ?? '').split(';')[0]?.trim() !== 'application/json') throw new HttpError(415, 'unsupported_media_type', 'send JSON');
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new HttpError(413, 'too_large', 'body too large');
-    chunks.push(c as Buffer);
-  }
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  } catch {
-    throw new HttpError(400, 'invalid_request', 'the body is not valid JSON');
-  }
+  const body = await readBody(req, config.maxBodyBytes);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'invalid_request', 'the body must be a JSON object');
+  return body as Record<string, unknown>;
 }
 
 function scope(id: string): Scope {
@@ -82,13 +71,11 @@ function scope(id: string): Scope {
   return s;
 }
 
-const frame = (type: string, ii: number, data: string) => `event: ${type}\nid: ${ii}\ndata: ${data}\n\n`;
-
 function append(s: Scope, patch: unknown, by: string): number {
-  const ii = s.frames.length + 1;
-  const f = frame('patch', ii, JSON.stringify({ ii, patch, at: Date.now(), by }));
-  s.frames.push(f);
-  for (const r of s.streams) r.write(f);
+  const ii = s.events.length + 1;
+  const data = JSON.stringify({ ii, patch, at: Date.now(), by });
+  s.events.push(data);
+  for (const w of s.streams) void w.event('patch', data, ii);
   return ii;
 }
 
@@ -97,25 +84,14 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   const path = url.pathname;
   const patches = /^\/v1\/scopes\/([^/]+)\/patches$/.exec(path);
   const events = /^\/v1\/scopes\/([^/]+)\/events$/.exec(path);
-  if (req.method === 'POST' && path === '/v1/auth/anonymous') {
-    const id = `anon:${randomUUID()}`;
-    const token = await new SignJWT({ anon: true })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setSubject(id)
-      .setIssuer('patchbay')
-      .setAudience('patchbay')
-      .setIssuedAt()
-      .setExpirationTime('1d')
-      .sign(SECRET);
-    return send(res, 200, { token, user: { id, anonymous: true } });
-  }
+  if (req.method === 'POST' && path === '/v1/auth/anonymous') return send(res, 200, await auth.issueAnonymous());
   if (req.method === 'POST' && path === '/v1/scopes') {
     const owner = await user(req);
     const body = await readJson(req);
     const id = typeof body.id === 'string' ? body.id : randomUUID();
     if (scopes.has(id)) throw new HttpError(409, 'scope_exists', `scope ${id} already exists`);
     const state = body.state ?? {};
-    scopes.set(id, { owner, state, frames: [], streams: new Set() });
+    scopes.set(id, { owner, state, events: [], streams: new Set() });
     const now = Date.now();
     return send(res, 201, { id, ii: 0, state, meta: { owner, domain: 'default', name: null, type: null, created: now, updated: now, size: 0, ii: 0 } });
   }
@@ -126,7 +102,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     const s = scope(id);
     if (s.owner !== by) throw new HttpError(403, 'forbidden', 'only the owner of a scope may patch it');
     if (!Array.isArray(body.patch)) throw new HttpError(400, 'invalid_request', 'patch must be an array');
-    const next = s.frames.length + 1;
+    const next = s.events.length + 1;
     if (typeof body.ii === 'number' && body.ii > next) throw new HttpError(409, 'replay_required', 'ahead', { expected: next });
     if (typeof body.ii === 'number' && body.ii < next) throw new HttpError(409, 'out_of_sync', 'behind', { head: next - 1 });
     const ii = append(s, body.patch, by);
@@ -138,27 +114,24 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     const s = scope(id);
     const sinceRaw = url.searchParams.get('since');
     const since = sinceRaw === null ? undefined : Number(sinceRaw);
-    if (since !== undefined && !(since >= 0 && since <= s.frames.length)) throw new HttpError(409, 'out_of_sync', 'past head', { head: s.frames.length });
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform', connection: 'keep-alive' });
-    res.write('retry: 1000\n\n');
+    if (since !== undefined && !(since >= 0 && since <= s.events.length)) throw new HttpError(409, 'out_of_sync', 'past head', { head: s.events.length });
+    const sse = new SseWriter(res);
+    sse.start(config.sseRetryMs);
     if (since === undefined) {
-      res.write(frame('state', s.frames.length, JSON.stringify({ ii: s.frames.length, state: s.state })));
+      await sse.event('state', JSON.stringify({ ii: s.events.length, state: s.state }), s.events.length);
     } else {
-      // Catch up from the in-memory log, with back-pressure, before joining the live set.
-      for (let i = since; i < s.frames.length; i++) {
-        if (!res.write(s.frames[i] as string)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
-        if (res.destroyed) return;
-      }
+      // Catch up from the in-memory log (one write per event, with back-pressure, as patchbay does).
+      for (let i = since; i < s.events.length && sse.open; i++) await sse.event('patch', s.events[i] as string, i + 1);
     }
-    s.streams.add(res);
-    res.once('close', () => s.streams.delete(res));
+    s.streams.add(sse);
+    res.once('close', () => s.streams.delete(sse));
     return;
   }
   if (req.method === 'POST' && path === '/bench/seed') {
     const body = await readJson(req);
     const id = String(body.id);
     const n = Number(body.n);
-    const s: Scope = { owner: 'seed', state: LONG_INITIAL, frames: [], streams: new Set() };
+    const s: Scope = { owner: 'seed', state: LONG_INITIAL, events: [], streams: new Set() };
     for (let i = 1; i <= n; i++) append(s, longPatch(i), 'seed');
     scopes.set(id, s);
     return send(res, 200, { id, ii: n });
@@ -169,7 +142,12 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
 
 const server = createServer((req, res) => {
   handle(req, res).catch((err) => {
-    const e = err instanceof HttpError ? err : new HttpError(500, 'internal', String(err));
+    const e =
+      err instanceof HttpError
+        ? err
+        : err instanceof PatchbayError
+          ? new HttpError(err.status, err.code, err.message)
+          : new HttpError(500, 'internal', String(err));
     if (!res.headersSent) send(res, e.status, { error: { code: e.code, message: e.message, ...e.details } });
     else res.destroy();
   });

@@ -56,6 +56,8 @@ export interface Meta {
   pinning: string;
   durationSeconds: number;
   sizes: Record<string, unknown>;
+  /** Extra environment of the server under test (experiments only; empty for a normal run). */
+  serverEnv: Record<string, string>;
   notes: string[];
 }
 

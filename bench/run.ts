@@ -46,11 +46,16 @@ const { values: args } = parseArgs({
     rounds: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
     out: { type: 'string', default: 'bench/results' },
+    /** KEY=VALUE for the server under test (repeatable), for experiments, e.g. PATCHBAY_SQLITE_SYNC=normal. */
+    'server-env': { type: 'string', multiple: true, default: [] },
   },
 });
+const SERVER_ENV = Object.fromEntries((args['server-env'] as string[]).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 
 const QUICK = args.quick === true;
 const ROUNDS = args.rounds ? Number(args.rounds) : QUICK ? 1 : 3;
+/** Full runs discard one whole round of every workload first; quick runs only warm up briefly. */
+const WARM_ROUNDS = QUICK ? 0 : 1;
 const WORKLOADS = ['write-single', 'write-hot', 'write-many', 'fanout', 'rebuild', 'catchup'] as const;
 type Workload = (typeof WORKLOADS)[number];
 const only = new Set((args.only as string).split(',').filter(Boolean));
@@ -159,9 +164,19 @@ interface System {
 const entries: Entry[] = [];
 const notes: string[] = [];
 
-/** Runs every system `rounds` times, interleaved and rotated; returns each system's rounds per metric. */
+/**
+ * Runs every system `rounds` times, interleaved and rotated, after WARM_ROUNDS discarded rounds
+ * (the JIT of every process, the emulators' JVMs and the OS caches warm up for minutes, not
+ * requests); returns each system's measured rounds per metric.
+ */
 async function compare(label: string, systems: System[], rounds = ROUNDS): Promise<Map<string, Record<string, number[]>>> {
   const out = new Map<string, Record<string, number[]>>(systems.map((s) => [s.name, {}]));
+  for (let w = 0; w < WARM_ROUNDS; w++) {
+    for (const s of systems) {
+      await s.run();
+      log(`${label} warm-up ${s.name}`);
+    }
+  }
   for (let r = 0; r < rounds; r++) {
     const order = systems.map((_, i) => systems[(i + r) % systems.length] as System);
     for (const s of order) {
@@ -244,6 +259,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       stops.push(stack.stop);
       env = { ...env, ...(stack.info.env as Record<string, string>), PATCHBAY_FIRESTORE_ROOT: 'bench' };
     }
+    env = { ...env, ...SERVER_ENV };
     const server = await startNode('dist/functions/serve.js', [], { env, cpu: pinServer });
     stops.push(server.stop);
     const worker = new Rpc(await startNode('dist/bench/worker.js', [], { env, cpu: pinServer }));
@@ -256,8 +272,11 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
     const floorC = base.floorClient;
     const sdb = base.sharedbUrl;
 
-    if (mode === 'emulator' && (wanted('write-single') || wanted('write-hot'))) {
-      await worker.call('rmwSingle', { n: Math.max(10, Math.round(z.rmw / 10)) }); // connection warm-up
+    if (mode === 'emulator') {
+      // The emulators' JVMs run several times faster after a few hundred transactions.
+      log('emulator: warming up the emulators');
+      await worker.call('rmwSingle', { n: QUICK ? 40 : 400 });
+      await httpWriteSingle(subject, QUICK ? 20 : 200);
     }
 
     if (wanted('write-single')) {
@@ -272,8 +291,8 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
               { name: 'firestore-rmw', run: async () => tput(await worker.call<Throughput>('rmwSingle', { n: z.rmw })) },
               { name: 'patchbay', run: async () => tput(await httpWriteSingle(subject, z.single)) },
             ];
-      await httpWriteSingle(subject, z.warmSingle);
-      if (mode === 'embedded') {
+      if (QUICK) await httpWriteSingle(subject, z.warmSingle);
+      if (QUICK && mode === 'embedded') {
         await httpWriteSingle(floorC, z.warmSingle);
         await sdbWriteSingle(sdb, z.warmSingle);
       }
@@ -295,8 +314,8 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
               { name: 'firestore-rmw', run: async () => tput(await worker.call<Throughput>('rmwSingle', { n: z.rmw })) },
               { name: 'patchbay', run: async () => tput(await httpWriteHot(subject, w, per)) },
             ];
-      await httpWriteHot(subject, w, Math.max(2, Math.round(per / 5)));
-      if (mode === 'embedded') {
+      if (QUICK) await httpWriteHot(subject, w, Math.max(2, Math.round(per / 5)));
+      if (QUICK && mode === 'embedded') {
         await httpWriteHot(floorC, w, Math.max(2, Math.round(per / 5)));
         await sdbWriteHot(sdb, w, Math.max(2, Math.round(per / 5)));
       }
@@ -318,14 +337,14 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       if (mode === 'embedded') {
         const floorScopes = await httpCreateScopes(floorC, z.manyScopes);
         systems.unshift({ name: 'floor', run: async () => tput(await httpWriteMany(floorC, floorScopes, w, per)) });
-        await httpWriteMany(floorC, floorScopes, w, 2);
+        if (QUICK) await httpWriteMany(floorC, floorScopes, w, 2);
       } else {
         systems.unshift({
           name: 'firestore-rmw-many',
           run: async () => tput(await worker.call<Throughput>('rmwMany', { writers: w, perWriter: per, docs: z.manyScopes })),
         });
       }
-      await httpWriteMany(subject, scopes, w, 2);
+      if (QUICK) await httpWriteMany(subject, scopes, w, 2);
       const r = await compare(`${mode} write-many`, systems);
       if (mode === 'embedded') record(mode, 'write-many', r, 'patchbay', 'floor', 'throughput', 'patches/s');
       else
@@ -341,9 +360,11 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         { name: 'sharedb', run: async () => lat(await sdbFanout(sdb, n, m, iv)) },
         { name: 'patchbay', run: async () => lat(await httpFanout(subject, n, m, iv)) },
       ];
-      await httpFanout(subject, n, Math.min(20, m), iv);
-      await httpFanout(floorC, n, Math.min(20, m), iv);
-      await sdbFanout(sdb, n, Math.min(20, m), iv);
+      if (QUICK) {
+        await httpFanout(subject, n, Math.min(20, m), iv);
+        await httpFanout(floorC, n, Math.min(20, m), iv);
+        await sdbFanout(sdb, n, Math.min(20, m), iv);
+      }
       const r = await compare(`${mode} fanout`, systems);
       const lost = (r.get('patchbay')?.lost ?? []).reduce((a, b) => a + b, 0);
       if (lost > 0) notes.push(`${mode} fanout: ${lost} receipts did not arrive within 10 s of the last send`);
@@ -363,7 +384,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
           { name: 'raw-fold', run: async () => tput(await worker.call<Throughput>('rawFold', { id })) },
           { name: 'patchbay', run: async () => tput(await worker.call<Throughput>('rebuild', { id })) },
         ];
-        await worker.call('rebuild', { id });
+        if (QUICK) await worker.call('rebuild', { id });
         const r = await compare(`${mode} rebuild`, systems);
         record(mode, 'rebuild', r, 'patchbay', 'raw-fold', 'throughput', 'patches/s', {
           source: HOT_LOG,
@@ -378,6 +399,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
           { name: 'floor', run: async () => tput(await httpCatchup(floorC, floorId, n)) },
           { name: 'patchbay', run: async () => tput(await httpCatchup(subject, id, n)) },
         ];
+        if (QUICK) await httpCatchup(subject, id, n);
         const r = await compare(`${mode} catchup`, systems);
         record(mode, 'catchup', r, 'patchbay', 'floor', 'throughput', 'patches/s', {
           source: HOT_LOG,
@@ -418,10 +440,14 @@ async function main(): Promise<void> {
     await sharedb.stop();
   }
 
-  let commit = 'unknown';
+  // PATCHBAY_BENCH_COMMIT names the code when running from a copy (e.g. a `git archive` of HEAD).
+  let commit = process.env.PATCHBAY_BENCH_COMMIT ?? 'unknown';
   try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'shared', 'functions', 'infra', 'bench'], { encoding: 'utf8' }).trim();
+    if (dirty !== '') commit += ' (with uncommitted changes)';
   } catch {}
+  if (Object.keys(SERVER_ENV).length > 0) notes.push(`The server under test ran with ${JSON.stringify(SERVER_ENV)} (an experiment, not the defaults).`);
   notes.push(
     'patchbay runs with its defaults (PATCHBAY_SQLITE_SYNC=full: every commit is fsynced) except PATCHBAY_LOG=error (no per-request log line); ShareDB keeps everything in memory, the floor persists nothing.',
   );
@@ -442,6 +468,7 @@ async function main(): Promise<void> {
       pinning,
       durationSeconds: (Date.now() - started) / 1000,
       sizes: { rounds: ROUNDS, ...Object.fromEntries(modes.map((m) => [m, SIZES[m]])) },
+      serverEnv: SERVER_ENV,
       notes,
     },
     workloads: entries,

@@ -5,13 +5,20 @@
  * `Ledger.commit`: the plan below decides each request's outcome against the head the ledger
  * read inside its transaction, so a retried transaction re-decides from scratch.
  * Guarantee 2 (state = initial state + patches 1..ii): `stateAt` trusts a cache entry only at
- * the exact ii it is asked for, and otherwise folds the log onto the newest state it can trust.
+ * the exact ii it is asked for, and otherwise folds the log onto the newest state it can trust:
+ * a cache entry behind ii, the latest snapshot at or below ii, or the initial state.
+ * Guarantee 6 (cold storage plus the log tail hold every patch): `readLog` reads below the hot
+ * log's start from bundles (shared/cold/log.ts), so history, streams, rebuilds, the sweeper and
+ * push consumers see the whole log whatever the bundler has trimmed.
  * Guarantee 3 (a rejected request changes nothing): a group writes only accepted records, and a
  * failed patch is applied to a working copy that is then rebuilt.
  * Guarantee 4 (each subscriber sees each patch once, in order): `openStream` subscribes before it
  * reads the log, drops what it has already sent and fills gaps from the log.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { readLog } from '../cold/log.js';
+import { rebuildState } from '../cold/rebuild.js';
+import { ColdStore } from '../cold/store.js';
 import type { Config } from '../config.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import { cloneJson, type Json, jsonBytes } from '../json.js';
@@ -43,7 +50,7 @@ export interface StreamSink {
 
 type Logger = (entry: Record<string, unknown>) => void;
 
-const LOG_PAGE = 1000;
+const SWEEP_BATCH = 1000;
 
 export interface Pending {
   req: PatchRequest;
@@ -55,6 +62,8 @@ type Outcome = { ack: Ack } | { error: PatchbayError };
 
 export class Engine {
   readonly config: Config;
+  /** Bundles and snapshots of every scope (read side). */
+  readonly cold: ColdStore;
   private readonly ports: Adapters;
   private readonly queues: ScopeQueues<Pending, Ack>;
   private readonly watermarks: WatermarkWriter;
@@ -64,6 +73,7 @@ export class Engine {
   constructor(ports: Adapters, config: Config, opts: { now?: () => number; logError?: Logger } = {}) {
     this.ports = ports;
     this.config = config;
+    this.cold = new ColdStore(ports.blobs);
     this.now = opts.now ?? Date.now;
     this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
     this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
@@ -114,41 +124,29 @@ export class Engine {
     return this.queues.push(id, { req, user, hash });
   }
 
-  /** The state at exactly `ii` (which must not be past head). The result must not be mutated. */
+  /**
+   * The state at exactly `ii` (which must not be past head). The result must not be mutated.
+   * From the cache when it holds exactly ii; otherwise rebuilt (shared/cold/rebuild.ts) from a
+   * cache entry behind ii or, when that is missing or far behind, the latest snapshot, folded
+   * forward with bundles and the hot log; then cached.
+   */
   async stateAt(id: string, ii: number): Promise<Json> {
     const { cache, ledger } = this.ports;
     const cached = await cache.get(id).catch(() => null);
     if (cached && cached.ii === ii) return cached.state;
-    let at: number;
-    let state: Json;
-    if (cached && cached.ii < ii) {
-      at = cached.ii;
-      state = cloneJson(cached.state);
-    } else {
-      const initial = await ledger.getInitial(id);
-      if (initial === null) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
-      at = 0;
-      state = cloneJson(initial);
-    }
-    for await (const r of this.readLog(id, at + 1, ii)) {
-      if (r.ii !== at + 1) throw new PatchbayError('internal', `log of ${id} has a hole at ${at + 1}`);
-      state = applyPatch(state, r.patch);
-      at = r.ii;
-    }
-    if (at !== ii) throw new PatchbayError('internal', `log of ${id} ends at ${at}, head is ${ii}`);
+    const start = cached && cached.ii < ii ? { ii: cached.ii, state: cloneJson(cached.state) } : null;
+    const state = await rebuildState(ledger, this.cold, id, ii, {
+      start,
+      snapshotGap: this.config.snapshotEvery,
+      onDamaged: (err) => this.logError({ message: 'damaged snapshot skipped', scope: id, err: String(err) }),
+    });
     await cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
     return state;
   }
 
-  /** Records from..to (inclusive) in order, read page by page. */
-  async *readLog(id: string, from: number, to: number): AsyncGenerator<PatchRecord> {
-    let next = from;
-    while (next <= to) {
-      const page = await this.ports.ledger.readLog(id, next, to, LOG_PAGE);
-      for (const r of page) yield r;
-      if (page.length < LOG_PAGE) return;
-      next = (page[page.length - 1] as PatchRecord).ii + 1;
-    }
+  /** Records from..to (inclusive) in order, from cold storage and the hot log, page by page. */
+  readLog(id: string, from: number, to: number): AsyncGenerator<PatchRecord> {
+    return readLog(this.ports.ledger, this.cold, id, from, to);
   }
 
   /** History from..to, clamped to 1..head. */
@@ -324,7 +322,7 @@ export class Engine {
       };
       for await (const r of this.readLog(s.id, s.published + 1, s.ii)) {
         batch.push(r);
-        if (batch.length === LOG_PAGE && !(await flush())) break;
+        if (batch.length === SWEEP_BATCH && !(await flush())) break;
       }
       await flush();
     }

@@ -5,15 +5,20 @@
  *   push:  Pub/Sub push deliveries for the registered consumers (`POST /push/<consumer>`).
  *   sweep: the outbox sweeper, for Cloud Scheduler (every minute): republishes committed patches
  *          whose publish never happened, and answers `{published}`.
+ *   bundle: the cold-storage bundler, for Cloud Scheduler (every few minutes): bundles, snapshots
+ *          and trims every scope with work, within PATCHBAY_BUNDLE_BUDGET_MS, and answers its
+ *          report (`?scope=<id>` works on that scope alone). Set the function's timeout above the
+ *          budget; a run cut short is harmless (leases expire, the next run goes on).
  */
 import * as functions from '@google-cloud/functions-framework';
 import { type App, createApp } from '../shared/app.js';
 import { loadConfig } from '../shared/config.js';
+import { asPatchbayError } from '../shared/errors.js';
 
 let app: Promise<App> | undefined;
 const instance = (): Promise<App> => {
-  // No timer in a function instance: Cloud Scheduler calls `sweep`.
-  app ??= createApp(loadConfig(), { sweeper: false });
+  // No timers in a function instance: Cloud Scheduler calls `sweep` and `bundle`.
+  app ??= createApp(loadConfig(), { sweeper: false, bundler: false });
   return app;
 };
 
@@ -33,4 +38,21 @@ functions.http('push', async (req, res) => {
 functions.http('sweep', async (_req, res) => {
   const published = await (await instance()).engine.sweep();
   res.status(200).json({ published });
+});
+
+functions.http('bundle', async (req, res) => {
+  const { bundler } = await instance();
+  const scope = typeof req.query.scope === 'string' && req.query.scope !== '' ? req.query.scope : undefined;
+  try {
+    if (scope !== undefined) {
+      res.status(200).json(await bundler.bundleScope(scope));
+      return;
+    }
+    const report = await bundler.run();
+    // Some scope failed: a 500 makes Cloud Scheduler log the run as failed (the others are done).
+    res.status(report.failed.length > 0 ? 500 : 200).json(report);
+  } catch (err) {
+    const e = asPatchbayError(err);
+    res.status(e.status).json(e.toBody());
+  }
 });

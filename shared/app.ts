@@ -1,10 +1,11 @@
 /**
  * Builds the service from a configuration: adapters for the mode, the engine, auth, the HTTP
- * handler and the background sweeper. Both entry points (the Cloud Function and `npm start`)
- * call this and nothing else.
+ * handler, the cold-storage bundler, and the background timers (outbox sweeper, bundler). Every
+ * entry point (the Cloud Functions, `npm start`, the operator CLI) calls this and nothing else.
  */
 
 import { embeddedAdapters } from './adapters/embedded/index.js';
+import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
@@ -23,6 +24,8 @@ export interface App {
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   consumers: Consumer[];
+  /** The cold-storage bundler (also what the `bundle` function and `patchbay bundle` run). */
+  bundler: Bundler;
   logger: Logger;
   close(): Promise<void>;
 }
@@ -39,6 +42,11 @@ export interface AppOptions {
   adapters?: Adapters;
   /** Run the outbox sweeper on a timer in this process (default: yes). */
   sweeper?: boolean;
+  /**
+   * Run the bundler every PATCHBAY_BUNDLE_INTERVAL_MS in this process (default: the same as
+   * `sweeper`: a process that runs background work runs both; tests and functions run neither).
+   */
+  bundler?: boolean;
   /** Push consumers, by name: the targets of Pub/Sub push subscriptions (`POST /push/<name>`). */
   consumers?: Record<string, PatchHandler>;
 }
@@ -53,12 +61,27 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
   const push = createPushHandler(consumers, logger, config.maxBodyBytes);
+  const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
     const tick = () => engine.sweep().catch((err) => logger.error({ message: 'sweep failed', err: String(err) }));
     void tick();
     timer = setInterval(tick, config.sweepIntervalMs);
     timer.unref();
+  }
+  let bundleTimer: NodeJS.Timeout | undefined;
+  let bundling: Promise<unknown> | null = null;
+  if ((opts.bundler ?? opts.sweeper ?? true) && config.bundleIntervalMs > 0) {
+    bundleTimer = setInterval(() => {
+      if (bundling) return; // the previous run is still going
+      bundling = bundler
+        .run()
+        .catch((err) => logger.error({ message: 'bundler run failed', err: String(err) }))
+        .finally(() => {
+          bundling = null;
+        });
+    }, config.bundleIntervalMs);
+    bundleTimer.unref();
   }
   return {
     config,
@@ -68,9 +91,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     handler,
     push,
     consumers,
+    bundler,
     logger,
     async close() {
       if (timer) clearInterval(timer);
+      if (bundleTimer) clearInterval(bundleTimer);
+      bundler.stop();
+      await bundling;
       await engine.close();
       await Promise.all([adapters.bus.close(), adapters.cache.close(), adapters.blobs.close()]);
       await adapters.ledger.close();

@@ -4,13 +4,20 @@
  * the real Firestore emulator (ledger: pointers, fenced transactions, chunked trims that delete
  * retry documents too) and the project's Cloud Storage server through the real
  * @google-cloud/storage client (bundles and snapshots), with Redis behind the Upstash gateway
- * as the hot cache.
+ * as the hot cache. Plus the bundler's Google entry points: the operator CLI in google mode
+ * (bundle, and rebuild --check finding a wrong Redis entry) and the `bundle` Cloud Function
+ * served by the real Functions Framework.
  */
-import { afterAll, beforeAll, describe } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Config } from '../shared/config.js';
 import { coldContract } from './contract/cold.js';
+import { envFor, expectRecoverable, INITIAL, runCli, seed, stateAfter } from './helpers/cold.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
-import { skipWithout } from './helpers/proc.js';
+import { freePort, skipWithout, spawnService, waitForPort } from './helpers/proc.js';
 import { startServer } from './helpers/server.js';
+
+const SMALL = { bundlePatches: 10, snapshotEvery: 15, retainPatches: 5, retainMinutes: 0, trimChunk: 7 } satisfies Partial<Config>;
+const FRAMEWORK = 'node_modules/@google-cloud/functions-framework/build/src/main.js';
 
 const skip = skipWithout('gcloud', 'the Firestore and Pub/Sub emulators') || skipWithout('redis-server');
 
@@ -23,4 +30,84 @@ describe.skipIf(skip)('cold storage on the Google stack', () => {
 
   // Every crash point after its step, and the first of each kind before it: the emulator is slow.
   coldContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }), { crashes: 'lean' });
+
+  describe('entry points', () => {
+    it('the CLI bundles in google mode, and rebuild --check finds and repairs a wrong Redis entry', async () => {
+      const cfg = { ...stack.config(), ...SMALL };
+      const srv = await startServer(cfg);
+      try {
+        const { engine, adapters } = srv.app;
+        await engine.createScope('o', { id: 'cli-busy', state: INITIAL });
+        const busy = await seed(adapters.ledger, 'cli-busy', 23);
+        await engine.createScope('o', { id: 'cli-quiet', state: INITIAL });
+        await seed(adapters.ledger, 'cli-quiet', 4);
+        const env = envFor({ ...cfg, logLevel: 'off' });
+
+        const bundled = await runCli(['bundle'], env);
+        expect(bundled.code, bundled.stderr).toBe(0);
+        expect(bundled.lines).toEqual([{ command: 'bundle', scopes: 1, bundles: 2, snapshots: 1, patches: 20, trimmed: 18, leased: 0, fenced: 0, failed: 0 }]);
+        await expectRecoverable(srv.app, 'cli-busy', busy); // (also leaves the right state in Redis)
+
+        await adapters.cache.delete('cli-quiet');
+        await adapters.cache.put('cli-quiet', 4, { n: 'wrong' });
+        const checked = await runCli(['rebuild', '--check'], env);
+        expect(checked.code).toBe(1);
+        expect(checked.lines).toEqual([
+          { id: 'cli-quiet', ii: 4, cached: 4, status: 'mismatch', repaired: false },
+          { command: 'rebuild', check: true, scopes: 2, ok: 1, missing: 0, mismatch: 1, ahead: 0, repaired: 0, failed: 0 },
+        ]);
+        const repaired = await runCli(['rebuild'], env);
+        expect(repaired.code, repaired.stderr).toBe(0);
+        expect(repaired.lines.at(-1)).toMatchObject({ mismatch: 1, repaired: 1 });
+        expect(await adapters.cache.get('cli-quiet')).toEqual({ ii: 4, state: stateAfter(4) });
+        expect((await runCli(['rebuild', '--check'], env)).lines.at(-1)).toMatchObject({ ok: 2, mismatch: 0 });
+      } finally {
+        await srv.close();
+      }
+    });
+
+    it('the bundle function (a Cloud Scheduler target) bundles every scope with work and answers its report', async () => {
+      const cfg = { ...stack.config(), ...SMALL };
+      const srv = await startServer(cfg);
+      const port = await freePort();
+      const fn = spawnService(process.execPath, [FRAMEWORK, '--target=bundle', '--source=dist/functions/index.js', `--port=${port}`], {
+        NODE_ENV: 'production',
+        ...envFor({ ...cfg, logLevel: 'error' }),
+      });
+      try {
+        const { engine, adapters } = srv.app;
+        await engine.createScope('o', { id: 'fn-busy', state: INITIAL });
+        const busy = await seed(adapters.ledger, 'fn-busy', 47);
+        await waitForPort(port);
+        const url = `http://127.0.0.1:${port}`;
+        const all = await fetch(url, { method: 'POST' });
+        expect(all.status, fn.output()).toBe(200);
+        expect(await all.json()).toEqual({
+          scopes: 1,
+          worked: 1,
+          bundles: 5,
+          snapshots: 2,
+          patches: 42,
+          trimmed: 42,
+          leased: 0,
+          fenced: 0,
+          failed: [],
+          complete: true,
+        });
+        await expectRecoverable(srv.app, 'fn-busy', busy);
+
+        busy.push(...(await seed(adapters.ledger, 'fn-busy', 3)));
+        const one = await fetch(`${url}/?scope=fn-busy`, { method: 'POST' });
+        // 43..45 are leaving the retention window (last 5 of 50): a short bundle, then the trim
+        expect(await one.json()).toMatchObject({ id: 'fn-busy', outcome: 'done', bundles: 1, patches: 3, trimmed: 3, bundledTo: 45, trimmedTo: 45 });
+        await expectRecoverable(srv.app, 'fn-busy', busy);
+        const missing = await fetch(`${url}/?scope=nope`, { method: 'POST' });
+        expect(missing.status).toBe(404);
+        expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('scope_not_found');
+      } finally {
+        await fn.stop();
+        await srv.close();
+      }
+    });
+  });
 });

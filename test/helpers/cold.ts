@@ -1,12 +1,14 @@
 /**
  * Helpers for the cold-storage tests: seeding a scope's log quickly through the ledger port,
  * fault-injecting decorators for the Ledger and BlobStore ports (a crash at a chosen step, a
- * pause at a chosen call), and the check of guarantee 6: every acknowledged patch recoverable
- * exactly once, from cold storage and the hot log together.
+ * pause at a chosen call), the check of guarantee 6 (every acknowledged patch recoverable exactly
+ * once, from cold storage and the hot log together), and running the operator CLI.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { expect } from 'vitest';
 import type { App } from '../../shared/app.js';
+import { CONFIG_TABLE, type Config } from '../../shared/config.js';
 import type { Json } from '../../shared/json.js';
 import type { BlobStore, Ledger } from '../../shared/ports/index.js';
 import type { Patch, PatchRecord, PatchRequest } from '../../shared/protocol.js';
@@ -196,4 +198,52 @@ export async function expectRecoverable(app: Pick<App, 'engine' | 'adapters'>, i
   }
   await cache.delete(id);
   expect(await engine.stateAt(id, n)).toEqual(stateAfter(n));
+}
+
+/** The environment variables that give a process these settings (for spawning the CLI or a function). */
+export function envFor(config: Partial<Config>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(config)) {
+    const setting = (CONFIG_TABLE as Record<string, { env: string }>)[key];
+    if (setting && value !== undefined) env[setting.env] = String(value);
+  }
+  return env;
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout's JSON lines. */
+  // biome-ignore lint/suspicious/noExplicitAny: CLI output is inspected loosely
+  lines: any[];
+}
+
+/** Runs the operator CLI (dist/functions/cli.js) with these arguments and environment. */
+export function runCli(args: string[], env: Record<string, string>): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['dist/functions/cli.js', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => {
+      stdout += c.toString();
+    });
+    child.stderr.on('data', (c: Buffer) => {
+      stderr += c.toString();
+    });
+    child.once('error', reject);
+    child.once('close', (code) => {
+      const lines = stdout
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => {
+          try {
+            return JSON.parse(l);
+          } catch {
+            return l;
+          }
+        });
+      resolve({ code, stdout, stderr, lines });
+    });
+  });
 }

@@ -2,7 +2,7 @@
  * The engine's write path on its own (embedded adapters, no HTTP): hot scopes are committed in
  * groups, each request checked in order within its group; a refused request inside a group
  * changes nothing and does not disturb its neighbours (guarantees 1 and 3); state limits are
- * enforced per patch even when the group is checked at once; the read path rebuilds from the
+ * enforced op by op, so a patch is refused at the op that breaks them whatever its group holds; the read path rebuilds from the
  * log when the cache is cold or behind (guarantee 2); the sweeper publishes what was committed
  * but never published (guarantee 5's "eventually published").
  */
@@ -117,6 +117,25 @@ describe('group commit', () => {
     ]);
     expect(results).toEqual([{ ok: { id: 's', ii: 1 } }, { ok: { id: 's', ii: 2 } }, { err: 'too_large' }, { ok: { id: 's', ii: 3 } }]);
     expect((await engine.getScope('s')).state).toEqual({ a: 1, b: big, d: 4 });
+  });
+
+  it('refuses a patch that breaks the size limit whatever its group holds (a later patch cannot hide it)', async () => {
+    const { engine } = setup({ maxStateBytes: 200 });
+    await engine.createScope('u', { id: 's', state: {} });
+    const results = await Promise.all([
+      settle(engine.submit('s', 'u', { patch: [] })),
+      settle(engine.submit('s', 'u', { patch: [{ op: 'add', path: '/big', value: 'x'.repeat(300) }] })),
+      settle(engine.submit('s', 'u', { patch: [{ op: 'remove', path: '/big' }] })),
+    ]);
+    expect(results).toEqual([{ ok: { id: 's', ii: 1 } }, { err: 'too_large' }, { err: 'patch_failed' }]);
+  });
+
+  it('stops a tiny patch of repeated root copies at the op that crosses the limit', async () => {
+    const { engine } = setup({ maxStateBytes: 64 * 1024 });
+    await engine.createScope('u', { id: 's', state: { a: 'x'.repeat(1000) } });
+    const patch = Array.from({ length: 40 }, (_, i) => ({ op: 'copy' as const, from: '', path: `/z${i}` }));
+    await expect(engine.submit('s', 'u', { patch })).rejects.toMatchObject({ code: 'too_large', details: { limit: 'maxStateBytes', op: 6 } });
+    expect((await engine.getScope('s')).ii).toBe(0);
   });
 
   it('refuses state nesting past the depth limit, built up by copies', async () => {

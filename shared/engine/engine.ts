@@ -22,7 +22,7 @@ import { ColdStore } from '../cold/store.js';
 import type { Config } from '../config.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import { cloneJson, type Json, jsonBytes } from '../json.js';
-import { applyPatch, checkPatch, checkValueDepth } from '../patch.js';
+import { applyPatch, type Budget, checkPatch, checkValueDepth } from '../patch.js';
 import type { Adapters, Head } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
 import type { CreateScopeRequest, PatchEvent, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
@@ -130,7 +130,7 @@ export class Engine {
    * cache entry behind ii or, when that is missing or far behind, the latest snapshot, folded
    * forward with bundles and the hot log; then cached.
    */
-  async stateAt(id: string, ii: number): Promise<Json> {
+  async stateAt(id: string, ii: number, opts: { cache?: boolean } = {}): Promise<Json> {
     const { cache, ledger } = this.ports;
     const cached = await cache.get(id).catch(() => null);
     if (cached && cached.ii === ii) return cached.state;
@@ -140,7 +140,7 @@ export class Engine {
       snapshotGap: this.config.snapshotEvery,
       onDamaged: (err) => this.logError({ message: 'damaged snapshot skipped', scope: id, err: String(err) }),
     });
-    await cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
+    if (opts.cache ?? true) await cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
     return state;
   }
 
@@ -213,9 +213,12 @@ export class Engine {
   ) {
     const keys = group.flatMap((p) => (p.req.session === undefined ? [] : [{ session: p.req.session, si: p.req.si as number }]));
     const retries = keys.length > 0 ? await view.findRetries(keys) : new Map<string, PatchRecord>();
-    const base = await this.stateAt(id, head.ii);
-    // Fast pass: check the state's limits once for the whole group; only if that fails, redo
-    // the group checking after every patch, so the offending patch alone is refused.
+    // No cache write from inside the plan: a ledger transaction may run it several times.
+    const base = await this.stateAt(id, head.ii, { cache: false });
+    // Each patch is checked op by op against a running size and depth budget (shared/patch.ts),
+    // so a patch that would break a limit is refused at that op, whatever else its group holds.
+    // The exact size and depth of the result are then checked once for the group; only if that
+    // fails (the budget started from a stale size) is the group redone checking every patch.
     const fast = this.runGroup(id, head, group, retries, base, now, false);
     if (fast.records.length === 0) return { ...fast, size: head.meta.size };
     try {
@@ -228,6 +231,8 @@ export class Engine {
 
   private runGroup(id: string, head: Head, group: Pending[], retries: Map<string, PatchRecord>, base: Json, now: number, checkEach: boolean) {
     let state: Json | null = null; // working copy, made on first use
+    const budget: Budget = { maxBytes: this.config.maxStateBytes, maxDepth: this.config.maxValueDepth, bytes: head.meta.size };
+    let acceptedBytes = budget.bytes;
     const records: PatchRecord[] = [];
     const inGroup = new Map<string, PatchRecord>();
     const outcomes: Outcome[] = [];
@@ -264,13 +269,15 @@ export class Engine {
         continue;
       }
       try {
-        state = applyPatch(state ?? cloneJson(base), req.patch);
-        if (checkEach) this.checkState(state);
+        state = applyPatch(state ?? cloneJson(base), req.patch, budget);
+        if (checkEach) budget.bytes = this.checkState(state);
       } catch (err) {
         outcomes.push({ error: asPatchbayError(err) });
         state = rebuild();
+        budget.bytes = acceptedBytes;
         continue;
       }
+      acceptedBytes = budget.bytes;
       const record: PatchRecord = {
         scope: id,
         ii: next,

@@ -33,6 +33,8 @@ export interface SeedOptions {
   by?: string;
   /** Records per commit (default: what one Firestore transaction takes). */
   chunk?: number;
+  /** The patch of record ii (default: patchFor). */
+  patch?: (ii: number) => Patch;
 }
 
 /** Appends `count` records (patchFor(ii)) through `Ledger.commit`, in big commits; returns them. */
@@ -44,7 +46,7 @@ export async function seed(ledger: Ledger, id: string, count: number, opts: Seed
     const records = await ledger.commit(id, async (view) => {
       const rs = Array.from({ length: n }, (_, k): PatchRecord => {
         const ii = view.head.ii + 1 + k;
-        const patch = patchFor(ii);
+        const patch = opts.patch ? opts.patch(ii) : patchFor(ii);
         return {
           scope: id,
           ii,

@@ -283,3 +283,80 @@ describe('streams over a lossy bus', () => {
     expect(new Set(got).size).toBe(got.length);
   });
 });
+
+describe('streams and slow or failing readers', () => {
+  it('keep memory bounded for a slow reader and still deliver every patch once, in order', async () => {
+    const { engine } = setup();
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const got: number[] = [];
+    const stop = await engine.openStream(
+      's',
+      0,
+      {
+        state: () => {},
+        patch: async (e) => {
+          await gate; // the reader is stuck while 30 patches arrive, 6 times the queue's size
+          got.push(e.ii);
+        },
+      },
+      { queueMax: 5 },
+    );
+    for (let i = 1; i <= 30; i++) await engine.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: i }] });
+    release();
+    const deadline = Date.now() + 5000;
+    while (got.length < 30 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await stop();
+    expect(got).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+  });
+
+  it('end (rather than skip a patch) when the log cannot be read to fill a gap', async () => {
+    let failReads = false;
+    let dropNext = false;
+    const { engine } = setup({}, (a) => {
+      const ledger = a.ledger;
+      a.ledger = new Proxy(ledger, {
+        get: (target, prop, receiver) => {
+          if (prop === 'readLog')
+            return (...args: Parameters<Ledger['readLog']>) => (failReads ? Promise.reject(new Error('log unreachable')) : target.readLog(...args));
+          const v = Reflect.get(target, prop, receiver);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      const bus = a.bus;
+      a.bus = {
+        publish: async (events) => {
+          if (dropNext) {
+            dropNext = false;
+            return;
+          }
+          await bus.publish(events);
+        },
+        subscribe: (s, l) => bus.subscribe(s, l),
+        close: () => bus.close(),
+      };
+    });
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    const got: number[] = [];
+    let failed = false;
+    const stop = await engine.openStream('s', 0, { state: () => {}, patch: (e) => void got.push(e.ii), failed: () => (failed = true) });
+    await engine.submit('s', 'u', { patch: [] }); // 1, delivered
+    dropNext = true;
+    await engine.submit('s', 'u', { patch: [] }); // 2, dropped by the bus
+    failReads = true;
+    await engine.submit('s', 'u', { patch: [] }); // 3: a gap the log cannot fill now
+    const deadline = Date.now() + 5000;
+    while (!failed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await stop();
+    expect(failed).toBe(true);
+    expect(got).toEqual([1]); // never 1, 3
+    failReads = false;
+    const resumed: number[] = [];
+    const stop2 = await engine.openStream('s', 1, { state: () => {}, patch: (e) => void resumed.push(e.ii) });
+    await stop2();
+    expect(resumed).toEqual([2, 3]);
+  });
+});

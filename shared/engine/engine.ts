@@ -46,7 +46,18 @@ export interface ScopeView {
 export interface StreamSink {
   state(ii: number, state: Json): void | Promise<void>;
   patch(event: PatchEvent): void | Promise<void>;
+  /**
+   * The live stream failed (e.g. the log could not be read to fill a gap) and stopped sending.
+   * The sink should end the stream: its client resumes from the last id it received.
+   */
+  failed?(err: unknown): void;
 }
+
+/**
+ * Live events a stream holds for a slow reader before it stops queueing them and reads the log
+ * instead once the reader catches up: memory per stream stays bounded however slow the client.
+ */
+const STREAM_QUEUE_MAX = 10_000;
 
 type Logger = (entry: Record<string, unknown>) => void;
 
@@ -340,11 +351,14 @@ export class Engine {
    * Streams a scope: without `since`, a `state` at head then every later patch; with `since`,
    * every patch after it. Resolves once subscribed and caught up; the returned function stops it.
    */
-  async openStream(id: string, since: number | undefined, sink: StreamSink): Promise<() => Promise<void>> {
+  async openStream(id: string, since: number | undefined, sink: StreamSink, opts: { queueMax?: number } = {}): Promise<() => Promise<void>> {
+    const queueMax = opts.queueMax ?? STREAM_QUEUE_MAX;
     let last = since ?? 0;
     let closed = false;
     let live = false;
     const queue: PatchEvent[] = [];
+    /** The newest index seen live but not queued (the queue was full): read from the log. */
+    let behind = 0;
     let pumping: Promise<void> | null = null;
 
     const emitRecordsUpTo = async (to: number) => {
@@ -356,7 +370,11 @@ export class Engine {
       }
     };
     const pump = async () => {
-      while (queue.length > 0 && !closed) {
+      while ((queue.length > 0 || behind > last) && !closed) {
+        if (behind > last) {
+          await emitRecordsUpTo(behind);
+          continue;
+        }
         const e = queue.shift() as PatchEvent;
         if (e.ii <= last) continue; // already sent (bus duplicate, or read from the log)
         if (e.ii > last + 1) await emitRecordsUpTo(e.ii - 1); // a gap: the log has what the bus skipped
@@ -369,15 +387,25 @@ export class Engine {
     const kick = () => {
       if (!live || pumping || closed) return;
       pumping = pump()
-        .catch((err) => this.logError({ message: 'stream failed', scope: id, err: String(err) }))
+        .catch((err) => {
+          // Stop rather than skip: the client resumes from its last id and misses nothing.
+          closed = true;
+          this.logError({ message: 'stream failed', scope: id, err: String(err) });
+          sink.failed?.(err);
+        })
         .finally(() => {
           pumping = null;
-          if (queue.length > 0) kick();
+          if (queue.length > 0 || behind > last) kick();
         });
     };
 
     const unsubscribe = await this.ports.bus.subscribe(id, (e) => {
-      queue.push(e);
+      if (queue.length >= queueMax) {
+        behind = Math.max(behind, e.ii, ...queue.map((q) => q.ii));
+        queue.length = 0;
+      } else {
+        queue.push(e);
+      }
       kick();
     });
     try {

@@ -207,11 +207,13 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
     // Listen for the client leaving before anything is sent: a client that hangs up during
     // catch-up must stop the catch-up and release its subscription.
     let gone = false;
-    const left = new Promise<void>((resolve) => {
-      ctx.res.once('close', () => {
-        gone = true;
-        resolve();
-      });
+    let finish: () => void = () => {};
+    const finished = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    ctx.res.once('close', () => {
+      gone = true;
+      finish();
     });
     const send = async (type: string, data: string, ii: number) => {
       if (gone) throw new ClientGone();
@@ -223,6 +225,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
       stop = await engine.openStream(id, since, {
         state: (ii, state) => send('state', JSON.stringify({ ii, state }), ii),
         patch: (e) => send('patch', JSON.stringify({ ii: e.ii, patch: e.patch, at: e.at, by: e.by }), e.ii),
+        failed: () => finish(), // end with a retry hint: the client resumes from its last id
       });
     } catch (err) {
       if (err instanceof ClientGone) return;
@@ -231,7 +234,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
     sse.start(config.sseRetryMs);
     const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
     let limit: NodeJS.Timeout | undefined;
-    await Promise.race([left, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
+    await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
     clearTimeout(limit);
     clearInterval(heartbeat);
     await stop();

@@ -98,7 +98,11 @@ export interface Ledger {
    * run that failed to publish before it can never be skipped (the sweeper fills it in).
    */
   markPublished(id: string, to: number, from?: number): Promise<void>;
-  /** Scopes whose head is past their published watermark and was last updated before `before`. */
+  /**
+   * Scopes whose head is past their published watermark, and have been since before `before`
+   * (the watermark has not caught up since then), oldest first. A scope written continuously is
+   * listed all the same: what counts is how long a patch has waited, not when the last one came.
+   */
   listUnpublished(before: number, limit: number): Promise<Array<{ id: string; published: number; ii: number }>>;
   /**
    * Takes the scope's lease for `holder` until now + ttlMs if it is free, expired or already

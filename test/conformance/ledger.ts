@@ -539,6 +539,19 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
         expect((await l.getHead(id))?.published).toBe(6);
       });
 
+      it('listUnpublished lists a scope by its oldest unpublished commit, however often it is written since', async () => {
+        const l = await open();
+        const OLD = 60_000;
+        const s = await create(l, { created: OLD, updated: OLD });
+        await l.commit(s.id, append(s.id, 1, {}, { updated: OLD + 10, size: 5 })); // never published
+        for (let k = 1; k <= 5; k++) {
+          const head = (await l.getHead(s.id)) as Head;
+          await l.commit(s.id, append(s.id, 1, {}, { updated: OLD + 100 * k, size: 5 }));
+          await l.markPublished(s.id, head.ii + 1, head.ii + 1); // later patches are published, 1 never is
+        }
+        expect((await l.listUnpublished(OLD + 20, 100)).map((x) => x.id)).toEqual([s.id]);
+      });
+
       it('listUnpublished lists exactly the scopes with published < ii and updated < before, up to limit', async () => {
         const l = await open();
         // Times far in the past that no other test in this suite uses, so a shared backend's other

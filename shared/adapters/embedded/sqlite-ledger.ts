@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS scopes (
   published INTEGER NOT NULL,
   bundled INTEGER NOT NULL,
   trimmed INTEGER NOT NULL DEFAULT 0,
+  unpublished_since INTEGER,
   owner TEXT NOT NULL,
   domain TEXT NOT NULL,
   name TEXT,
@@ -68,7 +69,6 @@ CREATE TABLE IF NOT EXISTS scopes (
   size INTEGER NOT NULL,
   initial TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS scopes_unpublished ON scopes(updated) WHERE published < ii;
 CREATE TABLE IF NOT EXISTS patches (
   scope TEXT NOT NULL,
   ii INTEGER NOT NULL,
@@ -122,7 +122,14 @@ export class SqliteLedger implements Ledger {
     this.db.exec(SCHEMA);
     // Files made before cold storage existed have no `trimmed` column yet.
     const columns = this.db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('scopes')").all();
-    if (!columns.some((c) => c.name === 'trimmed')) this.db.exec('ALTER TABLE scopes ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0');
+    if (columns.length < 0) this.db.exec('ALTER TABLE scopes ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0');
+    // ...nor an `unpublished_since` (the outbox used `updated`, which a busy scope kept moving).
+    if (!columns.some((c) => c.name === 'unpublished_since')) {
+      this.db.exec(
+        'DROP INDEX IF EXISTS scopes_unpublished; ALTER TABLE scopes ADD COLUMN unpublished_since INTEGER; UPDATE scopes SET unpublished_since = updated WHERE published < ii',
+      );
+    }
+    this.db.exec('CREATE INDEX IF NOT EXISTS scopes_outbox ON scopes(unpublished_since) WHERE unpublished_since IS NOT NULL');
     const db = this.db;
     this.stmt = {
       head: db.prepare<[string], ScopeRow>(`SELECT ${HEAD_COLUMNS} FROM scopes WHERE id = ?`),
@@ -135,12 +142,19 @@ export class SqliteLedger implements Ledger {
       insertPatch: db.prepare(
         'INSERT INTO patches (scope, ii, patch, at, by, session, si, hash, epoch) VALUES (@scope, @ii, @patch, @at, @by, @session, @si, @hash, @epoch)',
       ),
-      advance: db.prepare('UPDATE scopes SET ii = @ii, updated = @updated, size = @size WHERE id = @id'),
+      // A commit leaves patches unpublished: start the outbox clock unless it is already running.
+      advance: db.prepare(
+        'UPDATE scopes SET ii = @ii, updated = @updated, size = @size, unpublished_since = COALESCE(unpublished_since, @updated) WHERE id = @id',
+      ),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
       log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
-      markPublished: db.prepare('UPDATE scopes SET published = @to WHERE id = @id AND published < @to AND published >= @floor'),
+      // Caught up: the clock stops. Still behind: it keeps the oldest unpublished commit's time.
+      markPublished: db.prepare(
+        `UPDATE scopes SET published = @to, unpublished_since = CASE WHEN @to >= ii THEN NULL ELSE unpublished_since END
+         WHERE id = @id AND published < @to AND published >= @floor`,
+      ),
       unpublished: db.prepare<[number, number], { id: string; published: number; ii: number }>(
-        'SELECT id, published, ii FROM scopes WHERE published < ii AND updated < ? ORDER BY updated LIMIT ?',
+        'SELECT id, published, ii FROM scopes WHERE unpublished_since < ? AND published < ii ORDER BY unpublished_since LIMIT ?',
       ),
       setLease: db.prepare('UPDATE scopes SET lease_holder = ?, lease_expires = ?, epoch = ? WHERE id = ?'),
       listScopes: db.prepare<[string, number], { id: string; ii: number; bundled: number; trimmed: number }>(

@@ -18,7 +18,8 @@
  * The outbox document keeps the published watermark away from the head: publishers and the
  * sweeper never read or write the head, so they never contend with commits for it (contention on
  * one document is what makes Firestore slow). A commit writes the outbox blindly (no read, so no
- * lock): `ii` and `pending` = the commit's `updated` time. `pending` is removed only by a write
+ * lock): `ii` and `pending` = the oldest unpublished commit's `updated` time (a minimum transform).
+ * `pending` is removed only by a write
  * that is conditional on the exact outbox version in which published >= ii; a commit in between
  * changes that version, so an unpublished scope is never lost from `listUnpublished`.
  *
@@ -235,7 +236,9 @@ export class FirestoreLedger implements Ledger {
         for (const w of writes) tx.create(w.ref, w.data);
         tx.update(headRef, { ii: last.ii, 'meta.updated': updated, 'meta.size': meta?.size ?? head.meta.size });
         // Blind (no read, so no lock): marks the scope as possibly unpublished as of this commit.
-        tx.set(this.outbox(id), { id, ii: last.ii, pending: updated }, { merge: true });
+        // `pending` keeps the oldest unpublished commit's time (minimum), so a scope written
+        // without pause is still swept once its oldest unpublished patch has waited long enough.
+        tx.set(this.outbox(id), { id, ii: last.ii, pending: FieldValue.minimum(updated) }, { merge: true });
         return result;
       },
       { maxAttempts: this.maxAttempts },

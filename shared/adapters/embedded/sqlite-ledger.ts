@@ -122,7 +122,7 @@ export class SqliteLedger implements Ledger {
     this.db.exec(SCHEMA);
     // Files made before cold storage existed have no `trimmed` column yet.
     const columns = this.db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('scopes')").all();
-    if (columns.length < 0) this.db.exec('ALTER TABLE scopes ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0');
+    if (!columns.some((c) => c.name === 'trimmed')) this.db.exec('ALTER TABLE scopes ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0');
     // ...nor an `unpublished_since` (the outbox used `updated`, which a busy scope kept moving).
     if (!columns.some((c) => c.name === 'unpublished_since')) {
       this.db.exec(

@@ -7,6 +7,8 @@
  * and any valid scope id round-trip. Plus the shared ledger conformance suite.
  */
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
 import type { Firestore } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FirestoreLedger, type FirestoreLedgerOptions } from '../shared/adapters/google/firestore-ledger.js';
@@ -49,6 +51,45 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
 
   const newRoot = () => `t-${randomUUID().slice(0, 8)}`;
   const ledger = (o: FirestoreLedgerOptions = {}, client?: Firestore) => new FirestoreLedger(client ?? db, { root: newRoot(), ...o });
+
+  it('never re-runs a plan after a commit whose response was lost: the commit fails instead, and a retry is recognised (guarantee 1)', async () => {
+    // Fault injection at the real client's commit: the commit goes through, then its response is
+    // "lost" (UNAVAILABLE). The library would otherwise run the transaction, plan included, again.
+    const require = createRequire(import.meta.url);
+    const { WriteBatch } = require(resolve('node_modules/@google-cloud/firestore/build/src/write-batch.js')) as {
+      WriteBatch: { prototype: { _commit: (this: unknown, opts?: { transactionId?: unknown }) => Promise<unknown> } };
+    };
+    const original = WriteBatch.prototype._commit;
+    let loseNext = false;
+    WriteBatch.prototype._commit = async function (this: unknown, opts?: { transactionId?: unknown }) {
+      const result = await original.call(this, opts);
+      if (loseNext && opts?.transactionId) {
+        loseNext = false;
+        throw Object.assign(new Error('14 UNAVAILABLE: connection reset'), { code: 14 });
+      }
+      return result;
+    };
+    try {
+      const l = ledger();
+      const id = 'lost-ack';
+      await l.createScope({ id, meta, initial: {} });
+      let plans = 0;
+      const plan: Plan<number> = async (view) => {
+        plans++;
+        const r: PatchRecord = { scope: id, ii: view.head.ii + 1, patch: [], at: T0, by: 'u1', session: 's', si: 1, hash: 'h', epoch: view.head.epoch };
+        return { records: [r], result: r.ii };
+      };
+      loseNext = true;
+      await expect(l.commit(id, plan)).rejects.toMatchObject({ code: 14 });
+      expect(plans).toBe(1);
+      expect((await l.readLog(id, 1, 10)).map((r) => r.ii)).toEqual([1]);
+      // The client's retry: its (session, si) is found, so the engine answers the original ack.
+      const found = await l.commit(id, async (view) => ({ records: [], result: await view.findRetries([{ session: 's', si: 1 }]) }));
+      expect(found.get(retryKey('s', 1))?.ii).toBe(1);
+    } finally {
+      WriteBatch.prototype._commit = original;
+    }
+  });
 
   ledgerConformance('FirestoreLedger', async () => ledger());
 

@@ -35,7 +35,7 @@
  * (`.`, `..`, `__x__`) are escaped with a `~` prefix, which no valid scope id starts with.
  */
 import { type DocumentReference, type DocumentSnapshot, FieldValue, type Firestore, type Transaction } from '@google-cloud/firestore';
-import { PatchbayError } from '../../errors.js';
+import { isBackendError, PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
 import type { Head, Lease, Ledger, NewScope, Plan } from '../../ports/index.js';
 import { retryKey } from '../../ports/index.js';
@@ -70,6 +70,7 @@ const POINTER_FIELDS = ['bundled', 'trimmed'];
 const MAX_DOC_BYTES = 1_000_000;
 /** FAILED_PRECONDITION (a stale lastUpdateTime) and ALREADY_EXISTS (create of an existing document). */
 const FAILED_PRECONDITION = 9;
+const ABORTED = 10;
 const ALREADY_EXISTS = 6;
 const OUTBOX_RETRIES = 20;
 
@@ -210,6 +211,28 @@ export class FirestoreLedger implements Ledger {
     // lag; they never gate a commit.
     const side = this.db.getAll(this.outbox(id), this.pointer(id));
     side.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
+    // The client library would re-run the whole transaction, plan included, after a commit whose
+    // response was lost (UNAVAILABLE, DEADLINE_EXCEEDED...) although it went through: the plan
+    // would then decide again against a head that already holds its own records, and append the
+    // same requests twice. So the library runs each attempt once, and this loop retries only
+    // where nothing can have been written: ABORTED (contention), or a failure before the plan
+    // queued any write. An ambiguous commit surfaces as an error (503 unavailable); the client
+    // retries, and a retry with (session, si) is recognised.
+    for (let attempt = 1; ; attempt++) {
+      let wrote = false;
+      try {
+        return await this.commitOnce(id, headRef, side, plan, () => {
+          wrote = true;
+        });
+      } catch (err) {
+        const safe = hasCode(err, ABORTED) || (!wrote && !(err instanceof PatchbayError) && isBackendError(err));
+        if (!safe || attempt >= this.maxAttempts) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
+      }
+    }
+  }
+
+  private commitOnce<T>(id: string, headRef: DocumentReference, side: Promise<DocumentSnapshot[]>, plan: Plan<T>, onWrites: () => void): Promise<T> {
     return this.db.runTransaction(
       async (tx) => {
         const [snap] = await tx.getAll(headRef, { fieldMask: HEAD_FIELDS });
@@ -239,9 +262,10 @@ export class FirestoreLedger implements Ledger {
         // `pending` keeps the oldest unpublished commit's time (minimum), so a scope written
         // without pause is still swept once its oldest unpublished patch has waited long enough.
         tx.set(this.outbox(id), { id, ii: last.ii, pending: FieldValue.minimum(updated) }, { merge: true });
+        onWrites();
         return result;
       },
-      { maxAttempts: this.maxAttempts },
+      { maxAttempts: 1 },
     );
   }
 

@@ -15,16 +15,18 @@ import { type App, createApp } from '../shared/app.js';
 import { loadConfig } from '../shared/config.js';
 import { asPatchbayError } from '../shared/errors.js';
 
-let app: Promise<App> | undefined;
-const instance = (): Promise<App> => {
-  // No timers in a function instance: Cloud Scheduler calls `sweep` and `bundle`.
-  app ??= createApp(loadConfig(), { sweeper: false, bundler: false });
-  return app;
-};
+// Read at cold start, so a bad or missing setting fails the instance at once, naming the
+// variable, instead of answering 500 to every request. No timers in a function instance: Cloud
+// Scheduler calls `sweep` and `bundle`.
+const config = loadConfig();
+const app: Promise<App> = createApp(config, { sweeper: false, bundler: false });
+app.catch(() => {}); // a failure is reported to the first request that awaits it
+const instance = (): Promise<App> => app;
 
-// An instance being shut down closes its Pub/Sub subscription (SSE) instead of leaving it to expire.
+// Best effort: the Functions Framework exits on SIGTERM without waiting for this, so an instance's
+// SSE subscription may instead be left to expire (Pub/Sub's minimum expiry is one day).
 process.once('SIGTERM', () => {
-  void app?.then((a) => a.close());
+  void app.then((a) => a.close());
 });
 
 functions.http('api', async (req, res) => {

@@ -255,3 +255,18 @@ describe('the request log under the Functions Framework', () => {
     expect(ff.lines.filter((l) => l.includes('/healthz'))).toHaveLength(1);
   });
 });
+
+describe('configuration at cold start', () => {
+  it('stops the instance at once, naming every missing Google setting', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync(process.execPath, [MAIN, '--target=api', '--source=dist/functions/index.js', '--port=0'], {
+      env: { ...process.env, PATCHBAY_MODE: 'google', NODE_ENV: 'production' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(r.status).not.toBe(0);
+    for (const name of ['PATCHBAY_GCP_PROJECT', 'PATCHBAY_BUCKET', 'UPSTASH_REDIS_REST_URL', 'UPSTASH_REDIS_REST_TOKEN', 'PATCHBAY_JWT_SECRET']) {
+      expect(r.stderr + r.stdout).toContain(name);
+    }
+  });
+});

@@ -360,3 +360,27 @@ describe('streams and slow or failing readers', () => {
     expect(resumed).toEqual([2, 3]);
   });
 });
+
+describe('outbox sweeper backlog', () => {
+  it('clears more unpublished scopes than one listing page in a single run', async () => {
+    let failing = true;
+    const { engine, adapters } = setup({ sweepAgeMs: 0 }, (a) => {
+      const real = a.bus;
+      a.bus = {
+        publish: async (events) => {
+          if (failing) throw new Error('bus down');
+          await real.publish(events);
+        },
+        subscribe: (s, l) => real.subscribe(s, l),
+        close: () => real.close(),
+      };
+    });
+    for (let i = 0; i < 250; i++) {
+      await engine.createScope('u', { id: `s${i}`, state: {} });
+      await engine.submit(`s${i}`, 'u', { patch: [] });
+    }
+    failing = false;
+    expect(await engine.sweep(Date.now() + 1)).toBe(250);
+    expect(await adapters.ledger.listUnpublished(Date.now() + 1, 10)).toEqual([]);
+  });
+});

@@ -23,7 +23,7 @@ import type { Config } from '../config.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import { cloneJson, type Json, jsonBytes } from '../json.js';
 import { applyPatch, type Budget, checkPatch, checkValueDepth } from '../patch.js';
-import type { Adapters, Head } from '../ports/index.js';
+import type { Adapters, Head, TxView } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
 import type { CreateScopeRequest, PatchEvent, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
 import { toEvent } from '../protocol.js';
@@ -58,6 +58,10 @@ export interface StreamSink {
  * instead once the reader catches up: memory per stream stays bounded however slow the client.
  */
 const STREAM_QUEUE_MAX = 10_000;
+
+/** The sweeper lists this many scopes at a time, for at most this many pages per run. */
+const SWEEP_SCOPES = 100;
+const SWEEP_PAGES = 20;
 
 type Logger = (entry: Record<string, unknown>) => void;
 
@@ -215,13 +219,7 @@ export class Engine {
     return outcomes;
   }
 
-  private async plan(
-    id: string,
-    head: Head,
-    group: Pending[],
-    view: { findRetries: (keys: Array<{ session: string; si: number }>) => Promise<Map<string, PatchRecord>> },
-    now: number,
-  ) {
+  private async plan(id: string, head: Head, group: Pending[], view: TxView, now: number) {
     const keys = group.flatMap((p) => (p.req.session === undefined ? [] : [{ session: p.req.session, si: p.req.si as number }]));
     const retries = keys.length > 0 ? await view.findRetries(keys) : new Map<string, PatchRecord>();
     // No cache write from inside the plan: a ledger transaction may run it several times.
@@ -327,7 +325,19 @@ export class Engine {
 
   /** The outbox sweeper: republishes committed patches that were never marked published. */
   async sweep(now = this.now()): Promise<number> {
-    const stale = await this.ports.ledger.listUnpublished(now - this.config.sweepAgeMs, 100);
+    let count = 0;
+    // Page by page (scopes drop out of the listing as they are published), while pages are full
+    // and publishing makes progress: a backlog of thousands of scopes is cleared in one run.
+    for (let page = 0; page < SWEEP_PAGES; page++) {
+      const before = count;
+      const stale = await this.ports.ledger.listUnpublished(now - this.config.sweepAgeMs, SWEEP_SCOPES);
+      count += await this.sweepScopes(stale);
+      if (stale.length < SWEEP_SCOPES || count === before) break;
+    }
+    return count;
+  }
+
+  private async sweepScopes(stale: Array<{ id: string; published: number; ii: number }>): Promise<number> {
     let count = 0;
     for (const s of stale) {
       let batch: PatchRecord[] = [];

@@ -22,6 +22,8 @@ export interface Target {
 
 export interface Entry {
   name: string;
+  /** An experimental variant of the server under test (run.ts --variant), absent for patchbay as it is. */
+  variant?: string;
   mode: Mode;
   metric: string;
   unit: string;
@@ -104,7 +106,7 @@ export function markdown(r: Results): string {
   for (const e of r.workloads) {
     const met = e.met === undefined ? '' : e.met ? 'yes' : '**no**';
     out.push(
-      `| ${e.name}${e.source ? ` (${e.source})` : ''} | ${e.mode} | ${e.metric} | ${fmt(e.value)} ${e.unit} | ${e.baseline.name}: ${fmt(e.baseline.value)} ${e.unit} | ${fmt(e.ratio)}× | ${e.target?.text ?? ''} | ${met} | ${pct(e.spread)} / ${pct(e.baselineSpread)} |`,
+      `| ${e.name}${e.variant ? ` [${e.variant}]` : ''}${e.source ? ` (${e.source})` : ''} | ${e.mode} | ${e.metric} | ${fmt(e.value)} ${e.unit} | ${e.baseline.name}: ${fmt(e.baseline.value)} ${e.unit} | ${fmt(e.ratio)}× | ${e.target?.text ?? ''} | ${met} | ${pct(e.spread)} / ${pct(e.baselineSpread)} |`,
     );
   }
   const notes = [...m.notes, ...r.workloads.filter((e) => e.note).map((e) => `${e.name} (${e.mode}, vs ${e.baseline.name}): ${e.note}`)];
@@ -159,7 +161,7 @@ export function svg(r: Results): string {
     const x1 = x(1);
     const x2 = x(adv);
     parts.push(
-      `<text x="${labelW - 8}" y="${y + 16}" text-anchor="end">${esc(`${e.name} · ${e.mode} · ${e.metric === 'throughput' ? '' : `${e.metric} · `}vs ${e.baseline.name}`)}</text>`,
+      `<text x="${labelW - 8}" y="${y + 16}" text-anchor="end">${esc(`${e.name}${e.variant ? ` [${e.variant}]` : ''} · ${e.mode} · ${e.metric === 'throughput' ? '' : `${e.metric} · `}vs ${e.baseline.name}`)}</text>`,
     );
     parts.push(`<rect x="${Math.min(x1, x2)}" y="${y + 5}" width="${Math.max(1, Math.abs(x2 - x1))}" height="${rowH - 10}" fill="${color}"/>`);
     parts.push(`<text x="${Math.max(x1, x2) + 4}" y="${y + 16}" fill="#333">${fmt(adv)}×</text>`);

@@ -48,7 +48,25 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: 'bench/results' },
     /** KEY=VALUE for the server under test (repeatable), for experiments, e.g. PATCHBAY_SQLITE_SYNC=normal. */
     'server-env': { type: 'string', multiple: true, default: [] },
+    /**
+     * NAME:KEY=VALUE,KEY=VALUE (repeatable): one more server under test with extra environment,
+     * measured in the same interleaved rounds as the default one (write and fan-out workloads), so
+     * an experiment's before and after come from the same minutes of the same machine.
+     */
+    variant: { type: 'string', multiple: true, default: [] },
   },
+});
+const VARIANTS = (args.variant as string[]).map((v) => {
+  const [name, kvs = ''] = v.split(/:(.*)/s) as [string, string?];
+  return {
+    name,
+    env: Object.fromEntries(
+      kvs
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+    ),
+  };
 });
 const SERVER_ENV = Object.fromEntries((args['server-env'] as string[]).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 
@@ -203,6 +221,7 @@ function record(
   unit: string,
   extra: { source?: string; note?: string; baselineLabel?: string } = {},
 ): void {
+  const variant = subject.startsWith('patchbay[') ? subject.slice(9, -1) : undefined;
   const s = results.get(subject)?.[metric];
   const b = results.get(baseline)?.[metric];
   if (!s || !b) return;
@@ -214,6 +233,7 @@ function record(
   entries.push(
     judge({
       name,
+      ...(variant ? { variant } : {}),
       mode,
       metric,
       unit,
@@ -267,6 +287,27 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
     await worker.call('init', { env });
     const subject = await HttpClient.signIn(server.url);
     stops.push(async () => subject.close());
+    const subjects: Array<{ name: string; client: HttpClient }> = [{ name: 'patchbay', client: subject }];
+    for (const v of VARIANTS) {
+      const dir = mkdtempSync(join(tmpdir(), `patchbay-bench-${mode}-${v.name}-`));
+      stops.push(async () => rmSync(dir, { recursive: true, force: true }));
+      const ns = v.name.replace(/[^A-Za-z0-9]/g, '');
+      const venv = {
+        ...env,
+        PATCHBAY_DATA_DIR: dir,
+        PATCHBAY_FIRESTORE_ROOT: `bench${ns}`,
+        PATCHBAY_CACHE_PREFIX: `pb:${ns}:`,
+        PATCHBAY_PUBSUB_TOPIC: `patches-${ns}`,
+        PATCHBAY_PUBSUB_SUBSCRIPTION_PREFIX: `sse-${ns}`,
+        ...v.env,
+      };
+      const vs = await startNode('dist/functions/serve.js', [], { env: venv, cpu: pinServer });
+      stops.push(vs.stop);
+      const vc = await HttpClient.signIn(vs.url);
+      stops.push(async () => vc.close());
+      subjects.push({ name: `patchbay[${v.name}]`, client: vc });
+      log(`${mode}: variant ${v.name} (${JSON.stringify(v.env)}) at ${vs.url}`);
+    }
     log(`${mode}: server under test at ${server.url}`);
 
     const floorC = base.floorClient;
@@ -285,11 +326,11 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
           ? [
               { name: 'floor', run: async () => tput(await httpWriteSingle(floorC, z.single)) },
               { name: 'sharedb', run: async () => tput(await sdbWriteSingle(sdb, z.single)) },
-              { name: 'patchbay', run: async () => tput(await httpWriteSingle(subject, z.single)) },
+              ...subjects.map((x) => ({ name: x.name, run: async () => tput(await httpWriteSingle(x.client, z.single)) })),
             ]
           : [
               { name: 'firestore-rmw', run: async () => tput(await worker.call<Throughput>('rmwSingle', { n: z.rmw })) },
-              { name: 'patchbay', run: async () => tput(await httpWriteSingle(subject, z.single)) },
+              ...subjects.map((x) => ({ name: x.name, run: async () => tput(await httpWriteSingle(x.client, z.single)) })),
             ];
       if (QUICK) await httpWriteSingle(subject, z.warmSingle);
       if (QUICK && mode === 'embedded') {
@@ -297,7 +338,9 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         await sdbWriteSingle(sdb, z.warmSingle);
       }
       const r = await compare(`${mode} write-single`, systems);
-      for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw']) record(mode, 'write-single', r, 'patchbay', b, 'throughput', 'patches/s');
+      for (const x of subjects) {
+        for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw']) record(mode, 'write-single', r, x.name, b, 'throughput', 'patches/s');
+      }
     }
 
     if (wanted('write-hot')) {
@@ -308,11 +351,11 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
           ? [
               { name: 'floor', run: async () => tput(await httpWriteHot(floorC, w, per)) },
               { name: 'sharedb', run: async () => tput(await sdbWriteHot(sdb, w, per)) },
-              { name: 'patchbay', run: async () => tput(await httpWriteHot(subject, w, per)) },
+              ...subjects.map((x) => ({ name: x.name, run: async () => tput(await httpWriteHot(x.client, w, per)) })),
             ]
           : [
               { name: 'firestore-rmw', run: async () => tput(await worker.call<Throughput>('rmwSingle', { n: z.rmw })) },
-              { name: 'patchbay', run: async () => tput(await httpWriteHot(subject, w, per)) },
+              ...subjects.map((x) => ({ name: x.name, run: async () => tput(await httpWriteHot(x.client, w, per)) })),
             ];
       if (QUICK) await httpWriteHot(subject, w, Math.max(2, Math.round(per / 5)));
       if (QUICK && mode === 'embedded') {
@@ -324,16 +367,22 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         mode === 'emulator'
           ? 'baseline: sequential read-modify-write transactions on one document (the rate one hot document allows without queueing)'
           : undefined;
-      for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw'])
-        record(mode, 'write-hot', r, 'patchbay', b, 'throughput', 'patches/s', note ? { note } : {});
+      for (const x of subjects) {
+        for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw'])
+          record(mode, 'write-hot', r, x.name, b, 'throughput', 'patches/s', note ? { note } : {});
+      }
     }
 
     if (wanted('write-many')) {
       const w = z.manyWriters;
       const per = z.manyPerWriter;
       log(`${mode} write-many: creating ${z.manyScopes} scopes`);
-      const scopes = await httpCreateScopes(subject, z.manyScopes);
-      const systems: System[] = [{ name: 'patchbay', run: async () => tput(await httpWriteMany(subject, scopes, w, per)) }];
+      const systems: System[] = [];
+      for (const x of subjects) {
+        const scopes = await httpCreateScopes(x.client, z.manyScopes);
+        systems.push({ name: x.name, run: async () => tput(await httpWriteMany(x.client, scopes, w, per)) });
+        if (QUICK) await httpWriteMany(x.client, scopes, w, 2);
+      }
       if (mode === 'embedded') {
         const floorScopes = await httpCreateScopes(floorC, z.manyScopes);
         systems.unshift({ name: 'floor', run: async () => tput(await httpWriteMany(floorC, floorScopes, w, per)) });
@@ -344,13 +393,14 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
           run: async () => tput(await worker.call<Throughput>('rmwMany', { writers: w, perWriter: per, docs: z.manyScopes })),
         });
       }
-      if (QUICK) await httpWriteMany(subject, scopes, w, 2);
       const r = await compare(`${mode} write-many`, systems);
-      if (mode === 'embedded') record(mode, 'write-many', r, 'patchbay', 'floor', 'throughput', 'patches/s');
-      else
-        record(mode, 'write-many', r, 'patchbay', 'firestore-rmw-many', 'throughput', 'patches/s', {
-          note: `baseline: ${w} concurrent writers doing read-modify-write transactions across ${z.manyScopes} documents`,
-        });
+      for (const x of subjects) {
+        if (mode === 'embedded') record(mode, 'write-many', r, x.name, 'floor', 'throughput', 'patches/s');
+        else
+          record(mode, 'write-many', r, x.name, 'firestore-rmw-many', 'throughput', 'patches/s', {
+            note: `baseline: ${w} concurrent writers doing read-modify-write transactions across ${z.manyScopes} documents`,
+          });
+      }
     }
 
     if (wanted('fanout')) {
@@ -358,7 +408,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       const systems: System[] = [
         { name: 'floor', run: async () => lat(await httpFanout(floorC, n, m, iv)) },
         { name: 'sharedb', run: async () => lat(await sdbFanout(sdb, n, m, iv)) },
-        { name: 'patchbay', run: async () => lat(await httpFanout(subject, n, m, iv)) },
+        ...subjects.map((x) => ({ name: x.name, run: async () => lat(await httpFanout(x.client, n, m, iv)) })),
       ];
       if (QUICK) {
         await httpFanout(subject, n, Math.min(20, m), iv);
@@ -368,7 +418,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       const r = await compare(`${mode} fanout`, systems);
       const lost = (r.get('patchbay')?.lost ?? []).reduce((a, b) => a + b, 0);
       if (lost > 0) notes.push(`${mode} fanout: ${lost} receipts did not arrive within 10 s of the last send`);
-      for (const metric of ['p50', 'p99']) for (const b of ['floor', 'sharedb']) record(mode, 'fanout', r, 'patchbay', b, metric, 'ms');
+      for (const x of subjects) for (const metric of ['p50', 'p99']) for (const b of ['floor', 'sharedb']) record(mode, 'fanout', r, x.name, b, metric, 'ms');
     }
 
     if (wanted('rebuild') || wanted('catchup')) {
@@ -447,6 +497,8 @@ async function main(): Promise<void> {
     const dirty = execFileSync('git', ['status', '--porcelain', '--', 'shared', 'functions', 'infra', 'bench'], { encoding: 'utf8' }).trim();
     if (dirty !== '') commit += ' (with uncommitted changes)';
   } catch {}
+  for (const v of VARIANTS)
+    notes.push(`Variant ${v.name}: a second server under test with ${JSON.stringify(v.env)}, measured in the same rounds (an experiment).`);
   if (Object.keys(SERVER_ENV).length > 0) notes.push(`The server under test ran with ${JSON.stringify(SERVER_ENV)} (an experiment, not the defaults).`);
   notes.push(
     'patchbay runs with its defaults (PATCHBAY_SQLITE_SYNC=full: every commit is fsynced) except PATCHBAY_LOG=error (no per-request log line); ShareDB keeps everything in memory, the floor persists nothing.',
@@ -477,7 +529,7 @@ async function main(): Promise<void> {
   log(`wrote ${args.out}/latest.json, latest.md and chart.svg in ${results.meta.durationSeconds.toFixed(0)} s`);
   for (const e of entries) {
     log(
-      `${e.name.padEnd(12)} ${e.mode.padEnd(8)} ${e.metric.padEnd(10)} ${e.value.toFixed(1).padStart(10)} vs ${e.baseline.name} ${e.baseline.value.toFixed(1)} = ${e.ratio.toFixed(2)}x${e.met === undefined ? '' : e.met ? ' (target met)' : ' (target MISSED)'}`,
+      `${`${e.name}${e.variant ? ` [${e.variant}]` : ''}`.padEnd(12)} ${e.mode.padEnd(8)} ${e.metric.padEnd(10)} ${e.value.toFixed(1).padStart(10)} vs ${e.baseline.name} ${e.baseline.value.toFixed(1)} = ${e.ratio.toFixed(2)}x${e.met === undefined ? '' : e.met ? ' (target met)' : ' (target MISSED)'}`,
     );
   }
 }

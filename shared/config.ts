@@ -109,9 +109,9 @@ export const CONFIG_TABLE = {
   ),
   trimChunk: setting(
     'PATCHBAY_TRIM_CHUNK',
-    200,
+    500,
     int(1, 100_000),
-    'Most hot-log records one trim transaction removes (Firestore also caps it by its write limit).',
+    "Most hot-log records one trim transaction removes (Firestore also stops at one transaction's writes: a delete per record and per retry record).",
   ),
   cacheMaxScopes: setting('PATCHBAY_CACHE_MAX_SCOPES', 10_000, int(1), 'Embedded hot cache: most scopes kept in memory (least recently used are dropped).'),
   sqliteSync: setting(

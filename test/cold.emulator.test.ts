@@ -4,11 +4,15 @@
  * the real Firestore emulator (ledger: pointers, fenced transactions, chunked trims that delete
  * retry documents too) and the project's Cloud Storage server through the real
  * @google-cloud/storage client (bundles and snapshots), with Redis behind the Upstash gateway
- * as the hot cache. Plus the bundler's Google entry points: the operator CLI in google mode
+ * as the hot cache. FirestoreLedger sizes each trim chunk to one transaction's write limit.
+ * Plus the bundler's Google entry points: the operator CLI in google mode
  * (bundle, and rebuild --check finding a wrong Redis entry) and the `bundle` Cloud Function
  * served by the real Functions Framework.
  */
+import { randomUUID } from 'node:crypto';
+import { Firestore } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FirestoreLedger } from '../shared/adapters/google/firestore-ledger.js';
 import type { Config } from '../shared/config.js';
 import { coldContract } from './contract/cold.js';
 import { envFor, expectRecoverable, INITIAL, runCli, seed, stateAfter } from './helpers/cold.js';
@@ -30,6 +34,35 @@ describe.skipIf(skip)('cold storage on the Google stack', () => {
 
   // Every crash point after its step, and the first of each kind before it: the emulator is slow.
   coldContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }), { crashes: 'lean' });
+
+  it('FirestoreLedger trims as many records per transaction as its write limit allows (a delete per record and per retry document)', async () => {
+    const db = new Firestore({ projectId: stack.projectId });
+    try {
+      const ledger = new FirestoreLedger(db, { root: `trim-${randomUUID().slice(0, 8)}`, maxWrites: 10 });
+      const meta = { owner: 'o', domain: 'default', name: null, type: null, created: 1, updated: 1, size: 2 };
+      await ledger.createScope({ id: 'with-retries', meta, initial: INITIAL });
+      await seed(ledger, 'with-retries', 12, { session: 'tab', chunk: 4 });
+      await ledger.createScope({ id: 'plain', meta, initial: INITIAL });
+      await seed(ledger, 'plain', 12, { chunk: 8 });
+      for (const id of ['with-retries', 'plain']) {
+        const epoch = (await ledger.acquireLease(id, 'b', 60_000)) as number;
+        await ledger.advanceBundled(id, 'b', epoch, 12);
+      }
+      const trims = async (id: string) => {
+        const epoch = (await ledger.getHead(id))?.epoch as number;
+        const out: Array<number | null> = [];
+        for (let t = 0; t < 12; ) out.push((t = (await ledger.trimLog(id, 'b', epoch, 12, 100)) as number));
+        return out;
+      };
+      // 1 pointer write + 2 per record with a retry document: 4 records fit in 10 writes
+      expect(await trims('with-retries')).toEqual([4, 8, 12]);
+      expect(await trims('plain')).toEqual([9, 12]);
+      const keys = Array.from({ length: 12 }, (_, i) => ({ session: 'tab', si: i + 1 }));
+      expect((await ledger.commit('with-retries', async (view) => ({ records: [], result: await view.findRetries(keys) }))).size).toBe(0);
+    } finally {
+      await db.terminate();
+    }
+  });
 
   describe('entry points', () => {
     it('the CLI bundles in google mode, and rebuild --check finds and repairs a wrong Redis entry', async () => {

@@ -443,27 +443,39 @@ export class FirestoreLedger implements Ledger {
   }
 
   async trimLog(id: string, holder: string, epoch: number, upTo: number, limit: number): Promise<number | null> {
-    // Each record may have a retry document too; the pointer document is one more write.
-    const most = Math.max(1, Math.min(limit, Math.floor((this.maxWrites - 1) / 2)));
+    // The chunk's records (for their retry keys) are read before the transaction, so that it
+    // reads two documents instead of locking a range of the log: a committed record never
+    // changes, so all the transaction has to check is that `trimmed` is still where this started.
+    const [p] = await this.db.getAll(this.pointer(id), { fieldMask: POINTER_FIELDS });
+    const from = num(p?.get('trimmed'));
+    const want = Math.min(upTo, from + Math.max(1, Math.min(limit, this.maxWrites - 1)));
+    const read =
+      want > from
+        ? (await this.head(id).collection('log').where('ii', '>', from).where('ii', '<=', want).orderBy('ii').select('ii', 'session', 'si').get()).docs
+        : [];
     return this.db.runTransaction(
       async (tx) => {
         const cur = await this.leased(tx, id, holder, epoch);
         if (!cur) return null;
         if (upTo > cur.bundled) throw new PatchbayError('internal', `cannot trim ${id} up to ${upTo}: only ${cur.bundled} is bundled`);
-        const end = Math.min(upTo, cur.trimmed + most);
-        if (end <= cur.trimmed) return cur.trimmed;
-        const docs = (
-          await tx.get(this.head(id).collection('log').where('ii', '>', cur.trimmed).where('ii', '<=', end).orderBy('ii').select('ii', 'session', 'si'))
-        ).docs;
-        docs.forEach((d, i) => {
-          if (d.get('ii') !== cur.trimmed + 1 + i) throw new PatchbayError('internal', `log of ${id} has a hole at ${cur.trimmed + 1 + i}`);
+        if (cur.trimmed !== from || want <= from) return cur.trimmed; // moved meanwhile (the caller goes on from there), or nothing to do
+        read.forEach((d, i) => {
+          if (d.get('ii') !== from + 1 + i) throw new PatchbayError('internal', `log of ${id} has a hole at ${from + 1 + i}`);
         });
-        if (docs.length !== end - cur.trimmed) throw new PatchbayError('internal', `log of ${id} ends at ${cur.trimmed + docs.length}, expected ${end}`);
-        for (const d of docs) {
-          tx.delete(d.ref);
+        if (read.length !== want - from) throw new PatchbayError('internal', `log of ${id} ends at ${from + read.length}, expected ${want}`);
+        // As many records as one transaction's writes allow: a delete for each, one for each retry
+        // document, and the pointer.
+        let writes = 1;
+        let end = from;
+        for (const d of read) {
           const session = d.get('session') as string | null | undefined;
           const si = d.get('si') as number | null | undefined;
-          if (typeof session === 'string' && typeof si === 'number') tx.delete(this.retry(id, session, si));
+          const retry = typeof session === 'string' && typeof si === 'number';
+          writes += retry ? 2 : 1;
+          if (writes > this.maxWrites && end > from) break;
+          tx.delete(d.ref);
+          if (retry) tx.delete(this.retry(id, session, si));
+          end++;
         }
         tx.set(this.pointer(id), { id, trimmed: end }, { merge: true });
         return end;

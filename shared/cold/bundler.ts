@@ -102,6 +102,8 @@ export class Bundler {
   private readonly now: () => number;
   private readonly logError: (entry: Record<string, unknown>) => void;
   private stopping = false;
+  /** Scopes this bundler is working on: the lease is per holder, so this instance must not work on one twice at once. */
+  private readonly busy = new Set<string>();
 
   constructor(
     private readonly ledger: Ledger,
@@ -179,20 +181,26 @@ export class Bundler {
   /** Bundles, snapshots and trims one scope under its lease (steps 1-5 above). */
   async bundleScope(id: string, opts: ScopeRunOptions = {}): Promise<ScopeReport> {
     const report: ScopeReport = { id, outcome: 'done', bundles: 0, snapshots: 0, patches: 0, trimmed: 0, bundledTo: 0, trimmedTo: 0 };
-    const first = await this.ledger.acquireLease(id, this.holder, this.config.bundleLeaseMs, this.now());
-    if (first === null) return { ...report, outcome: 'leased' };
-    const lease = { epoch: first, at: this.now() };
-    let fenced = false;
+    if (this.busy.has(id)) return { ...report, outcome: 'leased' };
+    this.busy.add(id);
     try {
-      await this.work(id, lease, report, opts);
-    } catch (err) {
-      if (!(err instanceof Fenced)) throw err;
-      fenced = true;
-      report.outcome = 'fenced';
+      const first = await this.ledger.acquireLease(id, this.holder, this.config.bundleLeaseMs, this.now());
+      if (first === null) return { ...report, outcome: 'leased' };
+      const lease = { epoch: first, at: this.now() };
+      let fenced = false;
+      try {
+        await this.work(id, lease, report, opts);
+      } catch (err) {
+        if (!(err instanceof Fenced)) throw err;
+        fenced = true;
+        report.outcome = 'fenced';
+      } finally {
+        if (!fenced) await this.ledger.releaseLease(id, this.holder, lease.epoch).catch(() => false);
+      }
+      return report;
     } finally {
-      if (!fenced) await this.ledger.releaseLease(id, this.holder, lease.epoch).catch(() => false);
+      this.busy.delete(id);
     }
-    return report;
   }
 
   private cutoff(): number {

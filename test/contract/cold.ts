@@ -430,6 +430,15 @@ export function coldContract(stack: string, start: StartServer, opts: ColdContra
         await expectRecoverable(srv.app, id, [...original, ...more]);
       });
 
+      it('one bundler asked twice at once for one scope works on it once (its lease cannot tell the two apart)', async () => {
+        const { id, original } = await scope(N);
+        const b = bundler();
+        const reports = await Promise.all([b.bundleScope(id), b.bundleScope(id)]);
+        expect(reports.map((r) => r.outcome).sort()).toEqual(['done', 'leased']);
+        expect(reports.reduce((n, r) => n + r.bundles, 0)).toBe(5);
+        await expectRecoverable(srv.app, id, original);
+      });
+
       it('two bundlers racing on one scope, round after round, lose nothing and duplicate nothing', async () => {
         const { id, original } = await scope(N);
         for (let round = 0; round < 2; round++) {

@@ -278,7 +278,7 @@ export function coldContract(stack: string, start: StartServer, opts: ColdContra
         expect(got).toEqual(original);
       });
 
-      it('rebuilds from the latest snapshot at or below the target, reading only the bundles after it', async () => {
+      it('rebuilds on a cache miss, or a cache far behind, from the latest snapshot at or below the target, reading only the bundles after it', async () => {
         const { id } = await scope(N);
         await bundler().bundleScope(id);
         const read: string[] = [];
@@ -301,6 +301,19 @@ export function coldContract(stack: string, start: StartServer, opts: ColdContra
         read.length = 0;
         expect(await new Engine({ ...ports(), blobs, cache: new MemoryCache() }, srv.app.config).stateAt(id, 29)).toEqual(stateAfter(29));
         expect(read).toEqual([snapshotKey(id, 15), bundleKey(id, 11, 20), bundleKey(id, 21, 30)]);
+
+        // a cache entry far behind (more than PATCHBAY_SNAPSHOT_EVERY): the snapshot is closer
+        const behind = new MemoryCache();
+        await behind.put(id, 5, stateAfter(5));
+        read.length = 0;
+        expect(await new Engine({ ...ports(), blobs, cache: behind }, srv.app.config).stateAt(id, N)).toEqual(stateAfter(N));
+        expect(read).toEqual([snapshotKey(id, 30), bundleKey(id, 31, 40), bundleKey(id, 41, 42)]);
+        // a cache entry a little behind: folded forward from there, no snapshot needed
+        const near = new MemoryCache();
+        await near.put(id, 40, stateAfter(40));
+        read.length = 0;
+        expect(await new Engine({ ...ports(), blobs, cache: near }, srv.app.config).stateAt(id, N)).toEqual(stateAfter(N));
+        expect(read).toEqual([bundleKey(id, 41, 42)]);
 
         // a damaged snapshot is skipped for an older one
         await ports().blobs.put(snapshotKey(id, 30), new Uint8Array([1, 2, 3]));

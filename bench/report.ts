@@ -98,7 +98,7 @@ export function markdown(r: Results): string {
   out.push(`Pinning: ${m.pinning}.`);
   out.push('');
   out.push(
-    'Every ratio is value / baseline, both measured in this run, in interleaved rounds (value and baseline are the medians of the rounds; spread = (max - min) / median over the rounds). Targets are reported, never asserted.',
+    'Every ratio is value / baseline, both measured in this run, in interleaved rounds (a seeded shuffled order per round) (value and baseline are the medians of the rounds; spread = (max - min) / median over the rounds). Targets are reported, never asserted.',
   );
   out.push('');
   out.push('| workload | mode | metric | value | baseline | ratio | target | met | spread (subject / baseline) |');

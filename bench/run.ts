@@ -2,7 +2,7 @@
  * `npm run bench` (full) and `npm run bench -- --quick` (a smoke test for CI, under 2 minutes):
  * the workloads of workloads.ts end to end over HTTP and SSE against patchbay in embedded mode and
  * on the local emulators, each next to its baselines measured in the same run, in interleaved
- * rounds (round r runs every system once, in an order rotated by r, so drift in the machine's
+ * rounds (round r runs every system once, in a shuffled order of its own, so drift in the machine's
  * load hits subject and baseline alike). Writes bench/results/latest.{json,md} and chart.svg.
  *
  * Processes (see harness.ts for the pinning): this load generator; the server under test
@@ -136,7 +136,7 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         manyWriters: 64,
         manyPerWriter: 50,
         fanSubscribers: 100,
-        fanMessages: 300,
+        fanMessages: 500,
         fanIntervalMs: 20,
         longPatches: 100_000,
         warmSingle: 500,
@@ -183,7 +183,23 @@ const entries: Entry[] = [];
 const notes: string[] = [];
 
 /**
- * Runs every system `rounds` times, interleaved and rotated, after WARM_ROUNDS discarded rounds
+ * The systems in an order of their own for round r: a seeded shuffle, so no system always runs
+ * right after the same other one (a server that leaves dirty pages behind slows the fsyncs of
+ * whichever runs next), and the same order every run.
+ */
+function shuffled<T>(xs: T[], r: number): T[] {
+  const out = [...xs];
+  let seed = (r + 1) * 2654435761;
+  for (let i = out.length - 1; i > 0; i--) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    const j = seed % (i + 1);
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+/**
+ * Runs every system `rounds` times, interleaved in a shuffled order per round, after WARM_ROUNDS discarded rounds
  * (the JIT of every process, the emulators' JVMs and the OS caches warm up for minutes, not
  * requests); returns each system's measured rounds per metric.
  */
@@ -196,7 +212,7 @@ async function compare(label: string, systems: System[], rounds = ROUNDS): Promi
     }
   }
   for (let r = 0; r < rounds; r++) {
-    const order = systems.map((_, i) => systems[(i + r) % systems.length] as System);
+    const order = shuffled(systems, r);
     for (const s of order) {
       const m = await s.run();
       const rec = out.get(s.name) as Record<string, number[]>;

@@ -51,7 +51,11 @@ describe.skipIf(skip)('cold storage on the Google stack', () => {
       const trims = async (id: string) => {
         const epoch = (await ledger.getHead(id))?.epoch as number;
         const out: Array<number | null> = [];
-        for (let t = 0; t < 12; ) out.push((t = (await ledger.trimLog(id, 'b', epoch, 12, 100)) as number));
+        let t: number | null = 0;
+        while (t !== null && t < 12) {
+          t = await ledger.trimLog(id, 'b', epoch, 12, 100);
+          out.push(t);
+        }
         return out;
       };
       // 1 pointer write + 2 per record with a retry document: 4 records fit in 10 writes

@@ -40,7 +40,7 @@ export interface NodeChild {
   info: Record<string, unknown>;
   url: string;
   output(): string;
-  /** SIGTERM, then SIGKILL after 10 s; resolves when it has exited. */
+  /** SIGTERM, then SIGKILL after stopTimeoutMs (10 s); resolves when it has exited. */
   stop(): Promise<void>;
 }
 
@@ -51,7 +51,7 @@ export interface NodeChild {
 export async function startNode(
   script: string,
   args: string[],
-  opts: { env?: Record<string, string>; cpu?: string | null; nodeArgs?: string[]; timeoutMs?: number; cwd?: string } = {},
+  opts: { env?: Record<string, string>; cpu?: string | null; nodeArgs?: string[]; timeoutMs?: number; cwd?: string; stopTimeoutMs?: number } = {},
 ): Promise<NodeChild> {
   const nodeCmd = [process.execPath, ...(opts.nodeArgs ?? []), script, ...args];
   const [cmd, ...argv] = opts.cpu ? ['taskset', '-c', opts.cpu, ...nodeCmd] : nodeCmd;
@@ -92,7 +92,7 @@ export async function startNode(
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const timer = setTimeout(() => child.kill('SIGKILL'), opts.stopTimeoutMs ?? 10_000);
       await exited;
       clearTimeout(timer);
     },

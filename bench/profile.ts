@@ -158,7 +158,7 @@ async function main(): Promise<void> {
   const n = Number(a.n);
   let stack: Awaited<ReturnType<typeof startNode>> | undefined;
   if (a.mode === 'emulator') {
-    stack = await startNode('dist/bench/stack.js', [], { timeoutMs: 120_000 });
+    stack = await startNode('dist/bench/stack.js', [], { timeoutMs: 120_000, stopTimeoutMs: 60_000 });
     Object.assign(env, stack.info.env as Record<string, string>, { PATCHBAY_FIRESTORE_ROOT: 'profile' });
   }
   const script = a.floor ? 'dist/bench/floor.js' : a.trace ? 'dist/bench/trace.js' : 'dist/functions/serve.js';

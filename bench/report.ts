@@ -130,12 +130,12 @@ export function svg(r: Results): string {
   const labelW = 330;
   const plotW = 520;
   const rowH = 24;
-  const top = 58;
+  const top = 76;
   const width = labelW + plotW + 90;
   const height = top + rows.length * rowH + 50;
   const lo = Math.log10(0.01);
   const hi = Math.log10(100);
-  const x = (v: number) => labelW + ((Math.log10(Math.min(100, Math.max(0.01, v))) - lo) / (hi - lo)) * plotW;
+  const x = (v: number) => Math.round((labelW + ((Math.log10(Math.min(100, Math.max(0.01, v))) - lo) / (hi - lo)) * plotW) * 10) / 10;
   const parts: string[] = [];
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="12">`,
@@ -145,8 +145,9 @@ export function svg(r: Results): string {
     `<text x="12" y="20" font-size="15" font-weight="bold">patchbay vs baselines (${r.meta.quick ? 'quick' : 'full'} run, ${esc(r.meta.date.slice(0, 10))})</text>`,
   );
   parts.push(
-    `<text x="12" y="38" fill="#555">Advantage over the baseline measured in the same run (log scale; right of 1× = better). Throughput: value/baseline; latency: baseline/value.</text>`,
+    `<text x="12" y="38" fill="#555">Advantage over each baseline measured in the same run, log scale: right of 1× is better than the baseline.</text>`,
   );
+  parts.push(`<text x="12" y="54" fill="#555">Throughput: value / baseline. Latency: baseline / value. The black tick is the target.</text>`);
   for (const t of [0.01, 0.1, 1, 10, 100]) {
     const px = x(t);
     parts.push(

@@ -16,7 +16,8 @@ import { startUpstashGateway } from '../infra/upstash-gateway.js';
 const dir = mkdtempSync(join(tmpdir(), 'patchbay-bench-stack-'));
 const stops: Array<() => Promise<void>> = [];
 const stopAll = async () => {
-  for (const s of stops.reverse()) await s().catch(() => {});
+  // In parallel: each emulator may take seconds to let go of its port, and the parent waits.
+  await Promise.all(stops.map((s) => s().catch(() => {})));
   rmSync(dir, { recursive: true, force: true });
 };
 

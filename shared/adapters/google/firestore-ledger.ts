@@ -225,9 +225,12 @@ export class FirestoreLedger implements Ledger {
           wrote = true;
         });
       } catch (err) {
-        const safe = hasCode(err, ABORTED) || (!wrote && !(err instanceof PatchbayError) && isBackendError(err));
-        if (!safe || attempt >= this.maxAttempts) throw err;
-        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random())));
+        const contention = hasCode(err, ABORTED);
+        const safe = contention || (!wrote && !(err instanceof PatchbayError) && isBackendError(err));
+        // Contention only costs time, so it gets twice the attempts, with a longer backoff: the
+        // emulator resolves lock conflicts by timing one side out after about 2 s.
+        if (!safe || attempt >= (contention ? 2 * this.maxAttempts : this.maxAttempts)) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(contention ? 4000 : 2000, 100 * 2 ** attempt) * (0.5 + Math.random())));
       }
     }
   }

@@ -6,9 +6,13 @@
  *               Redis as the server) and an Engine over them;
  *   buildLong   a scope of n patches (patches.ts), written through the ledger port in large
  *               commits (5,000 per SQLite transaction; 490 per Firestore transaction, its limit);
- *   rebuild     `Engine.stateAt(head)` after deleting the scope's hot-cache entry: the fold of the
- *               whole log from the initial state (today: the hot log; once cold storage exists,
- *               bundles plus the log tail);
+ *               with `bundle`, then bundled and trimmed by the cold-storage Bundler (retention:
+ *               the last PATCHBAY_RETAIN_PATCHES in the hot log, no age limit), so that all but
+ *               that tail is read back from bundles;
+ *   rebuild     the fold of the whole log from the initial state: `Engine.stateAt(head)` after
+ *               deleting the scope's hot-cache entry for a hot-log scope; for a bundled scope the
+ *               same rebuild with snapshots off (`rebuildState(..., {snapshotGap: Infinity})`),
+ *               since a cache miss there starts from the latest snapshot instead of folding;
  *   rawFold     the baseline of rebuild: the same log read with one bare query per page and
  *               folded with fast-json-patch directly (no checks, no copies, no port);
  *   rmwSingle   the raw Firestore baseline: n sequential read-modify-write transactions on one
@@ -19,6 +23,8 @@ import { createInterface } from 'node:readline';
 import Database from 'better-sqlite3';
 import fjp from 'fast-json-patch';
 import { adaptersFor } from '../shared/app.js';
+import { Bundler } from '../shared/cold/bundler.js';
+import { rebuildState } from '../shared/cold/rebuild.js';
 import { type Config, loadConfig } from '../shared/config.js';
 import { Engine } from '../shared/engine/engine.js';
 import { cloneJson, type Json, jsonBytes } from '../shared/json.js';
@@ -86,7 +92,18 @@ const methods: Record<string, (p: Record<string, unknown>) => Promise<unknown>> 
         return { records, meta: { updated: now, size }, result: null };
       });
     }
-    return { seconds: (performance.now() - t0) / 1000 };
+    const seconds = (performance.now() - t0) / 1000;
+    if (p.bundle !== true) return { seconds };
+    const t1 = performance.now();
+    const bundler = new Bundler(
+      ledger,
+      need(adapters, 'buildLong').blobs,
+      { ...need(config, 'buildLong'), retainMinutes: 0 },
+      { holder: 'bench', logError: logger.error },
+    );
+    const report = await bundler.bundleScope(id);
+    if (report.outcome !== 'done') throw new Error(`buildLong: bundling ended ${report.outcome}`);
+    return { seconds, bundleSeconds: (performance.now() - t1) / 1000, bundles: report.bundles, snapshots: report.snapshots, trimmedTo: report.trimmedTo };
   },
 
   async rebuild(p) {
@@ -95,7 +112,10 @@ const methods: Record<string, (p: Record<string, unknown>) => Promise<unknown>> 
     const head = await eng.head(id);
     await need(adapters, 'rebuild').cache.delete(id);
     const t0 = performance.now();
-    const state = await eng.stateAt(id, head.ii);
+    const state =
+      head.bundled > 0
+        ? await rebuildState(need(adapters, 'rebuild').ledger, eng.cold, id, head.ii, { snapshotGap: Number.POSITIVE_INFINITY })
+        : await eng.stateAt(id, head.ii);
     const seconds = (performance.now() - t0) / 1000;
     return { rate: head.ii / seconds, ops: head.ii, seconds, bytes: jsonBytes(state) };
   },

@@ -9,7 +9,7 @@ import type { Entry, Results } from './report.js';
 const files = process.argv.slice(2);
 if (files.length === 0) throw new Error('usage: compare.js RESULTS.json...');
 const runs = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as Results);
-const key = (e: Entry) => `${e.name}${e.variant ? ` [${e.variant}]` : ''} | ${e.mode} | ${e.metric} | ${e.baseline.name}`;
+const key = (e: Entry) => `${e.name}${e.variant ? ` [${e.variant}]` : ''}${e.source ? ` (${e.source})` : ''} | ${e.mode} | ${e.metric} | ${e.baseline.name}`;
 const keys = [...new Set(runs.flatMap((r) => r.workloads.map(key)))];
 const fmt = (x: number | undefined) => (x === undefined ? '–' : x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(2));
 const runLabels = runs.map((r, i) => `run ${i + 1}`);

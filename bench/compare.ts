@@ -12,7 +12,7 @@ const runs = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as Results);
 const key = (e: Entry) => `${e.name}${e.variant ? ` [${e.variant}]` : ''}${e.source ? ` (${e.source})` : ''} | ${e.mode} | ${e.metric} | ${e.baseline.name}`;
 const keys = [...new Set(runs.flatMap((r) => r.workloads.map(key)))];
 const fmt = (x: number | undefined) => (x === undefined ? '–' : x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(2));
-const runLabels = runs.map((r, i) => `run ${i + 1}`);
+const runLabels = runs.map((_r, i) => `run ${i + 1}`);
 console.log(
   `| workload | mode | metric | baseline | ${runLabels.map((l) => `${l} value / baseline`).join(' | ')} | ${runLabels.map((l) => `${l} ratio`).join(' | ')} |`,
 );

@@ -25,9 +25,13 @@ import { cloneJson, type Json, jsonBytes } from '../json.js';
 import { applyPatch, type Budget, checkPatch, checkValueDepth } from '../patch.js';
 import type { Adapters, Head, TxView } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
-import type { CreateScopeRequest, PatchEvent, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
+import type { CreateScopeRequest, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
 import { toEvent } from '../protocol.js';
 import { ScopeQueues } from './queue.js';
+import { openStream, type StreamOptions, type StreamSink } from './stream.js';
+
+export type { StreamSink } from './stream.js';
+
 import { WatermarkWriter } from './watermarks.js';
 
 export interface Ack {
@@ -42,22 +46,6 @@ export interface ScopeView {
   state: Json;
   meta: ScopeMeta;
 }
-
-export interface StreamSink {
-  state(ii: number, state: Json): void | Promise<void>;
-  patch(event: PatchEvent): void | Promise<void>;
-  /**
-   * The live stream failed (e.g. the log could not be read to fill a gap) and stopped sending.
-   * The sink should end the stream: its client resumes from the last id it received.
-   */
-  failed?(err: unknown): void;
-}
-
-/**
- * Live events a stream holds for a slow reader before it stops queueing them and reads the log
- * instead once the reader catches up: memory per stream stays bounded however slow the client.
- */
-const STREAM_QUEUE_MAX = 10_000;
 
 /** The sweeper lists this many scopes at a time, for at most this many pages per run. */
 const SWEEP_SCOPES = 100;
@@ -361,84 +349,20 @@ export class Engine {
    * Streams a scope: without `since`, a `state` at head then every later patch; with `since`,
    * every patch after it. Resolves once subscribed and caught up; the returned function stops it.
    */
-  async openStream(id: string, since: number | undefined, sink: StreamSink, opts: { queueMax?: number } = {}): Promise<() => Promise<void>> {
-    const queueMax = opts.queueMax ?? STREAM_QUEUE_MAX;
-    let last = since ?? 0;
-    let closed = false;
-    let live = false;
-    const queue: PatchEvent[] = [];
-    /** The newest index seen live but not queued (the queue was full): read from the log. */
-    let behind = 0;
-    let pumping: Promise<void> | null = null;
-
-    const emitRecordsUpTo = async (to: number) => {
-      for await (const r of this.readLog(id, last + 1, to)) {
-        if (closed) return;
-        if (r.ii !== last + 1) throw new PatchbayError('internal', `log of ${id} has a hole at ${last + 1}`);
-        await sink.patch(toEvent(r));
-        last = r.ii;
-      }
-    };
-    const pump = async () => {
-      while ((queue.length > 0 || behind > last) && !closed) {
-        if (behind > last) {
-          await emitRecordsUpTo(behind);
-          continue;
-        }
-        const e = queue.shift() as PatchEvent;
-        if (e.ii <= last) continue; // already sent (bus duplicate, or read from the log)
-        if (e.ii > last + 1) await emitRecordsUpTo(e.ii - 1); // a gap: the log has what the bus skipped
-        if (e.ii === last + 1 && !closed) {
-          await sink.patch(e);
-          last = e.ii;
-        }
-      }
-    };
-    const kick = () => {
-      if (!live || pumping || closed) return;
-      pumping = pump()
-        .catch((err) => {
-          // Stop rather than skip: the client resumes from its last id and misses nothing.
-          closed = true;
-          this.logError({ message: 'stream failed', scope: id, err: String(err) });
-          sink.failed?.(err);
-        })
-        .finally(() => {
-          pumping = null;
-          if (queue.length > 0 || behind > last) kick();
-        });
-    };
-
-    const unsubscribe = await this.ports.bus.subscribe(id, (e) => {
-      if (queue.length >= queueMax) {
-        behind = Math.max(behind, e.ii, ...queue.map((q) => q.ii));
-        queue.length = 0;
-      } else {
-        queue.push(e);
-      }
-      kick();
-    });
-    try {
-      const head = await this.head(id);
-      if (since !== undefined && since > head.ii) {
-        throw new PatchbayError('out_of_sync', `position ${since} is past head ${head.ii}`, { head: head.ii });
-      }
-      if (since === undefined) {
-        await sink.state(head.ii, await this.stateAt(id, head.ii));
-        last = head.ii;
-      }
-      await emitRecordsUpTo(Number.MAX_SAFE_INTEGER);
-    } catch (err) {
-      closed = true;
-      await unsubscribe();
-      throw err;
-    }
-    live = true;
-    kick();
-    return async () => {
-      closed = true;
-      await unsubscribe();
-    };
+  openStream(id: string, since: number | undefined, sink: StreamSink, opts: StreamOptions = {}): Promise<() => Promise<void>> {
+    return openStream(
+      {
+        bus: this.ports.bus,
+        head: (i) => this.head(i),
+        stateAt: (i, ii) => this.stateAt(i, ii),
+        readLog: (i, f, t) => this.readLog(i, f, t),
+        logError: this.logError,
+      },
+      id,
+      since,
+      sink,
+      opts,
+    );
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@ import type { Ledger } from './ledger.js';
 export type { BlobStore } from './blobs.js';
 export type { Bus, Listener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
-export type { CommitPlan, Head, Lease, Ledger, NewScope, Plan, TxView } from './ledger.js';
+export type { CommitPlan, Head, Lease, Ledger, LogPatch, NewScope, Plan, TxView } from './ledger.js';
 export { retryKey } from './ledger.js';
 
 /** One adapter for each port: what the engine runs on. */

@@ -14,7 +14,7 @@
  * epoch) can change neither pointer.
  */
 import type { Json } from '../json.js';
-import type { PatchRecord, ScopeMeta } from '../protocol.js';
+import type { Patch, PatchRecord, ScopeMeta } from '../protocol.js';
 
 export interface Lease {
   holder: string;
@@ -47,6 +47,12 @@ export interface ScopeSummary {
   ii: number;
   bundled: number;
   trimmed: number;
+}
+
+/** What a state rebuild needs of a record: its index and its patch. */
+export interface LogPatch {
+  ii: number;
+  patch: Patch;
 }
 
 export interface NewScope {
@@ -92,6 +98,11 @@ export interface Ledger {
    * or below `trimmed` are no longer here (they are in cold storage: see shared/cold/log.ts).
    */
   readLog(id: string, from: number, to: number, limit?: number): Promise<PatchRecord[]>;
+  /**
+   * Exactly what `readLog` returns for the same arguments, but only each record's ii and patch:
+   * the read a state rebuild makes, which adapters can serve without decoding the rest.
+   */
+  readPatches(id: string, from: number, to: number, limit?: number): Promise<LogPatch[]>;
   /**
    * Moves the published watermark up to `to`, never down. With `from`, only if the watermark is
    * already at least `from - 1`: a publisher marks exactly the run [from..to] it published, so a

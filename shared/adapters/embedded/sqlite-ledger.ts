@@ -14,7 +14,7 @@
 import Database from 'better-sqlite3';
 import { PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
-import type { Head, Ledger, NewScope, Plan } from '../../ports/index.js';
+import type { Head, Ledger, LogPatch, NewScope, Plan } from '../../ports/index.js';
 import { retryKey } from '../../ports/index.js';
 import type { ScopeSummary } from '../../ports/ledger.js';
 import type { PatchRecord } from '../../protocol.js';
@@ -230,6 +230,10 @@ export class SqliteLedger implements Ledger {
   async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
     if (to < from) return [];
     return this.stmt.log.all(id, from, to, limit).map(toRecord);
+  }
+
+  async readPatches(id: string, from: number, to: number, limit = 1000): Promise<LogPatch[]> {
+    return (await this.readLog(id, from, to, limit)).map((r) => ({ ii: r.ii, patch: r.patch }));
   }
 
   async markPublished(id: string, to: number, from?: number): Promise<void> {

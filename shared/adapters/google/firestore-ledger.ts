@@ -37,7 +37,7 @@
 import { type DocumentReference, type DocumentSnapshot, FieldValue, type Firestore, type Transaction } from '@google-cloud/firestore';
 import { isBackendError, PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
-import type { Head, Lease, Ledger, NewScope, Plan } from '../../ports/index.js';
+import type { Head, Lease, Ledger, LogPatch, NewScope, Plan } from '../../ports/index.js';
 import { retryKey } from '../../ports/index.js';
 import type { ScopeSummary } from '../../ports/ledger.js';
 import type { Patch, PatchRecord, ScopeMeta } from '../../protocol.js';
@@ -315,6 +315,10 @@ export class FirestoreLedger implements Ledger {
     if (to < from || limit <= 0) return [];
     const q = await this.head(id).collection('log').where('ii', '>=', from).where('ii', '<=', to).orderBy('ii').limit(limit).get();
     return q.docs.map(toRecord);
+  }
+
+  async readPatches(id: string, from: number, to: number, limit = 1000): Promise<LogPatch[]> {
+    return (await this.readLog(id, from, to, limit)).map((r) => ({ ii: r.ii, patch: r.patch }));
   }
 
   async markPublished(id: string, to: number, from?: number): Promise<void> {

@@ -1,0 +1,132 @@
+/**
+ * Live streams of a scope (the engine's read side for SSE).
+ *
+ * Guarantee 4 (each subscriber sees each patch once, in order): a stream subscribes to the bus
+ * before it reads the log, drops what it has already sent and fills gaps from the log. A slow
+ * reader's queue is bounded: past `queueMax` the stream stops queueing and reads the log instead.
+ */
+import { PatchbayError } from '../errors.js';
+import type { Json } from '../json.js';
+import type { Bus, Head } from '../ports/index.js';
+import type { PatchEvent, PatchRecord } from '../protocol.js';
+import { toEvent } from '../protocol.js';
+
+export interface StreamSink {
+  state(ii: number, state: Json): void | Promise<void>;
+  patch(event: PatchEvent): void | Promise<void>;
+  /**
+   * The live stream failed (e.g. the log could not be read to fill a gap) and stopped sending.
+   * The sink should end the stream: its client resumes from the last id it received.
+   */
+  failed?(err: unknown): void;
+}
+
+/**
+ * Live events a stream holds for a slow reader before it stops queueing them and reads the log
+ * instead once the reader catches up: memory per stream stays bounded however slow the client.
+ */
+const STREAM_QUEUE_MAX = 10_000;
+
+export interface StreamOptions {
+  /** Live events held for a slow reader (default STREAM_QUEUE_MAX). */
+  queueMax?: number;
+}
+
+/** What a stream needs of the engine. */
+export interface StreamDeps {
+  bus: Bus;
+  head(id: string): Promise<Head>;
+  stateAt(id: string, ii: number): Promise<Json>;
+  readLog(id: string, from: number, to: number): AsyncGenerator<PatchRecord>;
+  logError(entry: Record<string, unknown>): void;
+}
+
+/**
+ * Streams a scope: without `since`, a `state` at head then every later patch; with `since`,
+ * every patch after it. Resolves once subscribed and caught up; the returned function stops it.
+ */
+export async function openStream(
+  deps: StreamDeps,
+  id: string,
+  since: number | undefined,
+  sink: StreamSink,
+  opts: StreamOptions = {},
+): Promise<() => Promise<void>> {
+  const queueMax = opts.queueMax ?? STREAM_QUEUE_MAX;
+  let last = since ?? 0;
+  let closed = false;
+  let live = false;
+  const queue: PatchEvent[] = [];
+  /** The newest index seen live but not queued (the queue was full): read from the log. */
+  let behind = 0;
+  let pumping: Promise<void> | null = null;
+
+  const emitRecordsUpTo = async (to: number) => {
+    for await (const r of deps.readLog(id, last + 1, to)) {
+      if (closed) return;
+      if (r.ii !== last + 1) throw new PatchbayError('internal', `log of ${id} has a hole at ${last + 1}`);
+      await sink.patch(toEvent(r));
+      last = r.ii;
+    }
+  };
+  const pump = async () => {
+    while ((queue.length > 0 || behind > last) && !closed) {
+      if (behind > last) {
+        await emitRecordsUpTo(behind);
+        continue;
+      }
+      const e = queue.shift() as PatchEvent;
+      if (e.ii <= last) continue; // already sent (bus duplicate, or read from the log)
+      if (e.ii > last + 1) await emitRecordsUpTo(e.ii - 1); // a gap: the log has what the bus skipped
+      if (e.ii === last + 1 && !closed) {
+        await sink.patch(e);
+        last = e.ii;
+      }
+    }
+  };
+  const kick = () => {
+    if (!live || pumping || closed) return;
+    pumping = pump()
+      .catch((err) => {
+        // Stop rather than skip: the client resumes from its last id and misses nothing.
+        closed = true;
+        deps.logError({ message: 'stream failed', scope: id, err: String(err) });
+        sink.failed?.(err);
+      })
+      .finally(() => {
+        pumping = null;
+        if (queue.length > 0 || behind > last) kick();
+      });
+  };
+
+  const unsubscribe = await deps.bus.subscribe(id, (e) => {
+    if (queue.length >= queueMax) {
+      behind = Math.max(behind, e.ii, ...queue.map((q) => q.ii));
+      queue.length = 0;
+    } else {
+      queue.push(e);
+    }
+    kick();
+  });
+  try {
+    const head = await deps.head(id);
+    if (since !== undefined && since > head.ii) {
+      throw new PatchbayError('out_of_sync', `position ${since} is past head ${head.ii}`, { head: head.ii });
+    }
+    if (since === undefined) {
+      await sink.state(head.ii, await deps.stateAt(id, head.ii));
+      last = head.ii;
+    }
+    await emitRecordsUpTo(Number.MAX_SAFE_INTEGER);
+  } catch (err) {
+    closed = true;
+    await unsubscribe();
+    throw err;
+  }
+  live = true;
+  kick();
+  return async () => {
+    closed = true;
+    await unsubscribe();
+  };
+}

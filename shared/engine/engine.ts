@@ -27,6 +27,8 @@ import type { Adapters, Head, TxView } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
 import type { CreateScopeRequest, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
 import { toEvent } from '../protocol.js';
+import { AfterCommit } from './after-commit.js';
+import { NearCache } from './near-cache.js';
 import { ScopeQueues } from './queue.js';
 import { openStream, type StreamOptions, type StreamSink } from './stream.js';
 
@@ -70,6 +72,8 @@ export class Engine {
   private readonly ports: Adapters;
   private readonly queues: ScopeQueues<Pending, Ack>;
   private readonly watermarks: WatermarkWriter;
+  private readonly near: NearCache;
+  private readonly after: AfterCommit;
   private readonly now: () => number;
   private readonly logError: Logger;
 
@@ -83,6 +87,8 @@ export class Engine {
     this.watermarks = new WatermarkWriter(ports.ledger, config.publishMarkMs, (id, err) =>
       this.logError({ message: 'watermark write failed; the sweeper will republish', scope: id, err: String(err) }),
     );
+    this.near = new NearCache(config.nearCacheBytes);
+    this.after = new AfterCommit({ cache: (id, ii, state) => this.putCache(id, ii, state), publish: (id, records) => this.publish(id, records) });
   }
 
   async createScope(owner: string, req: CreateScopeRequest): Promise<ScopeView> {
@@ -118,8 +124,9 @@ export class Engine {
   }
 
   /**
-   * Queues a patch for the scope and resolves with its ack once it is committed (and published,
-   * or left to the sweeper). Requests to one scope are committed in groups, in arrival order.
+   * Queues a patch for the scope and resolves with its ack once it is committed. Requests to one
+   * scope are committed in groups, in arrival order; the cache put and the publish follow the ack
+   * (shared/engine/after-commit.ts).
    */
   submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
     checkPatch(req.patch, this.config);
@@ -134,6 +141,8 @@ export class Engine {
    * forward with bundles and the hot log; then cached.
    */
   async stateAt(id: string, ii: number, opts: { cache?: boolean } = {}): Promise<Json> {
+    const near = this.near.get(id, ii);
+    if (near !== undefined) return near;
     const { cache, ledger } = this.ports;
     const cached = await cache.get(id).catch(() => null);
     if (cached && cached.ii === ii) return cached.state;
@@ -143,8 +152,12 @@ export class Engine {
       snapshotGap: this.config.snapshotEvery,
       onDamaged: (err) => this.logError({ message: 'damaged snapshot skipped', scope: id, err: String(err) }),
     });
-    if (opts.cache ?? true) await cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
+    if (opts.cache ?? true) await this.putCache(id, ii, state);
     return state;
+  }
+
+  private async putCache(id: string, ii: number, state: Json): Promise<void> {
+    await this.ports.cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
   }
 
   /** Records from..to (inclusive) in order, from cold storage and the hot log, page by page. */
@@ -194,15 +207,15 @@ export class Engine {
 
   private async commitOnce(id: string, group: Pending[]): Promise<Outcome[]> {
     const now = this.now();
-    const { records, outcomes, state } = await this.ports.ledger.commit(id, async (view) => {
+    const { records, outcomes, state, size } = await this.ports.ledger.commit(id, async (view) => {
       const planned = await this.plan(id, view.head, group, view, now);
       const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
       return { records: planned.records, meta, result: planned };
     });
     if (records.length > 0) {
       const last = records[records.length - 1] as PatchRecord;
-      await this.ports.cache.put(id, last.ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
-      await this.publish(id, records);
+      this.near.put(id, last.ii, state, size);
+      this.after.add(id, records, state);
     }
     return outcomes;
   }
@@ -365,8 +378,17 @@ export class Engine {
     );
   }
 
+  /**
+   * Resolves once every patch acknowledged so far has been put in the cache and handed to the bus
+   * (or left to the sweeper, when the bus failed).
+   */
+  async settled(): Promise<void> {
+    await this.after.idle();
+  }
+
   async close(): Promise<void> {
     await this.queues.idle();
+    await this.after.idle();
     await this.watermarks.flush();
   }
 }

@@ -148,6 +148,12 @@ export class SqliteLedger implements Ledger {
       ),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
       log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
+      // What a rebuild reads: the same rows as `log`, two columns, as arrays (no object per row).
+      patches: db
+        .prepare<[string, number, number, number], [number, string]>(
+          'SELECT ii, patch FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?',
+        )
+        .raw(),
       // Caught up: the clock stops. Still behind: it keeps the oldest unpublished commit's time.
       markPublished: db.prepare(
         `UPDATE scopes SET published = @to, unpublished_since = CASE WHEN @to >= ii THEN NULL ELSE unpublished_since END
@@ -233,7 +239,8 @@ export class SqliteLedger implements Ledger {
   }
 
   async readPatches(id: string, from: number, to: number, limit = 1000): Promise<LogPatch[]> {
-    return (await this.readLog(id, from, to, limit)).map((r) => ({ ii: r.ii, patch: r.patch }));
+    if (to < from) return [];
+    return this.stmt.patches.all(id, from, to, limit).map(([ii, patch]) => ({ ii, patch: JSON.parse(patch) }));
   }
 
   async markPublished(id: string, to: number, from?: number): Promise<void> {

@@ -18,6 +18,8 @@ export interface User {
 }
 
 const ISSUER = 'patchbay';
+/** Verified tokens remembered (most recently used first out last). */
+const VERIFIED_MAX = 10_000;
 const AUD_USER = 'patchbay';
 const AUD_STREAM = 'patchbay:stream';
 
@@ -35,7 +37,24 @@ export function loadSecret(config: Pick<Config, 'jwtSecret' | 'dataDir' | 'mode'
   return new TextEncoder().encode(readFileSync(file, 'utf8').trim());
 }
 
+interface Claims {
+  sub: string;
+  anon: boolean;
+  scope: unknown;
+  /** Expiry, seconds since the epoch (Infinity: none). */
+  exp: number;
+}
+
 export class Auth {
+  /**
+   * Tokens already verified, by audience and exact token text. A client sends the same token with
+   * every request, and verifying an HS256 signature through WebCrypto cost ~0.35 ms of CPU per
+   * request, the largest single cost of a patch before this (bench/results/NOTES.md). A hit is the
+   * very string whose signature, issuer and audience were checked, with the same secret; only the
+   * clock can change the verdict, so the expiry is checked again on every hit.
+   */
+  private readonly verified = new Map<string, Claims>();
+
   constructor(
     private readonly secret: Uint8Array,
     private readonly config: Pick<Config, 'tokenTtlSeconds' | 'ticketTtlSeconds' | 'anonymousAuth'>,
@@ -81,12 +100,31 @@ export class Auth {
 
   private async verify(token: string, audience: string, scope?: string, graceSeconds = 0): Promise<User> {
     try {
-      const { payload } = await jwtVerify(token, this.secret, { issuer: ISSUER, audience, algorithms: ['HS256'], clockTolerance: graceSeconds });
-      if (typeof payload.sub !== 'string') throw new Error('no subject');
-      if (scope !== undefined && payload.scope !== scope) throw new Error('ticket is for another scope');
-      return { id: payload.sub, anonymous: payload.anon === true };
+      const claims = await this.claims(token, audience, graceSeconds);
+      if (scope !== undefined && claims.scope !== scope) throw new Error('ticket is for another scope');
+      return { id: claims.sub, anonymous: claims.anon };
     } catch (err) {
       throw new PatchbayError('unauthorized', `invalid credential: ${err instanceof Error ? err.message : 'rejected'}`);
     }
+  }
+
+  private async claims(token: string, audience: string, graceSeconds: number): Promise<Claims> {
+    const key = `${audience} ${token}`;
+    const now = Math.floor(Date.now() / 1000);
+    const known = this.verified.get(key);
+    // jose's rule: a token is expired once now - tolerance >= exp.
+    if (known && known.exp > now - graceSeconds) {
+      this.verified.delete(key); // re-insert: Map order is recency order
+      this.verified.set(key, known);
+      return known;
+    }
+    const { payload } = await jwtVerify(token, this.secret, { issuer: ISSUER, audience, algorithms: ['HS256'], clockTolerance: graceSeconds });
+    if (typeof payload.sub !== 'string') throw new Error('no subject');
+    const exp = typeof payload.exp === 'number' ? payload.exp : Number.POSITIVE_INFINITY;
+    const claims: Claims = { sub: payload.sub, anon: payload.anon === true, scope: payload.scope, exp };
+    this.verified.delete(key);
+    this.verified.set(key, claims);
+    if (this.verified.size > VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value as string);
+    return claims;
   }
 }

@@ -1,9 +1,44 @@
 /**
  * The embedded ledger: SQLite through better-sqlite3, in WAL mode. One row per scope holds the
- * head; the log is one row per patch, keyed (scope, ii). A commit re-reads the head inside an
- * IMMEDIATE transaction and writes only if the plan saw that same head, so even two processes on
- * one file cannot both take an index (guarantee 1). A unique index on (scope, session, si)
+ * head; the log is one row per patch, keyed (scope, ii). A unique index on (scope, session, si)
  * makes a recorded retry impossible to record twice.
+ *
+ * Guarantee 1 (each acked patch in the log once, indices without holes). A commit reads the head,
+ * runs the plan against it *outside* any transaction (the plan is async: the engine's awaits state
+ * reads and `findRetries`), then writes with a compare-and-set: the head row moves only if it is
+ * still at the ii and epoch the plan saw (`UPDATE ... WHERE ii = ? AND epoch = ?`, which is the
+ * re-read: no second SELECT), and the records go in with it, in one transaction. If the head moved
+ * (another ledger on this file, a lease taken, a second commit of the same scope) nothing is
+ * written and the plan runs again on the new head. So even two processes on one file cannot both
+ * take an index.
+ *
+ * Group commit across scopes (one fsync for many commits). Writes do not open a transaction each:
+ * they queue, and a `setImmediate` flushes everything queued in this event-loop turn as ONE
+ * `BEGIN IMMEDIATE` transaction, each commit inside its own SAVEPOINT. A commit whose head check
+ * fails, or whose insert fails (a retry key recorded twice), rolls back its savepoint only and
+ * gets its own outcome; the others commit. A batch resolves its callers only after COMMIT
+ * returned (synchronous=FULL: after the fsync), so an ack still means "on disk".
+ * Why plans run outside the transaction instead of inside it: the flush is one synchronous
+ * better-sqlite3 call from BEGIN to COMMIT, so no other statement of this connection (another
+ * commit, a lease, a trim) can interleave in it, and the write lock is held only for the few
+ * milliseconds of the writes and the fsync. A plan that is slow, or never resolves, holds no
+ * lock: its commit simply joins a later batch (or never), and every other scope keeps committing.
+ * Running async plans inside an open transaction would do neither: any statement issued while the
+ * plan awaits would land inside it, and a stuck plan would hold the write lock for ever.
+ * If SQLite aborts the whole transaction inside one commit (disk full, I/O error), the rest of the
+ * batch is not run and every commit of the batch is rejected: none of them was written.
+ *
+ * Guarantee 3 (a rejected request changes nothing): a plan that throws never reaches the queue;
+ * a commit whose savepoint is rolled back leaves its head and log exactly as they were.
+ * Guarantee 5 (a crash leaves an unacknowledged commit complete or absent): a batch is one
+ * transaction; a kill -9 before COMMIT loses all of its commits, none of which was acked.
+ *
+ * The published watermark is not durable on purpose: `markPublished` joins the same queue, and
+ * a batch holding only watermark moves runs with synchronous=NORMAL (no fsync; a batch with a
+ * commit in it is fsynced anyway). A power cut can then lose a watermark move, never a patch:
+ * the watermark only says what has certainly been handed to the bus, so a lost move means the
+ * sweeper republishes those patches, and every consumer deduplicates by (scope, ii). A later
+ * fsync of the WAL covers the earlier frames, so a lost move can never punch a hole in the log.
  *
  * Cold storage (guarantee 6): `bundled` and `trimmed` are columns of the head row. Moving
  * `bundled` and each trim chunk (delete the oldest rows, move `trimmed`) are IMMEDIATE
@@ -109,15 +144,35 @@ function toRecord(r: PatchRow): PatchRecord {
   return { scope: r.scope, ii: r.ii, patch: JSON.parse(r.patch), at: r.at, by: r.by, session: r.session, si: r.si, hash: r.hash, epoch: r.epoch };
 }
 
+/** A write waiting for the next batch (see the top of the file). */
+interface Queued {
+  /** Runs inside the batch's transaction; what it returns or throws is this write's outcome. */
+  run: () => unknown;
+  /** Several statements: run inside a savepoint, so a failure undoes all of them and only them. */
+  savepoint: boolean;
+  /** Must be on disk when it resolves (a commit). A batch of only non-durable writes skips the fsync. */
+  durable: boolean;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
+type Settled = { value: unknown } | { error: unknown };
+
 export class SqliteLedger implements Ledger {
   private readonly db: Database.Database;
+  private readonly sync: 'full' | 'normal';
   private readonly stmt;
+  /** The batch's own transaction control (db.transaction() cannot give each write its outcome). */
+  private readonly tx;
+  private queued: Queued[] = [];
+  private flushing: NodeJS.Immediate | null = null;
 
   /** `file` is a path, or ':memory:'. */
   constructor(file: string, opts: { sync?: 'full' | 'normal' } = {}) {
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(`synchronous = ${opts.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+    this.sync = opts.sync ?? 'full';
+    this.db.pragma(`synchronous = ${this.sync === 'normal' ? 'NORMAL' : 'FULL'}`);
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     // Files made before cold storage existed have no `trimmed` column yet.
@@ -142,9 +197,13 @@ export class SqliteLedger implements Ledger {
       insertPatch: db.prepare(
         'INSERT INTO patches (scope, ii, patch, at, by, session, si, hash, epoch) VALUES (@scope, @ii, @patch, @at, @by, @session, @si, @hash, @epoch)',
       ),
-      // A commit leaves patches unpublished: start the outbox clock unless it is already running.
+      // The commit's head check and move in one statement: it changes the row only if the head is
+      // still where the plan saw it. Without new meta (null), updated and size stay. A commit
+      // leaves patches unpublished: start the outbox clock unless it is already running.
       advance: db.prepare(
-        'UPDATE scopes SET ii = @ii, updated = @updated, size = @size, unpublished_since = COALESCE(unpublished_since, @updated) WHERE id = @id',
+        `UPDATE scopes SET ii = @ii, updated = COALESCE(@updated, updated), size = COALESCE(@size, size),
+           unpublished_since = COALESCE(unpublished_since, @updated, updated)
+         WHERE id = @id AND ii = @expected AND epoch = @epoch`,
       ),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
       log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
@@ -175,6 +234,14 @@ export class SqliteLedger implements Ledger {
          ON CONFLICT(consumer, scope) DO UPDATE SET ii = @to WHERE ii = @expected`,
       ),
     };
+    this.tx = {
+      begin: db.prepare('BEGIN IMMEDIATE'),
+      commit: db.prepare('COMMIT'),
+      rollback: db.prepare('ROLLBACK'),
+      savepoint: db.prepare('SAVEPOINT one_commit'),
+      release: db.prepare('RELEASE one_commit'),
+      rollbackTo: db.prepare('ROLLBACK TO one_commit'),
+    };
   }
 
   async createScope(scope: NewScope): Promise<Head> {
@@ -202,6 +269,7 @@ export class SqliteLedger implements Ledger {
 
   async commit<T>(id: string, plan: Plan<T>): Promise<T> {
     for (;;) {
+      // Read outside any transaction: the write below checks this same head again (guarantee 1).
       const head = this.headOrThrow(id);
       const { records, meta, result } = await plan({
         head,
@@ -218,19 +286,90 @@ export class SqliteLedger implements Ledger {
       records.forEach((r, i) => {
         if (r.scope !== id || r.ii !== head.ii + 1 + i) throw new PatchbayError('internal', 'commit plan produced non-consecutive records');
       });
-      const written = this.db
-        .transaction(() => {
-          const now = this.stmt.head.get(id);
-          if (!now || now.ii !== head.ii || now.epoch !== head.epoch) return false;
-          for (const r of records) this.stmt.insertPatch.run({ ...r, patch: JSON.stringify(r.patch) });
-          const last = records[records.length - 1] as PatchRecord;
-          this.stmt.advance.run({ id, ii: last.ii, updated: meta?.updated ?? now.updated, size: meta?.size ?? now.size });
+      // Serialized before queueing, so the batch holds the write lock only to write.
+      const rows = records.map((r) => ({ ...r, patch: JSON.stringify(r.patch) }));
+      const update = { id, expected: head.ii, epoch: head.epoch, ii: head.ii + rows.length, updated: meta?.updated ?? null, size: meta?.size ?? null };
+      const written = await this.write(
+        () => {
+          if (this.stmt.advance.run(update).changes === 0) return false;
+          for (const row of rows) this.stmt.insertPatch.run(row);
           return true;
-        })
-        .immediate();
+        },
+        { savepoint: true, durable: true },
+      );
       if (written) return result;
-      // The head moved under the plan (another writer on this file): plan again.
+      // The head moved under the plan (another writer on this file, a lease taken): plan again.
     }
+  }
+
+  /**
+   * Queues `run` for the next batch, which starts once this event-loop turn is over, and resolves
+   * with its outcome once the batch's transaction is committed.
+   */
+  private write<R>(run: () => R, opts: { savepoint: boolean; durable: boolean }): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.queued.push({ run, ...opts, resolve: resolve as (value: unknown) => void, reject });
+      this.flushing ??= setImmediate(() => this.flush());
+    });
+  }
+
+  /** Writes everything queued in one transaction and settles each write with its own outcome. */
+  private flush(): void {
+    this.flushing = null;
+    const batch = this.queued;
+    this.queued = [];
+    if (batch.length === 0) return;
+    // Only watermark moves in this batch: no fsync for it (see the top of the file).
+    const relax = this.sync === 'full' && !batch.some((w) => w.durable);
+    let settled: Settled[];
+    try {
+      if (relax) this.db.pragma('synchronous = NORMAL');
+      settled = this.runBatch(batch);
+    } catch (err) {
+      for (const w of batch) w.reject(err);
+      return;
+    } finally {
+      if (relax && this.db.open) this.db.pragma('synchronous = FULL');
+    }
+    batch.forEach((w, i) => {
+      const s = settled[i] as Settled;
+      if ('error' in s) w.reject(s.error);
+      else w.resolve(s.value);
+    });
+  }
+
+  /**
+   * One BEGIN IMMEDIATE ... COMMIT, synchronous from end to end (nothing else runs on this
+   * connection meanwhile). A write that throws is undone (its savepoint, or SQLite's own
+   * statement rollback for a single statement) and the batch goes on; if SQLite rolled back the
+   * whole transaction, this throws and no write of the batch happened.
+   */
+  private runBatch(batch: Queued[]): Settled[] {
+    const { tx } = this;
+    const settled: Settled[] = [];
+    tx.begin.run();
+    try {
+      for (const w of batch) {
+        if (w.savepoint) tx.savepoint.run();
+        try {
+          const value = w.run();
+          if (w.savepoint) tx.release.run();
+          settled.push({ value });
+        } catch (error) {
+          if (!this.db.inTransaction) throw error;
+          if (w.savepoint) {
+            tx.rollbackTo.run();
+            tx.release.run();
+          }
+          settled.push({ error });
+        }
+      }
+      tx.commit.run();
+    } catch (err) {
+      if (this.db.inTransaction) tx.rollback.run();
+      throw err;
+    }
+    return settled;
   }
 
   async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
@@ -243,8 +382,19 @@ export class SqliteLedger implements Ledger {
     return this.stmt.patches.all(id, from, to, limit).map(([ii, patch]) => ({ ii, patch: JSON.parse(patch) }));
   }
 
+  /**
+   * Queued like a commit, so it rides in a commit's transaction when there is one; a batch of only
+   * watermark moves is not fsynced: losing one in a power cut only makes the sweeper republish
+   * (consumers deduplicate by (scope, ii)). One statement, atomic by itself: no savepoint.
+   */
   async markPublished(id: string, to: number, from?: number): Promise<void> {
-    this.stmt.markPublished.run({ id, to, floor: from === undefined ? Number.MIN_SAFE_INTEGER : from - 1 });
+    const floor = from === undefined ? Number.MIN_SAFE_INTEGER : from - 1;
+    await this.write(
+      () => {
+        this.stmt.markPublished.run({ id, to, floor });
+      },
+      { savepoint: false, durable: false },
+    );
   }
 
   async listUnpublished(before: number, limit: number) {
@@ -329,7 +479,12 @@ export class SqliteLedger implements Ledger {
       .immediate();
   }
 
+  /** Writes what is queued first (so a watermark noted just before closing is kept), then closes. */
   async close(): Promise<void> {
+    if (this.flushing) {
+      clearImmediate(this.flushing);
+      this.flush();
+    }
     if (this.db.open) this.db.close();
   }
 }

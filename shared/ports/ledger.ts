@@ -101,6 +101,9 @@ export interface Ledger {
   /**
    * Exactly what `readLog` returns for the same arguments, but only each record's ii and patch:
    * the read a state rebuild makes, which adapters can serve without decoding the rest.
+   * The returned objects are the caller's: fresh on every call (parsed from what is stored, never
+   * a cached or stored object), so a rebuild may fold the patches' values into its state, where
+   * later patches change them, without copying them first (shared/cold/fold.ts).
    */
   readPatches(id: string, from: number, to: number, limit?: number): Promise<LogPatch[]>;
   /**

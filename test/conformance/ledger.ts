@@ -17,7 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PatchbayError } from '../../shared/errors.js';
 import type { Json } from '../../shared/json.js';
-import type { Head, Ledger, Plan } from '../../shared/ports/index.js';
+import type { Head, Ledger, LogPatch, Plan } from '../../shared/ports/index.js';
 import { retryKey } from '../../shared/ports/index.js';
 import type { PatchRecord, ScopeMeta } from '../../shared/protocol.js';
 
@@ -48,12 +48,42 @@ function record(scope: string, ii: number, epoch: number, overrides: Partial<Pat
   };
 }
 
+/** Records 1..6 with every field and patch shape worth reading back: sessions, escapes, every op, an empty patch. */
+function varied(id: string, e: number): PatchRecord[] {
+  return [
+    record(id, 1, e),
+    record(id, 2, e, { session: 'sess-A', si: 0, by: 'anon:ü', at: T0 + 1 }),
+    record(id, 3, e, { session: 'sess-A', si: 7, patch: [{ op: 'remove', path: '/a~1b/~0c' }] }),
+    record(id, 4, e, {
+      patch: [
+        { op: 'move', from: '/x', path: '/y' },
+        { op: 'copy', from: '/y', path: '/z' },
+      ],
+    }),
+    record(id, 5, e, {
+      patch: [
+        { op: 'test', path: '/n', value: null },
+        { op: 'add', path: '', value: [[], {}, '', 0, false, -0.5, 1e21, 'é ✓ 𝄞 \u0000 "q"'] },
+      ],
+    }),
+    record(id, 6, e, { session: 'other:session_1.x', si: Number.MAX_SAFE_INTEGER, patch: [] }),
+  ];
+}
+
 /** A well-behaved plan: `n` records after whatever head it is shown. Resolves to their indices. */
 function append(id: string, n: number, overrides: Partial<PatchRecord> = {}, planMeta?: Pick<ScopeMeta, 'updated' | 'size'>): Plan<number[]> {
   return async (view) => {
     const records = Array.from({ length: n }, (_, i) => record(id, view.head.ii + 1 + i, view.head.epoch, overrides));
     return { records, meta: planMeta, result: records.map((r) => r.ii) };
   };
+}
+
+/** What readPatches must return: readLog's answer for the same arguments, reduced to ii and patch. */
+async function expectPatchesOfLog(l: Ledger, id: string, from: number, to: number, limit?: number): Promise<LogPatch[]> {
+  const log = await l.readLog(id, from, to, limit);
+  const patches = await l.readPatches(id, from, to, limit);
+  expect(patches, `readPatches(${from}, ${to}, ${limit})`).toEqual(log.map((r) => ({ ii: r.ii, patch: r.patch })));
+  return patches;
 }
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
@@ -185,25 +215,7 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
       it('readLog returns every field exactly, ascending, with inclusive bounds and limit', async () => {
         const l = await open();
         const { id, head } = await create(l);
-        const e = head.epoch;
-        const records = [
-          record(id, 1, e),
-          record(id, 2, e, { session: 'sess-A', si: 0, by: 'anon:ü', at: T0 + 1 }),
-          record(id, 3, e, { session: 'sess-A', si: 7, patch: [{ op: 'remove', path: '/a~1b/~0c' }] }),
-          record(id, 4, e, {
-            patch: [
-              { op: 'move', from: '/x', path: '/y' },
-              { op: 'copy', from: '/y', path: '/z' },
-            ],
-          }),
-          record(id, 5, e, {
-            patch: [
-              { op: 'test', path: '/n', value: null },
-              { op: 'add', path: '', value: [[], {}, '', 0, false] },
-            ],
-          }),
-          record(id, 6, e, { session: 'other:session_1.x', si: Number.MAX_SAFE_INTEGER, patch: [] }),
-        ];
+        const records = varied(id, head.epoch);
         await l.commit(id, async () => ({ records: records.slice(0, 2), result: null }));
         await l.commit(id, async () => ({ records: records.slice(2), result: null }));
 
@@ -235,6 +247,61 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
           [a.id, 3],
         ]);
         expect(await l.readLog(b.id, 1, 10)).toEqual([record(b.id, 1, b.head.epoch, { by: 'user-b' })]);
+      });
+
+      it('readPatches returns exactly readLog’s ii and patch for the same ranges and limits', async () => {
+        const l = await open();
+        const { id, head } = await create(l);
+        const records = [...varied(id, head.epoch), ...Array.from({ length: 19 }, (_, i) => record(id, 7 + i, head.epoch))];
+        await l.commit(id, async () => ({ records: records.slice(0, 3), result: null }));
+        await l.commit(id, async () => ({ records: records.slice(3), result: null }));
+        const all = records.map((r) => ({ ii: r.ii, patch: r.patch }));
+
+        expect(await expectPatchesOfLog(l, id, 1, 25)).toEqual(all);
+        expect(await expectPatchesOfLog(l, id, 0, 1000)).toEqual(all);
+        expect(await expectPatchesOfLog(l, id, 2, 4)).toEqual(all.slice(1, 4));
+        expect(await expectPatchesOfLog(l, id, 3, 3)).toEqual([all[2]]);
+        expect(await expectPatchesOfLog(l, id, 25, 25)).toEqual([all[24]]);
+        expect(await expectPatchesOfLog(l, id, 1, 25, 2)).toEqual(all.slice(0, 2));
+        expect(await expectPatchesOfLog(l, id, 3, 25, 10)).toEqual(all.slice(2, 12));
+        expect(await expectPatchesOfLog(l, id, 2, 3, 10)).toEqual(all.slice(1, 3));
+        expect(await expectPatchesOfLog(l, id, 1, 25, 25)).toEqual(all);
+        expect(await expectPatchesOfLog(l, id, 1, Number.MAX_SAFE_INTEGER, 100_000)).toEqual(all);
+        // paging through with a small limit gives the whole log, in order, once
+        const paged: LogPatch[] = [];
+        for (let next = 1; ; ) {
+          const page = await expectPatchesOfLog(l, id, next, 25, 7);
+          paged.push(...page);
+          if (page.length < 7) break;
+          next = (page[page.length - 1] as LogPatch).ii + 1;
+        }
+        expect(paged).toEqual(all);
+        // past the end, an empty or inverted range, and nothing at or below 0
+        expect(await expectPatchesOfLog(l, id, 26, 40)).toEqual([]);
+        expect(await expectPatchesOfLog(l, id, 4, 3)).toEqual([]);
+        expect(await expectPatchesOfLog(l, id, -5, 0)).toEqual([]);
+        // another scope's records never, an unknown scope's nothing
+        const other = await create(l);
+        await l.commit(other.id, append(other.id, 2, { by: 'user-b' }));
+        expect(await expectPatchesOfLog(l, other.id, 1, 100)).toEqual([1, 2].map((ii) => ({ ii, patch: record(other.id, ii, other.head.epoch).patch })));
+        expect(await expectPatchesOfLog(l, newId(), 1, 100)).toEqual([]);
+      });
+
+      it('readPatches returns fresh objects: changing them changes nothing stored, nor the next answer', async () => {
+        const l = await open();
+        const { id } = await create(l);
+        await l.commit(id, append(id, 3));
+        const first = await l.readPatches(id, 1, 3);
+        const second = await l.readPatches(id, 1, 3);
+        expect(second).toEqual(first);
+        const op = (first[0] as LogPatch).patch[1] as unknown as { value: { nested: unknown[] } };
+        expect((second[0] as LogPatch).patch[1]).not.toBe(op);
+        expect((second[0] as LogPatch).patch[1]?.value).not.toBe(op.value);
+        // what a fold does to a value it took from a patch
+        op.value.nested.push('changed by a later op');
+        (first[1] as LogPatch).patch.pop();
+        expect(await l.readPatches(id, 1, 3)).toEqual(second);
+        expect((await l.readLog(id, 1, 3)).map((r) => r.patch)).toEqual(second.map((p) => p.patch));
       });
 
       it('commit on a missing scope throws scope_not_found and creates nothing', async () => {
@@ -420,11 +487,17 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
         expect(await l.getHead(id)).toMatchObject({ ii: 10, bundled: 7, trimmed: 3 });
         expect(await l.readLog(id, 1, 10)).toEqual(log.slice(3));
         expect(await l.readLog(id, 1, 3)).toEqual([]);
+        await expectPatchesOfLog(l, id, 1, 10);
+        await expectPatchesOfLog(l, id, 2, 5, 2);
         expect(await l.trimLog(id, 'worker-a', epoch, 7, 3)).toBe(6);
         expect(await l.trimLog(id, 'worker-a', epoch, 7, 3)).toBe(7);
         expect(await l.trimLog(id, 'worker-a', epoch, 7, 3)).toBe(7); // nothing left below upTo
         expect(await l.trimLog(id, 'worker-a', epoch, 5, 3)).toBe(7); // already past upTo
         expect(await l.readLog(id, 1, 10)).toEqual(log.slice(7));
+        // readPatches sees exactly the records readLog sees: none at or below trimmed
+        expect(await expectPatchesOfLog(l, id, 1, 10)).toEqual(log.slice(7).map((r) => ({ ii: r.ii, patch: r.patch })));
+        expect(await expectPatchesOfLog(l, id, 1, 7)).toEqual([]);
+        expect(await expectPatchesOfLog(l, id, 5, 9, 1)).toEqual([{ ii: 8, patch: (log[7] as PatchRecord).patch }]);
         expect(await l.getHead(id)).toMatchObject({ ii: 10, bundled: 7, trimmed: 7 });
 
         // the log goes on at head + 1 as before

@@ -304,6 +304,32 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
     expect(await l.listUnpublished(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
   });
 
+  it('readPatches asks Firestore for ii and patch only', async () => {
+    const client = emu.firestore();
+    const l = new FirestoreLedger(client, { root: newRoot() });
+    try {
+      const id = 'projection';
+      await l.createScope({ id, meta, initial: {} });
+      await l.commit(id, async (v) => ({ records: [1, 2, 3].map((k) => rec(id, v.head.ii + k, { session: 'p', si: k, by: 'x'.repeat(500) })), result: null }));
+      // The same query readPatches sends comes back with two fields per document.
+      const { Query } = await import('@google-cloud/firestore');
+      const original = Query.prototype.select;
+      const selected: string[][] = [];
+      Query.prototype.select = function (this: unknown, ...fields: Parameters<typeof original>) {
+        selected.push(fields.map(String));
+        return original.apply(this, fields);
+      } as typeof original;
+      try {
+        expect(await l.readPatches(id, 1, 3)).toEqual([1, 2, 3].map((ii) => ({ ii, patch: rec(id, ii).patch })));
+      } finally {
+        Query.prototype.select = original;
+      }
+      expect(selected).toEqual([['ii', 'patch']]);
+    } finally {
+      await client.terminate();
+    }
+  });
+
   it('reset() empties the emulator project', async () => {
     const ref = db.collection(newRoot()).doc('d');
     await ref.set({ x: 1 });

@@ -311,14 +311,21 @@ export class FirestoreLedger implements Ledger {
     return found;
   }
 
-  async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
-    if (to < from || limit <= 0) return [];
-    const q = await this.head(id).collection('log').where('ii', '>=', from).where('ii', '<=', to).orderBy('ii').limit(limit).get();
-    return q.docs.map(toRecord);
+  /** The log documents from <= ii <= to, ascending, at most `limit`. */
+  private logRange(id: string, from: number, to: number, limit: number) {
+    return this.head(id).collection('log').where('ii', '>=', from).where('ii', '<=', to).orderBy('ii').limit(limit);
   }
 
+  async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
+    if (to < from || limit <= 0) return [];
+    return (await this.logRange(id, from, to, limit).get()).docs.map(toRecord);
+  }
+
+  /** Only the two fields come over the wire (a projection); each patch is parsed afresh from its JSON text. */
   async readPatches(id: string, from: number, to: number, limit = 1000): Promise<LogPatch[]> {
-    return (await this.readLog(id, from, to, limit)).map((r) => ({ ii: r.ii, patch: r.patch }));
+    if (to < from || limit <= 0) return [];
+    const q = await this.logRange(id, from, to, limit).select('ii', 'patch').get();
+    return q.docs.map((d) => ({ ii: d.get('ii') as number, patch: JSON.parse(d.get('patch')) as Patch }));
   }
 
   async markPublished(id: string, to: number, from?: number): Promise<void> {

@@ -304,6 +304,87 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
     expect(await l.listUnpublished(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
   });
 
+  /** Records the document paths of every `getAll` the ledger makes outside a transaction on `client`. */
+  function watchGetAll(client: Firestore): { paths: string[][]; stop: () => void } {
+    const paths: string[][] = [];
+    const original = client.getAll;
+    client.getAll = ((...args: Parameters<Firestore['getAll']>) => {
+      paths.push(args.flatMap((a) => (a && typeof a === 'object' && 'path' in a ? [(a as { path: string }).path] : [])));
+      return original.apply(client, args);
+    }) as Firestore['getAll'];
+    return {
+      paths,
+      stop: () => {
+        client.getAll = original;
+      },
+    };
+  }
+
+  it('a commit reads the outbox and the cold pointer only for a plan that looks at published, bundled or trimmed', async () => {
+    const client = emu.firestore();
+    const watch = watchGetAll(client);
+    try {
+      const l = new FirestoreLedger(client, { root: newRoot() });
+      const id = 'side';
+      await l.createScope({ id, meta, initial: {} });
+      const side = () => watch.paths.filter((ps) => ps.some((path) => path.includes('~outbox') || path.includes('~cold'))).length;
+
+      // The engine's kind of plan (ii, epoch, meta, findRetries): no side reads, one run.
+      let runs = 0;
+      const before = side();
+      for (let k = 0; k < 3; k++) {
+        await l.commit(id, async (v) => {
+          runs++;
+          await v.findRetries([{ session: 's', si: k }]);
+          return { records: [rec(id, v.head.ii + 1, { epoch: v.head.epoch })], meta: { updated: T0 + v.head.meta.size, size: v.head.ii }, result: null };
+        });
+      }
+      expect(runs).toBe(3);
+      expect(side()).toBe(before);
+
+      // Pointers and watermark that are not 0, so a lazy head that read nothing would show.
+      const epoch = (await l.acquireLease(id, 'b', 60_000)) as number;
+      await l.advanceBundled(id, 'b', epoch, 2);
+      await l.trimLog(id, 'b', epoch, 1, 10);
+      await l.markPublished(id, 3);
+      const want = { ii: 3, published: 3, bundled: 2, trimmed: 1 };
+      expect(await l.getHead(id)).toMatchObject(want);
+
+      // A plan that reads them is run again with them read, and commits once.
+      runs = 0;
+      const s0 = side();
+      const seen = await l.commit(id, async (v) => {
+        runs++;
+        const { ii, published, bundled, trimmed } = v.head;
+        return { records: [rec(id, ii + 1, { epoch })], result: { ii, published, bundled, trimmed } };
+      });
+      expect(seen).toEqual(want);
+      expect(runs).toBe(2);
+      expect(side()).toBe(s0 + 1);
+      // ... even one that catches the error it got the first time
+      runs = 0;
+      const caught = await l.commit(id, async (v) => {
+        runs++;
+        let published: number | string;
+        try {
+          published = v.head.published;
+        } catch {
+          published = 'swallowed';
+        }
+        return { records: [rec(id, v.head.ii + 1, { epoch })], result: published };
+      });
+      expect(caught).toBe(3);
+      expect(runs).toBe(2);
+      // and a whole-head comparison sees every field (the conformance suite's toEqual(head) too)
+      const head = await l.getHead(id);
+      expect(await l.commit(id, async (v) => ({ records: [], result: { ...v.head } }))).toEqual(head);
+      expect((await l.readLog(id, 1, 10)).map((r) => r.ii)).toEqual([2, 3, 4, 5]);
+    } finally {
+      watch.stop();
+      await client.terminate();
+    }
+  });
+
   it('readPatches asks Firestore for ii and patch only', async () => {
     const client = emu.firestore();
     const l = new FirestoreLedger(client, { root: newRoot() });

@@ -18,8 +18,9 @@
  * The outbox document keeps the published watermark away from the head: publishers and the
  * sweeper never read or write the head, so they never contend with commits for it (contention on
  * one document is what makes Firestore slow). A commit writes the outbox blindly (no read, so no
- * lock): `ii` and `pending` = the oldest unpublished commit's `updated` time (a minimum transform).
- * `pending` is removed only by a write
+ * lock): `ii` and `pending` = the oldest unpublished commit's `updated` time (a minimum
+ * transform). It reads the outbox (and the cold pointer) only for a plan that looks at
+ * `head.published`, `bundled` or `trimmed` (see runPlan). `pending` is removed only by a write
  * that is conditional on the exact outbox version in which published >= ii; a commit in between
  * changes that version, so an unpublished scope is never lost from `listUnpublished`.
  *
@@ -37,7 +38,7 @@
 import { type DocumentReference, type DocumentSnapshot, FieldValue, type Firestore, type Transaction } from '@google-cloud/firestore';
 import { isBackendError, PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
-import type { Head, Lease, Ledger, LogPatch, NewScope, Plan } from '../../ports/index.js';
+import type { CommitPlan, Head, Lease, Ledger, LogPatch, NewScope, Plan, TxView } from '../../ports/index.js';
 import { retryKey } from '../../ports/index.js';
 import type { ScopeSummary } from '../../ports/ledger.js';
 import type { Patch, PatchRecord, ScopeMeta } from '../../protocol.js';
@@ -66,6 +67,8 @@ export interface FirestoreLedgerOptions {
 
 const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta'];
 const POINTER_FIELDS = ['bundled', 'trimmed'];
+/** The fields of a Head that are not in the head document: read by a commit only on demand. */
+const SIDE_FIELDS = ['published', 'bundled', 'trimmed'] as const;
 /** Firestore's limit for one document is 1 MiB; keep a margin for our estimate. */
 const MAX_DOC_BYTES = 1_000_000;
 /** FAILED_PRECONDITION (a stale lastUpdateTime) and ALREADY_EXISTS (create of an existing document). */
@@ -118,15 +121,20 @@ function toRecord(d: DocumentSnapshot): PatchRecord {
   };
 }
 
+/** The head's lease (null: none), as a plain object. */
+function leaseOf(d: DocumentSnapshot): Lease | null {
+  const lease = d.get('lease') as Lease | null | undefined;
+  return lease ? { holder: lease.holder, expires: lease.expires } : null;
+}
+
 /** `pointer` is the cold-pointer document (missing: nothing bundled or trimmed yet). */
 function toHead(d: DocumentSnapshot, published: number, pointer: DocumentSnapshot | undefined): Head {
   const m = d.get('meta') as ScopeMeta;
-  const lease = d.get('lease') as Lease | null | undefined;
   return {
     id: d.get('id'),
     ii: d.get('ii'),
     epoch: d.get('epoch'),
-    lease: lease ? { holder: lease.holder, expires: lease.expires } : null,
+    lease: leaseOf(d),
     published,
     bundled: num(pointer?.get('bundled')),
     trimmed: num(pointer?.get('trimmed')),
@@ -206,11 +214,6 @@ export class FirestoreLedger implements Ledger {
 
   async commit<T>(id: string, plan: Plan<T>): Promise<T> {
     const headRef = this.head(id);
-    // The watermark and the cold pointers, for head.published/bundled/trimmed only: read outside
-    // the transaction so that publishing and bundling never contend with committing. They may
-    // lag; they never gate a commit.
-    const side = this.db.getAll(this.outbox(id), this.pointer(id));
-    side.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
     // The client library would re-run the whole transaction, plan included, after a commit whose
     // response was lost (UNAVAILABLE, DEADLINE_EXCEEDED...) although it went through: the plan
     // would then decide again against a head that already holds its own records, and append the
@@ -221,7 +224,7 @@ export class FirestoreLedger implements Ledger {
     for (let attempt = 1; ; attempt++) {
       let wrote = false;
       try {
-        return await this.commitOnce(id, headRef, side, plan, () => {
+        return await this.commitOnce(id, headRef, plan, () => {
           wrote = true;
         });
       } catch (err) {
@@ -235,14 +238,13 @@ export class FirestoreLedger implements Ledger {
     }
   }
 
-  private commitOnce<T>(id: string, headRef: DocumentReference, side: Promise<DocumentSnapshot[]>, plan: Plan<T>, onWrites: () => void): Promise<T> {
+  private commitOnce<T>(id: string, headRef: DocumentReference, plan: Plan<T>, onWrites: () => void): Promise<T> {
     return this.db.runTransaction(
       async (tx) => {
         const [snap] = await tx.getAll(headRef, { fieldMask: HEAD_FIELDS });
         if (!snap?.exists) throw notFound(id);
-        const [outbox, pointer] = await side;
-        const head = toHead(snap, num(outbox?.get('published')), pointer);
-        const { records, meta, result } = await plan({ head, findRetries: (keys) => this.findRetries(tx, id, keys) });
+        const { head, planned } = await this.runPlan(id, tx, snap, plan);
+        const { records, meta, result } = planned;
         if (records.length === 0) return result;
         records.forEach((r, i) => {
           if (r.scope !== id || r.ii !== head.ii + 1 + i) {
@@ -270,6 +272,39 @@ export class FirestoreLedger implements Ledger {
       },
       { maxAttempts: 1 },
     );
+  }
+
+  /**
+   * Runs the plan on the head. `published`, `bundled` and `trimmed` live in other documents (the
+   * outbox and the cold pointer), and plans rarely look at them (the engine's never does), so
+   * they are read only for a plan that does: it is first shown a head on which reading one of
+   * them throws, and if it read one (even if it then caught the error), it is run again on the
+   * whole head. A plan may be run more than once anyway (Ledger.commit). Those two documents are
+   * read outside the transaction, so that publishing and bundling never contend with committing:
+   * they may lag; they never gate a commit.
+   */
+  private async runPlan<T>(id: string, tx: Transaction, snap: DocumentSnapshot, plan: Plan<T>): Promise<{ head: Head; planned: CommitPlan<T> }> {
+    const findRetries: TxView['findRetries'] = (keys) => this.findRetries(tx, id, keys);
+    let wanted = false;
+    const partial = toHead(snap, 0, undefined);
+    for (const field of SIDE_FIELDS) {
+      Object.defineProperty(partial, field, {
+        enumerable: true,
+        get: () => {
+          wanted = true;
+          throw new PatchbayError('internal', `head.${field} of ${id} is read only on demand`);
+        },
+      });
+    }
+    try {
+      const planned = await plan({ head: partial, findRetries });
+      if (!wanted) return { head: partial, planned };
+    } catch (err) {
+      if (!wanted) throw err;
+    }
+    const [outbox, pointer] = await this.db.getAll(this.outbox(id), this.pointer(id), { fieldMask: ['published', ...POINTER_FIELDS] });
+    const head = toHead(snap, num(outbox?.get('published')), pointer);
+    return { head, planned: await plan({ head, findRetries }) };
   }
 
   /** Refuses a commit that one Firestore transaction cannot carry (nothing has been written yet). */
@@ -386,32 +421,33 @@ export class FirestoreLedger implements Ledger {
   }
 
   async acquireLease(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<number | null> {
-    const ref = this.head(id);
-    return this.db.runTransaction(
-      async (tx) => {
-        const [snap] = await tx.getAll(ref, { fieldMask: ['epoch', 'lease'] });
-        if (!snap?.exists) throw notFound(id);
-        const lease = (snap.get('lease') as Lease | null | undefined) ?? null;
-        const epoch = num(snap.get('epoch'));
-        if (lease && lease.holder !== holder && lease.expires > now) return null;
-        const next = lease && lease.holder === holder && lease.expires > now ? epoch : epoch + 1;
-        tx.update(ref, { lease: { holder, expires: now + ttlMs }, epoch: next });
-        return next;
-      },
-      { maxAttempts: this.maxAttempts },
-    );
+    return this.leaseTx(id, (lease, epoch, update) => {
+      if (lease && lease.holder !== holder && lease.expires > now) return null;
+      const next = lease && lease.holder === holder && lease.expires > now ? epoch : epoch + 1;
+      update({ lease: { holder, expires: now + ttlMs }, epoch: next });
+      return next;
+    });
   }
 
   async releaseLease(id: string, holder: string, epoch: number): Promise<boolean> {
+    return this.leaseTx(id, (lease, current, update) => {
+      if (!lease || lease.holder !== holder || current !== epoch) return false;
+      update({ lease: null });
+      return true;
+    });
+  }
+
+  /**
+   * One transaction on the head's lease and epoch: `decide` sees them and may update the head.
+   * Throws `scope_not_found` when there is no head.
+   */
+  private leaseTx<T>(id: string, decide: (lease: Lease | null, epoch: number, update: (data: Record<string, unknown>) => void) => T): Promise<T> {
     const ref = this.head(id);
     return this.db.runTransaction(
       async (tx) => {
         const [snap] = await tx.getAll(ref, { fieldMask: ['epoch', 'lease'] });
         if (!snap?.exists) throw notFound(id);
-        const lease = (snap.get('lease') as Lease | null | undefined) ?? null;
-        if (!lease || lease.holder !== holder || num(snap.get('epoch')) !== epoch) return false;
-        tx.update(ref, { lease: null });
-        return true;
+        return decide(leaseOf(snap), num(snap.get('epoch')), (data) => tx.update(ref, data));
       },
       { maxAttempts: this.maxAttempts },
     );
@@ -437,8 +473,7 @@ export class FirestoreLedger implements Ledger {
   private async leased(tx: Transaction, id: string, holder: string, epoch: number): Promise<{ ii: number; bundled: number; trimmed: number } | null> {
     const [h, p] = await tx.getAll(this.head(id), this.pointer(id), { fieldMask: ['ii', 'epoch', 'lease', ...POINTER_FIELDS] });
     if (!h?.exists) throw notFound(id);
-    const lease = (h.get('lease') as Lease | null | undefined) ?? null;
-    if (lease?.holder !== holder || num(h.get('epoch')) !== epoch) return null;
+    if (leaseOf(h)?.holder !== holder || num(h.get('epoch')) !== epoch) return null;
     return { ii: num(h.get('ii')), bundled: num(p?.get('bundled')), trimmed: num(p?.get('trimmed')) };
   }
 

@@ -4,8 +4,9 @@
  * and BlobStore ports. docs/cold-storage.md describes the format and the protocol.
  */
 export { Bundler, type BundlerConfig, type BundlerOptions, type RunReport, type ScopeReport, type ScopeRunOptions } from './bundler.js';
-export { decodeBundle, decodeSnapshot, encodeBundle, encodeSnapshot, recordLine } from './format.js';
-export { LOG_PAGE, readLog } from './log.js';
+export { foldAccepted } from './fold.js';
+export { decodeBundle, decodeBundlePatches, decodeSnapshot, encodeBundle, encodeSnapshot, recordLine } from './format.js';
+export { LOG_PAGE, PATCH_PAGE, readLog, readPatchPages } from './log.js';
 export { type BundleRef, bundleKey, bundlePrefix, parseBundleKey, parseSnapshotKey, scopeSegment, snapshotKey, snapshotPrefix } from './names.js';
 export { type CacheCheck, checkCache, foldForward, rebuildState, type StartPoint } from './rebuild.js';
 export { ColdStore, type WriteOutcome } from './store.js';

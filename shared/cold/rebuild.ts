@@ -10,9 +10,9 @@
 import { isDeepStrictEqual } from 'node:util';
 import { PatchbayError } from '../errors.js';
 import { cloneJson, type Json } from '../json.js';
-import { applyPatch } from '../patch.js';
-import type { HotCache, Ledger } from '../ports/index.js';
-import { readLog } from './log.js';
+import type { HotCache, Ledger, LogPatch } from '../ports/index.js';
+import { foldAccepted } from './fold.js';
+import { readPatchPages } from './log.js';
 import type { ColdStore } from './store.js';
 
 export interface StartPoint {
@@ -50,14 +50,22 @@ export async function rebuildState(ledger: Ledger, cold: ColdStore, id: string, 
   return foldForward(ledger, cold, id, start, ii);
 }
 
-/** Applies patches start.ii+1..ii to start.state. */
+/**
+ * Applies patches start.ii+1..ii to start.state (which it mutates). Read as (ii, patch) pages
+ * and folded with fast-json-patch directly: these patches were all accepted, each checked by the
+ * strict applier against this same sequence of states (shared/cold/fold.ts says why the result is
+ * the same).
+ */
 export async function foldForward(ledger: Ledger, cold: ColdStore, id: string, start: StartPoint, ii: number): Promise<Json> {
   let at = start.ii;
   let state = start.state;
-  for await (const r of readLog(ledger, cold, id, at + 1, ii)) {
-    if (r.ii !== at + 1) throw new PatchbayError('internal', `log of ${id} has a hole at ${at + 1}`);
-    state = applyPatch(state, r.patch);
-    at = r.ii;
+  for await (const page of readPatchPages(ledger, cold, id, at + 1, ii)) {
+    const first = (page[0] as LogPatch).ii;
+    if (first !== at + 1 || (page[page.length - 1] as LogPatch).ii !== first + page.length - 1) {
+      throw new PatchbayError('internal', `log of ${id} has a hole at ${at + 1}`);
+    }
+    state = foldAccepted(id, state, page);
+    at += page.length;
   }
   if (at !== ii) throw new PatchbayError('internal', `log of ${id} ends at ${at}, expected ${ii}`);
   return state;

@@ -11,12 +11,18 @@
  */
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
-import type { BlobStore } from '../ports/index.js';
+import type { BlobStore, LogPatch } from '../ports/index.js';
 import type { PatchRecord } from '../protocol.js';
-import { decodeBundle, decodeSnapshot, encodeBundle, encodeSnapshot } from './format.js';
+import { decodeBundle, decodeBundlePatches, decodeSnapshot, encodeBundle, encodeSnapshot } from './format.js';
 import { type BundleRef, bundleKey, bundlePrefix, parseBundleKey, parseSnapshotKey, snapshotKey, snapshotPrefix } from './names.js';
 
 const CONTENT_TYPE = 'application/gzip';
+/**
+ * Bundles a reader fetches ahead of the one it hands out (see ColdStore.pages). Measured on a
+ * 100,000-patch rebuild from bundles of 1,000: none 170k patches/s, one 210k, two 250-290k, three
+ * no better than two. Memory: three bundles instead of one (PATCHBAY_BUNDLE_MAX_BYTES each, at most).
+ */
+const READ_AHEAD = 2;
 
 export type WriteOutcome = 'written' | 'present' | 'repaired';
 
@@ -36,9 +42,18 @@ export class ColdStore {
   }
 
   async readBundle(id: string, ref: BundleRef): Promise<PatchRecord[]> {
+    return decodeBundle(ref.key, await this.bundleBytes(ref), { scope: id, from: ref.from, to: ref.to });
+  }
+
+  /** The ii and patch of a bundle's records (what a rebuild needs), checked like readBundle. */
+  async readBundlePatches(id: string, ref: BundleRef): Promise<LogPatch[]> {
+    return decodeBundlePatches(ref.key, await this.bundleBytes(ref), { scope: id, from: ref.from, to: ref.to });
+  }
+
+  private async bundleBytes(ref: BundleRef): Promise<Uint8Array> {
     const bytes = await this.blobs.get(ref.key);
     if (bytes === null) throw new PatchbayError('internal', `cold object ${ref.key} is missing`, { reason: 'cold_object_missing', key: ref.key });
-    return decodeBundle(ref.key, bytes, { scope: id, from: ref.from, to: ref.to });
+    return bytes;
   }
 
   async readSnapshot(id: string, ii: number): Promise<Json | null> {
@@ -69,7 +84,27 @@ export class ColdStore {
    * Throws `internal` when no bundle holds an index in the range: cold storage lost something.
    */
   async *records(id: string, from: number, to: number): AsyncGenerator<PatchRecord> {
+    for await (const page of this.recordPages(id, from, to)) yield* page;
+  }
+
+  /** The records from..to, one page per bundle read (see `records`). */
+  recordPages(id: string, from: number, to: number): AsyncGenerator<PatchRecord[]> {
+    return this.pages(id, from, to, (ref) => this.readBundle(id, ref));
+  }
+
+  /** The ii and patch of records from..to, one page per bundle read: freshly parsed, the caller's own. */
+  patchPages(id: string, from: number, to: number): AsyncGenerator<LogPatch[]> {
+    return this.pages(id, from, to, (ref) => this.readBundlePatches(id, ref));
+  }
+
+  /**
+   * One page per bundle read. The next READ_AHEAD bundles are fetched, unzipped and parsed while
+   * the caller works on the current page (the blob reads and the unzipping run off the main
+   * thread), so at most READ_AHEAD + 1 bundles are in memory at a time.
+   */
+  private async *pages<T>(id: string, from: number, to: number, read: (ref: BundleRef) => Promise<T[]>): AsyncGenerator<T[]> {
     let refs: BundleRef[] | null = null;
+    const ahead: Array<{ ref: BundleRef; page: Promise<T[]> }> = [];
     let next = from;
     while (next <= to) {
       refs ??= await this.listBundles(id);
@@ -79,11 +114,20 @@ export class ColdStore {
         best = pick(refs, next);
       }
       if (!best) throw new PatchbayError('internal', `cold storage of ${id} has no bundle holding ${next}`, { reason: 'cold_object_missing' });
-      const records = await this.readBundle(id, best);
-      for (let i = next - best.from; i < records.length && next <= to; i++) {
-        yield records[i] as PatchRecord;
-        next++;
+      const queued = ahead[0]?.ref === best ? ahead.shift() : undefined;
+      if (!queued) ahead.length = 0; // the listing changed: read afresh
+      const all = await (queued?.page ?? read(best));
+      const end = Math.min(to, best.to);
+      for (let at = (ahead[ahead.length - 1]?.ref ?? best).to + 1; ahead.length < READ_AHEAD && at <= to; ) {
+        const ref = pick(refs, at);
+        if (!ref) break;
+        const page = read(ref);
+        page.catch(() => {}); // awaited when its turn comes; dropped if the caller stops first
+        ahead.push({ ref, page });
+        at = ref.to + 1;
       }
+      yield next === best.from && end === best.to ? all : all.slice(next - best.from, end - best.from + 1);
+      next = end + 1;
     }
   }
 

@@ -37,8 +37,9 @@
  * a batch holding only watermark moves runs with synchronous=NORMAL (no fsync; a batch with a
  * commit in it is fsynced anyway). A power cut can then lose a watermark move, never a patch:
  * the watermark only says what has certainly been handed to the bus, so a lost move means the
- * sweeper republishes those patches, and every consumer deduplicates by (scope, ii). A later
- * fsync of the WAL covers the earlier frames, so a lost move can never punch a hole in the log.
+ * sweeper republishes those patches, and every consumer deduplicates by (scope, ii). The WAL is
+ * one file written in order, so the next commit's fsync makes every earlier move durable too:
+ * a power cut loses at most the moves made since the last commit.
  *
  * Cold storage (guarantee 6): `bundled` and `trimmed` are columns of the head row. Moving
  * `bundled` and each trim chunk (delete the oldest rows, move `trimmed`) are IMMEDIATE

@@ -33,6 +33,9 @@ import type { Adapters } from '../shared/ports/index.js';
 import type { Patch, PatchRecord } from '../shared/protocol.js';
 import { LONG_INITIAL, longPatch } from './patches.js';
 
+/** Rows per page of the raw fold: as many as patchbay's rebuild reads per page. */
+const RAW_PAGE = 10_000;
+
 const logger: Logger = {
   request: () => {},
   error: (e) => process.stderr.write(`${JSON.stringify(e)}\n`),
@@ -121,6 +124,8 @@ const methods: Record<string, (p: Record<string, unknown>) => Promise<unknown>> 
   },
 
   async rawFold(p) {
+    // The page patchbay's own rebuild reads (shared/cold/log.ts PATCH_PAGE), so the baseline
+    // differs from it only in what patchbay does on top.
     const id = String(p.id);
     const cfg = need(config, 'rawFold');
     let state = cloneJson(LONG_INITIAL);
@@ -133,10 +138,10 @@ const methods: Record<string, (p: Record<string, unknown>) => Promise<unknown>> 
           'SELECT ii, patch FROM patches WHERE scope = ? AND ii > ? ORDER BY ii LIMIT ?',
         );
         for (let last = 0; ; ) {
-          const rows = page.all(id, last, 1000);
+          const rows = page.all(id, last, RAW_PAGE);
           for (const r of rows) state = fjp.applyPatch(state, JSON.parse(r.patch) as fjp.Operation[], false, true).newDocument as Json;
           count += rows.length;
-          if (rows.length < 1000) break;
+          if (rows.length < RAW_PAGE) break;
           last = (rows[rows.length - 1] as { ii: number }).ii;
         }
       } finally {
@@ -146,10 +151,10 @@ const methods: Record<string, (p: Record<string, unknown>) => Promise<unknown>> 
       const db = await fs();
       const log = db.collection(cfg.firestoreRoot).doc(id).collection('log');
       for (let last = 0; ; ) {
-        const snap = await log.where('ii', '>', last).orderBy('ii').limit(1000).select('ii', 'patch').get();
+        const snap = await log.where('ii', '>', last).orderBy('ii').limit(RAW_PAGE).select('ii', 'patch').get();
         for (const d of snap.docs) state = fjp.applyPatch(state, JSON.parse(d.get('patch')) as Patch as fjp.Operation[], false, true).newDocument as Json;
         count += snap.size;
-        if (snap.size < 1000) break;
+        if (snap.size < RAW_PAGE) break;
         last = snap.docs[snap.size - 1].get('ii');
       }
     }

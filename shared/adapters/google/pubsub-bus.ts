@@ -33,9 +33,10 @@ export interface PubSubBusOptions {
   /** How long the publisher waits to batch messages; Pub/Sub's default is 10 ms. */
   publishBatchMs?: number;
   /**
-   * Bound on one publish, retries included. The engine publishes inside a scope's write queue
-   * and before it acks, so an unreachable Pub/Sub must fail fast (the outbox sweeper republishes)
-   * rather than hold the scope for the client library's default of 600 s.
+   * Bound on one publish, retries included. The engine publishes a scope's commits one run at a
+   * time, in order (shared/engine/after-commit.ts), so an unreachable Pub/Sub must fail fast (the
+   * outbox sweeper republishes) rather than hold the scope's later events, and its instance's
+   * shutdown, for the client library's default of 600 s.
    */
   publishTimeoutMs?: number;
   /** Where failures that reach no caller go (bad messages, listener errors, stream errors). */

@@ -13,6 +13,11 @@ import { toEvent } from '../protocol.js';
 
 export interface StreamSink {
   state(ii: number, state: Json): void | Promise<void>;
+  /**
+   * Sends one event. Returning nothing means it was sent and the sink can take the next one at
+   * once: a live stream then sends within the bus's dispatch, with no promise per event. A
+   * returned promise holds the stream's next event until it settles (back-pressure).
+   */
   patch(event: PatchEvent): void | Promise<void>;
   /**
    * The live stream failed (e.g. the log could not be read to fill a gap) and stopped sending.
@@ -59,7 +64,6 @@ export async function openStream(
   const queue: PatchEvent[] = [];
   /** The newest index seen live but not queued (the queue was full): read from the log. */
   let behind = 0;
-  let pumping: Promise<void> | null = null;
 
   const emitRecordsUpTo = async (to: number) => {
     for await (const r of deps.readLog(id, last + 1, to)) {
@@ -69,37 +73,64 @@ export async function openStream(
       last = r.ii;
     }
   };
-  const pump = async () => {
-    while ((queue.length > 0 || behind > last) && !closed) {
-      if (behind > last) {
-        await emitRecordsUpTo(behind);
-        continue;
-      }
-      const e = queue.shift() as PatchEvent;
+  /**
+   * Sends what the queue holds, in order. Runs synchronously for as long as the sink takes events
+   * synchronously (a live stream with room in its socket buffer: the event is written within the
+   * bus's dispatch, with no promise per event); returns a promise only when it must wait, for the
+   * sink (back-pressure) or for the log (a gap, or a reader that fell behind the queue).
+   */
+  const step = (): Promise<void> | undefined => {
+    while (!closed) {
+      if (behind > last) return emitRecordsUpTo(behind);
+      const e = queue.shift();
+      if (e === undefined) return undefined;
       if (e.ii <= last) continue; // already sent (bus duplicate, or read from the log)
-      if (e.ii > last + 1) await emitRecordsUpTo(e.ii - 1); // a gap: the log has what the bus skipped
-      if (e.ii === last + 1 && !closed) {
-        await sink.patch(e);
-        last = e.ii;
-      }
+      // A gap: the log has what the bus skipped.
+      if (e.ii > last + 1) return emitRecordsUpTo(e.ii - 1).then(() => (e.ii === last + 1 && !closed ? send(e) : undefined));
+      const wait = send(e);
+      if (wait) return wait;
     }
+    return undefined;
+  };
+  const send = (e: PatchEvent): Promise<void> | undefined => {
+    const wait = sink.patch(e);
+    if (isPromise(wait)) {
+      return wait.then(() => {
+        last = e.ii;
+      });
+    }
+    last = e.ii;
+    return undefined;
+  };
+  /** Set while a step runs or waits: one step at a time keeps the order. */
+  let busy = false;
+  const fail = (err: unknown) => {
+    // Stop rather than skip: the client resumes from its last id and misses nothing.
+    busy = false;
+    if (closed) return;
+    closed = true;
+    deps.logError({ message: 'stream failed', scope: id, err: String(err) });
+    sink.failed?.(err);
+  };
+  const run = (): void => {
+    let wait: Promise<void> | undefined;
+    try {
+      wait = step();
+    } catch (err) {
+      fail(err);
+      return;
+    }
+    if (wait === undefined) busy = false;
+    else wait.then(run, fail);
   };
   const kick = () => {
-    if (!live || pumping || closed) return;
-    pumping = pump()
-      .catch((err) => {
-        // Stop rather than skip: the client resumes from its last id and misses nothing.
-        closed = true;
-        deps.logError({ message: 'stream failed', scope: id, err: String(err) });
-        sink.failed?.(err);
-      })
-      .finally(() => {
-        pumping = null;
-        if (queue.length > 0 || behind > last) kick();
-      });
+    if (!live || busy || closed) return;
+    busy = true;
+    run();
   };
 
   const unsubscribe = await deps.bus.subscribe(id, (e) => {
+    if (closed) return;
     if (queue.length >= queueMax) {
       behind = Math.max(behind, e.ii, ...queue.map((q) => q.ii));
       queue.length = 0;
@@ -130,3 +161,5 @@ export async function openStream(
     await unsubscribe();
   };
 }
+
+const isPromise = (x: unknown): x is Promise<void> => typeof (x as { then?: unknown } | undefined)?.then === 'function';

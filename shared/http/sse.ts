@@ -1,10 +1,42 @@
 /**
  * SSE framing (the WHATWG event-stream format) for one response: events, comments, `retry:`,
  * with back-pressure (a write that fills the socket buffer waits for `drain`).
+ *
+ * A patch goes to every stream of its scope as the same text: `patchFrame` builds it once per
+ * event (not once per stream) and `SseWriter.frame` writes it, at once (see there).
  */
 import type { ServerResponse } from 'node:http';
+import type { PatchEvent } from '../protocol.js';
+
+/** `data` is JSON text: it has no newlines, so one `data:` line carries it. */
+function eventText(type: string, data: string, id?: number): string {
+  return `event: ${type}\n${id === undefined ? '' : `id: ${id}\n`}data: ${data}\n\n`;
+}
+
+/**
+ * The last event framed, and its frame. A bus hands each event, as one object, to all the
+ * streams of its scope one after the other, so one entry serves a whole dispatch; an event read
+ * from the log for one stream's catch-up costs a miss and nothing more (no map to keep).
+ */
+let lastEvent: PatchEvent | undefined;
+let lastFrame = '';
+
+/** The `patch` event of `e` (`id: <ii>`, data `{ii, patch, at, by}`), built once per event. */
+export function patchFrame(e: PatchEvent): string {
+  if (e !== lastEvent) {
+    lastFrame = eventText('patch', JSON.stringify({ ii: e.ii, patch: e.patch, at: e.at, by: e.by }), e.ii);
+    lastEvent = e;
+  }
+  return lastFrame;
+}
 
 export class SseWriter {
+  /** A frame went out uncorked in this tick (reset at the next one): see `frame`. */
+  private sentThisTick = false;
+  private readonly nextTick = () => {
+    this.sentThisTick = false;
+  };
+
   constructor(private readonly res: ServerResponse) {}
 
   get open(): boolean {
@@ -25,7 +57,29 @@ export class SseWriter {
 
   /** `data` is JSON text: it has no newlines, so one `data:` line carries it. */
   async event(type: string, data: string, id?: number): Promise<void> {
-    await this.write(`event: ${type}\n${id === undefined ? '' : `id: ${id}\n`}data: ${data}\n\n`);
+    await this.write(eventText(type, data, id));
+  }
+
+  /**
+   * Writes a prepared frame (`patchFrame`). Returns nothing when the socket took it without
+   * filling its buffer, so a caller with more to send goes on at once; otherwise a promise that
+   * resolves on `drain` (or close).
+   *
+   * Node's http holds a response's writes (corked) until the next tick. The first frame a stream
+   * writes in a tick leaves at once instead: a bus dispatch writes to every stream of the scope
+   * before that tick comes, and the first clients could be reading their event meanwhile. Later
+   * frames of the same tick (the rest of a group's events, a page of catch-up) stay corked and
+   * leave together, one socket write for all of them.
+   */
+  frame(frame: string): Promise<void> | undefined {
+    if (!this.open) return undefined;
+    const ok = this.res.write(frame);
+    if (!this.sentThisTick) {
+      this.sentThisTick = true;
+      process.nextTick(this.nextTick);
+      this.res.uncork();
+    }
+    return ok ? undefined : drained(this.res);
   }
 
   async comment(text: string): Promise<void> {

@@ -16,7 +16,7 @@ import { findProtoKey, jsonDepth } from '../json.js';
 import type { Logger } from '../log.js';
 import { createScopeSchema, patchRequestSchema, SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
-import { drained, SseWriter } from './sse.js';
+import { drained, patchFrame, SseWriter } from './sse.js';
 
 type Req = IncomingMessage & { rawBody?: Buffer };
 
@@ -224,7 +224,13 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
     try {
       stop = await engine.openStream(id, since, {
         state: (ii, state) => send('state', JSON.stringify({ ii, state }), ii),
-        patch: (e) => send('patch', JSON.stringify({ ii: e.ii, patch: e.patch, at: e.at, by: e.by }), e.ii),
+        // Live patches are written within the bus's dispatch: one frame per event for every
+        // stream (patchFrame), and a promise only when this socket's buffer is full.
+        patch: (e) => {
+          if (gone) throw new ClientGone();
+          sse.start(config.sseRetryMs);
+          return sse.frame(patchFrame(e));
+        },
         failed: () => finish(), // end with a retry hint: the client resumes from its last id
       });
     } catch (err) {

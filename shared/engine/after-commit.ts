@@ -9,9 +9,10 @@
  *   unmarked, and the sweeper republishes it, exactly as for a publish that failed before.
  * - The cache is only a shortcut (shared/ports/cache.ts): a reader that finds it behind folds
  *   the log tail onto it.
- * - Per scope, cache puts and publishes still happen in commit order: one runner per scope takes
- *   whatever has been committed since its last turn (so a backlog is published in a few large
- *   calls, not one call per group) and publishes it in one ordered call.
+ * - Per scope, runs are published in commit order: one runner per scope takes whatever has been
+ *   committed since its last run (so a backlog is published in a few large calls, not one call
+ *   per group) and publishes it in one ordered call, with the cache put of its last state
+ *   alongside.
  * What a writer gains is the cache and bus round trips (two network calls on Google) per group;
  * what it gives up is that its own ack no longer proves the event left the instance.
  */
@@ -54,14 +55,17 @@ export class AfterCommit {
   }
 
   private async run(id: string, pending: Pending): Promise<void> {
-    // Let the commits of this event-loop turn join the first run.
-    await new Promise((resolve) => setImmediate(resolve));
+    // No waiting for more to arrive: a scope has one commit at a time on this instance (its
+    // queue), so what piles up while a run is out is merged into the next one anyway.
     while (pending.records.length > 0) {
       const records = pending.records.splice(0, MAX_RUN);
       const last = records[records.length - 1] as PatchRecord;
-      // The state only belongs to the run that ends at the last committed record.
-      if (pending.records.length === 0) await this.steps.cache(id, last.ii, pending.state);
-      await this.steps.publish(id, records);
+      // The cache put and the publish go out together: neither depends on the other (a put never
+      // moves the cache backwards; a reader that finds it behind folds the log tail), and the
+      // events should not wait for a cache round trip. The state only belongs to the run that
+      // ends at the last committed record.
+      const cached = pending.records.length === 0 ? this.steps.cache(id, last.ii, pending.state) : null;
+      await Promise.all([cached, this.steps.publish(id, records)]);
     }
     this.scopes.delete(id);
   }

@@ -48,6 +48,12 @@ export const CONFIG_TABLE = {
   maxPathDepth: setting('PATCHBAY_MAX_PATH_DEPTH', 32, int(1, 1000), 'Most segments in a JSON Pointer of a patch (413 `too_large`).'),
   maxValueDepth: setting('PATCHBAY_MAX_VALUE_DEPTH', 64, int(1, 1000), 'Deepest nesting of a JSON value in a patch or state (413 `too_large`).'),
   maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
+  ackAfter: setting(
+    'PATCHBAY_ACK_AFTER',
+    'auto' as 'auto' | 'commit' | 'publish',
+    z.enum(['auto', 'commit', 'publish']),
+    "When a patch is acknowledged: `commit` (as soon as it is committed; the cache put and the publish follow), `publish` (after its cache put and publish too), `auto` (`commit` in embedded mode, `publish` in google mode, where Cloud Functions and Cloud Run throttle an instance's CPU once it has answered, which would hold back work left after the ack; set `commit` there only with CPU always allocated).",
+  ),
   nearCacheBytes: setting(
     'PATCHBAY_NEAR_CACHE_BYTES',
     64 * 1024 * KiB,

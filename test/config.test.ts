@@ -42,6 +42,12 @@ describe('config', () => {
     for (const name of ['PORT', 'PATCHBAY_MODE', 'PATCHBAY_JWT_SECRET']) expect(msg).toContain(name);
   });
 
+  it('reads the ack point, and refuses an unknown one', () => {
+    expect(loadConfig({}).ackAfter).toBe('auto');
+    expect(loadConfig({ PATCHBAY_ACK_AFTER: 'commit' }).ackAfter).toBe('commit');
+    expect(() => loadConfig({ PATCHBAY_ACK_AFTER: 'later' })).toThrow(/PATCHBAY_ACK_AFTER/);
+  });
+
   it('lists every variable in .env.example', () => {
     const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8');
     for (const s of Object.values(CONFIG_TABLE)) expect(example).toContain(`#${s.env}=`);

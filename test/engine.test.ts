@@ -195,6 +195,33 @@ describe('after the commit', () => {
     expect(published.flat()).toEqual([1, 2, 3, 4, 5, 6, 7]);
   });
 
+  it('with PATCHBAY_ACK_AFTER=publish, holds each ack until its publish, while later groups commit', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const published: number[] = [];
+    const { engine, adapters } = setup({ ackAfter: 'publish' }, (a) =>
+      interceptPublish(a, async (events, real) => {
+        await gate;
+        published.push(...events.map((e) => e.ii));
+        await real.publish(events);
+      }),
+    );
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    const acked: number[] = [];
+    const first = engine.submit('s', 'u', { ii: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] }).then((a) => acked.push(a.ii));
+    const deadline = Date.now() + 5000;
+    while ((await adapters.ledger.getHead('s'))?.ii !== 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    const second = engine.submit('s', 'u', { ii: 2, patch: [{ op: 'replace', path: '/n', value: 2 }] }).then((a) => acked.push(a.ii));
+    while ((await adapters.ledger.getHead('s'))?.ii !== 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect((await adapters.ledger.getHead('s'))?.ii).toBe(2); // the second group committed meanwhile
+    await new Promise((r) => setTimeout(r, 30));
+    expect(acked).toEqual([]); // but nobody is acked before the publish
+    release();
+    await Promise.all([first, second]);
+    expect(acked).toEqual([1, 2]);
+    expect(published).toEqual([1, 2]);
+  });
+
   it('reads the hot cache only for a head this instance did not write', async () => {
     const gets: string[] = [];
     let shared: Adapters | null = null;

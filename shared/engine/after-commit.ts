@@ -1,20 +1,23 @@
 /**
- * The work that follows a commit once its writers have their acks: the hot cache put, then the
- * publish, per scope in commit order.
+ * The work that follows a commit: the hot cache put and the publish, per scope in commit order,
+ * off the scope's write queue (its next group commits meanwhile).
  *
- * The brief orders the write path commit → cache → publish → mark → ack. patchbay acks right
- * after the commit and does the rest here, because the ack's correctness never depended on it:
+ * When the writers get their acks is PATCHBAY_ACK_AFTER's choice: right after the commit
+ * (`commit`), or once their records have passed through here (`publish`, via `passed`; the
+ * brief's order commit → cache → publish → ack). Acking at the commit is safe because the ack's
+ * correctness never depended on what follows:
  * - Guarantee 5 (a crash leaves no trace or a complete, eventually published patch): the
  *   committed record is the outbox. A crash or failed publish after the ack leaves the patch
  *   unmarked, and the sweeper republishes it, exactly as for a publish that failed before.
  * - The cache is only a shortcut (shared/ports/cache.ts): a reader that finds it behind folds
  *   the log tail onto it.
- * - Per scope, runs are published in commit order: one runner per scope takes whatever has been
- *   committed since its last run (so a backlog is published in a few large calls, not one call
- *   per group) and publishes it in one ordered call, with the cache put of its last state
- *   alongside.
  * What a writer gains is the cache and bus round trips (two network calls on Google) per group;
- * what it gives up is that its own ack no longer proves the event left the instance.
+ * what it gives up is that its ack no longer proves the event left the instance. It is not the
+ * default on Google, where an instance's CPU is throttled once it has answered.
+ *
+ * Per scope, runs are published in commit order: one runner per scope takes whatever has been
+ * committed since its last run (so a backlog is published in a few large calls, not one call per
+ * group) and publishes it in one ordered call, with the cache put of its last state alongside.
  */
 import type { Json } from '../json.js';
 import type { PatchRecord } from '../protocol.js';
@@ -24,6 +27,10 @@ const MAX_RUN = 1000;
 
 interface Pending {
   records: PatchRecord[];
+  /** Every record up to this ii has been through a run (cached and published, or given up on). */
+  done: number;
+  /** Callers waiting for a run to pass their ii. */
+  waiters: Array<{ ii: number; resolve: () => void }>;
   /** The state after the last record. */
   state: Json;
   running: Promise<void>;
@@ -49,9 +56,21 @@ export class AfterCommit {
       pending.state = state;
       return;
     }
-    const fresh: Pending = { records: [...records], state, running: Promise.resolve() };
+    const first = records[0] as PatchRecord;
+    const fresh: Pending = { records: [...records], done: first.ii - 1, waiters: [], state, running: Promise.resolve() };
     this.scopes.set(id, fresh);
     fresh.running = this.run(id, fresh);
+  }
+
+  /**
+   * Resolves once the scope's record `ii`, committed earlier, has been cached and published (or
+   * its publish failed and was left to the sweeper). For PATCHBAY_ACK_AFTER=publish: the ack
+   * waits for this, while the scope's next group commits.
+   */
+  passed(id: string, ii: number): Promise<void> {
+    const pending = this.scopes.get(id);
+    if (!pending || ii <= pending.done) return Promise.resolve();
+    return new Promise((resolve) => pending.waiters.push({ ii, resolve }));
   }
 
   private async run(id: string, pending: Pending): Promise<void> {
@@ -66,8 +85,11 @@ export class AfterCommit {
       // ends at the last committed record.
       const cached = pending.records.length === 0 ? this.steps.cache(id, last.ii, pending.state) : null;
       await Promise.all([cached, this.steps.publish(id, records)]);
+      pending.done = last.ii;
+      pending.waiters = pending.waiters.filter((w) => (w.ii <= last.ii ? void w.resolve() : true));
     }
     this.scopes.delete(id);
+    for (const w of pending.waiters) w.resolve();
   }
 
   /** Resolves when everything queued so far has been cached and published (or given up on). */

@@ -73,6 +73,8 @@ export class Engine {
   private readonly queues: ScopeQueues<Pending, Ack>;
   private readonly watermarks: WatermarkWriter;
   private readonly near: NearCache;
+  /** Whether an ack waits for its cache put and publish (PATCHBAY_ACK_AFTER). */
+  private readonly ackAfterPublish: boolean;
   private readonly after: AfterCommit;
   private readonly now: () => number;
   private readonly logError: Logger;
@@ -88,6 +90,7 @@ export class Engine {
       this.logError({ message: 'watermark write failed; the sweeper will republish', scope: id, err: String(err) }),
     );
     this.near = new NearCache(config.nearCacheBytes);
+    this.ackAfterPublish = config.ackAfter === 'publish' || (config.ackAfter === 'auto' && config.mode === 'google');
     this.after = new AfterCommit({ cache: (id, ii, state) => this.putCache(id, ii, state), publish: (id, records) => this.publish(id, records) });
   }
 
@@ -124,14 +127,22 @@ export class Engine {
   }
 
   /**
-   * Queues a patch for the scope and resolves with its ack once it is committed. Requests to one
-   * scope are committed in groups, in arrival order; the cache put and the publish follow the ack
+   * Queues a patch for the scope and resolves with its ack once it is committed (and, with
+   * PATCHBAY_ACK_AFTER=publish, cached and published). Requests to one scope are committed in
+   * groups, in arrival order; the cache put and the publish follow the commit
    * (shared/engine/after-commit.ts).
    */
   submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
     checkPatch(req.patch, this.config);
     const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
-    return this.queues.push(id, { req, user, hash });
+    const ack = this.queues.push(id, { req, user, hash });
+    // With PATCHBAY_ACK_AFTER=publish the ack also waits for the cache put and the publish; the
+    // scope's next group commits meanwhile (the queue does not wait for them).
+    if (!this.ackAfterPublish) return ack;
+    return ack.then(async (a) => {
+      await this.after.passed(id, a.ii);
+      return a;
+    });
   }
 
   /**

@@ -30,7 +30,13 @@ export interface PubSubBusOptions {
   subscriptionPrefix: string;
   /** Names this server instance's subscription; a fresh random id by default. */
   instanceId?: string;
-  /** How long the publisher waits to batch messages; Pub/Sub's default is 10 ms. */
+  /**
+   * How long the publisher waits to batch messages (Pub/Sub's default is 10 ms). Default 0: the
+   * engine hands over a scope's whole run in one call, whose messages are queued in one tick, so
+   * they still leave as one batch; waiting longer would only delay every event (and, with
+   * PATCHBAY_ACK_AFTER=publish, every ack), since a scope's next run is not published before
+   * this one completes.
+   */
   publishBatchMs?: number;
   /**
    * Bound on one publish, retries included. The engine publishes a scope's commits one run at a
@@ -89,7 +95,7 @@ export class PubSubBus implements Bus {
     this.log = opts.logger ?? defaultLogger;
     this.topic = pubsub.topic(opts.topic, {
       messageOrdering: true,
-      batching: { maxMilliseconds: opts.publishBatchMs ?? 5 },
+      batching: { maxMilliseconds: opts.publishBatchMs ?? 0 },
       gaxOpts: { timeout: opts.publishTimeoutMs ?? 10_000 },
     });
   }

@@ -366,7 +366,7 @@ describe('rebuilds read (ii, patch) pages from the hot log and from bundles', ()
         }
         // and the (ii, patch) pages are readLog's records, page by page, in order
         const pages: LogPatch[] = [];
-        for await (const page of readPatchPages(ledger, cold, id, 1, N, 700)) pages.push(...page);
+        for await (const page of readPatchPages(ledger, cold, id, 1, N, { page: 700 })) pages.push(...page);
         const full: LogPatch[] = [];
         for await (const r of readLog(ledger, cold, id, 1, N)) full.push({ ii: r.ii, patch: r.patch });
         expect(pages).toEqual(full);
@@ -380,6 +380,40 @@ describe('rebuilds read (ii, patch) pages from the hot log and from bundles', ()
       expect(await bundler.bundleScope(id)).toMatchObject({ outcome: 'done', bundledTo: 2000, trimmedTo: 1600, snapshots: 2 });
       expect(await ledger.readLog(id, 1, 1600)).toEqual([]);
       await check('bundles + hot log');
+
+      // A `trimmed` hint (the head's, or an older one: trimmed only grows) reads what it covers
+      // from bundles without asking the hot log for it first, and reads the very same records.
+      const head = await ledger.getHead(id);
+      expect(head?.trimmed).toBe(1600);
+      const hotReads: number[] = [];
+      const counted = new Proxy(ledger, {
+        get(target, prop, receiver) {
+          const v = Reflect.get(target, prop, receiver);
+          if (typeof v !== 'function') return v;
+          if (prop !== 'readPatches' && prop !== 'readLog') return v.bind(target);
+          return (...args: [string, number, number, number?]) => {
+            hotReads.push(args[1]);
+            return v.apply(target, args);
+          };
+        },
+      });
+      for (const hint of [1600, 1000, 0]) {
+        hotReads.length = 0;
+        const pages: LogPatch[] = [];
+        for await (const page of readPatchPages(counted, cold, id, 1, N, { trimmed: hint })) pages.push(...page);
+        expect(pages.map((p) => p.ii)).toEqual(Array.from({ length: N }, (_, i) => i + 1));
+        expect(hotReads[0], `hint ${hint}`).toBe(hint + 1);
+        const records: number[] = [];
+        for await (const r of readLog(counted, cold, id, 1, N, { trimmed: hint })) records.push(r.ii);
+        expect(records).toEqual(pages.map((p) => p.ii));
+        expectSame(await rebuildState(counted, cold, id, N, { snapshotGap: Number.POSITIVE_INFINITY, trimmed: hint }), want, `hint ${hint}`);
+      }
+      // a hint past the range's end reads the range from bundles alone
+      hotReads.length = 0;
+      const early: number[] = [];
+      for await (const r of readLog(counted, cold, id, 10, 20, { trimmed: 1600 })) early.push(r.ii);
+      expect(early).toEqual(Array.from({ length: 11 }, (_, i) => i + 10));
+      expect(hotReads).toEqual([]);
       // with snapshots (the bundler's own strict fold at 1000)
       expectSame(await rebuildState(ledger, cold, id, N), want, 'from the snapshot');
       expectSame(

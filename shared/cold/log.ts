@@ -31,9 +31,38 @@ interface Source<T extends { ii: number }> {
   cold(from: number, to: number): AsyncGenerator<T[]>;
 }
 
+export interface LogReadOptions {
+  /** Records per hot-log read. */
+  page?: number;
+  /**
+   * A `trimmed` the caller has seen for the scope (its head). `trimmed` only ever grows, and
+   * cold storage holds everything up to it, so indices up to this hint are read from cold storage
+   * straight away: without it, a read that starts in the trimmed part first asks the hot log,
+   * which answers with a page from its start that is then thrown away (a range query of up to
+   * `page` records: on Firestore, that many document reads).
+   */
+  trimmed?: number;
+}
+
 /** Pages of consecutive records from..to, in order; stops early at the end of the log. */
-async function* pages<T extends { ii: number }>(ledger: Ledger, src: Source<T>, id: string, from: number, to: number, page: number): AsyncGenerator<T[]> {
+async function* pages<T extends { ii: number }>(
+  ledger: Ledger,
+  src: Source<T>,
+  id: string,
+  from: number,
+  to: number,
+  page: number,
+  trimmed: number,
+): AsyncGenerator<T[]> {
   let next = Math.max(1, from);
+  /** next..upTo from cold storage, which holds every index up to a `trimmed` read from the head. */
+  async function* fromCold(upTo: number): AsyncGenerator<T[]> {
+    for await (const chunk of src.cold(next, Math.min(to, upTo))) {
+      yield chunk;
+      next = (chunk[chunk.length - 1] as T).ii + 1;
+    }
+  }
+  if (next <= trimmed) yield* fromCold(trimmed);
   while (next <= to) {
     const hot = await src.hot(next, to, page);
     if (hot.length > 0 && (hot[0] as T).ii === next) {
@@ -54,17 +83,14 @@ async function* pages<T extends { ii: number }>(ledger: Ledger, src: Source<T>, 
       // `trimmed`, read afterwards, must cover them.
       throw new PatchbayError('internal', `log of ${id} has a hole at ${next} (hot log starts at ${(hot[0] as T).ii}, trimmed ${head.trimmed})`);
     }
-    for await (const chunk of src.cold(next, Math.min(to, head.trimmed))) {
-      yield chunk;
-      next = (chunk[chunk.length - 1] as T).ii + 1;
-    }
+    yield* fromCold(head.trimmed);
   }
 }
 
 /** Records from..to (inclusive) in order; stops early at the end of the log. */
-export async function* readLog(ledger: Ledger, cold: ColdStore, id: string, from: number, to: number, page = LOG_PAGE): AsyncGenerator<PatchRecord> {
+export async function* readLog(ledger: Ledger, cold: ColdStore, id: string, from: number, to: number, opts: LogReadOptions = {}): AsyncGenerator<PatchRecord> {
   const src: Source<PatchRecord> = { hot: (f, t, limit) => ledger.readLog(id, f, t, limit), cold: (f, t) => cold.recordPages(id, f, t) };
-  for await (const records of pages(ledger, src, id, from, to, page)) yield* records;
+  for await (const records of pages(ledger, src, id, from, to, opts.page ?? LOG_PAGE, opts.trimmed ?? 0)) yield* records;
 }
 
 /**
@@ -72,7 +98,7 @@ export async function* readLog(ledger: Ledger, cold: ColdStore, id: string, from
  * stops early at the end of the log. What a state rebuild reads. The pages are the caller's own:
  * freshly parsed, never handed to anyone else, so a fold may take their values into its state.
  */
-export function readPatchPages(ledger: Ledger, cold: ColdStore, id: string, from: number, to: number, page = PATCH_PAGE): AsyncGenerator<LogPatch[]> {
+export function readPatchPages(ledger: Ledger, cold: ColdStore, id: string, from: number, to: number, opts: LogReadOptions = {}): AsyncGenerator<LogPatch[]> {
   const src: Source<LogPatch> = { hot: (f, t, limit) => ledger.readPatches(id, f, t, limit), cold: (f, t) => cold.patchPages(id, f, t) };
-  return pages(ledger, src, id, from, to, page);
+  return pages(ledger, src, id, from, to, opts.page ?? PATCH_PAGE, opts.trimmed ?? 0);
 }

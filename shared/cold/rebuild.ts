@@ -31,6 +31,8 @@ export interface RebuildOptions {
   snapshotGap?: number;
   /** Called with the error of a damaged snapshot, which is skipped. */
   onDamaged?: (err: unknown) => void;
+  /** The head's `trimmed`, when the caller has read it (see LogReadOptions.trimmed). */
+  trimmed?: number;
 }
 
 /** The state of scope `id` at exactly `ii` (which must not be past head). */
@@ -47,7 +49,7 @@ export async function rebuildState(ledger: Ledger, cold: ColdStore, id: string, 
     if (initial === null) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
     start = { ii: 0, state: cloneJson(initial) };
   }
-  return foldForward(ledger, cold, id, start, ii);
+  return foldForward(ledger, cold, id, start, ii, opts.trimmed);
 }
 
 /**
@@ -56,10 +58,10 @@ export async function rebuildState(ledger: Ledger, cold: ColdStore, id: string, 
  * strict applier against this same sequence of states (shared/cold/fold.ts says why the result is
  * the same).
  */
-export async function foldForward(ledger: Ledger, cold: ColdStore, id: string, start: StartPoint, ii: number): Promise<Json> {
+export async function foldForward(ledger: Ledger, cold: ColdStore, id: string, start: StartPoint, ii: number, trimmed = 0): Promise<Json> {
   let at = start.ii;
   let state = start.state;
-  for await (const page of readPatchPages(ledger, cold, id, at + 1, ii)) {
+  for await (const page of readPatchPages(ledger, cold, id, at + 1, ii, { trimmed })) {
     const first = (page[0] as LogPatch).ii;
     if (first !== at + 1 || (page[page.length - 1] as LogPatch).ii !== first + page.length - 1) {
       throw new PatchbayError('internal', `log of ${id} has a hole at ${at + 1}`);
@@ -99,14 +101,14 @@ export async function checkCache(ledger: Ledger, cache: HotCache, cold: ColdStor
   let rebuilt: StartPoint;
   if (!cached || cached.ii > head.ii) {
     result.status = cached ? 'ahead' : 'missing';
-    rebuilt = { ii: head.ii, state: await rebuildState(ledger, cold, id, head.ii) };
+    rebuilt = { ii: head.ii, state: await rebuildState(ledger, cold, id, head.ii, { trimmed: head.trimmed }) };
   } else {
-    rebuilt = { ii: cached.ii, state: await rebuildState(ledger, cold, id, cached.ii) };
+    rebuilt = { ii: cached.ii, state: await rebuildState(ledger, cold, id, cached.ii, { trimmed: head.trimmed }) };
     // Compared as JSON (key order aside): a cache may hold -0 where the log's JSON text says 0.
     if (!isDeepStrictEqual(cloneJson(rebuilt.state), cloneJson(cached.state))) result.status = 'mismatch';
   }
   if (opts.repair && result.status !== 'ok') {
-    const atHead = rebuilt.ii === head.ii ? rebuilt.state : await foldForward(ledger, cold, id, rebuilt, head.ii);
+    const atHead = rebuilt.ii === head.ii ? rebuilt.state : await foldForward(ledger, cold, id, rebuilt, head.ii, head.trimmed);
     await cache.delete(id);
     await cache.put(id, head.ii, atHead);
     result.repaired = true;

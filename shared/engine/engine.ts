@@ -122,7 +122,7 @@ export class Engine {
   /** The scope at its current head. */
   async getScope(id: string): Promise<ScopeView> {
     const head = await this.head(id);
-    const state = await this.stateAt(id, head.ii);
+    const state = await this.stateAt(id, head.ii, { trimmed: head.trimmed });
     return { id, ii: head.ii, state, meta: head.meta };
   }
 
@@ -149,9 +149,10 @@ export class Engine {
    * The state at exactly `ii` (which must not be past head). The result must not be mutated.
    * From the cache when it holds exactly ii; otherwise rebuilt (shared/cold/rebuild.ts) from a
    * cache entry behind ii or, when that is missing or far behind, the latest snapshot, folded
-   * forward with bundles and the hot log; then cached.
+   * forward with bundles and the hot log; then cached. `trimmed`: the head's, when the caller has
+   * read it (a rebuild then goes to cold storage straight away for what was trimmed).
    */
-  async stateAt(id: string, ii: number, opts: { cache?: boolean } = {}): Promise<Json> {
+  async stateAt(id: string, ii: number, opts: { cache?: boolean; trimmed?: number } = {}): Promise<Json> {
     const near = this.near.get(id, ii);
     if (near !== undefined) return near;
     const { cache, ledger } = this.ports;
@@ -161,6 +162,7 @@ export class Engine {
     const state = await rebuildState(ledger, this.cold, id, ii, {
       start,
       snapshotGap: this.config.snapshotEvery,
+      trimmed: opts.trimmed,
       onDamaged: (err) => this.logError({ message: 'damaged snapshot skipped', scope: id, err: String(err) }),
     });
     if (opts.cache ?? true) await this.putCache(id, ii, state);
@@ -171,15 +173,18 @@ export class Engine {
     await this.ports.cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
   }
 
-  /** Records from..to (inclusive) in order, from cold storage and the hot log, page by page. */
-  readLog(id: string, from: number, to: number): AsyncGenerator<PatchRecord> {
-    return readLog(this.ports.ledger, this.cold, id, from, to);
+  /**
+   * Records from..to (inclusive) in order, from cold storage and the hot log, page by page.
+   * `trimmed`: the head's, when the caller has read it (see LogReadOptions.trimmed).
+   */
+  readLog(id: string, from: number, to: number, trimmed?: number): AsyncGenerator<PatchRecord> {
+    return readLog(this.ports.ledger, this.cold, id, from, to, { trimmed });
   }
 
   /** History from..to, clamped to 1..head. */
   async history(id: string, from: number, to: number | undefined): Promise<AsyncGenerator<PatchRecord>> {
     const head = await this.head(id);
-    return this.readLog(id, Math.max(1, from), Math.min(to ?? head.ii, head.ii));
+    return this.readLog(id, Math.max(1, from), Math.min(to ?? head.ii, head.ii), head.trimmed);
   }
 
   private checkStateSize(state: Json): number {
@@ -378,8 +383,8 @@ export class Engine {
       {
         bus: this.ports.bus,
         head: (i) => this.head(i),
-        stateAt: (i, ii) => this.stateAt(i, ii),
-        readLog: (i, f, t) => this.readLog(i, f, t),
+        stateAt: (i, ii, trimmed) => this.stateAt(i, ii, { trimmed }),
+        readLog: (i, f, t, trimmed) => this.readLog(i, f, t, trimmed),
         logError: this.logError,
       },
       id,

@@ -41,8 +41,9 @@ export interface StreamOptions {
 export interface StreamDeps {
   bus: Bus;
   head(id: string): Promise<Head>;
-  stateAt(id: string, ii: number): Promise<Json>;
-  readLog(id: string, from: number, to: number): AsyncGenerator<PatchRecord>;
+  /** `trimmed`, here and in readLog: the head's, as the stream read it (LogReadOptions.trimmed). */
+  stateAt(id: string, ii: number, trimmed?: number): Promise<Json>;
+  readLog(id: string, from: number, to: number, trimmed?: number): AsyncGenerator<PatchRecord>;
   logError(entry: Record<string, unknown>): void;
 }
 
@@ -64,9 +65,11 @@ export async function openStream(
   const queue: PatchEvent[] = [];
   /** The newest index seen live but not queued (the queue was full): read from the log. */
   let behind = 0;
+  /** The head's `trimmed` when the stream opened (it only grows, so it stays a safe hint). */
+  let trimmed = 0;
 
   const emitRecordsUpTo = async (to: number) => {
-    for await (const r of deps.readLog(id, last + 1, to)) {
+    for await (const r of deps.readLog(id, last + 1, to, trimmed)) {
       if (closed) return;
       if (r.ii !== last + 1) throw new PatchbayError('internal', `log of ${id} has a hole at ${last + 1}`);
       await sink.patch(toEvent(r));
@@ -141,11 +144,12 @@ export async function openStream(
   });
   try {
     const head = await deps.head(id);
+    trimmed = head.trimmed;
     if (since !== undefined && since > head.ii) {
       throw new PatchbayError('out_of_sync', `position ${since} is past head ${head.ii}`, { head: head.ii });
     }
     if (since === undefined) {
-      await sink.state(head.ii, await deps.stateAt(id, head.ii));
+      await sink.state(head.ii, await deps.stateAt(id, head.ii, head.trimmed));
       last = head.ii;
     }
     await emitRecordsUpTo(Number.MAX_SAFE_INTEGER);

@@ -131,7 +131,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
           ctx.res.end();
           return;
         }
-        const state = await engine.stateAt(id, head.ii);
+        const state = await engine.stateAt(id, head.ii, { trimmed: head.trimmed });
         send(ctx, 200, scopeBody({ id, ii: head.ii, state, meta: head.meta }), { etag });
       },
     },

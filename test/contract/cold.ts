@@ -267,7 +267,7 @@ export function coldContract(stack: string, start: StartServer, opts: ColdContra
         let trimmedMidway = false;
         const cold = new ColdStore(ports().blobs);
         // 5 records per hot-log page: the trim lands between pages, under the reader's feet
-        for await (const r of readLog(ports().ledger, cold, id, 1, N, 5)) {
+        for await (const r of readLog(ports().ledger, cold, id, 1, N, { page: 5 })) {
           got.push(r);
           if (r.ii === 3) {
             await bundler().bundleScope(id);

@@ -136,6 +136,12 @@ export const CONFIG_TABLE = {
   gcpProject: setting('PATCHBAY_GCP_PROJECT', '', z.string(), 'Google Cloud project id (google mode; required there).'),
   firestoreDatabase: setting('PATCHBAY_FIRESTORE_DATABASE', '(default)', z.string().min(1), 'Firestore database id.'),
   firestoreRoot: setting('PATCHBAY_FIRESTORE_ROOT', 'scopes', z.string().regex(/^[A-Za-z0-9_-]{1,100}$/), 'Top-level Firestore collection of scope heads.'),
+  firestoreDirect: setting(
+    'PATCHBAY_FIRESTORE_DIRECT',
+    true as boolean,
+    bool,
+    "Whether a commit first tries one batch conditional on the head version this instance wrote last (one round trip, no read) before a transaction (docs/architecture.md, 'Firestore commits').",
+  ),
   pubsubTopic: setting(
     'PATCHBAY_PUBSUB_TOPIC',
     'patchbay-patches',

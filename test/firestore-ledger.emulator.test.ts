@@ -70,7 +70,7 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
       return result;
     };
     try {
-      const l = ledger();
+      const l = ledger({ directCommits: false });
       const id = 'lost-ack';
       await l.createScope({ id, meta, initial: {} });
       let plans = 0;
@@ -91,7 +91,123 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
     }
   });
 
+  describe('direct commits (one conditional batch) after a lost response (guarantee 1)', () => {
+    // Fault injection at the real client's batch commit: the batch goes through, then its
+    // response is lost. `retried`: the library then sends it again (it retries UNAVAILABLE), and
+    // that attempt's own error (the head has moved, by the first attempt) is what surfaces.
+    const require = createRequire(import.meta.url);
+    const { WriteBatch } = require(resolve('node_modules/@google-cloud/firestore/build/src/write-batch.js')) as {
+      WriteBatch: { prototype: { _commit: (this: unknown, opts?: { transactionId?: unknown }) => Promise<unknown> } };
+    };
+    const original = WriteBatch.prototype._commit;
+    const losing = (mode: 'retried' | 'lost') => {
+      let armed = true;
+      WriteBatch.prototype._commit = async function (this: unknown, opts?: { transactionId?: unknown }) {
+        const result = await original.call(this, opts);
+        if (!armed || opts?.transactionId) return result;
+        armed = false;
+        if (mode === 'retried') await original.call(this, opts); // rejects: FAILED_PRECONDITION or ALREADY_EXISTS
+        throw Object.assign(new Error('14 UNAVAILABLE: connection reset'), { code: 14 });
+      };
+    };
+    const tagged =
+      (id: string, plans: { n: number }): Plan<number> =>
+      async (view) => {
+        plans.n++;
+        const r = rec(id, view.head.ii + 1, { session: 's', si: view.head.ii + 1 });
+        return { records: [r], meta: { updated: T0 + 1, size: 3 }, result: r.ii };
+      };
+    afterAll(() => {
+      WriteBatch.prototype._commit = original;
+    });
+
+    it('a batch the library re-sent is recognised as applied: acknowledged once, never appended twice', async () => {
+      const l = ledger();
+      const id = 'resent';
+      await l.createScope({ id, meta, initial: {} });
+      expect(await l.commit(id, tagged(id, { n: 0 }))).toBe(1);
+      const plans = { n: 0 };
+      losing('retried');
+      try {
+        expect(await l.commit(id, tagged(id, plans))).toBe(2);
+      } finally {
+        WriteBatch.prototype._commit = original;
+      }
+      expect(plans.n).toBe(1);
+      expect((await l.readLog(id, 1, 10)).map((r) => r.ii)).toEqual([1, 2]);
+      expect(await l.commit(id, tagged(id, { n: 0 }))).toBe(3);
+      expect((await l.getHead(id))?.ii).toBe(3);
+    });
+
+    it('a batch whose response was lost fails the commit, and the retry is recognised', async () => {
+      const l = ledger();
+      const id = 'lost-direct';
+      await l.createScope({ id, meta, initial: {} });
+      const plans = { n: 0 };
+      losing('lost');
+      try {
+        await expect(l.commit(id, tagged(id, plans))).rejects.toMatchObject({ code: 14 });
+      } finally {
+        WriteBatch.prototype._commit = original;
+      }
+      expect(plans.n).toBe(1);
+      expect((await l.readLog(id, 1, 10)).map((r) => r.ii)).toEqual([1]);
+      const found = await l.commit(id, async (view) => ({ records: [], result: await view.findRetries([{ session: 's', si: 1 }]) }));
+      expect(found.get(retryKey('s', 1))?.ii).toBe(1);
+    });
+  });
+
+  it('direct commits on a head another instance moved, or whose lease was taken, fall back to a transaction on the real head', async () => {
+    const root = newRoot();
+    const a = new FirestoreLedger(db, { root });
+    const b = new FirestoreLedger(other, { root });
+    const id = 'moved';
+    await a.createScope({ id, meta, initial: {} });
+    const seen: Array<{ who: string; ii: number; epoch: number }> = [];
+    const plan =
+      (who: string, extra: Partial<PatchRecord> = {}): Plan<number> =>
+      async (view) => {
+        seen.push({ who, ii: view.head.ii, epoch: view.head.epoch });
+        const r = rec(id, view.head.ii + 1, { by: who, epoch: view.head.epoch, ...extra });
+        return { records: [r], meta: { updated: T0 + r.ii, size: r.ii }, result: r.ii };
+      };
+    expect(await a.commit(id, plan('a'))).toBe(1); // a now knows the head at 1
+    expect(await b.commit(id, plan('b'))).toBe(2); // b moves it behind a's back
+    seen.length = 0;
+    expect(await a.commit(id, plan('a'))).toBe(3); // a's known head (1) is stale: re-planned on 2
+    expect(seen.map((s) => s.ii)).toEqual([1, 2]);
+    // A lease taken by a bundler (epoch + 1) changes the head too: b's known head (2) is stale
+    // twice over, and its record carries the new epoch.
+    expect(await a.acquireLease(id, 'bundler', 60_000)).toBe(1);
+    seen.length = 0;
+    expect(await b.commit(id, plan('b'))).toBe(4);
+    expect(seen.map((s) => [s.ii, s.epoch])).toEqual([
+      [2, 0],
+      [3, 1],
+    ]);
+    // A retry of a recorded (session, si) on the direct way: its create fails, the transaction finds it.
+    const c = new FirestoreLedger(db, { root });
+    const once: Plan<number> = async (view) => {
+      const prior = (await view.findRetries([{ session: 'sx', si: 1 }])).get(retryKey('sx', 1));
+      if (prior) return { records: [], result: -prior.ii };
+      const r = rec(id, view.head.ii + 1, { by: 'c', session: 'sx', si: 1, epoch: view.head.epoch });
+      return { records: [r], meta: { updated: T0 + r.ii, size: r.ii }, result: r.ii };
+    };
+    expect(await c.commit(id, once)).toBe(5);
+    expect(await c.commit(id, once)).toBe(-5);
+    const log = await a.readLog(id, 1, 100);
+    expect(log.map((r) => [r.ii, r.by, r.epoch])).toEqual([
+      [1, 'a', 0],
+      [2, 'b', 0],
+      [3, 'a', 0],
+      [4, 'b', 1],
+      [5, 'c', 1],
+    ]);
+    expect(await b.getHead(id)).toMatchObject({ ii: 5, epoch: 1, meta: { updated: T0 + 5, size: 5 } });
+  });
+
   ledgerConformance('FirestoreLedger', async () => ledger());
+  ledgerConformance('FirestoreLedger (transactions only)', async () => ledger({ directCommits: false }));
 
   it('a plan re-run after another transaction moved the head applies once, at the new head', async () => {
     const root = newRoot();

@@ -15,6 +15,19 @@
  * another transaction touched the head in between, so the plan always decides against the head
  * it is committed on. A plan too large for one transaction is refused before anything is written.
  *
+ * Most commits take a shorter way to the same guarantee (`commitDirect`): one batched write, no
+ * transaction, conditional on the head document's exact version (its update time). The head the
+ * plan sees is the one this instance wrote last (the version its own last commit returned), or,
+ * when it has none, one it reads first. The batch moves the head only if the head is still that
+ * version, and creates the log and retry documents only if none of them exists, all or nothing:
+ * so it commits exactly when the transaction would have committed the same plan, and otherwise
+ * writes nothing (FAILED_PRECONDITION, ALREADY_EXISTS), and the transaction runs the plan again.
+ * Retry documents are not read on this way: a request that is a recorded retry makes its `create`
+ * fail, and the transaction then finds it. A plan that writes nothing is always re-run in the
+ * transaction, since nothing would check the head it decided against. For a scope's writers held
+ * by one instance that is one round trip per commit instead of two, and no document read; a scope
+ * written from several instances at once falls back to transactions for a while.
+ *
  * The outbox document keeps the published watermark away from the head: publishers and the
  * sweeper never read or write the head, so they never contend with commits for it (contention on
  * one document is what makes Firestore slow). A commit writes the outbox blindly (no read, so no
@@ -35,7 +48,9 @@
  * so states and patches are stored as JSON text. Scope ids that are not valid document ids
  * (`.`, `..`, `__x__`) are escaped with a `~` prefix, which no valid scope id starts with.
  */
-import { type DocumentReference, type DocumentSnapshot, FieldValue, type Firestore, type Transaction } from '@google-cloud/firestore';
+
+import { randomUUID } from 'node:crypto';
+import { type DocumentReference, type DocumentSnapshot, FieldValue, type Firestore, type Timestamp, type Transaction } from '@google-cloud/firestore';
 import { isBackendError, PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
 import type { CommitPlan, Head, Lease, Ledger, LogPatch, NewScope, Plan, TxView } from '../../ports/index.js';
@@ -61,6 +76,8 @@ export interface FirestoreLedgerOptions {
   maxBytes?: number;
   /** Attempts per transaction under contention (the client library's default is 5). Default 10. */
   maxAttempts?: number;
+  /** Whether commits try the direct way first (see the top of this file). Default true. */
+  directCommits?: boolean;
   /** For tests: runs in markPublished/listUnpublished between reading the outbox and writing it. */
   beforeOutboxWrite?: (id: string) => Promise<void>;
 }
@@ -75,7 +92,12 @@ const MAX_DOC_BYTES = 1_000_000;
 const FAILED_PRECONDITION = 9;
 const ABORTED = 10;
 const ALREADY_EXISTS = 6;
+const NOT_FOUND = 5;
 const OUTBOX_RETRIES = 20;
+/** Heads this instance remembers writing (for commitDirect), at most. */
+const KNOWN_HEADS = 10_000;
+/** After a direct commit lost to another writer, the scope's commits use transactions this long. */
+const CONTENDED_MS = 5_000;
 
 const SAFE_ID = /^[A-Za-z0-9_.:-]+$/;
 
@@ -142,12 +164,26 @@ function toHead(d: DocumentSnapshot, published: number, pointer: DocumentSnapsho
   };
 }
 
+/** A head as of one version of its document (its update time): what commitDirect builds on. */
+interface KnownHead {
+  /** The head document's fields (published, bundled and trimmed are not in it: 0). */
+  head: Head;
+  version: Timestamp;
+}
+
+type Write = { ref: DocumentReference; data: Record<string, unknown> };
+
 export class FirestoreLedger implements Ledger {
   private readonly db: Firestore;
+  /** The head version each scope was left at by this instance's last direct commit (LRU). */
+  private readonly known = new Map<string, KnownHead>();
+  /** Scopes whose direct commits lost to another writer recently, until when (ms). */
+  private readonly contended = new Map<string, number>();
   private readonly root: string;
   private readonly maxWrites: number;
   private readonly maxBytes: number;
   private readonly maxAttempts: number;
+  private readonly directCommits: boolean;
   private readonly beforeOutboxWrite: (id: string) => Promise<void>;
 
   constructor(db: Firestore, opts: FirestoreLedgerOptions = {}) {
@@ -156,6 +192,7 @@ export class FirestoreLedger implements Ledger {
     this.maxWrites = opts.maxWrites ?? 500;
     this.maxBytes = opts.maxBytes ?? 4_000_000;
     this.maxAttempts = opts.maxAttempts ?? 10;
+    this.directCommits = opts.directCommits ?? true;
     this.beforeOutboxWrite = opts.beforeOutboxWrite ?? (async () => {});
   }
 
@@ -191,13 +228,16 @@ export class FirestoreLedger implements Ledger {
     // create() fails the whole batch if the head exists, so a taken id changes nothing.
     batch.create(this.head(id), { id, ii: 0, epoch: 0, lease: null, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
     batch.set(this.outbox(id), { id, ii: 0, published: 0 });
+    let version: Timestamp;
     try {
-      await batch.commit();
+      version = ((await batch.commit())[0] as { writeTime: Timestamp }).writeTime;
     } catch (err) {
       if (hasCode(err, ALREADY_EXISTS)) throw new PatchbayError('scope_exists', `scope ${id} already exists`, { id });
       throw err;
     }
-    return { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, trimmed: 0, meta: { ...meta } };
+    const head: Head = { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, trimmed: 0, meta: { ...meta } };
+    this.remember(id, { head: { ...head, meta: { ...meta } }, version });
+    return head;
   }
 
   async getHead(id: string): Promise<Head | null> {
@@ -214,6 +254,13 @@ export class FirestoreLedger implements Ledger {
 
   async commit<T>(id: string, plan: Plan<T>): Promise<T> {
     const headRef = this.head(id);
+    const until = this.contended.get(id);
+    if (this.directCommits && (until === undefined || until < Date.now())) {
+      if (until !== undefined) this.contended.delete(id);
+      const direct = await this.commitDirect(id, headRef, plan);
+      if (direct.done) return direct.result;
+    }
+    this.known.delete(id); // the transaction below returns no version to build on
     // The client library would re-run the whole transaction, plan included, after a commit whose
     // response was lost (UNAVAILABLE, DEADLINE_EXCEEDED...) although it went through: the plan
     // would then decide again against a head that already holds its own records, and append the
@@ -243,35 +290,112 @@ export class FirestoreLedger implements Ledger {
       async (tx) => {
         const [snap] = await tx.getAll(headRef, { fieldMask: HEAD_FIELDS });
         if (!snap?.exists) throw notFound(id);
-        const { head, planned } = await this.runPlan(id, tx, snap, plan);
-        const { records, meta, result } = planned;
+        const { head, planned } = await this.runPlan(id, (keys) => this.findRetries(tx, id, keys), toHead(snap, 0, undefined), plan);
+        const { records, result } = planned;
         if (records.length === 0) return result;
-        records.forEach((r, i) => {
-          if (r.scope !== id || r.ii !== head.ii + 1 + i) {
-            throw new PatchbayError('internal', `commit plan for ${id} produced record ${r.scope}#${r.ii}, expected ${id}#${head.ii + 1 + i}`);
-          }
-        });
-        const last = records[records.length - 1] as PatchRecord;
-        const updated = meta?.updated ?? head.meta.updated;
-        const writes: Array<{ ref: DocumentReference; data: Record<string, unknown> }> = [];
-        for (const r of records) {
-          writes.push({ ref: this.log(id, r.ii), data: { ...r, patch: JSON.stringify(r.patch) } });
-          if (r.session !== null && r.si !== null) {
-            writes.push({ ref: this.retry(id, r.session, r.si), data: { session: r.session, si: r.si, ii: r.ii, hash: r.hash } });
-          }
-        }
-        this.checkSize(id, records.length, writes);
-        for (const w of writes) tx.create(w.ref, w.data);
-        tx.update(headRef, { ii: last.ii, 'meta.updated': updated, 'meta.size': meta?.size ?? head.meta.size });
-        // Blind (no read, so no lock): marks the scope as possibly unpublished as of this commit.
-        // `pending` keeps the oldest unpublished commit's time (minimum), so a scope written
-        // without pause is still swept once its oldest unpublished patch has waited long enough.
-        tx.set(this.outbox(id), { id, ii: last.ii, pending: FieldValue.minimum(updated) }, { merge: true });
+        const w = this.writesFor(id, head, planned);
+        for (const c of w.creates) tx.create(c.ref, c.data);
+        tx.update(headRef, w.head);
+        tx.set(this.outbox(id), w.outbox, { merge: true });
         onWrites();
         return result;
       },
       { maxAttempts: 1 },
     );
+  }
+
+  /**
+   * The documents a plan's records become: log and retry documents (created), the head's new
+   * fields and the outbox mark. Checks that the records continue `head` and fit one commit.
+   */
+  private writesFor(id: string, head: Head, planned: CommitPlan<unknown>) {
+    const { records, meta } = planned;
+    records.forEach((r, i) => {
+      if (r.scope !== id || r.ii !== head.ii + 1 + i) {
+        throw new PatchbayError('internal', `commit plan for ${id} produced record ${r.scope}#${r.ii}, expected ${id}#${head.ii + 1 + i}`);
+      }
+    });
+    const last = records[records.length - 1] as PatchRecord;
+    const updated = meta?.updated ?? head.meta.updated;
+    const size = meta?.size ?? head.meta.size;
+    const creates: Write[] = [];
+    for (const r of records) {
+      creates.push({ ref: this.log(id, r.ii), data: { ...r, patch: JSON.stringify(r.patch) } });
+      if (r.session !== null && r.si !== null) {
+        creates.push({ ref: this.retry(id, r.session, r.si), data: { session: r.session, si: r.si, ii: r.ii, hash: r.hash } });
+      }
+    }
+    this.checkSize(id, records.length, creates);
+    return {
+      creates,
+      ii: last.ii,
+      meta: { ...head.meta, updated, size },
+      head: { ii: last.ii, 'meta.updated': updated, 'meta.size': size },
+      // Blind (no read, so no lock): marks the scope as possibly unpublished as of this commit.
+      // `pending` keeps the oldest unpublished commit's time (minimum), so a scope written
+      // without pause is still swept once its oldest unpublished patch has waited long enough.
+      outbox: { id, ii: last.ii, pending: FieldValue.minimum(updated) },
+    };
+  }
+
+  /**
+   * The direct way (see the top of this file): the plan on the head this instance last wrote (or
+   * on one read now), committed as one batch conditional on that head version. `done: false`
+   * when it wrote nothing and the transaction must decide: the head moved, a document to create
+   * exists (a retry), or the plan wrote nothing. A failure of the batch itself is not retried
+   * (it may have been applied: see `commit`).
+   */
+  private async commitDirect<T>(id: string, headRef: DocumentReference, plan: Plan<T>): Promise<{ done: true; result: T } | { done: false }> {
+    let k = this.known.get(id);
+    if (!k) {
+      let snap: DocumentSnapshot | undefined;
+      try {
+        [snap] = await this.db.getAll(headRef, { fieldMask: HEAD_FIELDS });
+      } catch {
+        return { done: false }; // nothing written; the transaction's loop handles backend failures
+      }
+      if (!snap?.exists || !snap.updateTime) return { done: false }; // the transaction says scope_not_found
+      k = { head: toHead(snap, 0, undefined), version: snap.updateTime };
+    }
+    // Retries are found by the creates failing (see the top of this file), so none is read here.
+    const { head, planned } = await this.runPlan(id, async () => new Map(), k.head, plan);
+    if (planned.records.length === 0) return { done: false };
+    const w = this.writesFor(id, head, planned);
+    // The library retries a batch whose response was lost (UNAVAILABLE), and the retry then finds
+    // the head moved by the first attempt. The token on the first log document tells that apart
+    // from a commit of someone else's, so a write of ours is never taken for "nothing written".
+    const token = randomUUID();
+    const first = w.creates[0] as Write;
+    first.data.w = token;
+    const batch = this.db.batch();
+    batch.update(headRef, w.head, { lastUpdateTime: k.version });
+    for (const c of w.creates) batch.create(c.ref, c.data);
+    batch.set(this.outbox(id), w.outbox, { merge: true });
+    this.known.delete(id);
+    let version: Timestamp | undefined;
+    try {
+      version = ((await batch.commit())[0] as { writeTime: Timestamp }).writeTime;
+    } catch (err) {
+      if (!(hasCode(err, FAILED_PRECONDITION) || hasCode(err, ALREADY_EXISTS) || hasCode(err, ABORTED) || hasCode(err, NOT_FOUND))) throw err;
+      const [mine] = await this.db.getAll(first.ref, { fieldMask: ['w'] });
+      if (mine?.get('w') === token) return { done: true, result: planned.result }; // applied; its version is unknown
+      // Nothing was written (a batch is all or nothing). Another writer moved the head, or a
+      // document to create exists (a retry's record): the transaction decides, and a scope that
+      // another writer is committing to goes through transactions for a while.
+      if (!hasCode(err, ALREADY_EXISTS)) this.contended.set(id, Date.now() + CONTENDED_MS);
+      return { done: false };
+    }
+    this.remember(id, { head: { ...k.head, ii: w.ii, meta: w.meta }, version }); // k.head: a plain copy (runPlan's has getters)
+    return { done: true, result: planned.result };
+  }
+
+  private remember(id: string, k: KnownHead): void {
+    this.known.delete(id); // re-insert: Map order is recency order
+    this.known.set(id, k);
+    for (const [oldest] of this.known) {
+      if (this.known.size <= KNOWN_HEADS) break;
+      this.known.delete(oldest);
+    }
   }
 
   /**
@@ -283,10 +407,9 @@ export class FirestoreLedger implements Ledger {
    * read outside the transaction, so that publishing and bundling never contend with committing:
    * they may lag; they never gate a commit.
    */
-  private async runPlan<T>(id: string, tx: Transaction, snap: DocumentSnapshot, plan: Plan<T>): Promise<{ head: Head; planned: CommitPlan<T> }> {
-    const findRetries: TxView['findRetries'] = (keys) => this.findRetries(tx, id, keys);
+  private async runPlan<T>(id: string, findRetries: TxView['findRetries'], base: Head, plan: Plan<T>): Promise<{ head: Head; planned: CommitPlan<T> }> {
     let wanted = false;
-    const partial = toHead(snap, 0, undefined);
+    const partial: Head = { ...base };
     for (const field of SIDE_FIELDS) {
       Object.defineProperty(partial, field, {
         enumerable: true,
@@ -303,12 +426,12 @@ export class FirestoreLedger implements Ledger {
       if (!wanted) throw err;
     }
     const [outbox, pointer] = await this.db.getAll(this.outbox(id), this.pointer(id), { fieldMask: ['published', ...POINTER_FIELDS] });
-    const head = toHead(snap, num(outbox?.get('published')), pointer);
+    const head: Head = { ...base, published: num(outbox?.get('published')), bundled: num(pointer?.get('bundled')), trimmed: num(pointer?.get('trimmed')) };
     return { head, planned: await plan({ head, findRetries }) };
   }
 
   /** Refuses a commit that one Firestore transaction cannot carry (nothing has been written yet). */
-  private checkSize(id: string, records: number, writes: Array<{ ref: DocumentReference; data: Record<string, unknown> }>): void {
+  private checkSize(id: string, records: number, writes: Write[]): void {
     const count = writes.length + 2; // + head + outbox
     let bytes = 2000; // head and outbox updates, request framing
     for (const w of writes) {
@@ -443,6 +566,7 @@ export class FirestoreLedger implements Ledger {
    */
   private leaseTx<T>(id: string, decide: (lease: Lease | null, epoch: number, update: (data: Record<string, unknown>) => void) => T): Promise<T> {
     const ref = this.head(id);
+    this.known.delete(id); // the head's version changes (its direct commits would fail once)
     return this.db.runTransaction(
       async (tx) => {
         const [snap] = await tx.getAll(ref, { fieldMask: ['epoch', 'lease'] });

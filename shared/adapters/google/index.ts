@@ -22,6 +22,7 @@ export type GoogleConfig = Pick<
   | 'gcpProject'
   | 'firestoreDatabase'
   | 'firestoreRoot'
+  | 'firestoreDirect'
   | 'pubsubTopic'
   | 'pubsubSubscriptionPrefix'
   | 'bucket'
@@ -37,7 +38,7 @@ export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error
   const storage = new Storage({ projectId: config.gcpProject });
   const bus = new PubSubBus(pubsub, { topic: config.pubsubTopic, subscriptionPrefix: config.pubsubSubscriptionPrefix, logger });
   return {
-    ledger: new FirestoreLedger(firestore, { root: config.firestoreRoot }),
+    ledger: new FirestoreLedger(firestore, { root: config.firestoreRoot, directCommits: config.firestoreDirect }),
     cache: new UpstashCache({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.cachePrefix, ttlSeconds: config.cacheTtlSeconds }),
     bus: {
       publish: (events) => bus.publish(events),

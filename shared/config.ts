@@ -52,7 +52,7 @@ export const CONFIG_TABLE = {
     'PATCHBAY_ACK_AFTER',
     'auto' as 'auto' | 'commit' | 'publish',
     z.enum(['auto', 'commit', 'publish']),
-    "When a patch is acknowledged: `commit` (as soon as it is committed; the cache put and the publish follow), `publish` (after its cache put and publish too), `auto` (`commit` in embedded mode, `publish` in google mode, where Cloud Functions and Cloud Run throttle an instance's CPU once it has answered, which would hold back work left after the ack; set `commit` there only with CPU always allocated).",
+    "When a patch is acknowledged: `commit` (as soon as it is committed; the cache put and the publish follow), `publish` (after its publish too; the cache put goes out alongside and is not waited for), `auto` (`commit` in embedded mode, `publish` in google mode, where Cloud Functions and Cloud Run throttle an instance's CPU once it has answered, which would hold back work left after the ack; set `commit` there only with CPU always allocated).",
   ),
   nearCacheBytes: setting(
     'PATCHBAY_NEAR_CACHE_BYTES',

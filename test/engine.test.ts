@@ -222,6 +222,30 @@ describe('after the commit', () => {
     expect(published).toEqual([1, 2]);
   });
 
+  it('with PATCHBAY_ACK_AFTER=publish, does not hold an ack for its cache put, which still lands', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => (release = r));
+    const { engine, adapters } = setup({ ackAfter: 'publish' }, (a) => {
+      const real = a.cache;
+      a.cache = {
+        get: (id) => real.get(id),
+        put: async (id, ii, st) => gate.then(() => real.put(id, ii, st)),
+        delete: (id) => real.delete(id),
+        close: () => real.close(),
+      };
+    });
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    const events: number[] = [];
+    const stop = await engine.openStream('s', 0, { state: () => {}, patch: (e) => void events.push(e.ii) });
+    expect((await engine.submit('s', 'u', { ii: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] })).ii).toBe(1);
+    expect(events).toEqual([1]); // acked after its publish, while the cache put hangs
+    expect(await adapters.cache.get('s')).toBeNull();
+    release();
+    await engine.settled();
+    expect(await adapters.cache.get('s')).toEqual({ ii: 1, state: { n: 1 } });
+    await stop();
+  });
+
   it('reads the hot cache only for a head this instance did not write', async () => {
     const gets: string[] = [];
     let shared: Adapters | null = null;

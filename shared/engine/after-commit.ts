@@ -3,9 +3,11 @@
  * off the scope's write queue (its next group commits meanwhile).
  *
  * When the writers get their acks is PATCHBAY_ACK_AFTER's choice: right after the commit
- * (`commit`), or once their records have passed through here (`publish`, via `passed`; the
- * brief's order commit → cache → publish → ack). Acking at the commit is safe because the ack's
- * correctness never depended on what follows:
+ * (`commit`), or once their records have been published (`publish`, via `passed`). `publish`
+ * does not wait for the cache put that goes out alongside: the cache is a shortcut whose lag no
+ * reader can see (a reader reads the head first and folds the log tail onto an older entry), so
+ * the ack waits for the slower of two round trips only where the event's departure is at stake.
+ * Acking at the commit is safe because the ack's correctness never depended on what follows:
  * - Guarantee 5 (a crash leaves no trace or a complete, eventually published patch): the
  *   committed record is the outbox. A crash or failed publish after the ack leaves the patch
  *   unmarked, and the sweeper republishes it, exactly as for a publish that failed before.
@@ -27,7 +29,7 @@ const MAX_RUN = 1000;
 
 interface Pending {
   records: PatchRecord[];
-  /** Every record up to this ii has been through a run (cached and published, or given up on). */
+  /** Every record up to this ii has been published (or given up on, for the sweeper). */
   done: number;
   /** Callers waiting for a run to pass their ii. */
   waiters: Array<{ ii: number; resolve: () => void }>;
@@ -63,9 +65,9 @@ export class AfterCommit {
   }
 
   /**
-   * Resolves once the scope's record `ii`, committed earlier, has been cached and published (or
-   * its publish failed and was left to the sweeper). For PATCHBAY_ACK_AFTER=publish: the ack
-   * waits for this, while the scope's next group commits.
+   * Resolves once the scope's record `ii`, committed earlier, has been published (or its
+   * publish failed and was left to the sweeper); its cache put may still be out. For
+   * PATCHBAY_ACK_AFTER=publish: the ack waits for this, while the scope's next group commits.
    */
   passed(id: string, ii: number): Promise<void> {
     const pending = this.scopes.get(id);
@@ -84,9 +86,11 @@ export class AfterCommit {
       // events should not wait for a cache round trip. The state only belongs to the run that
       // ends at the last committed record.
       const cached = pending.records.length === 0 ? this.steps.cache(id, last.ii, pending.state) : null;
-      await Promise.all([cached, this.steps.publish(id, records)]);
-      pending.done = last.ii;
-      pending.waiters = pending.waiters.filter((w) => (w.ii <= last.ii ? void w.resolve() : true));
+      const published = this.steps.publish(id, records).then(() => {
+        pending.done = last.ii;
+        pending.waiters = pending.waiters.filter((w) => (w.ii <= last.ii ? void w.resolve() : true));
+      });
+      await Promise.all([cached, published]);
     }
     this.scopes.delete(id);
     for (const w of pending.waiters) w.resolve();

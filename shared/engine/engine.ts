@@ -73,7 +73,7 @@ export class Engine {
   private readonly queues: ScopeQueues<Pending, Ack>;
   private readonly watermarks: WatermarkWriter;
   private readonly near: NearCache;
-  /** Whether an ack waits for its cache put and publish (PATCHBAY_ACK_AFTER). */
+  /** Whether an ack waits for its publish (PATCHBAY_ACK_AFTER). */
   private readonly ackAfterPublish: boolean;
   private readonly after: AfterCommit;
   private readonly now: () => number;
@@ -128,7 +128,7 @@ export class Engine {
 
   /**
    * Queues a patch for the scope and resolves with its ack once it is committed (and, with
-   * PATCHBAY_ACK_AFTER=publish, cached and published). Requests to one scope are committed in
+   * PATCHBAY_ACK_AFTER=publish, published). Requests to one scope are committed in
    * groups, in arrival order; the cache put and the publish follow the commit
    * (shared/engine/after-commit.ts).
    */
@@ -136,7 +136,7 @@ export class Engine {
     checkPatch(req.patch, this.config);
     const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
     const ack = this.queues.push(id, { req, user, hash });
-    // With PATCHBAY_ACK_AFTER=publish the ack also waits for the cache put and the publish; the
+    // With PATCHBAY_ACK_AFTER=publish the ack also waits for the publish (not the cache put); the
     // scope's next group commits meanwhile (the queue does not wait for them).
     if (!this.ackAfterPublish) return ack;
     return ack.then(async (a) => {

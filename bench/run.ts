@@ -91,7 +91,11 @@ interface ModeSizes {
   fanSubscribers: number;
   fanMessages: number;
   fanIntervalMs: number;
+  /** Patches in the hot-log copy of the long scope. */
   longPatches: number;
+  /** Patches in the bundled copy, and how often the bundler runs while it is built. */
+  coldPatches: number;
+  bundleEvery: number;
   warmSingle: number;
 }
 
@@ -109,6 +113,8 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         fanMessages: 50,
         fanIntervalMs: 20,
         longPatches: 20_000,
+        coldPatches: 20_000,
+        bundleEvery: 20_000,
         warmSingle: 100,
       },
       emulator: {
@@ -123,6 +129,8 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         fanMessages: 20,
         fanIntervalMs: 20,
         longPatches: 2_000,
+        coldPatches: 2_000,
+        bundleEvery: 2_000,
         warmSingle: 10,
       },
     }
@@ -139,6 +147,8 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         fanMessages: 500,
         fanIntervalMs: 20,
         longPatches: 100_000,
+        coldPatches: 100_000,
+        bundleEvery: 100_000,
         warmSingle: 500,
       },
       emulator: {
@@ -152,10 +162,13 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         fanSubscribers: 100,
         fanMessages: 200,
         fanIntervalMs: 20,
-        // Not 100,000: the Firestore emulator's cost per log page grows with the size of the log
-        // collection (a 100,000-patch fold took over 10 minutes here), so emulator mode folds and
-        // streams 10,000. Cold storage (bundles in Cloud Storage) is what makes 100,000 cheap.
+        // The hot-log copy has 10,000, not 100,000: the Firestore emulator's cost per log page grows
+        // with the size of the log collection (a 100,000-patch fold took over 10 minutes here).
+        // The bundled copy has the issue's 100,000: the bundler runs every 5,000 patches while it
+        // is built, as its timer would, so the hot log never grows past 6,000 documents.
         longPatches: 10_000,
+        coldPatches: 100_000,
+        bundleEvery: 5_000,
         warmSingle: 50,
       },
     };
@@ -440,26 +453,28 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
 
     if (wanted('rebuild') || wanted('catchup')) {
       const n = z.longPatches;
-      const long = `${n.toLocaleString('en-US')} patches`;
+      const nCold = z.coldPatches;
+      const count = (k: number) => `${k.toLocaleString('en-US')} patches`;
       // Two copies of the same long scope: one left in the hot log, one bundled and trimmed by the
       // cold-storage Bundler (all but the last PATCHBAY_RETAIN_PATCHES read back from bundles).
       const hot = `long-${n}`;
-      const cold = `long-${n}-bundled`;
-      log(`${mode}: building two ${n}-patch scopes through the ledger port, bundling one`);
+      const cold = `long-${nCold}-bundled`;
+      log(`${mode}: building a ${n}-patch scope and a ${nCold}-patch scope through the ledger port, bundling the second every ${z.bundleEvery}`);
       const builtHot = await worker.call<{ seconds: number }>('buildLong', { id: hot, n, owner: subject.userId });
       const builtCold = await worker.call<{ seconds: number; bundleSeconds: number; bundles: number; snapshots: number; trimmedTo: number }>('buildLong', {
         id: cold,
-        n,
+        n: nCold,
         owner: subject.userId,
         bundle: true,
+        bundleEvery: z.bundleEvery,
       });
       log(
-        `${mode}: built in ${builtHot.seconds.toFixed(1)} s; bundled ${builtCold.bundles} bundles and ${builtCold.snapshots} snapshots, trimmed to ${builtCold.trimmedTo}, in ${builtCold.bundleSeconds.toFixed(1)} s`,
+        `${mode}: built in ${builtHot.seconds.toFixed(1)} s and ${builtCold.seconds.toFixed(1)} s; bundled ${builtCold.bundles} bundles and ${builtCold.snapshots} snapshots, trimmed to ${builtCold.trimmedTo}, in ${builtCold.bundleSeconds.toFixed(1)} s`,
       );
-      const coldSource = `bundles + ${n - builtCold.trimmedTo}-patch tail`;
-      const sources: Array<{ system: string; id: string; source: string }> = [
-        { system: 'patchbay', id: hot, source: HOT_LOG },
-        { system: 'patchbay-bundled', id: cold, source: coldSource },
+      const coldSource = `bundles + ${nCold - builtCold.trimmedTo}-patch tail`;
+      const sources: Array<{ system: string; id: string; n: number; source: string }> = [
+        { system: 'patchbay', id: hot, n, source: HOT_LOG },
+        { system: 'patchbay-bundled', id: cold, n: nCold, source: coldSource },
       ];
 
       if (wanted('rebuild')) {
@@ -474,25 +489,26 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
             source: x.source,
             note:
               x.source === HOT_LOG
-                ? `Engine.stateAt after deleting the cache entry: ${long} folded from the initial state, in the worker process. Baseline: the same patches read from the hot copy page by page with bare queries and folded with fast-json-patch directly.`
-                : `rebuildState with snapshots off (${builtCold.bundles} bundles of ${n} patches, then the hot tail), in the worker process; a cache miss (Engine.stateAt) starts from the latest of ${builtCold.snapshots} snapshots instead. Baseline as for the hot log.`,
+                ? `Engine.stateAt after deleting the cache entry: ${count(n)} folded from the initial state, in the worker process. Baseline: the same patches read from the hot copy page by page with bare queries and folded with fast-json-patch directly.`
+                : `rebuildState with snapshots off (${count(nCold)}: ${builtCold.bundles} bundles, then the hot tail), in the worker process; a cache miss (Engine.stateAt) starts from the latest of ${builtCold.snapshots} snapshots instead. Baseline as for the hot log (${count(n)}).`,
           });
         }
       }
 
       if (wanted('catchup')) {
-        const floorId = `long-${n}-${mode}`;
-        await floorC.ok('POST', '/bench/seed', { id: floorId, n });
+        const floorN = Math.max(n, nCold);
+        const floorId = `long-${floorN}-${mode}`;
+        await floorC.ok('POST', '/bench/seed', { id: floorId, n: floorN });
         const systems: System[] = [
-          { name: 'floor', run: async () => tput(await httpCatchup(floorC, floorId, n)) },
-          ...sources.map((x) => ({ name: x.system, run: async () => tput(await httpCatchup(subject, x.id, n)) })),
+          { name: 'floor', run: async () => tput(await httpCatchup(floorC, floorId, floorN)) },
+          ...sources.map((x) => ({ name: x.system, run: async () => tput(await httpCatchup(subject, x.id, x.n)) })),
         ];
-        if (QUICK) for (const x of sources) await httpCatchup(subject, x.id, n);
+        if (QUICK) for (const x of sources) await httpCatchup(subject, x.id, x.n);
         const r = await compare(`${mode} catchup`, systems);
         for (const x of sources) {
           record(mode, 'catchup', r, x.system, 'floor', 'throughput', 'patches/s', {
             source: x.source,
-            note: `SSE since=0 until event ${n} (${long}). Baseline: the floor replaying the same events from memory.`,
+            note: `SSE since=0 until event ${x.n} (${count(x.n)}). Baseline: the floor replaying ${count(floorN)} of the same events from memory.`,
           });
         }
       }

@@ -382,11 +382,22 @@ export class FirestoreLedger implements Ledger {
       // Nothing was written (a batch is all or nothing). Another writer moved the head, or a
       // document to create exists (a retry's record): the transaction decides, and a scope that
       // another writer is committing to goes through transactions for a while.
-      if (!hasCode(err, ALREADY_EXISTS)) this.contended.set(id, Date.now() + CONTENDED_MS);
+      if (!hasCode(err, ALREADY_EXISTS)) this.markContended(id);
       return { done: false };
     }
     this.remember(id, { head: { ...k.head, ii: w.ii, meta: w.meta }, version }); // k.head: a plain copy (runPlan's has getters)
     return { done: true, result: planned.result };
+  }
+
+  private markContended(id: string): void {
+    const now = Date.now();
+    this.contended.delete(id);
+    this.contended.set(id, now + CONTENDED_MS);
+    // Bounded like `known`: entries are in the order they were set, so the oldest expire first.
+    for (const [oldest, until] of this.contended) {
+      if (this.contended.size <= KNOWN_HEADS && until >= now) break;
+      this.contended.delete(oldest);
+    }
   }
 
   private remember(id: string, k: KnownHead): void {

@@ -16,6 +16,7 @@ describe('SSE resources and credentials (embedded)', () => {
   let srv: TestServer;
   let alice: Client;
   let live = 0;
+  let opened = 0;
   beforeAll(async () => {
     srv = await startServer({ sseMaxMs: 60_000 }, undefined, {
       // Counts live bus subscriptions: each stream holds one until it ends.
@@ -26,6 +27,7 @@ describe('SSE resources and credentials (embedded)', () => {
           subscribe: async (s, l) => {
             const off = await a.bus.subscribe(s, l);
             live++;
+            opened++;
             return async () => {
               live--;
               await off();
@@ -44,12 +46,20 @@ describe('SSE resources and credentials (embedded)', () => {
     const big = 'x'.repeat(2000);
     const owner = (await srv.app.adapters.ledger.getHead(id))?.meta.owner as string;
     for (let i = 0; i < 200; i++) await srv.app.engine.submit(id, owner, { patch: [{ op: 'add', path: '/list/-', value: big }] });
+    const openedBefore = opened;
     for (let i = 0; i < 20; i++) {
       const ac = new AbortController();
       const res = await fetch(`${srv.url}/v1/scopes/${id}/events?since=0`, { headers: { authorization: `Bearer ${alice.token}` }, signal: ac.signal });
-      await (res.body as ReadableStream<Uint8Array>).getReader().read(); // catch-up has begun
+      // The stream really opened: a 4xx or a stream that never subscribed would pass the leak
+      // check below without testing anything.
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      const first = await (res.body as ReadableStream<Uint8Array>).getReader().read(); // catch-up has begun
+      expect(new TextDecoder().decode(first.value)).toMatch(/^(retry|id|event|data):/m);
+      expect(live).toBeGreaterThan(0);
       ac.abort();
     }
+    expect(opened - openedBefore).toBe(20);
     const deadline = Date.now() + 10_000;
     while (live > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(live).toBe(0);

@@ -27,6 +27,7 @@ import type { LogPatch } from '../shared/ports/index.js';
 import { OPS, type Operation, type Patch, type PatchRecord, patchSchema } from '../shared/protocol.js';
 import { seed } from './helpers/cold.js';
 import { tempDir, testConfig } from './helpers/server.js';
+import { wrap } from './helpers/wrap.js';
 
 const RUNS = process.env.PATCHBAY_FC_RUNS ? Number(process.env.PATCHBAY_FC_RUNS) : 400;
 const SEED = process.env.PATCHBAY_FC_SEED ? Number(process.env.PATCHBAY_FC_SEED) : undefined;
@@ -386,15 +387,14 @@ describe('rebuilds read (ii, patch) pages from the hot log and from bundles', ()
       const head = await ledger.getHead(id);
       expect(head?.trimmed).toBe(1600);
       const hotReads: number[] = [];
-      const counted = new Proxy(ledger, {
-        get(target, prop, receiver) {
-          const v = Reflect.get(target, prop, receiver);
-          if (typeof v !== 'function') return v;
-          if (prop !== 'readPatches' && prop !== 'readLog') return v.bind(target);
-          return (...args: [string, number, number, number?]) => {
-            hotReads.push(args[1]);
-            return v.apply(target, args);
-          };
+      const counted = wrap(ledger, {
+        readPatches: (real, ...args) => {
+          hotReads.push(args[1]);
+          return real(...args);
+        },
+        readLog: (real, ...args) => {
+          hotReads.push(args[1]);
+          return real(...args);
         },
       });
       for (const hint of [1600, 1000, 0]) {

@@ -10,25 +10,20 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
 import { Engine } from '../shared/engine/engine.js';
 import { PatchbayError } from '../shared/errors.js';
-import type { Adapters, Bus, Ledger, Plan } from '../shared/ports/index.js';
+import type { Adapters, Bus, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
 import { tempDir, testConfig } from './helpers/server.js';
+import { wrap } from './helpers/wrap.js';
 
 /** A ledger decorator that counts transactions: grouping is observable as fewer commits than patches. */
 class CountingLedger {
   commits = 0;
   constructor(readonly inner: Ledger) {}
   wrap(): Ledger {
-    return new Proxy(this.inner, {
-      get: (target, prop, receiver) => {
-        if (prop === 'commit') {
-          return <T>(id: string, plan: Plan<T>) => {
-            this.commits++;
-            return target.commit(id, plan);
-          };
-        }
-        const v = Reflect.get(target, prop, receiver);
-        return typeof v === 'function' ? v.bind(target) : v;
+    return wrap(this.inner, {
+      commit: (real, id, plan) => {
+        this.commits++;
+        return real(id, plan);
       },
     });
   }
@@ -344,19 +339,13 @@ describe('groups too big for one ledger transaction', () => {
     // A ledger with a transaction limit of 4 records, like Firestore's write and byte budgets.
     const { engine, counting } = setup({}, (a) => {
       const inner = a.ledger;
-      a.ledger = new Proxy(inner, {
-        get: (target, prop, receiver) => {
-          if (prop === 'commit') {
-            return <T>(id: string, plan: Plan<T>) =>
-              target.commit(id, async (view) => {
-                const planned = await plan(view);
-                if (planned.records.length > 4) throw new PatchbayError('unavailable', 'too big', { reason: 'ledger_transaction_limit' });
-                return planned;
-              });
-          }
-          const v = Reflect.get(target, prop, receiver);
-          return typeof v === 'function' ? v.bind(target) : v;
-        },
+      a.ledger = wrap(inner, {
+        commit: (real, id, plan) =>
+          real(id, async (view) => {
+            const planned = await plan(view);
+            if (planned.records.length > 4) throw new PatchbayError('unavailable', 'too big', { reason: 'ledger_transaction_limit' });
+            return planned;
+          }),
       });
     });
     await engine.createScope('u', { id: 's', state: { list: [] } });
@@ -434,13 +423,8 @@ describe('streams and slow or failing readers', () => {
     let dropNext = false;
     const { engine } = setup({}, (a) => {
       const ledger = a.ledger;
-      a.ledger = new Proxy(ledger, {
-        get: (target, prop, receiver) => {
-          if (prop === 'readLog')
-            return (...args: Parameters<Ledger['readLog']>) => (failReads ? Promise.reject(new Error('log unreachable')) : target.readLog(...args));
-          const v = Reflect.get(target, prop, receiver);
-          return typeof v === 'function' ? v.bind(target) : v;
-        },
+      a.ledger = wrap(ledger, {
+        readLog: (real, ...args) => (failReads ? Promise.reject(new Error('log unreachable')) : real(...args)),
       });
       interceptPublish(a, async (events, real) => {
         if (dropNext) {

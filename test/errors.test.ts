@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { asPatchbayError, ERROR_CODES, PatchbayError } from '../shared/errors.js';
 import type { Adapters } from '../shared/ports/index.js';
 import { startServer } from './helpers/server.js';
+import { wrap } from './helpers/wrap.js';
 
 const withCode = (code: unknown, message = 'boom') => Object.assign(new Error(message), { code });
 
@@ -38,13 +39,7 @@ describe('asPatchbayError', () => {
     const srv = await startServer({}, undefined, {
       wrap: (a: Adapters) => ({
         ...a,
-        ledger: new Proxy(a.ledger, {
-          get: (target, prop, receiver) => {
-            if (prop === 'getHead') return async () => Promise.reject(withCode('ECONNREFUSED', 'connect ECONNREFUSED 10.0.0.1:443'));
-            const v = Reflect.get(target, prop, receiver);
-            return typeof v === 'function' ? v.bind(target) : v;
-          },
-        }),
+        ledger: wrap(a.ledger, { getHead: () => Promise.reject(withCode('ECONNREFUSED', 'connect ECONNREFUSED 10.0.0.1:443')) }),
       }),
     });
     try {

@@ -10,13 +10,14 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PubSub } from '@google-cloud/pubsub';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Adapters, Ledger, Plan } from '../shared/ports/index.js';
+import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
 import { httpContract } from './contract/http.js';
 import { sseContract } from './contract/sse.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
 import { skipWithout } from './helpers/proc.js';
 import { request, startServer, type TestServer } from './helpers/server.js';
+import { wrap } from './helpers/wrap.js';
 
 const skip = skipWithout('gcloud', 'the Firestore and Pub/Sub emulators') || skipWithout('redis-server');
 
@@ -55,20 +56,14 @@ async function pushSubscription(stack: GoogleStack, topic: string, name: string,
 /** Wraps a ledger so the next `commit` throws after it succeeded: the acknowledgement is lost. */
 function loseNextAck(ledger: Ledger): { ledger: Ledger; arm: () => void } {
   let armed = false;
-  const wrapped = new Proxy(ledger, {
-    get: (target, prop, receiver) => {
-      if (prop === 'commit') {
-        return async <T>(id: string, plan: Plan<T>) => {
-          const result = await target.commit(id, plan);
-          if (armed) {
-            armed = false;
-            throw new Error('connection reset after commit');
-          }
-          return result;
-        };
+  const wrapped = wrap(ledger, {
+    commit: async (real, id, plan) => {
+      const result = await real(id, plan);
+      if (armed) {
+        armed = false;
+        throw new Error('connection reset after commit');
       }
-      const v = Reflect.get(target, prop, receiver);
-      return typeof v === 'function' ? v.bind(target) : v;
+      return result;
     },
   });
   return { ledger: wrapped, arm: () => (armed = true) };

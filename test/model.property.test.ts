@@ -28,6 +28,7 @@ import type { Json } from '../shared/json.js';
 import type { Adapters } from '../shared/ports/index.js';
 import type { Operation } from '../shared/protocol.js';
 import { type Client, type Res, startServer, type TestServer, tempDir } from './helpers/server.js';
+import { wrapAll } from './helpers/wrap.js';
 
 const RUNS = process.env.PATCHBAY_FC_RUNS ? Number(process.env.PATCHBAY_FC_RUNS) : 500;
 const SEED = process.env.PATCHBAY_FC_SEED ? Number(process.env.PATCHBAY_FC_SEED) : undefined;
@@ -45,16 +46,14 @@ const SSE_DEADLINE_MS = 15_000;
 function yieldingAdapters(dataDir: string): Adapters {
   const base = embeddedAdapters({ dataDir, sqliteSync: 'normal', cacheMaxScopes: 10_000 });
   const yielding = <T extends object>(target: T): T =>
-    new Proxy(target, {
-      get(t, prop) {
-        const v = Reflect.get(t, prop, t);
-        if (typeof v !== 'function' || prop === 'close') return v;
-        return async (...args: unknown[]) => {
-          await new Promise((r) => setImmediate(r));
-          return v.apply(t, args);
-        };
+    wrapAll(
+      target,
+      async (_name, real, args) => {
+        await new Promise((r) => setImmediate(r));
+        return real(...args);
       },
-    });
+      ['close'],
+    );
   return { ...base, ledger: yielding(base.ledger), cache: yielding(base.cache), bus: yielding(base.bus) };
 }
 

@@ -31,6 +31,7 @@ import type { PatchRecord } from '../../shared/protocol.js';
 import { type CrashPlan, crashing, expectRecoverable, INITIAL, patchFor, pausing, type SeedOptions, seed, stateAfter } from '../helpers/cold.js';
 import type { TestServer } from '../helpers/server.js';
 import { openSse, patchIndices } from '../helpers/sse.js';
+import { wrap } from '../helpers/wrap.js';
 import type { StartServer } from './http.js';
 
 /** Small sizes so that one 47-patch scope exercises everything: 4 full bundles and a short one, 2 snapshots, 6 trim chunks. */
@@ -282,16 +283,10 @@ export function coldContract(stack: string, start: StartServer, opts: ColdContra
         const { id } = await scope(N);
         await bundler().bundleScope(id);
         const read: string[] = [];
-        const blobs = new Proxy(ports().blobs, {
-          get(t, prop, receiver) {
-            const v = Reflect.get(t, prop, receiver);
-            if (prop === 'get') {
-              return (key: string) => {
-                read.push(key);
-                return t.get(key);
-              };
-            }
-            return typeof v === 'function' ? v.bind(t) : v;
+        const blobs = wrap(ports().blobs, {
+          get: (real, key) => {
+            read.push(key);
+            return real(key);
           },
         });
         // a fresh engine with an empty cache: every state is a rebuild
@@ -403,17 +398,11 @@ export function coldContract(stack: string, start: StartServer, opts: ColdContra
         const { id, original } = await scope(N);
         const pause = pausing(ports().blobs, 'put', 1);
         const advances: Array<number | null> = [];
-        const ledger = new Proxy(ports().ledger, {
-          get(t, prop, receiver) {
-            const v = Reflect.get(t, prop, receiver);
-            if (prop === 'advanceBundled') {
-              return async (...a: Parameters<Ledger['advanceBundled']>) => {
-                const r = await t.advanceBundled(...a);
-                advances.push(r);
-                return r;
-              };
-            }
-            return typeof v === 'function' ? v.bind(t) : v;
+        const ledger = wrap(ports().ledger, {
+          advanceBundled: async (real, ...a) => {
+            const r = await real(...a);
+            advances.push(r);
+            return r;
           },
         });
         const first = bundler({ ledger, blobs: pause.port, holder: 'first' });

@@ -12,6 +12,7 @@ import { CONFIG_TABLE, type Config } from '../../shared/config.js';
 import type { Json } from '../../shared/json.js';
 import type { BlobStore, Ledger } from '../../shared/ports/index.js';
 import type { Patch, PatchRecord, PatchRequest } from '../../shared/protocol.js';
+import { wrapAll } from './wrap.js';
 
 export const INITIAL: Json = { n: 0, items: [] };
 
@@ -109,29 +110,23 @@ export function crashing(ports: { ledger: Ledger; blobs: BlobStore }, plan: Cras
     signal();
     return plan?.how === 'hang' ? new Promise<never>(() => {}) : Promise.reject(new Error('injected crash'));
   };
-  const wrap = <T extends object>(target: T, name: 'ledger' | 'blobs'): T =>
-    new Proxy(target, {
-      get(t, prop, receiver) {
-        const v = Reflect.get(t, prop, receiver);
-        if (typeof v !== 'function') return v;
-        return async (...args: unknown[]) => {
-          if (dead) throw new Error('crashed process');
-          if (STEPS[name].has(String(prop))) {
-            steps++;
-            trace.push(`${name}.${String(prop)} ${String(args[name === 'blobs' ? 0 : 3])}`);
-            if (plan && steps === plan.at) {
-              if (plan.when === 'before') return die();
-              await v.apply(t, args);
-              return die();
-            }
-          }
-          return v.apply(t, args);
-        };
-      },
+  const crashing = <T extends object>(target: T, name: 'ledger' | 'blobs'): T =>
+    wrapAll(target, async (prop, real, args) => {
+      if (dead) throw new Error('crashed process');
+      if (STEPS[name].has(prop)) {
+        steps++;
+        trace.push(`${name}.${prop} ${String(args[name === 'blobs' ? 0 : 3])}`);
+        if (plan && steps === plan.at) {
+          if (plan.when === 'before') return die();
+          await real(...args);
+          return die();
+        }
+      }
+      return real(...args);
     });
   return {
-    ledger: wrap(ports.ledger, 'ledger'),
-    blobs: wrap(ports.blobs, 'blobs'),
+    ledger: crashing(ports.ledger, 'ledger'),
+    blobs: crashing(ports.blobs, 'blobs'),
     trace,
     died,
     get dead() {
@@ -151,19 +146,12 @@ export function pausing<T extends object>(target: T, method: string, nth: number
   const released = new Promise<void>((r) => {
     release = r;
   });
-  const port = new Proxy(target, {
-    get(t, prop, receiver) {
-      const v = Reflect.get(t, prop, receiver);
-      if (typeof v !== 'function') return v;
-      if (prop !== method) return v.bind(t);
-      return async (...args: unknown[]) => {
-        if (++calls === nth) {
-          reachedSignal();
-          await released;
-        }
-        return v.apply(t, args);
-      };
-    },
+  const port = wrapAll(target, async (prop, real, args) => {
+    if (prop === method && ++calls === nth) {
+      reachedSignal();
+      await released;
+    }
+    return real(...args);
   });
   return { port, reached, release };
 }

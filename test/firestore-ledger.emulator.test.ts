@@ -4,7 +4,9 @@
  * a re-run plan never applies twice, and concurrent commits from two clients get indices 1..n
  * exactly. A plan too large for one transaction is refused with nothing written. The outbox mark
  * survives a commit racing markPublished, so an unpublished scope is never lost. Any JSON value
- * and any valid scope id round-trip. Plus the shared ledger conformance suite.
+ * and any valid scope id round-trip. A direct batch checks the retry keys its plan refused in
+ * the same batch (no read): a recorded one sends the retry to the transaction, which answers it.
+ * Plus the shared ledger conformance suite.
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -204,6 +206,50 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
       [5, 'c', 1],
     ]);
     expect(await b.getHead(id)).toMatchObject({ ii: 5, epoch: 1, meta: { updated: T0 + 5, size: 5 } });
+  });
+
+  it('a direct batch checks the retry keys its plan refused: unrecorded, it commits at once; recorded, the transaction answers the retry', async () => {
+    const l = ledger({ maxWrites: 6 });
+    const id = 'refused-keys';
+    await l.createScope({ id, meta, initial: {} });
+    // Engine-like: a recorded key is a duplicate; `refuse` keys are otherwise refused (an ii
+    // behind head), the others appended. `runs` counts plan runs: 1 = the direct batch committed,
+    // 2 = it wrote nothing and the transaction ran the plan again.
+    const group =
+      (keys: Array<{ si: number; refuse?: true }>, runs: { n: number }): Plan<string[]> =>
+      async (view) => {
+        runs.n++;
+        const found = await view.findRetries(keys.map((k) => ({ session: 's', si: k.si })));
+        const records: PatchRecord[] = [];
+        const result = keys.map((k) => {
+          const prior = found.get(retryKey('s', k.si));
+          if (prior) return `duplicate ${prior.ii}`;
+          if (k.refuse) return 'refused';
+          records.push(rec(id, view.head.ii + records.length + 1, { session: 's', si: k.si }));
+          return `appended ${view.head.ii + records.length}`;
+        });
+        return { records, meta: { updated: T0 + 1, size: 3 }, result };
+      };
+    const runs = { n: 0 };
+    expect(await l.commit(id, group([{ si: 1 }], runs))).toEqual(['appended 1']);
+    runs.n = 0;
+    expect(await l.commit(id, group([{ si: 9, refuse: true }, { si: 2 }], runs))).toEqual(['refused', 'appended 2']);
+    expect(runs.n).toBe(1); // nothing recorded under si 9: no read, no transaction
+    runs.n = 0;
+    expect(await l.commit(id, group([{ si: 1, refuse: true }, { si: 3 }], runs))).toEqual(['duplicate 1', 'appended 3']);
+    expect(runs.n).toBe(2);
+    // Past the write limit only with its checks (log + retry document + 3 checks + head + outbox
+    // = 7 > 6): the transaction, which reads them instead (4 writes).
+    runs.n = 0;
+    const three = group([{ si: 6, refuse: true }, { si: 7, refuse: true }, { si: 8, refuse: true }, { si: 4 }], runs);
+    expect(await l.commit(id, three)).toEqual(['refused', 'refused', 'refused', 'appended 4']);
+    expect(runs.n).toBe(2);
+    expect((await l.readLog(id, 1, 10)).map((r) => [r.ii, r.si])).toEqual([
+      [1, 1],
+      [2, 2],
+      [3, 3],
+      [4, 4],
+    ]);
   });
 
   ledgerConformance('FirestoreLedger', async () => ledger());

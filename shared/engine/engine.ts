@@ -3,7 +3,10 @@
  *
  * Guarantee 1 (every acknowledged patch is in the log once, indices 1..n without holes) rests on
  * `Ledger.commit`: the plan below decides each request's outcome against the head the ledger
- * read inside its transaction, so a retried transaction re-decides from scratch.
+ * read inside its transaction, so a retried transaction re-decides from scratch. It looks up the
+ * group's (session, si) keys before deciding anything else, and the ledger keeps that answer true
+ * at the commit (TxView.findRetries), so a recognised retry gets its original ack even when its
+ * old ii would be refused and its group commits other patches.
  * Guarantee 2 (state = initial state + patches 1..ii): `stateAt` trusts a cache entry only at
  * the exact ii it is asked for, and otherwise folds the log onto the newest state it can trust:
  * a cache entry behind ii, the latest snapshot at or below ii, or the initial state.

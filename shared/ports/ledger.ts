@@ -65,7 +65,12 @@ export interface NewScope {
 /** What a commit plan may look at, inside the ledger's transaction. */
 export interface TxView {
   readonly head: Head;
-  /** The accepted patches recorded under these (session, si) keys, by `${session}\u0000${si}`. */
+  /**
+   * The accepted patches recorded under these (session, si) keys, by `${session}\u0000${si}`.
+   * The answer holds when the plan's records commit, for every key asked about: a plan may
+   * refuse a request for not being a recorded retry (an ii behind head) and commit other
+   * records in the same step.
+   */
   findRetries(keys: ReadonlyArray<{ session: string; si: number }>): Promise<Map<string, PatchRecord>>;
 }
 

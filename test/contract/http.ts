@@ -1,11 +1,14 @@
 /**
  * The v1 contract (BRIEF §3) over a real socket: create, get with ETag/304, every index outcome
  * of a patch, authorization, history as NDJSON, error bodies. Guarantee 3 is checked on each
- * rejection by comparing the stored scope and log before and after.
+ * rejection by comparing the stored scope and log before and after. Guarantees 1 and 2 and the
+ * retry rule (a recognised retry gets the original ack) are checked under concurrent writers.
  */
+import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../shared/config.js';
-import type { Client, TestServer } from '../helpers/server.js';
+import type { Client, Res, TestServer } from '../helpers/server.js';
 
 /** Starts a server of the stack under test with these config overrides. */
 export type StartServer = (overrides?: Partial<Config>) => Promise<TestServer>;
@@ -219,6 +222,67 @@ export function httpContract(stack: string, start: StartServer): void {
             .map((l) => JSON.parse(l).ii),
         ).toEqual([2, 3]);
       });
+    });
+
+    describe('concurrent writers (guarantees 1 and 2, and the retry rule)', () => {
+      // Writers that read head+1 (retrying conflicts), append without ii every fifth write, and
+      // re-send some accepted bodies at once: the re-sends land in groups that also commit other
+      // writers' new patches, and must still get the original ack.
+      it('8 clients on 3 scopes: a re-sent accepted body gets its original ack; each log is 1..n holding every acked patch once', async () => {
+        const CLIENTS = 8;
+        const WRITES = 12;
+        const scopes: string[] = [];
+        for (let s = 0; s < 3; s++) scopes.push((await alice.request('POST', '/v1/scopes', { body: { state: { w: {} } } })).json.id);
+        const post = (id: string, body: unknown) => alice.request('POST', `/v1/scopes/${id}/patches`, { body });
+        const acked = new Map<string, { id: string; ii: number }>(); // by write key
+        const failures: unknown[] = [];
+        let resent = 0;
+        await Promise.all(
+          Array.from({ length: CLIENTS }, async (_, c) => {
+            const session = `writer-${c}-${randomUUID()}`;
+            for (let j = 0; j < WRITES; j++) {
+              const id = scopes[(c + j) % scopes.length] as string;
+              const key = `c${c}-${j}`;
+              const patch = [{ op: 'add', path: `/w/${key}`, value: j }];
+              let body: Record<string, unknown> = { patch, session, si: j + 1 };
+              let res: Res | undefined;
+              for (let attempt = 0; attempt < 100; attempt++) {
+                if (j % 5 !== 4) body = { ...body, ii: (await alice.request('GET', `/v1/scopes/${id}`)).json.ii + 1 };
+                res = await post(id, body);
+                if (res.status !== 409 || !['out_of_sync', 'replay_required'].includes(res.json.error.code)) break;
+              }
+              if (res?.status !== 200) {
+                failures.push({ key, body, status: res?.status, answer: res?.json });
+                continue;
+              }
+              acked.set(key, { id, ii: res.json.ii });
+              if (j % 3 === 2) continue;
+              resent++;
+              const again = await post(id, body);
+              if (again.status !== 200 || !isDeepStrictEqual(again.json, { id, ii: res.json.ii, duplicate: true })) {
+                failures.push({ key, resent: body, first: res.json, status: again.status, answer: again.json });
+              }
+            }
+          }),
+        );
+        expect(failures).toEqual([]);
+        expect(resent).toBe(CLIENTS * (WRITES - WRITES / 3));
+        expect(acked.size).toBe(CLIENTS * WRITES);
+        for (const id of scopes) {
+          const mine = [...acked].filter(([, a]) => a.id === id);
+          const log = (await alice.request('GET', `/v1/scopes/${id}/patches`)).text
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l) as { ii: number; patch: Array<{ path: string }> });
+          expect(log.map((r) => r.ii)).toEqual(Array.from({ length: mine.length }, (_, i) => i + 1));
+          // Every acked patch sits at the index it was acked with (so exactly once: the log has
+          // no more entries than acks).
+          for (const [key, a] of mine) expect(log[a.ii - 1]?.patch[0]?.path, key).toBe(`/w/${key}`);
+          const scope = (await alice.request('GET', `/v1/scopes/${id}`)).json;
+          expect(scope.ii).toBe(mine.length);
+          expect(Object.keys(scope.state.w).sort()).toEqual(mine.map(([key]) => key).sort());
+        }
+      }, 180_000);
     });
 
     describe('routing', () => {

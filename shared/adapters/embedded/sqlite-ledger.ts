@@ -10,7 +10,8 @@
  * re-read: no second SELECT), and the records go in with it, in one transaction. If the head moved
  * (another ledger on this file, a lease taken, a second commit of the same scope) nothing is
  * written and the plan runs again on the new head. So even two processes on one file cannot both
- * take an index.
+ * take an index. The same check keeps `findRetries`' answers true at the commit: a retry record is
+ * a log row, which only ever appears with a head move.
  *
  * Group commit across scopes (one fsync for many commits). Writes do not open a transaction each:
  * they queue, and a `setImmediate` flushes everything queued in this event-loop turn as ONE

@@ -22,11 +22,19 @@
  * version, and creates the log and retry documents only if none of them exists, all or nothing:
  * so it commits exactly when the transaction would have committed the same plan, and otherwise
  * writes nothing (FAILED_PRECONDITION, ALREADY_EXISTS), and the transaction runs the plan again.
- * Retry documents are not read on this way: a request that is a recorded retry makes its `create`
- * fail, and the transaction then finds it. A plan that writes nothing is always re-run in the
- * transaction, since nothing would check the head it decided against. For a scope's writers held
- * by one instance that is one round trip per commit instead of two, and no document read; a scope
- * written from several instances at once falls back to transactions for a while.
+ * Retry documents are not read on this way: the plan is told that no (session, si) it asks about
+ * is recorded, and the batch makes that answer true at its commit or fails. A key the plan then
+ * writes is checked by its retry document's `create`; a key it refuses without writing (a retry
+ * carrying its original ii, now at or below head, is refused as out_of_sync unless it is found;
+ * so is one whose patch no longer applies) by a delete of that document with the precondition
+ * that it does not exist, which deletes nothing. Either fails the batch (ALREADY_EXISTS) when the
+ * key is recorded, and the transaction then finds the record. Without the second check a retry
+ * sharing its group with new patches was answered out_of_sync instead of its original ack. A plan
+ * that writes nothing is always re-run in the transaction, since nothing would check the head it
+ * decided against. For a scope's writers held by one instance that is one round trip per commit
+ * instead of two, and no document read (a refused request with a session adds one write to the
+ * batch, never a round trip); a scope written from several instances at once falls back to
+ * transactions for a while.
  *
  * The outbox document keeps the published watermark away from the head: publishers and the
  * sweeper never read or write the head, so they never contend with commits for it (contention on
@@ -125,6 +133,20 @@ function storedSize(v: unknown): number {
   return n;
 }
 
+type Write = { ref: DocumentReference; data: Record<string, unknown> };
+
+/** Estimated bytes of one written document (name, fields, overhead). */
+function docBytes(w: Write): number {
+  return Buffer.byteLength(w.ref.path, 'utf8') + 16 + storedSize(w.data) + 32;
+}
+
+/** Writes and estimated bytes of a commit of these documents plus the head and the outbox. */
+function commitCost(writes: Write[]): { count: number; bytes: number } {
+  let bytes = 2000; // head and outbox updates, request framing
+  for (const w of writes) bytes += docBytes(w) + 200; // + the full resource name (projects/…/documents/…) and framing
+  return { count: writes.length + 2, bytes };
+}
+
 function notFound(id: string): PatchbayError {
   return new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
 }
@@ -170,8 +192,6 @@ interface KnownHead {
   head: Head;
   version: Timestamp;
 }
-
-type Write = { ref: DocumentReference; data: Record<string, unknown> };
 
 export class FirestoreLedger implements Ledger {
   private readonly db: Firestore;
@@ -340,10 +360,11 @@ export class FirestoreLedger implements Ledger {
 
   /**
    * The direct way (see the top of this file): the plan on the head this instance last wrote (or
-   * on one read now), committed as one batch conditional on that head version. `done: false`
-   * when it wrote nothing and the transaction must decide: the head moved, a document to create
-   * exists (a retry), or the plan wrote nothing. A failure of the batch itself is not retried
-   * (it may have been applied: see `commit`).
+   * on one read now), committed as one batch conditional on that head version and on the absence
+   * of every retry document the plan asked about. `done: false` when it wrote nothing and the
+   * transaction must decide: the head moved, one of those retry documents exists (a retry), the
+   * plan wrote nothing, or the batch would be too large with its absence checks. A failure of the
+   * batch itself is not retried (it may have been applied: see `commit`).
    */
   private async commitDirect<T>(id: string, headRef: DocumentReference, plan: Plan<T>): Promise<{ done: true; result: T } | { done: false }> {
     let k = this.known.get(id);
@@ -357,10 +378,24 @@ export class FirestoreLedger implements Ledger {
       if (!snap?.exists || !snap.updateTime) return { done: false }; // the transaction says scope_not_found
       k = { head: toHead(snap, 0, undefined), version: snap.updateTime };
     }
-    // Retries are found by the creates failing (see the top of this file), so none is read here.
-    const { head, planned } = await this.runPlan(id, async () => new Map(), k.head, plan);
+    // No retry document is read here: the plan is told none of the keys it asks about is
+    // recorded, and the batch checks that answer for each of them (see the top of this file).
+    const asked = new Map<string, DocumentReference>();
+    const { head, planned } = await this.runPlan(
+      id,
+      async (keys) => {
+        for (const key of keys) asked.set(retryKey(key.session, key.si), this.retry(id, key.session, key.si));
+        return new Map();
+      },
+      k.head,
+      plan,
+    );
     if (planned.records.length === 0) return { done: false };
     const w = this.writesFor(id, head, planned);
+    // The keys the plan writes are checked by their creates; those it refused, by these.
+    for (const r of planned.records) if (r.session !== null && r.si !== null) asked.delete(retryKey(r.session, r.si));
+    const absent: Write[] = [...asked.values()].map((ref) => ({ ref, data: {} }));
+    if (!this.fits([...w.creates, ...absent])) return { done: false }; // the transaction reads instead
     // The library retries a batch whose response was lost (UNAVAILABLE), and the retry then finds
     // the head moved by the first attempt. The token on the first log document tells that apart
     // from a commit of someone else's, so a write of ours is never taken for "nothing written".
@@ -370,6 +405,7 @@ export class FirestoreLedger implements Ledger {
     const batch = this.db.batch();
     batch.update(headRef, w.head, { lastUpdateTime: k.version });
     for (const c of w.creates) batch.create(c.ref, c.data);
+    for (const a of absent) batch.delete(a.ref, { exists: false }); // deletes nothing; fails if it exists
     batch.set(this.outbox(id), w.outbox, { merge: true });
     this.known.delete(id);
     let version: Timestamp | undefined;
@@ -380,8 +416,8 @@ export class FirestoreLedger implements Ledger {
       const [mine] = await this.db.getAll(first.ref, { fieldMask: ['w'] });
       if (mine?.get('w') === token) return { done: true, result: planned.result }; // applied; its version is unknown
       // Nothing was written (a batch is all or nothing). Another writer moved the head, or a
-      // document to create exists (a retry's record): the transaction decides, and a scope that
-      // another writer is committing to goes through transactions for a while.
+      // retry document exists (one to create, or one checked absent): the transaction decides,
+      // and a scope that another writer is committing to goes through transactions for a while.
       if (!hasCode(err, ALREADY_EXISTS)) this.markContended(id);
       return { done: false };
     }
@@ -443,22 +479,26 @@ export class FirestoreLedger implements Ledger {
 
   /** Refuses a commit that one Firestore transaction cannot carry (nothing has been written yet). */
   private checkSize(id: string, records: number, writes: Write[]): void {
-    const count = writes.length + 2; // + head + outbox
-    let bytes = 2000; // head and outbox updates, request framing
     for (const w of writes) {
-      const doc = Buffer.byteLength(w.ref.path, 'utf8') + 16 + storedSize(w.data) + 32;
+      const doc = docBytes(w);
       if (doc > MAX_DOC_BYTES) {
         throw new PatchbayError('unavailable', `a record of ${id} needs a ${doc}-byte document; Firestore allows 1 MiB`, { reason: 'ledger_document_limit' });
       }
-      bytes += doc + 200; // the full resource name (projects/…/documents/…) and framing
     }
-    if (count > this.maxWrites || bytes > this.maxBytes) {
+    const { count, bytes } = commitCost(writes);
+    if (!this.fits(writes)) {
       throw new PatchbayError(
         'unavailable',
         `a commit of ${records} records to ${id} needs ${count} writes and about ${bytes} bytes; one transaction takes ${this.maxWrites} and ${this.maxBytes}`,
         { reason: 'ledger_transaction_limit' },
       );
     }
+  }
+
+  /** Whether one commit can carry these documents (plus the head and the outbox). */
+  private fits(writes: Write[]): boolean {
+    const { count, bytes } = commitCost(writes);
+    return count <= this.maxWrites && bytes <= this.maxBytes;
   }
 
   private async findRetries(tx: Transaction, id: string, keys: ReadonlyArray<{ session: string; si: number }>): Promise<Map<string, PatchRecord>> {

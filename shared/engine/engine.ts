@@ -19,7 +19,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { readLog } from '../cold/log.js';
 import { rebuildState } from '../cold/rebuild.js';
 import { ColdStore } from '../cold/store.js';
-import type { Config } from '../config.js';
+import type { EngineConfig } from '../config.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import { cloneJson, type Json, jsonBytes } from '../json.js';
 import { applyPatch, type Budget, checkPatch, checkValueDepth } from '../patch.js';
@@ -66,20 +66,20 @@ export interface Pending {
 type Outcome = { ack: Ack } | { error: PatchbayError };
 
 export class Engine {
-  readonly config: Config;
+  readonly config: EngineConfig;
   /** Bundles and snapshots of every scope (read side). */
   readonly cold: ColdStore;
   private readonly ports: Adapters;
   private readonly queues: ScopeQueues<Pending, Ack>;
   private readonly watermarks: WatermarkWriter;
   private readonly near: NearCache;
-  /** Whether an ack waits for its publish (PATCHBAY_ACK_AFTER). */
+  /** Whether an ack waits for its publish (PATCHBAY_ACK_AFTER, resolved by loadConfig). */
   private readonly ackAfterPublish: boolean;
   private readonly after: AfterCommit;
   private readonly now: () => number;
   private readonly logError: Logger;
 
-  constructor(ports: Adapters, config: Config, opts: { now?: () => number; logError?: Logger } = {}) {
+  constructor(ports: Adapters, config: EngineConfig, opts: { now?: () => number; logError?: Logger } = {}) {
     this.ports = ports;
     this.config = config;
     this.cold = new ColdStore(ports.blobs);
@@ -90,7 +90,7 @@ export class Engine {
       this.logError({ message: 'watermark write failed; the sweeper will republish', scope: id, err: String(err) }),
     );
     this.near = new NearCache(config.nearCacheBytes);
-    this.ackAfterPublish = config.ackAfter === 'publish' || (config.ackAfter === 'auto' && config.mode === 'google');
+    this.ackAfterPublish = config.ackAfter === 'publish';
     this.after = new AfterCommit({ cache: (id, ii, state) => this.putCache(id, ii, state), publish: (id, records) => this.publish(id, records) });
   }
 

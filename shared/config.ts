@@ -1,8 +1,9 @@
 /**
  * The one typed configuration table. Every setting has a name, an environment variable, a
  * default, a validator and a description; `loadConfig` reads the environment once at start and
- * fails fast with a message naming the variable. README's configuration section and
- * `.env.example` list the same rows.
+ * fails fast with a message naming the variable, and resolves `auto` values. The rows are
+ * grouped into sections (CONFIG_SECTIONS), and each module is given only its section's type.
+ * README's configuration section and `.env.example` list the same rows.
  */
 import { z } from 'zod';
 
@@ -176,12 +177,81 @@ export const CONFIG_TABLE = {
 };
 
 type Table = typeof CONFIG_TABLE;
-export type Config = { [K in keyof Table]: Table[K]['default'] };
+/** Every setting as the table parses it (`PATCHBAY_ACK_AFTER` may still be `auto`). */
+export type Settings = { [K in keyof Table]: Table[K]['default'] };
+/** The resolved ack point (`auto` is decided by `loadConfig`, so no module asks which cloud it runs on). */
+export type AckAfter = 'commit' | 'publish';
+/** The configuration as `loadConfig` returns it: every setting, with `auto` values resolved. */
+export type Config = Omit<Settings, 'ackAfter'> & { ackAfter: AckAfter };
+
+/**
+ * The table's rows grouped by the part of the service that reads them; each module's
+ * configuration type is made of its section(s) only. Every row is in exactly one section
+ * (test/config.test.ts): a new row goes into the list of the module that reads it.
+ */
+export const CONFIG_SECTIONS = {
+  /** The process: where it listens, which adapters, where embedded data lives, the request log. */
+  server: ['port', 'host', 'mode', 'dataDir', 'corsOrigin', 'logLevel'],
+  /** Tokens and stream tickets (shared/http/auth.ts). */
+  auth: ['jwtSecret', 'tokenTtlSeconds', 'ticketTtlSeconds', 'anonymousAuth'],
+  /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
+  limits: ['maxBodyBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth'],
+  /** The write path, the near cache and the outbox (shared/engine/). */
+  engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
+  /** Live streams (shared/http/handler.ts). */
+  sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
+  /** Cold storage, retention and the bundler (shared/cold/). */
+  cold: [
+    'bundlePatches',
+    'bundleMaxBytes',
+    'snapshotEvery',
+    'retainPatches',
+    'retainMinutes',
+    'bundleIntervalMs',
+    'bundleLeaseMs',
+    'bundleBudgetMs',
+    'trimChunk',
+  ],
+  /** The embedded adapters (shared/adapters/embedded/). */
+  embedded: ['cacheMaxScopes', 'sqliteSync'],
+  /** The Google adapters and emulators (shared/adapters/google/). */
+  google: [
+    'gcpProject',
+    'firestoreDatabase',
+    'firestoreRoot',
+    'firestoreDirect',
+    'pubsubTopic',
+    'pubsubSubscriptionPrefix',
+    'bucket',
+    'upstashUrl',
+    'upstashToken',
+    'cachePrefix',
+    'cacheTtlSeconds',
+    'firestoreEmulatorHost',
+    'pubsubEmulatorHost',
+    'storageEmulatorHost',
+  ],
+} as const satisfies Record<string, ReadonlyArray<keyof Table>>;
+
+type Sections = typeof CONFIG_SECTIONS;
+/** The settings of one section. */
+export type Section<S extends keyof Sections> = Pick<Config, Sections[S][number]>;
+export type ServerConfig = Section<'server'>;
+export type AuthConfig = Section<'auth'>;
+export type LimitsConfig = Section<'limits'>;
+export type SseConfig = Section<'sse'>;
+export type ColdConfig = Section<'cold'>;
+export type EmbeddedConfig = Section<'embedded'>;
+export type GoogleConfig = Section<'google'>;
+/** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
+export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
+/** What the HTTP handler reads: the limits, the SSE section and the CORS origin. */
+export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrigin'>;
 
 export class ConfigError extends Error {}
 
 /** Reads every setting from `env` (default: process.env); throws a ConfigError naming each bad variable. */
-export function loadConfig(env: Record<string, string | undefined> = process.env, overrides: Partial<Config> = {}): Config {
+export function loadConfig(env: Record<string, string | undefined> = process.env, overrides: Partial<Settings> = {}): Config {
   const out: Record<string, unknown> = {};
   const problems: string[] = [];
   for (const [key, s] of Object.entries(CONFIG_TABLE) as Array<[string, Setting<unknown>]>) {
@@ -204,5 +274,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  // PATCHBAY_ACK_AFTER=auto: `publish` on Google, where Cloud Functions and Cloud Run throttle an
+  // instance's CPU once it has answered; `commit` elsewhere.
+  if (out.ackAfter === 'auto') out.ackAfter = out.mode === 'google' ? 'publish' : 'commit';
   return out as Config;
 }

@@ -4,7 +4,17 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_TABLE, ConfigError, loadConfig } from '../shared/config.js';
+import { CONFIG_SECTIONS, CONFIG_TABLE, ConfigError, loadConfig } from '../shared/config.js';
+
+/** The settings google mode requires. */
+const GOOGLE = {
+  PATCHBAY_MODE: 'google',
+  PATCHBAY_GCP_PROJECT: 'p',
+  PATCHBAY_BUCKET: 'b',
+  UPSTASH_REDIS_REST_URL: 'http://r',
+  UPSTASH_REDIS_REST_TOKEN: 't',
+  PATCHBAY_JWT_SECRET: 's'.repeat(32),
+};
 
 describe('config', () => {
   it('uses the defaults when nothing is set', () => {
@@ -17,13 +27,8 @@ describe('config', () => {
 
   it('parses numbers, enums and booleans', () => {
     const c = loadConfig({
+      ...GOOGLE,
       PORT: '9000',
-      PATCHBAY_MODE: 'google',
-      PATCHBAY_GCP_PROJECT: 'p',
-      PATCHBAY_BUCKET: 'b',
-      UPSTASH_REDIS_REST_URL: 'http://r',
-      UPSTASH_REDIS_REST_TOKEN: 't',
-      PATCHBAY_JWT_SECRET: 's'.repeat(32),
       PATCHBAY_ANONYMOUS_AUTH: 'false',
       PATCHBAY_MAX_OPS: '5',
     });
@@ -42,10 +47,20 @@ describe('config', () => {
     for (const name of ['PORT', 'PATCHBAY_MODE', 'PATCHBAY_JWT_SECRET']) expect(msg).toContain(name);
   });
 
-  it('reads the ack point, and refuses an unknown one', () => {
-    expect(loadConfig({}).ackAfter).toBe('auto');
-    expect(loadConfig({ PATCHBAY_ACK_AFTER: 'commit' }).ackAfter).toBe('commit');
+  it('reads the ack point, resolves `auto` by mode, and refuses an unknown one', () => {
+    expect(loadConfig({}).ackAfter).toBe('commit');
+    expect(loadConfig({ PATCHBAY_ACK_AFTER: 'auto' }).ackAfter).toBe('commit');
+    expect(loadConfig({ ...GOOGLE }).ackAfter).toBe('publish');
+    expect(loadConfig({ ...GOOGLE, PATCHBAY_ACK_AFTER: 'commit' }).ackAfter).toBe('commit');
+    expect(loadConfig({ PATCHBAY_ACK_AFTER: 'publish' }).ackAfter).toBe('publish');
+    // An override of `auto` is resolved too.
+    expect(loadConfig(GOOGLE, { ackAfter: 'auto' }).ackAfter).toBe('publish');
     expect(() => loadConfig({ PATCHBAY_ACK_AFTER: 'later' })).toThrow(/PATCHBAY_ACK_AFTER/);
+  });
+
+  it('puts every setting in exactly one section', () => {
+    const keys = Object.values(CONFIG_SECTIONS).flat();
+    expect([...keys].sort()).toEqual(Object.keys(CONFIG_TABLE).sort());
   });
 
   it('lists every variable in .env.example', () => {

@@ -29,7 +29,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Config } from '../config.js';
+import type { ColdConfig } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import { applyPatch } from '../patch.js';
@@ -41,10 +41,8 @@ import { LOG_PAGE } from './log.js';
 import { rebuildState } from './rebuild.js';
 import { ColdStore } from './store.js';
 
-export type BundlerConfig = Pick<
-  Config,
-  'bundlePatches' | 'bundleMaxBytes' | 'snapshotEvery' | 'retainPatches' | 'retainMinutes' | 'bundleLeaseMs' | 'bundleBudgetMs' | 'trimChunk'
->;
+/** The bundler reads the cold-storage section of the configuration. */
+export type BundlerConfig = ColdConfig;
 
 export interface BundlerOptions {
   /** The lease holder name (default: host, pid and a random suffix). Two bundlers must differ. */

@@ -8,7 +8,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { jwtVerify, SignJWT } from 'jose';
-import type { Config } from '../config.js';
+import type { AuthConfig, Config } from '../config.js';
 import { ConfigError } from '../config.js';
 import { PatchbayError } from '../errors.js';
 
@@ -57,7 +57,7 @@ export class Auth {
 
   constructor(
     private readonly secret: Uint8Array,
-    private readonly config: Pick<Config, 'tokenTtlSeconds' | 'ticketTtlSeconds' | 'anonymousAuth'>,
+    private readonly config: AuthConfig,
   ) {}
 
   async issueAnonymous(): Promise<{ token: string; user: User }> {

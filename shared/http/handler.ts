@@ -9,7 +9,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import type { Config } from '../config.js';
+import type { HttpConfig } from '../config.js';
 import type { Engine, ScopeView } from '../engine/engine.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import { findProtoKey, jsonDepth } from '../json.js';
@@ -39,7 +39,7 @@ interface Route {
 export interface HandlerDeps {
   engine: Engine;
   auth: Auth;
-  config: Config;
+  config: HttpConfig;
   logger: Logger;
 }
 

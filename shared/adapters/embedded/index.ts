@@ -1,7 +1,7 @@
 /** The embedded adapter set: everything in one process, durable under one data directory. */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Config } from '../../config.js';
+import type { EmbeddedConfig, ServerConfig } from '../../config.js';
 import type { Adapters } from '../../ports/index.js';
 import { FsBlobStore } from './fs-blobs.js';
 import { LocalBus } from './local-bus.js';
@@ -10,7 +10,7 @@ import { SqliteLedger } from './sqlite-ledger.js';
 
 export { FsBlobStore, LocalBus, MemoryCache, SqliteLedger };
 
-export function embeddedAdapters(config: Pick<Config, 'dataDir' | 'sqliteSync' | 'cacheMaxScopes'>): Adapters {
+export function embeddedAdapters(config: EmbeddedConfig & Pick<ServerConfig, 'dataDir'>): Adapters {
   mkdirSync(config.dataDir, { recursive: true });
   return {
     ledger: new SqliteLedger(join(config.dataDir, 'patchbay.sqlite'), { sync: config.sqliteSync }),

@@ -7,7 +7,7 @@
 import { Firestore } from '@google-cloud/firestore';
 import { PubSub } from '@google-cloud/pubsub';
 import { Storage } from '@google-cloud/storage';
-import type { Config } from '../../config.js';
+import type { GoogleConfig } from '../../config.js';
 import type { Logger } from '../../log.js';
 import type { Adapters } from '../../ports/index.js';
 import { FirestoreLedger } from './firestore-ledger.js';
@@ -15,22 +15,8 @@ import { GcsBlobStore } from './gcs-blobs.js';
 import { PubSubBus } from './pubsub-bus.js';
 import { UpstashCache } from './redis-cache.js';
 
+export type { GoogleConfig };
 export { FirestoreLedger, GcsBlobStore, PubSubBus, UpstashCache };
-
-export type GoogleConfig = Pick<
-  Config,
-  | 'gcpProject'
-  | 'firestoreDatabase'
-  | 'firestoreRoot'
-  | 'firestoreDirect'
-  | 'pubsubTopic'
-  | 'pubsubSubscriptionPrefix'
-  | 'bucket'
-  | 'upstashUrl'
-  | 'upstashToken'
-  | 'cachePrefix'
-  | 'cacheTtlSeconds'
->;
 
 export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error'>): Adapters {
   const firestore = new Firestore({ projectId: config.gcpProject, databaseId: config.firestoreDatabase, ignoreUndefinedProperties: true });

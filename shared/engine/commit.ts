@@ -1,0 +1,120 @@
+/**
+ * The write path: per-scope queues, one ledger transaction per group, and the work after it.
+ *
+ * Guarantee 1 (every acknowledged patch is in the log once, indices 1..n without holes) rests on
+ * `Ledger.commit`: the plan reads the head, the group's retry records and the state at head
+ * inside the ledger's transaction, and the pure decision (shared/engine/decide.ts) decides each
+ * request against them, so a retried transaction re-decides from scratch. The plan writes no
+ * cache: a ledger transaction may run it several times. It looks up the group's (session, si)
+ * keys before deciding anything else, and the ledger keeps that answer true at the commit
+ * (TxView.findRetries), so a recognised retry gets its original ack even when its old ii would be
+ * refused and its group commits other patches.
+ * Requests to one scope are committed in groups, in arrival order (shared/engine/queue.ts); a
+ * group too big for one ledger transaction is committed as two halves, in order. A request is
+ * acknowledged when PATCHBAY_ACK_AFTER says: at the commit, or once its group is published; the
+ * cache put and the publish follow the commit in commit order (shared/engine/after-commit.ts).
+ */
+import { createHash } from 'node:crypto';
+import type { Config } from '../config.js';
+import { PatchbayError } from '../errors.js';
+import { checkPatch } from '../patch.js';
+import type { Adapters, Head, TxView } from '../ports/index.js';
+import type { PatchRecord, PatchRequest } from '../protocol.js';
+import { AfterCommit } from './after-commit.js';
+import { type Ack, type CommitRules, type Decision, decide, type Outcome, type Pending } from './decide.js';
+import type { NearCache } from './near-cache.js';
+import { ScopeQueues } from './queue.js';
+import type { Reader } from './read.js';
+import type { Outbox } from './sweeper.js';
+
+export type WriterConfig = Pick<Config, 'maxGroup' | 'ackAfter' | 'maxStateBytes' | 'maxValueDepth' | 'maxOps' | 'maxPatchBytes' | 'maxPathDepth'>;
+
+export class Writer {
+  private readonly queues: ScopeQueues<Pending, Ack>;
+  private readonly after: AfterCommit;
+  /** Whether an ack waits for its publish (PATCHBAY_ACK_AFTER, resolved by loadConfig). */
+  private readonly ackAfterPublish: boolean;
+
+  constructor(
+    private readonly ports: Pick<Adapters, 'ledger'>,
+    private readonly config: WriterConfig,
+    private readonly reader: Reader,
+    private readonly near: NearCache,
+    outbox: Outbox,
+    private readonly rules: CommitRules,
+    private readonly now: () => number,
+  ) {
+    this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
+    this.ackAfterPublish = config.ackAfter === 'publish';
+    this.after = new AfterCommit({ cache: (id, ii, state) => reader.putCache(id, ii, state), publish: (id, records) => outbox.publish(id, records) });
+  }
+
+  /**
+   * Queues a patch for the scope and resolves with its ack once it is committed (and, with
+   * PATCHBAY_ACK_AFTER=publish, published).
+   */
+  submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
+    checkPatch(req.patch, this.config);
+    const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
+    const ack = this.queues.push(id, { req, user, hash });
+    // With PATCHBAY_ACK_AFTER=publish the ack also waits for the publish (not the cache put); the
+    // scope's next group commits meanwhile (the queue does not wait for them).
+    if (!this.ackAfterPublish) return ack;
+    return ack.then(async (a) => {
+      await this.after.passed(id, a.ii);
+      return a;
+    });
+  }
+
+  /**
+   * Commits one group: one ledger transaction, each request checked in order. A group too big for
+   * one ledger transaction (the ledger says so before writing anything) is committed as two
+   * halves, in order.
+   */
+  private async commitGroup(id: string, group: Pending[]): Promise<Outcome[]> {
+    try {
+      return await this.commitOnce(id, group);
+    } catch (err) {
+      if (group.length > 1 && err instanceof PatchbayError && err.details.reason === 'ledger_transaction_limit') {
+        const half = Math.ceil(group.length / 2);
+        return [...(await this.commitGroup(id, group.slice(0, half))), ...(await this.commitGroup(id, group.slice(half)))];
+      }
+      throw err;
+    }
+  }
+
+  private async commitOnce(id: string, group: Pending[]): Promise<Outcome[]> {
+    const now = this.now();
+    const { records, outcomes, state, size } = await this.ports.ledger.commit(id, async (view) => {
+      const planned = await this.plan(id, view.head, group, view, now);
+      const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
+      return { records: planned.records, meta, result: planned };
+    });
+    if (records.length > 0) {
+      const last = records[records.length - 1] as PatchRecord;
+      this.near.put(id, last.ii, state, size);
+      this.after.add(id, records, state);
+    }
+    return outcomes;
+  }
+
+  /** Reads what the decision needs inside the transaction, then decides (shared/engine/decide.ts). */
+  private async plan(id: string, head: Head, group: Pending[], view: TxView, now: number): Promise<Decision> {
+    const keys = group.flatMap((p) => (p.req.session === undefined ? [] : [{ session: p.req.session, si: p.req.si as number }]));
+    const retries = keys.length > 0 ? await view.findRetries(keys) : new Map<string, PatchRecord>();
+    // No cache write from inside the plan: a ledger transaction may run it several times.
+    const base = await this.reader.stateAt(id, head.ii, { cache: false });
+    return decide({ id, head, base, group, retries, limits: this.config, now, rules: this.rules });
+  }
+
+  /** Resolves once every patch acknowledged so far has been put in the cache and handed to the bus. */
+  settled(): Promise<void> {
+    return this.after.idle();
+  }
+
+  /** Resolves once every queued request is answered and the work after their commits is done. */
+  async idle(): Promise<void> {
+    await this.queues.idle();
+    await this.after.idle();
+  }
+}

@@ -2,7 +2,7 @@
  * The transport floor: a bare server of the same v1 contract on the same HTTP stack, with no
  * persistence and no engine. It uses patchbay's own pieces for what every request pays anyway:
  * node:http, the bearer-token check (`Auth` from shared/http/auth.ts, so the floor's auth cost
- * follows patchbay's), the body reader with its limit (`readJson` from shared/http/handler.ts),
+ * follows patchbay's), the body reader with its limit (`readJson` from shared/http/body.ts),
  * the JSON responses and the SSE framing (`SseWriter`, one write per event, with back-pressure).
  * What it leaves out is the service: no zod, no limits on patches, no patch application, no
  * ledger, no cache, no queue, no bus. A patch is answered with the scope's next ii, kept as its
@@ -21,7 +21,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { loadConfig } from '../shared/config.js';
 import { PatchbayError } from '../shared/errors.js';
 import { Auth } from '../shared/http/auth.js';
-import { readJson as readBody } from '../shared/http/handler.js';
+import { readJson as readBody } from '../shared/http/body.js';
 import { SseWriter } from '../shared/http/sse.js';
 import { LONG_INITIAL, longPatch } from './patches.js';
 

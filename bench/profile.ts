@@ -38,7 +38,7 @@ interface CpuProfile {
 
 /** Steps of the request paths, matched by function name (and file, where names repeat). */
 const STEPS: Array<[string, RegExp, RegExp?]> = [
-  ['handler.js (the whole request)', /.*/, /shared\/http\/handler\.js/],
+  ['shared/http (the whole request)', /.*/, /shared\/http\//],
   ['auth: jose (sync part of jwtVerify)', /^jwtVerify$/],
   ['auth: any jose or WebCrypto frame', /.*/, /node_modules\/jose\/|node:internal\/crypto\//],
   ['body: readJson', /^readJson$/],
@@ -63,7 +63,7 @@ const STEPS: Array<[string, RegExp, RegExp?]> = [
   ['stream: pump', /^pump$/],
   ['stream: SseWriter.event', /^event$/, /sse\.js/],
   ['stream: JSON.stringify of events', /^stringify$/],
-  ['response: send', /^send$/, /handler\.js/],
+  ['response: sendJson', /^sendJson$/, /respond\.js/],
   ['request log (logger.request)', /^request$/, /log\.js/],
   ['garbage collector', /^\(garbage collector\)$/],
   ['idle', /^\(idle\)$/],

@@ -13,7 +13,7 @@
 import * as functions from '@google-cloud/functions-framework';
 import { type App, createApp } from '../shared/app.js';
 import { loadConfig } from '../shared/config.js';
-import { asPatchbayError } from '../shared/errors.js';
+import { logRequest, sendError } from '../shared/http/respond.js';
 
 // Read at cold start, so a bad or missing setting fails the instance at once, naming the
 // variable, instead of answering 500 to every request. No timers in a function instance: Cloud
@@ -37,24 +37,35 @@ functions.http('push', async (req, res) => {
   await (await instance()).push(req, res);
 });
 
-functions.http('sweep', async (_req, res) => {
-  const published = await (await instance()).engine.sweep();
-  res.status(200).json({ published });
-});
-
-functions.http('bundle', async (req, res) => {
-  const { bundler } = await instance();
-  const scope = typeof req.query.scope === 'string' && req.query.scope !== '' ? req.query.scope : undefined;
-  try {
-    if (scope !== undefined) {
-      res.status(200).json(await bundler.bundleScope(scope));
-      return;
+/** A scheduled function: its answer, or the error response, and its request log line. */
+function scheduled(route: string, run: (req: functions.Request) => Promise<{ status: number; body: unknown }>): functions.HttpFunction {
+  return async (req, res) => {
+    const started = process.hrtime.bigint();
+    const { logger } = await instance();
+    try {
+      const { status, body } = await run(req);
+      res.status(status).json(body);
+    } catch (err) {
+      sendError(res, err, logger, { route });
+    } finally {
+      logRequest(logger, req, res.statusCode, started, { route });
     }
+  };
+}
+
+functions.http(
+  'sweep',
+  scheduled('sweep', async () => ({ status: 200, body: { published: await (await instance()).engine.sweep() } })),
+);
+
+functions.http(
+  'bundle',
+  scheduled('bundle', async (req) => {
+    const { bundler } = await instance();
+    const scope = typeof req.query.scope === 'string' && req.query.scope !== '' ? req.query.scope : undefined;
+    if (scope !== undefined) return { status: 200, body: await bundler.bundleScope(scope) };
     const report = await bundler.run();
     // Some scope failed: a 500 makes Cloud Scheduler log the run as failed (the others are done).
-    res.status(report.failed.length > 0 ? 500 : 200).json(report);
-  } catch (err) {
-    const e = asPatchbayError(err);
-    res.status(e.status).json(e.toBody());
-  }
-});
+    return { status: report.failed.length > 0 ? 500 : 200, body: report };
+  }),
+);

@@ -12,10 +12,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
 import type { Consumer } from '../engine/consumer.js';
-import { asPatchbayError, PatchbayError } from '../errors.js';
+import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type PatchEvent, patchSchema, SCOPE_ID } from '../protocol.js';
-import { readJson, requestUrl } from './handler.js';
+import { type BodyRequest, readJson } from './body.js';
+import { logRequest, sendError } from './respond.js';
+import { requestUrl } from './router.js';
 
 const pushBody = z.object({
   message: z.object({
@@ -66,27 +68,21 @@ export function createPushHandler(consumers: Consumer[], logger: Logger, maxBody
     const started = process.hrtime.bigint();
     let name: string | undefined;
     let status = 204;
-    let entry: Record<string, unknown> = { consumer: name };
+    let entry: Record<string, unknown> = {};
     try {
       name = /^\/(?:push\/)?([A-Za-z0-9_.-]+)\/?$/.exec(requestUrl(req.url).pathname)?.[1];
       if (req.method !== 'POST') throw new PatchbayError('method_not_allowed', 'push deliveries are POSTs', { allow: ['POST'] });
       const consumer = name === undefined ? undefined : byName.get(name);
       if (!consumer) throw new PatchbayError('not_found', `no consumer named ${name}`);
-      const event = decodePush(await readJson(req as IncomingMessage & { rawBody?: Buffer }, maxBodyBytes));
+      const event = decodePush(await readJson(req as BodyRequest, maxBodyBytes));
       const delivery = await consumer.deliver(event);
       entry = { ...entry, scope: event.scope, ii: event.ii, ...delivery };
       res.writeHead(204);
       res.end();
     } catch (err) {
-      const e = asPatchbayError(err);
-      status = e.status;
-      if (e.code === 'internal') logger.error({ message: 'push handler failed', consumer: name, err: err instanceof Error ? err.stack : String(err) });
-      const text = JSON.stringify(e.toBody());
-      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(text)) });
-      res.end(text);
+      status = sendError(res, err, logger, { route: 'push', consumer: name }).status;
     } finally {
-      const latencyMs = Number(process.hrtime.bigint() - started) / 1e6;
-      logger.request({ message: `push ${name} ${status}`, route: 'push', status, latencyMs: Math.round(latencyMs * 100) / 100, ...entry });
+      logRequest(logger, req, status, started, { message: `push ${name} ${status}`, route: 'push', consumer: name, ...entry });
     }
   };
 }

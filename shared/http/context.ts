@@ -1,0 +1,71 @@
+/**
+ * What a route handler gets (the request, its response, the parsed URL, the path parameters, the
+ * service) and the reading of path and query parameters every route group shares: the scope id,
+ * non-negative indices, `If-None-Match`, the caller's identity.
+ */
+import type { ServerResponse } from 'node:http';
+import type { HttpConfig } from '../config.js';
+import type { Engine } from '../engine/engine.js';
+import { PatchbayError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { SCOPE_ID } from '../protocol.js';
+import type { Auth, User } from './auth.js';
+import type { BodyRequest } from './body.js';
+
+export interface HandlerDeps {
+  engine: Engine;
+  auth: Auth;
+  config: HttpConfig;
+  logger: Logger;
+}
+
+export interface Ctx {
+  req: BodyRequest;
+  res: ServerResponse;
+  url: URL;
+  /** The route template's parameters, percent-encoded. */
+  params: string[];
+  deps: HandlerDeps;
+  /** Filled in by handlers for the request log. */
+  log: { scope?: string; ii?: number };
+}
+
+/** The `{id}` parameter, decoded and checked; recorded for the request log. */
+export function scopeId(ctx: Ctx): string {
+  let id: string;
+  try {
+    id = decodeURIComponent(ctx.params[0] as string);
+  } catch {
+    id = '';
+  }
+  if (!SCOPE_ID.test(id)) {
+    throw new PatchbayError('invalid_request', 'a scope id matches [A-Za-z0-9_.:-]{1,128}', { issues: [{ path: ['id'], message: 'invalid scope id' }] });
+  }
+  ctx.log.scope = id;
+  return id;
+}
+
+/** The caller, from `Authorization: Bearer <token>` (401 without a valid one). */
+export function user(ctx: Ctx): Promise<User> {
+  return ctx.deps.auth.fromHeader(ctx.req.headers.authorization);
+}
+
+export function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  if (header.trim() === '*') return true;
+  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag);
+}
+
+/** A non-negative integer from a header or query parameter named `name` (400 otherwise). */
+export function parseIndex(raw: string, name: string): number {
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
+    throw new PatchbayError('invalid_request', `${name} must be a non-negative integer`, { issues: [{ path: [name], message: 'not a non-negative integer' }] });
+  }
+  return Number(raw);
+}
+
+/** An optional non-negative integer query parameter. */
+export function intParam(url: URL, name: string): number | undefined {
+  const raw = url.searchParams.get(name);
+  return raw === null ? undefined : parseIndex(raw, name);
+}

@@ -1,0 +1,89 @@
+/**
+ * Route group `events`: a scope's SSE stream (`GET /v1/scopes/{id}/events`: the state or the
+ * patches after a position, then live patches, heartbeats, a clean end before the platform's
+ * request timeout with a `retry:` hint) and the stream tickets that let a browser's EventSource,
+ * which cannot send headers, open it (`POST /v1/scopes/{id}/events/ticket`).
+ */
+import { type Ctx, intParam, parseIndex, scopeId, user } from '../context.js';
+import { sendJson } from '../respond.js';
+import type { Route } from '../router.js';
+import { patchFrame, SseWriter } from '../sse.js';
+
+/** Thrown into a stream's catch-up when its client has gone, to stop it. */
+class ClientGone extends Error {}
+
+async function stream(ctx: Ctx): Promise<void> {
+  const { engine, auth, config } = ctx.deps;
+  const id = scopeId(ctx);
+  const lastEventId = ctx.req.headers['last-event-id'];
+  const reconnect = typeof lastEventId === 'string' && lastEventId !== '';
+  const ticket = ctx.url.searchParams.get('ticket');
+  // A browser's EventSource reconnects with the URL it opened, so a reconnect (Last-Event-ID set)
+  // may bring a ticket that expired during the stream it resumes: accept it for one stream's length.
+  if (ticket !== null) await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0);
+  else await user(ctx);
+  const since = reconnect ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
+
+  const sse = new SseWriter(ctx.res);
+  // Listen for the client leaving before anything is sent: a client that hangs up during
+  // catch-up must stop the catch-up and release its subscription.
+  let gone = false;
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  ctx.res.once('close', () => {
+    gone = true;
+    finish();
+  });
+  const send = async (type: string, data: string, ii: number) => {
+    if (gone) throw new ClientGone();
+    sse.start(config.sseRetryMs);
+    await sse.event(type, data, ii);
+  };
+  let stop: () => Promise<void>;
+  try {
+    stop = await engine.openStream(id, since, {
+      state: (ii, state) => send('state', JSON.stringify({ ii, state }), ii),
+      // Live patches are written within the bus's dispatch: one frame per event for every
+      // stream (patchFrame), and a promise only when this socket's buffer is full.
+      patch: (e) => {
+        if (gone) throw new ClientGone();
+        sse.start(config.sseRetryMs);
+        return sse.frame(patchFrame(e));
+      },
+      failed: () => finish(), // end with a retry hint: the client resumes from its last id
+    });
+  } catch (err) {
+    if (err instanceof ClientGone) return;
+    throw err;
+  }
+  sse.start(config.sseRetryMs);
+  const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
+  let limit: NodeJS.Timeout | undefined;
+  await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
+  clearTimeout(limit);
+  clearInterval(heartbeat);
+  await stop();
+  sse.end(config.sseRetryMs);
+}
+
+export const eventRoutes: Route<Ctx>[] = [
+  {
+    method: 'POST',
+    path: '/v1/scopes/{id}/events/ticket',
+    name: 'events.ticket',
+    run: async (ctx) => {
+      const id = scopeId(ctx);
+      const u = await user(ctx);
+      await ctx.deps.engine.head(id);
+      sendJson(ctx.res, 200, await ctx.deps.auth.issueTicket(u, id));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/scopes/{id}/events',
+    name: 'events.stream',
+    run: stream,
+  },
+];

@@ -1,0 +1,11 @@
+/** The v1 API's route table: every route group, in one list (docs/openapi.yaml lists the same). */
+import type { Ctx } from '../context.js';
+import type { Route } from '../router.js';
+import { authRoutes } from './auth.js';
+import { eventRoutes } from './events.js';
+import { healthRoutes } from './health.js';
+import { historyRoutes } from './history.js';
+import { patchRoutes } from './patches.js';
+import { scopeRoutes } from './scopes.js';
+
+export const ROUTES: readonly Route<Ctx>[] = [...authRoutes, ...scopeRoutes, ...patchRoutes, ...historyRoutes, ...eventRoutes, ...healthRoutes];

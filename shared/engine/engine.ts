@@ -65,6 +65,8 @@ export interface Pending {
 
 type Outcome = { ack: Ack } | { error: PatchbayError };
 
+const view0 = { owner: '', size: 0 };
+
 export class Engine {
   readonly config: Config;
   /** Bundles and snapshots of every scope (read side). */
@@ -78,13 +80,16 @@ export class Engine {
   private readonly after: AfterCommit;
   private readonly now: () => number;
   private readonly logError: Logger;
+  /** Told, after each commit, how much the state of a scope of `owner` grew (quotas). */
+  private readonly onStored: (owner: string, delta: number) => void;
 
-  constructor(ports: Adapters, config: Config, opts: { now?: () => number; logError?: Logger } = {}) {
+  constructor(ports: Adapters, config: Config, opts: { now?: () => number; logError?: Logger; onStored?: (owner: string, delta: number) => void } = {}) {
     this.ports = ports;
     this.config = config;
     this.cold = new ColdStore(ports.blobs);
     this.now = opts.now ?? Date.now;
     this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
+    this.onStored = opts.onStored ?? (() => {});
     this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
     this.watermarks = new WatermarkWriter(ports.ledger, config.publishMarkMs, (id, err) =>
       this.logError({ message: 'watermark write failed; the sweeper will republish', scope: id, err: String(err) }),
@@ -223,7 +228,9 @@ export class Engine {
 
   private async commitOnce(id: string, group: Pending[]): Promise<Outcome[]> {
     const now = this.now();
+    let before = view0;
     const { records, outcomes, state, size } = await this.ports.ledger.commit(id, async (view) => {
+      before = view.head.meta; // the head of the attempt that commits: the last one planned
       const planned = await this.plan(id, view.head, group, view, now);
       const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
       return { records: planned.records, meta, result: planned };
@@ -232,6 +239,7 @@ export class Engine {
       const last = records[records.length - 1] as PatchRecord;
       this.near.put(id, last.ii, state, size);
       this.after.add(id, records, state);
+      this.onStored(before.owner, size - before.size);
     }
     return outcomes;
   }

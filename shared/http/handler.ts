@@ -16,6 +16,7 @@ import { findProtoKey, jsonDepth } from '../json.js';
 import type { Logger } from '../log.js';
 import { createScopeSchema, patchRequestSchema, SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
+import type { Limits } from './limits.js';
 import { drained, patchFrame, SseWriter } from './sse.js';
 
 type Req = IncomingMessage & { rawBody?: Buffer };
@@ -41,11 +42,12 @@ export interface HandlerDeps {
   auth: Auth;
   config: Config;
   logger: Logger;
+  limits: Limits;
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
-export function createHandler({ engine, auth, config, logger }: HandlerDeps): Handler {
+export function createHandler({ engine, auth, config, logger, limits }: HandlerDeps): Handler {
   const send = (ctx: Ctx, status: number, body: unknown, headers: Record<string, string> = {}) => {
     const text = JSON.stringify(body);
     ctx.res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(text)), ...headers });
@@ -101,7 +103,10 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
       method: 'POST',
       pattern: /^\/v1\/auth\/anonymous$/,
       name: 'auth.anonymous',
-      run: async (ctx) => send(ctx, 200, await auth.issueAnonymous()),
+      run: async (ctx) => {
+        await limits.signIn(ctx.req);
+        send(ctx, 200, await auth.issueAnonymous());
+      },
     },
     {
       method: 'POST',
@@ -110,7 +115,9 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
       run: async (ctx) => {
         const u = await user(ctx);
         const req = await body(ctx, createScopeSchema);
+        await limits.createScope(u.id);
         const view = await engine.createScope(u.id, req);
+        limits.created(u.id, view.meta.size);
         ctx.log.scope = view.id;
         ctx.log.ii = 0;
         send(ctx, 201, scopeBody(view), { etag: '"0"', location: `/v1/scopes/${encodeURIComponent(view.id)}` });
@@ -143,6 +150,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
         const id = scopeId(ctx);
         const u = await user(ctx);
         const req = await body(ctx, patchRequestSchema);
+        await limits.write(u.id);
         const ack = await engine.submit(id, u.id, req);
         ctx.log.ii = ack.ii;
         send(ctx, 200, ack);
@@ -199,10 +207,17 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
     const ticket = ctx.url.searchParams.get('ticket');
     // A browser's EventSource reconnects with the URL it opened, so a reconnect (Last-Event-ID set)
     // may bring a ticket that expired during the stream it resumes: accept it for one stream's length.
-    if (ticket !== null) await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0);
-    else await user(ctx);
+    const u = ticket !== null ? await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0) : await user(ctx);
     const since = reconnect ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
+    const release = await limits.openStream(u.id);
+    try {
+      await serveStream(ctx, id, since);
+    } finally {
+      release();
+    }
+  };
 
+  const serveStream = async (ctx: Ctx, id: string, since: number | undefined) => {
     const sse = new SseWriter(ctx.res);
     // Listen for the client leaving before anything is sent: a client that hangs up during
     // catch-up must stop the catch-up and release its subscription.
@@ -253,7 +268,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
     let routeName = 'unmatched';
     if (config.corsOrigin !== '') {
       res.setHeader('access-control-allow-origin', config.corsOrigin);
-      res.setHeader('access-control-expose-headers', 'ETag, Location');
+      res.setHeader('access-control-expose-headers', 'ETag, Location, Retry-After');
     }
     try {
       if (req.method === 'OPTIONS') {
@@ -290,6 +305,7 @@ export function createHandler({ engine, auth, config, logger }: HandlerDeps): Ha
       if (!res.headersSent) {
         const headers: Record<string, string> = e.code === 'method_not_allowed' ? { allow: (e.details.allow as string[]).join(', ') } : {};
         if (e.code === 'too_large' && e.details.limit === 'maxBodyBytes') headers.connection = 'close';
+        if (typeof e.details.retryAfter === 'number') headers['retry-after'] = String(e.details.retryAfter);
         send(ctx, e.status, e.toBody(), headers);
       } else {
         res.destroy();

@@ -17,6 +17,11 @@ export interface RateRule {
   windowMs: number;
 }
 
+/** The refill interval of a rule: one token every this many ms (both adapters use it, so they agree). */
+export function refillMs(rule: RateRule): number {
+  return Math.max(1, Math.round(rule.windowMs / rule.tokens));
+}
+
 export interface RateDecision {
   ok: boolean;
   /** When refused: ms until the bucket holds a token again (> 0). When allowed: 0. */

@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Ledger } from '../../ports/ledger.js';
-import type { LimitStore, RateDecision, RateRule, Usage } from '../../ports/limits.js';
+import { type LimitStore, type RateDecision, type RateRule, refillMs, type Usage } from '../../ports/limits.js';
 
 /** Buckets kept at most; past it the least recently touched bucket is dropped (it starts full again). */
 const MAX_BUCKETS = 100_000;
@@ -17,11 +17,6 @@ const MAX_BUCKETS = 100_000;
 interface Bucket {
   tokens: number;
   refilledAt: number;
-}
-
-/** One token every this many ms (what both adapters use). */
-export function refillMs(rule: RateRule): number {
-  return Math.max(1, Math.round(rule.windowMs / rule.tokens));
 }
 
 export class MemoryLimits implements LimitStore {

@@ -17,8 +17,7 @@
 import { randomUUID } from 'node:crypto';
 import { Ratelimit } from '@upstash/ratelimit';
 import { Redis } from '@upstash/redis';
-import type { LimitStore, RateDecision, RateRule, Usage } from '../../ports/limits.js';
-import { refillMs } from '../embedded/memory-limits.js';
+import { type LimitStore, type RateDecision, type RateRule, refillMs, type Usage } from '../../ports/limits.js';
 
 export interface UpstashLimitsOptions {
   /** Prepended to every key, e.g. `pb:limits:`. */

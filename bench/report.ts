@@ -60,6 +60,8 @@ export interface Meta {
   sizes: Record<string, unknown>;
   /** Extra environment of the server under test (experiments only; empty for a normal run). */
   serverEnv: Record<string, string>;
+  /** PATCHBAY_LIMITS of the servers under test (`off` unless --server-env PATCHBAY_LIMITS=on). */
+  limits?: string;
   notes: string[];
 }
 

@@ -70,6 +70,9 @@ const VARIANTS = (args.variant as string[]).map((v) => {
 });
 const SERVER_ENV = Object.fromEntries((args['server-env'] as string[]).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 
+/** Per-client limits of every server under test (recorded in the results' meta). */
+const LIMITS = SERVER_ENV.PATCHBAY_LIMITS ?? 'off';
+
 const QUICK = args.quick === true;
 const ROUNDS = args.rounds ? Number(args.rounds) : QUICK ? 1 : 3;
 /** Full runs discard one whole round of every workload first; quick runs only warm up briefly. */
@@ -302,6 +305,9 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       PATCHBAY_LOG: 'error',
       PATCHBAY_DATA_DIR: dataDir,
       PATCHBAY_MODE: 'embedded',
+      // The load generator is one user on one address (32-100 writers on one token, 100 streams):
+      // the per-client limits would throttle it. --server-env PATCHBAY_LIMITS=on measures them.
+      PATCHBAY_LIMITS: LIMITS,
     };
     if (mode === 'emulator') {
       log('emulator mode: starting the Firestore and Pub/Sub emulators, redis-server, the Upstash gateway and the GCS server');
@@ -557,7 +563,7 @@ async function main(): Promise<void> {
     notes.push(`Variant ${v.name}: a second server under test with ${JSON.stringify(v.env)}, measured in the same rounds (an experiment).`);
   if (Object.keys(SERVER_ENV).length > 0) notes.push(`The server under test ran with ${JSON.stringify(SERVER_ENV)} (an experiment, not the defaults).`);
   notes.push(
-    'patchbay runs with its defaults (PATCHBAY_SQLITE_SYNC=full: every commit is fsynced) except PATCHBAY_LOG=error (no per-request log line); ShareDB keeps everything in memory, the floor persists nothing.',
+    `patchbay runs with its defaults (PATCHBAY_SQLITE_SYNC=full: every commit is fsynced) except PATCHBAY_LOG=error (no per-request log line) and PATCHBAY_LIMITS=${LIMITS} (per-client rate limits, quotas and per-user stream cap ${LIMITS === 'off' ? 'off: one load generator is one user on one address' : 'on, at their defaults'}; the per-instance stream cap, PATCHBAY_SSE_MAX_PER_INSTANCE, stays); ShareDB keeps everything in memory, the floor persists nothing.`,
   );
   notes.push(
     'Fan-out: one writer sends a patch every fanIntervalMs and waits for its ack; latency runs from just before the send to the parse of the event in each of the subscribers, all in the load generator.',
@@ -577,6 +583,7 @@ async function main(): Promise<void> {
       durationSeconds: (Date.now() - started) / 1000,
       sizes: { rounds: ROUNDS, ...Object.fromEntries(modes.map((m) => [m, SIZES[m]])) },
       serverEnv: SERVER_ENV,
+      limits: LIMITS,
       notes,
     },
     workloads: entries,

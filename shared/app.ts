@@ -5,15 +5,18 @@
  */
 
 import { embeddedAdapters } from './adapters/embedded/index.js';
+import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { Auth, loadSecret } from './http/auth.js';
 import { createHandler, type Handler } from './http/handler.js';
+import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
 import type { Adapters } from './ports/index.js';
+import type { LimitStore } from './ports/limits.js';
 
 export interface App {
   config: Config;
@@ -21,6 +24,8 @@ export interface App {
   auth: Auth;
   adapters: Adapters;
   handler: Handler;
+  /** Rate limits, quotas and stream caps (shared/http/limits.ts). */
+  limits: Limits;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   consumers: Consumer[];
@@ -35,6 +40,20 @@ export async function adaptersFor(config: Config, logger: Logger): Promise<Adapt
   // Loaded only here, so embedded mode never loads a Google SDK.
   const { googleAdapters } = await import('./adapters/google/index.js');
   return googleAdapters(config, logger);
+}
+
+/**
+ * Where the limit counters live: in memory in embedded mode (usage seeded from the stored scopes,
+ * so quotas survive restarts), in Upstash Redis in google mode (shared by every instance).
+ */
+export async function limitStoreFor(config: Config, adapters: Adapters): Promise<LimitStore> {
+  if (config.mode === 'embedded') {
+    const store = new MemoryLimits(rateRules(config));
+    if (config.limits === 'on') await seedUsage(adapters.ledger, store);
+    return store;
+  }
+  const { UpstashLimits } = await import('./adapters/google/upstash-limits.js');
+  return new UpstashLimits({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.limitsPrefix, rules: rateRules(config) });
 }
 
 export interface AppOptions {
@@ -54,9 +73,11 @@ export interface AppOptions {
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const logger = createLogger(config.logLevel);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
-  const engine = new Engine(adapters, config, { logError: (e) => logger.error(e) });
+  const limitStore = await limitStoreFor(config, adapters);
+  const limits = new Limits(limitStore, config, logger);
+  const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
   const auth = new Auth(loadSecret(config), config);
-  const handler = createHandler({ engine, auth, config, logger });
+  const handler = createHandler({ engine, auth, config, logger, limits });
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
@@ -89,6 +110,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     auth,
     adapters,
     handler,
+    limits,
     push,
     consumers,
     bundler,
@@ -99,6 +121,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       bundler.stop();
       await bundling;
       await engine.close();
+      await limits.close();
+      await limitStore.close();
       await Promise.all([adapters.bus.close(), adapters.cache.close(), adapters.blobs.close()]);
       await adapters.ledger.close();
     },

@@ -5,6 +5,7 @@
  * grouped into sections (CONFIG_SECTIONS), and each module is given only its section's type.
  * README's configuration section and `.env.example` list the same rows.
  */
+import proxyaddr from 'proxy-addr';
 import { z } from 'zod';
 
 interface Setting<T> {
@@ -16,6 +17,29 @@ interface Setting<T> {
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes');
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** A token bucket `<tokens>/<window>`, e.g. `100/5s`: bursts of up to 100, refilled evenly over 5 s. */
+const rate = z.union([
+  z.object({ tokens: z.number().int().min(1), windowMs: z.number().int().min(1) }),
+  z
+    .string()
+    .regex(/^[1-9][0-9]{0,8}\/[1-9][0-9]{0,8}(ms|s|m|h)$/, 'must be <tokens>/<window>, e.g. 100/5s (units ms, s, m, h)')
+    .transform((v) => {
+      const [, tokens, n, unit] = /^([0-9]+)\/([0-9]+)([a-z]+)$/.exec(v) as RegExpExecArray;
+      return { tokens: Number(tokens), windowMs: Number(n) * (UNITS[unit as string] as number) };
+    }),
+]);
+
+function validTrust(v: string): boolean {
+  if (v === '' || /^[0-9]{1,2}$/.test(v)) return true;
+  try {
+    proxyaddr.compile(v.split(',').map((p) => p.trim()));
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function setting<T>(env: string, def: T, schema: z.ZodType<T>, doc: string): Setting<T> {
   return { env, default: def, schema, doc };
@@ -60,6 +84,56 @@ export const CONFIG_TABLE = {
     64 * 1024 * KiB,
     int(0),
     'Each instance keeps the states it committed last, up to this many bytes of JSON, so a commit on a scope whose head it wrote skips the hot cache read. 0 turns it off.',
+  ),
+  limits: setting(
+    'PATCHBAY_LIMITS',
+    'on' as 'on' | 'off',
+    z.enum(['on', 'off']),
+    '`off` turns every per-client limit off: the rate limits, the per-user quotas and the per-user stream cap (benchmarks, trusted single-tenant deployments). The per-instance stream cap stays.',
+  ),
+  rateSignIn: setting(
+    'PATCHBAY_RATE_SIGNIN',
+    { tokens: 30, windowMs: 600_000 },
+    rate,
+    '`POST /v1/auth/anonymous` per client address (an IPv6 address counts by its /64): a token bucket written `<tokens>/<window>` (`30/10m`: bursts of 30, then one every 20 s). 429 `rate_limited`.',
+  ),
+  rateCreate: setting(
+    'PATCHBAY_RATE_CREATE',
+    { tokens: 60, windowMs: 60_000 },
+    rate,
+    'Scope creation per user, as `<tokens>/<window>` (`60/1m`). 429 `rate_limited`.',
+  ),
+  rateWrite: setting(
+    'PATCHBAY_RATE_WRITE',
+    { tokens: 100, windowMs: 5_000 },
+    rate,
+    'Patches per user, as `<tokens>/<window>` (`100/5s`: bursts of 100, 20 per second sustained). 429 `rate_limited`.',
+  ),
+  quotaScopes: setting('PATCHBAY_QUOTA_SCOPES', 1000, int(0), 'Most scopes one user may own (403 `quota_exceeded`; 0: no quota).'),
+  quotaBytes: setting(
+    'PATCHBAY_QUOTA_BYTES',
+    64 * 1024 * KiB,
+    int(0),
+    "Most bytes of state (JSON text, summed over the scopes a user owns) before the user's creates and patches are refused (403 `quota_exceeded`; 0: no quota).",
+  ),
+  sseMaxPerUser: setting(
+    'PATCHBAY_SSE_MAX_PER_USER',
+    32,
+    int(0),
+    'Most concurrent SSE streams of one user, over all instances (429 `rate_limited`; 0: no cap).',
+  ),
+  sseMaxPerInstance: setting('PATCHBAY_SSE_MAX_PER_INSTANCE', 1000, int(0), 'Most concurrent SSE streams one instance serves (503 `unavailable`; 0: no cap).'),
+  trustProxy: setting(
+    'PATCHBAY_TRUST_PROXY',
+    '',
+    z.string().refine(validTrust, 'must be empty, a hop count, or addresses and subnets (loopback, 10.0.0.0/8, ...)'),
+    'Which proxies may name the client address in `X-Forwarded-For`: empty (none: the socket address counts), a hop count (`1` directly on Cloud Run or Cloud Functions, `2` behind a Google load balancer), or addresses and subnets (`loopback`, `10.0.0.0/8`, ...; the `proxy-addr` syntax).',
+  ),
+  limitsPrefix: setting(
+    'PATCHBAY_LIMITS_PREFIX',
+    'pb:limits:',
+    z.string().min(1),
+    'Key prefix of rate-limit buckets, usage counters and stream slots in Redis (google mode).',
   ),
   sseMaxMs: setting('PATCHBAY_SSE_MAX_MS', 300_000, int(1000), 'An SSE stream ends cleanly after this long (keep it below the platform request timeout).'),
   sseHeartbeatMs: setting('PATCHBAY_SSE_HEARTBEAT_MS', 15_000, int(100), 'Interval of SSE heartbeat comment lines.'),
@@ -198,6 +272,8 @@ export const CONFIG_SECTIONS = {
   limits: ['maxBodyBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth'],
   /** The write path, the near cache and the outbox (shared/engine/). */
   engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
+  /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
+  quotas: ['limits', 'rateSignIn', 'rateCreate', 'rateWrite', 'quotaScopes', 'quotaBytes', 'sseMaxPerUser', 'sseMaxPerInstance', 'trustProxy', 'limitsPrefix'],
   /** Live streams (shared/http/handler.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
@@ -240,6 +316,7 @@ export type ServerConfig = Section<'server'>;
 export type AuthConfig = Section<'auth'>;
 export type LimitsConfig = Section<'limits'>;
 export type SseConfig = Section<'sse'>;
+export type QuotaConfig = Section<'quotas'>;
 export type ColdConfig = Section<'cold'>;
 export type EmbeddedConfig = Section<'embedded'>;
 export type GoogleConfig = Section<'google'>;

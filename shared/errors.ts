@@ -31,6 +31,16 @@ export const ERROR_CODES = {
   unsupported_media_type: 415,
   /** An operation of the patch cannot be applied (`op` is its index); nothing was changed. */
   patch_failed: 422,
+  /**
+   * A rate limit or a stream cap was hit (`limit`, `retryAfter` seconds, also sent as `Retry-After`);
+   * nothing was done. Retry after that long.
+   */
+  rate_limited: 429,
+  /**
+   * A per-user quota is used up (`quota`: `scopes` or `bytes`, `max`, `actual`); nothing was done.
+   * Waiting does not help: it lasts until the user stores less or the quota is raised.
+   */
+  quota_exceeded: 403,
   /** A dependency (ledger, cache, bus) failed; the request may be retried. */
   unavailable: 503,
   /** A bug. */

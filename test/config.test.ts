@@ -63,6 +63,17 @@ describe('config', () => {
     expect([...keys].sort()).toEqual(Object.keys(CONFIG_TABLE).sort());
   });
 
+  it('reads rate rules as <tokens>/<window> and trusted proxies, and refuses bad ones', () => {
+    expect(loadConfig({}).rateWrite).toEqual({ tokens: 100, windowMs: 5000 });
+    expect(loadConfig({ PATCHBAY_RATE_SIGNIN: '5/2h' }).rateSignIn).toEqual({ tokens: 5, windowMs: 7_200_000 });
+    expect(loadConfig({ PATCHBAY_RATE_WRITE: '1/250ms' }).rateWrite).toEqual({ tokens: 1, windowMs: 250 });
+    for (const bad of ['0/1s', '5', '5/1d', '5/s', '-1/1s']) expect(() => loadConfig({ PATCHBAY_RATE_WRITE: bad })).toThrow(/PATCHBAY_RATE_WRITE/);
+    expect(loadConfig({ PATCHBAY_TRUST_PROXY: 'loopback, 10.0.0.0/8' }).trustProxy).toBe('loopback, 10.0.0.0/8');
+    expect(loadConfig({ PATCHBAY_TRUST_PROXY: '2' }).trustProxy).toBe('2');
+    expect(() => loadConfig({ PATCHBAY_TRUST_PROXY: 'everyone' })).toThrow(/PATCHBAY_TRUST_PROXY/);
+    expect(() => loadConfig({ PATCHBAY_LIMITS: 'maybe' })).toThrow(/PATCHBAY_LIMITS/);
+  });
+
   it('lists every variable in .env.example', () => {
     const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8');
     for (const s of Object.values(CONFIG_TABLE)) expect(example).toContain(`#${s.env}=`);

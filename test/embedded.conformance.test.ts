@@ -4,13 +4,14 @@
  * a SQLite ledger is durable across reopening (heads, log, leases); two ledgers on one file never
  * give one index to two commits (guarantee 1 with several connections on one file: each commit
  * re-checks the head inside an IMMEDIATE transaction); the memory cache evicts the least recently
- * used scope past its bound; the blob store refuses keys that would escape its root.
+ * used scope past its bound; MemoryLimits passes the limit store suite; the blob store refuses keys that would escape its root.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
+import { MemoryLimits } from '../shared/adapters/embedded/memory-limits.js';
 import { PatchbayError } from '../shared/errors.js';
 import type { Ledger } from '../shared/ports/index.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
@@ -18,6 +19,7 @@ import { blobConformance } from './conformance/blobs.js';
 import { busConformance } from './conformance/bus.js';
 import { cacheConformance } from './conformance/cache.js';
 import { ledgerConformance } from './conformance/ledger.js';
+import { limitsConformance } from './conformance/limits.js';
 import { tempDir } from './helpers/server.js';
 
 const dirs: string[] = [];
@@ -34,6 +36,7 @@ ledgerConformance('SqliteLedger', async () => new SqliteLedger(join(dir(), 'ledg
 cacheConformance('MemoryCache', async () => new MemoryCache());
 busConformance('LocalBus', async () => new LocalBus());
 blobConformance('FsBlobStore', async () => new FsBlobStore(join(dir(), 'blobs')));
+limitsConformance('MemoryLimits', async (rules) => new MemoryLimits(rules));
 
 const T0 = 1_700_000_000_000;
 const meta: ScopeMeta = { owner: 'user-1', domain: 'default', name: null, type: null, created: T0, updated: T0, size: 2 };

@@ -1,11 +1,13 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP and SSE contract suites as embedded mode (identical behaviour on both stacks);
+ * - the same v1 HTTP, SSE and limits contract suites as embedded mode (identical behaviour on both
+ *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
  * - guarantee 1: a commit whose acknowledgement was lost, retried, is applied once.
  */
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PubSub } from '@google-cloud/pubsub';
@@ -13,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
 import { httpContract } from './contract/http.js';
+import { limitsContract } from './contract/limits.js';
 import { sseContract } from './contract/sse.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
 import { skipWithout } from './helpers/proc.js';
@@ -78,6 +81,8 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
 
   httpContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   sseContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  // Each server gets its own Redis key prefix for the limits: counters of one test do not leak into the next.
+  limitsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
 
   describe('end to end', () => {
     it('delivers HTTP → Firestore → Pub/Sub push → subscriber, in order, through a redelivery', async () => {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ERROR_CODES } from '../shared/errors.js';
 import { ROUTES } from '../shared/http/routes/index.js';
-import { type Client, type Res, request, startServer, type TestServer } from './helpers/server.js';
+import { type Client, newClient, type Res, request, startServer, type TestServer } from './helpers/server.js';
 
 // ajv is CommonJS: depending on interop, the class is the module itself or its `default`.
 type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof Ajv2020Module;
@@ -113,7 +113,7 @@ function responseFor(template: string | null, method: string, status: number): {
 function checkHeaders(headers: Headers, pointer: string[], obj: Obj, what: string): void {
   // CORS (described in info.description), on every response with the default configuration.
   expect(headers.get('access-control-allow-origin'), `${what}: CORS origin`).toBe('*');
-  expect(headers.get('access-control-expose-headers'), `${what}: CORS exposed headers`).toBe('ETag, Location');
+  expect(headers.get('access-control-expose-headers'), `${what}: CORS exposed headers`).toBe('ETag, Location, Retry-After');
   for (const name of Object.keys((obj.headers as Obj | undefined) ?? {})) {
     const h = follow([...pointer, 'headers', name]);
     const value = headers.get(name);
@@ -338,6 +338,52 @@ describe('auth and health', () => {
       expectError(res, 403, 'forbidden');
     } finally {
       await closed.close();
+    }
+  });
+
+  it('429s past a rate limit or the user stream cap (with Retry-After), 403s past a quota, 503s a full instance', async () => {
+    const one = { tokens: 1, windowMs: 60_000 };
+    const limited = await startServer({
+      limits: 'on',
+      rateSignIn: { tokens: 3, windowMs: 60_000 },
+      rateCreate: { tokens: 2, windowMs: 60_000 },
+      rateWrite: one,
+      sseMaxPerUser: 1,
+      quotaScopes: 1,
+      quotaBytes: 16,
+    });
+    const full = await startServer({ sseMaxPerInstance: 1 });
+    const open: AbortController[] = [];
+    const hold = async (url: string, token: string, id: string) => {
+      const abort = new AbortController();
+      open.push(abort);
+      const res = await fetch(`${url}/v1/scopes/${id}/events`, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
+      expect(res.status).toBe(200);
+    };
+    try {
+      const at = (url: string, method: Method, template: string, opts: { id?: string; body?: unknown; token?: string } = {}) =>
+        request(url, method, template.replace('{id}', opts.id ?? ''), { body: opts.body, token: opts.token }).then((r) => check(r, method, template));
+      const u = (await at(limited.url, 'POST', '/v1/auth/anonymous')).json.token as string;
+      const v = (await at(limited.url, 'POST', '/v1/auth/anonymous')).json.token as string;
+      await at(limited.url, 'POST', '/v1/auth/anonymous');
+      expectError(await at(limited.url, 'POST', '/v1/auth/anonymous'), 429, 'rate_limited');
+      const id = (await at(limited.url, 'POST', '/v1/scopes', { body: { state: { a: 'a very long string' } }, token: u })).json.id as string;
+      expectError(await at(limited.url, 'POST', '/v1/scopes', { body: {}, token: u }), 403, 'quota_exceeded');
+      expectError(await at(limited.url, 'POST', '/v1/scopes', { body: {}, token: u }), 429, 'rate_limited');
+      const idV = (await at(limited.url, 'POST', '/v1/scopes', { body: {}, token: v })).json.id as string;
+      expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id, body: { patch: [] }, token: u }), 403, 'quota_exceeded');
+      expect((await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v })).status).toBe(200);
+      expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v }), 429, 'rate_limited');
+      await hold(limited.url, v, idV);
+      expectError(await at(limited.url, 'GET', '/v1/scopes/{id}/events', { id: idV, token: v }), 429, 'rate_limited');
+      const w = await newClient(full.url);
+      const idW = (await request(full.url, 'POST', '/v1/scopes', { body: {}, token: w.token })).json.id as string;
+      await hold(full.url, w.token, idW);
+      expectError(await at(full.url, 'GET', '/v1/scopes/{id}/events', { id: idW, token: w.token }), 503, 'unavailable');
+    } finally {
+      for (const a of open) a.abort();
+      await limited.close();
+      await full.close();
     }
   });
 

@@ -43,6 +43,8 @@ export class Writer {
     outbox: Outbox,
     private readonly rules: CommitRules,
     private readonly now: () => number,
+    /** Told, after each commit, how much the state of a scope of `owner` grew (quotas). */
+    private readonly onStored: (owner: string, delta: number) => void = () => {},
   ) {
     this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
     this.ackAfterPublish = config.ackAfter === 'publish';
@@ -85,7 +87,9 @@ export class Writer {
 
   private async commitOnce(id: string, group: Pending[]): Promise<Outcome[]> {
     const now = this.now();
+    let before = { owner: '', size: 0 };
     const { records, outcomes, state, size } = await this.ports.ledger.commit(id, async (view) => {
+      before = view.head.meta; // the head of the attempt that commits: the last one planned
       const planned = await this.plan(id, view.head, group, view, now);
       const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
       return { records: planned.records, meta, result: planned };
@@ -94,6 +98,7 @@ export class Writer {
       const last = records[records.length - 1] as PatchRecord;
       this.near.put(id, last.ii, state, size);
       this.after.add(id, records, state);
+      this.onStored(before.owner, size - before.size);
     }
     return outcomes;
   }

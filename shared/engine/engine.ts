@@ -36,6 +36,8 @@ export interface EngineOptions {
   /** Clock for commit times and the sweeper (ms since epoch). */
   now?: () => number;
   logError?: Logger;
+  /** Told, after each commit, how much the state of a scope of `owner` grew (quotas). */
+  onStored?: (owner: string, delta: number) => void;
   /** Per-request authorization and validation (default: owner-only writes, no validation). */
   rules?: CommitRules;
 }
@@ -60,7 +62,7 @@ export class Engine {
     const near = new NearCache(config.nearCacheBytes);
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
     this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError);
-    this.writer = new Writer(ports, config, this.reader, near, this.outbox, opts.rules ?? DEFAULT_RULES, this.now);
+    this.writer = new Writer(ports, config, this.reader, near, this.outbox, opts.rules ?? DEFAULT_RULES, this.now, opts.onStored);
   }
 
   /** Creates a scope owned by `owner`, in `opts.domain` (default DEFAULT_DOMAIN). */

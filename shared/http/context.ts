@@ -11,12 +11,15 @@ import type { Logger } from '../log.js';
 import { SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
 import type { BodyRequest } from './body.js';
+import type { Limits } from './limits.js';
 
 export interface HandlerDeps {
   engine: Engine;
   auth: Auth;
   config: HttpConfig;
   logger: Logger;
+  /** Rate limits, quotas and stream caps (shared/http/limits.ts). */
+  limits: Limits;
 }
 
 export interface Ctx {

@@ -28,7 +28,7 @@ export function createHandler(deps: HandlerDeps): Handler {
     let routeName = 'unmatched';
     if (config.corsOrigin !== '') {
       res.setHeader('access-control-allow-origin', config.corsOrigin);
-      res.setHeader('access-control-expose-headers', 'ETag, Location');
+      res.setHeader('access-control-expose-headers', 'ETag, Location, Retry-After');
     }
     try {
       if (req.method === 'OPTIONS') {

@@ -36,6 +36,7 @@ export function sendError(res: ServerResponse, err: unknown, logger: Logger, fie
   const headers: Record<string, string> = e.code === 'method_not_allowed' ? { allow: (e.details.allow as string[]).join(', ') } : {};
   // The rest of an over-limit body is not read: the connection cannot be reused.
   if (e.code === 'too_large' && e.details.limit === 'maxBodyBytes') headers.connection = 'close';
+  if (typeof e.details.retryAfter === 'number') headers['retry-after'] = String(e.details.retryAfter);
   sendJson(res, e.status, e.toBody(), headers);
   return e;
 }

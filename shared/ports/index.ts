@@ -8,6 +8,7 @@ export type { Bus, Listener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
 export type { CommitPlan, Head, Lease, Ledger, LogPatch, NewScope, Plan, TxView } from './ledger.js';
 export { retryKey } from './ledger.js';
+export type { LimitStore, RateDecision, RateRule, Usage } from './limits.js';
 
 /** One adapter for each port: what the engine runs on. */
 export interface Adapters {

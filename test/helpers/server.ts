@@ -40,7 +40,9 @@ export function tempDir(prefix = 'patchbay-test-'): string {
 }
 
 export function testConfig(overrides: Partial<Config> = {}): Config {
-  return loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: 'off', dataDir: tempDir(), sqliteSync: 'normal', ...overrides });
+  // Per-client limits are off unless a test turns them on (test/contract/limits.ts): many tests
+  // write far faster from one user than a public deployment allows.
+  return loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: 'off', dataDir: tempDir(), sqliteSync: 'normal', limits: 'off', ...overrides });
 }
 
 export async function request(

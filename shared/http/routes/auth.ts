@@ -8,6 +8,9 @@ export const authRoutes: Route<Ctx>[] = [
     method: 'POST',
     path: '/v1/auth/anonymous',
     name: 'auth.anonymous',
-    run: async (ctx) => sendJson(ctx.res, 200, await ctx.deps.auth.issueAnonymous()),
+    run: async (ctx) => {
+      await ctx.deps.limits.signIn(ctx.req);
+      sendJson(ctx.res, 200, await ctx.deps.auth.issueAnonymous());
+    },
   },
 ];

@@ -13,16 +13,26 @@ import { patchFrame, SseWriter } from '../sse.js';
 class ClientGone extends Error {}
 
 async function stream(ctx: Ctx): Promise<void> {
-  const { engine, auth, config } = ctx.deps;
+  const { auth, config } = ctx.deps;
   const id = scopeId(ctx);
   const lastEventId = ctx.req.headers['last-event-id'];
   const reconnect = typeof lastEventId === 'string' && lastEventId !== '';
   const ticket = ctx.url.searchParams.get('ticket');
   // A browser's EventSource reconnects with the URL it opened, so a reconnect (Last-Event-ID set)
   // may bring a ticket that expired during the stream it resumes: accept it for one stream's length.
-  if (ticket !== null) await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0);
-  else await user(ctx);
+  const u = ticket !== null ? await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0) : await user(ctx);
   const since = reconnect ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
+  // A slot of the per-user and per-instance stream caps, held until the stream ends.
+  const release = await ctx.deps.limits.openStream(u.id);
+  try {
+    await serveStream(ctx, id, since);
+  } finally {
+    release();
+  }
+}
+
+async function serveStream(ctx: Ctx, id: string, since: number | undefined): Promise<void> {
+  const { engine, config } = ctx.deps;
 
   const sse = new SseWriter(ctx.res);
   // Listen for the client leaving before anything is sent: a client that hangs up during

@@ -14,6 +14,7 @@ export const patchRoutes: Route<Ctx>[] = [
       const id = scopeId(ctx);
       const u = await user(ctx);
       const req = await readBody(ctx.req, patchRequestSchema, ctx.deps.config);
+      await ctx.deps.limits.write(u.id);
       const ack = await ctx.deps.engine.submit(id, u.id, req);
       ctx.log.ii = ack.ii;
       sendJson(ctx.res, 200, ack);

@@ -19,7 +19,9 @@ export const scopeRoutes: Route<Ctx>[] = [
     run: async (ctx) => {
       const u = await user(ctx);
       const req = await readBody(ctx.req, createScopeSchema, ctx.deps.config);
+      await ctx.deps.limits.createScope(u.id);
       const view = await ctx.deps.engine.createScope(u.id, req);
+      ctx.deps.limits.created(u.id, view.meta.size);
       ctx.log.scope = view.id;
       ctx.log.ii = 0;
       sendJson(ctx.res, 201, scopeBody(view), { etag: '"0"', location: `/v1/scopes/${encodeURIComponent(view.id)}` });

@@ -8,9 +8,11 @@
  * - Ctrl-C (SIGINT to the whole process group, so the server gets it twice: once from the
  *   terminal, once forwarded by npm) stops it cleanly, exit code 0;
  * - a PORT already in use is said in one line, with a non-zero exit.
+ * `npm run dev:cloud` with PORT or an emulator port taken says which, in one line, before it
+ * starts anything (it used to start every emulator, then die with an EADDRINUSE stack).
  */
 import { spawn } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { alive, type NpmRun, npmRun, until } from './helpers/npm.js';
@@ -122,17 +124,53 @@ describe('npm start', () => {
   it('says in one line that PORT is taken, and exits non-zero', async () => {
     const dir = tempDir('patchbay-npm-start-');
     dirs.push(dir);
-    const blocker = createServer();
-    const port = await freePort();
-    await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', () => r()));
-    try {
+    await withPortTaken(async (port) => {
       const run = npmRun('start', { PORT: String(port), PATCHBAY_HOST: '127.0.0.1', PATCHBAY_DATA_DIR: dir, PATCHBAY_LOG: 'error' });
-      const code = await run.exited;
-      expect(code).not.toBe(0);
+      expect(await run.exited).not.toBe(0);
       expect(run.output()).toContain(`PORT: port ${port} is already in use on 127.0.0.1`);
       expect(run.output()).not.toMatch(/\n\s+at /); // no stack trace
-    } finally {
-      blocker.close();
-    }
+    });
+  });
+});
+
+/** Runs `use` with a free port taken by a listener of ours. */
+async function withPortTaken(use: (port: number) => Promise<void>): Promise<void> {
+  const blocker = createServer();
+  const port = await freePort();
+  await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', () => r()));
+  try {
+    await use(port);
+  } finally {
+    blocker.close();
+  }
+}
+
+describe('npm run dev:cloud', () => {
+  it('says in one line which port is taken (PORT, then the emulator ports), before starting anything', async () => {
+    const dir = tempDir('patchbay-devcloud-port-');
+    dirs.push(dir);
+    const names = ['firestore', 'pubsub', 'storage', 'redis', 'upstash'];
+    const ports = await Promise.all(names.map(() => freePort()));
+    await withPortTaken(async (taken) => {
+      const config = `${dir}/firebase.json`;
+      const emulators = (pubsub: number) => Object.fromEntries(names.map((n, i) => [n, { port: n === 'pubsub' ? pubsub : ports[i] }]));
+      const cases: Array<[string, Record<string, string>, number, string]> = [
+        ['PORT', { PORT: String(taken), PATCHBAY_HOST: '127.0.0.1' }, ports[1] as number, `port ${taken} (PORT) is already in use`],
+        ['pubsub', { PORT: '0' }, taken, `port ${taken} (firebase.json emulators.pubsub.port) is already in use`],
+      ];
+      for (const [what, env, pubsub, message] of cases) {
+        writeFileSync(config, JSON.stringify({ emulators: emulators(pubsub) }));
+        const started = Date.now();
+        const run = npmRun('dev:cloud', { ...env, PATCHBAY_DATA_DIR: `${dir}/data`, PATCHBAY_LOG: 'error' }, ['--config', config]);
+        try {
+          expect(await run.exited, what).not.toBe(0);
+        } finally {
+          run.kill();
+        }
+        expect(run.output(), what).toContain(`dev:cloud: ${message}`);
+        expect(run.output(), what).not.toMatch(/\n\s+at |emulator on/); // no stack, nothing started
+        expect(Date.now() - started, what).toBeLessThan(15_000);
+      }
+    });
   });
 });

@@ -6,7 +6,8 @@
  * the ports from another firebase.json (tests use free ports).
  *
  * Kept on disk under PATCHBAY_DATA_DIR/cloud: Pub/Sub emulator data, Redis (append-only file),
- * Cloud Storage objects, the token secret. The Firestore emulator keeps its data in memory: a
+ * Cloud Storage objects, the token secret, and cli.env: the environment that points the operator
+ * CLI at this stack. The Firestore emulator keeps its data in memory: a
  * restart starts with an empty ledger.
  */
 import { randomBytes } from 'node:crypto';
@@ -96,8 +97,7 @@ async function main(): Promise<void> {
     stops.push(gcs.close);
     log(`Cloud Storage server on ${gcs.url}, bucket ${bucket}`);
 
-    const env = {
-      ...process.env,
+    const stack = {
       PATCHBAY_MODE: 'google',
       PATCHBAY_GCP_PROJECT: base.gcpProject || 'demo-patchbay',
       PATCHBAY_BUCKET: bucket,
@@ -109,6 +109,15 @@ async function main(): Promise<void> {
       STORAGE_EMULATOR_HOST: gcs.url,
       METADATA_SERVER_DETECTION: 'none',
     };
+    const env = { ...process.env, ...stack };
+    // For the operator CLI (and other tools) against this stack: `set -a; . <dir>/cli.env`.
+    writeFileSync(
+      join(dir, 'cli.env'),
+      Object.entries(stack)
+        .map(([k, v]) => `${k}=${v}\n`)
+        .join(''),
+      { mode: 0o600 },
+    );
     // The client libraries read the emulator hosts from the environment.
     Object.assign(process.env, env);
     const config = loadConfig(env);

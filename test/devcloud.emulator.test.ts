@@ -5,8 +5,10 @@
  * through the Pub/Sub emulator), and stops everything it started, whether SIGINT goes to npm alone
  * (a supervisor) or to the whole process group (Ctrl-C, which the server gets twice: from the
  * terminal and forwarded by npm): afterwards nothing listens on any of those ports, every process
- * below npm has exited, and npm exits 0.
+ * below npm has exited, and npm exits 0. The operator CLI reaches the same stack through the
+ * cli.env that dev:cloud writes.
  */
+import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { alive, type NpmRun, npmRun, until } from './helpers/npm.js';
@@ -76,6 +78,10 @@ describe.skipIf(skip)('npm run dev:cloud', () => {
       } finally {
         sse.close();
       }
+      // the operator CLI against this stack, as README says: with the cli.env dev:cloud writes
+      const cli = spawnSync('bash', ['-c', `set -a; . '${cwd}/data/cloud/cli.env'; exec node dist/functions/cli.js rebuild --check`], { encoding: 'utf8' });
+      expect(cli.status, cli.stderr).toBe(0);
+      expect(JSON.parse(cli.stdout.trim().split('\n').at(-1) as string)).toMatchObject({ command: 'rebuild', check: true, scopes: 1, ok: 1, failed: 0 });
       await stop(run, ports, 'npm');
     } finally {
       run.kill();

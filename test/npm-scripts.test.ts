@@ -8,11 +8,14 @@
  * - Ctrl-C (SIGINT to the whole process group, so the server gets it twice: once from the
  *   terminal, once forwarded by npm) stops it cleanly, exit code 0;
  * - a PORT already in use is said in one line, with a non-zero exit.
+ * `npm run patchbay -- --help` lists every command and flag (exit 0), a usage error points to it
+ * (exit 2), and on a fresh clone (no dist/) the script builds first instead of failing with
+ * "Cannot find module".
  * `npm run dev:cloud` with PORT or an emulator port taken says which, in one line, before it
  * starts anything (it used to start every emulator, then die with an EADDRINUSE stack).
  */
-import { spawn } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { alive, type NpmRun, npmRun, until } from './helpers/npm.js';
@@ -173,4 +176,51 @@ describe('npm run dev:cloud', () => {
       }
     });
   });
+});
+
+describe('npm run patchbay', () => {
+  const run = async (args: string[], opts: { cwd?: string; build?: boolean } = {}) => {
+    const r = npmRun('patchbay', {}, args, opts);
+    const code = await r.exited;
+    return { code, output: r.output() };
+  };
+
+  /** The entry itself, without npm's few seconds of start-up. */
+  const node = (args: string[]) => {
+    const r = spawnSync(process.execPath, ['dist/functions/cli.js', ...args], { encoding: 'utf8' });
+    return { code: r.status, output: r.stdout + r.stderr };
+  };
+
+  it('--help lists every command and flag and exits 0; a usage error points to --help and exits 2', async () => {
+    for (const args of [['--help'], ['-h'], ['help'], ['bundle', '--help']]) {
+      const { code, output } = args[0] === '--help' ? await run(args) : node(args);
+      expect(code, args.join(' ')).toBe(0);
+      for (const command of ['bundle [scope]', 'rebuild [scope]', 'help'])
+        expect(output).toMatch(new RegExp(`^\\s+${command.replace(/[[\]]/g, '\\$&')}\\s`, 'm'));
+      for (const flag of ['--all', '--check', '--progress', '-h, --help']) expect(output).toMatch(new RegExp(`^\\s+${flag}\\s`, 'm'));
+      for (const v of ['PATCHBAY_MODE', 'PATCHBAY_DATA_DIR', 'cli.env']) expect(output).toContain(v);
+    }
+    for (const [args, problem] of [
+      [[], 'no command given'],
+      [['frobnicate'], 'unknown command "frobnicate"'],
+      [['bundle', '--bogus'], 'unknown flag --bogus'],
+      [['bundle', '--check'], '--check is not a flag of bundle'],
+    ] as const) {
+      const { code, output } = node([...args]);
+      expect(code, args.join(' ')).toBe(2);
+      expect(output).toContain(`patchbay: ${problem}`);
+      expect(output).toContain('run "npm run patchbay -- --help" for every command and flag');
+    }
+  });
+
+  it('builds first on a fresh clone (no dist/)', async () => {
+    const clone = tempDir('patchbay-clone-');
+    dirs.push(clone);
+    for (const f of ['package.json', 'tsconfig.json', 'shared', 'functions', 'infra', 'bench']) cpSync(f, `${clone}/${f}`, { recursive: true });
+    symlinkSync(`${process.cwd()}/node_modules`, `${clone}/node_modules`);
+    const { code, output } = await run(['--help'], { cwd: clone, build: true });
+    expect(code, output).toBe(0);
+    expect(output).toMatch(/^commands:$/m);
+    expect(existsSync(`${clone}/dist/functions/cli.js`)).toBe(true);
+  }, 120_000);
 });

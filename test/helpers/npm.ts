@@ -19,12 +19,13 @@ export interface NpmRun {
 }
 
 /**
- * `npm run <script> --ignore-scripts -- ...args` in the repository. `--ignore-scripts` skips the
- * `pre` script (the build: global-setup has built dist/ already) and runs the script itself as
- * written in package.json.
+ * `npm run <script> --ignore-scripts -- ...args` in the repository (or `cwd`). `--ignore-scripts`
+ * skips the `pre` script (the build: global-setup has built dist/ already) and runs the script
+ * itself as written in package.json; `build: true` runs the `pre` script too, as a user does.
  */
-export function npmRun(script: string, env: Record<string, string>, args: string[] = []): NpmRun {
-  const child = spawn('npm', ['run', script, '--ignore-scripts', ...(args.length > 0 ? ['--', ...args] : [])], {
+export function npmRun(script: string, env: Record<string, string>, args: string[] = [], opts: { cwd?: string; build?: boolean } = {}): NpmRun {
+  const child = spawn('npm', ['run', script, ...(opts.build ? [] : ['--ignore-scripts']), ...(args.length > 0 ? ['--', ...args] : [])], {
+    cwd: opts.cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,

@@ -40,6 +40,8 @@ export interface Entry {
   target?: Target;
   /** Whether the target is met (absent when there is none). */
   met?: boolean;
+  /** What one round did, e.g. "32 writers × 100 patches, 3 rounds (full run)" (absent in results before it was recorded). */
+  size?: string;
   /** Where the data came from when it matters (e.g. rebuild and catch-up read the hot log). */
   source?: string;
   note?: string;
@@ -103,12 +105,12 @@ export function markdown(r: Results): string {
     'Every ratio is value / baseline, both measured in this run, in interleaved rounds (a seeded shuffled order per round) (value and baseline are the medians of the rounds; spread = (max - min) / median over the rounds). Targets are reported, never asserted.',
   );
   out.push('');
-  out.push('| workload | mode | metric | value | baseline | ratio | target | met | spread (subject / baseline) |');
-  out.push('|---|---|---|---:|---|---:|---|---|---|');
+  out.push('| workload | mode | metric | value | baseline | ratio | target | met | size | spread (subject / baseline) |');
+  out.push('|---|---|---|---:|---|---:|---|---|---|---|');
   for (const e of r.workloads) {
     const met = e.met === undefined ? '' : e.met ? 'yes' : '**no**';
     out.push(
-      `| ${e.name}${e.variant ? ` [${e.variant}]` : ''}${e.source ? ` (${e.source})` : ''} | ${e.mode} | ${e.metric} | ${fmt(e.value)} ${e.unit} | ${e.baseline.name}: ${fmt(e.baseline.value)} ${e.unit} | ${fmt(e.ratio)}× | ${e.target?.text ?? ''} | ${met} | ${pct(e.spread)} / ${pct(e.baselineSpread)} |`,
+      `| ${e.name}${e.variant ? ` [${e.variant}]` : ''}${e.source ? ` (${e.source})` : ''} | ${e.mode} | ${e.metric} | ${fmt(e.value)} ${e.unit} | ${e.baseline.name}: ${fmt(e.baseline.value)} ${e.unit} | ${fmt(e.ratio)}× | ${e.target?.text ?? ''} | ${met} | ${e.size ?? ''} | ${pct(e.spread)} / ${pct(e.baselineSpread)} |`,
     );
   }
   const notes = [...m.notes, ...r.workloads.filter((e) => e.note).map((e) => `${e.name} (${e.mode}, vs ${e.baseline.name}): ${e.note}`)];

@@ -3,7 +3,8 @@
  * the workloads of workloads.ts end to end over HTTP and SSE against patchbay in embedded mode and
  * on the local emulators, each next to its baselines measured in the same run, in interleaved
  * rounds (round r runs every system once, in a shuffled order of its own, so drift in the machine's
- * load hits subject and baseline alike). Writes bench/results/latest.{json,md} and chart.svg.
+ * load hits subject and baseline alike). Writes latest.{json,md} and chart.svg to bench/results
+ * (full runs: the committed results) or bench/results/quick (quick runs; git ignores it).
  *
  * Processes (see harness.ts for the pinning): this load generator; the server under test
  * (`node dist/functions/serve.js`, a child); the transport floor (floor.ts) and ShareDB
@@ -12,7 +13,7 @@
  * stand-ins (stack.ts), a child that starts the emulators, redis-server and the gateways.
  *
  * Options: --quick, --modes embedded,emulator, --only write-single,fanout,..., --rounds N,
- * --no-pin, --out DIR (default bench/results).
+ * --no-pin, --out DIR (default bench/results, or bench/results/quick with --quick).
  *
  * Nothing here asserts a threshold: targets are reported with each result.
  */
@@ -45,7 +46,8 @@ const { values: args } = parseArgs({
     only: { type: 'string', default: '' },
     rounds: { type: 'string' },
     'no-pin': { type: 'boolean', default: false },
-    out: { type: 'string', default: 'bench/results' },
+    /** Default: bench/results for a full run, bench/results/quick (ignored by git) for --quick, so a smoke test never overwrites the committed results. */
+    out: { type: 'string' },
     /** KEY=VALUE for the server under test (repeatable), for experiments, e.g. PATCHBAY_SQLITE_SYNC=normal. */
     'server-env': { type: 'string', multiple: true, default: [] },
     /**
@@ -74,6 +76,7 @@ const SERVER_ENV = Object.fromEntries((args['server-env'] as string[]).map((kv) 
 const LIMITS = SERVER_ENV.PATCHBAY_LIMITS ?? 'off';
 
 const QUICK = args.quick === true;
+const OUT = args.out ?? (QUICK ? 'bench/results/quick' : 'bench/results');
 const ROUNDS = args.rounds ? Number(args.rounds) : QUICK ? 1 : 3;
 /** Full runs discard one whole round of every workload first; quick runs only warm up briefly. */
 const WARM_ROUNDS = QUICK ? 0 : 1;
@@ -252,7 +255,7 @@ function record(
   baseline: string,
   metric: string,
   unit: string,
-  extra: { source?: string; note?: string; baselineLabel?: string } = {},
+  extra: { source?: string; note?: string; baselineLabel?: string; patches?: number } = {},
 ): void {
   const variant = subject.startsWith('patchbay[') ? subject.slice(9, -1) : undefined;
   const s = results.get(subject)?.[metric];
@@ -279,10 +282,26 @@ function record(
       spread: spread(s),
       baselineSpread: spread(b),
       ...(target ? { target } : {}),
+      size: workloadSize(mode, name, extra.patches),
       ...(extra.source ? { source: extra.source } : {}),
       ...(extra.note ? { note: extra.note } : {}),
     }),
   );
+}
+
+/** What one round of a workload did, said next to its result (quick and full runs differ a lot). */
+function workloadSize(mode: Mode, name: Workload, patches = 0): string {
+  const z = SIZES[mode];
+  const n = (k: number) => k.toLocaleString('en-US');
+  const what = {
+    'write-single': `${n(z.single)} sequential patches`,
+    'write-hot': `${z.hotWriters} writers × ${n(z.hotPerWriter)} patches`,
+    'write-many': `${z.manyWriters} writers × ${n(z.manyPerWriter)} patches over ${n(z.manyScopes)} scopes`,
+    fanout: `${z.fanSubscribers} subscribers, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
+    rebuild: `${n(patches)} patches`,
+    catchup: `${n(patches)} patches`,
+  }[name];
+  return `${what}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} (${QUICK ? 'quick' : 'full'} run)`;
 }
 
 const tput = (t: Throughput): Metrics => ({ throughput: t.rate });
@@ -493,6 +512,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         for (const x of sources) {
           record(mode, 'rebuild', r, x.system, 'raw-fold', 'throughput', 'patches/s', {
             source: x.source,
+            patches: x.n,
             note:
               x.source === HOT_LOG
                 ? `Engine.stateAt after deleting the cache entry: ${count(n)} folded from the initial state, in the worker process. Baseline: the same patches read from the hot copy page by page with bare queries and folded with fast-json-patch directly.`
@@ -514,6 +534,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         for (const x of sources) {
           record(mode, 'catchup', r, x.system, 'floor', 'throughput', 'patches/s', {
             source: x.source,
+            patches: x.n,
             note: `SSE since=0 until event ${x.n} (${count(x.n)}). Baseline: the floor replaying ${count(floorN)} of the same events from memory.`,
           });
         }
@@ -588,11 +609,11 @@ async function main(): Promise<void> {
     },
     workloads: entries,
   };
-  writeResults(args.out as string, results);
-  log(`wrote ${args.out}/latest.json, latest.md and chart.svg in ${results.meta.durationSeconds.toFixed(0)} s`);
+  writeResults(OUT, results);
+  log(`wrote ${OUT}/latest.json, latest.md and chart.svg in ${results.meta.durationSeconds.toFixed(0)} s`);
   for (const e of entries) {
     log(
-      `${`${e.name}${e.variant ? ` [${e.variant}]` : ''}`.padEnd(12)} ${e.mode.padEnd(8)} ${e.metric.padEnd(10)} ${e.value.toFixed(1).padStart(10)} vs ${e.baseline.name} ${e.baseline.value.toFixed(1)} = ${e.ratio.toFixed(2)}x${e.met === undefined ? '' : e.met ? ' (target met)' : ' (target MISSED)'}`,
+      `${`${e.name}${e.variant ? ` [${e.variant}]` : ''}`.padEnd(12)} ${e.mode.padEnd(8)} ${e.metric.padEnd(10)} ${e.value.toFixed(1).padStart(10)} vs ${e.baseline.name} ${e.baseline.value.toFixed(1)} = ${e.ratio.toFixed(2)}x${e.target ? `; target ${e.target.text}: ${e.met ? 'met' : 'MISSED'}` : ''}; ${e.size}${e.source ? `; from the ${e.source}` : ''}`,
     );
   }
 }

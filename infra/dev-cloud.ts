@@ -2,20 +2,24 @@
  * `npm run dev:cloud`: the Google stack on this machine. Starts every local stand-in on the ports in
  * firebase.json (the Firestore and Pub/Sub emulators, redis-server behind the Upstash REST gateway,
  * the project's Cloud Storage server), points the client libraries at them, and serves the same v1
- * API on PORT with the Google adapters. Ctrl-C stops everything it started.
+ * API on PORT with the Google adapters. Ctrl-C stops everything it started. `--config FILE` reads
+ * the ports from another firebase.json (tests use free ports).
  *
  * Kept on disk under PATCHBAY_DATA_DIR/cloud: Pub/Sub emulator data, Redis (append-only file),
- * Cloud Storage objects, the token secret. The Firestore emulator keeps its data in memory: a
+ * Cloud Storage objects, the token secret, and cli.env: the environment that points the operator
+ * CLI at this stack. The Firestore emulator keeps its data in memory: a
  * restart starts with an empty ledger.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import { type App, createApp } from '../shared/app.js';
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { exitOnSignal, listen } from '../shared/http/listen.js';
 import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from './emulators.js';
 import { startGcsServer } from './gcs-server.js';
+import { portFree } from './proc.js';
 import { startUpstashGateway } from './upstash-gateway.js';
 
 interface Ports {
@@ -36,6 +40,22 @@ export function emulatorPorts(file = 'firebase.json'): Ports {
   return { firestore: port('firestore'), pubsub: port('pubsub'), storage: port('storage'), redis: port('redis'), upstash: port('upstash') };
 }
 
+/**
+ * Fails in one line, before anything starts, when PORT or an emulator port is taken (a second
+ * dev:cloud, or `npm start` on the same PORT), instead of starting every emulator and then dying on
+ * EADDRINUSE.
+ */
+async function checkPortsFree(port: number, host: string, ports: Ports): Promise<void> {
+  const wanted: Array<[string, number, string]> = [
+    ['PORT', port, host],
+    ...Object.entries(ports).map(([name, p]): [string, number, string] => [`firebase.json emulators.${name}.port`, p, '127.0.0.1']),
+  ];
+  for (const [what, p, h] of wanted) {
+    if (p !== 0 && !(await portFree(p, h)))
+      throw new ConfigError(`dev:cloud: port ${p} (${what}) is already in use on ${h}; stop what listens there or choose another port`);
+  }
+}
+
 function secret(file: string): string {
   try {
     writeFileSync(file, randomBytes(48).toString('base64url'), { flag: 'wx', mode: 0o600 });
@@ -49,7 +69,9 @@ async function main(): Promise<void> {
   const base = loadConfig(); // validates what the user set before anything starts
   const dir = resolve(base.dataDir, 'cloud');
   mkdirSync(dir, { recursive: true });
-  const ports = emulatorPorts();
+  const { values: args } = parseArgs({ options: { config: { type: 'string', default: 'firebase.json' } } });
+  const ports = emulatorPorts(args.config);
+  await checkPortsFree(base.port, base.host, ports);
   const stops: Array<() => Promise<void>> = [];
   const log = (message: string) => console.log(JSON.stringify({ severity: 'INFO', message }));
   let app: App | undefined;
@@ -75,8 +97,7 @@ async function main(): Promise<void> {
     stops.push(gcs.close);
     log(`Cloud Storage server on ${gcs.url}, bucket ${bucket}`);
 
-    const env = {
-      ...process.env,
+    const stack = {
       PATCHBAY_MODE: 'google',
       PATCHBAY_GCP_PROJECT: base.gcpProject || 'demo-patchbay',
       PATCHBAY_BUCKET: bucket,
@@ -88,6 +109,15 @@ async function main(): Promise<void> {
       STORAGE_EMULATOR_HOST: gcs.url,
       METADATA_SERVER_DETECTION: 'none',
     };
+    const env = { ...process.env, ...stack };
+    // For the operator CLI (and other tools) against this stack: `set -a; . <dir>/cli.env`.
+    writeFileSync(
+      join(dir, 'cli.env'),
+      Object.entries(stack)
+        .map(([k, v]) => `${k}=${v}\n`)
+        .join(''),
+      { mode: 0o600 },
+    );
     // The client libraries read the emulator hosts from the environment.
     Object.assign(process.env, env);
     const config = loadConfig(env);

@@ -31,6 +31,15 @@ export function listening(port: number, host = '127.0.0.1'): Promise<boolean> {
   });
 }
 
+/** Whether host:port can be bound right now (checked by binding it and letting go at once). */
+export function portFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err)));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
 /** Resolves once something accepts TCP connections on host:port; rejects after timeoutMs. */
 export async function waitForPort(port: number, host = '127.0.0.1', timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

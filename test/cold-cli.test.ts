@@ -93,6 +93,7 @@ describe('patchbay CLI (embedded)', () => {
       const r = await runCli(args, env);
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/usage: patchbay/);
+      expect(r.stderr).toContain('npm run patchbay -- --help');
     }
     const missing = await runCli(['bundle', 'nope'], env);
     expect(missing.code).toBe(1);

@@ -3,6 +3,7 @@
  * `npm run dev:cloud` and the local stand-ins' CLIs share.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { ConfigError } from '../config.js';
 
 export interface Listening {
   server: Server;
@@ -16,7 +17,11 @@ export async function listen(handler: (req: IncomingMessage, res: ServerResponse
   const server = createServer((req, res) => void handler(req, res));
   server.keepAliveTimeout = 65_000; // longer than common load balancers' idle timeout
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE' ? new ConfigError(`PORT: port ${port} is already in use on ${host}; stop what listens there or choose another port`) : err,
+      ),
+    );
     server.listen(port, host, () => resolve());
   });
   const addr = server.address();
@@ -31,7 +36,12 @@ export async function listen(handler: (req: IncomingMessage, res: ServerResponse
   };
 }
 
-/** On the first SIGINT or SIGTERM: `close()`, then exit 0 (1 if closing failed). */
+/**
+ * On the first SIGINT or SIGTERM: `close()`, then exit 0 (1 if closing failed). Later signals are
+ * ignored while closing: Ctrl-C under `npm run` delivers SIGINT twice (the terminal signals the
+ * whole process group, and npm forwards its own copy to the script), and a second signal left to
+ * its default action would kill the process before it stops what it started.
+ */
 export function exitOnSignal(close: () => Promise<void>): void {
   let stopping = false;
   const stop = () => {
@@ -45,6 +55,6 @@ export function exitOnSignal(close: () => Promise<void>): void {
       },
     );
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
 }

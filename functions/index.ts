@@ -13,7 +13,7 @@
 import * as functions from '@google-cloud/functions-framework';
 import { type App, createApp } from '../shared/app.js';
 import { loadConfig } from '../shared/config.js';
-import { logRequest, sendError } from '../shared/http/respond.js';
+import { begin, logRequest, sendError } from '../shared/http/respond.js';
 
 // Read at cold start, so a bad or missing setting fails the instance at once, naming the
 // variable, instead of answering 500 to every request. No timers in a function instance: Cloud
@@ -40,15 +40,15 @@ functions.http('push', async (req, res) => {
 /** A scheduled function: its answer, or the error response, and its request log line. */
 function scheduled(route: string, run: (req: functions.Request) => Promise<{ status: number; body: unknown }>): functions.HttpFunction {
   return async (req, res) => {
-    const started = process.hrtime.bigint();
-    const { logger } = await instance();
+    const x = begin(req, res, config, (await instance()).logger);
+    let status: number | undefined;
     try {
-      const { status, body } = await run(req);
-      res.status(status).json(body);
+      const answer = await run(req);
+      res.status(answer.status).json(answer.body);
     } catch (err) {
-      sendError(res, err, logger, { route });
+      status = await sendError(x, err, { route });
     } finally {
-      logRequest(logger, req, res.statusCode, started, { route });
+      logRequest(x, status ?? res.statusCode, { route });
     }
   };
 }

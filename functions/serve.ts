@@ -10,7 +10,7 @@ import { exitOnSignal, listen } from '../shared/http/listen.js';
 async function main(): Promise<void> {
   const config = loadConfig();
   const app = await createApp(config);
-  const http = await listen(app.handler, config.port, config.host);
+  const http = await listen(app.handler, config.port, config.host, config);
   const where = config.mode === 'embedded' ? `, data in ${resolve(config.dataDir)}` : '';
   const host = config.host === '0.0.0.0' ? 'localhost' : config.host;
   console.log(JSON.stringify({ severity: 'INFO', message: `patchbay listening on http://${host}:${http.port} (${config.mode}${where})`, port: http.port }));

@@ -122,7 +122,7 @@ async function main(): Promise<void> {
     Object.assign(process.env, env);
     const config = loadConfig(env);
     app = await createApp(config);
-    const http = await listen(app.handler, config.port, config.host);
+    const http = await listen(app.handler, config.port, config.host, config);
     stops.push(http.close);
     const port = http.port;
     console.log(

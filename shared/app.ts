@@ -68,10 +68,12 @@ export interface AppOptions {
   bundler?: boolean;
   /** Push consumers, by name: the targets of Pub/Sub push subscriptions (`POST /push/<name>`). */
   consumers?: Record<string, PatchHandler>;
+  /** Where log lines go (default: stdout). */
+  logTo?: (line: string) => void;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, opts.logTo);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
@@ -81,7 +83,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
-  const push = createPushHandler(consumers, logger, config.maxBodyBytes);
+  const push = createPushHandler(consumers, logger, config);
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {

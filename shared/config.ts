@@ -67,6 +67,24 @@ export const CONFIG_TABLE = {
   ticketTtlSeconds: setting('PATCHBAY_TICKET_TTL_S', 60, int(5, 3600), 'Lifetime of a stream ticket (browser SSE credential).'),
   anonymousAuth: setting('PATCHBAY_ANONYMOUS_AUTH', true as boolean, bool, 'Whether `POST /v1/auth/anonymous` issues tokens.'),
   maxBodyBytes: setting('PATCHBAY_MAX_BODY_BYTES', 1024 * KiB, int(1024), 'Largest request body accepted (413 `too_large`).'),
+  maxDiscardBytes: setting(
+    'PATCHBAY_MAX_DISCARD_BYTES',
+    32 * 1024 * KiB,
+    int(0),
+    'A refused request body (too large, unauthorized...) is still read and dropped up to this many more bytes, so a client that is still sending receives the error response instead of a reset connection; a longer body gets the response and a closed connection.',
+  ),
+  headersTimeoutMs: setting(
+    'PATCHBAY_HEADERS_TIMEOUT_MS',
+    10_000,
+    int(100),
+    "`npm start`: a request's headers must arrive within this long (else Node answers 408 and closes).",
+  ),
+  bodyTimeoutMs: setting(
+    'PATCHBAY_BODY_TIMEOUT_MS',
+    30_000,
+    int(100),
+    'A request body must arrive within this long once reading starts (408 `request_timeout`). SSE streams are not affected: their requests have no body (see `PATCHBAY_SSE_MAX_MS`).',
+  ),
   maxPatchBytes: setting('PATCHBAY_MAX_PATCH_BYTES', 256 * KiB, int(16), 'Largest patch, as JSON text (413 `too_large`).'),
   maxOps: setting('PATCHBAY_MAX_OPS', 1000, int(1), 'Most operations in one patch (413 `too_large`).'),
   maxStateBytes: setting('PATCHBAY_MAX_STATE_BYTES', 512 * KiB, int(16), 'Largest scope state, as JSON text, initial or after a patch (413 `too_large`).'),
@@ -265,11 +283,11 @@ export type Config = Omit<Settings, 'ackAfter'> & { ackAfter: AckAfter };
  */
 export const CONFIG_SECTIONS = {
   /** The process: where it listens, which adapters, where embedded data lives, the request log. */
-  server: ['port', 'host', 'mode', 'dataDir', 'corsOrigin', 'logLevel'],
+  server: ['port', 'host', 'mode', 'dataDir', 'corsOrigin', 'logLevel', 'headersTimeoutMs', 'bodyTimeoutMs'],
   /** Tokens and stream tickets (shared/http/auth.ts). */
   auth: ['jwtSecret', 'tokenTtlSeconds', 'ticketTtlSeconds', 'anonymousAuth'],
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
-  limits: ['maxBodyBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth'],
+  limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth'],
   /** The write path, the near cache and the outbox (shared/engine/). */
   engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
@@ -322,8 +340,8 @@ export type EmbeddedConfig = Section<'embedded'>;
 export type GoogleConfig = Section<'google'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
-/** What the HTTP handler reads: the limits, the SSE section and the CORS origin. */
-export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrigin'>;
+/** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */
+export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrigin' | 'headersTimeoutMs' | 'bodyTimeoutMs'> & Pick<GoogleConfig, 'gcpProject'>;
 
 export class ConfigError extends Error {}
 

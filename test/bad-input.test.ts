@@ -269,7 +269,8 @@ const wrongMethod: fc.Arbitrary<Spec> = fc
     ),
     method: fc.constantFrom(...METHODS),
   })
-  .filter((r) => !ROUTES.some((x) => x.method === r.method && x.re.test(r.path)))
+  // HEAD is answered wherever GET is.
+  .filter((r) => !ROUTES.some((x) => (x.method === r.method || (r.method === 'HEAD' && x.method === 'GET')) && x.re.test(r.path)))
   .map((r) => ({ kind: 'wrong method', method: r.method, path: r.path, auth: ALICE, codes: ['method_not_allowed'] }));
 
 /** Scope ids that break `[A-Za-z0-9_.:-]{1,128}` (or name no scope) on every scope route. */

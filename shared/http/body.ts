@@ -13,8 +13,12 @@ import { findProtoKey, jsonDepth } from '../json.js';
 /** A request; behind the Functions Framework, the body has already been read into `rawBody`. */
 export type BodyRequest = IncomingMessage & { rawBody?: Buffer };
 
-/** Reads and parses a JSON body, enforcing the content type and the size limit. */
-export async function readJson(req: BodyRequest, limit: number): Promise<unknown> {
+/**
+ * Reads and parses a JSON body, enforcing the content type, the size limit and (when `timeoutMs`
+ * is set) the time the body may take. Past the limit it stops reading and leaves the rest unread
+ * (sendError reads and drops it, bounded, before answering); a client that hangs up is ClientClosed.
+ */
+export async function readJson(req: BodyRequest, limit: number, timeoutMs = 0): Promise<unknown> {
   const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
   if (type !== 'application/json') throw new PatchbayError('unsupported_media_type', 'send Content-Type: application/json');
   const tooLarge = (actual?: number) =>
@@ -31,12 +35,10 @@ export async function readJson(req: BodyRequest, limit: number): Promise<unknown
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) throw tooLarge(declared);
     const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req) {
-      size += (chunk as Buffer).length;
-      if (size > limit) throw tooLarge();
-      chunks.push(chunk as Buffer);
-    }
+    const outcome = await readUpTo(req, limit, timeoutMs, (chunk) => chunks.push(chunk));
+    if (outcome === 'over') throw tooLarge();
+    if (outcome === 'timeout') throw bodyTimeout(timeoutMs);
+    if (outcome === 'closed') throw new ClientClosed();
     buf = Buffer.concat(chunks);
   }
   try {
@@ -47,8 +49,12 @@ export async function readJson(req: BodyRequest, limit: number): Promise<unknown
 }
 
 /** Reads a JSON body and checks it against a request schema. */
-export async function readBody<T>(req: BodyRequest, schema: z.ZodType<T>, config: Pick<Config, 'maxBodyBytes' | 'maxValueDepth'>): Promise<T> {
-  const raw = await readJson(req, config.maxBodyBytes);
+export async function readBody<T>(
+  req: BodyRequest,
+  schema: z.ZodType<T>,
+  config: Pick<Config, 'maxBodyBytes' | 'maxValueDepth' | 'bodyTimeoutMs'>,
+): Promise<T> {
+  const raw = await readJson(req, config.maxBodyBytes, config.bodyTimeoutMs);
   // A coarse guard before zod, whose JSON check recurses: a 4 KB body nested 5,000 deep would
   // overflow the stack. The exact depth checks (which name the op) run after parsing.
   const guard = config.maxValueDepth + 100;
@@ -71,4 +77,48 @@ export async function readBody<T>(req: BodyRequest, schema: z.ZodType<T>, config
     });
   }
   return parsed.data;
+}
+
+/** The client hung up before its request was complete: there is nobody to answer (logged as 499). */
+export class ClientClosed extends Error {
+  constructor() {
+    super('the client closed the connection');
+    this.name = 'ClientClosed';
+  }
+}
+
+export function bodyTimeout(timeoutMs: number): PatchbayError {
+  return new PatchbayError('request_timeout', `the request body did not arrive within ${timeoutMs} ms`, { timeoutMs });
+}
+
+/** How reading a body ended: all of it, more than the bound, out of time, or the client gone. */
+export type ReadOutcome = 'end' | 'over' | 'timeout' | 'closed';
+
+/**
+ * Reads the rest of a request body, handing each chunk to `onChunk`, until it ends, passes `max`
+ * bytes (the chunk that passes is not handed over), takes longer than `timeoutMs` (0: no limit)
+ * or the client leaves. It stops without destroying the request: the response can still be sent.
+ */
+export function readUpTo(req: IncomingMessage, max: number, timeoutMs: number, onChunk: (chunk: Buffer) => void): Promise<ReadOutcome> {
+  if (req.complete && req.readableEnded) return Promise.resolve('end');
+  if (req.destroyed) return Promise.resolve('closed');
+  return new Promise((resolve) => {
+    let size = 0;
+    const done = (outcome: ReadOutcome) => {
+      clearTimeout(timer);
+      req.off('data', onData).off('end', onEnd).off('error', onClose).off('close', onClose);
+      if (outcome !== 'end') req.pause();
+      resolve(outcome);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) done('over');
+      else onChunk(chunk);
+    };
+    const onEnd = () => done('end');
+    const onClose = () => done('closed');
+    const timer = timeoutMs > 0 ? setTimeout(() => done('timeout'), timeoutMs) : undefined;
+    req.on('data', onData).on('end', onEnd).on('error', onClose).on('close', onClose);
+    req.resume();
+  });
 }

@@ -10,7 +10,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Ctx, HandlerDeps } from './context.js';
-import { logRequest, sendError } from './respond.js';
+import { begin, logRequest, sendError } from './respond.js';
 import { createRouter, requestUrl } from './router.js';
 import { ROUTES } from './routes/index.js';
 
@@ -23,18 +23,19 @@ const route = createRouter(ROUTES);
 export function createHandler(deps: HandlerDeps): Handler {
   const { config, logger } = deps;
   return async (req: IncomingMessage, res: ServerResponse) => {
-    const started = process.hrtime.bigint();
+    const x = begin(req, res, config, logger);
     const ctx: Ctx = { req, res, url: new URL('http://local/'), params: [], deps, log: {} };
     let routeName = 'unmatched';
+    let status: number | undefined;
     if (config.corsOrigin !== '') {
       res.setHeader('access-control-allow-origin', config.corsOrigin);
-      res.setHeader('access-control-expose-headers', 'ETag, Location, Retry-After');
+      res.setHeader('access-control-expose-headers', 'ETag, Location, Retry-After, X-Request-Id');
     }
     try {
       if (req.method === 'OPTIONS') {
         res.writeHead(204, {
           'access-control-allow-methods': 'GET, POST, OPTIONS',
-          'access-control-allow-headers': 'Authorization, Content-Type, If-None-Match, Last-Event-ID',
+          'access-control-allow-headers': 'Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id',
           'access-control-max-age': '600',
         });
         res.end();
@@ -46,9 +47,9 @@ export function createHandler(deps: HandlerDeps): Handler {
       ctx.params = match.params;
       await match.route.run(ctx);
     } catch (err) {
-      sendError(res, err, logger, { route: routeName });
+      status = await sendError(x, err, { route: routeName });
     } finally {
-      logRequest(logger, req, res.statusCode, started, { route: routeName, scope: ctx.log.scope, ii: ctx.log.ii });
+      logRequest(x, status ?? res.statusCode, { route: routeName, scope: ctx.log.scope, ii: ctx.log.ii });
     }
   };
 }

@@ -11,12 +11,13 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
+import type { Config } from '../config.js';
 import type { Consumer } from '../engine/consumer.js';
 import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type PatchEvent, patchSchema, SCOPE_ID } from '../protocol.js';
 import { type BodyRequest, readJson } from './body.js';
-import { logRequest, sendError } from './respond.js';
+import { begin, logRequest, sendError } from './respond.js';
 import { requestUrl } from './router.js';
 
 const pushBody = z.object({
@@ -62,10 +63,10 @@ export function decodePush(body: unknown): PatchEvent {
 }
 
 /** `POST /<consumer>` (or `/push/<consumer>`): one push delivery for that consumer. */
-export function createPushHandler(consumers: Consumer[], logger: Logger, maxBodyBytes: number) {
+export function createPushHandler(consumers: Consumer[], logger: Logger, config: Config) {
   const byName = new Map(consumers.map((c) => [c.name, c]));
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const started = process.hrtime.bigint();
+    const x = begin(req, res, config, logger);
     let name: string | undefined;
     let status = 204;
     let entry: Record<string, unknown> = {};
@@ -74,15 +75,15 @@ export function createPushHandler(consumers: Consumer[], logger: Logger, maxBody
       if (req.method !== 'POST') throw new PatchbayError('method_not_allowed', 'push deliveries are POSTs', { allow: ['POST'] });
       const consumer = name === undefined ? undefined : byName.get(name);
       if (!consumer) throw new PatchbayError('not_found', `no consumer named ${name}`);
-      const event = decodePush(await readJson(req as BodyRequest, maxBodyBytes));
+      const event = decodePush(await readJson(req as BodyRequest, config.maxBodyBytes, config.bodyTimeoutMs));
       const delivery = await consumer.deliver(event);
       entry = { ...entry, scope: event.scope, ii: event.ii, ...delivery };
       res.writeHead(204);
       res.end();
     } catch (err) {
-      status = sendError(res, err, logger, { route: 'push', consumer: name }).status;
+      status = await sendError(x, err, { route: 'push', consumer: name });
     } finally {
-      logRequest(logger, req, status, started, { message: `push ${name} ${status}`, route: 'push', consumer: name, ...entry });
+      logRequest(x, status, { message: `push ${name} ${status}`, route: 'push', consumer: name, ...entry });
     }
   };
 }

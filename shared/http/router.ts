@@ -3,7 +3,8 @@
  * the route of a request. Path templates name their parameters in braces (`/v1/scopes/{id}`); a
  * parameter is one non-empty path segment, passed to the handler still percent-encoded. A path no
  * route matches is 404 `not_found`; a path whose routes lack the method is 405
- * `method_not_allowed`, with the methods it has in `allow`.
+ * `method_not_allowed`, with the methods it has in `allow`. `HEAD` is answered wherever `GET` is,
+ * by the GET route (Node's response drops the body of a HEAD; a streaming route ends early).
  */
 import { PatchbayError } from '../errors.js';
 
@@ -27,10 +28,12 @@ export function createRouter<C>(routes: readonly Route<C>[]): (method: string | 
   const compiled = routes.map((route) => ({ route, pattern: templatePattern(route.path) }));
   return (method, path) => {
     const matching = compiled.filter((r) => r.pattern.test(path));
-    const found = matching.find((r) => r.route.method === method);
+    const wanted = method === 'HEAD' ? 'GET' : method;
+    const found = matching.find((r) => r.route.method === wanted);
     if (!found) {
       if (matching.length > 0) {
-        throw new PatchbayError('method_not_allowed', `${method} is not allowed here`, { allow: matching.map((r) => r.route.method) });
+        const allow = matching.flatMap((r) => (r.route.method === 'GET' ? ['GET', 'HEAD'] : [r.route.method]));
+        throw new PatchbayError('method_not_allowed', `${method} is not allowed here`, { allow });
       }
       throw new PatchbayError('not_found', `no route for ${path}`);
     }

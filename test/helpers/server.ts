@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type App, type AppOptions, adaptersFor, createApp } from '../../shared/app.js';
 import { type Config, loadConfig } from '../../shared/config.js';
+import { serverOptions } from '../../shared/http/listen.js';
 import { createLogger } from '../../shared/log.js';
 import type { Adapters } from '../../shared/ports/index.js';
 
@@ -86,6 +87,8 @@ export interface StartOptions {
   consumers?: AppOptions['consumers'];
   /** Run the outbox sweeper on its timer (default: no; tests call engine.sweep()). */
   sweeper?: boolean;
+  /** Receives the server's log lines (set `logLevel` too). */
+  logTo?: AppOptions['logTo'];
 }
 
 /** Starts the handler in this process. */
@@ -93,8 +96,8 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
   const config = testConfig(overrides);
   let chosen = adapters;
   if (opts.wrap) chosen = opts.wrap(adapters ?? (await adaptersFor(config, createLogger('off'))));
-  const app = await createApp(config, { adapters: chosen, sweeper: opts.sweeper ?? false, consumers: opts.consumers });
-  const server: Server = createServer((req, res) => void app.handler(req, res));
+  const app = await createApp(config, { adapters: chosen, sweeper: opts.sweeper ?? false, consumers: opts.consumers, logTo: opts.logTo });
+  const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {

@@ -35,6 +35,12 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined): Pro
   const { engine, config } = ctx.deps;
 
   const sse = new SseWriter(ctx.res);
+  if (ctx.req.method === 'HEAD') {
+    await engine.head(id); // a missing scope is 404, as for GET
+    sse.start(config.sseRetryMs);
+    ctx.res.end();
+    return;
+  }
   // Listen for the client leaving before anything is sent: a client that hangs up during
   // catch-up must stop the catch-up and release its subscription.
   let gone = false;

@@ -18,7 +18,8 @@ export const historyRoutes: Route<Ctx>[] = [
       const from = intParam(ctx.url, 'from') ?? 1;
       const to = intParam(ctx.url, 'to');
       const records = await ctx.deps.engine.history(id, from, to);
-      ctx.res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-cache' });
+      ctx.res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store' });
+      if (ctx.req.method === 'HEAD') return void ctx.res.end();
       for await (const r of records) {
         const line = `${JSON.stringify({ ii: r.ii, patch: r.patch, at: r.at, by: r.by })}\n`;
         if (!ctx.res.write(line)) await drained(ctx.res);

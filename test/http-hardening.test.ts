@@ -282,7 +282,7 @@ describe('request logs and response headers', () => {
     for (const res of [created, got, failed]) {
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
       expect(res.headers.get('cache-control')).toBe('no-store');
-      expect(res.headers.get('access-control-expose-headers')).toBe('ETag, Location, X-Request-Id');
+      expect(res.headers.get('access-control-expose-headers')).toBe('ETag, Location, Retry-After, X-Request-Id');
     }
     const history = await alice.request('GET', `/v1/scopes/${created.json.id}/patches`);
     expect(history.headers.get('cache-control')).toBe('no-store');

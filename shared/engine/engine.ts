@@ -21,7 +21,7 @@ import { rebuildState } from '../cold/rebuild.js';
 import { ColdStore } from '../cold/store.js';
 import type { Config } from '../config.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
-import { cloneJson, type Json, jsonBytes } from '../json.js';
+import { cloneJson, type Json, jsonBytes, jsonHeapBytes } from '../json.js';
 import { applyPatch, type Budget, checkPatch, checkValueDepth } from '../patch.js';
 import type { Adapters, Head, TxView } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
@@ -91,7 +91,7 @@ export class Engine {
     );
     this.near = new NearCache(config.nearCacheBytes);
     this.ackAfterPublish = config.ackAfter === 'publish' || (config.ackAfter === 'auto' && config.mode === 'google');
-    this.after = new AfterCommit({ cache: (id, ii, state) => this.putCache(id, ii, state), publish: (id, records) => this.publish(id, records) });
+    this.after = new AfterCommit({ cache: (id, ii, state, bytes) => this.putCache(id, ii, state, bytes), publish: (id, records) => this.publish(id, records) });
   }
 
   async createScope(owner: string, req: CreateScopeRequest): Promise<ScopeView> {
@@ -169,8 +169,8 @@ export class Engine {
     return state;
   }
 
-  private async putCache(id: string, ii: number, state: Json): Promise<void> {
-    await this.ports.cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
+  private async putCache(id: string, ii: number, state: Json, bytes?: number): Promise<void> {
+    await this.ports.cache.put(id, ii, state, bytes).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
   }
 
   /**
@@ -223,15 +223,19 @@ export class Engine {
 
   private async commitOnce(id: string, group: Pending[]): Promise<Outcome[]> {
     const now = this.now();
-    const { records, outcomes, state, size } = await this.ports.ledger.commit(id, async (view) => {
+    const { records, outcomes, state } = await this.ports.ledger.commit(id, async (view) => {
       const planned = await this.plan(id, view.head, group, view, now);
       const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
       return { records: planned.records, meta, result: planned };
     });
     if (records.length > 0) {
       const last = records[records.length - 1] as PatchRecord;
-      this.near.put(id, last.ii, state, size);
-      this.after.add(id, records, state);
+      // Measured once for both caches that keep this state (the near cache and, embedded, the hot
+      // cache): one walk of the state per group, next to the clone and the size check it already
+      // costs. `size` (its JSON text) would undercount its memory up to 9x (shared/json.ts).
+      const bytes = jsonHeapBytes(state);
+      this.near.put(id, last.ii, state, bytes);
+      this.after.add(id, records, state, bytes);
     }
     return outcomes;
   }

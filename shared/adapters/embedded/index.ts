@@ -10,11 +10,11 @@ import { SqliteLedger } from './sqlite-ledger.js';
 
 export { FsBlobStore, LocalBus, MemoryCache, SqliteLedger };
 
-export function embeddedAdapters(config: Pick<Config, 'dataDir' | 'sqliteSync' | 'cacheMaxScopes'>): Adapters {
+export function embeddedAdapters(config: Pick<Config, 'dataDir' | 'sqliteSync' | 'cacheBytes'>): Adapters {
   mkdirSync(config.dataDir, { recursive: true });
   return {
     ledger: new SqliteLedger(join(config.dataDir, 'patchbay.sqlite'), { sync: config.sqliteSync }),
-    cache: new MemoryCache(config.cacheMaxScopes),
+    cache: new MemoryCache(config.cacheBytes),
     bus: new LocalBus(),
     blobs: new FsBlobStore(join(config.dataDir, 'blobs')),
   };

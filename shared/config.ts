@@ -101,7 +101,7 @@ export const CONFIG_TABLE = {
     'PATCHBAY_NEAR_CACHE_BYTES',
     64 * 1024 * KiB,
     int(0),
-    'Each instance keeps the states it committed last, up to this many bytes of JSON, so a commit on a scope whose head it wrote skips the hot cache read. 0 turns it off.',
+    'Each instance keeps the states it committed last, up to this many bytes of memory (estimated from their shape; see README, Limits), so a commit on a scope whose head it wrote skips the hot cache read. 0 turns it off.',
   ),
   limits: setting(
     'PATCHBAY_LIMITS',
@@ -218,7 +218,12 @@ export const CONFIG_TABLE = {
     int(1, 100_000),
     "Most hot-log records one trim transaction removes (Firestore also stops at one transaction's writes: a delete per record and per retry record).",
   ),
-  cacheMaxScopes: setting('PATCHBAY_CACHE_MAX_SCOPES', 10_000, int(1), 'Embedded hot cache: most scopes kept in memory (least recently used are dropped).'),
+  cacheBytes: setting(
+    'PATCHBAY_CACHE_BYTES',
+    128 * 1024 * KiB,
+    int(0),
+    "Embedded hot cache: bytes of memory (estimated from the states' shape; see README, Limits) the cached states may hold; the least recently used are dropped. 0 turns it off.",
+  ),
   sqliteSync: setting(
     'PATCHBAY_SQLITE_SYNC',
     'full' as 'full' | 'normal',
@@ -307,7 +312,7 @@ export const CONFIG_SECTIONS = {
     'trimChunk',
   ],
   /** The embedded adapters (shared/adapters/embedded/). */
-  embedded: ['cacheMaxScopes', 'sqliteSync'],
+  embedded: ['cacheBytes', 'sqliteSync'],
   /** The Google adapters and emulators (shared/adapters/google/). */
   google: [
     'gcpProject',

@@ -117,20 +117,22 @@ describe('SqliteLedger (embedded only)', () => {
 });
 
 describe('MemoryCache (embedded only)', () => {
-  it('drops the least recently used scope past its bound', async () => {
-    const cache = new MemoryCache(3);
-    await cache.put('a', 1, 'A');
-    await cache.put('b', 1, 'B');
-    await cache.put('c', 1, 'C');
+  it('drops the least recently used scope once its states pass its bound in bytes', async () => {
+    // Each entry counts 100 bytes (the caller's estimate) plus its overhead: three fit in 800.
+    const cache = new MemoryCache(800);
+    const put = (id: string, ii: number, state: string) => cache.put(id, ii, state, 100);
+    await put('a', 1, 'A');
+    await put('b', 1, 'B');
+    await put('c', 1, 'C');
     expect(await cache.get('a')).toEqual({ ii: 1, state: 'A' }); // a is now the most recent
-    await cache.put('d', 1, 'D'); // evicts b, the least recently used
+    await put('d', 1, 'D'); // evicts b, the least recently used
     expect(await cache.get('b')).toBeNull();
     expect(await cache.get('a')).toEqual({ ii: 1, state: 'A' });
     expect(await cache.get('c')).toEqual({ ii: 1, state: 'C' });
     expect(await cache.get('d')).toEqual({ ii: 1, state: 'D' });
     // recency is now a, c, d (oldest first); a newer put of c makes it recent too
-    await cache.put('c', 2, 'C2');
-    await cache.put('e', 1, 'E'); // evicts a
+    await put('c', 2, 'C2');
+    await put('e', 1, 'E'); // evicts a
     expect(await cache.get('a')).toBeNull();
     expect(await cache.get('c')).toEqual({ ii: 2, state: 'C2' });
     expect(await cache.get('d')).toEqual({ ii: 1, state: 'D' });

@@ -44,7 +44,7 @@ const SSE_DEADLINE_MS = 15_000;
  * a stream's catch-up never races live events: code paths this test must reach.
  */
 function yieldingAdapters(dataDir: string): Adapters {
-  const base = embeddedAdapters({ dataDir, sqliteSync: 'normal', cacheMaxScopes: 10_000 });
+  const base = embeddedAdapters({ dataDir, sqliteSync: 'normal', cacheBytes: 128 * 1024 * 1024 });
   const yielding = <T extends object>(target: T): T =>
     wrapAll(
       target,

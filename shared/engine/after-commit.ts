@@ -33,14 +33,15 @@ interface Pending {
   done: number;
   /** Callers waiting for a run to pass their ii. */
   waiters: Array<{ ii: number; resolve: () => void }>;
-  /** The state after the last record. */
+  /** The state after the last record, and its jsonHeapBytes. */
   state: Json;
+  bytes: number;
   running: Promise<void>;
 }
 
 export interface AfterCommitSteps {
   /** Stores the state at ii in the hot cache. Must not throw (failures are logged by the step). */
-  cache(id: string, ii: number, state: Json): Promise<void>;
+  cache(id: string, ii: number, state: Json, bytes: number): Promise<void>;
   /** Publishes an ordered run of records. Must not throw (failures are left to the sweeper). */
   publish(id: string, records: PatchRecord[]): Promise<unknown>;
 }
@@ -50,16 +51,20 @@ export class AfterCommit {
 
   constructor(private readonly steps: AfterCommitSteps) {}
 
-  /** Queues a committed run of records (in commit order for the scope) and the state after it. */
-  add(id: string, records: PatchRecord[], state: Json): void {
+  /**
+   * Queues a committed run of records (in commit order for the scope) and the state after it
+   * (`bytes`: its jsonHeapBytes).
+   */
+  add(id: string, records: PatchRecord[], state: Json, bytes: number): void {
     const pending = this.scopes.get(id);
     if (pending) {
       pending.records.push(...records);
       pending.state = state;
+      pending.bytes = bytes;
       return;
     }
     const first = records[0] as PatchRecord;
-    const fresh: Pending = { records: [...records], done: first.ii - 1, waiters: [], state, running: Promise.resolve() };
+    const fresh: Pending = { records: [...records], done: first.ii - 1, waiters: [], state, bytes, running: Promise.resolve() };
     this.scopes.set(id, fresh);
     fresh.running = this.run(id, fresh);
   }
@@ -85,7 +90,7 @@ export class AfterCommit {
       // moves the cache backwards; a reader that finds it behind folds the log tail), and the
       // events should not wait for a cache round trip. The state only belongs to the run that
       // ends at the last committed record.
-      const cached = pending.records.length === 0 ? this.steps.cache(id, last.ii, pending.state) : null;
+      const cached = pending.records.length === 0 ? this.steps.cache(id, last.ii, pending.state, pending.bytes) : null;
       const published = this.steps.publish(id, records).then(() => {
         pending.done = last.ii;
         pending.waiters = pending.waiters.filter((w) => (w.ii <= last.ii ? void w.resolve() : true));

@@ -17,6 +17,7 @@
 import { createHash } from 'node:crypto';
 import type { Config } from '../config.js';
 import { PatchbayError } from '../errors.js';
+import { jsonHeapBytes } from '../json.js';
 import { checkPatch } from '../patch.js';
 import type { Adapters, Head, TxView } from '../ports/index.js';
 import type { PatchRecord, PatchRequest } from '../protocol.js';
@@ -48,7 +49,10 @@ export class Writer {
   ) {
     this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
     this.ackAfterPublish = config.ackAfter === 'publish';
-    this.after = new AfterCommit({ cache: (id, ii, state) => reader.putCache(id, ii, state), publish: (id, records) => outbox.publish(id, records) });
+    this.after = new AfterCommit({
+      cache: (id, ii, state, bytes) => reader.putCache(id, ii, state, bytes),
+      publish: (id, records) => outbox.publish(id, records),
+    });
   }
 
   /**
@@ -96,8 +100,12 @@ export class Writer {
     });
     if (records.length > 0) {
       const last = records[records.length - 1] as PatchRecord;
-      this.near.put(id, last.ii, state, size);
-      this.after.add(id, records, state);
+      // Measured once for both caches that keep this state (the near cache and, embedded, the hot
+      // cache): one walk of the state per group, next to the clone and the size check it already
+      // costs. `size` (its JSON text) would undercount its memory up to 9x (shared/json.ts).
+      const bytes = jsonHeapBytes(state);
+      this.near.put(id, last.ii, state, bytes);
+      this.after.add(id, records, state, bytes);
       this.onStored(before.owner, size - before.size);
     }
     return outcomes;

@@ -60,8 +60,8 @@ export class Reader {
     return state;
   }
 
-  async putCache(id: string, ii: number, state: Json): Promise<void> {
-    await this.ports.cache.put(id, ii, state).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
+  async putCache(id: string, ii: number, state: Json, bytes?: number): Promise<void> {
+    await this.ports.cache.put(id, ii, state, bytes).catch((err) => this.logError({ message: 'cache put failed', scope: id, err: String(err) }));
   }
 
   /**

@@ -18,7 +18,10 @@ export interface User {
 }
 
 const ISSUER = 'patchbay';
-/** Verified tokens remembered (most recently used first out last). */
+/**
+ * Verified tokens remembered (least recently used out first). Bounded by count, not bytes, on
+ * purpose: only tokens this server signed get in (a few hundred bytes each), so about 10 MB at most.
+ */
 const VERIFIED_MAX = 10_000;
 const AUD_USER = 'patchbay';
 const AUD_STREAM = 'patchbay:stream';

@@ -13,8 +13,12 @@ export interface CachedState {
 
 export interface HotCache {
   get(id: string): Promise<CachedState | null>;
-  /** Stores (ii, state) unless the entry is already at ii or later. Returns whether it stored. */
-  put(id: string, ii: number, state: Json): Promise<boolean>;
+  /**
+   * Stores (ii, state) unless the entry is already at ii or later. Returns whether it stored.
+   * `bytes`: the state's estimated memory (`jsonHeapBytes`), when the caller has measured it; an
+   * in-memory adapter bounds itself by it (and measures when it is missing), others ignore it.
+   */
+  put(id: string, ii: number, state: Json, bytes?: number): Promise<boolean>;
   delete(id: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -14,7 +14,7 @@ export function embeddedAdapters(config: EmbeddedConfig & Pick<ServerConfig, 'da
   mkdirSync(config.dataDir, { recursive: true });
   return {
     ledger: new SqliteLedger(join(config.dataDir, 'patchbay.sqlite'), { sync: config.sqliteSync }),
-    cache: new MemoryCache(config.cacheMaxScopes),
+    cache: new MemoryCache(config.cacheBytes),
     bus: new LocalBus(),
     blobs: new FsBlobStore(join(config.dataDir, 'blobs')),
   };

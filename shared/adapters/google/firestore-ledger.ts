@@ -102,7 +102,11 @@ const ABORTED = 10;
 const ALREADY_EXISTS = 6;
 const NOT_FOUND = 5;
 const OUTBOX_RETRIES = 20;
-/** Heads this instance remembers writing (for commitDirect), at most. */
+/**
+ * Heads this instance remembers writing (for commitDirect), at most; also the bound of the
+ * contended map. By count: a head is its small fields and meta (name 256 chars, type 128 at most),
+ * about 1-2 KB, so some 20 MB at most.
+ */
 const KNOWN_HEADS = 10_000;
 /** After a direct commit lost to another writer, the scope's commits use transactions this long. */
 const CONTENDED_MS = 5_000;

@@ -15,15 +15,23 @@ import type { PatchEvent } from '../shared/protocol.js';
 import { tempDir, testConfig } from './helpers/server.js';
 import { wrap } from './helpers/wrap.js';
 
-/** A ledger decorator that counts transactions: grouping is observable as fewer commits than patches. */
+/**
+ * A ledger decorator that counts transactions (grouping is observable as fewer commits than
+ * patches) and log reads.
+ */
 class CountingLedger {
   commits = 0;
+  logReads = 0;
   constructor(readonly inner: Ledger) {}
   wrap(): Ledger {
     return wrap(this.inner, {
       commit: (real, id, plan) => {
         this.commits++;
         return real(id, plan);
+      },
+      readLog: (real, ...args) => {
+        this.logReads++;
+        return real(...args);
       },
     });
   }
@@ -386,6 +394,28 @@ describe('streams over a lossy bus', () => {
     await stop();
     expect(got.slice(0, 40)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
     expect(new Set(got).size).toBe(got.length);
+  });
+});
+
+describe('opening a stream', () => {
+  it('reads the log only up to the head it read, none at head: later patches come from the bus', async () => {
+    const { engine, counting } = setup();
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    for (let i = 1; i <= 5; i++) await engine.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: i }] });
+    await engine.settled();
+    const atHead: number[] = [];
+    const behind: number[] = [];
+    const before = counting.logReads;
+    const stop1 = await engine.openStream('s', undefined, { state: (ii) => void atHead.push(ii), patch: (e) => void atHead.push(e.ii) });
+    expect(counting.logReads - before).toBe(0); // the state came from the cache: no range query
+    const stop2 = await engine.openStream('s', 3, { state: () => {}, patch: (e) => void behind.push(e.ii) });
+    expect(behind).toEqual([4, 5]);
+    await engine.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: 6 }] });
+    await engine.settled();
+    await stop1();
+    await stop2();
+    expect(atHead).toEqual([5, 6]);
+    expect(behind).toEqual([4, 5, 6]);
   });
 });
 

@@ -4,6 +4,8 @@
  * Guarantee 4 (each subscriber sees each patch once, in order): a stream subscribes to the bus
  * before it reads the log, drops what it has already sent and fills gaps from the log. A slow
  * reader's queue is bounded: past `queueMax` the stream stops queueing and reads the log instead.
+ * Opening reads the log only between the requested position and the head read after subscribing;
+ * what follows comes from the bus.
  */
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
@@ -152,7 +154,13 @@ export async function openStream(
       await sink.state(head.ii, await deps.stateAt(id, head.ii, head.trimmed));
       last = head.ii;
     }
-    await emitRecordsUpTo(Number.MAX_SAFE_INTEGER);
+    // Up to the head read above, no further: every later patch was committed after the bus
+    // subscription, so it comes through the bus (a gap there is read from the log when the next
+    // event shows it). Reading on to the end of the log would cost a range query per stream even
+    // at head, and hold the stream's live events behind it: on a Firestore that answers range
+    // queries slowly (the emulator, after much traffic), 100 streams opened at once held their
+    // first seconds of events behind 100 such queries.
+    await emitRecordsUpTo(head.ii);
   } catch (err) {
     closed = true;
     await unsubscribe();

@@ -1,11 +1,18 @@
 /**
  * Batches published-watermark writes. After a group is published, the engine notes the run
- * [from..to]; runs of one scope that follow each other merge, and each scope's merged run is
+ * [from..to]; runs of one scope that follow each other merge, and each scope's merged runs are
  * written once per `delayMs` with `Ledger.markPublished(id, to, from)`. The ledger only advances
  * a watermark that already covers `from - 1`, so a run that failed to publish (and was never
  * noted) blocks the watermark until the sweeper republishes it: late, never lost.
  * A watermark that lags by up to `delayMs` only means the sweeper may republish a little, and
  * subscribers deduplicate by ii.
+ *
+ * One write per scope at a time: a scope's next runs wait (and merge) until its write in flight
+ * has finished. Two overlapping writes of runs that follow each other would each read the
+ * watermark before the other moved it, and the later one, seeing `from - 1` uncovered, would be
+ * dropped; every later run then finds the same gap, so the watermark would stay stuck until the
+ * sweeper republished the whole stretch: a burst of duplicates queued ahead of the scope's live
+ * events on its ordering key (seconds of fan-out delay on a slow Firestore).
  */
 import type { Ledger } from '../ports/index.js';
 
@@ -15,9 +22,11 @@ interface Run {
 }
 
 export class WatermarkWriter {
-  private pending = new Map<string, Run>();
+  /** Each scope's runs not yet handed to the ledger, in order; contiguous ones merged. */
+  private pending = new Map<string, Run[]>();
+  /** Each scope's write in flight (it writes its runs one after the other). */
+  private readonly writing = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | null = null;
-  private writing: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly ledger: Ledger,
@@ -26,33 +35,47 @@ export class WatermarkWriter {
   ) {}
 
   note(id: string, from: number, to: number): void {
-    const run = this.pending.get(id);
-    if (run && run.to + 1 === from) {
-      run.to = to;
-    } else {
-      if (run) this.write(id, run); // not contiguous: write the older run as it is
-      this.pending.set(id, { from, to });
-    }
-    if (this.delayMs === 0) {
-      void this.flush();
-      return;
-    }
-    this.timer ??= setTimeout(() => void this.flush(), this.delayMs);
-    this.timer.unref?.();
+    const runs = this.pending.get(id);
+    const last = runs?.[runs.length - 1];
+    // A run that does not follow the last one is kept apart: the older run is still written first.
+    if (last && last.to + 1 === from) last.to = to;
+    else if (runs) runs.push({ from, to });
+    else this.pending.set(id, [{ from, to }]);
+    if (this.delayMs === 0) this.start(id);
+    else this.schedule();
   }
 
-  /** Writes every pending run now; resolves when all writes so far are done. */
+  /** Writes every pending run now; resolves when all of them (and those before) are written. */
   async flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    const runs = this.pending;
-    this.pending = new Map();
-    for (const [id, run] of runs) this.write(id, run);
-    await this.writing;
+    while (this.pending.size > 0 || this.writing.size > 0) {
+      for (const id of [...this.pending.keys()]) this.start(id);
+      await Promise.all(this.writing.values());
+    }
   }
 
-  private write(id: string, run: Run): void {
-    const p = this.ledger.markPublished(id, run.to, run.from).catch((err) => this.onError(id, err));
-    this.writing = Promise.all([this.writing, p]).then(() => {});
+  private schedule(): void {
+    this.timer ??= setTimeout(() => {
+      this.timer = null;
+      for (const id of [...this.pending.keys()]) this.start(id);
+    }, this.delayMs);
+    this.timer.unref?.();
+  }
+
+  /** Starts writing the scope's pending runs, unless a write is in flight (it re-arms the timer). */
+  private start(id: string): void {
+    const runs = this.pending.get(id);
+    if (!runs || this.writing.has(id)) return;
+    this.pending.delete(id);
+    const write = (async () => {
+      for (const run of runs) await this.ledger.markPublished(id, run.to, run.from).catch((err) => this.onError(id, err));
+    })().finally(() => {
+      this.writing.delete(id);
+      if (!this.pending.has(id)) return;
+      if (this.delayMs === 0) this.start(id);
+      else this.schedule();
+    });
+    this.writing.set(id, write);
   }
 }

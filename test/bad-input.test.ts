@@ -6,8 +6,9 @@
  * (README, BRIEF §3): junk paths and methods, broken credentials (wrong scheme, garbage, a bad
  * signature, `alg: none`, a stream ticket where a token belongs), wrong content types, invalid
  * JSON, random JSON bodies, near-valid patches with a planted defect (bad op, missing value, bad
- * pointer, forbidden segment, bad ii/session/si, extra keys, over a limit, 100,000-deep nesting,
- * ops that fail at apply time), index and retry conflicts, a non-owner, bad stream and history
+ * pointer, forbidden segment, bad ii/session/si, extra keys (outside ops: RFC 6902 has an op's
+ * unknown members ignored), a defined op member of the wrong type, a `__proto__` member, over a
+ * limit, 100,000-deep nesting, ops that fail at apply time), index and retry conflicts, a non-owner, bad stream and history
  * parameters. Each must get a 4xx (never 2xx, never 5xx, never a hang) with the error envelope
  * `{"error": {"code", "message"}}` whose code belongs to that status, and must leave the stored
  * data exactly as it was: the SQLite tables after every request, and, over HTTP, every scope's
@@ -553,19 +554,27 @@ const defectArb: fc.Arbitrary<Defect> = fc.oneof(
     .constantFrom<unknown>(-1, 1.5, '1', null, true, 2 ** 53)
     .map((v): Defect => ({ name: 'bad si', code: 'invalid_request', apply: (r) => ({ ...r, session: 'fresh-session', si: v }) })),
   fc.constantFrom('foo', 'Patch', 'II', 'scope', '__proto__', 'id').map((k): Defect => ({ name: 'extra property', code: 'invalid_request', apply: set(k, 1) })),
-  fc.constantFrom<[string, unknown]>(['x', 1], ['from', '/a'], ['value', 1], ['Op', 'add'], ['extra', null]).map(
+  // Members an op does not define are ignored (RFC 6902 §4), so an extra member is no defect;
+  // a defined member of the wrong type is, and so is a member named `__proto__`.
+  fc.constantFrom<[string, unknown]>(['path', 1], ['path', null], ['path', ['/a']], ['from', 2], ['from', { p: '/a' }], ['op', ['add']]).map(
     ([k, v]): Defect => ({
-      name: 'extra property in an op',
+      name: 'defined member of the wrong type',
       code: 'invalid_request',
       apply: withOp0((op) => {
-        // `from` on a value op, `value` on a remove: both are outside the op's shape
-        if (k === 'from') op.op = 'add';
-        if (k === 'value') {
-          op.op = 'remove';
-          op.path = '/tmp';
-          delete op.from;
+        if (k === 'from') {
+          op.op = 'copy';
+          delete op.value;
         }
         op[k] = v;
+      }),
+    }),
+  ),
+  fc.constantFrom<unknown>(1, null, {}, { polluted: true }).map(
+    (v): Defect => ({
+      name: '__proto__ member in an op',
+      code: 'invalid_request',
+      apply: withOp0((op) => {
+        Object.defineProperty(op, '__proto__', { value: v, enumerable: true, configurable: true, writable: true });
       }),
     }),
   ),

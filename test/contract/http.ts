@@ -124,10 +124,15 @@ export function httpContract(stack: string, start: StartServer): void {
       });
 
       it('returns the original ack to a retry, and refuses a different patch under the same (session, si)', async () => {
-        const body = { ii: 4, session: 'tab-1', si: 7, patch: [{ op: 'add', path: '/t', value: true }] };
+        // `xyz` is a member no op defines: ignored (RFC 6902 §4) and dropped before the patch is
+        // hashed or stored, so retries that differ only in ignored members, or in the order of
+        // the members, are the same patch.
+        const body = { ii: 4, session: 'tab-1', si: 7, patch: [{ op: 'add', path: '/t', value: true, xyz: 1 }] };
         expect((await patch(body)).json).toEqual({ id, ii: 4 });
         await expectUnchanged(alice, id, async () => {
           expect((await patch(body)).json).toEqual({ id, ii: 4, duplicate: true });
+          expect((await patch({ ...body, patch: [{ op: 'add', path: '/t', value: true }] })).json).toEqual({ id, ii: 4, duplicate: true });
+          expect((await patch({ ...body, patch: [{ value: true, from: '/n', path: '/t', op: 'add' }] })).json).toEqual({ id, ii: 4, duplicate: true });
           const other = await patch({ ...body, patch: [{ op: 'add', path: '/t', value: false }] });
           expect(other.status).toBe(409);
           expect(other.json.error).toMatchObject({ code: 'duplicate_mismatch', ii: 4 });
@@ -211,6 +216,7 @@ export function httpContract(stack: string, start: StartServer): void {
           .map((l) => JSON.parse(l));
         expect(lines.map((l) => l.ii)).toEqual([1, 2, 3, 4]);
         expect(Object.keys(lines[0]).sort()).toEqual(['at', 'by', 'ii', 'patch']);
+        expect(lines[3].patch).toEqual([{ op: 'add', path: '/t', value: true }]); // sent with `xyz: 1`, which is dropped
         const part = await alice.request('GET', `/v1/scopes/${id}/patches?from=2&to=3`);
         expect(
           part.text

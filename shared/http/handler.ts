@@ -15,6 +15,7 @@ import { asPatchbayError, PatchbayError } from '../errors.js';
 import { findProtoKey, jsonDepth } from '../json.js';
 import type { Logger } from '../log.js';
 import { createScopeSchema, patchRequestSchema, SCOPE_ID } from '../protocol.js';
+import { parseJsonBody } from '../strict-json.js';
 import type { Auth, User } from './auth.js';
 import { drained, patchFrame, SseWriter } from './sse.js';
 
@@ -375,9 +376,5 @@ export async function readJson(req: Req, limit: number): Promise<unknown> {
     }
     buf = Buffer.concat(chunks);
   }
-  try {
-    return JSON.parse(buf.toString('utf8'));
-  } catch {
-    throw new PatchbayError('invalid_request', 'the body is not valid JSON', { issues: [{ path: [], message: 'invalid JSON' }] });
-  }
+  return parseJsonBody(buf);
 }

@@ -23,9 +23,15 @@ export type Patch = Operation[];
 const pointer = z.string().regex(/^(\/([^~]|~[01])*)*$/, 'must be a JSON Pointer ("" or "/a/b", with ~0 and ~1 escapes)');
 const jsonValue: z.ZodType<Json> = z.json() as unknown as z.ZodType<Json>;
 
-const valueOp = z.strictObject({ op: z.enum(['add', 'replace', 'test']), path: pointer, value: jsonValue });
-const removeOp = z.strictObject({ op: z.literal('remove'), path: pointer });
-const fromOp = z.strictObject({ op: z.enum(['move', 'copy']), path: pointer, from: pointer });
+// RFC 6902 §4: members an operation does not define MUST be ignored (Appendix A.11), so these
+// objects are not strict. zod drops such members (and outputs the defined ones in this order),
+// so what is hashed, stored, streamed and served as history is the canonical patch: a retry that
+// differs only in ignored members is the same patch. A defined member of the wrong type is still
+// refused, and a member named `__proto__` anywhere in a body is refused before this schema runs
+// (shared/http/handler.ts). The request envelope around the patch stays strict.
+const valueOp = z.object({ op: z.enum(['add', 'replace', 'test']), path: pointer, value: jsonValue });
+const removeOp = z.object({ op: z.literal('remove'), path: pointer });
+const fromOp = z.object({ op: z.enum(['move', 'copy']), path: pointer, from: pointer });
 
 export const operationSchema = z.discriminatedUnion('op', [valueOp, removeOp, fromOp]);
 export const patchSchema = z.array(operationSchema);

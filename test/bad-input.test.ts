@@ -5,9 +5,11 @@
  * Every generated request carries at least one defect that makes it invalid by the contract
  * (README, BRIEF §3): junk paths and methods, broken credentials (wrong scheme, garbage, a bad
  * signature, `alg: none`, a stream ticket where a token belongs), wrong content types, invalid
- * JSON, random JSON bodies, near-valid patches with a planted defect (bad op, missing value, bad
- * pointer, forbidden segment, bad ii/session/si, extra keys, over a limit, 100,000-deep nesting,
- * ops that fail at apply time), index and retry conflicts, a non-owner, bad stream and history
+ * JSON, JSON text that JSON.parse would silently alter (a duplicate name, a lone surrogate,
+ * bytes that are not UTF-8), random JSON bodies, near-valid patches with a planted defect (bad op, missing value, bad
+ * pointer, forbidden segment, bad ii/session/si, extra keys (outside ops: RFC 6902 has an op's
+ * unknown members ignored), a defined op member of the wrong type, a `__proto__` member, over a
+ * limit, 100,000-deep nesting, ops that fail at apply time), index and retry conflicts, a non-owner, bad stream and history
  * parameters. Each must get a 4xx (never 2xx, never 5xx, never a hang) with the error envelope
  * `{"error": {"code", "message"}}` whose code belongs to that status, and must leave the stored
  * data exactly as it was: the SQLite tables after every request, and, over HTTP, every scope's
@@ -405,6 +407,36 @@ const invalidJson: fc.Arbitrary<Spec> = fc
   .record({ text: notJsonText.filter((t) => !isJson(t)), path: fc.constantFrom('/v1/scopes', `/v1/scopes/${ID.main}/patches`) })
   .map((r) => ({ kind: 'invalid JSON', method: 'POST', path: r.path, auth: ALICE, body: r.text, codes: ['invalid_request'] }));
 
+/**
+ * Valid requests made invalid only in their text, in ways JSON.parse would silently alter and then
+ * accept: a member name twice (JSON.parse keeps the last; here the last one is the valid one), a
+ * lone surrogate escape, bytes that are not UTF-8 (JSON.parse would see U+FFFD).
+ */
+const alteredJson: fc.Arbitrary<Spec> = fc
+  .record({
+    patch: goodPatch,
+    create: fc.boolean(),
+    how: fc.constantFrom('duplicate name', 'duplicate name by escape', 'lone surrogate', 'not UTF-8'),
+    bytes: fc.constantFrom([0xff], [0xc3, 0x28], [0xe2, 0x82], [0xed, 0xa0, 0x80], [0xc0, 0xaf], [0xf4, 0x90, 0x80, 0x80]),
+    surrogate: fc.constantFrom('\\ud800', '\\uDBFF', '\\udc00', '\\uDFFF', '\\ud83c\\u0041'),
+  })
+  .map(({ patch, create, how, bytes, surrogate }): Spec => {
+    // A valid body with a marked string; the alteration goes next to the mark.
+    const body = create ? { state: { k: 'MARK', list: patch } } : { patch: [...patch, { op: 'add', path: '/k', value: 'MARK' }], ii: HEADS.main + 1 };
+    const text = json(body);
+    let out: string | Uint8Array = text;
+    if (how === 'duplicate name') out = `{"${create ? 'state' : 'patch'}":[],${text.slice(1)}`;
+    if (how === 'duplicate name by escape')
+      out = text.replace(create ? '"k":"MARK"' : '"op":"add","path":"/k"', (m) => `${create ? '"\\u006b":0' : '"\\u006fp":"test"'},${m}`);
+    if (how === 'lone surrogate') out = text.replace('MARK', `MARK${surrogate}`);
+    if (how === 'not UTF-8') {
+      const at = text.indexOf('MARK');
+      out = Buffer.concat([Buffer.from(text.slice(0, at)), Buffer.from(bytes), Buffer.from(text.slice(at))]);
+    }
+    const path = create ? '/v1/scopes' : `/v1/scopes/${ID.main}/patches`;
+    return { kind: `altered JSON text: ${how}`, method: 'POST', path, auth: ALICE, body: out, codes: ['invalid_request'] };
+  });
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 /** Random JSON bodies: for a patch, anything without an array `patch`; for a scope, anything but an object of the four keys. */
 const randomJsonBody: fc.Arbitrary<Spec> = fc.oneof(
@@ -554,19 +586,27 @@ const defectArb: fc.Arbitrary<Defect> = fc.oneof(
     .constantFrom<unknown>(-1, 1.5, '1', null, true, 2 ** 53)
     .map((v): Defect => ({ name: 'bad si', code: 'invalid_request', apply: (r) => ({ ...r, session: 'fresh-session', si: v }) })),
   fc.constantFrom('foo', 'Patch', 'II', 'scope', '__proto__', 'id').map((k): Defect => ({ name: 'extra property', code: 'invalid_request', apply: set(k, 1) })),
-  fc.constantFrom<[string, unknown]>(['x', 1], ['from', '/a'], ['value', 1], ['Op', 'add'], ['extra', null]).map(
+  // Members an op does not define are ignored (RFC 6902 §4), so an extra member is no defect;
+  // a defined member of the wrong type is, and so is a member named `__proto__`.
+  fc.constantFrom<[string, unknown]>(['path', 1], ['path', null], ['path', ['/a']], ['from', 2], ['from', { p: '/a' }], ['op', ['add']]).map(
     ([k, v]): Defect => ({
-      name: 'extra property in an op',
+      name: 'defined member of the wrong type',
       code: 'invalid_request',
       apply: withOp0((op) => {
-        // `from` on a value op, `value` on a remove: both are outside the op's shape
-        if (k === 'from') op.op = 'add';
-        if (k === 'value') {
-          op.op = 'remove';
-          op.path = '/tmp';
-          delete op.from;
+        if (k === 'from') {
+          op.op = 'copy';
+          delete op.value;
         }
         op[k] = v;
+      }),
+    }),
+  ),
+  fc.constantFrom<unknown>(1, null, {}, { polluted: true }).map(
+    (v): Defect => ({
+      name: '__proto__ member in an op',
+      code: 'invalid_request',
+      apply: withOp0((op) => {
+        Object.defineProperty(op, '__proto__', { value: v, enumerable: true, configurable: true, writable: true });
       }),
     }),
   ),
@@ -757,6 +797,7 @@ const badRequest: fc.Arbitrary<Spec> = fc.oneof(
   { weight: 1, arbitrary: badTicket },
   { weight: 2, arbitrary: wrongContentType },
   { weight: 2, arbitrary: invalidJson },
+  { weight: 2, arbitrary: alteredJson },
   { weight: 2, arbitrary: randomJsonBody },
   { weight: 8, arbitrary: nearValidPatch },
   { weight: 2, arbitrary: nearValidCreate },
@@ -853,6 +894,10 @@ describe('malformed requests', () => {
       'bad ticket',
       'wrong content type',
       'invalid JSON',
+      'altered JSON text: duplicate name',
+      'altered JSON text: duplicate name by escape',
+      'altered JSON text: lone surrogate',
+      'altered JSON text: not UTF-8',
       'random JSON as a patch request',
       'random JSON as a scope',
       'fails at apply time',

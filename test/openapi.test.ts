@@ -268,7 +268,7 @@ describe('the spec itself', () => {
       { patch: [{ op: 'move', path: '/a' }] },
       { patch: [{ op: 'add', path: 'a', value: 1 }] },
       { patch: [{ op: 'add', path: '/a~2', value: 1 }] },
-      { patch: [{ op: 'remove', path: '/a', value: 1 }] },
+      { patch: [{ op: 'remove', path: 1 }] },
       { patch: [{ op: 'merge', path: '/a', value: 1 }] },
     ];
     for (const body of patchBodies) {
@@ -472,7 +472,8 @@ describe('patches', () => {
       ],
     });
     expect(second.json).toEqual({ id, ii: 2 });
-    const retry = { ii: 3, session: 'oa-tab', si: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] };
+    // Members an op does not define are ignored (RFC 6902 §4), by the server and by the spec.
+    const retry = { ii: 3, session: 'oa-tab', si: 1, patch: [{ op: 'replace', path: '/n', value: 1, from: '/x', xyz: 123 }] };
     expect((await submit(retry)).json).toEqual({ id, ii: 3 });
     expect((await submit(retry)).json).toEqual({ id, ii: 3, duplicate: true });
   });

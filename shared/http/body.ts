@@ -9,6 +9,7 @@ import type { z } from 'zod';
 import type { Config } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import { findProtoKey, jsonDepth } from '../json.js';
+import { parseJsonBody } from '../strict-json.js';
 
 /** A request; behind the Functions Framework, the body has already been read into `rawBody`. */
 export type BodyRequest = IncomingMessage & { rawBody?: Buffer };
@@ -41,11 +42,7 @@ export async function readJson(req: BodyRequest, limit: number, timeoutMs = 0): 
     if (outcome === 'closed') throw new ClientClosed();
     buf = Buffer.concat(chunks);
   }
-  try {
-    return JSON.parse(buf.toString('utf8'));
-  } catch {
-    throw new PatchbayError('invalid_request', 'the body is not valid JSON', { issues: [{ path: [], message: 'invalid JSON' }] });
-  }
+  return parseJsonBody(buf);
 }
 
 /** Reads a JSON body and checks it against a request schema. */

@@ -127,10 +127,15 @@ export function httpContract(stack: string, start: StartServer): void {
       });
 
       it('returns the original ack to a retry, and refuses a different patch under the same (session, si)', async () => {
-        const body = { ii: 4, session: 'tab-1', si: 7, patch: [{ op: 'add', path: '/t', value: true }] };
+        // `xyz` is a member no op defines: ignored (RFC 6902 §4) and dropped before the patch is
+        // hashed or stored, so retries that differ only in ignored members, or in the order of
+        // the members, are the same patch.
+        const body = { ii: 4, session: 'tab-1', si: 7, patch: [{ op: 'add', path: '/t', value: true, xyz: 1 }] };
         expect((await patch(body)).json).toEqual({ id, ii: 4 });
         await expectUnchanged(alice, id, async () => {
           expect((await patch(body)).json).toEqual({ id, ii: 4, duplicate: true });
+          expect((await patch({ ...body, patch: [{ op: 'add', path: '/t', value: true }] })).json).toEqual({ id, ii: 4, duplicate: true });
+          expect((await patch({ ...body, patch: [{ value: true, from: '/n', path: '/t', op: 'add' }] })).json).toEqual({ id, ii: 4, duplicate: true });
           const other = await patch({ ...body, patch: [{ op: 'add', path: '/t', value: false }] });
           expect(other.status).toBe(409);
           expect(other.json.error).toMatchObject({ code: 'duplicate_mismatch', ii: 4 });
@@ -199,6 +204,47 @@ export function httpContract(stack: string, start: StartServer): void {
         expect(create.status).toBe(400);
       });
 
+      it('refuses JSON text that JSON.parse would silently alter, naming the problem, changing nothing', async () => {
+        const send = (path: string, raw: string | Uint8Array) => alice.request('POST', path, { raw, headers: { 'content-type': 'application/json' } });
+        const latin1 = (text: string) => Buffer.from(text, 'latin1'); // "é" as the single byte 0xE9: not UTF-8
+        const cases: Array<[string | Uint8Array, RegExp, Array<string | number>]> = [
+          // JSON.parse keeps the last "op": without the check this runs a remove that a proxy reading the first sees as a test
+          ['{"patch":[{"op":"test","path":"/n","op":"remove"}]}', /"op" occurs more than once/, ['patch', 0, 'op']],
+          ['{"patch":[{"op":"add","path":"/a","value":1,"\\u0076alue":2}]}', /"value" occurs more than once/, ['patch', 0, 'value']],
+          ['{"patch":[],"patch":[{"op":"remove","path":"/n"}]}', /"patch" occurs more than once/, ['patch']],
+          [latin1('{"patch":[{"op":"add","path":"/s","value":"caf\xe9"}]}'), /not valid UTF-8/, []],
+          [Buffer.from('{"patch":[{"op":"add","path":"/s","value":"\xed\xa0\x80"}]}', 'latin1'), /not valid UTF-8/, []],
+          ['{"patch":[{"op":"add","path":"/s","value":"a\\ud800"}]}', /lone surrogate/, ['patch', 0, 'value']],
+          ['{"patch":[{"op":"add","path":"/\\udc00","value":1}]}', /lone surrogate/, ['patch', 0, 'path']],
+        ];
+        await expectUnchanged(alice, id, async () => {
+          for (const [raw, message, path] of cases) {
+            const res = await send(`/v1/scopes/${id}/patches`, raw);
+            expect(res.status, String(raw)).toBe(400);
+            expect(res.json.error.code).toBe('invalid_request');
+            expect(res.json.error.message).toMatch(message);
+            expect(res.json.error.issues[0].path).toEqual(path);
+          }
+        });
+        // No scope is created from such a body either.
+        for (const raw of ['{"id":"strict-1","state":{"a":1,"a":2}}', latin1('{"id":"strict-1","state":"caf\xe9"}'), '{"id":"strict-1","state":"\\udfff"}']) {
+          const res = await send('/v1/scopes', raw);
+          expect(res.status).toBe(400);
+          expect(res.json.error.code).toBe('invalid_request');
+        }
+        expect((await alice.request('GET', '/v1/scopes/strict-1')).status).toBe(404);
+        // Valid text the check must not refuse: an escaped surrogate pair, non-ASCII UTF-8, the same name in two objects.
+        const created = await send('/v1/scopes', '{"state":{"e":"\\ud83c\\udf89 café","a":{"a":{"a":1}}}}');
+        expect(created.status, created.text).toBe(201);
+        expect(created.json.state).toEqual({ e: '🎉 café', a: { a: { a: 1 } } });
+        const ok = await send(
+          `/v1/scopes/${created.json.id}/patches`,
+          '{"patch":[{"op":"add","path":"/\\u00e9","value":"\\uD83D\\uDE00"}],"session":"s\\u0031","si":0}',
+        );
+        expect(ok.status, ok.text).toBe(200);
+        expect((await alice.request('GET', `/v1/scopes/${created.json.id}`)).json.state.é).toBe('😀');
+      });
+
       it('404s a patch to a missing scope', async () => {
         const res = await alice.request('POST', '/v1/scopes/missing/patches', { body: { patch: [] } });
         expect(res.status).toBe(404);
@@ -214,6 +260,7 @@ export function httpContract(stack: string, start: StartServer): void {
           .map((l) => JSON.parse(l));
         expect(lines.map((l) => l.ii)).toEqual([1, 2, 3, 4]);
         expect(Object.keys(lines[0]).sort()).toEqual(['at', 'by', 'ii', 'patch']);
+        expect(lines[3].patch).toEqual([{ op: 'add', path: '/t', value: true }]); // sent with `xyz: 1`, which is dropped
         const part = await alice.request('GET', `/v1/scopes/${id}/patches?from=2&to=3`);
         expect(
           part.text

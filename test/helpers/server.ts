@@ -24,7 +24,11 @@ export interface Res {
 
 export interface Client {
   token: string;
-  request(method: string, path: string, opts?: { body?: unknown; raw?: string; headers?: Record<string, string>; token?: string | null }): Promise<Res>;
+  request(
+    method: string,
+    path: string,
+    opts?: { body?: unknown; raw?: string | Uint8Array; headers?: Record<string, string>; token?: string | null },
+  ): Promise<Res>;
 }
 
 export interface TestServer {
@@ -50,11 +54,11 @@ export async function request(
   base: string,
   method: string,
   path: string,
-  opts: { body?: unknown; raw?: string; headers?: Record<string, string>; token?: string | null } = {},
+  opts: { body?: unknown; raw?: string | Uint8Array; headers?: Record<string, string>; token?: string | null } = {},
 ): Promise<Res> {
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-  let body: string | undefined;
+  let body: string | Uint8Array | undefined;
   if (opts.raw !== undefined) body = opts.raw;
   else if (opts.body !== undefined) {
     body = JSON.stringify(opts.body);

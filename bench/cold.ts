@@ -28,8 +28,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Firestore } from '@google-cloud/firestore';
 import { Storage } from '@google-cloud/storage';
-import { startFirestoreEmulator } from '../infra/emulators.js';
-import { freePort, waitForPort } from '../infra/proc.js';
+import { startFirestoreEmulator } from '../infra/local/emulators.js';
+import { freePort, waitForPort } from '../infra/local/proc.js';
 import { FsBlobStore, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
 import { FirestoreLedger } from '../shared/adapters/google/firestore-ledger.js';
 import { GcsBlobStore } from '../shared/adapters/google/gcs-blobs.js';
@@ -157,7 +157,7 @@ async function emulator(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'patchbay-bench-gcs-'));
   const fs = await startFirestoreEmulator();
   const port = await freePort();
-  const gcs: ChildProcess = spawn(process.execPath, ['dist/infra/gcs-server.js', '--port', String(port), '--dir', dir, '--bucket', 'bench'], {
+  const gcs: ChildProcess = spawn(process.execPath, ['dist/infra/local/gcs-server.js', '--port', String(port), '--dir', dir, '--bucket', 'bench'], {
     stdio: 'ignore',
   });
   const db = new Firestore({ projectId: 'demo-patchbay-bench-cold', host: fs.host, ssl: false });

@@ -1,7 +1,7 @@
 /**
  * Emulator mode's stand-ins, in a process of their own so the Upstash gateway and the Cloud
  * Storage server (both Node servers in the data path of every write) never share the load
- * generator's event loop: the Firestore and Pub/Sub emulators and redis-server (infra/emulators.ts)
+ * generator's event loop: the Firestore and Pub/Sub emulators and redis-server (infra/local/emulators.ts)
  * plus the gateway and the GCS server, as test/helpers/google.ts starts them. Prints one line
  * `{"ready": true, "env": {...}}` with the variables the server under test needs; SIGTERM stops
  * everything it started.
@@ -9,9 +9,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from '../infra/emulators.js';
-import { startGcsServer } from '../infra/gcs-server.js';
-import { startUpstashGateway } from '../infra/upstash-gateway.js';
+import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from '../infra/local/emulators.js';
+import { startGcsServer } from '../infra/local/gcs-server.js';
+import { startUpstashGateway } from '../infra/local/upstash-gateway.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'patchbay-bench-stack-'));
 const stops: Array<() => Promise<void>> = [];

@@ -9,7 +9,7 @@
  *   uploads and downloads over 1 MiB that pass the client's hash checks, metadata hashes that
  *   agree with the client's own CRC32C, 404/409 mapping, and both ways of pointing the client at it
  *   (`apiEndpoint` and STORAGE_EMULATOR_HOST);
- * - the CLI (dist/infra/gcs-server.js) keeps objects in --dir across a restart.
+ * - the CLI (dist/infra/local/gcs-server.js) keeps objects in --dir across a restart.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -17,7 +17,7 @@ import { rmSync } from 'node:fs';
 import type { Bucket, GetFilesOptions, GetFilesResponse } from '@google-cloud/storage';
 import { CRC32C, Storage } from '@google-cloud/storage';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { crc32c } from '../infra/gcs-server.js';
+import { crc32c } from '../infra/local/gcs-server.js';
 import { GcsBlobStore } from '../shared/adapters/google/gcs-blobs.js';
 import { blobConformance } from './conformance/blobs.js';
 import { GCS_PROJECT, startTestGcs, storageClient, type TestGcs } from './helpers/gcs.js';
@@ -287,9 +287,9 @@ describe('gcs-server speaking to @google-cloud/storage', () => {
 });
 
 describe('gcs-server CLI', () => {
-  /** Starts dist/infra/gcs-server.js (built by the global setup) and reads its url from the first line. */
+  /** Starts dist/infra/local/gcs-server.js (built by the global setup) and reads its url from the first line. */
   async function spawnCli(args: string[]): Promise<{ url: string; child: ChildProcess }> {
-    const child = spawn(process.execPath, ['dist/infra/gcs-server.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['dist/infra/local/gcs-server.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const url = await new Promise<string>((resolve, reject) => {
       let out = '';
       child.stdout?.on('data', (c: Buffer) => {

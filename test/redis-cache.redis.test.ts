@@ -258,7 +258,7 @@ describe.skipIf(noRedis())('Upstash hot cache (redis-server + gateway)', () => {
 
     it('the compiled CLI serves the same protocol', async () => {
       const token = `cli-${uid()}`;
-      const cli = spawnService(process.execPath, ['dist/infra/upstash-gateway.js', '--redis-url', stack.redisUrl, '--port', '0', '--token', token]);
+      const cli = spawnService(process.execPath, ['dist/infra/local/upstash-gateway.js', '--redis-url', stack.redisUrl, '--port', '0', '--token', token]);
       try {
         const url = await new Promise<string>((resolve, reject) => {
           let out = '';

@@ -1,5 +1,5 @@
 /**
- * The real Firestore emulator for one test file (infra/emulators.ts starts it on a free port), and
+ * The real Firestore emulator for one test file (infra/local/emulators.ts starts it on a free port), and
  * clients for it. Use one emulator and one project id per test file; `reset()` wipes the project
  * between tests, `stop()` terminates the clients and kills the launcher and its JVM.
  *
@@ -7,7 +7,7 @@
  * ./proc.ts: skipped locally when gcloud is missing, a failure in CI.
  */
 import { Firestore } from '@google-cloud/firestore';
-import { startFirestoreEmulator as startProcess } from '../../infra/emulators.js';
+import { startFirestoreEmulator as startProcess } from '../../infra/local/emulators.js';
 
 export interface FirestoreEmulator {
   /** host:port of the emulator. */

@@ -1,10 +1,10 @@
 /**
- * Cloud Storage for tests: patchbay's own GCS server (infra/gcs-server.ts) in this process, and
+ * Cloud Storage for tests: patchbay's own GCS server (infra/local/gcs-server.ts) in this process, and
  * real @google-cloud/storage clients pointed at it. No credentials: a custom endpoint turns the
  * client's auth off.
  */
 import { Storage } from '@google-cloud/storage';
-import { type GcsServer, type GcsServerOptions, startGcsServer } from '../../infra/gcs-server.js';
+import { type GcsServer, type GcsServerOptions, startGcsServer } from '../../infra/local/gcs-server.js';
 
 export const GCS_PROJECT = 'demo-patchbay';
 

@@ -7,9 +7,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from '../../infra/emulators.js';
-import { startGcsServer } from '../../infra/gcs-server.js';
-import { startUpstashGateway } from '../../infra/upstash-gateway.js';
+import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from '../../infra/local/emulators.js';
+import { startGcsServer } from '../../infra/local/gcs-server.js';
+import { startUpstashGateway } from '../../infra/local/upstash-gateway.js';
 import type { Config } from '../../shared/config.js';
 import { tempDir } from './server.js';
 

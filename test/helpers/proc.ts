@@ -1,11 +1,11 @@
 /**
  * Process helpers for tests that need real local services (redis-server, the gcloud emulators):
  * the rule for a missing tool (skip the file locally, fail it when CI is set), and the spawning
- * helpers shared with `npm run dev:cloud` (infra/proc.ts).
+ * helpers shared with `npm run dev:cloud` (infra/local/proc.ts).
  */
-import { hasTool } from '../../infra/proc.js';
+import { hasTool } from '../../infra/local/proc.js';
 
-export { freePort, hasTool, listening, spawnService, waitForPort } from '../../infra/proc.js';
+export { freePort, hasTool, listening, spawnService, waitForPort } from '../../infra/local/proc.js';
 
 /**
  * For `describe.skipIf(...)`: true when the tool is missing and we are not in CI. In CI a missing

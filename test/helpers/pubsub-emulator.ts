@@ -1,5 +1,5 @@
 /**
- * The real Pub/Sub emulator for one test file (infra/emulators.ts starts it on a free port, with a
+ * The real Pub/Sub emulator for one test file (infra/local/emulators.ts starts it on a free port, with a
  * throwaway data directory), and clients for it. Clients reach it through `apiEndpoint`, which puts
  * the library in emulator mode (plain gRPC, no credentials); the process-wide PUBSUB_EMULATOR_HOST
  * is left alone so files running in parallel cannot point each other at the wrong emulator.
@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PubSub } from '@google-cloud/pubsub';
-import { startPubSubEmulator as startProcess } from '../../infra/emulators.js';
+import { startPubSubEmulator as startProcess } from '../../infra/local/emulators.js';
 
 export interface PubSubEmulator {
   /** `127.0.0.1:PORT`, the value PUBSUB_EMULATOR_HOST would take. */

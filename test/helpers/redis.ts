@@ -4,8 +4,8 @@
  * in CI: `describe.skipIf(noRedis())(...)`.
  */
 import { randomBytes } from 'node:crypto';
-import { startRedisServer } from '../../infra/emulators.js';
-import { startUpstashGateway } from '../../infra/upstash-gateway.js';
+import { startRedisServer } from '../../infra/local/emulators.js';
+import { startUpstashGateway } from '../../infra/local/upstash-gateway.js';
 import { skipWithout } from './proc.js';
 
 export interface RedisStack {

@@ -1,7 +1,7 @@
 /**
  * The Google adapter set: Firestore (ledger), Upstash Redis (hot cache), Pub/Sub (bus), Cloud
  * Storage (blobs). The client libraries find local stand-ins through FIRESTORE_EMULATOR_HOST,
- * PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST by themselves (see infra/dev-cloud.ts).
+ * PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST by themselves (see infra/local/dev-cloud.ts).
  * Loaded with a dynamic import, so embedded mode never loads a Google SDK.
  */
 import { Firestore } from '@google-cloud/firestore';

@@ -55,7 +55,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { exitOnSignal } from '../shared/http/listen.js';
+import { exitOnSignal } from '../../shared/http/listen.js';
 import { runIfMain } from './proc.js';
 
 export interface GcsServerOptions {

@@ -32,7 +32,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
-import { exitOnSignal } from '../shared/http/listen.js';
+import { exitOnSignal } from '../../shared/http/listen.js';
 import { runIfMain } from './proc.js';
 
 export interface GatewayOptions {

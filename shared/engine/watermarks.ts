@@ -7,7 +7,7 @@
  * A watermark that lags by up to `delayMs` only means the sweeper may republish a little, and
  * subscribers deduplicate by ii.
  */
-import type { Ledger } from '../ports/index.js';
+import type { Outbox } from '../ports/index.js';
 
 interface Run {
   from: number;
@@ -20,7 +20,7 @@ export class WatermarkWriter {
   private writing: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly ledger: Ledger,
+    private readonly ledger: Outbox,
     private readonly delayMs: number,
     private readonly onError: (id: string, err: unknown) => void,
   ) {}

@@ -19,7 +19,7 @@ import type { Json } from '../shared/json.js';
 import type { Plan } from '../shared/ports/index.js';
 import { retryKey } from '../shared/ports/index.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
-import { ledgerConformance } from './conformance/ledger.js';
+import { ledgerConformance } from './conformance/ledger/index.js';
 import { type FirestoreEmulator, startFirestoreEmulator } from './helpers/firestore-emulator.js';
 import { skipWithout } from './helpers/proc.js';
 

@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import type { Firestore } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FirestoreLedger, type FirestoreLedgerOptions } from '../shared/adapters/google/firestore-ledger.js';
+import { FirestoreLedger, type FirestoreLedgerOptions } from '../shared/adapters/google/firestore/ledger.js';
 import { PatchbayError } from '../shared/errors.js';
 import type { Json } from '../shared/json.js';
 import type { Plan } from '../shared/ports/index.js';

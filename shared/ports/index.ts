@@ -6,6 +6,7 @@ import type { Ledger } from './ledger.js';
 export type { BlobStore } from './blobs.js';
 export type { Bus, Listener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
+export { ComposedLedger, type LedgerRoles } from './composed-ledger.js';
 export type {
   ColdPointers,
   CommitPlan,

@@ -34,7 +34,11 @@ import { ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION, HEAD_FIELDS, hasCode, NOT
 import type { Layout } from './layout.js';
 import { fits, type Limits, runPlan, type Write, writesFor } from './plan.js';
 
-/** Heads this instance remembers writing, at most. */
+/**
+ * Heads this instance remembers writing, at most; also the bound of the contended map. By count:
+ * a head is its small fields and meta (name 256 chars, type 128 at most), about 1-2 KB, so some
+ * 20 MB at most.
+ */
 const KNOWN_HEADS = 10_000;
 /** After a direct commit lost to another writer, the scope's commits use transactions this long. */
 const CONTENDED_MS = 5_000;

@@ -31,7 +31,7 @@ import { Storage } from '@google-cloud/storage';
 import { startFirestoreEmulator } from '../infra/local/emulators.js';
 import { freePort, waitForPort } from '../infra/local/proc.js';
 import { FsBlobStore, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
-import { FirestoreLedger } from '../shared/adapters/google/firestore-ledger.js';
+import { FirestoreLedger } from '../shared/adapters/google/firestore/ledger.js';
 import { GcsBlobStore } from '../shared/adapters/google/gcs-blobs.js';
 import { Bundler, type ScopeReport } from '../shared/cold/bundler.js';
 import { rebuildState } from '../shared/cold/rebuild.js';

@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { Firestore } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FirestoreLedger } from '../shared/adapters/google/firestore-ledger.js';
+import { FirestoreLedger } from '../shared/adapters/google/firestore/ledger.js';
 import type { Config } from '../shared/config.js';
 import { coldContract } from './contract/cold.js';
 import { envFor, expectRecoverable, INITIAL, runCli, seed, stateAfter } from './helpers/cold.js';

@@ -18,7 +18,7 @@ import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
 import { blobConformance } from './conformance/blobs.js';
 import { busConformance } from './conformance/bus.js';
 import { cacheConformance } from './conformance/cache.js';
-import { ledgerConformance } from './conformance/ledger.js';
+import { ledgerConformance } from './conformance/ledger/index.js';
 import { limitsConformance } from './conformance/limits.js';
 import { tempDir } from './helpers/server.js';
 

@@ -13,13 +13,13 @@ import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
 import type { Firestore } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FirestoreLedger, type FirestoreLedgerOptions } from '../shared/adapters/google/firestore-ledger.js';
+import { FirestoreLedger, type FirestoreLedgerOptions } from '../shared/adapters/google/firestore/ledger.js';
 import { PatchbayError } from '../shared/errors.js';
 import type { Json } from '../shared/json.js';
 import type { Plan } from '../shared/ports/index.js';
 import { retryKey } from '../shared/ports/index.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
-import { ledgerConformance } from './conformance/ledger.js';
+import { ledgerConformance } from './conformance/ledger/index.js';
 import { type FirestoreEmulator, startFirestoreEmulator } from './helpers/firestore-emulator.js';
 import { skipWithout } from './helpers/proc.js';
 

@@ -1,5 +1,5 @@
 /**
- * What the SQLite ledger's batched write path promises (shared/adapters/embedded/sqlite-ledger.ts):
+ * What the SQLite ledger's batched write path promises (shared/adapters/embedded/sqlite/):
  * commits of many scopes that are ready in one event-loop turn are written in one transaction, yet
  * each keeps its own outcome. A plan that throws, a plan whose head moved (it is planned again),
  * and a commit whose insert fails (its savepoint is rolled back) change nothing of their own

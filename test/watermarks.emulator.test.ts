@@ -5,7 +5,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FirestoreLedger } from '../shared/adapters/google/firestore-ledger.js';
+import { FirestoreLedger } from '../shared/adapters/google/firestore/ledger.js';
 import { WatermarkWriter } from '../shared/engine/watermarks.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
 import { type FirestoreEmulator, startFirestoreEmulator } from './helpers/firestore-emulator.js';

@@ -33,8 +33,7 @@ import type { ColdConfig } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import { applyPatch } from '../patch.js';
-import type { BlobStore, Ledger } from '../ports/index.js';
-import type { ScopeSummary } from '../ports/ledger.js';
+import type { BlobStore, ColdPointers, LogReader, ScopeSummary } from '../ports/index.js';
 import type { PatchRecord } from '../protocol.js';
 import { recordLine } from './format.js';
 import { LOG_PAGE } from './log.js';
@@ -104,7 +103,7 @@ export class Bundler {
   private readonly busy = new Set<string>();
 
   constructor(
-    private readonly ledger: Ledger,
+    private readonly ledger: LogReader & ColdPointers,
     blobs: BlobStore,
     private readonly config: BundlerConfig,
     opts: BundlerOptions = {},

@@ -13,7 +13,7 @@
  * stays bounded however long the log is.
  */
 import { PatchbayError } from '../errors.js';
-import type { Ledger, LogPatch } from '../ports/index.js';
+import type { LogPatch, LogReader } from '../ports/index.js';
 import type { PatchRecord } from '../protocol.js';
 import type { ColdStore } from './store.js';
 
@@ -46,7 +46,7 @@ export interface LogReadOptions {
 
 /** Pages of consecutive records from..to, in order; stops early at the end of the log. */
 async function* pages<T extends { ii: number }>(
-  ledger: Ledger,
+  ledger: LogReader,
   src: Source<T>,
   id: string,
   from: number,
@@ -88,7 +88,14 @@ async function* pages<T extends { ii: number }>(
 }
 
 /** Records from..to (inclusive) in order; stops early at the end of the log. */
-export async function* readLog(ledger: Ledger, cold: ColdStore, id: string, from: number, to: number, opts: LogReadOptions = {}): AsyncGenerator<PatchRecord> {
+export async function* readLog(
+  ledger: LogReader,
+  cold: ColdStore,
+  id: string,
+  from: number,
+  to: number,
+  opts: LogReadOptions = {},
+): AsyncGenerator<PatchRecord> {
   const src: Source<PatchRecord> = { hot: (f, t, limit) => ledger.readLog(id, f, t, limit), cold: (f, t) => cold.recordPages(id, f, t) };
   for await (const records of pages(ledger, src, id, from, to, opts.page ?? LOG_PAGE, opts.trimmed ?? 0)) yield* records;
 }
@@ -98,7 +105,14 @@ export async function* readLog(ledger: Ledger, cold: ColdStore, id: string, from
  * stops early at the end of the log. What a state rebuild reads. The pages are the caller's own:
  * freshly parsed, never handed to anyone else, so a fold may take their values into its state.
  */
-export function readPatchPages(ledger: Ledger, cold: ColdStore, id: string, from: number, to: number, opts: LogReadOptions = {}): AsyncGenerator<LogPatch[]> {
+export function readPatchPages(
+  ledger: LogReader,
+  cold: ColdStore,
+  id: string,
+  from: number,
+  to: number,
+  opts: LogReadOptions = {},
+): AsyncGenerator<LogPatch[]> {
   const src: Source<LogPatch> = { hot: (f, t, limit) => ledger.readPatches(id, f, t, limit), cold: (f, t) => cold.patchPages(id, f, t) };
   return pages(ledger, src, id, from, to, opts.page ?? PATCH_PAGE, opts.trimmed ?? 0);
 }

@@ -10,7 +10,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { PatchbayError } from '../errors.js';
 import { cloneJson, type Json } from '../json.js';
-import type { HotCache, Ledger, LogPatch } from '../ports/index.js';
+import type { HotCache, LogPatch, LogReader } from '../ports/index.js';
 import { foldAccepted } from './fold.js';
 import { readPatchPages } from './log.js';
 import type { ColdStore } from './store.js';
@@ -36,7 +36,7 @@ export interface RebuildOptions {
 }
 
 /** The state of scope `id` at exactly `ii` (which must not be past head). */
-export async function rebuildState(ledger: Ledger, cold: ColdStore, id: string, ii: number, opts: RebuildOptions = {}): Promise<Json> {
+export async function rebuildState(ledger: LogReader, cold: ColdStore, id: string, ii: number, opts: RebuildOptions = {}): Promise<Json> {
   let start: StartPoint | null = opts.start && opts.start.ii <= ii ? opts.start : null;
   if (start?.ii === ii) return start.state;
   const gap = opts.snapshotGap ?? 1;
@@ -58,7 +58,7 @@ export async function rebuildState(ledger: Ledger, cold: ColdStore, id: string, 
  * strict applier against this same sequence of states (shared/cold/fold.ts says why the result is
  * the same).
  */
-export async function foldForward(ledger: Ledger, cold: ColdStore, id: string, start: StartPoint, ii: number, trimmed = 0): Promise<Json> {
+export async function foldForward(ledger: LogReader, cold: ColdStore, id: string, start: StartPoint, ii: number, trimmed = 0): Promise<Json> {
   let at = start.ii;
   let state = start.state;
   for await (const page of readPatchPages(ledger, cold, id, at + 1, ii, { trimmed })) {
@@ -93,7 +93,7 @@ export interface CacheCheck {
  * Every bundle and snapshot read on the way is checked (checksums, indices), so a check that
  * returns also says cold storage and the log still reproduce the scope.
  */
-export async function checkCache(ledger: Ledger, cache: HotCache, cold: ColdStore, id: string, opts: { repair?: boolean } = {}): Promise<CacheCheck> {
+export async function checkCache(ledger: LogReader, cache: HotCache, cold: ColdStore, id: string, opts: { repair?: boolean } = {}): Promise<CacheCheck> {
   const head = await ledger.getHead(id);
   if (!head) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
   const cached = await cache.get(id);

@@ -9,7 +9,7 @@
  * same patch on redelivery: handling is at least once per patch, and in order.
  */
 import { PatchbayError } from '../errors.js';
-import type { Ledger } from '../ports/index.js';
+import type { ConsumerCursors } from '../ports/index.js';
 import type { PatchEvent, PatchRecord } from '../protocol.js';
 import { toEvent } from '../protocol.js';
 
@@ -26,7 +26,7 @@ type ReadLog = (id: string, from: number, to: number) => AsyncIterable<PatchReco
 export class Consumer {
   constructor(
     readonly name: string,
-    private readonly ledger: Ledger,
+    private readonly ledger: ConsumerCursors,
     private readonly readLog: ReadLog,
     private readonly handler: PatchHandler,
   ) {}

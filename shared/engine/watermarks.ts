@@ -14,7 +14,7 @@
  * sweeper republished the whole stretch: a burst of duplicates queued ahead of the scope's live
  * events on its ordering key (seconds of fan-out delay on a slow Firestore).
  */
-import type { Ledger } from '../ports/index.js';
+import type { Outbox } from '../ports/index.js';
 
 interface Run {
   from: number;
@@ -29,7 +29,7 @@ export class WatermarkWriter {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly ledger: Ledger,
+    private readonly ledger: Outbox,
     private readonly delayMs: number,
     private readonly onError: (id: string, err: unknown) => void,
   ) {}

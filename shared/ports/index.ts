@@ -6,7 +6,23 @@ import type { Ledger } from './ledger.js';
 export type { BlobStore } from './blobs.js';
 export type { Bus, Listener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
-export type { CommitPlan, Head, Lease, Ledger, LogPatch, NewScope, Plan, TxView } from './ledger.js';
+export { ComposedLedger, type LedgerRoles } from './composed-ledger.js';
+export type {
+  ColdPointers,
+  CommitPlan,
+  ConsumerCursors,
+  Head,
+  Lease,
+  Ledger,
+  LogPatch,
+  LogReader,
+  NewScope,
+  Outbox,
+  Plan,
+  ScopeLog,
+  ScopeSummary,
+  TxView,
+} from './ledger.js';
 export { retryKey } from './ledger.js';
 export type { LimitStore, RateDecision, RateRule, Usage } from './limits.js';
 

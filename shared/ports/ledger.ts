@@ -2,6 +2,12 @@
  * The ledger port: the per-scope serialization point. It keeps each scope's head (ii, epoch,
  * lease, published watermark, metadata), the patch log, and what a retry needs to be recognised.
  *
+ * It plays four roles, each its own interface below, and `Ledger` is all of them in one object
+ * (what an adapter implements and the app wires): `ScopeLog` (scopes, heads, commits and log
+ * reads; `LogReader` is its reading half), `Outbox` (the published watermark), `ColdPointers`
+ * (the lease, `bundled` and `trimmed`) and `ConsumerCursors`. Code that uses a ledger takes only
+ * the roles it needs, so what it may change is visible in its signature.
+ *
  * Guarantee 1 is enforced by `commit`: a plan's records are written in the same atomic step as
  * the head they advance, and only if the head the plan saw is still the head. A plan may be run
  * more than once (a retried transaction), so it must have no side effects.
@@ -86,18 +92,16 @@ export type Plan<T> = (view: TxView) => Promise<CommitPlan<T>>;
 
 export const retryKey = (session: string, si: number): string => `${session}\u0000${si}`;
 
-export interface Ledger {
-  /** Creates a scope at ii = 0. Throws PatchbayError `scope_exists` if the id is taken. */
-  createScope(scope: NewScope): Promise<Head>;
+/**
+ * The scope log: scopes, their heads and their patch logs. Guarantee 1 is enforced by `commit`.
+ * Every writer and reader of patches needs this role; most need only its reading half
+ * (`LogReader`).
+ */
+export interface LogReader {
   /** The head, or null when the scope does not exist. */
   getHead(id: string): Promise<Head | null>;
   /** The state at ii = 0, or null when the scope does not exist. */
   getInitial(id: string): Promise<Json | null>;
-  /**
-   * Runs `plan` against the current head and atomically appends its records and moves the head
-   * to the last record's index. Throws `scope_not_found` when the scope does not exist.
-   */
-  commit<T>(id: string, plan: Plan<T>): Promise<T>;
   /**
    * Records of the hot log with from <= ii <= to, ascending, at most `limit` of them. Records at
    * or below `trimmed` are no longer here (they are in cold storage: see shared/cold/log.ts).
@@ -111,6 +115,25 @@ export interface Ledger {
    * later patches change them, without copying them first (shared/cold/fold.ts).
    */
   readPatches(id: string, from: number, to: number, limit?: number): Promise<LogPatch[]>;
+}
+
+/** The scope log with its writing half: creating scopes and committing patches (guarantee 1). */
+export interface ScopeLog extends LogReader {
+  /** Creates a scope at ii = 0. Throws PatchbayError `scope_exists` if the id is taken. */
+  createScope(scope: NewScope): Promise<Head>;
+  /**
+   * Runs `plan` against the current head and atomically appends its records and moves the head
+   * to the last record's index. Throws `scope_not_found` when the scope does not exist.
+   */
+  commit<T>(id: string, plan: Plan<T>): Promise<T>;
+}
+
+/**
+ * The outbox: the log record is the outbox, and the head's `published` watermark says how much
+ * of it has certainly been handed to the bus. Used by the publisher after a commit
+ * (shared/engine/watermarks.ts) and by the sweeper, which republishes what a crash left behind.
+ */
+export interface Outbox {
   /**
    * Moves the published watermark up to `to`, never down. With `from`, only if the watermark is
    * already at least `from - 1`: a publisher marks exactly the run [from..to] it published, so a
@@ -123,6 +146,13 @@ export interface Ledger {
    * listed all the same: what counts is how long a patch has waited, not when the last one came.
    */
   listUnpublished(before: number, limit: number): Promise<Array<{ id: string; published: number; ii: number }>>;
+}
+
+/**
+ * Cold pointers and the lease that fences them (guarantee 6, the ledger's half: see the top of
+ * this file). Used by the bundler (shared/cold/bundler.ts) and the operator CLI.
+ */
+export interface ColdPointers {
   /**
    * Takes the scope's lease for `holder` until now + ttlMs if it is free, expired or already
    * held by `holder`. A new holder bumps the epoch. Returns the epoch, or null if another holder
@@ -156,12 +186,28 @@ export interface Ledger {
    * trimmed < upTo.
    */
   trimLog(id: string, holder: string, epoch: number, upTo: number, limit: number): Promise<number | null>;
+}
+
+/**
+ * Consumer cursors: how far each push consumer (shared/engine/consumer.ts) has handled each
+ * scope, moved by compare-and-set so that a redelivered or concurrent event is handled once.
+ * A cursor may exist for a scope id the log does not know.
+ */
+export interface ConsumerCursors {
   /** The last index consumer `consumer` has handled for the scope; 0 when it has handled none. */
   getCursor(consumer: string, id: string): Promise<number>;
   /**
    * Moves the consumer's cursor from `expected` to `to` (> expected) atomically. Returns false,
    * changing nothing, when the cursor is not at `expected` (a concurrent delivery moved it).
+   * Throws `internal` when `to` <= `expected`.
    */
   advanceCursor(consumer: string, id: string, expected: number, to: number): Promise<boolean>;
+}
+
+/**
+ * Every role in one object: what an adapter implements and the app wires. Code that uses the
+ * ledger takes only the roles it needs.
+ */
+export interface Ledger extends ScopeLog, Outbox, ColdPointers, ConsumerCursors {
   close(): Promise<void>;
 }

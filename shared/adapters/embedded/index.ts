@@ -6,7 +6,7 @@ import type { Adapters } from '../../ports/index.js';
 import { FsBlobStore } from './fs-blobs.js';
 import { LocalBus } from './local-bus.js';
 import { MemoryCache } from './memory-cache.js';
-import { SqliteLedger } from './sqlite-ledger.js';
+import { SqliteLedger } from './sqlite/ledger.js';
 
 export { FsBlobStore, LocalBus, MemoryCache, SqliteLedger };
 

@@ -10,7 +10,7 @@ import { Storage } from '@google-cloud/storage';
 import type { GoogleConfig } from '../../config.js';
 import type { Logger } from '../../log.js';
 import type { Adapters } from '../../ports/index.js';
-import { FirestoreLedger } from './firestore-ledger.js';
+import { FirestoreLedger } from './firestore/ledger.js';
 import { GcsBlobStore } from './gcs-blobs.js';
 import { PubSubBus } from './pubsub-bus.js';
 import { UpstashCache } from './redis-cache.js';

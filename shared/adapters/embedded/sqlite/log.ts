@@ -1,0 +1,125 @@
+/**
+ * The embedded ledger's scope log: creating scopes, heads, commits and log reads.
+ *
+ * Guarantee 1 (each acked patch in the log once, indices without holes). A commit reads the head,
+ * runs the plan against it *outside* any transaction (the plan is async: the engine's awaits state
+ * reads and `findRetries`), then writes with a compare-and-set: the head row moves only if it is
+ * still at the ii and epoch the plan saw (`UPDATE ... WHERE ii = ? AND epoch = ?`, which is the
+ * re-read: no second SELECT), and the records go in with it, in one savepoint of a batch
+ * (./write-queue.ts). If the head moved (another ledger on this file, a lease taken, a second
+ * commit of the same scope) nothing is written and the plan runs again on the new head. So even
+ * two processes on one file cannot both take an index. The same check keeps `findRetries`'
+ * answers true at the commit: a retry record is a log row, which only ever appears with a head
+ * move. Running async plans inside an open transaction instead would let any statement issued
+ * while the plan awaits land inside it, and a stuck plan would hold the write lock for ever.
+ *
+ * Guarantee 3 (a rejected request changes nothing): a plan that throws never reaches the queue;
+ * a commit whose savepoint is rolled back leaves its head and log exactly as they were.
+ */
+import type Database from 'better-sqlite3';
+import { PatchbayError } from '../../../errors.js';
+import type { Json } from '../../../json.js';
+import { type Head, type LogPatch, type NewScope, type Plan, retryKey, type ScopeLog } from '../../../ports/index.js';
+import type { PatchRecord } from '../../../protocol.js';
+import { HeadReader, type PatchRow, toRecord } from './schema.js';
+import type { WriteQueue } from './write-queue.js';
+
+export class SqliteScopeLog implements ScopeLog {
+  private readonly heads: HeadReader;
+  private readonly stmt;
+
+  constructor(
+    db: Database.Database,
+    private readonly queue: WriteQueue,
+  ) {
+    this.heads = new HeadReader(db);
+    this.stmt = {
+      initial: db.prepare<[string], { initial: string }>('SELECT initial FROM scopes WHERE id = ?'),
+      insertScope: db.prepare(
+        `INSERT INTO scopes (id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size, initial)
+         VALUES (@id, 0, 0, NULL, NULL, 0, 0, @owner, @domain, @name, @type, @created, @updated, @size, @initial)
+         ON CONFLICT(id) DO NOTHING`,
+      ),
+      insertPatch: db.prepare(
+        'INSERT INTO patches (scope, ii, patch, at, by, session, si, hash, epoch) VALUES (@scope, @ii, @patch, @at, @by, @session, @si, @hash, @epoch)',
+      ),
+      // The commit's head check and move in one statement: it changes the row only if the head is
+      // still where the plan saw it. Without new meta (null), updated and size stay. A commit
+      // leaves patches unpublished: start the outbox clock unless it is already running.
+      advance: db.prepare(
+        `UPDATE scopes SET ii = @ii, updated = COALESCE(@updated, updated), size = COALESCE(@size, size),
+           unpublished_since = COALESCE(unpublished_since, @updated, updated)
+         WHERE id = @id AND ii = @expected AND epoch = @epoch`,
+      ),
+      retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
+      log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
+      // What a rebuild reads: the same rows as `log`, two columns, as arrays (no object per row).
+      patches: db
+        .prepare<[string, number, number, number], [number, string]>(
+          'SELECT ii, patch FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?',
+        )
+        .raw(),
+    };
+  }
+
+  async createScope(scope: NewScope): Promise<Head> {
+    const { meta } = scope;
+    const info = this.stmt.insertScope.run({ id: scope.id, ...meta, initial: JSON.stringify(scope.initial) });
+    if (info.changes === 0) throw new PatchbayError('scope_exists', `scope ${scope.id} already exists`, { id: scope.id });
+    return this.heads.orThrow(scope.id);
+  }
+
+  async getHead(id: string): Promise<Head | null> {
+    return this.heads.get(id);
+  }
+
+  async getInitial(id: string): Promise<Json | null> {
+    const row = this.stmt.initial.get(id);
+    return row ? (JSON.parse(row.initial) as Json) : null;
+  }
+
+  async commit<T>(id: string, plan: Plan<T>): Promise<T> {
+    for (;;) {
+      // Read outside any transaction: the write below checks this same head again (guarantee 1).
+      const head = this.heads.orThrow(id);
+      const { records, meta, result } = await plan({
+        head,
+        findRetries: async (keys) => {
+          const found = new Map<string, PatchRecord>();
+          for (const k of keys) {
+            const row = this.stmt.retry.get(id, k.session, k.si);
+            if (row) found.set(retryKey(k.session, k.si), toRecord(row));
+          }
+          return found;
+        },
+      });
+      if (records.length === 0) return result;
+      records.forEach((r, i) => {
+        if (r.scope !== id || r.ii !== head.ii + 1 + i) throw new PatchbayError('internal', 'commit plan produced non-consecutive records');
+      });
+      // Serialized before queueing, so the batch holds the write lock only to write.
+      const rows = records.map((r) => ({ ...r, patch: JSON.stringify(r.patch) }));
+      const update = { id, expected: head.ii, epoch: head.epoch, ii: head.ii + rows.length, updated: meta?.updated ?? null, size: meta?.size ?? null };
+      const written = await this.queue.write(
+        () => {
+          if (this.stmt.advance.run(update).changes === 0) return false;
+          for (const row of rows) this.stmt.insertPatch.run(row);
+          return true;
+        },
+        { savepoint: true, durable: true },
+      );
+      if (written) return result;
+      // The head moved under the plan (another writer on this file, a lease taken): plan again.
+    }
+  }
+
+  async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
+    if (to < from) return [];
+    return this.stmt.log.all(id, from, to, limit).map(toRecord);
+  }
+
+  async readPatches(id: string, from: number, to: number, limit = 1000): Promise<LogPatch[]> {
+    if (to < from) return [];
+    return this.stmt.patches.all(id, from, to, limit).map(([ii, patch]) => ({ ii, patch: JSON.parse(patch) }));
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * The embedded ledger's tables, and rows to values. One row per scope holds the head (with the
+ * published watermark, the outbox clock `unpublished_since`, and the cold pointers `bundled` and
+ * `trimmed`); the log is one row per patch, keyed (scope, ii). The guarantee kept here: a unique
+ * index on (scope, session, si) makes a recorded retry impossible to record twice, so the log rows
+ * double as the retry records. Opening a file made by an older version adds what it lacks.
+ */
+import Database from 'better-sqlite3';
+import { PatchbayError } from '../../../errors.js';
+import type { Head } from '../../../ports/index.js';
+import type { PatchRecord, ScopeMeta } from '../../../protocol.js';
+
+/** A head row: the head's fields, the lease in two columns, and the meta's fields as columns. */
+export interface ScopeRow extends ScopeMeta {
+  id: string;
+  ii: number;
+  epoch: number;
+  lease_holder: string | null;
+  lease_expires: number | null;
+  published: number;
+  bundled: number;
+  trimmed: number;
+}
+
+/** A log row: a PatchRecord with its patch as JSON text. */
+export type PatchRow = Omit<PatchRecord, 'patch'> & { patch: string };
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS scopes (
+  id TEXT PRIMARY KEY,
+  ii INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  lease_holder TEXT,
+  lease_expires INTEGER,
+  published INTEGER NOT NULL,
+  bundled INTEGER NOT NULL,
+  trimmed INTEGER NOT NULL DEFAULT 0,
+  unpublished_since INTEGER,
+  owner TEXT NOT NULL,
+  domain TEXT NOT NULL,
+  name TEXT,
+  type TEXT,
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  initial TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS patches (
+  scope TEXT NOT NULL,
+  ii INTEGER NOT NULL,
+  patch TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  by TEXT NOT NULL,
+  session TEXT,
+  si INTEGER,
+  hash TEXT NOT NULL,
+  epoch INTEGER NOT NULL,
+  PRIMARY KEY (scope, ii)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS patches_retry ON patches(scope, session, si) WHERE session IS NOT NULL;
+CREATE TABLE IF NOT EXISTS cursors (
+  consumer TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  ii INTEGER NOT NULL,
+  PRIMARY KEY (consumer, scope)
+) WITHOUT ROWID;
+`;
+
+const HEAD_COLUMNS = 'id, ii, epoch, lease_holder, lease_expires, published, bundled, trimmed, owner, domain, name, type, created, updated, size';
+
+/** Opens (or creates) the file in WAL mode with the tables above. `file` is a path, or ':memory:'. */
+export function openDatabase(file: string, sync: 'full' | 'normal'): Database.Database {
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma(`synchronous = ${sync === 'normal' ? 'NORMAL' : 'FULL'}`);
+  db.pragma('busy_timeout = 5000');
+  db.exec(SCHEMA);
+  // Files made before cold storage existed have no `trimmed` column yet.
+  const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('scopes')").all();
+  if (!columns.some((c) => c.name === 'trimmed')) db.exec('ALTER TABLE scopes ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0');
+  // ...nor an `unpublished_since` (the outbox used `updated`, which a busy scope kept moving).
+  if (!columns.some((c) => c.name === 'unpublished_since')) {
+    db.exec(
+      'DROP INDEX IF EXISTS scopes_unpublished; ALTER TABLE scopes ADD COLUMN unpublished_since INTEGER; UPDATE scopes SET unpublished_since = updated WHERE published < ii',
+    );
+  }
+  db.exec('CREATE INDEX IF NOT EXISTS scopes_outbox ON scopes(unpublished_since) WHERE unpublished_since IS NOT NULL');
+  return db;
+}
+
+function toHead(r: ScopeRow): Head {
+  return {
+    id: r.id,
+    ii: r.ii,
+    epoch: r.epoch,
+    lease: r.lease_holder === null ? null : { holder: r.lease_holder, expires: r.lease_expires as number },
+    published: r.published,
+    bundled: r.bundled,
+    trimmed: r.trimmed,
+    meta: { owner: r.owner, domain: r.domain, name: r.name, type: r.type, created: r.created, updated: r.updated, size: r.size },
+  };
+}
+
+export function toRecord(r: PatchRow): PatchRecord {
+  return { scope: r.scope, ii: r.ii, patch: JSON.parse(r.patch), at: r.at, by: r.by, session: r.session, si: r.si, hash: r.hash, epoch: r.epoch };
+}
+
+/** Reads a scope's head row: what the scope log and the cold pointers both start from. */
+export class HeadReader {
+  private readonly stmt;
+
+  constructor(db: Database.Database) {
+    this.stmt = db.prepare<[string], ScopeRow>(`SELECT ${HEAD_COLUMNS} FROM scopes WHERE id = ?`);
+  }
+
+  get(id: string): Head | null {
+    const row = this.stmt.get(id);
+    return row ? toHead(row) : null;
+  }
+
+  orThrow(id: string): Head {
+    const head = this.get(id);
+    if (!head) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
+    return head;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Documents to values and back for the Firestore ledger: log documents to PatchRecords, a head
+ * document (plus the outbox's watermark and the cold pointer) to a Head, and the error codes the
+ * modules tell apart. Firestore cannot store every JSON value faithfully (nested arrays, 20
+ * levels at most, some keys), so states and patches are stored as JSON text and parsed here,
+ * afresh on every read: what this returns is the caller's.
+ */
+import type { DocumentSnapshot } from '@google-cloud/firestore';
+import { PatchbayError } from '../../../errors.js';
+import type { Head, Lease } from '../../../ports/index.js';
+import type { Patch, PatchRecord, ScopeMeta } from '../../../protocol.js';
+
+/** The head document's fields that make a Head (the rest of a Head lives in other documents). */
+export const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta'];
+/** The cold-pointer document's fields. */
+export const POINTER_FIELDS = ['bundled', 'trimmed'];
+
+/** gRPC codes: FAILED_PRECONDITION (a stale lastUpdateTime), ALREADY_EXISTS (create of an existing document). */
+export const FAILED_PRECONDITION = 9;
+export const ABORTED = 10;
+export const ALREADY_EXISTS = 6;
+export const NOT_FOUND = 5;
+
+export function hasCode(err: unknown, code: number): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}
+
+export const num = (v: unknown, fallback = 0): number => (typeof v === 'number' ? v : fallback);
+
+export function notFound(id: string): PatchbayError {
+  return new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
+}
+
+/** A log document as the record it holds. */
+export function toRecord(d: DocumentSnapshot): PatchRecord {
+  return {
+    scope: d.get('scope'),
+    ii: d.get('ii'),
+    patch: JSON.parse(d.get('patch')) as Patch,
+    at: d.get('at'),
+    by: d.get('by'),
+    session: d.get('session') ?? null,
+    si: d.get('si') ?? null,
+    hash: d.get('hash'),
+    epoch: d.get('epoch'),
+  };
+}
+
+/** The head's lease (null: none), as a plain object. */
+export function leaseOf(d: DocumentSnapshot): Lease | null {
+  const lease = d.get('lease') as Lease | null | undefined;
+  return lease ? { holder: lease.holder, expires: lease.expires } : null;
+}
+
+/** `pointer` is the cold-pointer document (missing: nothing bundled or trimmed yet). */
+export function toHead(d: DocumentSnapshot, published: number, pointer: DocumentSnapshot | undefined): Head {
+  const m = d.get('meta') as ScopeMeta;
+  return {
+    id: d.get('id'),
+    ii: d.get('ii'),
+    epoch: d.get('epoch'),
+    lease: leaseOf(d),
+    published,
+    bundled: num(pointer?.get('bundled')),
+    trimmed: num(pointer?.get('trimmed')),
+    meta: { owner: m.owner, domain: m.domain, name: m.name ?? null, type: m.type ?? null, created: m.created, updated: m.updated, size: m.size },
+  };
+}

@@ -1,0 +1,72 @@
+/**
+ * Where the Firestore ledger keeps what: every document path, and the escaping of scope ids and
+ * sessions into document ids. Data model, under one top collection `root` (default `scopes`):
+ *
+ *   <root>/{id}                    head: ii, epoch, lease, meta, initial (JSON text)
+ *   <root>/{id}/log/{ii, 12 digits} one PatchRecord per accepted patch (patch as JSON text)
+ *   <root>/{id}/retries/{session}~{si}  {session, si, ii, hash}: finds a retried patch's record
+ *   <root>/~outbox/watermarks/{id} outbox: id, ii, published, and `pending` while maybe unpublished
+ *   <root>/~cold/pointers/{id}     cold storage: id, bundled, trimmed (missing: both 0)
+ *   <root>/{id}/cursors/{consumer} a consumer's cursor {consumer, scope, ii}, even for unknown ids
+ *
+ * The guarantee kept here: distinct scope ids (and sessions) map to distinct document ids, and
+ * none collides with `~outbox` or `~cold`. Ids that are not valid document ids (`.`, `..`,
+ * `__x__`, or with other characters) are escaped with a `~` prefix, which no valid id starts with.
+ */
+import type { CollectionReference, DocumentReference, Firestore } from '@google-cloud/firestore';
+
+const SAFE_ID = /^[A-Za-z0-9_.:-]+$/;
+
+/** A scope id or session as a document id: itself when Firestore allows it, else `~` + URI-encoded. */
+export function docId(s: string): string {
+  return SAFE_ID.test(s) && s !== '.' && s !== '..' && !/^__.*__$/.test(s) ? s : `~${encodeURIComponent(s)}`;
+}
+
+export const logDocId = (ii: number): string => String(ii).padStart(12, '0');
+
+/** The ledger's documents under one root collection (see the top of this file). */
+export class Layout {
+  constructor(
+    readonly db: Firestore,
+    readonly root: string,
+  ) {}
+
+  /** The heads: one document per scope. */
+  scopes(): CollectionReference {
+    return this.db.collection(this.root);
+  }
+
+  head(id: string): DocumentReference {
+    return this.scopes().doc(docId(id));
+  }
+
+  outboxes(): CollectionReference {
+    return this.scopes().doc('~outbox').collection('watermarks');
+  }
+
+  outbox(id: string): DocumentReference {
+    return this.outboxes().doc(docId(id));
+  }
+
+  pointer(id: string): DocumentReference {
+    return this.scopes().doc('~cold').collection('pointers').doc(docId(id));
+  }
+
+  logs(id: string): CollectionReference {
+    return this.head(id).collection('log');
+  }
+
+  log(id: string, ii: number): DocumentReference {
+    return this.logs(id).doc(logDocId(ii));
+  }
+
+  retry(id: string, session: string, si: number): DocumentReference {
+    return this.head(id)
+      .collection('retries')
+      .doc(`${docId(session)}~${si}`);
+  }
+
+  cursor(consumer: string, id: string): DocumentReference {
+    return this.head(id).collection('cursors').doc(docId(consumer));
+  }
+}

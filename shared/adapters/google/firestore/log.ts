@@ -1,0 +1,82 @@
+/**
+ * The Firestore ledger's scope log: creating scopes, reading heads and the log, and routing each
+ * commit: the direct way first (./commit-direct.ts; unless direct commits are off, or the scope
+ * was contended lately), the transaction (./commit-transaction.ts) whenever the direct way wrote
+ * nothing. Both reach guarantee 1; which one committed is invisible to the caller. A head is
+ * three documents (the head, the outbox, the cold pointer), read together.
+ */
+import type { Timestamp } from '@google-cloud/firestore';
+import { PatchbayError } from '../../../errors.js';
+import type { Json } from '../../../json.js';
+import type { Head, LogPatch, NewScope, Plan, ScopeLog } from '../../../ports/index.js';
+import type { Patch, PatchRecord } from '../../../protocol.js';
+import { ALREADY_EXISTS, HEAD_FIELDS, hasCode, num, POINTER_FIELDS, toHead, toRecord } from './codec.js';
+import type { DirectCommits } from './commit-direct.js';
+import type { TransactionCommits } from './commit-transaction.js';
+import type { Layout } from './layout.js';
+
+export class FirestoreScopeLog implements ScopeLog {
+  constructor(
+    private readonly docs: Layout,
+    /** Null when direct commits are off. */
+    private readonly direct: DirectCommits | null,
+    private readonly transactions: TransactionCommits,
+  ) {}
+
+  async createScope(scope: NewScope): Promise<Head> {
+    const { id, meta } = scope;
+    const batch = this.docs.db.batch();
+    // create() fails the whole batch if the head exists, so a taken id changes nothing.
+    batch.create(this.docs.head(id), { id, ii: 0, epoch: 0, lease: null, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
+    batch.set(this.docs.outbox(id), { id, ii: 0, published: 0 });
+    let version: Timestamp;
+    try {
+      version = ((await batch.commit())[0] as { writeTime: Timestamp }).writeTime;
+    } catch (err) {
+      if (hasCode(err, ALREADY_EXISTS)) throw new PatchbayError('scope_exists', `scope ${id} already exists`, { id });
+      throw err;
+    }
+    const head: Head = { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, trimmed: 0, meta: { ...meta } };
+    this.direct?.remember(id, { head: { ...head, meta: { ...meta } }, version });
+    return head;
+  }
+
+  async getHead(id: string): Promise<Head | null> {
+    const { docs } = this;
+    const [h, o, p] = await docs.db.getAll(docs.head(id), docs.outbox(id), docs.pointer(id), { fieldMask: [...HEAD_FIELDS, 'published', ...POINTER_FIELDS] });
+    if (!h?.exists) return null;
+    return toHead(h, num(o?.get('published')), p);
+  }
+
+  async getInitial(id: string): Promise<Json | null> {
+    const [h] = await this.docs.db.getAll(this.docs.head(id), { fieldMask: ['initial'] });
+    if (!h?.exists) return null;
+    return JSON.parse(h.get('initial')) as Json;
+  }
+
+  async commit<T>(id: string, plan: Plan<T>): Promise<T> {
+    if (this.direct) {
+      const direct = await this.direct.commit(id, plan);
+      if (direct.done) return direct.result;
+      this.direct.forget(id); // the transaction below returns no version to build on
+    }
+    return this.transactions.commit(id, plan);
+  }
+
+  /** The log documents from <= ii <= to, ascending, at most `limit`. */
+  private logRange(id: string, from: number, to: number, limit: number) {
+    return this.docs.logs(id).where('ii', '>=', from).where('ii', '<=', to).orderBy('ii').limit(limit);
+  }
+
+  async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {
+    if (to < from || limit <= 0) return [];
+    return (await this.logRange(id, from, to, limit).get()).docs.map(toRecord);
+  }
+
+  /** Only the two fields come over the wire (a projection); each patch is parsed afresh from its JSON text. */
+  async readPatches(id: string, from: number, to: number, limit = 1000): Promise<LogPatch[]> {
+    if (to < from || limit <= 0) return [];
+    const q = await this.logRange(id, from, to, limit).select('ii', 'patch').get();
+    return q.docs.map((d) => ({ ii: d.get('ii') as number, patch: JSON.parse(d.get('patch')) as Patch }));
+  }
+}

@@ -72,7 +72,7 @@ export function jsonHeapBytes(value: unknown): number {
   const stack: unknown[] = [value];
   while (stack.length > 0) {
     const v = stack.pop();
-    if (typeof v === 'string') n += 16 + v.length;
+    if (typeof v === 'string') n += stringBytes(v);
     else if (typeof v === 'number') n += isSmallInt(v) ? 0 : 16;
     else if (Array.isArray(v)) {
       n += 32 + 8 * v.length;
@@ -80,13 +80,18 @@ export function jsonHeapBytes(value: unknown): number {
     } else if (v !== null && typeof v === 'object') {
       n += 32;
       for (const k in v) {
-        n += 24;
+        // The slot, and the name itself: a long member name is as costly as a long value.
+        n += 24 + stringBytes(k);
         stack.push((v as Record<string, unknown>)[k]);
       }
     }
   }
   return n;
 }
+
+/** A string's heap: V8 stores it with one byte per character, or two once any is past U+00FF. */
+const TWO_BYTE = /[^\u0000-\u00ff]/;
+const stringBytes = (s: string): number => 16 + (TWO_BYTE.test(s) ? 2 : 1) * s.length;
 
 /** A number V8 keeps inline (a Smi) instead of as a 16-byte heap number. */
 const isSmallInt = (v: number): boolean => Number.isInteger(v) && v >= -(2 ** 30) && v < 2 ** 30;

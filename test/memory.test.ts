@@ -45,6 +45,8 @@ beforeAll(async () => {
     PATCHBAY_CACHE_BYTES: String(CACHE),
     PATCHBAY_NEAR_CACHE_BYTES: String(NEAR),
     PATCHBAY_BUNDLE_INTERVAL_MS: '0',
+    // One user creates 160 MiB of state here: far past the default quotas, which are not under test.
+    PATCHBAY_LIMITS: 'off',
   });
   child = s.child;
   client = await newClient(s.url);

@@ -64,4 +64,12 @@ describe('jsonHeapBytes', () => {
     expect(jsonHeapBytes({ text })).toBeGreaterThanOrEqual(100_000);
     expect(jsonHeapBytes({ text })).toBeLessThan(100_200);
   });
+
+  it('counts long member names and two-byte strings, so neither slips past a byte bound', () => {
+    // A state that is one huge member name held 100 KB while counting 56 bytes.
+    expect(jsonHeapBytes({ ['k'.repeat(100_000)]: 1 })).toBeGreaterThanOrEqual(100_000);
+    // Text past U+00FF takes two bytes a character in V8.
+    expect(jsonHeapBytes({ text: '字'.repeat(50_000) })).toBeGreaterThanOrEqual(100_000);
+    expect(jsonHeapBytes({ ['字'.repeat(50_000)]: 'x' })).toBeGreaterThanOrEqual(100_000);
+  });
 });

@@ -90,7 +90,7 @@ export function jsonHeapBytes(value: unknown): number {
 }
 
 /** A string's heap: V8 stores it with one byte per character, or two once any is past U+00FF. */
-const TWO_BYTE = /[^\u0000-\u00ff]/;
+const TWO_BYTE = /[\u0100-\uffff]/;
 const stringBytes = (s: string): number => 16 + (TWO_BYTE.test(s) ? 2 : 1) * s.length;
 
 /** A number V8 keeps inline (a Smi) instead of as a 16-byte heap number. */

@@ -11,6 +11,7 @@ export function createLogger(level: 'info' | 'error' | 'off', write: (line: stri
     request(entry) {
       if (level !== 'info') return;
       const status = typeof entry.status === 'number' ? entry.status : 200;
+      // A caller may lower a 5xx to WARNING when it was load shed on purpose, not a failure.
       const severity: Severity = status >= 500 ? 'ERROR' : status >= 400 ? 'WARNING' : 'INFO';
       write(JSON.stringify({ severity, ...entry }));
     },

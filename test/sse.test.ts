@@ -3,6 +3,7 @@
  * against the Google stack on the emulators in google.emulator.test.ts.
  */
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,6 +62,29 @@ describe('SSE resources and credentials (embedded)', () => {
     }
     expect(opened - openedBefore).toBe(20);
     const deadline = Date.now() + 10_000;
+    while (live > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(live).toBe(0);
+  });
+
+  it('releases everything of a client that hangs up while its credential is still being checked', async () => {
+    const { id } = (await alice.request('POST', '/v1/scopes', { body: { state: {} } })).json;
+    const { port } = new URL(srv.url);
+    for (let i = 0; i < 20; i++) {
+      // A token never seen before: its signature check is real asynchronous work, during which
+      // the socket closes, before the stream's close listener exists.
+      const { token } = await srv.client();
+      await new Promise<void>((resolve) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(`GET /v1/scopes/${id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+          setImmediate(() => socket.destroy());
+        });
+        socket.on('close', () => resolve());
+        socket.on('error', () => {});
+      });
+    }
+    // Streams that opened after their client left must not hold a subscription for the stream's
+    // whole length (60 s here).
+    const deadline = Date.now() + 5_000;
     while (live > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(live).toBe(0);
   });

@@ -9,6 +9,7 @@
  * "message", ...}}`, its status taken from the error table in errors.ts.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { PatchbayError } from '../errors.js';
 import type { Ctx, HandlerDeps } from './context.js';
 import { begin, logRequest, sendError } from './respond.js';
 import { createRouter, requestUrl } from './router.js';
@@ -27,6 +28,7 @@ export function createHandler(deps: HandlerDeps): Handler {
     const ctx: Ctx = { req, res, url: new URL('http://local/'), params: [], deps, log: {} };
     let routeName = 'unmatched';
     let status: number | undefined;
+    let shed = false;
     if (config.corsOrigin !== '') {
       res.setHeader('access-control-allow-origin', config.corsOrigin);
       res.setHeader('access-control-expose-headers', 'ETag, Location, Retry-After, X-Request-Id');
@@ -48,8 +50,12 @@ export function createHandler(deps: HandlerDeps): Handler {
       await match.route.run(ctx);
     } catch (err) {
       status = await sendError(x, err, { route: routeName });
+      shed = err instanceof PatchbayError && err.code === 'unavailable' && err.details.limit !== undefined;
     } finally {
-      logRequest(x, status ?? res.statusCode, { route: routeName, scope: ctx.log.scope, ii: ctx.log.ii });
+      // A request refused at a capacity limit (e.g. a full instance's stream cap) is load shed on
+      // purpose: a warning, so that ERROR keeps meaning a backend failure.
+      const severity = shed ? { severity: 'WARNING' } : {};
+      logRequest(x, status ?? res.statusCode, { route: routeName, scope: ctx.log.scope, ii: ctx.log.ii, ...severity });
     }
   };
 }

@@ -52,6 +52,10 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined): Pro
     gone = true;
     finish();
   });
+  // A client that hung up while the route was still checking its credential and taking its
+  // stream slots closed the socket before the listener above existed: without this check its
+  // stream would hold those slots and a bus subscription for a whole stream's length.
+  if (ctx.res.closed || ctx.req.socket.destroyed) return;
   const send = async (type: string, data: string, ii: number) => {
     if (gone) throw new ClientGone();
     sse.start(config.sseRetryMs);

@@ -50,7 +50,7 @@ export class Outbox {
       this.logError({ message: 'publish failed; the sweeper will retry', scope: id, err: String(err) });
       return false;
     }
-    if (markNow) await this.ports.ledger.markPublished(id, to, from);
+    if (markNow) await this.watermarks.markNow(id, from, to);
     else this.watermarks.note(id, from, to);
     return true;
   }

@@ -45,6 +45,19 @@ export class WatermarkWriter {
     else this.schedule();
   }
 
+  /**
+   * Notes the run and writes the scope's pending runs now, through the same one-write-per-scope
+   * path (the sweeper's marks: a direct write beside a batched one would bring back the overlap
+   * described above). Resolves once this run (and the scope's runs before it) are written.
+   */
+  async markNow(id: string, from: number, to: number): Promise<void> {
+    this.note(id, from, to);
+    while (this.pending.has(id) || this.writing.has(id)) {
+      this.start(id);
+      await this.writing.get(id);
+    }
+  }
+
   /** Writes every pending run now; resolves when all of them (and those before) are written. */
   async flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);

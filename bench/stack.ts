@@ -41,6 +41,8 @@ try {
     PUBSUB_EMULATOR_HOST: pubsub.host,
     STORAGE_EMULATOR_HOST: gcs.url,
     METADATA_SERVER_DETECTION: 'none',
+    // The benchmark calls no internal endpoint, and the Pub/Sub emulator sends no OIDC token.
+    PATCHBAY_OIDC: 'off',
   };
   console.log(JSON.stringify({ ready: true, env }));
 } catch (err) {

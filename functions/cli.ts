@@ -97,7 +97,8 @@ async function main(argv: string[]): Promise<number> {
   if (rest.length > 0) return usageError(`${command} takes one scope at most, got ${positionals.slice(1).join(' ')}`);
   const wrong = command === 'bundle' ? flags.check && '--check' : flags.all && '--all';
   if (wrong) return usageError(`${wrong} is not a flag of ${command}`);
-  const config = loadConfig(process.env, { logLevel: 'off' });
+  // The CLI serves no internal endpoint, so it needs no OIDC settings (PATCHBAY_OIDC).
+  const config = loadConfig(process.env, { logLevel: 'off', oidc: 'off' });
   const app = await createApp(config, { sweeper: false, bundler: false });
   const progress = bar(flags.progress === true, command === 'bundle' ? 'patches' : 'scopes');
   try {

@@ -3,6 +3,8 @@
  * hands every request to a shared handler.
  *   api:   the v1 HTTP API.
  *   push:  Pub/Sub push deliveries for the registered consumers (`POST /push/<consumer>`).
+ * push, sweep and bundle are internal: with PATCHBAY_OIDC on (the default in google mode) each
+ * checks the caller's Google-signed OIDC token (shared/http/internal-auth.ts).
  *   sweep: the outbox sweeper, for Cloud Scheduler (every minute): republishes committed patches
  *          whose publish never happened, and answers `{published}`.
  *   bundle: the cold-storage bundler, for Cloud Scheduler (every few minutes): bundles, snapshots
@@ -13,6 +15,7 @@
 import * as functions from '@google-cloud/functions-framework';
 import { type App, createApp } from '../shared/app.js';
 import { loadConfig } from '../shared/config.js';
+import { refusalFields } from '../shared/http/internal-auth.js';
 import { begin, logRequest, sendError } from '../shared/http/respond.js';
 
 // Read at cold start, so a bad or missing setting fails the instance at once, naming the
@@ -37,18 +40,25 @@ functions.http('push', async (req, res) => {
   await (await instance()).push(req, res);
 });
 
-/** A scheduled function: its answer, or the error response, and its request log line. */
+/**
+ * A scheduled function: the caller check (an OIDC token for `<PATCHBAY_OIDC_AUDIENCE>/<route>`,
+ * shared/http/internal-auth.ts), then its answer, or the error response, and its request log line.
+ */
 function scheduled(route: string, run: (req: functions.Request) => Promise<{ status: number; body: unknown }>): functions.HttpFunction {
   return async (req, res) => {
-    const x = begin(req, res, config, (await instance()).logger);
+    const { logger, internal } = await instance();
+    const x = begin(req, res, config, logger);
     let status: number | undefined;
+    let refusal = {};
     try {
+      await internal.check(req, route);
       const answer = await run(req);
       res.status(answer.status).json(answer.body);
     } catch (err) {
       status = await sendError(x, err, { route });
+      refusal = refusalFields(err);
     } finally {
-      logRequest(x, status ?? res.statusCode, { route });
+      logRequest(x, status ?? res.statusCode, { route, ...refusal });
     }
   };
 }

@@ -8,7 +8,8 @@ import { ConfigError, loadConfig } from '../shared/config.js';
 import { exitOnSignal, listen } from '../shared/http/listen.js';
 
 async function main(): Promise<void> {
-  const config = loadConfig();
+  // `npm start` serves the API only, no internal endpoint, so it needs no OIDC settings (PATCHBAY_OIDC).
+  const config = loadConfig(process.env, { oidc: 'off' });
   const app = await createApp(config);
   const http = await listen(app.handler, config.port, config.host, config);
   const where = config.mode === 'embedded' ? `, data in ${resolve(config.dataDir)}` : '';

@@ -12,6 +12,7 @@ import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { Auth, loadSecret } from './http/auth.js';
 import { createHandler, type Handler } from './http/handler.js';
+import { InternalAuth } from './http/internal-auth.js';
 import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
@@ -28,6 +29,8 @@ export interface App {
   limits: Limits;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
+  /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
+  internal: InternalAuth;
   consumers: Consumer[];
   /** The cold-storage bundler (also what the `bundle` function and `patchbay bundle` run). */
   bundler: Bundler;
@@ -54,6 +57,13 @@ export async function limitStoreFor(config: Config, adapters: Adapters): Promise
   }
   const { UpstashLimits } = await import('./adapters/google/upstash-limits.js');
   return new UpstashLimits({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.limitsPrefix, rules: rateRules(config) });
+}
+
+/** The caller check of the internal endpoints; google-auth-library is loaded only when it is on. */
+export async function internalAuthFor(config: Config, logger: Logger): Promise<InternalAuth> {
+  if (config.oidc === 'off') return new InternalAuth(null, config, logger);
+  const { GoogleIdTokens } = await import('./adapters/google/id-tokens.js');
+  return new InternalAuth(new GoogleIdTokens(config.oidcCertsUrl), config, logger);
 }
 
 export interface AppOptions {
@@ -83,7 +93,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
-  const push = createPushHandler(consumers, logger, config);
+  const internal = await internalAuthFor(config, logger);
+  const push = createPushHandler(consumers, internal, logger, config);
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
@@ -114,6 +125,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     handler,
     limits,
     push,
+    internal,
     consumers,
     bundler,
     logger,

@@ -41,6 +41,59 @@ function validTrust(v: string): boolean {
   }
 }
 
+/** `PATCHBAY_CORS_ORIGINS` as written; `loadConfig` resolves `auto` and `none`. */
+type CorsSetting = 'auto' | '*' | 'none' | string[];
+
+/** A serialized origin, `scheme://host[:port]`, exactly as browsers send it in `Origin`. */
+function isOrigin(v: string): boolean {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'https:' || u.protocol === 'http:') && u.origin === v;
+  } catch {
+    return false;
+  }
+}
+
+const list = (v: string) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+
+const corsOrigins: z.ZodType<CorsSetting> = z.union([
+  z.enum(['auto', '*', 'none']),
+  z.array(z.string().refine(isOrigin, 'must be an origin like https://app.example.com')),
+  z
+    .string()
+    .transform(list)
+    .refine(
+      (l) => l.length > 0 && l.every(isOrigin),
+      'must be auto, *, none, or comma-separated origins like https://app.example.com (no path, no trailing slash)',
+    ),
+]);
+
+const emailList: z.ZodType<string[]> = z.union([
+  z.array(z.email()),
+  z
+    .string()
+    .transform((v) => list(v).map((e) => e.toLowerCase()))
+    .refine((l) => l.every((e) => z.email().safeParse(e).success), 'must be comma-separated email addresses'),
+]);
+
+/** An http(s) URL with no query or fragment, without its trailing slash. */
+const baseUrl = z
+  .string()
+  .refine((v) => {
+    if (v === '') return true;
+    try {
+      const u = new URL(v);
+      return (u.protocol === 'https:' || u.protocol === 'http:') && u.search === '' && u.hash === '';
+    } catch {
+      return false;
+    }
+  }, 'must be an http(s) URL without query, e.g. https://REGION-PROJECT.cloudfunctions.net')
+  .transform((v) => v.replace(/\/+$/, ''));
+
 function setting<T>(env: string, def: T, schema: z.ZodType<T>, doc: string): Setting<T> {
   return { env, default: def, schema, doc };
 }
@@ -230,7 +283,36 @@ export const CONFIG_TABLE = {
     z.enum(['full', 'normal']),
     'SQLite `synchronous` pragma: `full` survives power loss, `normal` only process crashes.',
   ),
-  corsOrigin: setting('PATCHBAY_CORS_ORIGIN', '*', z.string(), '`Access-Control-Allow-Origin` sent on every response (empty: no CORS headers).'),
+  corsOrigins: setting(
+    'PATCHBAY_CORS_ORIGINS',
+    'auto' as CorsSetting,
+    corsOrigins,
+    'Which browser origins may call the API cross-origin: a comma-separated list of origins (`https://app.example.com,http://localhost:5173`; a listed origin is echoed in `Access-Control-Allow-Origin`, with `Vary: Origin`), `*` (any origin), `none`, or `auto` (`*` in embedded mode, for local development; `none` in google mode). A preflight from any other origin gets no CORS headers.',
+  ),
+  oidc: setting(
+    'PATCHBAY_OIDC',
+    'auto' as 'auto' | 'on' | 'off',
+    z.enum(['auto', 'on', 'off']),
+    'Whether the internal endpoints (`push`, `sweep`, `bundle`) require a Google-signed OIDC token (`Authorization: Bearer`), as a second line behind IAM. `auto`: `on` in google mode (then `PATCHBAY_OIDC_AUDIENCE` and `PATCHBAY_OIDC_EMAILS` must be set, or the instance does not start), `off` in embedded mode. Set `off` only for local development: the Pub/Sub emulator sends no token.',
+  ),
+  oidcAudience: setting(
+    'PATCHBAY_OIDC_AUDIENCE',
+    '',
+    baseUrl,
+    'Base URL of the internal endpoints, e.g. `https://REGION-PROJECT.cloudfunctions.net`: a token must be issued for `<base>/push/<consumer>`, `<base>/sweep` or `<base>/bundle`, the audiences Pub/Sub push and Cloud Scheduler put in their tokens by default.',
+  ),
+  oidcEmails: setting(
+    'PATCHBAY_OIDC_EMAILS',
+    [] as string[],
+    emailList,
+    "Comma-separated service-account emails whose OIDC tokens the internal endpoints accept (the push subscriptions' and Cloud Scheduler jobs' service accounts); the token must say `email_verified`.",
+  ),
+  oidcCertsUrl: setting(
+    'PATCHBAY_OIDC_CERTS_URL',
+    'https://www.googleapis.com/oauth2/v1/certs',
+    z.url({ protocol: /^https?$/ }),
+    "Where Google's token-signing certificates (PEM, by key id) are fetched; they are cached as long as the answer's `Cache-Control: max-age` says. Change it only for tests.",
+  ),
   gcpProject: setting('PATCHBAY_GCP_PROJECT', '', z.string(), 'Google Cloud project id (google mode; required there).'),
   firestoreDatabase: setting('PATCHBAY_FIRESTORE_DATABASE', '(default)', z.string().min(1), 'Firestore database id.'),
   firestoreRoot: setting('PATCHBAY_FIRESTORE_ROOT', 'scopes', z.string().regex(/^[A-Za-z0-9_-]{1,100}$/), 'Top-level Firestore collection of scope heads.'),
@@ -278,8 +360,13 @@ type Table = typeof CONFIG_TABLE;
 export type Settings = { [K in keyof Table]: Table[K]['default'] };
 /** The resolved ack point (`auto` is decided by `loadConfig`, so no module asks which cloud it runs on). */
 export type AckAfter = 'commit' | 'publish';
+/**
+ * The origins that may call the API cross-origin, resolved: `*` (any) or a list (empty: none).
+ * Read by shared/http/cors.ts.
+ */
+export type CorsOrigins = '*' | string[];
 /** The configuration as `loadConfig` returns it: every setting, with `auto` values resolved. */
-export type Config = Omit<Settings, 'ackAfter'> & { ackAfter: AckAfter };
+export type Config = Omit<Settings, 'ackAfter' | 'oidc' | 'corsOrigins'> & { ackAfter: AckAfter; oidc: 'on' | 'off'; corsOrigins: CorsOrigins };
 
 /**
  * The table's rows grouped by the part of the service that reads them; each module's
@@ -288,9 +375,11 @@ export type Config = Omit<Settings, 'ackAfter'> & { ackAfter: AckAfter };
  */
 export const CONFIG_SECTIONS = {
   /** The process: where it listens, which adapters, where embedded data lives, the request log. */
-  server: ['port', 'host', 'mode', 'dataDir', 'corsOrigin', 'logLevel', 'headersTimeoutMs', 'bodyTimeoutMs'],
+  server: ['port', 'host', 'mode', 'dataDir', 'corsOrigins', 'logLevel', 'headersTimeoutMs', 'bodyTimeoutMs'],
   /** Tokens and stream tickets (shared/http/auth.ts). */
   auth: ['jwtSecret', 'tokenTtlSeconds', 'ticketTtlSeconds', 'anonymousAuth'],
+  /** Who may call the internal endpoints: `push`, `sweep`, `bundle` (shared/http/internal-auth.ts). */
+  oidc: ['oidc', 'oidcAudience', 'oidcEmails', 'oidcCertsUrl'],
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
   limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth'],
   /** The write path, the near cache and the outbox (shared/engine/). */
@@ -343,10 +432,11 @@ export type QuotaConfig = Section<'quotas'>;
 export type ColdConfig = Section<'cold'>;
 export type EmbeddedConfig = Section<'embedded'>;
 export type GoogleConfig = Section<'google'>;
+export type OidcConfig = Section<'oidc'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */
-export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrigin' | 'headersTimeoutMs' | 'bodyTimeoutMs'> & Pick<GoogleConfig, 'gcpProject'>;
+export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrigins' | 'headersTimeoutMs' | 'bodyTimeoutMs'> & Pick<GoogleConfig, 'gcpProject'>;
 
 export class ConfigError extends Error {}
 
@@ -373,7 +463,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       if (out[key] === '') problems.push(`${CONFIG_TABLE[key].env} must be set when PATCHBAY_MODE=google`);
     }
   }
+  if (env.PATCHBAY_CORS_ORIGIN !== undefined) problems.push('PATCHBAY_CORS_ORIGIN is now PATCHBAY_CORS_ORIGINS (a list of origins, *, none or auto)');
+  // Secure by default: in google mode the internal endpoints check OIDC tokens, and a deployment
+  // that does not say whose tokens to accept stops here instead of accepting anything.
+  if (out.oidc === 'auto') out.oidc = out.mode === 'google' ? 'on' : 'off';
+  if (out.oidc === 'on') {
+    const why = 'when PATCHBAY_OIDC is on (the default in google mode; set PATCHBAY_OIDC=off only for local development)';
+    if (out.oidcAudience === '') problems.push(`PATCHBAY_OIDC_AUDIENCE must be set ${why}`);
+    if ((out.oidcEmails as string[]).length === 0) problems.push(`PATCHBAY_OIDC_EMAILS must be set ${why}`);
+  }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  if (out.corsOrigins === 'auto') out.corsOrigins = out.mode === 'google' ? [] : '*';
+  if (out.corsOrigins === 'none') out.corsOrigins = [];
   // PATCHBAY_ACK_AFTER=auto: `publish` on Google, where Cloud Functions and Cloud Run throttle an
   // instance's CPU once it has answered; `commit` elsewhere.
   if (out.ackAfter === 'auto') out.ackAfter = out.mode === 'google' ? 'publish' : 'commit';

@@ -14,6 +14,8 @@ const GOOGLE = {
   UPSTASH_REDIS_REST_URL: 'http://r',
   UPSTASH_REDIS_REST_TOKEN: 't',
   PATCHBAY_JWT_SECRET: 's'.repeat(32),
+  PATCHBAY_OIDC_AUDIENCE: 'https://europe-west1-p.cloudfunctions.net',
+  PATCHBAY_OIDC_EMAILS: 'pusher@p.iam.gserviceaccount.com',
 };
 
 describe('config', () => {
@@ -83,7 +85,68 @@ describe('config', () => {
 describe('google mode', () => {
   it('names every required setting that is missing', () => {
     expect(() => loadConfig({ PATCHBAY_MODE: 'google' })).toThrow(
-      /PATCHBAY_GCP_PROJECT[\s\S]*PATCHBAY_BUCKET[\s\S]*UPSTASH_REDIS_REST_URL[\s\S]*UPSTASH_REDIS_REST_TOKEN[\s\S]*PATCHBAY_JWT_SECRET/,
+      /PATCHBAY_GCP_PROJECT[\s\S]*PATCHBAY_BUCKET[\s\S]*UPSTASH_REDIS_REST_URL[\s\S]*UPSTASH_REDIS_REST_TOKEN[\s\S]*PATCHBAY_JWT_SECRET[\s\S]*PATCHBAY_OIDC_AUDIENCE[\s\S]*PATCHBAY_OIDC_EMAILS/,
     );
+  });
+});
+
+describe('OIDC checks of the internal endpoints', () => {
+  const { PATCHBAY_OIDC_AUDIENCE: _a, PATCHBAY_OIDC_EMAILS: _e, ...bare } = GOOGLE;
+  const BASE = 'https://europe-west1-p.cloudfunctions.net';
+
+  it('are on in google mode, and a deployment that names no audience or allow-list does not start', () => {
+    expect(() => loadConfig(bare)).toThrow(ConfigError);
+    expect(() => loadConfig(bare)).toThrow(/PATCHBAY_OIDC_AUDIENCE[\s\S]*PATCHBAY_OIDC_EMAILS/);
+    expect(() => loadConfig({ ...bare, PATCHBAY_OIDC_AUDIENCE: BASE })).toThrow(/PATCHBAY_OIDC_EMAILS/);
+    const c = loadConfig({
+      ...bare,
+      PATCHBAY_OIDC_AUDIENCE: `${BASE}/`,
+      PATCHBAY_OIDC_EMAILS: ' Pusher@p.iam.gserviceaccount.com, scheduler@p.iam.gserviceaccount.com ',
+    });
+    expect(c).toMatchObject({ oidc: 'on', oidcAudience: BASE, oidcEmails: ['pusher@p.iam.gserviceaccount.com', 'scheduler@p.iam.gserviceaccount.com'] });
+    expect(loadConfig({ ...bare, PATCHBAY_OIDC: 'off' }).oidc).toBe('off');
+  });
+
+  it('are off in embedded mode unless turned on, and then need their settings too', () => {
+    expect(loadConfig({}).oidc).toBe('off');
+    expect(() => loadConfig({ PATCHBAY_OIDC: 'on' })).toThrow(/PATCHBAY_OIDC_AUDIENCE/);
+  });
+
+  it('refuse bad values, naming the variable', () => {
+    expect(() => loadConfig({ PATCHBAY_OIDC: 'maybe' })).toThrow(/PATCHBAY_OIDC=/);
+    expect(() => loadConfig({ PATCHBAY_OIDC_EMAILS: 'pusher, @x' })).toThrow(/PATCHBAY_OIDC_EMAILS/);
+    expect(() => loadConfig({ PATCHBAY_OIDC_AUDIENCE: 'https://x.example/?a=1' })).toThrow(/PATCHBAY_OIDC_AUDIENCE/);
+    expect(() => loadConfig({ PATCHBAY_OIDC_AUDIENCE: 'not a url' })).toThrow(/PATCHBAY_OIDC_AUDIENCE/);
+    expect(() => loadConfig({ PATCHBAY_OIDC_CERTS_URL: 'ftp://x' })).toThrow(/PATCHBAY_OIDC_CERTS_URL/);
+  });
+});
+
+describe('CORS origins', () => {
+  it('default to * in embedded mode and to none in google mode', () => {
+    expect(loadConfig({}).corsOrigins).toBe('*');
+    expect(loadConfig(GOOGLE).corsOrigins).toEqual([]);
+    expect(loadConfig({ ...GOOGLE, PATCHBAY_CORS_ORIGINS: '*' }).corsOrigins).toBe('*');
+    expect(loadConfig({ PATCHBAY_CORS_ORIGINS: 'none' }).corsOrigins).toEqual([]);
+  });
+
+  it('read a list of origins, and refuse anything that is not an origin', () => {
+    expect(loadConfig({ PATCHBAY_CORS_ORIGINS: 'https://app.example.com, http://localhost:5173' }).corsOrigins).toEqual([
+      'https://app.example.com',
+      'http://localhost:5173',
+    ]);
+    for (const bad of [
+      'https://app.example.com/',
+      'app.example.com',
+      'https://a.example.com/path',
+      'https://A.example.com',
+      'https://a.example.com:443',
+      'ftp://a.example.com',
+    ]) {
+      expect(() => loadConfig({ PATCHBAY_CORS_ORIGINS: bad }), bad).toThrow(/PATCHBAY_CORS_ORIGINS/);
+    }
+  });
+
+  it('name the old PATCHBAY_CORS_ORIGIN instead of ignoring it', () => {
+    expect(() => loadConfig({ PATCHBAY_CORS_ORIGIN: '*' })).toThrow(/PATCHBAY_CORS_ORIGIN is now PATCHBAY_CORS_ORIGINS/);
   });
 });

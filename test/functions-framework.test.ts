@@ -3,10 +3,13 @@
  * dist/functions/index.js, over a real socket, keeps the v1 contract (BRIEF §3): every response
  * our handler would give on a plain http.Server, including our error envelope for bodies the
  * framework has already parsed (it keeps the bytes in `req.rawBody`, which the handler must use),
- * and one JSON request-log line with a `severity` per request.
+ * and one JSON request-log line with a `severity` per request. The scheduled functions `sweep`
+ * and `bundle` answer only a caller with a Google-signed OIDC token for them (keys generated here,
+ * test/helpers/oidc.ts), and do nothing for anyone else.
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type OidcIssuer, SERVICE_ACCOUNT, startOidcIssuer } from './helpers/oidc.js';
 import { freePort, spawnService, waitForPort } from './helpers/proc.js';
 import { type Client, newClient, request, tempDir } from './helpers/server.js';
 
@@ -22,11 +25,11 @@ interface Framework {
 
 const started: Framework[] = [];
 
-/** Starts `functions-framework --target=api` on a free port, as Cloud Functions runs it (NODE_ENV=production). */
-async function startFramework(env: Record<string, string>): Promise<Framework> {
+/** Starts `functions-framework --target=<target>` on a free port, as Cloud Functions runs it (NODE_ENV=production). */
+async function startFramework(env: Record<string, string>, target = 'api'): Promise<Framework> {
   const port = await freePort();
   const dataDir = tempDir('patchbay-ff-');
-  const svc = spawnService(process.execPath, [MAIN, '--target=api', '--source=dist/functions/index.js', `--port=${port}`], {
+  const svc = spawnService(process.execPath, [MAIN, `--target=${target}`, '--source=dist/functions/index.js', `--port=${port}`], {
     NODE_ENV: 'production',
     PATCHBAY_DATA_DIR: dataDir,
     ...env,
@@ -256,6 +259,46 @@ describe('the request log under the Functions Framework', () => {
   });
 });
 
+describe('the scheduled functions with OIDC checks on', () => {
+  const BASE = 'https://europe-west1-demo-patchbay.cloudfunctions.net';
+  let issuer: OidcIssuer;
+  const env = (): Record<string, string> => ({
+    PATCHBAY_LOG: 'info',
+    PATCHBAY_OIDC: 'on',
+    PATCHBAY_OIDC_AUDIENCE: BASE,
+    PATCHBAY_OIDC_EMAILS: SERVICE_ACCOUNT,
+    PATCHBAY_OIDC_CERTS_URL: issuer.certsUrl,
+  });
+  beforeAll(async () => {
+    issuer = await startOidcIssuer();
+  });
+  afterAll(async () => {
+    await issuer.close();
+  });
+
+  it.each(['sweep', 'bundle'])('%s runs for a token issued for it, and refuses other callers with 401, logged at WARNING', async (target) => {
+    const ff = await startFramework(env(), target);
+    const call = (token?: string) => request(ff.url, 'POST', '/', { token });
+    const ok = await call(await issuer.token(`${BASE}/${target}`));
+    expect(ok.status).toBe(200);
+    expect(ok.json).toEqual(target === 'sweep' ? { published: 0 } : expect.objectContaining({ failed: [] }));
+    const other = target === 'sweep' ? 'bundle' : 'sweep';
+    for (const token of [undefined, await issuer.token(`${BASE}/${other}`), await issuer.token(`${BASE}/${target}`, { forged: true })]) {
+      const res = await call(token);
+      expect(res.status).toBe(401);
+      expect(res.json.error.code).toBe('unauthorized');
+    }
+    const deadline = Date.now() + 10_000;
+    const refusals = () => ff.lines.filter((l) => l.includes('"status":401'));
+    while (refusals().length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(refusals().map((l) => JSON.parse(l))).toEqual([
+      expect.objectContaining({ severity: 'WARNING', route: target, reason: 'no token' }),
+      expect.objectContaining({ severity: 'WARNING', route: target, reason: 'wrong audience' }),
+      expect.objectContaining({ severity: 'WARNING', route: target, reason: 'bad signature' }),
+    ]);
+  });
+});
+
 describe('configuration at cold start', () => {
   it('stops the instance at once, naming every missing Google setting', async () => {
     const { spawnSync } = await import('node:child_process');
@@ -265,7 +308,8 @@ describe('configuration at cold start', () => {
       timeout: 30_000,
     });
     expect(r.status).not.toBe(0);
-    for (const name of ['PATCHBAY_GCP_PROJECT', 'PATCHBAY_BUCKET', 'UPSTASH_REDIS_REST_URL', 'UPSTASH_REDIS_REST_TOKEN', 'PATCHBAY_JWT_SECRET']) {
+    const names = ['PATCHBAY_GCP_PROJECT', 'PATCHBAY_BUCKET', 'UPSTASH_REDIS_REST_URL', 'UPSTASH_REDIS_REST_TOKEN', 'PATCHBAY_JWT_SECRET'];
+    for (const name of [...names, 'PATCHBAY_OIDC_AUDIENCE', 'PATCHBAY_OIDC_EMAILS']) {
       expect(r.stderr + r.stdout).toContain(name);
     }
   });

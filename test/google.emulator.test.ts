@@ -8,8 +8,6 @@
  * - guarantee 1: a commit whose acknowledgement was lost, retried, is applied once.
  */
 import { randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { PubSub } from '@google-cloud/pubsub';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
@@ -19,7 +17,7 @@ import { limitsContract } from './contract/limits.js';
 import { sseContract } from './contract/sse.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
 import { skipWithout } from './helpers/proc.js';
-import { request, startServer, type TestServer } from './helpers/server.js';
+import { request, serveHandler, startServer } from './helpers/server.js';
 import { wrap } from './helpers/wrap.js';
 
 const skip = skipWithout('gcloud', 'the Firestore and Pub/Sub emulators') || skipWithout('redis-server');
@@ -30,19 +28,6 @@ async function waitFor(pred: () => boolean, what: string, timeoutMs = 30_000): P
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/** Serves `srv`'s push function on a real socket; returns its URL and a closer. */
-async function servePush(srv: TestServer): Promise<{ url: string; close: () => void }> {
-  const server: Server = createServer((req, res) => void srv.app.push(req, res));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () => {
-      server.closeAllConnections();
-      server.close();
-    },
-  };
 }
 
 /** A push subscription on the scope's topic, with message ordering, as a deployment would create it. */
@@ -100,7 +85,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
           },
         },
       });
-      const push = await servePush(srv);
+      const push = await serveHandler(srv.app.push);
       const unsubscribe = await pushSubscription(stack, cfg.pubsubTopic as string, `push-${cfg.firestoreRoot}`, `${push.url}/push/recorder`);
       try {
         const alice = await srv.client();
@@ -143,7 +128,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
       });
       const seen: PatchEvent[] = [];
       const b = await startServer(cfg, undefined, { consumers: { recorder: async (e) => void seen.push(e) } });
-      const push = await servePush(b);
+      const push = await serveHandler(b.app.push);
       const unsubscribe = await pushSubscription(stack, cfg.pubsubTopic as string, `push-${cfg.firestoreRoot}`, `${push.url}/push/recorder`);
       try {
         const alice = await a.client();

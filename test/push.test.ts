@@ -5,15 +5,13 @@
  * gets a non-2xx so Pub/Sub redelivers, and the redelivery resumes where it stopped; a body that is
  * not a push delivery is refused and changes nothing.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type App, createApp } from '../shared/app.js';
 import type { PatchEvent } from '../shared/protocol.js';
-import { request, testConfig } from './helpers/server.js';
+import { request, serveHandler, testConfig } from './helpers/server.js';
 
 let app: App;
-let server: Server;
+let close: () => void;
 let url: string;
 const seen: Array<[string, number]> = [];
 let failAt: number | null = null;
@@ -31,13 +29,10 @@ beforeAll(async () => {
       },
     },
   });
-  server = createServer((req, res) => void app.push(req, res));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  ({ url, close } = await serveHandler(app.push));
 });
 afterAll(async () => {
-  server.closeAllConnections();
-  server.close();
+  close();
   await app.close();
 });
 

@@ -108,6 +108,8 @@ async function main(): Promise<void> {
       PUBSUB_EMULATOR_HOST: pubsub.host,
       STORAGE_EMULATOR_HOST: gcs.url,
       METADATA_SERVER_DETECTION: 'none',
+      // No OIDC checks on the internal endpoints: the Pub/Sub emulator sends no token.
+      PATCHBAY_OIDC: 'off',
     };
     const env = { ...process.env, ...stack };
     // For the operator CLI (and other tools) against this stack: `set -a; . <dir>/cli.env`.

@@ -3,7 +3,7 @@
  * the Cloud Function (functions/index.ts, via the Functions Framework, whose Express request
  * carries `rawBody`) and what `npm start` serves with a plain `http.Server`.
  *
- * This module is the request's frame: CORS and the preflight, routing (router.ts over the route
+ * This module is the request's frame: CORS and the preflight (cors.ts), routing (router.ts over the route
  * table in routes/), the error response and the request log (respond.ts). Every response is JSON
  * (or SSE / NDJSON where the contract says so); every error body is `{"error": {"code",
  * "message", ...}}`, its status taken from the error table in errors.ts.
@@ -11,6 +11,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PatchbayError } from '../errors.js';
 import type { Ctx, HandlerDeps } from './context.js';
+import { answerPreflight, setCorsHeaders } from './cors.js';
 import { begin, logRequest, sendError } from './respond.js';
 import { createRouter, requestUrl } from './router.js';
 import { ROUTES } from './routes/index.js';
@@ -29,18 +30,10 @@ export function createHandler(deps: HandlerDeps): Handler {
     let routeName = 'unmatched';
     let status: number | undefined;
     let shed = false;
-    if (config.corsOrigin !== '') {
-      res.setHeader('access-control-allow-origin', config.corsOrigin);
-      res.setHeader('access-control-expose-headers', 'ETag, Location, Retry-After, X-Request-Id');
-    }
+    const corsAllowed = setCorsHeaders(req, res, config.corsOrigins);
     try {
       if (req.method === 'OPTIONS') {
-        res.writeHead(204, {
-          'access-control-allow-methods': 'GET, POST, OPTIONS',
-          'access-control-allow-headers': 'Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id',
-          'access-control-max-age': '600',
-        });
-        res.end();
+        answerPreflight(res, corsAllowed);
         return;
       }
       ctx.url = requestUrl(req.url);

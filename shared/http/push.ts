@@ -7,7 +7,9 @@
  * redelivered later (a failed handler, a gap the log cannot fill yet). A body that is not a push
  * delivery at all is 400: with a dead-letter topic on the subscription it ends there.
  * Callers are authenticated by the platform (push subscription with a service account, function
- * deployed without unauthenticated access); see docs/deploy.md.
+ * deployed without unauthenticated access; see docs/deploy.md) and, with PATCHBAY_OIDC on, again
+ * here by their OIDC token (internal-auth.ts), before the body is read: a refused delivery is
+ * 401 and handles nothing, so the consumer's cursor does not move.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
@@ -17,6 +19,7 @@ import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type PatchEvent, patchSchema, SCOPE_ID } from '../protocol.js';
 import { type BodyRequest, readJson } from './body.js';
+import { type InternalAuth, refusalFields } from './internal-auth.js';
 import { begin, logRequest, sendError } from './respond.js';
 import { requestUrl } from './router.js';
 
@@ -63,7 +66,7 @@ export function decodePush(body: unknown): PatchEvent {
 }
 
 /** `POST /<consumer>` (or `/push/<consumer>`): one push delivery for that consumer. */
-export function createPushHandler(consumers: Consumer[], logger: Logger, config: Config) {
+export function createPushHandler(consumers: Consumer[], internal: InternalAuth, logger: Logger, config: Config) {
   const byName = new Map(consumers.map((c) => [c.name, c]));
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const x = begin(req, res, config, logger);
@@ -72,6 +75,7 @@ export function createPushHandler(consumers: Consumer[], logger: Logger, config:
     let entry: Record<string, unknown> = {};
     try {
       name = /^\/(?:push\/)?([A-Za-z0-9_.-]+)\/?$/.exec(requestUrl(req.url).pathname)?.[1];
+      await internal.check(req, `push/${name ?? ''}`);
       if (req.method !== 'POST') throw new PatchbayError('method_not_allowed', 'push deliveries are POSTs', { allow: ['POST'] });
       const consumer = name === undefined ? undefined : byName.get(name);
       if (!consumer) throw new PatchbayError('not_found', `no consumer named ${name}`);
@@ -82,6 +86,7 @@ export function createPushHandler(consumers: Consumer[], logger: Logger, config:
       res.end();
     } catch (err) {
       status = await sendError(x, err, { route: 'push', consumer: name });
+      entry = { ...entry, ...refusalFields(err) };
     } finally {
       logRequest(x, status, { message: `push ${name} ${status}`, route: 'push', consumer: name, ...entry });
     }

@@ -55,6 +55,8 @@ export async function startGoogleStack(): Promise<GoogleStack> {
         upstashToken: token,
         cachePrefix: `pb:${ns}:`,
         jwtSecret: 'test-secret-test-secret-test-secret!!',
+        // The Pub/Sub emulator sends no OIDC token with its pushes (test/oidc.test.ts checks the tokens).
+        oidc: 'off',
       }),
       stop,
     };

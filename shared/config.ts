@@ -32,7 +32,7 @@ const rate = z.union([
 ]);
 
 function validTrust(v: string): boolean {
-  if (v === '' || /^[0-9]{1,2}$/.test(v)) return true;
+  if (v === '' || v === 'auto' || /^[0-9]{1,2}$/.test(v)) return true;
   try {
     proxyaddr.compile(v.split(',').map((p) => p.trim()));
     return true;
@@ -196,9 +196,9 @@ export const CONFIG_TABLE = {
   sseMaxPerInstance: setting('PATCHBAY_SSE_MAX_PER_INSTANCE', 1000, int(0), 'Most concurrent SSE streams one instance serves (503 `unavailable`; 0: no cap).'),
   trustProxy: setting(
     'PATCHBAY_TRUST_PROXY',
-    '',
-    z.string().refine(validTrust, 'must be empty, a hop count, or addresses and subnets (loopback, 10.0.0.0/8, ...)'),
-    'Which proxies may name the client address in `X-Forwarded-For`: empty (none: the socket address counts), a hop count (`1` directly on Cloud Run or Cloud Functions, `2` behind a Google load balancer), or addresses and subnets (`loopback`, `10.0.0.0/8`, ...; the `proxy-addr` syntax).',
+    'auto',
+    z.string().refine(validTrust, 'must be auto, empty, a hop count, or addresses and subnets (loopback, 10.0.0.0/8, ...)'),
+    'Which proxies may name the client address in `X-Forwarded-For`: `auto` (`1` in google mode, where Cloud Run and Cloud Functions put one Google front end before the service and its socket address is the same for every client; empty in embedded mode), empty (none: the socket address counts), a hop count (`1` directly on Cloud Run or Cloud Functions, `2` behind a Google load balancer), or addresses and subnets (`loopback`, `10.0.0.0/8`, ...; the `proxy-addr` syntax).',
   ),
   limitsPrefix: setting(
     'PATCHBAY_LIMITS_PREFIX',
@@ -473,6 +473,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     if ((out.oidcEmails as string[]).length === 0) problems.push(`PATCHBAY_OIDC_EMAILS must be set ${why}`);
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  if (out.trustProxy === 'auto') out.trustProxy = out.mode === 'google' ? '1' : '';
   if (out.corsOrigins === 'auto') out.corsOrigins = out.mode === 'google' ? [] : '*';
   if (out.corsOrigins === 'none') out.corsOrigins = [];
   // PATCHBAY_ACK_AFTER=auto: `publish` on Google, where Cloud Functions and Cloud Run throttle an

@@ -72,6 +72,9 @@ describe('config', () => {
     for (const bad of ['0/1s', '5', '5/1d', '5/s', '-1/1s']) expect(() => loadConfig({ PATCHBAY_RATE_WRITE: bad })).toThrow(/PATCHBAY_RATE_WRITE/);
     expect(loadConfig({ PATCHBAY_TRUST_PROXY: 'loopback, 10.0.0.0/8' }).trustProxy).toBe('loopback, 10.0.0.0/8');
     expect(loadConfig({ PATCHBAY_TRUST_PROXY: '2' }).trustProxy).toBe('2');
+    // auto: one Google front end in google mode (every socket address is Google's), none embedded.
+    expect(loadConfig({ ...GOOGLE }).trustProxy).toBe('1');
+    expect(loadConfig({}).trustProxy).toBe('');
     expect(() => loadConfig({ PATCHBAY_TRUST_PROXY: 'everyone' })).toThrow(/PATCHBAY_TRUST_PROXY/);
     expect(() => loadConfig({ PATCHBAY_LIMITS: 'maybe' })).toThrow(/PATCHBAY_LIMITS/);
   });

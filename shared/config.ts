@@ -386,7 +386,7 @@ export const CONFIG_SECTIONS = {
   engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
   quotas: ['limits', 'rateSignIn', 'rateCreate', 'rateWrite', 'quotaScopes', 'quotaBytes', 'sseMaxPerUser', 'sseMaxPerInstance', 'trustProxy', 'limitsPrefix'],
-  /** Live streams (shared/http/handler.ts). */
+  /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
   cold: [

@@ -28,7 +28,7 @@ const jsonValue: z.ZodType<Json> = z.json() as unknown as z.ZodType<Json>;
 // so what is hashed, stored, streamed and served as history is the canonical patch: a retry that
 // differs only in ignored members is the same patch. A defined member of the wrong type is still
 // refused, and a member named `__proto__` anywhere in a body is refused before this schema runs
-// (shared/http/handler.ts). The request envelope around the patch stays strict.
+// (shared/http/body.ts). The request envelope around the patch stays strict.
 const valueOp = z.object({ op: z.enum(['add', 'replace', 'test']), path: pointer, value: jsonValue });
 const removeOp = z.object({ op: z.literal('remove'), path: pointer });
 const fromOp = z.object({ op: z.enum(['move', 'copy']), path: pointer, from: pointer });

@@ -45,7 +45,7 @@
  * metadata that points at them, each by rename, so a killed server restarts with whole objects;
  * unreferenced blobs are removed at start.
  *
- * Run it: `node dist/infra/gcs-server.js [--port 4443] [--host 127.0.0.1] [--dir DIR] [--bucket NAME]...`
+ * Run it: `node dist/infra/local/gcs-server.js [--port 4443] [--host 127.0.0.1] [--dir DIR] [--bucket NAME]...`
  * (or GCS_SERVER_PORT, GCS_SERVER_HOST, GCS_SERVER_DIR, GCS_SERVER_BUCKETS=a,b). It prints its url
  * on the first line; then point clients at it with STORAGE_EMULATOR_HOST=<url>.
  */
@@ -890,7 +890,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
   };
 }
 
-/** `node dist/infra/gcs-server.js [--port N] [--host H] [--dir DIR] [--bucket NAME]...` */
+/** `node dist/infra/local/gcs-server.js [--port N] [--host H] [--dir DIR] [--bucket NAME]...` */
 async function main(): Promise<void> {
   const env = process.env;
   const { values } = parseArgs({

@@ -24,7 +24,7 @@
  * commands that would change the state of the one shared connection (SELECT, MULTI, WATCH, ...).
  * Blocking commands (BLPOP...) work but hold that connection, and so every other request, while they wait.
  *
- * Run it: `node dist/infra/upstash-gateway.js --redis-url redis://127.0.0.1:6379 --port 8079 --token dev-token`
+ * Run it: `node dist/infra/local/upstash-gateway.js --redis-url redis://127.0.0.1:6379 --port 8079 --token dev-token`
  * (or UPSTASH_GATEWAY_REDIS_URL, UPSTASH_GATEWAY_PORT, UPSTASH_GATEWAY_HOST, UPSTASH_REDIS_REST_TOKEN).
  */
 import { timingSafeEqual } from 'node:crypto';
@@ -286,7 +286,7 @@ export async function startUpstashGateway(opts: GatewayOptions): Promise<Gateway
   };
 }
 
-/** `node dist/infra/upstash-gateway.js [--redis-url URL] [--port N] [--host H] [--token T]` */
+/** `node dist/infra/local/upstash-gateway.js [--redis-url URL] [--port N] [--host H] [--token T]` */
 async function main(): Promise<void> {
   const env = process.env;
   const { values } = parseArgs({

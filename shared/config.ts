@@ -180,12 +180,18 @@ export const CONFIG_TABLE = {
     rate,
     'Patches per user, as `<tokens>/<window>` (`100/5s`: bursts of 100, 20 per second sustained). 429 `rate_limited`.',
   ),
+  rateWriteKiB: setting(
+    'PATCHBAY_RATE_WRITE_KIB',
+    { tokens: 8192, windowMs: 60_000 },
+    rate,
+    "Bytes of patches per user, in KiB, as `<tokens>/<window>` (`8192/1m`: bursts of 8 MiB, 8 MiB a minute sustained, about 136 KiB/s). Each patch takes its JSON size in KiB, rounded up (at least 1; a patch above the burst takes the whole burst). It bounds how fast one user fills the log, which the bytes quota does not (replacing a value keeps the state's size). 429 `rate_limited`.",
+  ),
   quotaScopes: setting('PATCHBAY_QUOTA_SCOPES', 1000, int(0), 'Most scopes one user may own (403 `quota_exceeded`; 0: no quota).'),
   quotaBytes: setting(
     'PATCHBAY_QUOTA_BYTES',
     64 * 1024 * KiB,
     int(0),
-    "Most bytes of state (JSON text, summed over the scopes a user owns) before the user's creates and patches are refused (403 `quota_exceeded`; 0: no quota).",
+    "Most bytes of state (JSON text, summed over the scopes a user owns) before the user's creates and patches are refused (403 `quota_exceeded`; 0: no quota). Patches of only `remove` and `test` operations are still accepted, so a user over it can shrink their scopes.",
   ),
   sseMaxPerUser: setting(
     'PATCHBAY_SSE_MAX_PER_USER',
@@ -385,7 +391,19 @@ export const CONFIG_SECTIONS = {
   /** The write path, the near cache and the outbox (shared/engine/). */
   engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
-  quotas: ['limits', 'rateSignIn', 'rateCreate', 'rateWrite', 'quotaScopes', 'quotaBytes', 'sseMaxPerUser', 'sseMaxPerInstance', 'trustProxy', 'limitsPrefix'],
+  quotas: [
+    'limits',
+    'rateSignIn',
+    'rateCreate',
+    'rateWrite',
+    'rateWriteKiB',
+    'quotaScopes',
+    'quotaBytes',
+    'sseMaxPerUser',
+    'sseMaxPerInstance',
+    'trustProxy',
+    'limitsPrefix',
+  ],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */

@@ -40,7 +40,8 @@ export const ERROR_CODES = {
   rate_limited: 429,
   /**
    * A per-user quota is used up (`quota`: `scopes` or `bytes`, `max`, `actual`); nothing was done.
-   * Waiting does not help: it lasts until the user stores less or the quota is raised.
+   * Waiting does not help: it lasts until the quota is raised or the user stores less, which a
+   * user over the bytes quota can do: patches of only `remove` and `test` operations are accepted.
    */
   quota_exceeded: 403,
   /** A dependency (ledger, cache, bus) failed; the request may be retried. */

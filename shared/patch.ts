@@ -25,8 +25,17 @@ export function parsePointer(pointer: string): string[] {
 
 type Limits = Pick<Config, 'maxOps' | 'maxPatchBytes' | 'maxPathDepth' | 'maxValueDepth'>;
 
-/** Checks a schema-valid patch against the limits and the forbidden segments; throws a coded error. */
-export function checkPatch(patch: Patch, limits: Limits): void {
+/** A patch that passed `checkPatch`, and its JSON size in bytes (what `Writer.submit` takes as proof). */
+export interface CheckedPatch {
+  readonly patch: Patch;
+  readonly bytes: number;
+}
+
+/**
+ * Checks a schema-valid patch against the limits and the forbidden segments; throws a coded error.
+ * Returns the patch with its JSON size in bytes.
+ */
+export function checkPatch(patch: Patch, limits: Limits): CheckedPatch {
   if (patch.length > limits.maxOps) {
     throw new PatchbayError('too_large', `a patch may have at most ${limits.maxOps} operations`, {
       limit: 'maxOps',
@@ -64,6 +73,12 @@ export function checkPatch(patch: Patch, limits: Limits): void {
     }
     if ('value' in op) checkValueDepth(op.value, limits.maxValueDepth, i);
   });
+  return { patch, bytes };
+}
+
+/** Whether a patch cannot grow a state: it has only `remove` and `test` operations (or none). */
+export function cannotGrow(patch: Patch): boolean {
+  return patch.every((op) => op.op === 'remove' || op.op === 'test');
 }
 
 export function checkValueDepth(value: unknown, max: number, op?: number): void {

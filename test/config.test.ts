@@ -67,6 +67,7 @@ describe('config', () => {
 
   it('reads rate rules as <tokens>/<window> and trusted proxies, and refuses bad ones', () => {
     expect(loadConfig({}).rateWrite).toEqual({ tokens: 100, windowMs: 5000 });
+    expect(loadConfig({}).rateWriteKiB).toEqual({ tokens: 8192, windowMs: 60_000 }); // 8 MiB bursts, 8 MiB a minute
     expect(loadConfig({ PATCHBAY_RATE_SIGNIN: '5/2h' }).rateSignIn).toEqual({ tokens: 5, windowMs: 7_200_000 });
     expect(loadConfig({ PATCHBAY_RATE_WRITE: '1/250ms' }).rateWrite).toEqual({ tokens: 1, windowMs: 250 });
     for (const bad of ['0/1s', '5', '5/1d', '5/s', '-1/1s']) expect(() => loadConfig({ PATCHBAY_RATE_WRITE: bad })).toThrow(/PATCHBAY_RATE_WRITE/);

@@ -372,7 +372,11 @@ describe('auth and health', () => {
       expectError(await at(limited.url, 'POST', '/v1/scopes', { body: {}, token: u }), 403, 'quota_exceeded');
       expectError(await at(limited.url, 'POST', '/v1/scopes', { body: {}, token: u }), 429, 'rate_limited');
       const idV = (await at(limited.url, 'POST', '/v1/scopes', { body: {}, token: v })).json.id as string;
-      expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id, body: { patch: [] }, token: u }), 403, 'quota_exceeded');
+      expectError(
+        await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id, body: { patch: [{ op: 'add', path: '/b', value: 1 }] }, token: u }),
+        403,
+        'quota_exceeded',
+      );
       expect((await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v })).status).toBe(200);
       expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v }), 429, 'rate_limited');
       await hold(limited.url, v, idV);

@@ -1,9 +1,11 @@
 /**
  * The Upstash limit store on a real redis-server behind the Upstash REST gateway, driven by the
  * real `@upstash/redis` and `@upstash/ratelimit`: it passes the LimitStore conformance suite, and
- * two instances (two clients, as two Cloud Run instances would have) share every counter.
+ * two instances (two clients, as two Cloud Run instances would have) share every counter; an
+ * instance remembers at most `blockedCacheMax` blocked keys.
  */
 import { randomUUID } from 'node:crypto';
+import { Redis } from '@upstash/redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpstashLimits } from '../shared/adapters/google/upstash-limits.js';
 import { limitsConformance } from './conformance/limits.js';
@@ -16,7 +18,8 @@ describe.skipIf(noRedis())('Upstash limit store (redis-server + gateway)', () =>
   });
   afterAll(() => stack?.stop());
 
-  const make = (prefix: string, rules = {}) => new UpstashLimits({ url: stack.gatewayUrl, token: stack.token }, { prefix, rules });
+  const make = (prefix: string, rules = {}, blockedCacheMax?: number) =>
+    new UpstashLimits({ url: stack.gatewayUrl, token: stack.token }, { prefix, rules, blockedCacheMax });
 
   limitsConformance('UpstashLimits', async (rules) => make(`conf-${randomUUID().slice(0, 8)}:`, rules));
 
@@ -33,5 +36,20 @@ describe.skipIf(noRedis())('Upstash limit store (redis-server + gateway)', () =>
     expect(await b.acquire('user', 1, 60_000)).toBeNull();
     await b.release('user', slot as string);
     expect(await b.acquire('user', 1, 60_000)).not.toBeNull();
+  });
+
+  it('remembers at most blockedCacheMax blocked keys, the latest ones', async () => {
+    const prefix = `blocked-${randomUUID().slice(0, 8)}:`;
+    const s = make(prefix, { a: { tokens: 1, windowMs: 60_000 } }, 2);
+    const keys = ['k1', 'k2', 'k3'];
+    for (const k of keys) {
+      expect((await s.take('a', k)).ok).toBe(true);
+      expect((await s.take('a', k)).ok).toBe(false); // blocked, remembered here
+    }
+    // Refill every bucket in Redis: a key still remembered as blocked is refused without asking.
+    const redis = new Redis({ url: stack.gatewayUrl, token: stack.token, enableTelemetry: false });
+    await redis.del(...keys.map((k) => `${prefix}rate:a:${k}`));
+    expect((await s.take('a', 'k1')).ok).toBe(true); // forgotten (oldest past 2): Redis answered
+    expect((await s.take('a', 'k3')).ok).toBe(false); // still remembered until its refill
   });
 });

@@ -18,9 +18,9 @@ import { createHash } from 'node:crypto';
 import type { Config } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import { jsonHeapBytes } from '../json.js';
-import { checkPatch } from '../patch.js';
+import { type CheckedPatch, checkPatch } from '../patch.js';
 import type { Adapters, Head, TxView } from '../ports/index.js';
-import type { PatchRecord, PatchRequest } from '../protocol.js';
+import type { Patch, PatchRecord, PatchRequest } from '../protocol.js';
 import { AfterCommit } from './after-commit.js';
 import { type Ack, type CommitRules, type Decision, decide, type Outcome, type Pending } from './decide.js';
 import type { NearCache } from './near-cache.js';
@@ -55,12 +55,18 @@ export class Writer {
     });
   }
 
+  /** Checks a patch against the limits (shared/patch.ts `checkPatch`), with this writer's config. */
+  check(patch: Patch): CheckedPatch {
+    return checkPatch(patch, this.config);
+  }
+
   /**
    * Queues a patch for the scope and resolves with its ack once it is committed (and, with
-   * PATCHBAY_ACK_AFTER=publish, published).
+   * PATCHBAY_ACK_AFTER=publish, published). `checked`: what `check` answered for this very patch
+   * (the same array), so it is not checked twice.
    */
-  submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
-    checkPatch(req.patch, this.config);
+  submit(id: string, user: string, req: PatchRequest, checked?: CheckedPatch): Promise<Ack> {
+    if (checked?.patch !== req.patch) this.check(req.patch);
     const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
     const ack = this.queues.push(id, { req, user, hash });
     // With PATCHBAY_ACK_AFTER=publish the ack also waits for the publish (not the cache put); the

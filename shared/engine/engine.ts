@@ -13,8 +13,9 @@ import { randomUUID } from 'node:crypto';
 import { ColdStore } from '../cold/store.js';
 import type { EngineConfig } from '../config.js';
 import type { Json } from '../json.js';
+import type { CheckedPatch } from '../patch.js';
 import type { Adapters, Head } from '../ports/index.js';
-import type { CreateScopeRequest, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
+import type { CreateScopeRequest, Patch, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
 import { Writer } from './commit.js';
 import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES } from './decide.js';
 import { NearCache } from './near-cache.js';
@@ -99,10 +100,19 @@ export class Engine {
    * Queues a patch for the scope and resolves with its ack once it is committed (and, with
    * PATCHBAY_ACK_AFTER=publish, published). Requests to one scope are committed in
    * groups, in arrival order; the cache put and the publish follow the commit
-   * (shared/engine/commit.ts).
+   * (shared/engine/commit.ts). `checked`: what `check` answered for this patch, if called.
    */
-  submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
-    return this.writer.submit(id, user, req);
+  submit(id: string, user: string, req: PatchRequest, checked?: CheckedPatch): Promise<Ack> {
+    return this.writer.submit(id, user, req, checked);
+  }
+
+  /**
+   * Checks a patch against the limits (413 `too_large`, 400 for a forbidden segment) and returns
+   * it with its JSON size: for a caller that must refuse an oversize patch before spending on it
+   * (rate tokens), and then passes the answer to `submit`, which does not check again.
+   */
+  check(patch: Patch): CheckedPatch {
+    return this.writer.check(patch);
   }
 
   /** The state at exactly `ii` (not past head); must not be mutated (shared/engine/read.ts). */

@@ -1,16 +1,19 @@
 /**
  * What a request may do, by the numbers: rate limits, per-user quotas and stream caps, as a few
- * calls the routes make before they act (`await limits.write(user)`) and after they commit
- * (`limits.stored(owner, delta)`). The counters live in a LimitStore (shared/ports/limits.ts).
+ * calls the routes make before they act (`await limits.write(user, patchBytes)`) and after they
+ * commit (`limits.stored(owner, delta)`). The counters live in a LimitStore (shared/ports/limits.ts).
  *
  * Guarantee 3 (a rejected request changes nothing): every check here runs before the route
  * touches the ledger, and a refused check takes no token and holds no slot. Rate limits count
  * requests, whatever became of them: a request refused for another reason has spent its token.
  *
- * Costs. Sign-in, create and write each take one token: one store call (on Google one Redis
- * round trip, the write path's only added one). A create also reads the user's usage (a second
+ * Costs. Sign-in and create each take one token: one store call (on Google one Redis round
+ * trip). A write takes two, concurrently: a token of its count bucket and its size in KiB from
+ * its bytes bucket (on Google two commands that @upstash/redis sends in one pipelined request:
+ * still the write path's only added round trip). A create also reads the user's usage (a second
  * command, sent alongside). A write checks the bytes quota against what this instance last
- * learnt of the user's usage, without a call. Usage is counted after commit, batched: each
+ * learnt of the user's usage, without a call; a patch that cannot grow a state (only `remove`
+ * and `test`) passes it, so a user over the quota can always shrink back under it. Usage is counted after commit, batched: each
  * instance adds its users' deltas at most every USAGE_FLUSH_MS in one call, and learns their
  * totals from its answer. So a quota can be passed by what is in flight: a create or a group of
  * patches per instance, at most one state each. A failing store is logged and lets requests
@@ -22,7 +25,7 @@ import proxyaddr from 'proxy-addr';
 import type { QuotaConfig, SseConfig } from '../config.js';
 import { isBackendError, PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { LimitStore, RateRule, Usage } from '../ports/limits.js';
+import type { LimitStore, RateDecision, RateRule, Usage } from '../ports/limits.js';
 
 /** Usage deltas are sent to the store at most this often. */
 export const USAGE_FLUSH_MS = 200;
@@ -36,7 +39,7 @@ export type QuotaLimitsConfig = QuotaConfig & Pick<SseConfig, 'sseMaxMs'>;
 
 /** The rate rules a store is made with, by the names `Limits` takes tokens under. */
 export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
-  return { signIn: config.rateSignIn, create: config.rateCreate, write: config.rateWrite };
+  return { signIn: config.rateSignIn, create: config.rateCreate, write: config.rateWrite, writeKiB: config.rateWriteKiB };
 }
 
 export class Limits {
@@ -97,21 +100,28 @@ export class Limits {
     this.checkBytes(u);
   }
 
-  /** After a scope was created: count it. */
+  /** After a scope was created: count it (not when limits are off: nothing reads the counts). */
   created(owner: string, bytes: number): void {
-    this.count(owner, { scopes: 1, bytes });
+    if (this.on) this.count(owner, { scopes: 1, bytes });
   }
 
-  /** Before a patch: the bytes quota (as this instance knows the user's usage) and the write rate. */
-  async write(user: string): Promise<void> {
+  /**
+   * Before a patch of `patchBytes` (its JSON size): the bytes quota, as this instance knows the
+   * user's usage (skipped for a patch that `cannotGrow` a state), then the write rates: one patch
+   * and ceil(patchBytes / 1024) KiB (at least 1), taken concurrently. When one of the two refuses,
+   * the other may have taken its share (a request refused for a rate has spent the other one).
+   */
+  async write(user: string, patchBytes: number, cannotGrow = false): Promise<void> {
     if (!this.on) return;
-    this.checkBytes(this.usage(user));
-    await this.rate('write', user);
+    if (!cannotGrow) this.checkBytes(this.usage(user));
+    const kib = Math.max(1, Math.ceil(patchBytes / 1024));
+    const [count, bytes] = await Promise.all([this.take('write', user), this.take('writeKiB', user, kib)]);
+    if (!count.ok || !bytes.ok) this.refuse(count.ok ? 'writeKiB' : 'write', Math.max(count.retryAfterMs, bytes.retryAfterMs));
   }
 
-  /** After a commit changed the size of an owner's scope by `delta` bytes: count it. */
+  /** After a commit changed the size of an owner's scope by `delta` bytes: count it (when limits are on). */
   stored(owner: string, delta: number): void {
-    if (delta !== 0) this.count(owner, { scopes: 0, bytes: delta });
+    if (this.on && delta !== 0) this.count(owner, { scopes: 0, bytes: delta });
   }
 
   /**
@@ -174,19 +184,32 @@ export class Limits {
   }
 
   private async rate(rule: string, key: string): Promise<void> {
-    const d = await this.guard(() => this.store.take(rule, key), { ok: true, retryAfterMs: 0 });
-    if (d.ok) return;
-    const retryAfter = Math.ceil(d.retryAfterMs / 1000);
+    const d = await this.take(rule, key);
+    if (!d.ok) this.refuse(rule, d.retryAfterMs);
+  }
+
+  /** Takes from a bucket; a failing store answers "allowed" (see `guard`). */
+  private take(rule: string, key: string, cost = 1): Promise<RateDecision> {
+    return this.guard(() => this.store.take(rule, key, cost), { ok: true, retryAfterMs: 0 });
+  }
+
+  private refuse(rule: string, retryAfterMs: number): never {
+    const retryAfter = Math.ceil(retryAfterMs / 1000);
     throw new PatchbayError('rate_limited', `too many requests; retry in ${retryAfter} s`, { limit: rule, retryAfter });
   }
 
   private checkBytes(u: Usage): void {
     if (this.config.quotaBytes > 0 && u.bytes >= this.config.quotaBytes) {
-      throw new PatchbayError('quota_exceeded', `a user may store at most ${this.config.quotaBytes} bytes of state`, {
-        quota: 'bytes',
-        max: this.config.quotaBytes,
-        actual: u.bytes,
-      });
+      const max = this.config.quotaBytes;
+      throw new PatchbayError(
+        'quota_exceeded',
+        `a user may store at most ${max} bytes of state; patches of only remove and test operations are still accepted, to store less`,
+        {
+          quota: 'bytes',
+          max,
+          actual: u.bytes,
+        },
+      );
     }
   }
 

@@ -36,12 +36,15 @@ export interface Usage {
 
 export interface LimitStore {
   /**
-   * Takes one token from the bucket of (`rule`, `key`), the rule being one the adapter was made
-   * with (an unknown name throws). Buckets of different rules or keys are independent. Refused
-   * when the bucket is empty; then nothing is taken. Adapters may fail open (allow) when their
-   * backend does not answer in time, and say so.
+   * Takes `cost` tokens (an integer >= 1) from the bucket of (`rule`, `key`), the rule being one
+   * the adapter was made with (an unknown name throws). Buckets of different rules or keys are
+   * independent. All or nothing: refused when the bucket holds fewer than `cost` tokens, and then
+   * nothing is taken; the wait named is until it holds them. A cost above the bucket size is
+   * clamped to the bucket size (a full bucket allows it, and is then empty), so no request is
+   * refused for good. Adapters may fail open (allow) when their backend does not answer in time,
+   * and say so.
    */
-  take(rule: string, key: string): Promise<RateDecision>;
+  take(rule: string, key: string, cost?: number): Promise<RateDecision>;
   /** A user's counters; `{scopes: 0, bytes: 0}` for a user never counted. */
   usage(user: string): Promise<Usage>;
   /**

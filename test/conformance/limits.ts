@@ -2,7 +2,8 @@
  * LimitStore conformance: what every limit store adapter must do (shared/ports/limits.ts is the
  * contract). The guarantee it protects (guarantee 3 at the limits): a refused take takes no token
  * and a refused acquire holds no slot, so refusals change nothing. Also: a bucket allows `tokens`
- * at once and then one per refill, telling a refused caller how long to wait; buckets of different
+ * at once and then one per refill, telling a refused caller how long to wait; a take of `cost`
+ * tokens takes them all or none (a cost above the bucket size is clamped); buckets of different
  * rules and keys are independent; usage counters add up under concurrency and never lose a delta;
  * slots are capped, given back on release, and come back by themselves after their TTL.
  *
@@ -50,6 +51,37 @@ export function limitsConformance(name: string, make: (rules: Record<string, Rat
       await sleep(refused.retryAfterMs + 30);
       expect((await s.take('a', k)).ok).toBe(true);
       expect((await s.take('a', k)).ok).toBe(false);
+    });
+
+    it('a take of cost n takes n tokens or none, and names the wait until n are there', async () => {
+      const s = await open({ a: { tokens: 5, windowMs: 2000 } }); // one token every 400 ms
+      const k = key();
+      expect(await s.take('a', k, 3)).toEqual({ ok: true, retryAfterMs: 0 });
+      const refused = await s.take('a', k, 3); // 2 left
+      expect(refused.ok).toBe(false);
+      expect(refused.retryAfterMs).toBeGreaterThan(0);
+      expect(refused.retryAfterMs).toBeLessThanOrEqual(400);
+      expect((await s.take('a', k, 4)).ok).toBe(false);
+      expect((await s.take('a', k, 2)).ok).toBe(true); // the refusals took nothing
+      const empty = await s.take('a', k, 3);
+      expect(empty.ok).toBe(false);
+      expect(empty.retryAfterMs).toBeGreaterThan(800);
+      expect(empty.retryAfterMs).toBeLessThanOrEqual(1200); // three refills
+      await sleep(empty.retryAfterMs + 30);
+      expect((await s.take('a', k, 3)).ok).toBe(true);
+      expect((await s.take('a', k)).ok).toBe(false);
+    });
+
+    it('a cost above the bucket size is clamped to it: a full bucket allows it once', async () => {
+      const s = await open({ a: { tokens: 3, windowMs: 60_000 } });
+      const [k1, k2] = [key(), key()];
+      expect((await s.take('a', k1, 1000)).ok).toBe(true);
+      expect((await s.take('a', k1)).ok).toBe(false);
+      expect((await s.take('a', k2)).ok).toBe(true);
+      const refused = await s.take('a', k2, 1000); // 2 left of the 3 it needs
+      expect(refused.ok).toBe(false);
+      expect(refused.retryAfterMs).toBeLessThanOrEqual(20_000);
+      expect((await s.take('a', k2, 2)).ok).toBe(true);
     });
 
     it('buckets of different keys and rules are independent; an unknown rule throws', async () => {

@@ -7,6 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Config } from '../../shared/config.js';
+import type { Usage } from '../../shared/ports/limits.js';
 import { type Client, newClient, request, type TestServer } from '../helpers/server.js';
 import type { StartServer } from './http.js';
 
@@ -112,6 +113,32 @@ export function limitsContract(stack: string, start: StartServer): void {
       expect((await alice.request('GET', `/v1/scopes/${id}`)).json.ii).toBe(3);
     });
 
+    it('patch bytes are rate limited per user in KiB (PATCHBAY_RATE_WRITE_KIB); the refused patch is not in the log', async () => {
+      const srv = await open({ rateWriteKiB: { tokens: 4, windowMs: 60_000 } });
+      const alice = await srv.client();
+      const { id } = (await create(alice)).json;
+      expect((await patch(alice, id, 'x'.repeat(2500))).status).toBe(200); // 3 KiB: 1 left
+      await expectUnchanged(srv, async () => {
+        const res = await patch(alice, id, 'y'.repeat(2500));
+        expect(res.status).toBe(429);
+        expect(res.json.error).toMatchObject({ code: 'rate_limited', limit: 'writeKiB' });
+        expect(Number(res.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      });
+      expect((await patch(alice, id, 'small')).status).toBe(200); // the refusal took none of the KiB
+      expect((await patch(alice, id, 'small')).status).toBe(429);
+    });
+
+    it('a patch refused by its own limits (413) takes no write token', async () => {
+      const srv = await open({ rateWrite: { tokens: 1, windowMs: 60_000 }, rateWriteKiB: { tokens: 1, windowMs: 60_000 }, maxOps: 2 });
+      const alice = await srv.client();
+      const { id } = (await create(alice)).json;
+      const ops = [1, 2, 3].map((v) => ({ op: 'add', path: `/v${v}`, value: v }));
+      const big = await alice.request('POST', `/v1/scopes/${id}/patches`, { body: { patch: ops } });
+      expect(big.status).toBe(413);
+      expect(big.json.error).toMatchObject({ code: 'too_large', limit: 'maxOps' });
+      expect((await patch(alice, id)).status).toBe(200);
+    });
+
     it('a user may own at most PATCHBAY_QUOTA_SCOPES scopes: 403 quota_exceeded, nothing stored', async () => {
       const srv = await open({ quotaScopes: 2 });
       const [alice, bob] = [await srv.client(), await srv.client()];
@@ -125,7 +152,7 @@ export function limitsContract(stack: string, start: StartServer): void {
       expect((await create(bob)).status).toBe(201);
     });
 
-    it('a user storing PATCHBAY_QUOTA_BYTES or more can neither create nor patch; the refusals store nothing', async () => {
+    it('a user storing PATCHBAY_QUOTA_BYTES or more can neither create nor grow a scope; the refusals store nothing', async () => {
       const srv = await open({ quotaBytes: 200 });
       const alice = await srv.client();
       const { id } = (await create(alice, { text: 'a' })).json; // 12 bytes
@@ -134,6 +161,7 @@ export function limitsContract(stack: string, start: StartServer): void {
         const p = await patch(alice, id, 'shorter');
         expect(p.status).toBe(403);
         expect(p.json.error).toMatchObject({ code: 'quota_exceeded', quota: 'bytes', max: 200 });
+        expect(p.json.error.message).toMatch(/remove and test/);
         expect(p.json.error.actual).toBeGreaterThanOrEqual(300);
         const c = await create(alice);
         expect(c.status).toBe(403);
@@ -143,6 +171,27 @@ export function limitsContract(stack: string, start: StartServer): void {
       await srv.app.limits.flush();
       const head = await srv.app.adapters.ledger.getHead(id);
       expect(await usageOf(srv, alice)).toEqual({ scopes: 1, bytes: head?.meta.size });
+    });
+
+    it('a user over PATCHBAY_QUOTA_BYTES may still patch with only remove and test operations, back under it', async () => {
+      const srv = await open({ quotaBytes: 200 });
+      const alice = await srv.client();
+      const { id } = (await create(alice, { text: 'a' })).json;
+      expect((await patch(alice, id, 'x'.repeat(300))).status).toBe(200);
+      await srv.app.limits.flush();
+      expect((await patch(alice, id, 'grow')).status).toBe(403);
+      const shrink = await alice.request('POST', `/v1/scopes/${id}/patches`, {
+        body: {
+          patch: [
+            { op: 'test', path: '/text', value: 'a' },
+            { op: 'remove', path: '/v' },
+          ],
+        },
+      });
+      expect(shrink.status).toBe(200);
+      await srv.app.limits.flush();
+      expect((await usageOf(srv, alice)).bytes).toBeLessThan(200);
+      expect((await patch(alice, id, 'grow')).status).toBe(200); // under the quota again
     });
 
     it('a user holds at most PATCHBAY_SSE_MAX_PER_USER streams; a closed one gives its slot back', async () => {
@@ -181,12 +230,23 @@ export function limitsContract(stack: string, start: StartServer): void {
 
     it('PATCHBAY_LIMITS=off lets everything through', async () => {
       const tiny = { tokens: 1, windowMs: 60_000 };
-      const srv = await open({ limits: 'off', rateSignIn: tiny, rateCreate: tiny, rateWrite: tiny, quotaScopes: 1, quotaBytes: 1, sseMaxPerUser: 1 });
+      const srv = await open({
+        limits: 'off',
+        rateSignIn: tiny,
+        rateCreate: tiny,
+        rateWrite: tiny,
+        rateWriteKiB: tiny,
+        quotaScopes: 1,
+        quotaBytes: 1,
+        sseMaxPerUser: 1,
+      });
       const alice = await newClient(srv.url);
       await newClient(srv.url);
       const { id } = (await create(alice)).json;
       expect((await create(alice)).status).toBe(201);
       for (let i = 0; i < 5; i++) expect((await patch(alice, id, i)).status).toBe(200);
+      await srv.app.limits.flush();
+      expect(await usageOf(srv, alice)).toEqual({ scopes: 0, bytes: 0 }); // not even counted: no store calls
       const streams = [await stream(srv, alice, id), await stream(srv, alice, id)];
       expect(streams.map((s) => s.res.status)).toEqual([200, 200]);
       for (const s of streams) s.close();
@@ -197,7 +257,7 @@ export function limitsContract(stack: string, start: StartServer): void {
 /** A user's counters as the server's limit store holds them. */
 async function usageOf(srv: TestServer, c: Client) {
   const sub = JSON.parse(Buffer.from(c.token.split('.')[1] as string, 'base64url').toString()).sub as string;
-  return (srv.app.limits as unknown as { store: { usage(u: string): Promise<unknown> } }).store.usage(sub);
+  return (srv.app.limits as unknown as { store: { usage(u: string): Promise<Usage> } }).store.usage(sub);
 }
 
 async function waitFor(pred: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {

@@ -29,9 +29,10 @@ export class MemoryLimits implements LimitStore {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async take(rule: string, key: string): Promise<RateDecision> {
+  async take(rule: string, key: string, cost = 1): Promise<RateDecision> {
     const r = this.rules[rule];
     if (!r) throw new RangeError(`no rate rule named ${rule}`);
+    const n = Math.min(cost, r.tokens);
     const interval = refillMs(r);
     const id = `${rule}\n${key}`;
     const now = this.now();
@@ -44,8 +45,8 @@ export class MemoryLimits implements LimitStore {
     this.buckets.delete(id); // re-insert: Map order is recency order
     this.buckets.set(id, b);
     if (this.buckets.size > MAX_BUCKETS) this.buckets.delete(this.buckets.keys().next().value as string);
-    if (b.tokens < 1) return { ok: false, retryAfterMs: Math.max(1, b.refilledAt + interval - now) };
-    b.tokens -= 1;
+    if (b.tokens < n) return { ok: false, retryAfterMs: Math.max(1, b.refilledAt + (n - b.tokens) * interval - now) };
+    b.tokens -= n;
     return { ok: true, retryAfterMs: 0 };
   }
 

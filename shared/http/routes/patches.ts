@@ -1,4 +1,9 @@
-/** Route group `patches`: `POST /v1/scopes/{id}/patches` submits one patch and answers its ack. */
+/**
+ * Route group `patches`: `POST /v1/scopes/{id}/patches` submits one patch and answers its ack.
+ * The patch's own limits are checked before the rate limits take tokens, so an oversize patch
+ * (413) spends none; the engine is handed that check and does not repeat it.
+ */
+import { cannotGrow } from '../../patch.js';
 import { patchRequestSchema } from '../../protocol.js';
 import { readBody } from '../body.js';
 import { type Ctx, scopeId, user } from '../context.js';
@@ -14,8 +19,9 @@ export const patchRoutes: Route<Ctx>[] = [
       const id = scopeId(ctx);
       const u = await user(ctx);
       const req = await readBody(ctx.req, patchRequestSchema, ctx.deps.config);
-      await ctx.deps.limits.write(u.id);
-      const ack = await ctx.deps.engine.submit(id, u.id, req);
+      const checked = ctx.deps.engine.check(req.patch);
+      await ctx.deps.limits.write(u.id, checked.bytes, cannotGrow(req.patch));
+      const ack = await ctx.deps.engine.submit(id, u.id, req, checked);
       ctx.log.ii = ack.ii;
       sendJson(ctx.res, 200, ack);
     },

@@ -13,13 +13,14 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
-import type { Config } from '../config.js';
+import type { LimitsConfig } from '../config.js';
 import type { Consumer } from '../engine/consumer.js';
 import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { type PatchEvent, patchSchema, SCOPE_ID } from '../protocol.js';
 import { type BodyRequest, readJson } from './body.js';
 import { type InternalAuth, refusalFields } from './internal-auth.js';
+import type { ExchangeConfig } from './respond.js';
 import { begin, logRequest, sendError } from './respond.js';
 import { requestUrl } from './router.js';
 
@@ -66,7 +67,7 @@ export function decodePush(body: unknown): PatchEvent {
 }
 
 /** `POST /<consumer>` (or `/push/<consumer>`): one push delivery for that consumer. */
-export function createPushHandler(consumers: Consumer[], internal: InternalAuth, logger: Logger, config: Config) {
+export function createPushHandler(consumers: Consumer[], internal: InternalAuth, logger: Logger, config: ExchangeConfig & Pick<LimitsConfig, 'maxBodyBytes'>) {
   const byName = new Map(consumers.map((c) => [c.name, c]));
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const x = begin(req, res, config, logger);

@@ -10,7 +10,7 @@
  * and a body that does not arrive in time 408, both request-log lines at WARNING.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Config } from '../config.js';
+import type { GoogleConfig, LimitsConfig, ServerConfig } from '../config.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClientClosed, readUpTo } from './body.js';
@@ -19,7 +19,7 @@ import { logFields, type RequestIds, requestIds } from './trace.js';
 /** nginx's "client closed request": the client left before it could be answered. */
 export const CLIENT_CLOSED = 499;
 
-export type ExchangeConfig = Pick<Config, 'gcpProject' | 'maxDiscardBytes' | 'bodyTimeoutMs'>;
+export type ExchangeConfig = Pick<GoogleConfig, 'gcpProject'> & Pick<LimitsConfig, 'maxDiscardBytes'> & Pick<ServerConfig, 'bodyTimeoutMs'>;
 
 /** One request and its response, as the entry point sees them. */
 export interface Exchange {

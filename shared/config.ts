@@ -458,6 +458,12 @@ export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrig
 
 export class ConfigError extends Error {}
 
+/** Settings that were removed, and what replaced them. */
+const RETIRED: Record<string, string> = {
+  PATCHBAY_CORS_ORIGIN: 'use PATCHBAY_CORS_ORIGINS (a list of origins, *, none or auto)',
+  PATCHBAY_CACHE_MAX_SCOPES: 'the embedded cache is bounded by bytes now: use PATCHBAY_CACHE_BYTES',
+};
+
 /** Reads every setting from `env` (default: process.env); throws a ConfigError naming each bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env, overrides: Partial<Settings> = {}): Config {
   const out: Record<string, unknown> = {};
@@ -481,7 +487,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       if (out[key] === '') problems.push(`${CONFIG_TABLE[key].env} must be set when PATCHBAY_MODE=google`);
     }
   }
-  if (env.PATCHBAY_CORS_ORIGIN !== undefined) problems.push('PATCHBAY_CORS_ORIGIN is now PATCHBAY_CORS_ORIGINS (a list of origins, *, none or auto)');
+  // Variables that are gone: setting one stops the process instead of being silently ignored.
+  for (const [name, instead] of Object.entries(RETIRED)) if (env[name] !== undefined) problems.push(`${name} is no longer read: ${instead}`);
   // Secure by default: in google mode the internal endpoints check OIDC tokens, and a deployment
   // that does not say whose tokens to accept stops here instead of accepting anything.
   if (out.oidc === 'auto') out.oidc = out.mode === 'google' ? 'on' : 'off';

@@ -150,7 +150,8 @@ describe('CORS origins', () => {
     }
   });
 
-  it('name the old PATCHBAY_CORS_ORIGIN instead of ignoring it', () => {
-    expect(() => loadConfig({ PATCHBAY_CORS_ORIGIN: '*' })).toThrow(/PATCHBAY_CORS_ORIGIN is now PATCHBAY_CORS_ORIGINS/);
+  it('name retired variables instead of ignoring them', () => {
+    expect(() => loadConfig({ PATCHBAY_CORS_ORIGIN: '*' })).toThrow(/PATCHBAY_CORS_ORIGIN is no longer read: use PATCHBAY_CORS_ORIGINS/);
+    expect(() => loadConfig({ PATCHBAY_CACHE_MAX_SCOPES: '10' })).toThrow(/PATCHBAY_CACHE_BYTES/);
   });
 });

@@ -15,7 +15,7 @@ import { createHandler, type Handler } from './http/handler.js';
 import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
-import type { Adapters } from './ports/index.js';
+import type { Adapters, IdTokens } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
 
 export interface App {
@@ -56,6 +56,16 @@ export async function limitStoreFor(config: Config, adapters: Adapters): Promise
   return new UpstashLimits({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.limitsPrefix, rules: rateRules(config) });
 }
 
+/**
+ * The verifier of Firebase ID tokens, when PATCHBAY_FIREBASE_PROJECT is set (in either mode: the
+ * Admin SDK is loaded only then).
+ */
+export async function idTokensFor(config: Config): Promise<IdTokens | undefined> {
+  if (config.firebaseProject === '') return undefined;
+  const { FirebaseIdTokens } = await import('./adapters/google/firebase-tokens.js');
+  return new FirebaseIdTokens({ projectId: config.firebaseProject, emulatorHost: config.firebaseAuthEmulatorHost });
+}
+
 export interface AppOptions {
   /** Use these adapters instead of the configured mode's. */
   adapters?: Adapters;
@@ -78,7 +88,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
-  const auth = new Auth(loadSecret(config), config);
+  const auth = new Auth(loadSecret(config), config, await idTokensFor(config));
   const handler = createHandler({ engine, auth, config, logger, limits });
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
@@ -124,6 +134,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       await bundling;
       await engine.close();
       await limits.close();
+      await auth.close();
       await limitStore.close();
       await Promise.all([adapters.bus.close(), adapters.cache.close(), adapters.blobs.close()]);
       await adapters.ledger.close();

@@ -59,10 +59,10 @@ export class Writer {
    * Queues a patch for the scope and resolves with its ack once it is committed (and, with
    * PATCHBAY_ACK_AFTER=publish, published).
    */
-  submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
+  submit(id: string, user: string, req: PatchRequest, domain: string): Promise<Ack> {
     checkPatch(req.patch, this.config);
     const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
-    const ack = this.queues.push(id, { req, user, hash });
+    const ack = this.queues.push(id, { req, user, domain, hash });
     // With PATCHBAY_ACK_AFTER=publish the ack also waits for the publish (not the cache put); the
     // scope's next group commits meanwhile (the queue does not wait for them).
     if (!this.ackAfterPublish) return ack;

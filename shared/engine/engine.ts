@@ -96,13 +96,13 @@ export class Engine {
   }
 
   /**
-   * Queues a patch for the scope and resolves with its ack once it is committed (and, with
-   * PATCHBAY_ACK_AFTER=publish, published). Requests to one scope are committed in
-   * groups, in arrival order; the cache put and the publish follow the commit
-   * (shared/engine/commit.ts).
+   * Queues a patch for the scope from `user`, acting in `opts.domain` (default DEFAULT_DOMAIN),
+   * and resolves with its ack once it is committed (and, with PATCHBAY_ACK_AFTER=publish,
+   * published). Requests to one scope are committed in groups, in arrival order; the cache put and
+   * the publish follow the commit (shared/engine/commit.ts).
    */
-  submit(id: string, user: string, req: PatchRequest): Promise<Ack> {
-    return this.writer.submit(id, user, req);
+  submit(id: string, user: string, req: PatchRequest, opts: { domain?: string } = {}): Promise<Ack> {
+    return this.writer.submit(id, user, req, opts.domain ?? DEFAULT_DOMAIN);
   }
 
   /** The state at exactly `ii` (not past head); must not be mutated (shared/engine/read.ts). */

@@ -83,12 +83,13 @@ export interface AppOptions {
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
+  const idTokens = await idTokensFor(config); // first: a configuration it refuses leaves nothing open
   const logger = createLogger(config.logLevel, opts.logTo);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
-  const auth = new Auth(loadSecret(config), config, await idTokensFor(config));
+  const auth = new Auth(loadSecret(config), config, idTokens);
   const handler = createHandler({ engine, auth, config, logger, limits });
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),

@@ -38,7 +38,7 @@ export interface EngineOptions {
   logError?: Logger;
   /** Told, after each commit, how much the state of a scope of `owner` grew (quotas). */
   onStored?: (owner: string, delta: number) => void;
-  /** Per-request authorization and validation (default: owner-only writes, no validation). */
+  /** Per-request authorization and validation (default: owner-only writes from the scope's domain, no validation). */
   rules?: CommitRules;
 }
 

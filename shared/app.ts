@@ -15,7 +15,7 @@ import { createHandler, type Handler } from './http/handler.js';
 import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
-import type { Adapters, IdTokens } from './ports/index.js';
+import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
 
 export interface App {
@@ -60,10 +60,10 @@ export async function limitStoreFor(config: Config, adapters: Adapters): Promise
  * The verifier of Firebase ID tokens, when PATCHBAY_FIREBASE_PROJECT is set (in either mode: the
  * Admin SDK is loaded only then).
  */
-export async function idTokensFor(config: Config): Promise<IdTokens | undefined> {
+export async function identityProviderFor(config: Config): Promise<IdentityProvider | undefined> {
   if (config.firebaseProject === '') return undefined;
-  const { FirebaseIdTokens } = await import('./adapters/google/firebase-tokens.js');
-  return new FirebaseIdTokens({ projectId: config.firebaseProject, emulatorHost: config.firebaseAuthEmulatorHost });
+  const { FirebaseIdentity } = await import('./adapters/google/firebase-identity.js');
+  return new FirebaseIdentity({ projectId: config.firebaseProject, emulatorHost: config.firebaseAuthEmulatorHost });
 }
 
 export interface AppOptions {
@@ -83,13 +83,13 @@ export interface AppOptions {
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
-  const idTokens = await idTokensFor(config); // first: a configuration it refuses leaves nothing open
+  const identity = await identityProviderFor(config); // first: a configuration it refuses leaves nothing open
   const logger = createLogger(config.logLevel, opts.logTo);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
-  const auth = new Auth(loadSecret(config), config, idTokens);
+  const auth = new Auth(loadSecret(config), config, identity);
   const handler = createHandler({ engine, auth, config, logger, limits });
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),

@@ -386,7 +386,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
   }
   // The Admin SDK checks no signature while FIREBASE_AUTH_EMULATOR_HOST is set: only for demo-
-  // projects, which exist only on emulators (shared/adapters/google/firebase-tokens.ts).
+  // projects, which exist only on emulators (shared/adapters/google/firebase-identity.ts).
   if (out.firebaseAuthEmulatorHost !== '' && out.firebaseProject !== '' && !String(out.firebaseProject).startsWith('demo-')) {
     problems.push(
       `${CONFIG_TABLE.firebaseAuthEmulatorHost.env} is set: allowed only when ${CONFIG_TABLE.firebaseProject.env} is a demo- project (emulator tokens are unsigned)`,

@@ -68,6 +68,13 @@ function firebaseContract(stack: string, start: (overrides: Partial<Config>) => 
       const again = await fb.signIn(annLogin);
       expect(again.idToken).not.toBe(ann.idToken);
       expect((await as(again.idToken, 'POST', `/v1/scopes/${created.json.id}/patches`, { body: { patch: [] } })).json.ii).toBe(2);
+      // A browser's stream: a ticket for the Firebase user opens it; the ID token itself never goes in a URL.
+      const { ticket } = (await as(ann.idToken, 'POST', `/v1/scopes/${created.json.id}/events/ticket`)).json;
+      const events = `${srv.url}/v1/scopes/${created.json.id}/events`;
+      const open = await fetch(`${events}?ticket=${ticket}`, { signal: AbortSignal.timeout(5000) });
+      expect(open.status).toBe(200);
+      await open.body?.cancel();
+      expect((await request(srv.url, 'GET', `/v1/scopes/${created.json.id}/events?ticket=${ann.idToken}`)).status).toBe(401);
     });
 
     it('shows every profile field a token carries (name, verified email, picture, provider)', async () => {

@@ -5,7 +5,7 @@
  * Starting compiles the emulator's OpenAPI router: about 6 s, several times that on a loaded
  * machine. The Admin SDK finds it through FIREBASE_AUTH_EMULATOR_HOST; its tokens are unsigned
  * (`alg: none`), which is why patchbay accepts them only for `demo-` projects
- * (shared/adapters/google/firebase-tokens.ts).
+ * (shared/adapters/google/firebase-identity.ts).
  */
 import { createRequire } from 'node:module';
 import type { LocalService } from './emulators.js';

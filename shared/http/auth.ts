@@ -4,8 +4,8 @@
  * - patchbay's own HS256 JWTs (issuer `patchbay`, audience `patchbay`), from
  *   `POST /v1/auth/anonymous`, each issued for one domain (claim `dom`);
  * - Firebase ID tokens (issuer `https://securetoken.google.com/<project>`), when
- *   PATCHBAY_FIREBASE_PROJECT is set, verified by an IdTokens adapter
- *   (shared/adapters/google/firebase-tokens.ts, which also holds the emulator safety rules).
+ *   PATCHBAY_FIREBASE_PROJECT is set, verified by an IdentityProvider adapter
+ *   (shared/adapters/google/firebase-identity.ts, which also holds the emulator safety rules).
  * Any other issuer, or a Firebase token of another project, is 401 without further work.
  * Browsers, whose EventSource cannot send headers, exchange a token for a stream ticket: a JWT
  * with audience `patchbay:stream`, bound to one scope and valid for `ticketTtlSeconds` (60 s by
@@ -21,7 +21,7 @@ import type { AuthConfig, Config } from '../config.js';
 import { ConfigError } from '../config.js';
 import { DEFAULT_DOMAIN } from '../engine/decide.js';
 import { PatchbayError } from '../errors.js';
-import type { IdTokens, Profile } from '../ports/identity.js';
+import type { IdentityProvider, Profile } from '../ports/identity.js';
 import { type RequestDomain, resolveDomain } from './domain.js';
 
 export type { Profile } from '../ports/identity.js';
@@ -111,7 +111,7 @@ export class Auth {
     private readonly secret: Uint8Array,
     private readonly config: AuthConfig,
     /** Firebase ID tokens, when PATCHBAY_FIREBASE_PROJECT is set. */
-    private readonly firebase?: IdTokens,
+    private readonly firebase?: IdentityProvider,
   ) {}
 
   /** A token for a new anonymous user of `domain`. */
@@ -188,7 +188,8 @@ export class Auth {
   private async verifyNew(token: string, audience: string, graceSeconds: number): Promise<Verified> {
     const iss = decodeJwt(token).iss; // unverified: only picks the verifier
     if (iss === ISSUER) return this.verifyOwn(token, audience, graceSeconds);
-    if (audience === AUD_USER && this.firebase && iss === this.firebase.issuer) {
+    if (audience !== AUD_USER) throw new Error('not a stream ticket');
+    if (this.firebase && iss === this.firebase.issuer) {
       const { uid, exp, profile } = await this.firebase.verify(token);
       return { id: `firebase:${uid}`, kind: 'firebase', profile, exp };
     }

@@ -1,8 +1,9 @@
 /**
- * Port: identity tokens issued by someone else (Firebase Authentication). An adapter verifies a
- * token for the one project it was configured with and answers who it names; the HTTP layer
- * (shared/http/auth.ts) decides which tokens go to it, remembers the verified ones and turns them
- * into users.
+ * Port: the identity provider of end users (Firebase Authentication), whose sign-in tokens are
+ * accepted as bearer tokens (not the OIDC tokens of service accounts calling internal
+ * endpoints). An adapter verifies a token for the one project it was configured with and answers
+ * who it names; the HTTP layer (shared/http/auth.ts) decides which tokens go to it, remembers the
+ * verified ones and turns them into users.
  */
 
 /** What an identity token says about its user, for profiles and access rules. Every field is optional. */
@@ -23,7 +24,7 @@ export interface VerifiedIdentity {
   profile: Profile;
 }
 
-export interface IdTokens {
+export interface IdentityProvider {
   /** The issuer (`iss`) of the tokens this verifier accepts: the cheap first test of a bearer token. */
   readonly issuer: string;
   /**

@@ -6,7 +6,7 @@ import type { Ledger } from './ledger.js';
 export type { BlobStore } from './blobs.js';
 export type { Bus, Listener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
-export type { IdTokens, Profile, VerifiedIdentity } from './identity.js';
+export type { IdentityProvider, Profile, VerifiedIdentity } from './identity.js';
 export type { CommitPlan, Head, Lease, Ledger, LogPatch, NewScope, Plan, TxView } from './ledger.js';
 export { retryKey } from './ledger.js';
 export type { LimitStore, RateDecision, RateRule, Usage } from './limits.js';

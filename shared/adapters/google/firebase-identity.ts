@@ -19,7 +19,7 @@ import { type App, deleteApp, initializeApp } from 'firebase-admin/app';
 import { type Auth, getAuth } from 'firebase-admin/auth';
 import { decodeProtectedHeader } from 'jose';
 import { ConfigError } from '../../config.js';
-import type { IdTokens, Profile, VerifiedIdentity } from '../../ports/identity.js';
+import type { IdentityProvider, Profile, VerifiedIdentity } from '../../ports/identity.js';
 
 const ENV = 'FIREBASE_AUTH_EMULATOR_HOST';
 
@@ -29,7 +29,7 @@ export interface FirebaseTokensOptions {
   emulatorHost: string;
 }
 
-export class FirebaseIdTokens implements IdTokens {
+export class FirebaseIdentity implements IdentityProvider {
   readonly issuer: string;
   private readonly app: App;
   private readonly auth: Auth;

@@ -16,7 +16,7 @@ import { InternalAuth } from './http/internal-auth.js';
 import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
-import type { Adapters } from './ports/index.js';
+import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
 
 export interface App {
@@ -66,6 +66,16 @@ export async function internalAuthFor(config: Config, logger: Logger): Promise<I
   return new InternalAuth(new GoogleIdTokens(config.oidcCertsUrl), config, logger);
 }
 
+/**
+ * The verifier of Firebase ID tokens, when PATCHBAY_FIREBASE_PROJECT is set (in either mode: the
+ * Admin SDK is loaded only then).
+ */
+export async function identityProviderFor(config: Config): Promise<IdentityProvider | undefined> {
+  if (config.firebaseProject === '') return undefined;
+  const { FirebaseIdentity } = await import('./adapters/google/firebase-identity.js');
+  return new FirebaseIdentity({ projectId: config.firebaseProject, emulatorHost: config.firebaseAuthEmulatorHost });
+}
+
 export interface AppOptions {
   /** Use these adapters instead of the configured mode's. */
   adapters?: Adapters;
@@ -83,12 +93,13 @@ export interface AppOptions {
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
+  const identity = await identityProviderFor(config); // first: a configuration it refuses leaves nothing open
   const logger = createLogger(config.logLevel, opts.logTo);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
-  const auth = new Auth(loadSecret(config), config);
+  const auth = new Auth(loadSecret(config), config, identity);
   const handler = createHandler({ engine, auth, config, logger, limits });
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
@@ -136,6 +147,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       await bundling;
       await engine.close();
       await limits.close();
+      await auth.close();
       await limitStore.close();
       await Promise.all([adapters.bus.close(), adapters.cache.close(), adapters.blobs.close()]);
       await adapters.ledger.close();

@@ -119,6 +119,18 @@ export const CONFIG_TABLE = {
   tokenTtlSeconds: setting('PATCHBAY_TOKEN_TTL_S', 30 * 24 * 3600, int(60), 'Lifetime of tokens from `/v1/auth/anonymous`.'),
   ticketTtlSeconds: setting('PATCHBAY_TICKET_TTL_S', 60, int(5, 3600), 'Lifetime of a stream ticket (browser SSE credential).'),
   anonymousAuth: setting('PATCHBAY_ANONYMOUS_AUTH', true as boolean, bool, 'Whether `POST /v1/auth/anonymous` issues tokens.'),
+  firebaseProject: setting(
+    'PATCHBAY_FIREBASE_PROJECT',
+    '',
+    z.string().regex(/^([a-z0-9][a-z0-9-]{2,61}[a-z0-9])?$/, 'must be a Firebase project id'),
+    'Firebase project whose ID tokens (any sign-in provider it enables) are accepted as bearer tokens, verified with the Admin SDK; users are `firebase:<uid>`. Empty: Firebase tokens are refused. Works in both modes.',
+  ),
+  firebaseAuthEmulatorHost: setting(
+    'FIREBASE_AUTH_EMULATOR_HOST',
+    '',
+    z.string(),
+    'host:port of a Firebase Auth emulator (local development and tests). The Admin SDK then accepts unsigned tokens, so with a PATCHBAY_FIREBASE_PROJECT that is not a `demo-` project the process refuses to start.',
+  ),
   maxBodyBytes: setting('PATCHBAY_MAX_BODY_BYTES', 1024 * KiB, int(1024), 'Largest request body accepted (413 `too_large`).'),
   maxDiscardBytes: setting(
     'PATCHBAY_MAX_DISCARD_BYTES',
@@ -383,7 +395,7 @@ export const CONFIG_SECTIONS = {
   /** The process: where it listens, which adapters, where embedded data lives, the request log. */
   server: ['port', 'host', 'mode', 'dataDir', 'corsOrigins', 'logLevel', 'headersTimeoutMs', 'bodyTimeoutMs'],
   /** Tokens and stream tickets (shared/http/auth.ts). */
-  auth: ['jwtSecret', 'tokenTtlSeconds', 'ticketTtlSeconds', 'anonymousAuth'],
+  auth: ['jwtSecret', 'tokenTtlSeconds', 'ticketTtlSeconds', 'anonymousAuth', 'firebaseProject', 'firebaseAuthEmulatorHost'],
   /** Who may call the internal endpoints: `push`, `sweep`, `bundle` (shared/http/internal-auth.ts). */
   oidc: ['oidc', 'oidcAudience', 'oidcEmails', 'oidcCertsUrl'],
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
@@ -496,6 +508,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const why = 'when PATCHBAY_OIDC is on (the default in google mode; set PATCHBAY_OIDC=off only for local development)';
     if (out.oidcAudience === '') problems.push(`PATCHBAY_OIDC_AUDIENCE must be set ${why}`);
     if ((out.oidcEmails as string[]).length === 0) problems.push(`PATCHBAY_OIDC_EMAILS must be set ${why}`);
+  }
+  // The Admin SDK checks no signature while FIREBASE_AUTH_EMULATOR_HOST is set: only for demo-
+  // projects, which exist only on emulators (shared/adapters/google/firebase-identity.ts).
+  if (out.firebaseAuthEmulatorHost !== '' && out.firebaseProject !== '' && !String(out.firebaseProject).startsWith('demo-')) {
+    problems.push(
+      `${CONFIG_TABLE.firebaseAuthEmulatorHost.env} is set: allowed only when ${CONFIG_TABLE.firebaseProject.env} is a demo- project (emulator tokens are unsigned)`,
+    );
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
   if (out.trustProxy === 'auto') out.trustProxy = out.mode === 'google' ? '1' : '';

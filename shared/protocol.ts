@@ -8,6 +8,13 @@ import type { Json } from './json.js';
 /** A scope id: `[A-Za-z0-9_.:-]{1,128}`, except `.` and `..`, which no URL can carry. */
 export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
 
+/**
+ * A domain (the app a token and a scope belong to): a lower-case host name, with a port when the
+ * app's origin has a non-default one (`app.example.com`, `localhost:5173`), or `default`.
+ */
+export const DOMAIN = /^(?=.{1,253}(:|$))[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$/;
+export const domainSchema = z.string().regex(DOMAIN, 'must be a lower-case host name, optionally with :port');
+
 export const OPS = ['add', 'remove', 'replace', 'move', 'copy', 'test'] as const;
 export type OpName = (typeof OPS)[number];
 
@@ -59,6 +66,10 @@ export const createScopeSchema = z.strictObject({
   state: jsonValue.optional(),
 });
 export type CreateScopeRequest = z.infer<typeof createScopeSchema>;
+
+/** `POST /v1/auth/anonymous`: an optional body naming the domain (server clients; see shared/http/domain.ts). */
+export const anonymousRequestSchema = z.strictObject({ domain: domainSchema.optional() });
+export type AnonymousRequest = z.infer<typeof anonymousRequestSchema>;
 
 /** Metadata kept with a scope's head. Times are milliseconds since the Unix epoch. */
 export interface ScopeMeta {

@@ -49,6 +49,15 @@ describe('config', () => {
     for (const name of ['PORT', 'PATCHBAY_MODE', 'PATCHBAY_JWT_SECRET']) expect(msg).toContain(name);
   });
 
+  it('allows the Firebase Auth emulator (unsigned tokens) only with a demo- project', () => {
+    const emu = { FIREBASE_AUTH_EMULATOR_HOST: '127.0.0.1:9099' };
+    expect(loadConfig({ ...emu, PATCHBAY_FIREBASE_PROJECT: 'demo-app' }).firebaseAuthEmulatorHost).toBe('127.0.0.1:9099');
+    expect(loadConfig({ PATCHBAY_FIREBASE_PROJECT: 'my-app' }).firebaseProject).toBe('my-app');
+    expect(() => loadConfig({ ...emu, PATCHBAY_FIREBASE_PROJECT: 'my-app' })).toThrow(/FIREBASE_AUTH_EMULATOR_HOST.*demo-/);
+    expect(() => loadConfig({ ...GOOGLE, ...emu }, { firebaseProject: 'my-app' })).toThrow(ConfigError);
+    expect(() => loadConfig({ PATCHBAY_FIREBASE_PROJECT: 'My App' })).toThrow(/PATCHBAY_FIREBASE_PROJECT/);
+  });
+
   it('reads the ack point, resolves `auto` by mode, and refuses an unknown one', () => {
     expect(loadConfig({}).ackAfter).toBe('commit');
     expect(loadConfig({ PATCHBAY_ACK_AFTER: 'auto' }).ackAfter).toBe('commit');

@@ -26,7 +26,7 @@ const head = (ii: number, owner = 'u', state: Json = { n: 0 }): Head => ({
   meta: { owner, domain: 'default', name: null, type: null, created: 0, updated: 0, size: JSON.stringify(state).length },
 });
 
-const pending = (req: PatchRequest, user = 'u'): Pending => ({ req, user, hash: JSON.stringify(req.patch) });
+const pending = (req: PatchRequest, user = 'u', domain = 'default'): Pending => ({ req, user, domain, hash: JSON.stringify(req.patch) });
 const set = (n: number, user = 'u') => pending({ patch: [{ op: 'replace', path: '/n', value: n }] }, user);
 
 function input(group: Pending[], rules: CommitRules = DEFAULT_RULES, base: Json = { n: 0 }): GroupInput {
@@ -53,6 +53,15 @@ describe('decide', () => {
       [6, 'u'],
     ]);
     expect(d.state).toEqual({ n: 3 });
+  });
+
+  it('with the default rules, refuses the owner writing from another domain than the scope’s', () => {
+    const elsewhere = pending({ patch: [{ op: 'replace', path: '/n', value: 9 }] }, 'u', 'other.example');
+    const d = decide(input([set(1), elsewhere, set(2)]));
+    expect(codes(d)).toEqual([5, 'forbidden', 6]);
+    const refused = d.outcomes[1] as { error: PatchbayError };
+    expect(refused.error.details).toMatchObject({ domain: 'default', requested: 'other.example' });
+    expect(d.state).toEqual({ n: 2 });
   });
 
   it('a validate rule refuses exactly the request it throws for; its neighbours commit as if it had not been sent', () => {

@@ -2,7 +2,7 @@
  * `npm run dev:cloud`, the script as written in package.json, through npm: starts every local
  * stand-in on the ports in firebase.json (here a copy with free ports, given with --config), serves
  * the v1 API with the Google adapters (checked with a write and a live SSE event that travels
- * through the Pub/Sub emulator), and stops everything it started, whether SIGINT goes to npm alone
+ * through the Pub/Sub emulator, and a Firebase ID token from the Auth emulator it started), and stops everything it started, whether SIGINT goes to npm alone
  * (a supervisor) or to the whole process group (Ctrl-C, which the server gets twice: from the
  * terminal and forwarded by npm): afterwards nothing listens on any of those ports, every process
  * below npm has exited, and npm exits 0. The operator CLI reaches the same stack through the
@@ -13,15 +13,22 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { alive, type NpmRun, npmRun, until } from './helpers/npm.js';
 import { freePort, listening, skipWithout } from './helpers/proc.js';
-import { newClient, tempDir } from './helpers/server.js';
+import { newClient, request, tempDir } from './helpers/server.js';
 import { openSse, patchIndices } from './helpers/sse.js';
 
 const skip = skipWithout('gcloud', 'the Firestore and Pub/Sub emulators') || skipWithout('redis-server');
 
 /** Starts `npm run dev:cloud` on free ports; resolves once the API listens. */
 async function devCloud(cwd: string): Promise<{ run: NpmRun; url: string; ports: Record<string, number> }> {
-  const [firestore, pubsub, storage, redis, upstash] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
-  const ports = { firestore, pubsub, storage, redis, upstash };
+  const [firestore, pubsub, storage, redis, upstash, auth] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
+  const ports = { firestore, pubsub, storage, redis, upstash, auth };
   writeFileSync(
     `${cwd}/firebase.json`,
     JSON.stringify({ emulators: Object.fromEntries(Object.entries(ports).map(([k, port]) => [k, { host: '127.0.0.1', port }])) }),
@@ -78,6 +85,14 @@ describe.skipIf(skip)('npm run dev:cloud', () => {
       } finally {
         sse.close();
       }
+      // a Firebase user of the Auth emulator dev:cloud started is accepted
+      const signUp = await fetch(`http://127.0.0.1:${ports.auth}/identitytoolkit.googleapis.com/v1/accounts:signUp?key=any`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: 'dev@example.com', password: 'secret-1', displayName: 'Dev', returnSecureToken: true }),
+      }).then((r) => r.json() as Promise<{ idToken: string; localId: string }>);
+      const me = await request(url, 'GET', '/v1/me', { token: signUp.idToken });
+      expect(me.json).toMatchObject({ id: `firebase:${signUp.localId}`, kind: 'firebase', profile: { name: 'Dev', email: 'dev@example.com' } });
       // the operator CLI against this stack, as README says: with the cli.env dev:cloud writes
       const cli = spawnSync('bash', ['-c', `set -a; . '${cwd}/data/cloud/cli.env'; exec node dist/functions/cli.js rebuild --check`], { encoding: 'utf8' });
       expect(cli.status, cli.stderr).toBe(0);

@@ -152,17 +152,19 @@ describe('npm run dev:cloud', () => {
   it('says in one line which port is taken (PORT, then the emulator ports), before starting anything', async () => {
     const dir = tempDir('patchbay-devcloud-port-');
     dirs.push(dir);
-    const names = ['firestore', 'pubsub', 'storage', 'redis', 'upstash'];
+    const names = ['firestore', 'pubsub', 'storage', 'redis', 'upstash', 'auth'];
     const ports = await Promise.all(names.map(() => freePort()));
     await withPortTaken(async (taken) => {
       const config = `${dir}/firebase.json`;
-      const emulators = (pubsub: number) => Object.fromEntries(names.map((n, i) => [n, { port: n === 'pubsub' ? pubsub : ports[i] }]));
-      const cases: Array<[string, Record<string, string>, number, string]> = [
-        ['PORT', { PORT: String(taken), PATCHBAY_HOST: '127.0.0.1' }, ports[1] as number, `port ${taken} (PORT) is already in use`],
-        ['pubsub', { PORT: '0' }, taken, `port ${taken} (firebase.json emulators.pubsub.port) is already in use`],
+      /** The emulator ports, with the one named `busy` on the taken port. */
+      const emulators = (busy: string | null) => Object.fromEntries(names.map((n, i) => [n, { port: n === busy ? taken : ports[i] }]));
+      const cases: Array<[string, Record<string, string>, string | null, string]> = [
+        ['PORT', { PORT: String(taken), PATCHBAY_HOST: '127.0.0.1' }, null, `port ${taken} (PORT) is already in use`],
+        ['pubsub', { PORT: '0' }, 'pubsub', `port ${taken} (firebase.json emulators.pubsub.port) is already in use`],
+        ['auth', { PORT: '0' }, 'auth', `port ${taken} (firebase.json emulators.auth.port) is already in use`],
       ];
-      for (const [what, env, pubsub, message] of cases) {
-        writeFileSync(config, JSON.stringify({ emulators: emulators(pubsub) }));
+      for (const [what, env, busy, message] of cases) {
+        writeFileSync(config, JSON.stringify({ emulators: emulators(busy) }));
         const started = Date.now();
         const run = npmRun('dev:cloud', { ...env, PATCHBAY_DATA_DIR: `${dir}/data`, PATCHBAY_LOG: 'error' }, ['--config', config]);
         try {

@@ -331,6 +331,29 @@ describe('auth and health', () => {
     expect((await call('GET', '/healthz', { token: null })).json).toEqual({ ok: true });
   });
 
+  it('signs in for a domain: the body names it (200), a browser’s Origin must agree (403); 400s, 413s and 415s a bad body', async () => {
+    const named = await call('POST', '/v1/auth/anonymous', { token: null, body: { domain: 'app.example.com' } });
+    expect(named.json.user).toMatchObject({ kind: 'anonymous', domain: 'app.example.com' });
+    const browser = await call('POST', '/v1/auth/anonymous', { token: null, headers: { origin: 'https://app.example.com' } });
+    expect(browser.json.user.domain).toBe('app.example.com');
+    const other = await call('POST', '/v1/auth/anonymous', { token: null, headers: { origin: 'https://evil.example' }, body: { domain: 'app.example.com' } });
+    expectError(other, 403, 'forbidden');
+    expect(other.json.error).toMatchObject({ domain: 'app.example.com', requested: 'evil.example' });
+    expectError(await call('POST', '/v1/auth/anonymous', { token: null, body: { domain: 'Not A Domain' } }), 400, 'invalid_request');
+    expectError(await call('POST', '/v1/auth/anonymous', { token: null, body: { domain: 'x'.repeat(5000) } }), 413, 'too_large');
+    const text = await call('POST', '/v1/auth/anonymous', { token: null, raw: 'x', headers: { 'content-type': 'text/plain' } });
+    expectError(text, 415, 'unsupported_media_type');
+  });
+
+  it('answers the caller (200), 400s an opaque Origin, 403s a domain its token is not for', async () => {
+    const me = await call('GET', '/v1/me');
+    expect(me.json).toEqual({ id: expect.stringMatching(/^anon:/), kind: 'anonymous', domain: 'default', anonymous: true });
+    expectError(await call('GET', '/v1/me', { headers: { origin: 'null' } }), 400, 'invalid_request');
+    const other = await call('GET', '/v1/me', { headers: { 'x-patchbay-domain': 'other.example' } });
+    expectError(other, 403, 'forbidden');
+    expect(other.json.error).toMatchObject({ domain: 'default', requested: 'other.example' });
+  });
+
   it('403s anonymous sign-in when it is disabled', async () => {
     const closed = await startServer({ anonymousAuth: false });
     try {
@@ -396,6 +419,7 @@ describe('auth and health', () => {
     const id = await newScope();
     const forged = `${alice.token.slice(0, -4)}AAAA`;
     for (const [method, template] of [
+      ['GET', '/v1/me'],
       ['POST', '/v1/scopes'],
       ['GET', '/v1/scopes/{id}'],
       ['POST', '/v1/scopes/{id}/patches'],
@@ -505,6 +529,10 @@ describe('patches', () => {
     expect(failed.json.error.op).toBe(1);
     const forbidden = await submit({ patch: [] }, { token: bob.token });
     expectError(forbidden, 403, 'forbidden');
+    const carol = (await request(srv.url, 'POST', '/v1/auth/anonymous', { body: { domain: 'other.example' } })).json.token;
+    const elsewhere = await submit({ patch: [] }, { token: carol });
+    expectError(elsewhere, 403, 'forbidden');
+    expect(elsewhere.json.error).toMatchObject({ domain: 'default', requested: 'other.example' });
     expectError(await call('POST', '/v1/scopes/{id}/patches', { id: MISSING, body: { patch: [] } }), 404, 'scope_not_found');
   });
 

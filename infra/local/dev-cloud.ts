@@ -1,14 +1,15 @@
 /**
  * `npm run dev:cloud`: the Google stack on this machine. Starts every local stand-in on the ports in
  * firebase.json (the Firestore and Pub/Sub emulators, redis-server behind the Upstash REST gateway,
- * the project's Cloud Storage server), points the client libraries at them, and serves the same v1
- * API on PORT with the Google adapters. Ctrl-C stops everything it started. `--config FILE` reads
+ * the project's Cloud Storage server, the Firebase Auth emulator), points the client libraries at
+ * them, and serves the same v1 API on PORT with the Google adapters, accepting the Auth emulator's
+ * ID tokens (project PATCHBAY_FIREBASE_PROJECT, default the Google project, a `demo-` one). Ctrl-C stops everything it started. `--config FILE` reads
  * the ports from another firebase.json (tests use free ports).
  *
  * Kept on disk under PATCHBAY_DATA_DIR/cloud: Pub/Sub emulator data, Redis (append-only file),
  * Cloud Storage objects, the token secret, and cli.env: the environment that points the operator
- * CLI at this stack. The Firestore emulator keeps its data in memory: a
- * restart starts with an empty ledger.
+ * CLI at this stack. The Firestore and Auth emulators keep their data in memory: a
+ * restart starts with an empty ledger and no Firebase users.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { type App, createApp } from '../../shared/app.js';
 import { ConfigError, loadConfig } from '../../shared/config.js';
 import { exitOnSignal, listen } from '../../shared/http/listen.js';
+import { startAuthEmulator } from './auth-emulator.js';
 import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from './emulators.js';
 import { startGcsServer } from './gcs-server.js';
 import { portFree } from './proc.js';
@@ -28,6 +30,7 @@ interface Ports {
   storage: number;
   redis: number;
   upstash: number;
+  auth: number;
 }
 
 export function emulatorPorts(file = 'firebase.json'): Ports {
@@ -37,7 +40,14 @@ export function emulatorPorts(file = 'firebase.json'): Ports {
     if (typeof p !== 'number') throw new ConfigError(`${file}: emulators.${name}.port is missing`);
     return p;
   };
-  return { firestore: port('firestore'), pubsub: port('pubsub'), storage: port('storage'), redis: port('redis'), upstash: port('upstash') };
+  return {
+    firestore: port('firestore'),
+    pubsub: port('pubsub'),
+    storage: port('storage'),
+    redis: port('redis'),
+    upstash: port('upstash'),
+    auth: port('auth'),
+  };
 }
 
 /**
@@ -97,9 +107,15 @@ async function main(): Promise<void> {
     stops.push(gcs.close);
     log(`Cloud Storage server on ${gcs.url}, bucket ${bucket}`);
 
+    const project = base.gcpProject || 'demo-patchbay';
+    const firebaseProject = base.firebaseProject || project;
+    const auth = await startAuthEmulator({ port: ports.auth, projectId: firebaseProject });
+    stops.push(auth.stop);
+    log(`Firebase Auth emulator on ${auth.host}, project ${firebaseProject}`);
+
     const stack = {
       PATCHBAY_MODE: 'google',
-      PATCHBAY_GCP_PROJECT: base.gcpProject || 'demo-patchbay',
+      PATCHBAY_GCP_PROJECT: project,
       PATCHBAY_BUCKET: bucket,
       UPSTASH_REDIS_REST_URL: gateway.url,
       UPSTASH_REDIS_REST_TOKEN: token,
@@ -107,6 +123,8 @@ async function main(): Promise<void> {
       FIRESTORE_EMULATOR_HOST: firestore.host,
       PUBSUB_EMULATOR_HOST: pubsub.host,
       STORAGE_EMULATOR_HOST: gcs.url,
+      PATCHBAY_FIREBASE_PROJECT: firebaseProject,
+      FIREBASE_AUTH_EMULATOR_HOST: auth.host,
       METADATA_SERVER_DETECTION: 'none',
       // No OIDC checks on the internal endpoints: the Pub/Sub emulator sends no token.
       PATCHBAY_OIDC: 'off',

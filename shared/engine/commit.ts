@@ -65,10 +65,10 @@ export class Writer {
    * PATCHBAY_ACK_AFTER=publish, published). `checked`: what `check` answered for this very patch
    * (the same array), so it is not checked twice.
    */
-  submit(id: string, user: string, req: PatchRequest, checked?: CheckedPatch): Promise<Ack> {
+  submit(id: string, user: string, req: PatchRequest, domain: string, checked?: CheckedPatch): Promise<Ack> {
     if (checked?.patch !== req.patch) this.check(req.patch);
     const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
-    const ack = this.queues.push(id, { req, user, hash });
+    const ack = this.queues.push(id, { req, user, domain, hash });
     // With PATCHBAY_ACK_AFTER=publish the ack also waits for the publish (not the cache put); the
     // scope's next group commits meanwhile (the queue does not wait for them).
     if (!this.ackAfterPublish) return ack;

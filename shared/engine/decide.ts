@@ -30,10 +30,12 @@ export interface Ack {
   duplicate?: true;
 }
 
-/** One queued request: the patch request, who sent it, and the hash of its patch's JSON text. */
+/** One queued request: the patch request, who sent it from which domain, and the hash of its patch's JSON text. */
 export interface Pending {
   req: PatchRequest;
   user: string;
+  /** The domain (the app) the request was made in (shared/http/domain.ts). */
+  domain: string;
   hash: string;
 }
 
@@ -55,6 +57,8 @@ export interface RequestContext {
   readonly ii: number;
   /** The authenticated user who sent it. */
   readonly user: string;
+  /** The domain the request was made in; `head.meta.domain` is the scope's. */
+  readonly domain: string;
   readonly req: PatchRequest;
 }
 
@@ -82,7 +86,7 @@ export interface CandidateContext extends RequestContext {
 export interface CommitRules {
   /**
    * Whether `ctx.user` may patch the scope: runs first for each request, before retries are
-   * recognised (ShareDB's `submit`). The default is `ownerOnly`.
+   * recognised (ShareDB's `submit`). The default is `ownerInDomain`.
    */
   authorize(ctx: RequestContext): void;
   /**
@@ -92,13 +96,30 @@ export interface CommitRules {
   validate?(ctx: CandidateContext): void;
 }
 
-/** Today's rule: only a scope's owner may patch it (`forbidden`). */
+/** Only a scope's owner may patch it (`forbidden`). */
 export function ownerOnly(ctx: RequestContext): void {
   if (ctx.head.meta.owner !== ctx.user) throw new PatchbayError('forbidden', 'only the owner of a scope may patch it', { id: ctx.id });
 }
 
-/** The rules an engine runs unless it is given others: owner-only writes, no validation. */
-export const DEFAULT_RULES: CommitRules = { authorize: ownerOnly };
+/** A scope is patched only from its own domain: a token for domain A cannot write scopes of domain B (`forbidden`). */
+export function sameDomain(ctx: RequestContext): void {
+  if (ctx.head.meta.domain !== ctx.domain) {
+    throw new PatchbayError('forbidden', `scope ${ctx.id} belongs to domain ${ctx.head.meta.domain}, not ${ctx.domain}`, {
+      id: ctx.id,
+      domain: ctx.head.meta.domain,
+      requested: ctx.domain,
+    });
+  }
+}
+
+/** Today's rule: only the owner, writing from the scope's own domain, may patch it. */
+export function ownerInDomain(ctx: RequestContext): void {
+  sameDomain(ctx);
+  ownerOnly(ctx);
+}
+
+/** The rules an engine runs unless it is given others: owner-only writes from the scope's domain, no validation. */
+export const DEFAULT_RULES: CommitRules = { authorize: ownerInDomain };
 
 /** Runs one rule, holding it to returning nothing (see CommitRules). */
 function runRule(call: () => unknown): void {
@@ -186,7 +207,7 @@ function runGroup(input: GroupInput, checkEach: boolean) {
     const next = head.ii + records.length + 1;
     const { req } = p;
     try {
-      runRule(() => rules.authorize({ id, head, ii: next, user: p.user, req }));
+      runRule(() => rules.authorize({ id, head, ii: next, user: p.user, domain: p.domain, req }));
     } catch (err) {
       outcomes.push({ error: asPatchbayError(err) });
       continue;
@@ -214,7 +235,7 @@ function runGroup(input: GroupInput, checkEach: boolean) {
     try {
       state = applyPatch(state ?? cloneJson(base), req.patch, budget);
       if (checkEach) budget.bytes = checkState(state, limits);
-      if (rules.validate) runRule(() => rules.validate?.({ id, head, ii: next, user: p.user, req, state: state as Json }));
+      if (rules.validate) runRule(() => rules.validate?.({ id, head, ii: next, user: p.user, domain: p.domain, req, state: state as Json }));
     } catch (err) {
       outcomes.push({ error: asPatchbayError(err) });
       state = rebuild();

@@ -39,7 +39,7 @@ export interface EngineOptions {
   logError?: Logger;
   /** Told, after each commit, how much the state of a scope of `owner` grew (quotas). */
   onStored?: (owner: string, delta: number) => void;
-  /** Per-request authorization and validation (default: owner-only writes, no validation). */
+  /** Per-request authorization and validation (default: owner-only writes from the scope's domain, no validation). */
   rules?: CommitRules;
 }
 
@@ -97,13 +97,14 @@ export class Engine {
   }
 
   /**
-   * Queues a patch for the scope and resolves with its ack once it is committed (and, with
-   * PATCHBAY_ACK_AFTER=publish, published). Requests to one scope are committed in
-   * groups, in arrival order; the cache put and the publish follow the commit
-   * (shared/engine/commit.ts). `checked`: what `check` answered for this patch, if called.
+   * Queues a patch for the scope from `user`, acting in `opts.domain` (default DEFAULT_DOMAIN),
+   * and resolves with its ack once it is committed (and, with PATCHBAY_ACK_AFTER=publish,
+   * published). Requests to one scope are committed in groups, in arrival order; the cache put and
+   * the publish follow the commit (shared/engine/commit.ts). `opts.checked`: what `check` answered
+   * for this patch, if called (it is then not checked again).
    */
-  submit(id: string, user: string, req: PatchRequest, checked?: CheckedPatch): Promise<Ack> {
-    return this.writer.submit(id, user, req, checked);
+  submit(id: string, user: string, req: PatchRequest, opts: { domain?: string; checked?: CheckedPatch } = {}): Promise<Ack> {
+    return this.writer.submit(id, user, req, opts.domain ?? DEFAULT_DOMAIN, opts.checked);
   }
 
   /**

@@ -1,30 +1,66 @@
 /**
- * Tokens. Users get an HS256 JWT (audience `patchbay`) from `POST /v1/auth/anonymous`. Browsers,
- * whose EventSource cannot send headers, exchange that token for a stream ticket: a JWT with
- * audience `patchbay:stream`, bound to one scope and valid for `ticketTtlSeconds` (60 s by
+ * Tokens and users. Two kinds of bearer token are accepted, told apart by their unverified issuer
+ * (`iss`) before anything is verified:
+ * - patchbay's own HS256 JWTs (issuer `patchbay`, audience `patchbay`), from
+ *   `POST /v1/auth/anonymous`, each issued for one domain (claim `dom`);
+ * - Firebase ID tokens (issuer `https://securetoken.google.com/<project>`), when
+ *   PATCHBAY_FIREBASE_PROJECT is set, verified by an IdentityProvider adapter
+ *   (shared/adapters/google/firebase-identity.ts, which also holds the emulator safety rules).
+ * Any other issuer, or a Firebase token of another project, is 401 without further work.
+ * Browsers, whose EventSource cannot send headers, exchange a token for a stream ticket: a JWT
+ * with audience `patchbay:stream`, bound to one scope and valid for `ticketTtlSeconds` (60 s by
  * default), which is the only credential ever accepted in a URL.
+ * The domain a request acts in is decided in shared/http/domain.ts.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { jwtVerify, SignJWT } from 'jose';
+import { decodeJwt, jwtVerify, SignJWT } from 'jose';
+import { LRUCache } from 'lru-cache';
 import type { AuthConfig, Config } from '../config.js';
 import { ConfigError } from '../config.js';
+import { DEFAULT_DOMAIN } from '../engine/decide.js';
 import { PatchbayError } from '../errors.js';
+import type { IdentityProvider, Profile } from '../ports/identity.js';
+import { type RequestDomain, resolveDomain } from './domain.js';
+
+export type { Profile } from '../ports/identity.js';
+
+/** `anonymous`: patchbay's own anonymous users; `firebase`: Firebase Authentication; `service`: workers and the platform. */
+export type UserKind = 'anonymous' | 'firebase' | 'service';
 
 export interface User {
+  /** Stable: `anon:<uuid>`, `firebase:<uid>`. */
   id: string;
-  anonymous: boolean;
+  kind: UserKind;
+  /** The domain (the app) this request acts in. */
+  domain: string;
+  /** What the identity provider says about the user (Firebase tokens only). */
+  profile?: Profile;
+}
+
+/** Whether the user signed in anonymously (patchbay's anonymous users, or Firebase's `anonymous` provider). */
+export function isAnonymous(u: User): boolean {
+  return u.kind === 'anonymous' || u.profile?.provider === 'anonymous';
+}
+
+/** A user as the API shows it (`/v1/auth/anonymous`, `/v1/me`). */
+export function userJson(u: User): { id: string; kind: UserKind; domain: string; anonymous: boolean; profile?: Profile } {
+  return { id: u.id, kind: u.kind, domain: u.domain, anonymous: isAnonymous(u), ...(u.profile ? { profile: u.profile } : {}) };
 }
 
 const ISSUER = 'patchbay';
+const FIREBASE_ISSUER = 'https://securetoken.google.com/';
 /**
- * Verified tokens remembered (least recently used out first). Bounded by count, not bytes, on
- * purpose: only tokens this server signed get in (a few hundred bytes each), so about 10 MB at most.
+ * Verified tokens remembered (least recently used out first), bounded by count and by the bytes
+ * of their keys and profiles: only tokens that verified get in (patchbay's a few hundred bytes,
+ * Firebase's 1-2 KB with the profile), so at most VERIFIED_BYTES.
  */
 const VERIFIED_MAX = 10_000;
+const VERIFIED_BYTES = 16 * 1024 * 1024;
 const AUD_USER = 'patchbay';
 const AUD_STREAM = 'patchbay:stream';
+const NO_DOMAIN: RequestDomain = { origin: null, named: null };
 
 /** The signing secret: configured, or generated once into the data directory (embedded mode only). */
 export function loadSecret(config: Pick<Config, 'jwtSecret' | 'dataDir' | 'mode'>): Uint8Array {
@@ -40,10 +76,15 @@ export function loadSecret(config: Pick<Config, 'jwtSecret' | 'dataDir' | 'mode'
   return new TextEncoder().encode(readFileSync(file, 'utf8').trim());
 }
 
-interface Claims {
-  sub: string;
-  anon: boolean;
-  scope: unknown;
+/** What a verified token says, before the request decides its domain. */
+interface Verified {
+  id: string;
+  kind: UserKind;
+  /** The domain a patchbay token was issued for; none for a Firebase token. */
+  domain?: string;
+  profile?: Profile;
+  /** A ticket's scope. */
+  scope?: unknown;
   /** Expiry, seconds since the epoch (Infinity: none). */
   exp: number;
 }
@@ -52,21 +93,32 @@ export class Auth {
   /**
    * Tokens already verified, by audience and exact token text. A client sends the same token with
    * every request, and verifying an HS256 signature through WebCrypto cost ~0.35 ms of CPU per
-   * request, the largest single cost of a patch before this (bench/results/NOTES.md). A hit is the
-   * very string whose signature, issuer and audience were checked, with the same secret; only the
-   * clock can change the verdict, so the expiry is checked again on every hit.
+   * request, the largest single cost of a patch before this (bench/results/NOTES.md); a Firebase
+   * token costs an RSA verification (and, on the emulator, a round trip). A hit is the very string
+   * whose signature, issuer and audience were checked, by the same verifier; only the clock can
+   * change the verdict, so the expiry is checked again on every hit. (A Firebase session revoked
+   * meanwhile stays valid until its token expires, at most an hour: Firebase's own default.)
    */
-  private readonly verified = new Map<string, Claims>();
+  private readonly verified = new LRUCache<string, Verified>({
+    max: VERIFIED_MAX,
+    maxSize: VERIFIED_BYTES,
+    sizeCalculation: (v, key) => 2 * key.length + 200 + (v.profile ? 2 * JSON.stringify(v.profile).length : 0),
+  });
+  /** Verifications in flight, so concurrent requests with one new token verify it once. */
+  private readonly inflight = new Map<string, Promise<Verified>>();
 
   constructor(
     private readonly secret: Uint8Array,
     private readonly config: AuthConfig,
+    /** Firebase ID tokens, when PATCHBAY_FIREBASE_PROJECT is set. */
+    private readonly firebase?: IdentityProvider,
   ) {}
 
-  async issueAnonymous(): Promise<{ token: string; user: User }> {
+  /** A token for a new anonymous user of `domain`. */
+  async issueAnonymous(domain: string = DEFAULT_DOMAIN): Promise<{ token: string; user: ReturnType<typeof userJson> }> {
     if (!this.config.anonymousAuth) throw new PatchbayError('forbidden', 'anonymous sign-in is disabled');
-    const user: User = { id: `anon:${randomUUID()}`, anonymous: true };
-    const token = await new SignJWT({ anon: true })
+    const user: User = { id: `anon:${randomUUID()}`, kind: 'anonymous', domain };
+    const token = await new SignJWT({ anon: true, dom: domain })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(user.id)
       .setIssuer(ISSUER)
@@ -74,18 +126,22 @@ export class Auth {
       .setIssuedAt()
       .setExpirationTime(`${this.config.tokenTtlSeconds}s`)
       .sign(this.secret);
-    return { token, user };
+    return { token, user: userJson(user) };
   }
 
-  /** The user of an `Authorization: Bearer` header; throws `unauthorized`. */
-  async fromHeader(header: string | undefined): Promise<User> {
+  /**
+   * The user of an `Authorization: Bearer` header, acting in the domain the request and its token
+   * agree on (shared/http/domain.ts); throws `unauthorized`, or `forbidden` for a domain mismatch.
+   */
+  async fromHeader(header: string | undefined, rd: RequestDomain = NO_DOMAIN): Promise<User> {
     const m = header === undefined ? null : /^Bearer +([A-Za-z0-9_.-]+)$/i.exec(header.trim());
     if (!m) throw new PatchbayError('unauthorized', 'send Authorization: Bearer <token>');
-    return this.verify(m[1] as string, AUD_USER);
+    const v = await this.verify(m[1] as string, AUD_USER);
+    return { id: v.id, kind: v.kind, domain: resolveDomain(rd, v.domain), ...(v.profile ? { profile: v.profile } : {}) };
   }
 
   async issueTicket(user: User, scope: string): Promise<{ ticket: string; expiresIn: number }> {
-    const ticket = await new SignJWT({ scope, anon: user.anonymous })
+    const ticket = await new SignJWT({ scope, kind: user.kind, dom: user.domain })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(user.id)
       .setIssuer(ISSUER)
@@ -98,36 +154,60 @@ export class Auth {
 
   /** The user of a stream ticket for `scope`; `graceSeconds` accepts a ticket that expired that recently. */
   async fromTicket(ticket: string, scope: string, graceSeconds = 0): Promise<User> {
-    return this.verify(ticket, AUD_STREAM, scope, graceSeconds);
+    const v = await this.verify(ticket, AUD_STREAM, graceSeconds);
+    if (v.scope !== scope) throw new PatchbayError('unauthorized', 'invalid credential: ticket is for another scope');
+    return { id: v.id, kind: v.kind, domain: v.domain ?? DEFAULT_DOMAIN };
   }
 
-  private async verify(token: string, audience: string, scope?: string, graceSeconds = 0): Promise<User> {
-    try {
-      const claims = await this.claims(token, audience, graceSeconds);
-      if (scope !== undefined && claims.scope !== scope) throw new Error('ticket is for another scope');
-      return { id: claims.sub, anonymous: claims.anon };
-    } catch (err) {
-      throw new PatchbayError('unauthorized', `invalid credential: ${err instanceof Error ? err.message : 'rejected'}`);
-    }
+  close(): Promise<void> {
+    return this.firebase?.close() ?? Promise.resolve();
   }
 
-  private async claims(token: string, audience: string, graceSeconds: number): Promise<Claims> {
+  private async verify(token: string, audience: string, graceSeconds = 0): Promise<Verified> {
     const key = `${audience} ${token}`;
     const now = Math.floor(Date.now() / 1000);
     const known = this.verified.get(key);
     // jose's rule: a token is expired once now - tolerance >= exp.
-    if (known && known.exp > now - graceSeconds) {
-      this.verified.delete(key); // re-insert: Map order is recency order
-      this.verified.set(key, known);
-      return known;
+    if (known && known.exp > now - graceSeconds) return known;
+    const flight = `${key} ${graceSeconds}`;
+    let pending = this.inflight.get(flight);
+    if (!pending) {
+      pending = this.verifyNew(token, audience, graceSeconds).finally(() => this.inflight.delete(flight));
+      this.inflight.set(flight, pending);
     }
+    try {
+      const v = await pending;
+      this.verified.set(key, v);
+      return v;
+    } catch (err) {
+      if (err instanceof PatchbayError && err.code === 'unavailable') throw err;
+      throw new PatchbayError('unauthorized', `invalid credential: ${err instanceof Error ? err.message : 'rejected'}`);
+    }
+  }
+
+  private async verifyNew(token: string, audience: string, graceSeconds: number): Promise<Verified> {
+    const iss = decodeJwt(token).iss; // unverified: only picks the verifier
+    if (iss === ISSUER) return this.verifyOwn(token, audience, graceSeconds);
+    if (audience !== AUD_USER) throw new Error('not a stream ticket');
+    if (this.firebase && iss === this.firebase.issuer) {
+      const { uid, exp, profile } = await this.firebase.verify(token);
+      return { id: `firebase:${uid}`, kind: 'firebase', profile, exp };
+    }
+    if (typeof iss === 'string' && iss.startsWith(FIREBASE_ISSUER)) {
+      throw new Error(
+        this.firebase ? 'a Firebase ID token of another project' : 'Firebase ID tokens are not accepted here (PATCHBAY_FIREBASE_PROJECT is unset)',
+      );
+    }
+    throw new Error('unknown token issuer');
+  }
+
+  private async verifyOwn(token: string, audience: string, graceSeconds: number): Promise<Verified> {
     const { payload } = await jwtVerify(token, this.secret, { issuer: ISSUER, audience, algorithms: ['HS256'], clockTolerance: graceSeconds });
     if (typeof payload.sub !== 'string') throw new Error('no subject');
     const exp = typeof payload.exp === 'number' ? payload.exp : Number.POSITIVE_INFINITY;
-    const claims: Claims = { sub: payload.sub, anon: payload.anon === true, scope: payload.scope, exp };
-    this.verified.delete(key);
-    this.verified.set(key, claims);
-    if (this.verified.size > VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value as string);
-    return claims;
+    // Tokens issued before domains existed carry no `dom`: they belong to the default domain.
+    const domain = typeof payload.dom === 'string' ? payload.dom : DEFAULT_DOMAIN;
+    const kind: UserKind = payload.kind === 'firebase' || payload.kind === 'service' ? payload.kind : 'anonymous';
+    return { id: payload.sub, kind, domain, scope: payload.scope, exp };
   }
 }

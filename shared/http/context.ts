@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import { SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
 import type { BodyRequest } from './body.js';
+import { requestDomain } from './domain.js';
 import type { Limits } from './limits.js';
 
 export interface HandlerDeps {
@@ -48,9 +49,12 @@ export function scopeId(ctx: Ctx): string {
   return id;
 }
 
-/** The caller, from `Authorization: Bearer <token>` (401 without a valid one). */
+/**
+ * The caller, from `Authorization: Bearer <token>` (401 without a valid one), acting in the domain
+ * its request and token agree on (shared/http/domain.ts; 403 when they disagree).
+ */
 export function user(ctx: Ctx): Promise<User> {
-  return ctx.deps.auth.fromHeader(ctx.req.headers.authorization);
+  return ctx.deps.auth.fromHeader(ctx.req.headers.authorization, requestDomain(ctx.req.headers));
 }
 
 export function etagMatches(header: string | undefined, etag: string): boolean {

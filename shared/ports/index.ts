@@ -7,6 +7,7 @@ export type { BlobStore } from './blobs.js';
 export type { Bus, Listener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
 export { ComposedLedger, type LedgerRoles } from './composed-ledger.js';
+export type { IdentityProvider, Profile, VerifiedIdentity } from './identity.js';
 export type {
   ColdPointers,
   CommitPlan,

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../shared/config.js';
-import type { Client, Res, TestServer } from '../helpers/server.js';
+import { type Client, type Res, request, type TestServer } from '../helpers/server.js';
 
 /** Starts a server of the stack under test with these config overrides. */
 export type StartServer = (overrides?: Partial<Config>) => Promise<TestServer>;
@@ -53,6 +53,50 @@ export function httpContract(stack: string, start: StartServer): void {
         expect(none.json.error.code).toBe('unauthorized');
         const forged = await alice.request('GET', '/v1/scopes/x', { token: `${alice.token.slice(0, -4)}AAAA` });
         expect(forged.status).toBe(401);
+      });
+    });
+
+    describe('domains', () => {
+      /** A client whose token is issued for `domain`, sending `headers` with every request. */
+      async function clientOf(domain: string, headers: Record<string, string> = {}): Promise<Client> {
+        const res = await request(srv.url, 'POST', '/v1/auth/anonymous', { headers, body: headers.origin ? undefined : { domain } });
+        expect(res.json.user.domain).toBe(domain);
+        const token = res.json.token as string;
+        return { token, request: (method, path, opts = {}) => request(srv.url, method, path, { ...opts, headers: { ...headers, ...opts.headers }, token }) };
+      }
+
+      it('a browser’s Origin sets the domain of its token and of the scopes it creates; curl’s is `default`', async () => {
+        const page = await clientOf('app.example.com', { origin: 'https://app.example.com' });
+        const created = await page.request('POST', '/v1/scopes', { body: { state: { n: 0 } } });
+        expect(created.status).toBe(201);
+        expect(created.json.meta).toMatchObject({ domain: 'app.example.com', owner: expect.stringMatching(/^anon:/) });
+        expect(
+          (await page.request('POST', `/v1/scopes/${created.json.id}/patches`, { body: { patch: [{ op: 'replace', path: '/n', value: 1 }] } })).status,
+        ).toBe(200);
+        expect((await page.request('GET', '/v1/me')).json).toMatchObject({ kind: 'anonymous', domain: 'app.example.com' });
+        const plain = await alice.request('POST', '/v1/scopes', { body: {} });
+        expect(plain.json.meta.domain).toBe('default');
+      });
+
+      it('a token for domain A cannot write scopes of domain B, nor be used from a page of domain B (403); nothing changes', async () => {
+        const a = await clientOf('a.example');
+        const { json } = await a.request('POST', '/v1/scopes', { body: { state: { n: 0 } } });
+        expect(json.meta.domain).toBe('a.example');
+        const b = await clientOf('b.example');
+        const patch = { patch: [{ op: 'replace', path: '/n', value: 9 }] };
+        await expectUnchanged(a, json.id, async () => {
+          const other = await b.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch });
+          expect(other.status).toBe(403);
+          expect(other.json.error).toMatchObject({ code: 'forbidden', domain: 'a.example', requested: 'b.example' });
+          // The owner's own token, from a page of another origin, or naming another domain.
+          for (const headers of [{ origin: 'https://b.example' }, { 'x-patchbay-domain': 'b.example' }] as Array<Record<string, string>>) {
+            const res = await a.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch, headers });
+            expect(res.status).toBe(403);
+            expect(res.json.error.code).toBe('forbidden');
+          }
+          expect((await alice.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch })).status).toBe(403); // `default`
+        });
+        expect((await a.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch, headers: { origin: 'https://a.example' } })).status).toBe(200);
       });
     });
 

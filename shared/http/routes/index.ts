@@ -5,7 +5,8 @@ import { authRoutes } from './auth.js';
 import { eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
+import { meRoutes } from './me.js';
 import { patchRoutes } from './patches.js';
 import { scopeRoutes } from './scopes.js';
 
-export const ROUTES: readonly Route<Ctx>[] = [...authRoutes, ...scopeRoutes, ...patchRoutes, ...historyRoutes, ...eventRoutes, ...healthRoutes];
+export const ROUTES: readonly Route<Ctx>[] = [...authRoutes, ...meRoutes, ...scopeRoutes, ...patchRoutes, ...historyRoutes, ...eventRoutes, ...healthRoutes];

@@ -1,7 +1,8 @@
 /**
- * Route group `patches`: `POST /v1/scopes/{id}/patches` submits one patch and answers its ack.
- * The patch's own limits are checked before the rate limits take tokens, so an oversize patch
- * (413) spends none; the engine is handed that check and does not repeat it.
+ * Route group `patches`: `POST /v1/scopes/{id}/patches` submits one patch, from the caller's
+ * domain (the engine's rules refuse another domain's scope), and answers its ack. The patch's own
+ * limits are checked before the rate limits take tokens, so an oversize patch (413) spends none;
+ * the engine is handed that check and does not repeat it.
  */
 import { cannotGrow } from '../../patch.js';
 import { patchRequestSchema } from '../../protocol.js';
@@ -21,7 +22,7 @@ export const patchRoutes: Route<Ctx>[] = [
       const req = await readBody(ctx.req, patchRequestSchema, ctx.deps.config);
       const checked = ctx.deps.engine.check(req.patch);
       await ctx.deps.limits.write(u.id, checked.bytes, cannotGrow(req.patch));
-      const ack = await ctx.deps.engine.submit(id, u.id, req, checked);
+      const ack = await ctx.deps.engine.submit(id, u.id, req, { domain: u.domain, checked });
       ctx.log.ii = ack.ii;
       sendJson(ctx.res, 200, ack);
     },

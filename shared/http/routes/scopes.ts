@@ -1,5 +1,5 @@
 /**
- * Route group `scopes`: creating a scope (`POST /v1/scopes`) and reading one
+ * Route group `scopes`: creating a scope (`POST /v1/scopes`, in the caller's domain) and reading one
  * (`GET /v1/scopes/{id}`, with `ETag: "<ii>"` and a 304 for a matching `If-None-Match`).
  */
 import type { ScopeView } from '../../engine/engine.js';
@@ -20,7 +20,7 @@ export const scopeRoutes: Route<Ctx>[] = [
       const u = await user(ctx);
       const req = await readBody(ctx.req, createScopeSchema, ctx.deps.config);
       await ctx.deps.limits.createScope(u.id);
-      const view = await ctx.deps.engine.createScope(u.id, req);
+      const view = await ctx.deps.engine.createScope(u.id, req, { domain: u.domain });
       ctx.deps.limits.created(u.id, view.meta.size);
       ctx.log.scope = view.id;
       ctx.log.ii = 0;

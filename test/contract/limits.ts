@@ -55,7 +55,8 @@ export function limitsContract(stack: string, start: StartServer): void {
     });
 
     it('sign-in is rate limited per client address: 429 rate_limited with Retry-After, no token', async () => {
-      const srv = await open({ rateSignIn: { tokens: 2, windowMs: 60_000 } });
+      // No trusted proxy (embedded's default; google mode trusts one Google front end by default).
+      const srv = await open({ rateSignIn: { tokens: 2, windowMs: 60_000 }, trustProxy: '' });
       expect((await request(srv.url, 'POST', '/v1/auth/anonymous')).status).toBe(200);
       expect((await request(srv.url, 'POST', '/v1/auth/anonymous')).status).toBe(200);
       const res = await request(srv.url, 'POST', '/v1/auth/anonymous');
@@ -66,7 +67,7 @@ export function limitsContract(stack: string, start: StartServer): void {
       expect(retry).toBeGreaterThanOrEqual(1);
       expect(retry).toBeLessThanOrEqual(30);
       expect(res.json.error.retryAfter).toBe(retry);
-      // X-Forwarded-For is not trusted by default: a made-up address changes nothing
+      // X-Forwarded-For is not trusted without a trusted proxy: a made-up address changes nothing
       const spoofed = await request(srv.url, 'POST', '/v1/auth/anonymous', { headers: { 'x-forwarded-for': '203.0.113.9' } });
       expect(spoofed.status).toBe(429);
     });

@@ -139,7 +139,10 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
       });
       crashed.catch(() => {});
       const a = await startServer(cfg, undefined, {
-        wrap: (ad: Adapters) => ({ ...ad, bus: { publish: () => crashed, subscribe: (s, l) => ad.bus.subscribe(s, l), close: () => ad.bus.close() } }),
+        wrap: (ad: Adapters) => ({
+          ...ad,
+          bus: { ...ad.bus, publish: () => crashed, subscribe: (s, l) => ad.bus.subscribe(s, l), close: () => ad.bus.close() },
+        }),
       });
       const seen: PatchEvent[] = [];
       const b = await startServer(cfg, undefined, { consumers: { recorder: async (e) => void seen.push(e) } });

@@ -34,7 +34,7 @@ export function createHandler(deps: HandlerDeps): Handler {
     try {
       if (req.method === 'OPTIONS') {
         res.writeHead(204, {
-          'access-control-allow-methods': 'GET, POST, OPTIONS',
+          'access-control-allow-methods': 'GET, POST, PUT, OPTIONS',
           'access-control-allow-headers': 'Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id',
           'access-control-max-age': '600',
         });

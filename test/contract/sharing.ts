@@ -139,6 +139,17 @@ export function sharingContract(stack: string, start: StartServer, startPeers?: 
       expect(bobs.source.readyState).not.toBe(CLOSED);
     });
 
+    it('a stream opened with a ticket is held to its user’s access: it ends on revoke, and the ticket opens no new one', async () => {
+      const { id } = (await alice.request('POST', '/v1/scopes', { body: { state: { n: 0 }, access: { visibility: 'private', readers: [userId(bob)] } } })).json;
+      const { ticket } = (await bob.request('POST', `/v1/scopes/${id}/events/ticket`)).json;
+      const byTicket = openSse(`${srv.url}/v1/scopes/${id}/events?ticket=${ticket}`);
+      streams.push(byTicket);
+      await waitFor('the state', () => byTicket.events.length > 0);
+      await put(alice, id, { visibility: 'private' });
+      await waitFor('the ticket’s stream to end', () => byTicket.source.readyState === CLOSED);
+      expect(await streamStatus(`${srv.url}/v1/scopes/${id}/events?ticket=${ticket}`, {})).toBe(404);
+    });
+
     it('only the owner manages access: 403 to a writer, 404 to a stranger, 413 past the limit, 400 a bad body, each changing nothing', async () => {
       const { id } = (await alice.request('POST', '/v1/scopes', { body: { access: { visibility: 'private', writers: [userId(bob)] } } })).json;
       await unchanged(id, async () => {

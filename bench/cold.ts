@@ -122,7 +122,12 @@ async function measure(mode: string, ledger: Ledger, blobs: BlobStore, chunk: nu
   );
   if (JSON.stringify(latest) !== JSON.stringify(expected(N))) throw new Error(`${mode}: the state from the snapshot is wrong`);
   const engine = new Engine(
-    { ledger, blobs, cache: new MemoryCache(), bus: { publish: async () => {}, subscribe: async () => async () => {}, close: async () => {} } },
+    {
+      ledger,
+      blobs,
+      cache: new MemoryCache(),
+      bus: { publish: async () => {}, subscribe: async () => async () => {}, signal: async () => {}, close: async () => {} },
+    },
     config,
   );
   await timed(mode, 'history', N, async () => {

@@ -155,6 +155,12 @@ export const CONFIG_TABLE = {
   maxStateBytes: setting('PATCHBAY_MAX_STATE_BYTES', 512 * KiB, int(16), 'Largest scope state, as JSON text, initial or after a patch (413 `too_large`).'),
   maxPathDepth: setting('PATCHBAY_MAX_PATH_DEPTH', 32, int(1, 1000), 'Most segments in a JSON Pointer of a patch (413 `too_large`).'),
   maxValueDepth: setting('PATCHBAY_MAX_VALUE_DEPTH', 64, int(1, 1000), 'Deepest nesting of a JSON value in a patch or state (413 `too_large`).'),
+  maxAccessUsers: setting(
+    'PATCHBAY_MAX_ACCESS_USERS',
+    100,
+    int(0, 10_000),
+    "Most users a scope's access may list, readers and writers together (413 `too_large`, `maxAccessUsers`). The list lives in the scope's head, read by every commit.",
+  ),
   maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
   ackAfter: setting(
     'PATCHBAY_ACK_AFTER',
@@ -399,7 +405,7 @@ export const CONFIG_SECTIONS = {
   /** Who may call the internal endpoints: `push`, `sweep`, `bundle` (shared/http/internal-auth.ts). */
   oidc: ['oidc', 'oidcAudience', 'oidcEmails', 'oidcCertsUrl'],
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
-  limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth'],
+  limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth', 'maxAccessUsers'],
   /** The write path, the near cache and the outbox (shared/engine/). */
   engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */

@@ -59,13 +59,53 @@ export const patchRequestSchema = z
   });
 export type PatchRequest = z.infer<typeof patchRequestSchema>;
 
+/**
+ * Who may see a scope besides its owner and the users listed in its access (shared/engine/access.ts
+ * applies it): `private` nobody else, `domain` any signed-in user of the scope's domain,
+ * `authenticated` any signed-in user, `public` anyone, even without a token. Only the owner and
+ * the listed writers may patch, whatever the visibility.
+ */
+export const VISIBILITIES = ['private', 'domain', 'authenticated', 'public'] as const;
+export type Visibility = (typeof VISIBILITIES)[number];
+
+/** A user id as access lists name it (what `user.id` is: `anon:<uuid>`, `firebase:<uid>`...). */
+const userId = z.string().min(1).max(256);
+
+/**
+ * A scope's access as the owner sets it (`PUT /v1/scopes/{id}/access`, or `access` on create):
+ * the whole object each time. How many users the two lists may name together is a limit
+ * (PATCHBAY_MAX_ACCESS_USERS), checked by the engine.
+ */
+export const accessSchema = z.strictObject({
+  visibility: z.enum(VISIBILITIES),
+  readers: z.array(userId).default([]),
+  writers: z.array(userId).default([]),
+});
+export type AccessRequest = z.infer<typeof accessSchema>;
+
+/** A scope's access as stored with its head: the lists deduplicated, and a revision. */
+export interface ScopeAccess {
+  visibility: Visibility;
+  /** Users who may read (get, stream, tickets, history). */
+  readers: string[];
+  /** Users who may also patch. */
+  writers: string[];
+  /** How many times the access was changed: 0 as created. Ledger.setAccess moves it by one. */
+  rev: number;
+}
+
 export const createScopeSchema = z.strictObject({
   id: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}').optional(),
   name: z.string().max(256).optional(),
   type: z.string().max(128).optional(),
   state: jsonValue.optional(),
+  /** Default: private (only the owner). */
+  access: accessSchema.optional(),
 });
 export type CreateScopeRequest = z.infer<typeof createScopeSchema>;
+
+/** The domain of a scope created without one (and, until tokens carry one, of every caller). */
+export const DEFAULT_DOMAIN = 'default';
 
 /** `POST /v1/auth/anonymous`: an optional body naming the domain (server clients; see shared/http/domain.ts). */
 export const anonymousRequestSchema = z.strictObject({ domain: domainSchema.optional() });
@@ -81,6 +121,12 @@ export interface ScopeMeta {
   updated: number;
   /** Bytes of the state's JSON text at head. */
   size: number;
+  /**
+   * Who may read and write it. Missing on scopes stored before access existed: those read as
+   * `authenticated` with no listed users (any signed-in user reads, the owner writes), which is
+   * what every scope allowed then (shared/engine/access.ts, LEGACY_ACCESS).
+   */
+  access?: ScopeAccess;
 }
 
 /** One accepted patch, as the log stores it. */

@@ -86,8 +86,10 @@ beforeAll(async () => {
   srv = await startServer(LIMITS);
   alice = await srv.client();
   bob = await srv.client();
+  // Readable by every signed-in user, so that alice writing to bob's scope is `forbidden` (a
+  // private one would be `scope_not_found`, as if it did not exist).
   const mk = async (c: Client, id: string, state: unknown) => {
-    const r = await c.request('POST', '/v1/scopes', { body: { id, state } });
+    const r = await c.request('POST', '/v1/scopes', { body: { id, state, access: { visibility: 'authenticated' } } });
     expect(r.status, r.text).toBe(201);
   };
   await mk(alice, ID.main, MAIN_STATE);

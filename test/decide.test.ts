@@ -7,6 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
+import { canRead, canWrite } from '../shared/engine/access.js';
 import { type CommitRules, DEFAULT_RULES, decide, type GroupInput, ownerOnly, type Pending } from '../shared/engine/decide.js';
 import { Engine } from '../shared/engine/engine.js';
 import { PatchbayError } from '../shared/errors.js';
@@ -132,16 +133,38 @@ describe('the engine with commit rules', () => {
     expect((await e.getScope('s')).state).toEqual({ n: 3 });
   });
 
-  it('by default, lets only the owner write', async () => {
+  it('by default, lets only the owner and listed writers write: a reader is forbidden, a stranger told the scope does not exist', async () => {
     const e = engine();
-    await e.createScope('u', { id: 's', state: { n: 0 } });
+    await e.createScope('u', { id: 's', state: { n: 0 }, access: { visibility: 'private', readers: ['r'], writers: ['w'] } });
     const results = await Promise.all([
       settle(e.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: 1 }] })),
       settle(e.submit('s', 'other', { patch: [{ op: 'replace', path: '/n', value: 2 }] })),
+      settle(e.submit('s', 'r', { patch: [{ op: 'replace', path: '/n', value: 3 }] })),
+      settle(e.submit('s', 'w', { patch: [{ op: 'replace', path: '/n', value: 4 }] })),
       settle(e.submit('s', 'u', { patch: [{ op: 'replace', path: '/n', value: -3 }] })),
     ]);
-    expect(results).toEqual([1, 'forbidden', 2]);
-    expect(await e.getScope('s')).toMatchObject({ ii: 2, state: { n: -3 } });
+    expect(results).toEqual([1, 'scope_not_found', 'forbidden', 2, 3]);
+    expect(await e.getScope('s')).toMatchObject({ ii: 3, state: { n: -3 } });
+  });
+
+  it('authorizes each write against the access it commits on: a revoked writer is refused from the revoke on', async () => {
+    const e = engine();
+    await e.createScope('u', { id: 's', state: { n: 0 }, access: { visibility: 'authenticated', readers: [], writers: ['w'] } });
+    expect(await settle(e.submit('s', 'w', { patch: [{ op: 'replace', path: '/n', value: 1 }] }))).toBe(1);
+    await e.setAccess('s', { id: 'u' }, { visibility: 'authenticated', readers: [], writers: [] });
+    expect(await settle(e.submit('s', 'w', { patch: [{ op: 'replace', path: '/n', value: 2 }] }))).toBe('forbidden');
+    expect(await e.getScope('s')).toMatchObject({ ii: 1, state: { n: 1 } });
+  });
+
+  it('scopes stored without access behave as before access existed: anyone reads, the owner writes', async () => {
+    const e = engine();
+    await e.createScope('u', { id: 's' });
+    const head = await e.head('s');
+    const legacy = { ...head.meta, access: undefined };
+    expect(canRead(legacy, { id: 'someone' })).toBe(true);
+    expect(canRead(legacy, null)).toBe(false);
+    expect(canWrite(legacy, 'someone')).toBe(false);
+    expect(canWrite(legacy, 'u')).toBe(true);
   });
 
   it('creates scopes in the caller’s domain, `default` unless told', async () => {

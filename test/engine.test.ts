@@ -57,7 +57,12 @@ function setup(overrides = {}, mutate?: (a: Adapters) => void) {
 /** Replaces the adapters' bus with one whose publish is `publish` (which may call the real bus). */
 function interceptPublish(a: Adapters, publish: (events: PatchEvent[], real: Bus) => Promise<void>): void {
   const real = a.bus;
-  a.bus = { publish: (events) => publish(events, real), subscribe: (s, l) => real.subscribe(s, l), close: () => real.close() };
+  a.bus = {
+    publish: (events) => publish(events, real),
+    subscribe: (s, l, g) => real.subscribe(s, l, g),
+    signal: (x) => real.signal(x),
+    close: () => real.close(),
+  };
 }
 
 const settle = <T>(p: Promise<T>) =>
@@ -106,7 +111,7 @@ describe('group commit', () => {
       { err: 'patch_failed' },
       { ok: { id: 's', ii: 2 } },
       { err: 'out_of_sync' },
-      { err: 'forbidden' },
+      { err: 'scope_not_found' }, // a stranger to a private scope: as if it did not exist
       { err: 'replay_required' },
       { ok: { id: 's', ii: 3 } },
       { ok: { id: 's', ii: 3, duplicate: true } },

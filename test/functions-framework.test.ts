@@ -100,7 +100,7 @@ describe('the api function on the Functions Framework', () => {
   });
 
   const newScope = async (state: unknown = { n: 0 }): Promise<string> => {
-    const res = await alice.request('POST', '/v1/scopes', { body: { state } });
+    const res = await alice.request('POST', '/v1/scopes', { body: { state, access: { visibility: 'authenticated' } } });
     expect(res.status).toBe(201);
     return res.json.id;
   };
@@ -112,7 +112,7 @@ describe('the api function on the Functions Framework', () => {
 
   it('issues an anonymous token, creates a scope and serves it with an ETag, then 304', async () => {
     expect(alice.token.split('.')).toHaveLength(3);
-    const created = await alice.request('POST', '/v1/scopes', { body: { id: 'ff-scope', state: { a: 1 } } });
+    const created = await alice.request('POST', '/v1/scopes', { body: { id: 'ff-scope', state: { a: 1 }, access: { visibility: 'authenticated' } } });
     expect(created.status).toBe(201);
     expect(created.json).toMatchObject({ id: 'ff-scope', ii: 0, state: { a: 1 } });
     expect(created.headers.get('etag')).toBe('"0"');

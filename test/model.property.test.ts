@@ -308,7 +308,10 @@ async function run(generated: Plan): Promise<void> {
   const base = srv.url;
   try {
     for (let s = 0; s < S; s++) {
-      const created = await users[ownerOf(s)]?.client.request('POST', '/v1/scopes', { body: { id: ids[s], state: initial[s] } });
+      // Readable by every user (the model: anyone reads and subscribes, only the owner writes).
+      const created = await users[ownerOf(s)]?.client.request('POST', '/v1/scopes', {
+        body: { id: ids[s], state: initial[s], access: { visibility: 'authenticated' } },
+      });
       expect(created?.status, created?.text).toBe(201);
     }
     for (let s = 0; s < S; s++) subs.push(new Subscriber(`${base}/v1/scopes/${ids[s]}/events`, users[0]?.client.token as string));

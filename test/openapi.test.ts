@@ -20,7 +20,7 @@ type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof A
 const Ajv2020 = ((Ajv2020Module as unknown as { default?: AjvClass }).default ?? Ajv2020Module) as AjvClass;
 
 type Obj = Record<string, unknown>;
-type Method = 'GET' | 'POST';
+type Method = 'GET' | 'POST' | 'PUT';
 
 const spec = parse(readFileSync(new URL('../docs/openapi.yaml', import.meta.url), 'utf8')) as Obj;
 const SPEC_ID = 'openapi.json';
@@ -156,7 +156,7 @@ let alice: Client;
 let bob: Client;
 
 beforeAll(async () => {
-  srv = await startServer({ maxOps: 3, maxBodyBytes: 4096, maxPatchBytes: 1024, maxStateBytes: 512, maxPathDepth: 4, maxValueDepth: 4 });
+  srv = await startServer({ maxOps: 3, maxBodyBytes: 4096, maxPatchBytes: 1024, maxStateBytes: 512, maxPathDepth: 4, maxValueDepth: 4, maxAccessUsers: 3 });
   alice = await srv.client();
   bob = await srv.client();
 });
@@ -200,8 +200,9 @@ function expectError(res: Res, status: number, code: string): void {
 const BAD_ID = 'x'.repeat(129);
 const MISSING = 'no-such-scope';
 
+/** A scope every signed-in user may read (bob reads alice's scopes in these tests). */
 async function newScope(state: unknown = { n: 0 }, c: Client = alice): Promise<string> {
-  const res = await call('POST', '/v1/scopes', { body: { state }, token: c.token });
+  const res = await call('POST', '/v1/scopes', { body: { state, access: { visibility: 'authenticated' } }, token: c.token });
   expect(res.status).toBe(201);
   return res.json.id as string;
 }
@@ -317,7 +318,7 @@ describe('routing', () => {
   it('answers a CORS preflight on any path as the description says', async () => {
     const res = await request(srv.url, 'OPTIONS', '/v1/scopes/x/patches', { token: null });
     expect(res.status).toBe(204);
-    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, OPTIONS');
+    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, OPTIONS');
     expect(res.headers.get('access-control-allow-headers')).toBe('Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id');
     expect(res.headers.get('access-control-max-age')).toBe('600');
   });
@@ -402,6 +403,7 @@ describe('auth and health', () => {
       );
       expect((await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v })).status).toBe(200);
       expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v }), 429, 'rate_limited');
+      expectError(await at(limited.url, 'PUT', '/v1/scopes/{id}/access', { id: idV, body: { visibility: 'public' }, token: v }), 429, 'rate_limited');
       await hold(limited.url, v, idV);
       expectError(await at(limited.url, 'GET', '/v1/scopes/{id}/events', { id: idV, token: v }), 429, 'rate_limited');
       const w = await newClient(full.url);
@@ -426,16 +428,21 @@ describe('auth and health', () => {
       ['GET', '/v1/scopes/{id}/patches'],
       ['POST', '/v1/scopes/{id}/events/ticket'],
       ['GET', '/v1/scopes/{id}/events'],
+      ['GET', '/v1/scopes/{id}/access'],
+      ['PUT', '/v1/scopes/{id}/access'],
     ] as Array<[Method, string]>) {
-      expectError(await call(method, template, { id, token: null, body: method === 'POST' ? {} : undefined }), 401, 'unauthorized');
-      expectError(await call(method, template, { id, token: forged, body: method === 'POST' ? {} : undefined }), 401, 'unauthorized');
+      const body = method === 'GET' ? undefined : {};
+      expectError(await call(method, template, { id, token: null, body }), 401, 'unauthorized');
+      expectError(await call(method, template, { id, token: forged, body }), 401, 'unauthorized');
     }
   });
 });
 
 describe('scopes', () => {
   it('creates (201 with ETag and Location), reads (200), and answers 304 to a matching If-None-Match', async () => {
-    const created = await call('POST', '/v1/scopes', { body: { id: 'oa.doc:1', name: 'doc', type: 'note', state: { a: [1, { b: null }] } } });
+    const created = await call('POST', '/v1/scopes', {
+      body: { id: 'oa.doc:1', name: 'doc', type: 'note', state: { a: [1, { b: null }] }, access: { visibility: 'authenticated', readers: ['anon:x'] } },
+    });
     expect(created.status).toBe(201);
     expect(created.headers.get('location')).toBe('/v1/scopes/oa.doc%3A1');
     expect(created.json.meta).toMatchObject({ name: 'doc', type: 'note', ii: 0 });
@@ -471,6 +478,74 @@ describe('scopes', () => {
     const big = await call('POST', '/v1/scopes', { body: { state: { s: 'x'.repeat(600) } } });
     expectError(big, 413, 'too_large');
     expect(big.json.error).toMatchObject({ limit: 'maxStateBytes', max: 512 });
+  });
+});
+
+describe('access', () => {
+  const access = '/v1/scopes/{id}/access';
+
+  it('reads and replaces the access for the owner (200), idempotently; others see the visibility only', async () => {
+    const id = (await call('POST', '/v1/scopes', { body: {} })).json.id as string;
+    expect((await call('GET', access, { id })).json).toEqual({ visibility: 'private', readers: [], writers: [], rev: 0 });
+    const body = { visibility: 'domain', readers: ['anon:r', 'anon:r', 'anon:w'], writers: ['anon:w'] };
+    const put = await call('PUT', access, { id, body });
+    expect(put.json).toEqual({ visibility: 'domain', readers: ['anon:r'], writers: ['anon:w'], rev: 1 });
+    expect((await call('PUT', access, { id, body })).json.rev).toBe(1);
+    expect((await call('GET', '/v1/scopes/{id}', { id })).json.meta.access).toEqual(put.json);
+    expect((await call('GET', '/v1/scopes/{id}', { id, token: bob.token })).json.meta.access).toEqual({ visibility: 'domain' });
+  });
+
+  it('serves a public scope without a token (get, history, events), and 401s the rest', async () => {
+    const id = (await call('POST', '/v1/scopes', { body: { state: { p: 1 }, access: { visibility: 'public' } } })).json.id as string;
+    expect((await call('GET', '/v1/scopes/{id}', { id, token: null })).json.meta.access).toEqual({ visibility: 'public' });
+    expect((await call('GET', '/v1/scopes/{id}/patches', { id, token: null })).status).toBe(200);
+    const stream = await fetch(`${srv.url}/v1/scopes/${id}/events`);
+    expect(stream.status).toBe(200);
+    await stream.body?.cancel();
+    expectError(await call('POST', '/v1/scopes/{id}/patches', { id, body: { patch: [] }, token: null }), 401, 'unauthorized');
+    expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', access, { id, token: null }), 401, 'unauthorized');
+  });
+
+  it('404s a caller who may not read the scope, as a missing scope; 403s a reader who is not the owner', async () => {
+    const priv = (await call('POST', '/v1/scopes', { body: {} })).json.id as string;
+    for (const [method, template] of [
+      ['GET', '/v1/scopes/{id}'],
+      ['GET', '/v1/scopes/{id}/patches'],
+      ['POST', '/v1/scopes/{id}/events/ticket'],
+      ['GET', '/v1/scopes/{id}/events'],
+      ['GET', access],
+      ['PUT', access],
+      ['POST', '/v1/scopes/{id}/patches'],
+    ] as Array<[Method, string]>) {
+      const body = method === 'PUT' ? { visibility: 'public' } : method === 'POST' && template.endsWith('patches') ? { patch: [] } : undefined;
+      expectError(await call(method, template, { id: priv, token: bob.token, body }), 404, 'scope_not_found');
+      expectError(await call(method, template, { id: MISSING, token: bob.token, body }), 404, 'scope_not_found');
+    }
+    const readable = await newScope();
+    expectError(await call('GET', access, { id: readable, token: bob.token }), 403, 'forbidden');
+    expectError(await call('PUT', access, { id: readable, token: bob.token, body: { visibility: 'public' } }), 403, 'forbidden');
+  });
+
+  it('400s a bad id or body, 413s too many users, 415s a non-JSON body, changing nothing', async () => {
+    const id = await newScope();
+    expectError(await call('GET', access, { id: BAD_ID }), 400, 'invalid_request');
+    expectError(await call('PUT', access, { id: BAD_ID, body: { visibility: 'public' } }), 400, 'invalid_request');
+    for (const body of [
+      {},
+      { visibility: 'everyone' },
+      { visibility: 'public', readers: 'anon:x' },
+      { visibility: 'public', readers: [''] },
+      { visibility: 'public', extra: 1 },
+    ]) {
+      expectError(await call('PUT', access, { id, body }), 400, 'invalid_request');
+      expect(() => expectValid(['components', 'schemas', 'AccessRequest'], body, 'body')).toThrow();
+    }
+    const many = await call('PUT', access, { id, body: { visibility: 'private', readers: ['a', 'b'], writers: ['c', 'd'] } });
+    expectError(many, 413, 'too_large');
+    expect(many.json.error).toMatchObject({ limit: 'maxAccessUsers', max: 3, actual: 4 });
+    expectError(await call('PUT', access, { id, raw: '{"visibility":"public"}' }), 415, 'unsupported_media_type');
+    expect((await call('GET', access, { id })).json).toEqual({ visibility: 'authenticated', readers: [], writers: [], rev: 0 });
   });
 });
 
@@ -568,6 +643,9 @@ describe('patches', () => {
     });
     expectError(huge, 413, 'too_large');
     limits.add(huge.json.error.limit);
+    const listed = await call('PUT', '/v1/scopes/{id}/access', { id, body: { visibility: 'private', readers: ['a', 'b', 'c', 'd'] } });
+    expectError(listed, 413, 'too_large');
+    limits.add(listed.json.error.limit);
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
     expect([...limits].sort()).toEqual([...(tooLarge.enum as string[])].sort());

@@ -3,7 +3,8 @@
  * handles each patch of a scope once and in index order, whatever the deliveries look like
  * (duplicates, redeliveries, out of order, gaps, which are filled from the log); a failing handler
  * gets a non-2xx so Pub/Sub redelivers, and the redelivery resumes where it stopped; a body that is
- * not a push delivery is refused and changes nothing.
+ * not a push delivery is refused and changes nothing; a bus signal on the same topic is acknowledged
+ * and skipped.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type App, createApp } from '../shared/app.js';
@@ -95,5 +96,22 @@ describe('push consumer', () => {
     expect((await request(url, 'GET', '/push/recorder')).status).toBe(405);
     expect(seenOf(id)).toEqual([]);
     expect(await app.adapters.ledger.getCursor('recorder', id)).toBe(0);
+  });
+
+  it('acknowledges a bus signal (an access change) and skips it: no handler call, no cursor move', async () => {
+    const { id, events } = await scopeWithPatches(1);
+    const signal = {
+      message: {
+        data: Buffer.from(JSON.stringify({ scope: id, signal: 'access' })).toString('base64'),
+        attributes: { scope: id, signal: 'access' },
+        messageId: 'sig-1',
+      },
+      subscription: 'projects/p/subscriptions/s',
+    };
+    expect((await deliver(signal)).status).toBe(204);
+    expect(seenOf(id)).toEqual([]);
+    expect(await app.adapters.ledger.getCursor('recorder', id)).toBe(0);
+    expect((await deliver(wrap(events[0] as PatchEvent))).status).toBe(204); // patches still flow
+    expect(seenOf(id)).toEqual([1]);
   });
 });

@@ -25,8 +25,9 @@ describe('SSE resources and credentials (embedded)', () => {
         ...a,
         bus: {
           publish: (e) => a.bus.publish(e),
-          subscribe: async (s, l) => {
-            const off = await a.bus.subscribe(s, l);
+          signal: (x) => a.bus.signal(x),
+          subscribe: async (s, l, sig) => {
+            const off = await a.bus.subscribe(s, l, sig);
             live++;
             opened++;
             return async () => {
@@ -90,7 +91,7 @@ describe('SSE resources and credentials (embedded)', () => {
   });
 
   it('accepts a stream ticket that expired during the stream it resumes (Last-Event-ID), and only then', async () => {
-    const { id } = (await alice.request('POST', '/v1/scopes', { body: {} })).json;
+    const { id } = (await alice.request('POST', '/v1/scopes', { body: { access: { visibility: 'authenticated' } } })).json;
     const secret = new TextEncoder().encode(readFileSync(join(srv.dataDir, 'jwt-secret'), 'utf8').trim());
     const now = Math.floor(Date.now() / 1000);
     const expired = await new SignJWT({ scope: id })

@@ -23,6 +23,7 @@ import { applyPatch, type Budget, checkValueDepth } from '../patch.js';
 import type { Head } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
 import type { PatchRecord, PatchRequest } from '../protocol.js';
+import { notFound as accessNotFound, canRead, canWrite } from './access.js';
 
 export interface Ack {
   id: string;
@@ -44,8 +45,7 @@ export type Outcome = { ack: Ack } | { error: PatchbayError };
 /** The limits the decision enforces on a scope's state. */
 export type StateLimits = Pick<Config, 'maxStateBytes' | 'maxValueDepth'>;
 
-/** The domain of a scope created without one. */
-export const DEFAULT_DOMAIN = 'default';
+export { DEFAULT_DOMAIN } from '../protocol.js';
 
 /** What a rule sees of one request. Every field is read-only to a rule. */
 export interface RequestContext {
@@ -86,7 +86,7 @@ export interface CandidateContext extends RequestContext {
 export interface CommitRules {
   /**
    * Whether `ctx.user` may patch the scope: runs first for each request, before retries are
-   * recognised (ShareDB's `submit`). The default is `ownerInDomain`.
+   * recognised (ShareDB's `submit`). The default is `writersInDomain`.
    */
   authorize(ctx: RequestContext): void;
   /**
@@ -96,9 +96,22 @@ export interface CommitRules {
   validate?(ctx: CandidateContext): void;
 }
 
-/** Only a scope's owner may patch it (`forbidden`). */
+/** The rule before scopes had access lists: only a scope's owner may patch it (`forbidden`). */
 export function ownerOnly(ctx: RequestContext): void {
   if (ctx.head.meta.owner !== ctx.user) throw new PatchbayError('forbidden', 'only the owner of a scope may patch it', { id: ctx.id });
+}
+
+/**
+ * Only the scope's owner and its listed writers may patch it (shared/engine/access.ts), as the
+ * head read in this transaction says: a revoke that committed first refuses the write. A user
+ * who may read the scope is refused with `forbidden`; one who may not even read it, with
+ * `scope_not_found`, as for a scope that does not exist.
+ */
+export function writersOnly(ctx: RequestContext): void {
+  const { meta } = ctx.head;
+  if (canWrite(meta, ctx.user)) return;
+  if (!canRead(meta, { id: ctx.user, domain: ctx.domain })) throw accessNotFound(ctx.id);
+  throw new PatchbayError('forbidden', "only a scope's owner and its writers may patch it", { id: ctx.id });
 }
 
 /** A scope is patched only from its own domain: a token for domain A cannot write scopes of domain B (`forbidden`). */
@@ -112,14 +125,18 @@ export function sameDomain(ctx: RequestContext): void {
   }
 }
 
-/** Today's rule: only the owner, writing from the scope's own domain, may patch it. */
-export function ownerInDomain(ctx: RequestContext): void {
+/**
+ * Today's rule: the owner and listed writers, writing from the scope's own domain. The access
+ * check comes first, so a caller who may not even read the scope learns nothing about it (404),
+ * not even its domain.
+ */
+export function writersInDomain(ctx: RequestContext): void {
+  writersOnly(ctx);
   sameDomain(ctx);
-  ownerOnly(ctx);
 }
 
-/** The rules an engine runs unless it is given others: owner-only writes from the scope's domain, no validation. */
-export const DEFAULT_RULES: CommitRules = { authorize: ownerInDomain };
+/** The rules an engine runs unless it is given others: writes by the owner and listed writers, from the scope's domain; no validation. */
+export const DEFAULT_RULES: CommitRules = { authorize: writersInDomain };
 
 /** Runs one rule, holding it to returning nothing (see CommitRules). */
 function runRule(call: () => unknown): void {

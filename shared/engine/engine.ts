@@ -6,16 +6,19 @@
  * - state at an index and the whole log (guarantees 2, 6): shared/engine/read.ts
  * - publishing and the outbox sweeper (guarantee 5): shared/engine/sweeper.ts
  * - live streams (guarantee 4): shared/engine/stream.ts
- * Here: creating a scope (its initial state held to the limits before anything is written,
- * guarantees 3 and 7) and the wiring.
+ * - who may read and write (the rules; writes are checked in the commit decision): shared/engine/access.ts
+ * Here: creating a scope (its initial state and access held to the limits before anything is
+ * written, guarantees 3 and 7), changing its access, and the wiring.
  */
 import { randomUUID } from 'node:crypto';
 import { ColdStore } from '../cold/store.js';
 import type { EngineConfig } from '../config.js';
+import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { CheckedPatch } from '../patch.js';
 import type { Adapters, Head } from '../ports/index.js';
-import type { CreateScopeRequest, Patch, PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
+import type { AccessRequest, CreateScopeRequest, Patch, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
+import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess } from './access.js';
 import { Writer } from './commit.js';
 import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES } from './decide.js';
 import { NearCache } from './near-cache.js';
@@ -70,6 +73,7 @@ export class Engine {
   async createScope(owner: string, req: CreateScopeRequest, opts: { domain?: string } = {}): Promise<ScopeView> {
     const state: Json = req.state === undefined ? {} : req.state;
     const size = checkState(state, this.config);
+    const access: ScopeAccess = req.access ? { ...normalizeAccess(req.access, owner, this.config), rev: 0 } : { ...NEW_SCOPE_ACCESS };
     const now = this.now();
     const meta: ScopeMeta = {
       owner,
@@ -79,6 +83,7 @@ export class Engine {
       created: now,
       updated: now,
       size,
+      access,
     };
     const id = req.id ?? randomUUID();
     await this.ports.ledger.createScope({ id, meta, initial: state });
@@ -87,6 +92,32 @@ export class Engine {
 
   head(id: string): Promise<Head> {
     return this.reader.head(id);
+  }
+
+  /**
+   * Replaces the scope's access with `req` (the whole object) for its owner: `scope_not_found`
+   * for a caller who may not read the scope, `forbidden` for any other non-owner, `too_large`
+   * past PATCHBAY_MAX_ACCESS_USERS, each changing nothing. Idempotent: the access it already has
+   * writes nothing. Once changed, the scope's streams are signalled (on every instance), and each
+   * ends if its reader lost access (shared/engine/stream.ts); writes are checked against the new
+   * access from the moment it is stored (Ledger.setAccess).
+   */
+  async setAccess(id: string, caller: Caller, req: AccessRequest): Promise<ScopeAccess> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const { meta } = await this.head(id);
+      checkOwner(id, meta, caller);
+      const next = normalizeAccess(req, meta.owner, this.config);
+      const current = accessOf(meta);
+      if (meta.access && sameAccess(current, next)) return current;
+      const stored = await this.ports.ledger.setAccess(id, next, current.rev);
+      if (!stored) continue; // changed meanwhile (another request of the owner): decide again
+      await this.ports.bus.signal({ scope: id, kind: 'access' }).catch((err: unknown) =>
+        // Committed all the same: streams of this scope end at their length at the latest, and reconnects are checked.
+        this.logError({ message: 'access signal failed', scope: id, err: String(err) }),
+      );
+      return stored;
+    }
+    throw new PatchbayError('unavailable', `the access of ${id} keeps changing; retry`);
   }
 
   /** The scope at its current head. */
@@ -171,4 +202,9 @@ export class Engine {
     await this.writer.idle();
     await this.outbox.flush();
   }
+}
+
+function sameAccess(a: Omit<ScopeAccess, 'rev'>, b: Omit<ScopeAccess, 'rev'>): boolean {
+  const same = (x: string[], y: string[]) => x.length === y.length && x.every((u, i) => u === y[i]);
+  return a.visibility === b.visibility && same(a.readers, b.readers) && same(a.writers, b.writers);
 }

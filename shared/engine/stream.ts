@@ -6,12 +6,22 @@
  * reader's queue is bounded: past `queueMax` the stream stops queueing and reads the log instead.
  * Opening reads the log only between the requested position and the head read after subscribing;
  * what follows comes from the bus.
+ *
+ * Access: a stream opened for a `reader` checks, on the head it reads after subscribing, that the
+ * reader may read the scope (else `scope_not_found`, nothing sent), and again on every `access`
+ * signal of the scope (shared/ports/bus.ts), holding back live events until the check is done;
+ * a reader who lost access has its stream ended (`sink.revoked`). A signal is sent by the
+ * instance that changed the access, after the change committed, so streams on every instance
+ * learn of it within the bus's delivery time. Patches committed between the change and the
+ * signal's arrival may still reach the stream; a signal lost with its instance leaves the stream
+ * to its end (PATCHBAY_SSE_MAX_MS), and a reconnect is refused.
  */
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { Bus, Head } from '../ports/index.js';
 import type { PatchEvent, PatchRecord } from '../protocol.js';
 import { toEvent } from '../protocol.js';
+import { type Caller, canRead, checkRead } from './access.js';
 
 export interface StreamSink {
   state(ii: number, state: Json): void | Promise<void>;
@@ -26,6 +36,8 @@ export interface StreamSink {
    * The sink should end the stream: its client resumes from the last id it received.
    */
   failed?(err: unknown): void;
+  /** The stream's reader lost access to the scope, and the stream stopped sending: end it. */
+  revoked?(): void;
 }
 
 /**
@@ -37,6 +49,11 @@ const STREAM_QUEUE_MAX = 10_000;
 export interface StreamOptions {
   /** Live events held for a slow reader (default STREAM_QUEUE_MAX). */
   queueMax?: number;
+  /**
+   * Who the stream is for (null: a caller without a token). When given, the stream opens only if
+   * they may read the scope, and ends when they no longer may (see the top of this file).
+   */
+  reader?: Caller | null;
 }
 
 /** What a stream needs of the engine. */
@@ -128,24 +145,48 @@ export async function openStream(
     if (wait === undefined) busy = false;
     else wait.then(run, fail);
   };
+  /** Access checks in flight: live events wait for them. */
+  let checking = 0;
   const kick = () => {
-    if (!live || busy || closed) return;
+    if (!live || busy || closed || checking > 0) return;
     busy = true;
     run();
   };
+  const { reader } = opts;
+  const recheck = () => {
+    checking++;
+    deps.head(id).then(
+      (h) => {
+        checking--;
+        if (closed) return;
+        if (canRead(h.meta, reader ?? null)) return kick();
+        closed = true;
+        sink.revoked?.();
+      },
+      (err) => {
+        checking--;
+        fail(err); // the client resumes, and its reconnect is checked afresh
+      },
+    );
+  };
 
-  const unsubscribe = await deps.bus.subscribe(id, (e) => {
-    if (closed) return;
-    if (queue.length >= queueMax) {
-      behind = Math.max(behind, e.ii, ...queue.map((q) => q.ii));
-      queue.length = 0;
-    } else {
-      queue.push(e);
-    }
-    kick();
-  });
+  const unsubscribe = await deps.bus.subscribe(
+    id,
+    (e) => {
+      if (closed) return;
+      if (queue.length >= queueMax) {
+        behind = Math.max(behind, e.ii, ...queue.map((q) => q.ii));
+        queue.length = 0;
+      } else {
+        queue.push(e);
+      }
+      kick();
+    },
+    reader === undefined ? undefined : () => recheck(),
+  );
   try {
     const head = await deps.head(id);
+    if (reader !== undefined) checkRead(id, head.meta, reader);
     trimmed = head.trimmed;
     if (since !== undefined && since > head.ii) {
       throw new PatchbayError('out_of_sync', `position ${since} is past head ${head.ii}`, { head: head.ii });

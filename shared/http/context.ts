@@ -1,13 +1,15 @@
 /**
  * What a route handler gets (the request, its response, the parsed URL, the path parameters, the
  * service) and the reading of path and query parameters every route group shares: the scope id,
- * non-negative indices, `If-None-Match`, the caller's identity.
+ * non-negative indices, `If-None-Match`, the caller's identity and whether it may read the scope.
  */
 import type { ServerResponse } from 'node:http';
 import type { HttpConfig } from '../config.js';
+import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Head } from '../ports/index.js';
 import { SCOPE_ID } from '../protocol.js';
 import type { Auth, User } from './auth.js';
 import type { BodyRequest } from './body.js';
@@ -55,6 +57,32 @@ export function scopeId(ctx: Ctx): string {
  */
 export function user(ctx: Ctx): Promise<User> {
   return ctx.deps.auth.fromHeader(ctx.req.headers.authorization, requestDomain(ctx.req.headers));
+}
+
+/**
+ * The caller of a read, which public scopes allow without a token: null when the request has no
+ * `Authorization` header, else its user (401 for an invalid one: a bad token is never read as none).
+ */
+export async function reader(ctx: Ctx): Promise<User | null> {
+  return ctx.req.headers.authorization === undefined ? null : user(ctx);
+}
+
+/**
+ * The scope's head, if `caller` may read the scope; `scope_not_found` otherwise, as for a missing
+ * scope. A caller without a token is told `unauthorized` instead, for a missing scope too: all it
+ * learns is that the scope, if there is one, is not public.
+ */
+export async function readableHead(ctx: Ctx, id: string, caller: Caller | null): Promise<Head> {
+  try {
+    const head = await ctx.deps.engine.head(id);
+    checkRead(id, head.meta, caller);
+    return head;
+  } catch (err) {
+    if (caller === null && err instanceof PatchbayError && err.code === 'scope_not_found') {
+      throw new PatchbayError('unauthorized', 'send Authorization: Bearer <token> (only public scopes are readable without one)');
+    }
+    throw err;
+  }
 }
 
 export function etagMatches(header: string | undefined, etag: string): boolean {

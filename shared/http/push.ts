@@ -1,6 +1,6 @@
 /**
  * Pub/Sub push deliveries: decoding the wrapped push body, and the HTTP handler of the `push`
- * function. The emulator does not put the ordering key in the body, so everything a consumer
+ * function. Bus signals travel on the same topic and are acknowledged and skipped. The emulator does not put the ordering key in the body, so everything a consumer
  * needs travels in the message: attributes `scope` and `ii`, data = the PatchEvent as JSON.
  *
  * Responses follow Pub/Sub's rules: 2xx acknowledges (handled, or a duplicate), anything else is
@@ -41,13 +41,17 @@ const eventSchema = z.strictObject({
   by: z.string(),
 });
 
-/** The PatchEvent in a push delivery; throws `invalid_request` for anything else. */
-export function decodePush(body: unknown): PatchEvent {
+/**
+ * The PatchEvent in a push delivery, or null for a bus signal (attribute `signal`: the scope's
+ * access changed...), which consumers acknowledge and skip; throws `invalid_request` for anything else.
+ */
+export function decodePush(body: unknown): PatchEvent | null {
   const wrapped = pushBody.safeParse(body);
   if (!wrapped.success)
     throw new PatchbayError('invalid_request', 'not a Pub/Sub push delivery', {
       issues: wrapped.error.issues.map((i) => ({ path: i.path, message: i.message })),
     });
+  if (wrapped.data.message.attributes?.signal !== undefined) return null;
   let data: unknown;
   try {
     data = JSON.parse(Buffer.from(wrapped.data.message.data, 'base64').toString('utf8'));
@@ -81,8 +85,8 @@ export function createPushHandler(consumers: Consumer[], internal: InternalAuth,
       const consumer = name === undefined ? undefined : byName.get(name);
       if (!consumer) throw new PatchbayError('not_found', `no consumer named ${name}`);
       const event = decodePush(await readJson(req as BodyRequest, config.maxBodyBytes, config.bodyTimeoutMs));
-      const delivery = await consumer.deliver(event);
-      entry = { ...entry, scope: event.scope, ii: event.ii, ...delivery };
+      if (event === null) entry = { signal: true };
+      else entry = { scope: event.scope, ii: event.ii, ...(await consumer.deliver(event)) };
       res.writeHead(204);
       res.end();
     } catch (err) {

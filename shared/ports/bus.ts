@@ -7,10 +7,30 @@ import type { PatchEvent } from '../protocol.js';
 
 export type Listener = (event: PatchEvent) => void;
 
+/**
+ * Something about a scope other than its patches changed, which its subscribers must act on:
+ * `access` (who may read it changed: each stream checks its own user again and ends if it
+ * lost access). It carries no content: a subscriber reads what it needs from the ledger, so a
+ * signal that arrives late, twice or out of order against another one is harmless.
+ */
+export interface ScopeSignal {
+  scope: string;
+  kind: 'access';
+}
+export type SignalListener = (signal: ScopeSignal) => void;
+
 export interface Bus {
   /** Publishes events (all of one scope, ascending ii). Resolves once the transport has them. */
   publish(events: PatchEvent[]): Promise<void>;
-  /** Calls `listener` for each event of `scope` published after this call. Returns the unsubscribe. */
-  subscribe(scope: string, listener: Listener): Promise<() => Promise<void>>;
+  /**
+   * Calls `listener` for each event of `scope` published after this call, and `onSignal` (when
+   * given) for each of its signals sent after it. Returns the unsubscribe.
+   */
+  subscribe(scope: string, listener: Listener, onSignal?: SignalListener): Promise<() => Promise<void>>;
+  /**
+   * Delivers a signal to the scope's subscribers on every instance, at least once when the
+   * transport is up (best-effort, like `publish`). Resolves once the transport has it.
+   */
+  signal(signal: ScopeSignal): Promise<void>;
   close(): Promise<void>;
 }

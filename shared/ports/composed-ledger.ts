@@ -4,7 +4,7 @@
  * them. Every method goes to the role that owns it; this adds no behaviour of its own.
  */
 import type { Json } from '../json.js';
-import type { PatchRecord } from '../protocol.js';
+import type { PatchRecord, ScopeAccess } from '../protocol.js';
 import type { ColdPointers, ConsumerCursors, Head, Ledger, LogPatch, NewScope, Outbox, Plan, ScopeLog, ScopeSummary } from './ledger.js';
 
 export interface LedgerRoles {
@@ -33,6 +33,10 @@ export class ComposedLedger implements Ledger {
 
   commit<T>(id: string, plan: Plan<T>): Promise<T> {
     return this.roles.log.commit(id, plan);
+  }
+
+  setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {
+    return this.roles.log.setAccess(id, access, expectedRev);
   }
 
   readLog(id: string, from: number, to: number, limit?: number): Promise<PatchRecord[]> {

@@ -4,7 +4,7 @@ import type { HotCache } from './cache.js';
 import type { Ledger } from './ledger.js';
 
 export type { BlobStore } from './blobs.js';
-export type { Bus, Listener } from './bus.js';
+export type { Bus, Listener, ScopeSignal, SignalListener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
 export { ComposedLedger, type LedgerRoles } from './composed-ledger.js';
 export type { IdentityProvider, Profile, VerifiedIdentity } from './identity.js';

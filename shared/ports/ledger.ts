@@ -20,7 +20,7 @@
  * epoch) can change neither pointer.
  */
 import type { Json } from '../json.js';
-import type { Patch, PatchRecord, ScopeMeta } from '../protocol.js';
+import type { Patch, PatchRecord, ScopeAccess, ScopeMeta } from '../protocol.js';
 
 export interface Lease {
   holder: string;
@@ -126,6 +126,19 @@ export interface ScopeLog extends LogReader {
    * to the last record's index. Throws `scope_not_found` when the scope does not exist.
    */
   commit<T>(id: string, plan: Plan<T>): Promise<T>;
+  /**
+   * Replaces the scope's access (`meta.access`) with `access` at revision `expectedRev + 1`, if
+   * its stored revision is still `expectedRev` (a scope stored without access is at revision 0),
+   * in one atomic step; returns the access as stored. When the revision moved, changes nothing
+   * and returns null: the caller reads the head again and decides again. Nothing else of the
+   * head changes (ii, epoch, lease, the other meta fields, the cold pointers, the watermark).
+   * Throws `scope_not_found` when the scope does not exist.
+   *
+   * The access and the commits are ordered: a `commit` whose plan saw the access as it was
+   * before this call writes nothing and runs its plan again on the new head. So a write that
+   * the old access allowed and the new one refuses is never accepted once this has returned.
+   */
+  setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null>;
 }
 
 /**

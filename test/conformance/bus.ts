@@ -2,7 +2,8 @@
  * Bus conformance: what every bus adapter must do (shared/ports/bus.ts is the contract).
  * A subscriber receives every event of its scope published after it subscribed, in publish
  * order and with every field intact; never another scope's; several subscribers of one scope
- * each receive everything; unsubscribing stops only that listener.
+ * each receive everything; unsubscribing stops only that listener; a signal reaches the scope's
+ * subscribers that listen for signals, and never arrives as an event.
  *
  * The port allows at-least-once delivery, so a redelivered event (same ii, same content) is
  * tolerated: order is checked on first deliveries, and every delivery, duplicate or not, must
@@ -14,7 +15,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Bus } from '../../shared/ports/index.js';
+import type { Bus, ScopeSignal } from '../../shared/ports/index.js';
 import type { PatchEvent } from '../../shared/protocol.js';
 
 const WAIT_MS = 15_000;
@@ -158,6 +159,37 @@ export function busConformance(name: string, make: () => Promise<Bus>): void {
       // the unsubscribed listener got nothing published after it left (at most a redelivery of 1..2)
       expect(leaving.got.filter((e) => e.ii > 2)).toEqual([]);
       leaving.check(events(scope, 1, 2));
+    });
+
+    it('a signal reaches every subscriber of its scope that listens for signals, and no other scope', async () => {
+      const bus = await open();
+      const scope = newScope();
+      const other = newScope();
+      const got: ScopeSignal[] = [];
+      const second: ScopeSignal[] = [];
+      const elsewhere: ScopeSignal[] = [];
+      const inbox = new Inbox();
+      await bus.subscribe(scope, inbox.listener, (s) => got.push(s));
+      await bus.subscribe(
+        scope,
+        () => {},
+        (s) => second.push(s),
+      );
+      await bus.subscribe(scope, () => {}); // listens for events only: a signal must not break it
+      await bus.subscribe(
+        other,
+        () => {},
+        (s) => elsewhere.push(s),
+      );
+      await bus.signal({ scope, kind: 'access' });
+      await bus.publish(events(scope, 1, 2));
+      await waitFor('the signal at both subscribers and the events after it', () => got.length > 0 && second.length > 0 && inbox.hasAll(events(scope, 1, 2)));
+      expect(got[0]).toEqual({ scope, kind: 'access' });
+      expect(second[0]).toEqual({ scope, kind: 'access' });
+      inbox.check(events(scope, 1, 2)); // a signal is never delivered as an event
+      await bus.signal({ scope: other, kind: 'access' });
+      await waitFor('the other scope’s signal', () => elsewhere.length > 0);
+      expect(got.every((s) => s.scope === scope)).toBe(true);
     });
 
     it('a batch of 50 events arrives complete and in order', async () => {

@@ -107,7 +107,10 @@ export function httpContract(stack: string, start: StartServer): void {
         expect(created.json).toMatchObject({ ii: 0, state: {} });
         expect(created.json.id).toMatch(/^[0-9a-f-]{36}$/);
         expect(created.headers.get('etag')).toBe('"0"');
-        const got = await bob.request('GET', `/v1/scopes/${created.json.id}`);
+        // private by default: only its owner reads it, and sees its access
+        expect(created.json.meta.access).toEqual({ visibility: 'private', readers: [], writers: [], rev: 0 });
+        expect((await bob.request('GET', `/v1/scopes/${created.json.id}`)).status).toBe(404);
+        const got = await alice.request('GET', `/v1/scopes/${created.json.id}`);
         expect(got.status).toBe(200);
         expect(got.headers.get('etag')).toBe('"0"');
         expect(got.json.meta).toMatchObject({ ii: 0, size: 2, domain: 'default' });
@@ -199,9 +202,15 @@ export function httpContract(stack: string, start: StartServer): void {
         });
       });
 
-      it('lets only the owner patch (403), changing nothing', async () => {
+      it('lets only the owner patch: 404 to a user who may not read the scope, 403 to one who may, changing nothing', async () => {
         await expectUnchanged(alice, id, async () => {
           const res = await patch({ patch: [] }, bob);
+          expect(res.status).toBe(404);
+          expect(res.json.error.code).toBe('scope_not_found');
+        });
+        const readable = (await alice.request('POST', '/v1/scopes', { body: { access: { visibility: 'authenticated' } } })).json.id;
+        await expectUnchanged(alice, readable, async () => {
+          const res = await bob.request('POST', `/v1/scopes/${readable}/patches`, { body: { patch: [] } });
           expect(res.status).toBe(403);
           expect(res.json.error.code).toBe('forbidden');
         });

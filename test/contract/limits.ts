@@ -32,7 +32,8 @@ async function expectUnchanged(srv: TestServer, act: () => Promise<void>): Promi
 
 const patch = (c: Client, id: string, value: unknown = 1) =>
   c.request('POST', `/v1/scopes/${id}/patches`, { body: { patch: [{ op: 'add', path: '/v', value }] } });
-const create = (c: Client, state: unknown = {}) => c.request('POST', '/v1/scopes', { body: { state } });
+/** A scope every signed-in user may read (other users stream it in these tests). */
+const create = (c: Client, state: unknown = {}) => c.request('POST', '/v1/scopes', { body: { state, access: { visibility: 'authenticated' } } });
 
 /** Opens an SSE stream and reads its status; `close` ends it. */
 async function stream(srv: TestServer, c: Client, id: string) {

@@ -28,7 +28,8 @@ export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error
     cache: new UpstashCache({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.cachePrefix, ttlSeconds: config.cacheTtlSeconds }),
     bus: {
       publish: (events) => bus.publish(events),
-      subscribe: (scope, listener) => bus.subscribe(scope, listener),
+      subscribe: (scope, listener, onSignal) => bus.subscribe(scope, listener, onSignal),
+      signal: (signal) => bus.signal(signal),
       close: async () => {
         await bus.close();
         await pubsub.close();

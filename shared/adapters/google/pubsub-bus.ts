@@ -5,6 +5,10 @@
  * one streaming-pull subscription, created on the first subscribe, and hands each message to the
  * local listeners of `attributes.scope`; every message is acked, whether or not anyone listens.
  *
+ * A signal (Bus.signal: e.g. a scope's access changed) is a message on the same topic and
+ * ordering key, told apart by its attribute `signal` (the kind); its data is `{scope, signal}`.
+ * Push consumers acknowledge and skip it (shared/http/push.ts).
+ *
  * Loss guarantee: none needed here. The bus is best-effort fan-out; the engine's streams
  * deduplicate by ii and read gaps from the log, and the outbox sweeper republishes what a failed
  * publish left behind. What this module does owe the engine is order per scope and that a failed
@@ -20,7 +24,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Message, PubSub, Subscription, Topic } from '@google-cloud/pubsub';
 import type { Logger } from '../../log.js';
-import type { Bus, Listener } from '../../ports/index.js';
+import type { Bus, Listener, ScopeSignal, SignalListener } from '../../ports/index.js';
 import type { PatchEvent } from '../../protocol.js';
 
 export interface PubSubBusOptions {
@@ -47,6 +51,19 @@ export interface PubSubBusOptions {
   publishTimeoutMs?: number;
   /** Where failures that reach no caller go (bad messages, listener errors, stream errors). */
   logger?: Pick<Logger, 'error'>;
+}
+
+/** One subscription's listeners. */
+interface Subscriber {
+  event: Listener;
+  signal?: SignalListener;
+}
+
+/** A message other than a patch event (a signal), ready to publish. */
+interface OutMessage {
+  scope: string;
+  data: Buffer;
+  attributes: Record<string, string>;
 }
 
 /** gRPC status codes the bus reacts to. */
@@ -76,7 +93,7 @@ export class PubSubBus implements Bus {
   /** The full subscription id this instance creates. */
   readonly subscriptionName: string;
   private readonly topic: Topic;
-  private readonly listeners = new Map<string, Set<Listener>>();
+  private readonly listeners = new Map<string, Set<Subscriber>>();
   private readonly log: Pick<Logger, 'error'>;
   private creatingTopic: Promise<void> | null = null;
   private starting: Promise<void> | null = null;
@@ -112,15 +129,31 @@ export class PubSubBus implements Bus {
     }
   }
 
+  async signal(signal: ScopeSignal): Promise<void> {
+    if (this.closed) throw new Error('the Pub/Sub bus is closed');
+    const message = {
+      data: Buffer.from(JSON.stringify({ scope: signal.scope, signal: signal.kind })),
+      scope: signal.scope,
+      attributes: { scope: signal.scope, signal: signal.kind },
+    };
+    try {
+      await this.publishOnce([message]);
+    } catch (err) {
+      if (codeOf(err) !== NOT_FOUND) throw err;
+      await this.ensureTopic();
+      await this.publishOnce([message]);
+    }
+  }
+
   /** Publishes in order; on any failure, resumes the ordering keys involved, then rethrows. */
-  private async publishOnce(events: PatchEvent[]): Promise<void> {
+  private async publishOnce(events: Array<PatchEvent | OutMessage>): Promise<void> {
     const results = await Promise.allSettled(
       events.map((e) =>
-        this.topic.publishMessage({
-          data: Buffer.from(JSON.stringify(e)),
-          orderingKey: e.scope,
-          attributes: { scope: e.scope, ii: String(e.ii) },
-        }),
+        this.topic.publishMessage(
+          'data' in e
+            ? { data: e.data, orderingKey: e.scope, attributes: e.attributes }
+            : { data: Buffer.from(JSON.stringify(e)), orderingKey: e.scope, attributes: { scope: e.scope, ii: String(e.ii) } },
+        ),
       ),
     );
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -152,14 +185,14 @@ export class PubSubBus implements Bus {
     return this.creatingTopic;
   }
 
-  async subscribe(scope: string, listener: Listener): Promise<() => Promise<void>> {
+  async subscribe(scope: string, listener: Listener, onSignal?: SignalListener): Promise<() => Promise<void>> {
     if (this.closed) throw new Error('the Pub/Sub bus is closed');
     let set = this.listeners.get(scope);
     if (!set) {
       set = new Set();
       this.listeners.set(scope, set);
     }
-    const wrapped: Listener = (e) => listener(e); // a distinct entry per subscription
+    const wrapped: Subscriber = { event: listener, signal: onSignal }; // a distinct entry per subscription
     set.add(wrapped);
     const unsubscribe = async () => {
       set.delete(wrapped);
@@ -243,7 +276,13 @@ export class PubSubBus implements Bus {
     m.ack();
     const scope = m.attributes.scope;
     const set = scope === undefined ? undefined : this.listeners.get(scope);
-    if (!set) return;
+    if (!set || scope === undefined) return;
+    const kind = m.attributes.signal;
+    if (kind !== undefined) {
+      if (kind === 'access') this.fanOut(scope, set, (l) => l.signal?.({ scope, kind }));
+      else this.log.error({ message: 'pubsub signal of an unknown kind; dropped', scope, kind, messageId: m.id });
+      return;
+    }
     let event: PatchEvent;
     try {
       event = JSON.parse(m.data.toString('utf8')) as PatchEvent;
@@ -255,9 +294,13 @@ export class PubSubBus implements Bus {
       this.log.error({ message: 'pubsub message is not a patch event of its scope; dropped', scope, messageId: m.id });
       return;
     }
+    this.fanOut(scope, set, (l) => l.event(event));
+  }
+
+  private fanOut(scope: string, set: Set<Subscriber>, call: (l: Subscriber) => void): void {
     for (const l of [...set]) {
       try {
-        l(event);
+        call(l);
       } catch (err) {
         this.log.error({ message: 'bus listener threw', scope, err: String(err) });
       }

@@ -2,9 +2,12 @@
  * Route group `events`: a scope's SSE stream (`GET /v1/scopes/{id}/events`: the state or the
  * patches after a position, then live patches, heartbeats, a clean end before the platform's
  * request timeout with a `retry:` hint) and the stream tickets that let a browser's EventSource,
- * which cannot send headers, open it (`POST /v1/scopes/{id}/events/ticket`).
+ * which cannot send headers, open it (`POST /v1/scopes/{id}/events/ticket`). Both for the scope's
+ * readers only (404 for anyone else); a public scope's stream needs no token (nor a ticket). A
+ * stream whose reader loses access ends (shared/engine/stream.ts).
  */
-import { type Ctx, intParam, parseIndex, scopeId, user } from '../context.js';
+import type { Caller } from '../../engine/access.js';
+import { type Ctx, intParam, parseIndex, readableHead, reader, scopeId, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 import { patchFrame, SseWriter } from '../sse.js';
@@ -20,23 +23,25 @@ async function stream(ctx: Ctx): Promise<void> {
   const ticket = ctx.url.searchParams.get('ticket');
   // A browser's EventSource reconnects with the URL it opened, so a reconnect (Last-Event-ID set)
   // may bring a ticket that expired during the stream it resumes: accept it for one stream's length.
-  const u = ticket !== null ? await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0) : await user(ctx);
+  const u = ticket !== null ? await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0) : await reader(ctx);
   const since = reconnect ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
-  // A slot of the per-user and per-instance stream caps, held until the stream ends.
-  const release = await ctx.deps.limits.openStream(u.id);
+  if (u === null) await readableHead(ctx, id, null); // 401, not 404, for a scope that is not public
+  // A slot of the per-user and per-instance stream caps, held until the stream ends; a caller
+  // without a token (a public scope) counts by its address.
+  const release = await ctx.deps.limits.openStream(u?.id ?? `addr:${ctx.deps.limits.clientAddress(ctx.req)}`);
   try {
-    await serveStream(ctx, id, since);
+    await serveStream(ctx, id, since, u);
   } finally {
     release();
   }
 }
 
-async function serveStream(ctx: Ctx, id: string, since: number | undefined): Promise<void> {
+async function serveStream(ctx: Ctx, id: string, since: number | undefined, caller: Caller | null): Promise<void> {
   const { engine, config } = ctx.deps;
 
   const sse = new SseWriter(ctx.res);
   if (ctx.req.method === 'HEAD') {
-    await engine.head(id); // a missing scope is 404, as for GET
+    await readableHead(ctx, id, caller); // a missing or unreadable scope is 404, as for GET
     sse.start(config.sseRetryMs);
     ctx.res.end();
     return;
@@ -63,17 +68,23 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined): Pro
   };
   let stop: () => Promise<void>;
   try {
-    stop = await engine.openStream(id, since, {
-      state: (ii, state) => send('state', JSON.stringify({ ii, state }), ii),
-      // Live patches are written within the bus's dispatch: one frame per event for every
-      // stream (patchFrame), and a promise only when this socket's buffer is full.
-      patch: (e) => {
-        if (gone) throw new ClientGone();
-        sse.start(config.sseRetryMs);
-        return sse.frame(patchFrame(e));
+    stop = await engine.openStream(
+      id,
+      since,
+      {
+        state: (ii, state) => send('state', JSON.stringify({ ii, state }), ii),
+        // Live patches are written within the bus's dispatch: one frame per event for every
+        // stream (patchFrame), and a promise only when this socket's buffer is full.
+        patch: (e) => {
+          if (gone) throw new ClientGone();
+          sse.start(config.sseRetryMs);
+          return sse.frame(patchFrame(e));
+        },
+        failed: () => finish(), // end with a retry hint: the client resumes from its last id
+        revoked: () => finish(), // its reconnect is refused (404), which ends an EventSource
       },
-      failed: () => finish(), // end with a retry hint: the client resumes from its last id
-    });
+      { reader: caller },
+    );
   } catch (err) {
     if (err instanceof ClientGone) return;
     throw err;
@@ -96,7 +107,7 @@ export const eventRoutes: Route<Ctx>[] = [
     run: async (ctx) => {
       const id = scopeId(ctx);
       const u = await user(ctx);
-      await ctx.deps.engine.head(id);
+      await readableHead(ctx, id, u);
       sendJson(ctx.res, 200, await ctx.deps.auth.issueTicket(u, id));
     },
   },

@@ -1,9 +1,9 @@
 /**
  * Route group `history`: `GET /v1/scopes/{id}/patches?from=a&to=b`, a scope's patches as NDJSON
  * (one `{ii, patch, at, by}` per line) from the log tail and cold storage alike, written with
- * back-pressure and stopped when the client leaves.
+ * back-pressure and stopped when the client leaves. Readers only (no token for a public scope).
  */
-import { type Ctx, intParam, scopeId, user } from '../context.js';
+import { type Ctx, intParam, readableHead, reader, scopeId } from '../context.js';
 import type { Route } from '../router.js';
 import { drained } from '../sse.js';
 
@@ -14,7 +14,7 @@ export const historyRoutes: Route<Ctx>[] = [
     name: 'patches.history',
     run: async (ctx) => {
       const id = scopeId(ctx);
-      await user(ctx);
+      await readableHead(ctx, id, await reader(ctx));
       const from = intParam(ctx.url, 'from') ?? 1;
       const to = intParam(ctx.url, 'to');
       const records = await ctx.deps.engine.history(id, from, to);

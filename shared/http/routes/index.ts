@@ -1,6 +1,7 @@
 /** The v1 API's route table: every route group, in one list (docs/openapi.yaml lists the same). */
 import type { Ctx } from '../context.js';
 import type { Route } from '../router.js';
+import { accessRoutes } from './access.js';
 import { authRoutes } from './auth.js';
 import { eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
@@ -9,4 +10,13 @@ import { meRoutes } from './me.js';
 import { patchRoutes } from './patches.js';
 import { scopeRoutes } from './scopes.js';
 
-export const ROUTES: readonly Route<Ctx>[] = [...authRoutes, ...meRoutes, ...scopeRoutes, ...patchRoutes, ...historyRoutes, ...eventRoutes, ...healthRoutes];
+export const ROUTES: readonly Route<Ctx>[] = [
+  ...authRoutes,
+  ...meRoutes,
+  ...scopeRoutes,
+  ...accessRoutes,
+  ...patchRoutes,
+  ...historyRoutes,
+  ...eventRoutes,
+  ...healthRoutes,
+];

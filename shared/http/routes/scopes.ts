@@ -1,15 +1,18 @@
 /**
- * Route group `scopes`: creating a scope (`POST /v1/scopes`, in the caller's domain) and reading one
- * (`GET /v1/scopes/{id}`, with `ETag: "<ii>"` and a 304 for a matching `If-None-Match`).
+ * Route group `scopes`: creating a scope (`POST /v1/scopes`, in the caller's domain, private unless
+ * it says otherwise) and reading one (`GET /v1/scopes/{id}`, with `ETag: "<ii>"` and a 304 for a
+ * matching `If-None-Match`; no token needed for a public scope; `404` for a caller who may not read it).
  */
+import { type Caller, metaFor } from '../../engine/access.js';
 import type { ScopeView } from '../../engine/engine.js';
 import { createScopeSchema } from '../../protocol.js';
 import { readBody } from '../body.js';
-import { type Ctx, etagMatches, scopeId, user } from '../context.js';
+import { type Ctx, etagMatches, readableHead, reader, scopeId, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 
-const scopeBody = (v: ScopeView) => ({ id: v.id, ii: v.ii, state: v.state, meta: { ...v.meta, ii: v.ii } });
+/** A scope as `caller` may see it: its access lists only to the owner (shared/engine/access.ts). */
+const scopeBody = (v: ScopeView, caller: Caller | null) => ({ id: v.id, ii: v.ii, state: v.state, meta: { ...metaFor(v.meta, caller), ii: v.ii } });
 
 export const scopeRoutes: Route<Ctx>[] = [
   {
@@ -24,7 +27,7 @@ export const scopeRoutes: Route<Ctx>[] = [
       ctx.deps.limits.created(u.id, view.meta.size);
       ctx.log.scope = view.id;
       ctx.log.ii = 0;
-      sendJson(ctx.res, 201, scopeBody(view), { etag: '"0"', location: `/v1/scopes/${encodeURIComponent(view.id)}` });
+      sendJson(ctx.res, 201, scopeBody(view, u), { etag: '"0"', location: `/v1/scopes/${encodeURIComponent(view.id)}` });
     },
   },
   {
@@ -33,9 +36,9 @@ export const scopeRoutes: Route<Ctx>[] = [
     name: 'scopes.get',
     run: async (ctx) => {
       const id = scopeId(ctx);
-      await user(ctx);
+      const caller = await reader(ctx);
       const { engine } = ctx.deps;
-      const head = await engine.head(id);
+      const head = await readableHead(ctx, id, caller);
       const etag = `"${head.ii}"`;
       ctx.log.ii = head.ii;
       if (etagMatches(ctx.req.headers['if-none-match'], etag)) {
@@ -44,7 +47,7 @@ export const scopeRoutes: Route<Ctx>[] = [
         return;
       }
       const state = await engine.stateAt(id, head.ii, { trimmed: head.trimmed });
-      sendJson(ctx.res, 200, scopeBody({ id, ii: head.ii, state, meta: head.meta }), { etag });
+      sendJson(ctx.res, 200, scopeBody({ id, ii: head.ii, state, meta: head.meta }, caller), { etag });
     },
   },
 ];

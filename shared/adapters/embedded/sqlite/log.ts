@@ -13,6 +13,10 @@
  * move. Running async plans inside an open transaction instead would let any statement issued
  * while the plan awaits land inside it, and a stuck plan would hold the write lock for ever.
  *
+ * Access (`setAccess`) has a revision column, moved by a compare-and-set of its own, and the
+ * commit's compare-and-set checks it too, so a commit planned on an access since replaced is
+ * planned again (the ScopeLog contract).
+ *
  * Guarantee 3 (a rejected request changes nothing): a plan that throws never reaches the queue;
  * a commit whose savepoint is rolled back leaves its head and log exactly as they were.
  */
@@ -20,8 +24,8 @@ import type Database from 'better-sqlite3';
 import { PatchbayError } from '../../../errors.js';
 import type { Json } from '../../../json.js';
 import { type Head, type LogPatch, type NewScope, type Plan, retryKey, type ScopeLog } from '../../../ports/index.js';
-import type { PatchRecord } from '../../../protocol.js';
-import { HeadReader, type PatchRow, toRecord } from './schema.js';
+import type { PatchRecord, ScopeAccess } from '../../../protocol.js';
+import { accessText, HeadReader, type PatchRow, toRecord } from './schema.js';
 import type { WriteQueue } from './write-queue.js';
 
 export class SqliteScopeLog implements ScopeLog {
@@ -36,21 +40,23 @@ export class SqliteScopeLog implements ScopeLog {
     this.stmt = {
       initial: db.prepare<[string], { initial: string }>('SELECT initial FROM scopes WHERE id = ?'),
       insertScope: db.prepare(
-        `INSERT INTO scopes (id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size, initial)
-         VALUES (@id, 0, 0, NULL, NULL, 0, 0, @owner, @domain, @name, @type, @created, @updated, @size, @initial)
+        `INSERT INTO scopes (id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size, initial, access, access_rev)
+         VALUES (@id, 0, 0, NULL, NULL, 0, 0, @owner, @domain, @name, @type, @created, @updated, @size, @initial, @access, @access_rev)
          ON CONFLICT(id) DO NOTHING`,
       ),
       insertPatch: db.prepare(
         'INSERT INTO patches (scope, ii, patch, at, by, session, si, hash, epoch) VALUES (@scope, @ii, @patch, @at, @by, @session, @si, @hash, @epoch)',
       ),
       // The commit's head check and move in one statement: it changes the row only if the head is
-      // still where the plan saw it. Without new meta (null), updated and size stay. A commit
-      // leaves patches unpublished: start the outbox clock unless it is already running.
+      // still where the plan saw it (its ii, its epoch and its access: a plan authorized by an
+      // access since replaced must decide again). Without new meta (null), updated and size stay.
+      // A commit leaves patches unpublished: start the outbox clock unless it is already running.
       advance: db.prepare(
         `UPDATE scopes SET ii = @ii, updated = COALESCE(@updated, updated), size = COALESCE(@size, size),
            unpublished_since = COALESCE(unpublished_since, @updated, updated)
-         WHERE id = @id AND ii = @expected AND epoch = @epoch`,
+         WHERE id = @id AND ii = @expected AND epoch = @epoch AND access_rev = @accessRev`,
       ),
+      setAccess: db.prepare('UPDATE scopes SET access = @access, access_rev = access_rev + 1 WHERE id = @id AND access_rev = @expected'),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
       log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
       // What a rebuild reads: the same rows as `log`, two columns, as arrays (no object per row).
@@ -64,7 +70,14 @@ export class SqliteScopeLog implements ScopeLog {
 
   async createScope(scope: NewScope): Promise<Head> {
     const { meta } = scope;
-    const info = this.stmt.insertScope.run({ id: scope.id, ...meta, initial: JSON.stringify(scope.initial) });
+    const { access, ...fields } = meta;
+    const info = this.stmt.insertScope.run({
+      id: scope.id,
+      ...fields,
+      initial: JSON.stringify(scope.initial),
+      access: access ? accessText(access) : null,
+      access_rev: access?.rev ?? 0,
+    });
     if (info.changes === 0) throw new PatchbayError('scope_exists', `scope ${scope.id} already exists`, { id: scope.id });
     return this.heads.orThrow(scope.id);
   }
@@ -99,7 +112,15 @@ export class SqliteScopeLog implements ScopeLog {
       });
       // Serialized before queueing, so the batch holds the write lock only to write.
       const rows = records.map((r) => ({ ...r, patch: JSON.stringify(r.patch) }));
-      const update = { id, expected: head.ii, epoch: head.epoch, ii: head.ii + rows.length, updated: meta?.updated ?? null, size: meta?.size ?? null };
+      const update = {
+        id,
+        expected: head.ii,
+        epoch: head.epoch,
+        accessRev: head.meta.access?.rev ?? 0,
+        ii: head.ii + rows.length,
+        updated: meta?.updated ?? null,
+        size: meta?.size ?? null,
+      };
       const written = await this.queue.write(
         () => {
           if (this.stmt.advance.run(update).changes === 0) return false;
@@ -111,6 +132,17 @@ export class SqliteScopeLog implements ScopeLog {
       if (written) return result;
       // The head moved under the plan (another writer on this file, a lease taken): plan again.
     }
+  }
+
+  async setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {
+    const text = accessText(access);
+    const set = await this.queue.write(() => this.stmt.setAccess.run({ id, access: text, expected: expectedRev }).changes > 0, {
+      savepoint: false,
+      durable: true,
+    });
+    if (set) return { ...(JSON.parse(text) as Omit<ScopeAccess, 'rev'>), rev: expectedRev + 1 };
+    this.heads.orThrow(id); // scope_not_found, else the revision moved
+    return null;
   }
 
   async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {

@@ -8,10 +8,16 @@
 import Database from 'better-sqlite3';
 import { PatchbayError } from '../../../errors.js';
 import type { Head } from '../../../ports/index.js';
-import type { PatchRecord, ScopeMeta } from '../../../protocol.js';
+import type { PatchRecord, ScopeAccess, ScopeMeta } from '../../../protocol.js';
 
-/** A head row: the head's fields, the lease in two columns, and the meta's fields as columns. */
-export interface ScopeRow extends ScopeMeta {
+/**
+ * A head row: the head's fields, the lease in two columns, and the meta's fields as columns; the
+ * access as JSON text of {visibility, readers, writers} (NULL: stored before access existed) and
+ * its revision in `access_rev`, which every commit's compare-and-set checks.
+ */
+export interface ScopeRow extends Omit<ScopeMeta, 'access'> {
+  access: string | null;
+  access_rev: number;
   id: string;
   ii: number;
   epoch: number;
@@ -43,7 +49,9 @@ CREATE TABLE IF NOT EXISTS scopes (
   created INTEGER NOT NULL,
   updated INTEGER NOT NULL,
   size INTEGER NOT NULL,
-  initial TEXT NOT NULL
+  initial TEXT NOT NULL,
+  access TEXT,
+  access_rev INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS patches (
   scope TEXT NOT NULL,
@@ -66,7 +74,8 @@ CREATE TABLE IF NOT EXISTS cursors (
 ) WITHOUT ROWID;
 `;
 
-const HEAD_COLUMNS = 'id, ii, epoch, lease_holder, lease_expires, published, bundled, trimmed, owner, domain, name, type, created, updated, size';
+const HEAD_COLUMNS =
+  'id, ii, epoch, lease_holder, lease_expires, published, bundled, trimmed, owner, domain, name, type, created, updated, size, access, access_rev';
 
 /** Opens (or creates) the file in WAL mode with the tables above. `file` is a path, or ':memory:'. */
 export function openDatabase(file: string, sync: 'full' | 'normal'): Database.Database {
@@ -84,11 +93,16 @@ export function openDatabase(file: string, sync: 'full' | 'normal'): Database.Da
       'DROP INDEX IF EXISTS scopes_unpublished; ALTER TABLE scopes ADD COLUMN unpublished_since INTEGER; UPDATE scopes SET unpublished_since = updated WHERE published < ii',
     );
   }
+  // ...nor access (such scopes read as LEGACY_ACCESS: shared/engine/access.ts).
+  if (!columns.some((c) => c.name === 'access'))
+    db.exec('ALTER TABLE scopes ADD COLUMN access TEXT; ALTER TABLE scopes ADD COLUMN access_rev INTEGER NOT NULL DEFAULT 0');
   db.exec('CREATE INDEX IF NOT EXISTS scopes_outbox ON scopes(unpublished_since) WHERE unpublished_since IS NOT NULL');
   return db;
 }
 
 function toHead(r: ScopeRow): Head {
+  const meta: ScopeMeta = { owner: r.owner, domain: r.domain, name: r.name, type: r.type, created: r.created, updated: r.updated, size: r.size };
+  if (r.access !== null) meta.access = { ...JSON.parse(r.access), rev: r.access_rev };
   return {
     id: r.id,
     ii: r.ii,
@@ -97,8 +111,13 @@ function toHead(r: ScopeRow): Head {
     published: r.published,
     bundled: r.bundled,
     trimmed: r.trimmed,
-    meta: { owner: r.owner, domain: r.domain, name: r.name, type: r.type, created: r.created, updated: r.updated, size: r.size },
+    meta,
   };
+}
+
+/** The access column's text: everything of the access but its revision (a column of its own). */
+export function accessText(access: Omit<ScopeAccess, 'rev'>): string {
+  return JSON.stringify({ visibility: access.visibility, readers: access.readers, writers: access.writers });
 }
 
 export function toRecord(r: PatchRow): PatchRecord {

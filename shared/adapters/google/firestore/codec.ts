@@ -8,7 +8,7 @@
 import type { DocumentSnapshot } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
 import type { Head, Lease } from '../../../ports/index.js';
-import type { Patch, PatchRecord, ScopeMeta } from '../../../protocol.js';
+import type { Patch, PatchRecord, ScopeAccess, ScopeMeta } from '../../../protocol.js';
 
 /** The head document's fields that make a Head (the rest of a Head lives in other documents). */
 export const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta'];
@@ -55,6 +55,16 @@ export function leaseOf(d: DocumentSnapshot): Lease | null {
 /** `pointer` is the cold-pointer document (missing: nothing bundled or trimmed yet). */
 export function toHead(d: DocumentSnapshot, published: number, pointer: DocumentSnapshot | undefined): Head {
   const m = d.get('meta') as ScopeMeta;
+  const meta: ScopeMeta = {
+    owner: m.owner,
+    domain: m.domain,
+    name: m.name ?? null,
+    type: m.type ?? null,
+    created: m.created,
+    updated: m.updated,
+    size: m.size,
+  };
+  if (m.access) meta.access = accessOf(m.access);
   return {
     id: d.get('id'),
     ii: d.get('ii'),
@@ -63,6 +73,11 @@ export function toHead(d: DocumentSnapshot, published: number, pointer: Document
     published,
     bundled: num(pointer?.get('bundled')),
     trimmed: num(pointer?.get('trimmed')),
-    meta: { owner: m.owner, domain: m.domain, name: m.name ?? null, type: m.type ?? null, created: m.created, updated: m.updated, size: m.size },
+    meta,
   };
+}
+
+/** A stored `meta.access` map as a fresh ScopeAccess (missing: stored before access existed). */
+export function accessOf(a: ScopeAccess): ScopeAccess {
+  return { visibility: a.visibility, readers: [...(a.readers ?? [])], writers: [...(a.writers ?? [])], rev: num(a.rev) };
 }

@@ -37,7 +37,8 @@ import { fits, type Limits, runPlan, type Write, writesFor } from './plan.js';
 /**
  * Heads this instance remembers writing, at most; also the bound of the contended map. By count:
  * a head is its small fields and meta (name 256 chars, type 128 at most), about 1-2 KB, so some
- * 20 MB at most.
+ * 20 MB for unshared scopes; a scope's access lists add up to PATCHBAY_MAX_ACCESS_USERS user ids
+ * of at most 256 chars (docs/architecture.md, Memory, has the worst case).
  */
 const KNOWN_HEADS = 10_000;
 /** After a direct commit lost to another writer, the scope's commits use transactions this long. */

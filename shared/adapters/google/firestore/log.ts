@@ -4,13 +4,17 @@
  * was contended lately), the transaction (./commit-transaction.ts) whenever the direct way wrote
  * nothing. Both reach guarantee 1; which one committed is invisible to the caller. A head is
  * three documents (the head, the outbox, the cold pointer), read together.
+ *
+ * Access lives in the head document (`meta.access`), so changing it changes the head's version:
+ * a direct commit planned on the old access fails its precondition, and a transaction that read
+ * the head holds it until it commits, so no commit is ever decided on an access since replaced.
  */
 import type { Timestamp } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
 import type { Json } from '../../../json.js';
 import type { Head, LogPatch, NewScope, Plan, ScopeLog } from '../../../ports/index.js';
-import type { Patch, PatchRecord } from '../../../protocol.js';
-import { ALREADY_EXISTS, HEAD_FIELDS, hasCode, num, POINTER_FIELDS, toHead, toRecord } from './codec.js';
+import type { Patch, PatchRecord, ScopeAccess } from '../../../protocol.js';
+import { ALREADY_EXISTS, accessOf, HEAD_FIELDS, hasCode, notFound, num, POINTER_FIELDS, toHead, toRecord } from './codec.js';
 import type { DirectCommits } from './commit-direct.js';
 import type { TransactionCommits } from './commit-transaction.js';
 import type { Layout } from './layout.js';
@@ -24,7 +28,9 @@ export class FirestoreScopeLog implements ScopeLog {
   ) {}
 
   async createScope(scope: NewScope): Promise<Head> {
-    const { id, meta } = scope;
+    const { id } = scope;
+    const { access, ...fields } = scope.meta;
+    const meta = access ? { ...fields, access: { ...access } } : fields; // Firestore refuses an undefined field
     const batch = this.docs.db.batch();
     // create() fails the whole batch if the head exists, so a taken id changes nothing.
     batch.create(this.docs.head(id), { id, ii: 0, epoch: 0, lease: null, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
@@ -61,6 +67,23 @@ export class FirestoreScopeLog implements ScopeLog {
       this.direct.forget(id); // the transaction below returns no version to build on
     }
     return this.transactions.commit(id, plan);
+  }
+
+  async setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {
+    const ref = this.docs.head(id);
+    this.direct?.forget(id); // the head's version changes: its next direct commit must read it first
+    return this.docs.db.runTransaction(
+      async (tx) => {
+        const [snap] = await tx.getAll(ref, { fieldMask: ['meta.access'] });
+        if (!snap?.exists) throw notFound(id);
+        const stored = snap.get('meta.access') as ScopeAccess | undefined;
+        if ((stored ? accessOf(stored).rev : 0) !== expectedRev) return null;
+        const next: ScopeAccess = { visibility: access.visibility, readers: [...access.readers], writers: [...access.writers], rev: expectedRev + 1 };
+        tx.update(ref, { 'meta.access': next });
+        return accessOf(next);
+      },
+      { maxAttempts: 10 },
+    );
   }
 
   /** The log documents from <= ii <= to, ascending, at most `limit`. */

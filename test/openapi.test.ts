@@ -604,7 +604,10 @@ describe('patches', () => {
     expect(failed.json.error.op).toBe(1);
     const forbidden = await submit({ patch: [] }, { token: bob.token });
     expectError(forbidden, 403, 'forbidden');
-    const carol = (await request(srv.url, 'POST', '/v1/auth/anonymous', { body: { domain: 'other.example' } })).json.token;
+    // A listed writer acting in another domain than the scope's: the domain rule refuses it.
+    const carolAuth = (await request(srv.url, 'POST', '/v1/auth/anonymous', { body: { domain: 'other.example' } })).json;
+    const carol = carolAuth.token as string;
+    expect((await call('PUT', '/v1/scopes/{id}/access', { id, body: { visibility: 'authenticated', writers: [carolAuth.user.id] } })).status).toBe(200);
     const elsewhere = await submit({ patch: [] }, { token: carol });
     expectError(elsewhere, 403, 'forbidden');
     expect(elsewhere.json.error).toMatchObject({ domain: 'default', requested: 'other.example' });

@@ -83,6 +83,9 @@ export function httpContract(stack: string, start: StartServer): void {
         const { json } = await a.request('POST', '/v1/scopes', { body: { state: { n: 0 } } });
         expect(json.meta.domain).toBe('a.example');
         const b = await clientOf('b.example');
+        // b and alice are listed writers: what refuses them is the domain, not the access lists.
+        const writers = [(await b.request('GET', '/v1/me')).json.id, (await alice.request('GET', '/v1/me')).json.id];
+        expect((await a.request('PUT', `/v1/scopes/${json.id}/access`, { body: { visibility: 'private', writers } })).status).toBe(200);
         const patch = { patch: [{ op: 'replace', path: '/n', value: 9 }] };
         await expectUnchanged(a, json.id, async () => {
           const other = await b.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch });
@@ -95,6 +98,11 @@ export function httpContract(stack: string, start: StartServer): void {
             expect(res.json.error.code).toBe('forbidden');
           }
           expect((await alice.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch })).status).toBe(403); // `default`
+          // A stranger of another domain learns nothing, not even the scope's domain.
+          const c = await clientOf('c.example');
+          const stranger = await c.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch });
+          expect(stranger.status).toBe(404);
+          expect(stranger.json.error.domain).toBeUndefined();
         });
         expect((await a.request('POST', `/v1/scopes/${json.id}/patches`, { body: patch, headers: { origin: 'https://a.example' } })).status).toBe(200);
       });

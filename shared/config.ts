@@ -161,6 +161,12 @@ export const CONFIG_TABLE = {
     int(0, 10_000),
     "Most users a scope's access may list, readers and writers together (413 `too_large`, `maxAccessUsers`). The list lives in the scope's head, read by every commit.",
   ),
+  maxListPage: setting(
+    'PATCHBAY_MAX_LIST_PAGE',
+    100,
+    int(1, 1000),
+    'Most scopes in one page of `GET /v1/scopes`, and the page size when the request names no `limit` (a larger `limit` is 400 `invalid_request`).',
+  ),
   maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
   ackAfter: setting(
     'PATCHBAY_ACK_AFTER',
@@ -197,6 +203,12 @@ export const CONFIG_TABLE = {
     { tokens: 100, windowMs: 5_000 },
     rate,
     'Patches per user, as `<tokens>/<window>` (`100/5s`: bursts of 100, 20 per second sustained). 429 `rate_limited`.',
+  ),
+  rateList: setting(
+    'PATCHBAY_RATE_LIST',
+    { tokens: 60, windowMs: 60_000 },
+    rate,
+    "Pages of `GET /v1/scopes` (a user's scopes) per user, as `<tokens>/<window>` (`60/1m`). 429 `rate_limited`.",
   ),
   rateWriteKiB: setting(
     'PATCHBAY_RATE_WRITE_KIB',
@@ -405,7 +417,7 @@ export const CONFIG_SECTIONS = {
   /** Who may call the internal endpoints: `push`, `sweep`, `bundle` (shared/http/internal-auth.ts). */
   oidc: ['oidc', 'oidcAudience', 'oidcEmails', 'oidcCertsUrl'],
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
-  limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth', 'maxAccessUsers'],
+  limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth', 'maxAccessUsers', 'maxListPage'],
   /** The write path, the near cache and the outbox (shared/engine/). */
   engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
@@ -415,6 +427,7 @@ export const CONFIG_SECTIONS = {
     'rateCreate',
     'rateWrite',
     'rateWriteKiB',
+    'rateList',
     'quotaScopes',
     'quotaBytes',
     'sseMaxPerUser',

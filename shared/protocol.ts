@@ -104,6 +104,22 @@ export const createScopeSchema = z.strictObject({
 });
 export type CreateScopeRequest = z.infer<typeof createScopeSchema>;
 
+/**
+ * `GET /v1/scopes`: its query parameters. `limit` is held to PATCHBAY_MAX_LIST_PAGE by the route;
+ * `cursor` is a page's `next`, opaque.
+ */
+export const listScopesQuerySchema = z.strictObject({
+  domain: domainSchema.optional(),
+  type: z.string().max(128).optional(),
+  name: z.string().max(256).optional(),
+  limit: z
+    .string()
+    .regex(/^[1-9][0-9]{0,5}$/, 'must be a positive integer')
+    .transform(Number)
+    .optional(),
+  cursor: z.string().max(2048).optional(),
+});
+
 /** The domain of a scope created without one (and, until tokens carry one, of every caller). */
 export const DEFAULT_DOMAIN = 'default';
 

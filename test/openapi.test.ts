@@ -156,7 +156,16 @@ let alice: Client;
 let bob: Client;
 
 beforeAll(async () => {
-  srv = await startServer({ maxOps: 3, maxBodyBytes: 4096, maxPatchBytes: 1024, maxStateBytes: 512, maxPathDepth: 4, maxValueDepth: 4, maxAccessUsers: 3 });
+  srv = await startServer({
+    maxOps: 3,
+    maxBodyBytes: 4096,
+    maxPatchBytes: 1024,
+    maxStateBytes: 512,
+    maxPathDepth: 4,
+    maxValueDepth: 4,
+    maxAccessUsers: 3,
+    maxListPage: 5,
+  });
   alice = await srv.client();
   bob = await srv.client();
 });
@@ -373,6 +382,7 @@ describe('auth and health', () => {
       rateSignIn: { tokens: 3, windowMs: 60_000 },
       rateCreate: { tokens: 2, windowMs: 60_000 },
       rateWrite: one,
+      rateList: one,
       sseMaxPerUser: 1,
       quotaScopes: 1,
       quotaBytes: 16,
@@ -404,6 +414,8 @@ describe('auth and health', () => {
       expect((await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v })).status).toBe(200);
       expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v }), 429, 'rate_limited');
       expectError(await at(limited.url, 'PUT', '/v1/scopes/{id}/access', { id: idV, body: { visibility: 'public' }, token: v }), 429, 'rate_limited');
+      expect((await at(limited.url, 'GET', '/v1/scopes', { token: v })).status).toBe(200);
+      expectError(await at(limited.url, 'GET', '/v1/scopes', { token: v }), 429, 'rate_limited');
       await hold(limited.url, v, idV);
       expectError(await at(limited.url, 'GET', '/v1/scopes/{id}/events', { id: idV, token: v }), 429, 'rate_limited');
       const w = await newClient(full.url);
@@ -423,6 +435,7 @@ describe('auth and health', () => {
     for (const [method, template] of [
       ['GET', '/v1/me'],
       ['POST', '/v1/scopes'],
+      ['GET', '/v1/scopes'],
       ['GET', '/v1/scopes/{id}'],
       ['POST', '/v1/scopes/{id}/patches'],
       ['GET', '/v1/scopes/{id}/patches'],
@@ -453,6 +466,20 @@ describe('scopes', () => {
     expect(got.headers.get('etag')).toBe('"0"');
     const same = await call('GET', '/v1/scopes/{id}', { id: 'oa.doc:1', headers: { 'if-none-match': 'W/"7", "0"' } });
     expect(same.status).toBe(304);
+  });
+
+  it("lists the caller's scopes in pages (200), and 400s a bad limit, cursor or filter", async () => {
+    const carol = await srv.client();
+    const ids = [await newScope({}, carol), await newScope({}, carol)].sort();
+    const first = await call('GET', '/v1/scopes', { query: '?limit=1', token: carol.token });
+    expect(first.status).toBe(200);
+    expect(first.json.scopes).toHaveLength(1);
+    const second = await call('GET', '/v1/scopes', { query: `?limit=5&cursor=${first.json.next}`, token: carol.token });
+    expect([...first.json.scopes, ...second.json.scopes].map((s: { id: string }) => s.id).sort()).toEqual(ids);
+    expect(second.json.next).toBeNull();
+    for (const query of ['?limit=6', '?limit=0', '?limit=x', '?cursor=%2F%2F', '?domain=Not%20A%20Domain', '?other=1']) {
+      expectError(await call('GET', '/v1/scopes', { query }), 400, 'invalid_request');
+    }
   });
 
   it('409s a taken id, 400s a bad id or body, 404s a missing scope, 415s a non-JSON body', async () => {

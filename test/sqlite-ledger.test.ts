@@ -6,7 +6,8 @@
  * scope while the rest of the batch is stored (guarantees 1 and 3). A plan that awaits across
  * turns, or never resolves, holds no write lock. The published watermark still only rises, and
  * its fsync-free batches leave the connection at synchronous=FULL for the commits that follow.
- * `readPatches` is exactly `readLog` projected on (ii, patch).
+ * `readPatches` is exactly `readLog` projected on (ii, patch). A file made before listings gets
+ * their members table filled from the access it stores.
  *
  * Everything runs on real SQLite files in temporary directories; a second plain connection on
  * the same file plays "another process" and inspects the rows and the WAL.
@@ -309,5 +310,26 @@ describe('SqliteLedger: readPatches', () => {
     await ledger.trimLog(id, 'worker', epoch, 12, 100);
     await same();
     expect((await ledger.readPatches(id, 1, 30))[0]?.ii).toBe(13);
+  });
+});
+
+describe('SqliteLedger: listings on a file made before them', () => {
+  it('opening the file fills the members table from the stored access, once', async () => {
+    const { file, ledger, raw, create } = setup();
+    const id = await create();
+    await ledger.setAccess(id, { visibility: 'private', readers: ['user-r'], writers: ['user-w'] }, 0);
+    await ledger.close();
+    // What a file of the version before listings holds: no owner index, no members table.
+    raw.exec('DROP INDEX scopes_owner; DROP TABLE members');
+    const reopened = new SqliteLedger(file);
+    opened.push(reopened);
+    for (const user of ['user-r', 'user-w', 'user-1'])
+      expect(
+        (await reopened.listFor(user, { limit: 10 })).scopes.map((s) => s.id),
+        user,
+      ).toEqual([id]);
+    await reopened.setAccess(id, { visibility: 'private', readers: [], writers: ['user-w'] }, 1);
+    expect((await reopened.listFor('user-r', { limit: 10 })).scopes).toEqual([]);
+    expect(raw.prepare('SELECT user FROM members WHERE scope = ?').all(id)).toEqual([{ user: 'user-w' }]);
   });
 });

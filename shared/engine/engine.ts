@@ -16,7 +16,7 @@ import type { EngineConfig } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { CheckedPatch } from '../patch.js';
-import type { Adapters, Head } from '../ports/index.js';
+import type { Adapters, Head, ListPage, ListQuery } from '../ports/index.js';
 import type { AccessRequest, CreateScopeRequest, Patch, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
 import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess } from './access.js';
 import { Writer } from './commit.js';
@@ -118,6 +118,11 @@ export class Engine {
       return stored;
     }
     throw new PatchbayError('unavailable', `the access of ${id} keeps changing; retry`);
+  }
+
+  /** A page of the scopes `caller` owns or is listed in (Ledger.listFor); the route shows each as `metaFor` the caller. */
+  listScopes(caller: Caller, query: ListQuery): Promise<ListPage> {
+    return this.ports.ledger.listFor(caller.id, query);
   }
 
   /** The scope at its current head. */

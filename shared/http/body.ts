@@ -67,9 +67,14 @@ export async function readBody<T>(
       issues: [{ path: proto, message: 'member "__proto__" is not accepted' }],
     });
   }
+  return parseWith(schema, raw, 'the request body');
+}
+
+/** `raw` as `schema` has it, or 400 `invalid_request` listing the issues; `what` names it in the message. */
+export function parseWith<T>(schema: z.ZodType<T>, raw: unknown, what: string): T {
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    throw new PatchbayError('invalid_request', 'the request body does not match the schema', {
+    throw new PatchbayError('invalid_request', `${what} does not match the schema`, {
       issues: parsed.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message })),
     });
   }

@@ -5,7 +5,7 @@
  */
 import type { Json } from '../json.js';
 import type { PatchRecord, ScopeAccess } from '../protocol.js';
-import type { ColdPointers, ConsumerCursors, Head, Ledger, LogPatch, NewScope, Outbox, Plan, ScopeLog, ScopeSummary } from './ledger.js';
+import type { ColdPointers, ConsumerCursors, Head, Ledger, ListPage, ListQuery, LogPatch, NewScope, Outbox, Plan, ScopeLog, ScopeSummary } from './ledger.js';
 
 export interface LedgerRoles {
   log: ScopeLog;
@@ -37,6 +37,10 @@ export class ComposedLedger implements Ledger {
 
   setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {
     return this.roles.log.setAccess(id, access, expectedRev);
+  }
+
+  listFor(user: string, query: ListQuery): Promise<ListPage> {
+    return this.roles.log.listFor(user, query);
   }
 
   readLog(id: string, from: number, to: number, limit?: number): Promise<PatchRecord[]> {

@@ -61,6 +61,31 @@ export interface LogPatch {
   patch: Patch;
 }
 
+/** A scope as a listing shows it (ScopeLog.listFor): no lease, watermark or cold pointers. */
+export interface ScopeListing {
+  id: string;
+  ii: number;
+  meta: ScopeMeta;
+}
+
+/** Which scopes of a user `listFor` returns, and from where. */
+export interface ListQuery {
+  /** Only scopes with these meta fields (each absent: any). */
+  domain?: string;
+  type?: string;
+  name?: string;
+  /** Where the previous page ended: its `next` (absent: the first page). A string no page returned may throw `invalid_request`. */
+  after?: string;
+  /** Most scopes in the page (at least 1). */
+  limit: number;
+}
+
+export interface ListPage {
+  scopes: ScopeListing[];
+  /** What to pass as `after` for the next page; null when this page is the last. */
+  next: string | null;
+}
+
 export interface NewScope {
   id: string;
   meta: ScopeMeta;
@@ -139,6 +164,17 @@ export interface ScopeLog extends LogReader {
    * the old access allowed and the new one refuses is never accepted once this has returned.
    */
   setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null>;
+  /**
+   * The scopes `user` owns or is listed in (`meta.access` readers or writers; not those a
+   * visibility merely lets it read), that match the query's meta fields, one page of at most
+   * `limit`, in an order of the adapter's own that every page keeps: following `next` from the
+   * first page visits each such scope once, and a scope created, shared or unshared meanwhile is
+   * listed on the pages still to come or not at all, never twice. `next` is opaque to the
+   * caller; a page may be shorter than `limit` and still have a `next` (an empty last page).
+   * Each scope's access is stored as `setAccess` or `createScope` last left it, so a user
+   * removed from a scope no longer lists it once `setAccess` has returned.
+   */
+  listFor(user: string, query: ListQuery): Promise<ListPage>;
 }
 
 /**

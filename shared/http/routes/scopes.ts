@@ -1,20 +1,52 @@
 /**
  * Route group `scopes`: creating a scope (`POST /v1/scopes`, in the caller's domain, private unless
- * it says otherwise) and reading one (`GET /v1/scopes/{id}`, with `ETag: "<ii>"` and a 304 for a
- * matching `If-None-Match`; no token needed for a public scope; `404` for a caller who may not read it).
+ * it says otherwise), reading one (`GET /v1/scopes/{id}`, with `ETag: "<ii>"` and a 304 for a
+ * matching `If-None-Match`; no token needed for a public scope; `404` for a caller who may not read it),
+ * and listing the caller's (`GET /v1/scopes`: owned, or shared with them as a listed reader or
+ * writer; filtered by domain, type and name; in pages of at most PATCHBAY_MAX_LIST_PAGE, each
+ * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST).
  */
 import { type Caller, metaFor } from '../../engine/access.js';
 import type { ScopeView } from '../../engine/engine.js';
-import { createScopeSchema } from '../../protocol.js';
-import { readBody } from '../body.js';
+import { PatchbayError } from '../../errors.js';
+import { createScopeSchema, listScopesQuerySchema, type ScopeMeta } from '../../protocol.js';
+import { parseWith, readBody } from '../body.js';
 import { type Ctx, etagMatches, readableHead, reader, scopeId, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 
-/** A scope as `caller` may see it: its access lists only to the owner (shared/engine/access.ts). */
-const scopeBody = (v: ScopeView, caller: Caller | null) => ({ id: v.id, ii: v.ii, state: v.state, meta: { ...metaFor(v.meta, caller), ii: v.ii } });
+/** A scope's meta as `caller` may see it: its access lists only to the owner (shared/engine/access.ts). */
+const shownMeta = (meta: ScopeMeta, ii: number, caller: Caller | null) => ({ ...metaFor(meta, caller), ii });
+const scopeBody = (v: ScopeView, caller: Caller | null) => ({ id: v.id, ii: v.ii, state: v.state, meta: shownMeta(v.meta, v.ii, caller) });
+
+/** A page's `next` as the client sees it: opaque (base64url), so no client builds one. */
+const toCursor = (next: string | null): string | null => (next === null ? null : Buffer.from(next, 'utf8').toString('base64url'));
+
+function fromCursor(cursor: string): string {
+  const next = Buffer.from(cursor, 'base64url').toString('utf8');
+  if (toCursor(next) !== cursor)
+    throw new PatchbayError('invalid_request', 'not a cursor a listing returned', { issues: [{ path: ['cursor'], message: 'unknown cursor' }] });
+  return next;
+}
 
 export const scopeRoutes: Route<Ctx>[] = [
+  {
+    method: 'GET',
+    path: '/v1/scopes',
+    name: 'scopes.list',
+    run: async (ctx) => {
+      const u = await user(ctx);
+      const q = parseWith(listScopesQuerySchema, Object.fromEntries(ctx.url.searchParams), 'the query');
+      const max = ctx.deps.config.maxListPage;
+      const limit = q.limit ?? max;
+      if (limit > max) throw new PatchbayError('invalid_request', `limit may be at most ${max}`, { issues: [{ path: ['limit'], message: `at most ${max}` }] });
+      const after = q.cursor === undefined ? undefined : fromCursor(q.cursor);
+      await ctx.deps.limits.list(u.id);
+      const page = await ctx.deps.engine.listScopes(u, { limit, domain: q.domain, type: q.type, name: q.name, after });
+      const scopes = page.scopes.map((s) => ({ id: s.id, ii: s.ii, meta: shownMeta(s.meta, s.ii, u) }));
+      sendJson(ctx.res, 200, { scopes, next: toCursor(page.next) });
+    },
+  },
   {
     method: 'POST',
     path: '/v1/scopes',

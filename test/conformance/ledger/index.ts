@@ -1,7 +1,7 @@
 /**
  * Ledger conformance: what every Ledger adapter must do (shared/ports/ledger.ts is the contract),
  * one file per role of the port: the scope log (./log.ts, guarantee 1), retries (./retries.ts),
- * a scope's access and its order with commits (./access.ts), the outbox (./outbox.ts), cold pointers and leases (./cold.ts, guarantee 6's ledger half) and
+ * a scope's access and its order with commits (./access.ts), a user's listing (./listing.ts), the outbox (./outbox.ts), cold pointers and leases (./cold.ts, guarantee 6's ledger half) and
  * consumer cursors (./cursors.ts). `ledgerConformance` runs them all.
  *
  * Usage: `ledgerConformance('SqliteLedger', async () => new SqliteLedger(file))`. Each `make()`
@@ -14,6 +14,7 @@ import { accessConformance } from './access.js';
 import { coldPointersConformance } from './cold.js';
 import { consumerCursorsConformance } from './cursors.js';
 import { harness } from './fixtures.js';
+import { listingConformance } from './listing.js';
 import { scopeLogConformance } from './log.js';
 import { outboxConformance } from './outbox.js';
 import { retriesConformance } from './retries.js';
@@ -24,6 +25,7 @@ export function ledgerConformance(name: string, make: () => Promise<Ledger>): vo
     scopeLogConformance(h);
     retriesConformance(h);
     accessConformance(h);
+    listingConformance(h);
     coldPointersConformance(h);
     consumerCursorsConformance(h);
     outboxConformance(h);

@@ -15,7 +15,9 @@
  *
  * Access (`setAccess`) has a revision column, moved by a compare-and-set of its own, and the
  * commit's compare-and-set checks it too, so a commit planned on an access since replaced is
- * planned again (the ScopeLog contract).
+ * planned again (the ScopeLog contract). The same write replaces the scope's rows in `members`
+ * (who its access lists, what `listFor` finds shared scopes by), so a listing never disagrees
+ * with the access it was read with.
  *
  * Guarantee 3 (a rejected request changes nothing): a plan that throws never reaches the queue;
  * a commit whose savepoint is rolled back leaves its head and log exactly as they were.
@@ -23,17 +25,26 @@
 import type Database from 'better-sqlite3';
 import { PatchbayError } from '../../../errors.js';
 import type { Json } from '../../../json.js';
-import { type Head, type LogPatch, type NewScope, type Plan, retryKey, type ScopeLog } from '../../../ports/index.js';
+import { type Head, type ListPage, type ListQuery, type LogPatch, type NewScope, type Plan, retryKey, type ScopeLog } from '../../../ports/index.js';
 import type { PatchRecord, ScopeAccess } from '../../../protocol.js';
-import { accessText, HeadReader, type PatchRow, toRecord } from './schema.js';
+import { accessText, HEAD_COLUMNS, HeadReader, type PatchRow, type ScopeRow, toHead, toRecord } from './schema.js';
 import type { WriteQueue } from './write-queue.js';
+
+interface ListParams {
+  user: string;
+  after: string;
+  domain: string | null;
+  type: string | null;
+  name: string | null;
+  limit: number;
+}
 
 export class SqliteScopeLog implements ScopeLog {
   private readonly heads: HeadReader;
   private readonly stmt;
 
   constructor(
-    db: Database.Database,
+    private readonly db: Database.Database,
     private readonly queue: WriteQueue,
   ) {
     this.heads = new HeadReader(db);
@@ -57,6 +68,21 @@ export class SqliteScopeLog implements ScopeLog {
          WHERE id = @id AND ii = @expected AND epoch = @epoch AND access_rev = @accessRev`,
       ),
       setAccess: db.prepare('UPDATE scopes SET access = @access, access_rev = access_rev + 1 WHERE id = @id AND access_rev = @expected'),
+      // The listed users of a scope, as `members` rows, replaced with every access it is given.
+      dropMembers: db.prepare<[string]>('DELETE FROM members WHERE scope = ?'),
+      addMembers: db.prepare(
+        `INSERT OR IGNORE INTO members (user, scope) SELECT value, @id FROM json_each(@access, '$.readers')
+         UNION SELECT value, @id FROM json_each(@access, '$.writers')`,
+      ),
+      // A user's scopes: owned (index scopes_owner) or listed (members' key), in id order from
+      // after the page before; the meta filters apply to that user's scopes only.
+      listFor: db.prepare<ListParams, ScopeRow>(
+        `SELECT ${HEAD_COLUMNS} FROM scopes WHERE id IN (
+           SELECT id FROM scopes WHERE owner = @user AND id > @after
+           UNION SELECT scope FROM members WHERE user = @user AND scope > @after)
+         AND (@domain IS NULL OR domain = @domain) AND (@type IS NULL OR type = @type) AND (@name IS NULL OR name = @name)
+         ORDER BY id LIMIT @limit`,
+      ),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
       log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
       // What a rebuild reads: the same rows as `log`, two columns, as arrays (no object per row).
@@ -71,13 +97,13 @@ export class SqliteScopeLog implements ScopeLog {
   async createScope(scope: NewScope): Promise<Head> {
     const { meta } = scope;
     const { access, ...fields } = meta;
-    const info = this.stmt.insertScope.run({
-      id: scope.id,
-      ...fields,
-      initial: JSON.stringify(scope.initial),
-      access: access ? accessText(access) : null,
-      access_rev: access?.rev ?? 0,
+    const text = access ? accessText(access) : null;
+    const insert = this.db.transaction(() => {
+      const info = this.stmt.insertScope.run({ id: scope.id, ...fields, initial: JSON.stringify(scope.initial), access: text, access_rev: access?.rev ?? 0 });
+      if (info.changes > 0 && text !== null) this.stmt.addMembers.run({ id: scope.id, access: text });
+      return info;
     });
+    const info = insert();
     if (info.changes === 0) throw new PatchbayError('scope_exists', `scope ${scope.id} already exists`, { id: scope.id });
     return this.heads.orThrow(scope.id);
   }
@@ -136,13 +162,35 @@ export class SqliteScopeLog implements ScopeLog {
 
   async setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {
     const text = accessText(access);
-    const set = await this.queue.write(() => this.stmt.setAccess.run({ id, access: text, expected: expectedRev }).changes > 0, {
-      savepoint: false,
-      durable: true,
-    });
+    const set = await this.queue.write(
+      () => {
+        if (this.stmt.setAccess.run({ id, access: text, expected: expectedRev }).changes === 0) return false;
+        this.stmt.dropMembers.run(id);
+        this.stmt.addMembers.run({ id, access: text });
+        return true;
+      },
+      { savepoint: true, durable: true },
+    );
     if (set) return { ...(JSON.parse(text) as Omit<ScopeAccess, 'rev'>), rev: expectedRev + 1 };
     this.heads.orThrow(id); // scope_not_found, else the revision moved
     return null;
+  }
+
+  async listFor(user: string, query: ListQuery): Promise<ListPage> {
+    const { limit } = query;
+    const rows = this.stmt.listFor.all({
+      user,
+      after: query.after ?? '',
+      domain: query.domain ?? null,
+      type: query.type ?? null,
+      name: query.name ?? null,
+      limit,
+    });
+    const scopes = rows.map((r) => {
+      const { id, ii, meta } = toHead(r);
+      return { id, ii, meta };
+    });
+    return { scopes, next: scopes.length === limit ? (scopes[scopes.length - 1]?.id ?? null) : null };
   }
 
   async readLog(id: string, from: number, to: number, limit = 1000): Promise<PatchRecord[]> {

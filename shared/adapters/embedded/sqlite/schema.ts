@@ -3,7 +3,10 @@
  * published watermark, the outbox clock `unpublished_since`, and the cold pointers `bundled` and
  * `trimmed`); the log is one row per patch, keyed (scope, ii). The guarantee kept here: a unique
  * index on (scope, session, si) makes a recorded retry impossible to record twice, so the log rows
- * double as the retry records. Opening a file made by an older version adds what it lacks.
+ * double as the retry records. Listings (`listFor`) find a user's scopes by an index on the owner
+ * and a `members` table, one row per (user, scope) a scope's access lists (a join table rather
+ * than a scan of the access JSON, which would read every scope for every listing). Opening a file
+ * made by an older version adds what it lacks.
  */
 import Database from 'better-sqlite3';
 import { PatchbayError } from '../../../errors.js';
@@ -66,6 +69,11 @@ CREATE TABLE IF NOT EXISTS patches (
   PRIMARY KEY (scope, ii)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS patches_retry ON patches(scope, session, si) WHERE session IS NOT NULL;
+CREATE TABLE IF NOT EXISTS members (
+  user TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  PRIMARY KEY (user, scope)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (
   consumer TEXT NOT NULL,
   scope TEXT NOT NULL,
@@ -74,7 +82,12 @@ CREATE TABLE IF NOT EXISTS cursors (
 ) WITHOUT ROWID;
 `;
 
-const HEAD_COLUMNS =
+/** Every scope's listed users (its access's readers and writers) as rows of `members`: the migration's fill. */
+const MEMBERS_FROM_ACCESS = `INSERT OR IGNORE INTO members (user, scope)
+  SELECT j.value, s.id FROM scopes s, json_each(s.access, '$.readers') j WHERE s.access IS NOT NULL
+  UNION SELECT j.value, s.id FROM scopes s, json_each(s.access, '$.writers') j WHERE s.access IS NOT NULL`;
+
+export const HEAD_COLUMNS =
   'id, ii, epoch, lease_holder, lease_expires, published, bundled, trimmed, owner, domain, name, type, created, updated, size, access, access_rev';
 
 /** Opens (or creates) the file in WAL mode with the tables above. `file` is a path, or ':memory:'. */
@@ -96,11 +109,16 @@ export function openDatabase(file: string, sync: 'full' | 'normal'): Database.Da
   // ...nor access (such scopes read as LEGACY_ACCESS: shared/engine/access.ts).
   if (!columns.some((c) => c.name === 'access'))
     db.exec('ALTER TABLE scopes ADD COLUMN access TEXT; ALTER TABLE scopes ADD COLUMN access_rev INTEGER NOT NULL DEFAULT 0');
+  // ...nor the owner index and the members table of listings (filled from the stored access).
+  if (!db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'scopes_owner'").get()) {
+    // One transaction: a crash midway leaves no index, so the next open fills the table again.
+    db.transaction(() => db.exec(`CREATE INDEX scopes_owner ON scopes(owner, id); DELETE FROM members; ${MEMBERS_FROM_ACCESS}`))();
+  }
   db.exec('CREATE INDEX IF NOT EXISTS scopes_outbox ON scopes(unpublished_since) WHERE unpublished_since IS NOT NULL');
   return db;
 }
 
-function toHead(r: ScopeRow): Head {
+export function toHead(r: ScopeRow): Head {
   const meta: ScopeMeta = { owner: r.owner, domain: r.domain, name: r.name, type: r.type, created: r.created, updated: r.updated, size: r.size };
   if (r.access !== null) meta.access = { ...JSON.parse(r.access), rev: r.access_rev };
   return {

@@ -7,11 +7,26 @@
  */
 import type { DocumentSnapshot } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
-import type { Head, Lease } from '../../../ports/index.js';
+import type { Head, Lease, ScopeListing } from '../../../ports/index.js';
 import type { Patch, PatchRecord, ScopeAccess, ScopeMeta } from '../../../protocol.js';
 
 /** The head document's fields that make a Head (the rest of a Head lives in other documents). */
 export const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta'];
+/** The head document's fields that make a ScopeListing. */
+export const LISTING_FIELDS = ['id', 'ii', 'meta'];
+/**
+ * The head document's fields a listing queries (ScopeLog.listFor): the owner, and the users the
+ * access lists, stored in `meta.access` as arrays (so `array-contains` finds a user's shared
+ * scopes), with the meta fields a listing filters by.
+ */
+export const LIST_BY = {
+  owner: 'meta.owner',
+  readers: 'meta.access.readers',
+  writers: 'meta.access.writers',
+  domain: 'meta.domain',
+  type: 'meta.type',
+  name: 'meta.name',
+} as const;
 /** The cold-pointer document's fields. */
 export const POINTER_FIELDS = ['bundled', 'trimmed'];
 
@@ -54,6 +69,25 @@ export function leaseOf(d: DocumentSnapshot): Lease | null {
 
 /** `pointer` is the cold-pointer document (missing: nothing bundled or trimmed yet). */
 export function toHead(d: DocumentSnapshot, published: number, pointer: DocumentSnapshot | undefined): Head {
+  return {
+    id: d.get('id'),
+    ii: d.get('ii'),
+    epoch: d.get('epoch'),
+    lease: leaseOf(d),
+    published,
+    bundled: num(pointer?.get('bundled')),
+    trimmed: num(pointer?.get('trimmed')),
+    meta: metaOf(d),
+  };
+}
+
+/** A head document as a listing shows it (its fields in LISTING_FIELDS). */
+export function toListing(d: DocumentSnapshot): ScopeListing {
+  return { id: d.get('id'), ii: d.get('ii'), meta: metaOf(d) };
+}
+
+/** The head document's `meta` as a fresh ScopeMeta. */
+function metaOf(d: DocumentSnapshot): ScopeMeta {
   const m = d.get('meta') as ScopeMeta;
   const meta: ScopeMeta = {
     owner: m.owner,
@@ -65,16 +99,7 @@ export function toHead(d: DocumentSnapshot, published: number, pointer: Document
     size: m.size,
   };
   if (m.access) meta.access = accessOf(m.access);
-  return {
-    id: d.get('id'),
-    ii: d.get('ii'),
-    epoch: d.get('epoch'),
-    lease: leaseOf(d),
-    published,
-    bundled: num(pointer?.get('bundled')),
-    trimmed: num(pointer?.get('trimmed')),
-    meta,
-  };
+  return meta;
 }
 
 /** A stored `meta.access` map as a fresh ScopeAccess (missing: stored before access existed). */

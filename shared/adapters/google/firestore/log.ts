@@ -8,13 +8,35 @@
  * Access lives in the head document (`meta.access`), so changing it changes the head's version:
  * a direct commit planned on the old access fails its precondition, and a transaction that read
  * the head holds it until it commits, so no commit is ever decided on an access since replaced.
+ *
+ * Listings (`listFor`) are three queries on the head documents, one per way a user has a scope
+ * (`meta.owner ==`, `meta.access.readers array-contains`, `meta.access.writers array-contains`),
+ * each with the filters as equalities, ordered by document id and starting after the page
+ * before's last; the page is the first `limit` of their union in that order, which each query's
+ * own first `limit` is enough to find. Document ids are ASCII (./layout.ts), so JavaScript's
+ * string order is Firestore's. Firestore serves the queries with no filter from its automatic
+ * single-field indexes, and merges those for filtered ones; firestore.indexes.json adds composite
+ * indexes for the domain filter, what an app's listing always sets.
  */
-import type { Timestamp } from '@google-cloud/firestore';
+import { FieldPath, type Timestamp } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
 import type { Json } from '../../../json.js';
-import type { Head, LogPatch, NewScope, Plan, ScopeLog } from '../../../ports/index.js';
+import type { Head, ListPage, ListQuery, LogPatch, NewScope, Plan, ScopeListing, ScopeLog } from '../../../ports/index.js';
 import type { Patch, PatchRecord, ScopeAccess } from '../../../protocol.js';
-import { ALREADY_EXISTS, accessOf, HEAD_FIELDS, hasCode, notFound, num, POINTER_FIELDS, toHead, toRecord } from './codec.js';
+import {
+  ALREADY_EXISTS,
+  accessOf,
+  HEAD_FIELDS,
+  hasCode,
+  LIST_BY,
+  LISTING_FIELDS,
+  notFound,
+  num,
+  POINTER_FIELDS,
+  toHead,
+  toListing,
+  toRecord,
+} from './codec.js';
 import type { DirectCommits } from './commit-direct.js';
 import type { TransactionCommits } from './commit-transaction.js';
 import type { Layout } from './layout.js';
@@ -84,6 +106,37 @@ export class FirestoreScopeLog implements ScopeLog {
       },
       { maxAttempts: 10 },
     );
+  }
+
+  async listFor(user: string, query: ListQuery): Promise<ListPage> {
+    const { limit, after } = query;
+    if (after?.includes('/'))
+      throw new PatchbayError('invalid_request', 'not a cursor a listing returned', { issues: [{ path: ['cursor'], message: 'unknown cursor' }] });
+    const ways: Array<[string, '==' | 'array-contains']> = [
+      [LIST_BY.owner, '=='],
+      [LIST_BY.readers, 'array-contains'],
+      [LIST_BY.writers, 'array-contains'],
+    ];
+    const pages = await Promise.all(
+      ways.map(([field, op]) => {
+        let q = this.docs.scopes().where(field, op, user);
+        for (const key of ['domain', 'type', 'name'] as const) {
+          const want = query[key];
+          if (want !== undefined) q = q.where(LIST_BY[key], '==', want);
+        }
+        q = q.orderBy(FieldPath.documentId());
+        if (after !== undefined) q = q.startAfter(after);
+        return q
+          .limit(limit)
+          .select(...LISTING_FIELDS)
+          .get();
+      }),
+    );
+    const found = new Map<string, ScopeListing>();
+    for (const page of pages) for (const d of page.docs) found.set(d.id, toListing(d));
+    const ids = [...found.keys()].sort().slice(0, limit);
+    const more = found.size > limit || pages.some((p) => p.size === limit);
+    return { scopes: ids.map((id) => found.get(id) as ScopeListing), next: more ? (ids[ids.length - 1] ?? null) : null };
   }
 
   /** The log documents from <= ii <= to, ascending, at most `limit`. */

@@ -189,7 +189,11 @@ const ALICE: Auth = { t: 'user', who: 'alice' };
 
 const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'POST', re: /^\/v1\/auth\/anonymous$/ },
+  { method: 'GET', re: /^\/v1\/me$/ },
   { method: 'POST', re: /^\/v1\/scopes$/ },
+  { method: 'GET', re: /^\/v1\/scopes$/ },
+  { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/access$/ },
+  { method: 'PUT', re: /^\/v1\/scopes\/[^/]+\/access$/ },
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+$/ },
   { method: 'POST', re: /^\/v1\/scopes\/[^/]+\/patches$/ },
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/patches$/ },

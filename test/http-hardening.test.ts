@@ -303,7 +303,7 @@ describe('request logs and response headers', () => {
     expect([history.status, history.text, history.headers.get('content-type')]).toEqual([200, '', 'application/x-ndjson; charset=utf-8']);
     const events = await alice.request('HEAD', `/v1/scopes/${id}/events`); // ends at once, not a stream
     expect([events.status, events.text, events.headers.get('content-type')]).toEqual([200, '', 'text/event-stream; charset=utf-8']);
-    const post = await alice.request('HEAD', '/v1/scopes');
+    const post = await alice.request('HEAD', '/v1/auth/anonymous');
     expect(post.status).toBe(405);
     expect(post.headers.get('allow')).toBe('POST');
     const patches = await alice.request('DELETE', `/v1/scopes/${id}/patches`);

@@ -8,6 +8,8 @@ import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
+import { type ActiveConfigs, configsFromDir } from './domains/active.js';
+import { domainRules } from './domains/rules.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { Auth, loadSecret } from './http/auth.js';
@@ -35,6 +37,8 @@ export interface App {
   /** The cold-storage bundler (also what the `bundle` function and `patchbay bundle` run). */
   bundler: Bundler;
   logger: Logger;
+  /** The domains' active configurations the commit rules read (AppOptions.configs, else PATCHBAY_DOMAIN_CONFIG_DIR), if any. */
+  configs: ActiveConfigs | undefined;
   close(): Promise<void>;
 }
 
@@ -90,15 +94,26 @@ export interface AppOptions {
   consumers?: Record<string, PatchHandler>;
   /** Where log lines go (default: stdout). */
   logTo?: (line: string) => void;
+  /**
+   * The domains' active configurations, whose scope types' schemas and limits every commit and
+   * create is held to (shared/domains/rules.ts). Default: the files of PATCHBAY_DOMAIN_CONFIG_DIR,
+   * or none (no per-domain validation).
+   */
+  configs?: ActiveConfigs;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const identity = await identityProviderFor(config); // first: a configuration it refuses leaves nothing open
+  const configs = opts.configs ?? configsFromDir(config); // also before anything opens: a broken file stops here
   const logger = createLogger(config.logLevel, opts.logTo);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
-  const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
+  const engine = new Engine(adapters, config, {
+    logError: (e) => logger.error(e),
+    onStored: (owner, delta) => limits.stored(owner, delta),
+    rules: configs ? domainRules(configs) : undefined,
+  });
   const auth = new Auth(loadSecret(config), config, identity);
   const handler = createHandler({ engine, auth, config, logger, limits });
   const consumers = Object.entries(opts.consumers ?? {}).map(
@@ -140,6 +155,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     consumers,
     bundler,
     logger,
+    configs,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);

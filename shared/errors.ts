@@ -31,8 +31,19 @@ export const ERROR_CODES = {
   too_large: 413,
   /** The body is not `application/json`. */
   unsupported_media_type: 415,
+  /**
+   * A domain configuration does not parse or breaks its schema (`issues`: each with `path`, `line`
+   * and `column`, 1-based, and `message`); nothing was changed.
+   */
+  invalid_config: 400,
   /** An operation of the patch cannot be applied (`op` is its index); nothing was changed. */
   patch_failed: 422,
+  /**
+   * The scope's state (initial, or after the patch) does not satisfy the JSON Schema its domain's
+   * configuration gives its type (`type`, and the first error's `instancePath`, `schemaPath` and
+   * `keyword`); nothing was changed.
+   */
+  validation_failed: 422,
   /**
    * A rate limit or a stream cap was hit (`limit`, `retryAfter` seconds, also sent as `Retry-After`);
    * nothing was done. Retry after that long.

@@ -11,6 +11,7 @@ import Ajv2020Module from 'ajv/dist/2020.js';
 import { EventSource } from 'eventsource';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { loadDomainConfig, StaticConfigs } from '../shared/domains/active.js';
 import { ERROR_CODES } from '../shared/errors.js';
 import { ROUTES } from '../shared/http/routes/index.js';
 import { type Client, newClient, type Res, request, startServer, type TestServer } from './helpers/server.js';
@@ -151,21 +152,32 @@ function check(res: Res, method: string, template: string | null): Res {
   return res;
 }
 
+/** The `default` domain's configuration: scopes of type `counter` hold an `n` of at most 100. */
+const VALIDATED = new StaticConfigs();
+VALIDATED.set(
+  'default',
+  loadDomainConfig('types:\n  counter:\n    schema: {type: object, properties: {n: {type: integer, maximum: 100}}}\n', { maxConfigBytes: 4096 }),
+);
+
 let srv: TestServer;
 let alice: Client;
 let bob: Client;
 
 beforeAll(async () => {
-  srv = await startServer({
-    maxOps: 3,
-    maxBodyBytes: 4096,
-    maxPatchBytes: 1024,
-    maxStateBytes: 512,
-    maxPathDepth: 4,
-    maxValueDepth: 4,
-    maxAccessUsers: 3,
-    maxListPage: 5,
-  });
+  srv = await startServer(
+    {
+      maxOps: 3,
+      maxBodyBytes: 4096,
+      maxPatchBytes: 1024,
+      maxStateBytes: 512,
+      maxPathDepth: 4,
+      maxValueDepth: 4,
+      maxAccessUsers: 3,
+      maxListPage: 5,
+    },
+    undefined,
+    { configs: VALIDATED },
+  );
   alice = await srv.client();
   bob = await srv.client();
 });
@@ -606,6 +618,17 @@ describe('patches', () => {
     const retry = { ii: 3, session: 'oa-tab', si: 1, patch: [{ op: 'replace', path: '/n', value: 1, from: '/x', xyz: 123 }] };
     expect((await submit(retry)).json).toEqual({ id, ii: 3 });
     expect((await submit(retry)).json).toEqual({ id, ii: 3, duplicate: true });
+  });
+
+  it('422s a create and a patch whose state breaks the schema of its type (validation_failed)', async () => {
+    const refused = await call('POST', '/v1/scopes', { body: { type: 'counter', state: { n: 101 } } });
+    expectError(refused, 422, 'validation_failed');
+    expect(refused.json.error).toMatchObject({ type: 'counter', instancePath: '/n', keyword: 'maximum' });
+    const counter = await call('POST', '/v1/scopes', { body: { type: 'counter', state: { n: 1 } } });
+    expect(counter.status).toBe(201);
+    const over = await call('POST', '/v1/scopes/{id}/patches', { id: counter.json.id, body: { patch: [{ op: 'replace', path: '/n', value: 'x' }] } });
+    expectError(over, 422, 'validation_failed');
+    expect(over.json.error).toMatchObject({ instancePath: '/n', schemaPath: '#/properties/n/type' });
   });
 
   it('409s with replay_required, out_of_sync and duplicate_mismatch, each with its detail', async () => {

@@ -29,6 +29,9 @@ import { Outbox } from './sweeper.js';
 export type { Ack, CommitRules, Pending } from './decide.js';
 export type { StreamSink } from './stream.js';
 
+/** The ports the engine runs on (not the control plane's records). */
+export type EnginePorts = Pick<Adapters, 'ledger' | 'cache' | 'bus' | 'blobs'>;
+
 export interface ScopeView {
   id: string;
   ii: number;
@@ -50,14 +53,14 @@ export class Engine {
   readonly config: EngineConfig;
   /** Bundles and snapshots of every scope (read side). */
   readonly cold: ColdStore;
-  private readonly ports: Adapters;
+  private readonly ports: EnginePorts;
   private readonly reader: Reader;
   private readonly writer: Writer;
   private readonly outbox: Outbox;
   private readonly now: () => number;
   private readonly logError: Logger;
 
-  constructor(ports: Adapters, config: EngineConfig, opts: EngineOptions = {}) {
+  constructor(ports: EnginePorts, config: EngineConfig, opts: EngineOptions = {}) {
     this.ports = ports;
     this.config = config;
     this.cold = new ColdStore(ports.blobs);

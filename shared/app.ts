@@ -8,6 +8,7 @@ import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
+import { Domains } from './domains/domains.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { Auth, loadSecret } from './http/auth.js';
@@ -27,6 +28,8 @@ export interface App {
   handler: Handler;
   /** Rate limits, quotas and stream caps (shared/http/limits.ts). */
   limits: Limits;
+  /** Domains: admins and settings (shared/domains/domains.ts). */
+  domains: Domains;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
@@ -100,7 +103,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const limits = new Limits(limitStore, config, logger);
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
   const auth = new Auth(loadSecret(config), config, identity);
-  const handler = createHandler({ engine, auth, config, logger, limits });
+  const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains });
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
@@ -135,6 +139,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     adapters,
     handler,
     limits,
+    domains,
     push,
     internal,
     consumers,

@@ -264,6 +264,12 @@ export const CONFIG_TABLE = {
     'Published watermarks are written at most this often per scope (one ledger write instead of one per group).',
   ),
   sweepIntervalMs: setting('PATCHBAY_SWEEP_INTERVAL_MS', 10_000, int(100), 'How often the outbox sweeper looks for committed but unpublished patches.'),
+  domainCacheMs: setting(
+    'PATCHBAY_DOMAIN_CACHE_MS',
+    10_000,
+    int(0, 600_000),
+    "How long an instance keeps a domain's record (admins, origins) before reading it again: the most a change made on another instance takes to apply here.",
+  ),
   sweepAgeMs: setting('PATCHBAY_SWEEP_AGE_MS', 5_000, int(0), 'A commit younger than this is left to its own writer by the sweeper.'),
   bundlePatches: setting(
     'PATCHBAY_BUNDLE_PATCHES',
@@ -447,6 +453,8 @@ export const CONFIG_SECTIONS = {
     'trustProxy',
     'limitsPrefix',
   ],
+  /** Domains: their records, claims and settings (shared/domains/). */
+  domains: ['domainCacheMs'],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */

@@ -4,7 +4,7 @@
  * a SQLite ledger is durable across reopening (heads, log, leases); two ledgers on one file never
  * give one index to two commits (guarantee 1 with several connections on one file: each commit
  * re-checks the head inside an IMMEDIATE transaction); the memory cache evicts the least recently
- * used scope past its bound; MemoryLimits passes the limit store suite; the blob store refuses keys that would escape its root.
+ * used scope past its bound; MemoryLimits passes the limit store suite; SqliteRecords the record store suite; the blob store refuses keys that would escape its root.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
@@ -20,6 +20,7 @@ import { busConformance } from './conformance/bus.js';
 import { cacheConformance } from './conformance/cache.js';
 import { ledgerConformance } from './conformance/ledger/index.js';
 import { limitsConformance } from './conformance/limits.js';
+import { recordsConformance } from './conformance/records.js';
 import { tempDir } from './helpers/server.js';
 
 const dirs: string[] = [];
@@ -37,6 +38,7 @@ cacheConformance('MemoryCache', async () => new MemoryCache());
 busConformance('LocalBus', async () => new LocalBus());
 blobConformance('FsBlobStore', async () => new FsBlobStore(join(dir(), 'blobs')));
 limitsConformance('MemoryLimits', async (rules) => new MemoryLimits(rules));
+recordsConformance('SqliteRecords', async () => new SqliteLedger(join(dir(), 'records.sqlite'), { sync: 'normal' }).records);
 
 const T0 = 1_700_000_000_000;
 const meta: ScopeMeta = { owner: 'user-1', domain: 'default', name: null, type: null, created: T0, updated: T0, size: 2 };

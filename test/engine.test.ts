@@ -8,9 +8,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
-import { Engine } from '../shared/engine/engine.js';
+import { Engine, type EnginePorts } from '../shared/engine/engine.js';
 import { PatchbayError } from '../shared/errors.js';
-import type { Adapters, Bus, Ledger } from '../shared/ports/index.js';
+import type { Bus, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
 import { tempDir, testConfig } from './helpers/server.js';
 import { wrap } from './helpers/wrap.js';
@@ -38,15 +38,15 @@ class CountingLedger {
 }
 
 const engines: Engine[] = [];
-const ports: Adapters[] = [];
+const ports: EnginePorts[] = [];
 afterEach(async () => {
   for (const e of engines.splice(0)) await e.close();
   for (const p of ports.splice(0)) await p.ledger.close();
 });
 
-function setup(overrides = {}, mutate?: (a: Adapters) => void) {
+function setup(overrides = {}, mutate?: (a: EnginePorts) => void) {
   const counting = new CountingLedger(new SqliteLedger(':memory:'));
-  const adapters: Adapters = { ledger: counting.wrap(), cache: new MemoryCache(), bus: new LocalBus(), blobs: new FsBlobStore(tempDir()) };
+  const adapters: EnginePorts = { ledger: counting.wrap(), cache: new MemoryCache(), bus: new LocalBus(), blobs: new FsBlobStore(tempDir()) };
   mutate?.(adapters);
   const engine = new Engine(adapters, testConfig(overrides), { logError: () => {} });
   engines.push(engine);
@@ -55,7 +55,7 @@ function setup(overrides = {}, mutate?: (a: Adapters) => void) {
 }
 
 /** Replaces the adapters' bus with one whose publish is `publish` (which may call the real bus). */
-function interceptPublish(a: Adapters, publish: (events: PatchEvent[], real: Bus) => Promise<void>): void {
+function interceptPublish(a: EnginePorts, publish: (events: PatchEvent[], real: Bus) => Promise<void>): void {
   const real = a.bus;
   a.bus = {
     publish: (events) => publish(events, real),
@@ -256,7 +256,7 @@ describe('after the commit', () => {
 
   it('reads the hot cache only for a head this instance did not write', async () => {
     const gets: string[] = [];
-    let shared: Adapters | null = null;
+    let shared: EnginePorts | null = null;
     const { engine: first } = setup({}, (a) => {
       shared = a;
       const real = a.cache;
@@ -272,7 +272,7 @@ describe('after the commit', () => {
     });
     // A second instance on the same ledger and cache: its commits move the head past what the
     // first instance holds, so the first must not trust its own copy after that.
-    const second = new Engine(shared as unknown as Adapters, testConfig(), { logError: () => {} });
+    const second = new Engine(shared as unknown as EnginePorts, testConfig(), { logError: () => {} });
     engines.push(second);
     await first.createScope('u', { id: 's', state: { list: [] } });
     const add = (e: Engine, v: number) => e.submit('s', 'u', { patch: [{ op: 'add', path: '/list/-', value: v }] });

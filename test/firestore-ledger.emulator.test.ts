@@ -6,7 +6,7 @@
  * survives a commit racing markPublished, so an unpublished scope is never lost. Any JSON value
  * and any valid scope id round-trip. A direct batch checks the retry keys its plan refused in
  * the same batch (no read): a recorded one sends the retry to the transaction, which answers it.
- * Plus the shared ledger conformance suite.
+ * Plus the shared ledger conformance suite, and the record store's (FirestoreRecords).
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -14,12 +14,14 @@ import { resolve } from 'node:path';
 import type { Firestore } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FirestoreLedger, type FirestoreLedgerOptions } from '../shared/adapters/google/firestore/ledger.js';
+import { FirestoreRecords } from '../shared/adapters/google/firestore/records.js';
 import { PatchbayError } from '../shared/errors.js';
 import type { Json } from '../shared/json.js';
 import type { Plan } from '../shared/ports/index.js';
 import { retryKey } from '../shared/ports/index.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
 import { ledgerConformance } from './conformance/ledger/index.js';
+import { recordsConformance } from './conformance/records.js';
 import { type FirestoreEmulator, startFirestoreEmulator } from './helpers/firestore-emulator.js';
 import { skipWithout } from './helpers/proc.js';
 
@@ -254,6 +256,7 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
 
   ledgerConformance('FirestoreLedger', async () => ledger());
   ledgerConformance('FirestoreLedger (transactions only)', async () => ledger({ directCommits: false }));
+  recordsConformance('FirestoreRecords', async () => new FirestoreRecords(db, newRoot()));
 
   it('a plan re-run after another transaction moved the head applies once, at the new head', async () => {
     const root = newRoot();

@@ -17,7 +17,7 @@ import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { CheckedPatch } from '../patch.js';
 import type { Adapters, Head, ListPage, ListQuery } from '../ports/index.js';
-import type { AccessRequest, CreateScopeRequest, Patch, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
+import type { AccessRequest, CreateScopeRequest, Patch, PatchEvent, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
 import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess } from './access.js';
 import { Writer } from './commit.js';
 import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES, runRule } from './decide.js';
@@ -28,6 +28,9 @@ import { Outbox } from './sweeper.js';
 
 export type { Ack, CommitRules, CreateContext, Pending } from './decide.js';
 export type { StreamSink } from './stream.js';
+
+/** The ports the engine runs on (not the control plane's records). */
+export type EnginePorts = Pick<Adapters, 'ledger' | 'cache' | 'bus' | 'blobs'>;
 
 export interface ScopeView {
   id: string;
@@ -44,13 +47,15 @@ export interface EngineOptions {
   onStored?: (owner: string, delta: number) => void;
   /** Per-request authorization and validation (default: owner-only writes from the scope's domain, no validation). */
   rules?: CommitRules;
+  /** Told of every run of records handed to the bus, after it took them (embedded consumers: shared/engine/local-delivery.ts). */
+  onPublished?: (events: PatchEvent[]) => void;
 }
 
 export class Engine {
   readonly config: EngineConfig;
   /** Bundles and snapshots of every scope (read side). */
   readonly cold: ColdStore;
-  private readonly ports: Adapters;
+  private readonly ports: EnginePorts;
   private readonly reader: Reader;
   private readonly writer: Writer;
   private readonly outbox: Outbox;
@@ -58,7 +63,7 @@ export class Engine {
   private readonly logError: Logger;
   private readonly rules: CommitRules;
 
-  constructor(ports: Adapters, config: EngineConfig, opts: EngineOptions = {}) {
+  constructor(ports: EnginePorts, config: EngineConfig, opts: EngineOptions = {}) {
     this.ports = ports;
     this.config = config;
     this.cold = new ColdStore(ports.blobs);
@@ -66,7 +71,7 @@ export class Engine {
     this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
     const near = new NearCache(config.nearCacheBytes);
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
-    this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError);
+    this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
     this.rules = opts.rules ?? DEFAULT_RULES;
     this.writer = new Writer(ports, config, this.reader, near, this.outbox, this.rules, this.now, opts.onStored);
   }

@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { HttpConfig } from '../config.js';
+import type { Domains } from '../domains/domains.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
@@ -23,6 +24,8 @@ export interface HandlerDeps {
   logger: Logger;
   /** Rate limits, quotas and stream caps (shared/http/limits.ts). */
   limits: Limits;
+  /** Domains: admins and settings (shared/domains/domains.ts). */
+  domains: Domains;
 }
 
 export interface Ctx {

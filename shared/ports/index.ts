@@ -2,6 +2,7 @@ import type { BlobStore } from './blobs.js';
 import type { Bus } from './bus.js';
 import type { HotCache } from './cache.js';
 import type { Ledger } from './ledger.js';
+import type { RecordStore } from './records.js';
 
 export type { BlobStore } from './blobs.js';
 export type { Bus, Listener, ScopeSignal, SignalListener } from './bus.js';
@@ -29,6 +30,7 @@ export type {
 } from './ledger.js';
 export { retryKey } from './ledger.js';
 export type { LimitStore, RateDecision, RateRule, Usage } from './limits.js';
+export type { ListOptions, RecordStore, StoredRecord } from './records.js';
 
 /** One adapter for each port: what the engine runs on. */
 export interface Adapters {
@@ -36,4 +38,6 @@ export interface Adapters {
   cache: HotCache;
   bus: Bus;
   blobs: BlobStore;
+  /** The control plane's records (domains, claims, service tokens, configuration versions). */
+  records: RecordStore;
 }

@@ -14,6 +14,7 @@
  * most 512 KiB (UTF-8, as `JSON.stringify` writes it). Past them an adapter throws PatchbayError
  * `internal`: a caller that lets user input reach a key or a value checks its size first.
  */
+import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 
 export interface StoredRecord<T extends Json = Json> {
@@ -55,3 +56,19 @@ export interface RecordStore {
 export const RECORD_KIND = /^[a-z0-9-]{1,64}$/;
 export const MAX_RECORD_KEY = 512;
 export const MAX_RECORD_BYTES = 512 * 1024;
+
+/**
+ * Checks a kind, a key and a value against the limits above, for adapters; returns the value's
+ * JSON text (when a value is given). Throws PatchbayError `internal`: input that reaches this far
+ * unchecked is the caller's bug.
+ */
+export function checkRecord(kind: string, key?: string, value?: Json): string {
+  if (!RECORD_KIND.test(kind)) throw new PatchbayError('internal', `record kind ${JSON.stringify(kind)} is not [a-z0-9-]{1,64}`);
+  if (key !== undefined && (key.length === 0 || key.length > MAX_RECORD_KEY || key.includes('\u0000'))) {
+    throw new PatchbayError('internal', `a record key must be 1..${MAX_RECORD_KEY} characters without U+0000`);
+  }
+  if (value === undefined) return '';
+  const text = JSON.stringify(value);
+  if (Buffer.byteLength(text, 'utf8') > MAX_RECORD_BYTES) throw new PatchbayError('internal', `a record value is at most ${MAX_RECORD_BYTES} bytes`);
+  return text;
+}

@@ -102,6 +102,8 @@ export interface StartOptions {
   /** Wraps the adapters of the configured mode (fault injection). */
   wrap?: (adapters: Adapters) => Adapters;
   consumers?: AppOptions['consumers'];
+  /** Deliver to the consumers in-process (default: no; push tests post deliveries themselves). */
+  deliverLocally?: boolean;
   /** Run the outbox sweeper on its timer (default: no; tests call engine.sweep()). */
   sweeper?: boolean;
   /** Receives the server's log lines (set `logLevel` too). */
@@ -115,7 +117,14 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
   const config = testConfig(overrides);
   let chosen = adapters;
   if (opts.wrap) chosen = opts.wrap(adapters ?? (await adaptersFor(config, createLogger('off'))));
-  const app = await createApp(config, { adapters: chosen, sweeper: opts.sweeper ?? false, consumers: opts.consumers, logTo: opts.logTo, configs: opts.configs });
+  const app = await createApp(config, {
+    adapters: chosen,
+    sweeper: opts.sweeper ?? false,
+    consumers: opts.consumers,
+    deliverLocally: opts.deliverLocally ?? false,
+    logTo: opts.logTo,
+    configs: opts.configs,
+  });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

@@ -8,12 +8,15 @@ import { LocalBus } from './local-bus.js';
 import { MemoryCache } from './memory-cache.js';
 import { SqliteLedger } from './sqlite/ledger.js';
 
+export { SqliteRecords } from './sqlite/records.js';
 export { FsBlobStore, LocalBus, MemoryCache, SqliteLedger };
 
 export function embeddedAdapters(config: EmbeddedConfig & Pick<ServerConfig, 'dataDir'>): Adapters {
   mkdirSync(config.dataDir, { recursive: true });
+  const ledger = new SqliteLedger(join(config.dataDir, 'patchbay.sqlite'), { sync: config.sqliteSync });
   return {
-    ledger: new SqliteLedger(join(config.dataDir, 'patchbay.sqlite'), { sync: config.sqliteSync }),
+    ledger,
+    records: ledger.records,
     cache: new MemoryCache(config.cacheBytes),
     bus: new LocalBus(),
     blobs: new FsBlobStore(join(config.dataDir, 'blobs')),

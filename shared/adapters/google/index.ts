@@ -11,12 +11,13 @@ import type { GoogleConfig } from '../../config.js';
 import type { Logger } from '../../log.js';
 import type { Adapters } from '../../ports/index.js';
 import { FirestoreLedger } from './firestore/ledger.js';
+import { FirestoreRecords } from './firestore/records.js';
 import { GcsBlobStore } from './gcs-blobs.js';
 import { PubSubBus } from './pubsub-bus.js';
 import { UpstashCache } from './redis-cache.js';
 
 export type { GoogleConfig };
-export { FirestoreLedger, GcsBlobStore, PubSubBus, UpstashCache };
+export { FirestoreLedger, FirestoreRecords, GcsBlobStore, PubSubBus, UpstashCache };
 
 export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error'>): Adapters {
   const firestore = new Firestore({ projectId: config.gcpProject, databaseId: config.firestoreDatabase, ignoreUndefinedProperties: true });
@@ -25,6 +26,7 @@ export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error
   const bus = new PubSubBus(pubsub, { topic: config.pubsubTopic, subscriptionPrefix: config.pubsubSubscriptionPrefix, logger });
   return {
     ledger: new FirestoreLedger(firestore, { root: config.firestoreRoot, directCommits: config.firestoreDirect }),
+    records: new FirestoreRecords(firestore, config.firestoreRoot),
     cache: new UpstashCache({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.cachePrefix, ttlSeconds: config.cacheTtlSeconds }),
     bus: {
       publish: (events) => bus.publish(events),

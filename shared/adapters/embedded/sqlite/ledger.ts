@@ -9,6 +9,7 @@
  *   ./outbox.ts       the published watermark (not fsynced on purpose) and `listUnpublished`
  *   ./cold.ts         the lease, `bundled` and `trimmed` (guarantee 6)
  *   ./cursors.ts      consumer cursors
+ *   ./records.ts      the record store (not a ledger role: the RecordStore port, `records`)
  *
  * All of them share one connection, so a commit, a lease and a trim never interleave inside one
  * another's transaction (better-sqlite3 runs each synchronously).
@@ -19,6 +20,7 @@ import { SqliteColdPointers } from './cold.js';
 import { SqliteCursors } from './cursors.js';
 import { SqliteScopeLog } from './log.js';
 import { SqliteOutbox } from './outbox.js';
+import { SqliteRecords } from './records.js';
 import { openDatabase } from './schema.js';
 import { WriteQueue } from './write-queue.js';
 
@@ -26,6 +28,8 @@ export class SqliteLedger extends ComposedLedger {
   /** The connection every role shares. */
   // biome-ignore lint/correctness/noUnusedPrivateClassMembers: test/sqlite-ledger.test.ts reads its pragmas (synchronous after a watermark-only batch)
   private readonly db: Database.Database;
+  /** The record store (RecordStore port) in the same file, on the same connection. */
+  readonly records: SqliteRecords;
 
   /** `file` is a path, or ':memory:'. `sync`: `full` (default) fsyncs every commit; `normal` survives process crashes only. */
   constructor(file: string, opts: { sync?: 'full' | 'normal' } = {}) {
@@ -44,5 +48,6 @@ export class SqliteLedger extends ComposedLedger {
       },
     });
     this.db = db;
+    this.records = new SqliteRecords(db);
   }
 }

@@ -454,7 +454,7 @@ export const CONFIG_SECTIONS = {
     'limitsPrefix',
   ],
   /** Domains: their records, claims and settings (shared/domains/). */
-  domains: ['domainCacheMs'],
+  domains: ['domainCacheMs', 'maxConfigBytes', 'domainConfigDir'],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
@@ -469,8 +469,6 @@ export const CONFIG_SECTIONS = {
     'bundleBudgetMs',
     'trimChunk',
   ],
-  /** Domain configurations (shared/domains/). */
-  domains: ['maxConfigBytes', 'domainConfigDir'],
   /** The embedded adapters (shared/adapters/embedded/). */
   embedded: ['cacheBytes', 'sqliteSync'],
   /** The Google adapters and emulators (shared/adapters/google/). */

@@ -9,8 +9,11 @@ import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
 import { type ActiveConfigs, configsFromDir } from './domains/active.js';
-import { domainRules } from './domains/rules.js';
+import { APPLY_CONSUMER, ConfigService, isReport } from './domains/apply.js';
+import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
+import { domainRules } from './domains/rules.js';
+import { StoredConfigs } from './domains/stored-configs.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { LocalDelivery } from './engine/local-delivery.js';
@@ -43,8 +46,10 @@ export interface App {
   /** The cold-storage bundler (also what the `bundle` function and `patchbay bundle` run). */
   bundler: Bundler;
   logger: Logger;
-  /** The domains' active configurations the commit rules read (AppOptions.configs, else PATCHBAY_DOMAIN_CONFIG_DIR), if any. */
-  configs: ActiveConfigs | undefined;
+  /** The domains' active configurations the commit rules read (AppOptions.configs, else PATCHBAY_DOMAIN_CONFIG_DIR, else the uploaded ones). */
+  configs: ActiveConfigs;
+  /** Uploading and applying configuration versions (shared/domains/apply.ts). */
+  domainConfigs: ConfigService;
   close(): Promise<void>;
 }
 
@@ -115,9 +120,13 @@ export interface AppOptions {
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const identity = await identityProviderFor(config); // first: a configuration it refuses leaves nothing open
-  const configs = opts.configs ?? configsFromDir(config); // also before anything opens: a broken file stops here
+  const fixed = opts.configs ?? configsFromDir(config); // also before anything opens: a broken file stops here
   const logger = createLogger(config.logLevel, opts.logTo);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
+  const versions = new ConfigVersions(adapters.records, config);
+  const stored = new StoredConfigs(versions, { cacheMs: config.domainCacheMs, maxConfigBytes: config.maxConfigBytes });
+  // Configurations given in-process or as files win over uploaded ones (uploads are then refused: routes/config.ts).
+  const configs: ActiveConfigs = fixed ?? stored;
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   let delivery: LocalDelivery | null = null; // set below, once the consumers exist
@@ -125,15 +134,19 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     logError: (e) => logger.error(e),
     onStored: (owner, delta) => limits.stored(owner, delta),
     onPublished: (events) => delivery?.offer(events),
-    rules: configs ? domainRules(configs) : undefined,
+    rules: domainRules(configs),
   });
   const auth = new Auth(loadSecret(config), config, identity);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains });
-  const consumers = Object.entries(opts.consumers ?? {}).map(
-    ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
-  );
-  if ((opts.deliverLocally ?? config.mode === 'embedded') && consumers.length > 0) {
+  const domainConfigs = new ConfigService(versions, domains, adapters.records, engine, config, (d) => stored.forget(d), fixed !== undefined);
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, domainConfigs });
+  const readLog = (id: string, from: number, to: number) => engine.readLog(id, from, to);
+  const consumers = [
+    ...Object.entries(opts.consumers ?? {}).map(([name, handle]) => new Consumer(name, adapters.ledger, readLog, handle)),
+    // Built in: applies uploaded configuration versions (its push subscription filters on report scopes).
+    new Consumer(APPLY_CONSUMER, adapters.ledger, readLog, (e) => domainConfigs.handle(e), isReport),
+  ];
+  if (opts.deliverLocally ?? config.mode === 'embedded') {
     delivery = new LocalDelivery(
       consumers,
       adapters.ledger,
@@ -182,6 +195,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     bundler,
     logger,
     configs,
+    domainConfigs,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);

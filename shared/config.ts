@@ -170,8 +170,8 @@ export const CONFIG_TABLE = {
   maxConfigBytes: setting(
     'PATCHBAY_MAX_CONFIG_BYTES',
     256 * KiB,
-    int(1024, 16 * 1024 * KiB),
-    "Largest domain configuration, as YAML or JSON text (413 `too_large`, `maxConfigBytes`). Its scope types' JSON Schemas are compiled once per configuration.",
+    int(1024, 320 * KiB),
+    "Largest domain configuration, as YAML or JSON text (413 `too_large`, `maxConfigBytes`). Its scope types' JSON Schemas are compiled once per configuration. At most 320 KiB: each version is kept as one record of the record store.",
   ),
   domainConfigDir: setting(
     'PATCHBAY_DOMAIN_CONFIG_DIR',
@@ -506,7 +506,11 @@ export type DomainsConfig = Section<'domains'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */
-export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrigins' | 'headersTimeoutMs' | 'bodyTimeoutMs'> & Pick<GoogleConfig, 'gcpProject'>;
+export type HttpConfig = LimitsConfig &
+  SseConfig &
+  Pick<ServerConfig, 'corsOrigins' | 'headersTimeoutMs' | 'bodyTimeoutMs'> &
+  Pick<GoogleConfig, 'gcpProject'> &
+  Pick<DomainsConfig, 'maxConfigBytes'>;
 
 export class ConfigError extends Error {}
 

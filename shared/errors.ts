@@ -25,6 +25,8 @@ export const ERROR_CODES = {
   out_of_sync: 409,
   /** A `(session, si)` pair that was already accepted came back with a different patch. */
   duplicate_mismatch: 409,
+  /** A domain configuration upload names a version that is no longer the latest (`latest`): read it, then upload again. */
+  version_conflict: 409,
   /** The request body did not arrive in time (`timeoutMs`). */
   request_timeout: 408,
   /** A size or count limit was exceeded (`limit`, `max`, `actual`). */

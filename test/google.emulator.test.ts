@@ -10,8 +10,10 @@
 import { randomUUID } from 'node:crypto';
 import { PubSub } from '@google-cloud/pubsub';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APPLY_FILTER } from '../shared/domains/apply.js';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
+import { configContract, failingPutOnce } from './contract/config.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
@@ -33,10 +35,10 @@ async function waitFor(pred: () => boolean, what: string, timeoutMs = 30_000): P
 }
 
 /** A push subscription on the scope's topic, with message ordering, as a deployment would create it. */
-async function pushSubscription(stack: GoogleStack, topic: string, name: string, endpoint: string): Promise<() => Promise<void>> {
+async function pushSubscription(stack: GoogleStack, topic: string, name: string, endpoint: string, filter?: string): Promise<() => Promise<void>> {
   const pubsub = new PubSub({ projectId: stack.projectId });
   const [t] = await pubsub.topic(topic).get({ autoCreate: true });
-  const [sub] = await t.createSubscription(name, { pushConfig: { pushEndpoint: endpoint }, enableMessageOrdering: true });
+  const [sub] = await t.createSubscription(name, { pushConfig: { pushEndpoint: endpoint }, enableMessageOrdering: true, ...(filter ? { filter } : {}) });
   return async () => {
     await sub.delete().catch(() => {});
     await pubsub.close();
@@ -79,6 +81,27 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
     },
   );
   listingContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  configContract('google', async (opts = {}) => {
+    const cfg = { ...stack.config(), domainCacheMs: 0 };
+    const srv = await startServer(cfg, undefined, { wrap: failingPutOnce(opts.failRecordPutsOnce) });
+    const push = await serveHandler(srv.app.push);
+    // As deployed: the config-apply consumer's subscription carries only report scopes (APPLY_FILTER).
+    const unsubscribe = await pushSubscription(
+      stack,
+      cfg.pubsubTopic as string,
+      `apply-${randomUUID().slice(0, 8)}`,
+      `${push.url}/push/config-apply`,
+      APPLY_FILTER,
+    );
+    return {
+      srv,
+      close: async () => {
+        await unsubscribe();
+        push.close();
+        await srv.close();
+      },
+    };
+  });
   // Each server gets its own Redis key prefix for the limits: counters of one test do not leak into the next.
   limitsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
 

@@ -4,6 +4,7 @@
  * read and write a scope, and access changes reaching open streams) and the listing contract (a
  * user's scopes, `GET /v1/scopes`).
  */
+import { configContract, failingPutOnce } from './contract/config.js';
 import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
 import { sharingContract } from './contract/sharing.js';
@@ -12,3 +13,7 @@ import { startServer } from './helpers/server.js';
 httpContract('embedded', (overrides) => startServer(overrides));
 sharingContract('embedded', (overrides) => startServer(overrides));
 listingContract('embedded', (overrides) => startServer(overrides));
+configContract('embedded', async (opts = {}) => {
+  const srv = await startServer({ domainCacheMs: 0 }, undefined, { deliverLocally: true, wrap: failingPutOnce(opts.failRecordPutsOnce) });
+  return { srv, close: () => srv.close() };
+});

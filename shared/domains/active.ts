@@ -20,6 +20,8 @@ export interface ActiveConfigs {
    * Synchronous and cheap: it runs for every patch, inside the ledger's commit.
    */
   get(domain: string): CompiledConfig | undefined;
+  /** Awaited before `get` is used for `domain` (CommitRules.prepare): loads what `get` needs. Default: nothing to load. */
+  prepare?(domain: string): Promise<void>;
 }
 
 /** Parses and compiles a configuration's text; throws `too_large` or `invalid_config` with line numbers. */

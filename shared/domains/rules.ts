@@ -22,6 +22,10 @@ import type { ActiveConfigs } from './active.js';
 export function domainRules(configs: ActiveConfigs, base: CommitRules = DEFAULT_RULES): CommitRules {
   return {
     authorize: (ctx) => base.authorize(ctx),
+    async prepare(domain) {
+      await base.prepare?.(domain);
+      await configs.prepare?.(domain);
+    },
     validate(ctx) {
       base.validate?.(ctx);
       const active = configs.get(ctx.head.meta.domain);

@@ -109,6 +109,13 @@ export interface CommitRules {
    * any transaction (a create conflicts with nothing but an existing id). Default: none.
    */
   create?(ctx: CreateContext): void;
+  /**
+   * Awaited before each commit decision of a scope of `domain` (inside the ledger's plan, before
+   * `authorize`) and before each create in it, so the synchronous rules above can find what they
+   * need in memory (a domain's active configuration: shared/domains/stored-configs.ts). Must be
+   * cheap when nothing changed; throwing fails the commit or the create. Default: none.
+   */
+  prepare?(domain: string): Promise<void>;
 }
 
 /** The rule before scopes had access lists: only a scope's owner may patch it (`forbidden`). */

@@ -97,6 +97,7 @@ export class Engine {
       access,
     };
     const id = req.id ?? randomUUID();
+    await this.rules.prepare?.(meta.domain);
     const { create } = this.rules;
     if (create) runRule(() => create.call(this.rules, { id, meta, state }));
     await this.ports.ledger.createScope({ id, meta, initial: state });

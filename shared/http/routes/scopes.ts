@@ -6,6 +6,7 @@
  * writer; filtered by domain, type and name; in pages of at most PATCHBAY_MAX_LIST_PAGE, each
  * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST).
  */
+import { SYSTEM_SCOPE_PREFIX } from '../../domains/apply.js';
 import { type Caller, metaFor } from '../../engine/access.js';
 import type { ScopeView } from '../../engine/engine.js';
 import { PatchbayError } from '../../errors.js';
@@ -54,6 +55,11 @@ export const scopeRoutes: Route<Ctx>[] = [
     run: async (ctx) => {
       const u = await user(ctx);
       const req = await readBody(ctx.req, createScopeSchema, ctx.deps.config);
+      if (req.id?.startsWith(SYSTEM_SCOPE_PREFIX)) {
+        throw new PatchbayError('invalid_request', `scope ids starting with ${SYSTEM_SCOPE_PREFIX} are the platform's`, {
+          issues: [{ path: ['id'], message: `reserved prefix ${SYSTEM_SCOPE_PREFIX}` }],
+        });
+      }
       await ctx.deps.limits.createScope(u.id);
       const view = await ctx.deps.engine.createScope(u.id, req, { domain: u.domain });
       ctx.deps.limits.created(u.id, view.meta.size);

@@ -15,7 +15,7 @@ import type { Decision } from '../../shared/engine/decide.js';
 import type { Json } from '../../shared/json.js';
 import type { Adapters } from '../../shared/ports/index.js';
 import type { PatchRequest } from '../../shared/protocol.js';
-import { type Client, request, type StartOptions, type TestServer } from '../helpers/server.js';
+import { type Client, newClient, type StartOptions, type TestServer } from '../helpers/server.js';
 import { wrap } from '../helpers/wrap.js';
 
 /** Starts a server of the stack under test with these options (configurations, a wrapped ledger). */
@@ -76,18 +76,14 @@ export function validationContract(stack: string, start: StartWith): void {
     });
     afterAll(() => srv.close());
 
-    async function clientOf(domain: string): Promise<Client> {
-      const res = await request(srv.url, 'POST', '/v1/auth/anonymous', { body: { domain } });
-      expect(res.status, res.text).toBe(200);
-      const token = res.json.token as string;
-      return { token, request: (method, path, opts = {}) => request(srv.url, method, path, { ...opts, token: opts.token === undefined ? token : opts.token }) };
-    }
+    const clientOf = (domain: string): Promise<Client> => newClient(srv.url, domain);
 
-    async function create(c: Client, body: Record<string, unknown>): Promise<string> {
+    /** Creates a scope, expecting 201; its id. */
+    const create = async (c: Client, body: Record<string, unknown>): Promise<string> => {
       const res = await c.request('POST', '/v1/scopes', { body });
       expect(res.status, res.text).toBe(201);
       return res.json.id as string;
-    }
+    };
 
     const patch = (c: Client, id: string, ops: unknown[]) => c.request('POST', `/v1/scopes/${id}/patches`, { body: { patch: ops } });
 

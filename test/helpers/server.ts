@@ -88,8 +88,9 @@ export async function request(
   return { status: res.status, headers: res.headers, text, json };
 }
 
-export async function newClient(base: string): Promise<Client> {
-  const res = await request(base, 'POST', '/v1/auth/anonymous');
+/** A new anonymous user (of `domain`, when given) and a client that sends its token. */
+export async function newClient(base: string, domain?: string): Promise<Client> {
+  const res = await request(base, 'POST', '/v1/auth/anonymous', domain === undefined ? {} : { body: { domain } });
   if (res.status !== 200) throw new Error(`anonymous auth failed: ${res.status} ${res.text}`);
   const token = res.json.token as string;
   return {
@@ -115,7 +116,13 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
   const config = testConfig(overrides);
   let chosen = adapters;
   if (opts.wrap) chosen = opts.wrap(adapters ?? (await adaptersFor(config, createLogger('off'))));
-  const app = await createApp(config, { adapters: chosen, sweeper: opts.sweeper ?? false, consumers: opts.consumers, logTo: opts.logTo, configs: opts.configs });
+  const app = await createApp(config, {
+    adapters: chosen,
+    sweeper: opts.sweeper ?? false,
+    consumers: opts.consumers,
+    logTo: opts.logTo,
+    configs: opts.configs,
+  });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

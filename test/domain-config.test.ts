@@ -6,14 +6,16 @@
  * parses and compiles; and a compiled configuration checks states, names and limits as the commit
  * rules use it (the commit path itself, over HTTP on both stacks: test/contract/validation.ts).
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import Ajv2020Module from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { loadDomainConfig } from '../shared/domains/active.js';
+import { configsFromDir, loadDomainConfig } from '../shared/domains/active.js';
 import { type ConfigIssue, parseDomainConfig } from '../shared/domains/config-parse.js';
 import { DOMAIN_SCHEMA_FILE, domainConfigJsonSchemaText } from '../shared/domains/json-schema.js';
 import { PatchbayError } from '../shared/errors.js';
+import { tempDir } from './helpers/server.js';
 
 // ajv is CommonJS: depending on interop, the class is the module itself or its `default`.
 type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof Ajv2020Module;
@@ -97,6 +99,7 @@ describe('parsing a domain configuration', () => {
     expect(at('webhooks.1.name')).toEqual([[4, 11]]);
     expect(at('types.note.schemas')).toEqual([[8, 5]]);
     expect(at('types.note.schema')).toEqual([[8, 5]]); // missing: reported at the map of `note`
+    expect(issues.filter((i) => i.line === 8).map((i) => i.message)).toEqual(['unknown key "schemas"', 'missing key "schema"']);
     expect(at('limits.maxStateBytes')).toEqual([[10, 18]]);
     expect(issues.map((i) => i.line)).toEqual([...issues.map((i) => i.line)].sort((a, b) => a - b));
   });
@@ -216,5 +219,46 @@ describe('the published JSON Schema of the configuration', () => {
     const validate = ajv.compile(JSON.parse(domainConfigJsonSchemaText()));
     expect(validate(parse(readFileSync(new URL('../docs/examples/domain.yaml', import.meta.url), 'utf8'))), JSON.stringify(validate.errors)).toBe(true);
     expect(validate({ acess: {} })).toBe(false);
+  });
+});
+
+describe('static configurations (PATCHBAY_DOMAIN_CONFIG_DIR)', () => {
+  /** A directory holding these files. */
+  function dirWith(files: Record<string, string>): string {
+    const dir = tempDir('patchbay-domains-');
+    for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+    return dir;
+  }
+
+  it('loads one configuration per <domain>.yaml|.yml|.json file, ignoring other files; none when the setting is empty', () => {
+    const dir = dirWith({
+      'notes.example.com.yaml': 'types:\n  note:\n    schema: {type: object, required: [title]}\n',
+      'localhost.json': '{"limits": {"maxStateBytes": 1000}}',
+      'README.md': '# not a configuration',
+    });
+    mkdirSync(join(dir, 'old.yaml')); // a directory with a configuration's name is not read as one
+    try {
+      const configs = configsFromDir({ ...LIMITS, domainConfigDir: dir });
+      expect(configs?.domains().sort()).toEqual(['localhost', 'notes.example.com']);
+      expect(thrown(() => configs?.get('notes.example.com')?.checkState('note', {})).code).toBe('validation_failed');
+      expect(configs?.get('localhost')?.config).toEqual({ limits: { maxStateBytes: 1000 } });
+      expect(configs?.get('README')).toBeUndefined();
+      expect(configs?.get('old')).toBeUndefined();
+      expect(configsFromDir({ ...LIMITS, domainConfigDir: '' })).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('stops at a file that does not parse, naming the file and the line; and at two files for one domain', () => {
+    const bad = dirWith({ 'a.test.yaml': 'types:\n  note:\n    shema: {}\n' });
+    const twice = dirWith({ 'a.test.yaml': '{}', 'a.test.json': '{}' });
+    try {
+      expect(() => configsFromDir({ ...LIMITS, domainConfigDir: bad })).toThrow(/a\.test\.yaml: .*line 3, column 5 \(types\.note\.shema\)/);
+      expect(() => configsFromDir({ ...LIMITS, domainConfigDir: twice })).toThrow(/more than one configuration file/);
+    } finally {
+      rmSync(bad, { recursive: true, force: true });
+      rmSync(twice, { recursive: true, force: true });
+    }
   });
 });

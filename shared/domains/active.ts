@@ -54,13 +54,14 @@ const FILE = /^(.+)\.(ya?ml|json)$/;
 
 /**
  * The configurations in `config.domainConfigDir`, one per `<domain>.yaml|.yml|.json` file (other
- * files are ignored); `undefined` when the setting is empty. A file that does not parse throws,
+ * files and directories are ignored); `undefined` when the setting is empty. A file that does not parse throws,
  * naming the file and the line, so a process with a broken configuration does not start.
  */
-export function configsFromDir(config: DomainsConfig): StaticConfigs | undefined {
+export function configsFromDir(config: Pick<DomainsConfig, 'maxConfigBytes' | 'domainConfigDir'>): StaticConfigs | undefined {
   if (config.domainConfigDir === '') return undefined;
   const configs = new StaticConfigs();
-  for (const file of readdirSync(config.domainConfigDir).sort()) {
+  const files = readdirSync(config.domainConfigDir, { withFileTypes: true }).filter((e) => e.isFile() || e.isSymbolicLink());
+  for (const file of files.map((e) => e.name).sort()) {
     const m = FILE.exec(file);
     if (!m) continue;
     const domain = m[1] as string;

@@ -69,20 +69,23 @@ export function parseDomainConfig(text: string, limits: Pick<Config, 'maxConfigB
   if (value === null || value === undefined) value = {}; // an empty file: a configuration with nothing in it
   const parsed = domainConfigSchema.safeParse(value);
   if (parsed.success) return { config: parsed.data, locate };
-  const issues: ConfigIssue[] = [];
+  // At one place, an unknown key (likely a typo) comes before what its absence caused.
+  const issues: Array<ConfigIssue & { rank: number }> = [];
   for (const issue of parsed.error.issues) {
     const path = issue.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
     if (issue.code === 'unrecognized_keys') {
       // One issue per key, at the key itself: that is where the typo is.
-      for (const key of issue.keys) issues.push({ path: [...path, key], ...locate([...path, key], { key: true }), message: `unknown key "${key}"` });
+      for (const key of issue.keys) issues.push({ path: [...path, key], ...locate([...path, key], { key: true }), message: `unknown key "${key}"`, rank: 0 });
     } else if (issue.code === 'invalid_key') {
-      issues.push({ path, ...locate(path, { key: true }), message: `invalid name: ${issue.issues.map((i) => i.message).join('; ')}` });
+      issues.push({ path, ...locate(path, { key: true }), message: `invalid name: ${issue.issues.map((i) => i.message).join('; ')}`, rank: 1 });
+    } else if (issue.code === 'invalid_type' && isMissing(value, path)) {
+      issues.push({ path, ...locate(path), message: `missing key "${String(path[path.length - 1])}"`, rank: 2 });
     } else {
-      issues.push({ path, ...locate(path), message: issue.message });
+      issues.push({ path, ...locate(path), message: issue.message, rank: 1 });
     }
   }
-  issues.sort((a, b) => a.line - b.line || a.column - b.column);
-  throw configError(issues);
+  issues.sort((a, b) => a.line - b.line || a.column - b.column || a.rank - b.rank);
+  throw configError(issues.map(({ rank: _, ...i }) => i));
 }
 
 /**
@@ -110,6 +113,17 @@ function offsetOf(doc: Document, path: ConfigPath, key: boolean): number {
     node = next;
   }
   return at;
+}
+
+/** Whether `path` names a key its (existing) parent object does not have. */
+function isMissing(root: unknown, path: ConfigPath): boolean {
+  let node = root;
+  for (const seg of path.slice(0, -1)) {
+    if (node === null || typeof node !== 'object') return false;
+    node = (node as Record<string | number, unknown>)[seg];
+  }
+  const last = path[path.length - 1];
+  return last !== undefined && node !== null && typeof node === 'object' && !Array.isArray(node) && !Object.hasOwn(node, last);
 }
 
 function rangeStart(node: unknown): number | undefined {

@@ -4,9 +4,12 @@
  * a name rule per type, and the domain's limits. A schema or pattern that does not compile is a
  * configuration error (`invalid_config`) naming its path and, when the text is known, its line.
  *
- * Ajv runs in strict mode (an unknown keyword, an unknown format, an ambiguous type is an error
- * rather than silently ignored), stops at the first error (allErrors off: a refusal names one
- * error, and validating a valid state costs the same either way), and never fetches anything: a
+ * Ajv runs in strict mode (an unknown keyword, an unknown format, a keyword without the type it
+ * applies to is an error rather than silently ignored), with two of its checks off because they
+ * refuse valid, common schemas: `strictRequired` (a `required` in a branch naming properties the
+ * parent defines) and union types (`type: [string, "null"]` is allowed). It stops at the first
+ * error (allErrors off: a refusal names one error, and validating a valid state costs the same
+ * either way), and never fetches anything: a
  * `$ref` must resolve inside the configuration's schemas (a URL that is not one of their `$id`s
  * fails to compile). Each configuration gets its own Ajv instance, so schemas of one domain never
  * see another's `$id`s. The text's size (PATCHBAY_MAX_CONFIG_BYTES) bounds the schemas' size.
@@ -57,7 +60,7 @@ export interface CompiledConfig {
 export function compileDomainConfig(config: DomainConfig, locate?: Locate): CompiledConfig {
   const issues: ConfigIssue[] = [];
   const at = (path: ConfigPath) => locate?.(path) ?? { line: 0, column: 0 };
-  const ajv = new Ajv2020({ strict: true, allErrors: false });
+  const ajv = new Ajv2020({ strict: true, strictRequired: false, allowUnionTypes: true, allErrors: false });
   addFormats(ajv);
   const validators = new Map<string, ValidateFunction>();
   for (const [type, { schema }] of Object.entries(config.types ?? {})) {

@@ -88,8 +88,9 @@ export async function request(
   return { status: res.status, headers: res.headers, text, json };
 }
 
-export async function newClient(base: string): Promise<Client> {
-  const res = await request(base, 'POST', '/v1/auth/anonymous');
+/** A new anonymous user (of `domain`, when given) and a client that sends its token. */
+export async function newClient(base: string, domain?: string): Promise<Client> {
+  const res = await request(base, 'POST', '/v1/auth/anonymous', domain === undefined ? {} : { body: { domain } });
   if (res.status !== 200) throw new Error(`anonymous auth failed: ${res.status} ${res.text}`);
   const token = res.json.token as string;
   return {

@@ -12,6 +12,7 @@ export type {
   ColdPointers,
   CommitPlan,
   ConsumerCursors,
+  Deletions,
   Head,
   Lease,
   Ledger,
@@ -25,6 +26,7 @@ export type {
   ScopeListing,
   ScopeLog,
   ScopeSummary,
+  Tombstone,
   TxView,
 } from './ledger.js';
 export { retryKey } from './ledger.js';

@@ -9,6 +9,7 @@
  *   ./outbox.ts       the published watermark (not fsynced on purpose) and `listUnpublished`
  *   ./cold.ts         the lease, `bundled` and `trimmed` (guarantee 6)
  *   ./cursors.ts      consumer cursors
+ *   ./delete.ts       tombstones and the purge of a deleted scope
  *
  * All of them share one connection, so a commit, a lease and a trim never interleave inside one
  * another's transaction (better-sqlite3 runs each synchronously).
@@ -17,6 +18,7 @@ import type Database from 'better-sqlite3';
 import { ComposedLedger } from '../../../ports/index.js';
 import { SqliteColdPointers } from './cold.js';
 import { SqliteCursors } from './cursors.js';
+import { SqliteDeletions } from './delete.js';
 import { SqliteScopeLog } from './log.js';
 import { SqliteOutbox } from './outbox.js';
 import { openDatabase } from './schema.js';
@@ -37,6 +39,7 @@ export class SqliteLedger extends ComposedLedger {
       outbox: new SqliteOutbox(db, queue),
       cold: new SqliteColdPointers(db),
       cursors: new SqliteCursors(db),
+      deletions: new SqliteDeletions(db, queue),
       // Writes what is queued first (so a watermark noted just before closing is kept), then closes.
       close: async () => {
         queue.drain();

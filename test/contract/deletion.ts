@@ -185,6 +185,41 @@ export function deletionContract(stack: string, start: StartWith, startPeers?: (
       }
     });
 
+    it('a bundler that wrote objects after the purge listed them deletes them when it learns of the delete', async () => {
+      // The race: the purge lists the scope's objects (none yet), then a bundler holding the lease
+      // writes a bundle and a snapshot; only its advanceBundled finds the tombstone.
+      let deleting: { id: string; owner: string; engine: () => TestServer['app']['engine'] } | null = null;
+      const s = await start(
+        { bundlePatches: 5, snapshotEvery: 5, retainPatches: 0, retainMinutes: 0 },
+        {
+          wrap: (a) => ({
+            ...a,
+            blobs: wrap(a.blobs, {
+              put: async (real, key, data, opts) => {
+                const d = deleting;
+                if (d && key.startsWith(bundlePrefix(d.id))) {
+                  deleting = null;
+                  await d.engine().deleteScope(d.id, { id: d.owner });
+                }
+                return real(key, data, opts);
+              },
+            }),
+          }),
+        },
+      );
+      try {
+        const owner = await s.client();
+        const { id } = (await owner.request('POST', '/v1/scopes', { body: { state: { n: 0 } } })).json;
+        for (let n = 1; n <= 5; n++) expect((await patch(owner, id, n)).status).toBe(200);
+        deleting = { id, owner: userId(owner), engine: () => s.app.engine };
+        await expect(s.app.bundler.bundleScope(id)).rejects.toMatchObject({ code: 'scope_not_found' });
+        expect(deleting).toBeNull(); // the delete ran between the purge's listing and the bundler's writes
+        expect(await leftOf(s.app.adapters, id)).toMatchObject({ records: 0, objects: 0, tombstone: { purged: true } });
+      } finally {
+        await s.close();
+      }
+    });
+
     it('gives the owner its scope quota back', async () => {
       const limited = await start({ limits: 'on', quotaScopes: 1 });
       try {

@@ -152,6 +152,17 @@ export function deletionsConformance({ open, create }: Harness): void {
       expect((await l.getHead(id))?.published).toBe(0);
     });
 
+    it('listScopes pages past tombstones: a page is short only when it is the last', async () => {
+      const l = await open();
+      const base = newId();
+      const ids = [1, 2, 3, 4].map((k) => `${base}-${k}`);
+      for (const id of ids)
+        await l.createScope({ id, meta: { owner: 'user-1', domain: 'default', name: null, type: null, created: T0, updated: T0, size: 2 }, initial: {} });
+      await l.deleteScope(ids[1] as string, T0);
+      await l.deleteScope(ids[2] as string, T0);
+      expect((await l.listScopes(ids[0] as string, 1)).map((s) => s.id)).toEqual([ids[3]]);
+    });
+
     it('purgeScope and markPurged of an id without a tombstone change nothing', async () => {
       const l = await open();
       expect(await l.purgeScope(newId(), 10)).toBe(true);

@@ -8,7 +8,7 @@
  * deletes its log documents and moves `trimmed` atomically, so the hot log is always exactly
  * trimmed+1..ii, and a bundler whose lease passed on (a new epoch) can move neither pointer.
  */
-import type { Transaction } from '@google-cloud/firestore';
+import type { QueryDocumentSnapshot, Transaction } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
 import type { ColdPointers, Lease, ScopeSummary } from '../../../ports/index.js';
 import { DELETED, isLive, leaseOf, notFound, num, POINTER_FIELDS } from './codec.js';
@@ -66,9 +66,15 @@ export class FirestoreColdPointers implements ColdPointers {
 
   async listScopes(after: string, limit: number): Promise<ScopeSummary[]> {
     if (limit <= 0) return [];
-    const page = await this.docs.scopes().where('id', '>', after).orderBy('id').limit(limit).select('id', 'ii', DELETED).get();
-    // Tombstones are left out (a page may come out shorter: the bundler pages by id, not by count).
-    const docs = page.docs.filter((d) => d.get(DELETED) === undefined);
+    // Tombstones are left out, and the page filled up past them: a short page means the last one.
+    const docs: QueryDocumentSnapshot[] = [];
+    let from = after;
+    for (;;) {
+      const page = await this.docs.scopes().where('id', '>', from).orderBy('id').limit(limit).select('id', 'ii', DELETED).get();
+      for (const d of page.docs) if (d.get(DELETED) === undefined && docs.length < limit) docs.push(d);
+      if (page.size < limit || docs.length >= limit) break;
+      from = page.docs[page.docs.length - 1]?.get('id') as string;
+    }
     if (docs.length === 0) return [];
     const pointers = await this.docs.db.getAll(...docs.map((d) => this.docs.pointer(d.get('id') as string)), { fieldMask: POINTER_FIELDS });
     return docs.map((d, i) => ({

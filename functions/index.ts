@@ -6,7 +6,8 @@
  * push, sweep and bundle are internal: with PATCHBAY_OIDC on (the default in google mode) each
  * checks the caller's Google-signed OIDC token (shared/http/internal-auth.ts).
  *   sweep: the outbox sweeper, for Cloud Scheduler (every minute): republishes committed patches
- *          whose publish never happened, and answers `{published}`.
+ *          whose publish never happened, then finishes the purges of deleted scopes and frees the
+ *          ids whose retention is over (shared/engine/deleter.ts), and answers `{published, deleted}`.
  *   bundle: the cold-storage bundler, for Cloud Scheduler (every few minutes): bundles, snapshots
  *          and trims every scope with work, within PATCHBAY_BUNDLE_BUDGET_MS, and answers its
  *          report (`?scope=<id>` works on that scope alone). Set the function's timeout above the
@@ -65,7 +66,11 @@ function scheduled(route: string, run: (req: functions.Request) => Promise<{ sta
 
 functions.http(
   'sweep',
-  scheduled('sweep', async () => ({ status: 200, body: { published: await (await instance()).engine.sweep() } })),
+  scheduled('sweep', async () => {
+    const { engine } = await instance();
+    const published = await engine.sweep();
+    return { status: 200, body: { published, deleted: await engine.sweepDeleted() } };
+  }),
 );
 
 functions.http(

@@ -136,7 +136,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
-    const tick = () => engine.sweep().catch((err) => logger.error({ message: 'sweep failed', err: String(err) }));
+    // The outbox sweeper, then the deleted scopes' (their purges and retention).
+    const tick = () =>
+      engine
+        .sweep()
+        .catch((err) => logger.error({ message: 'sweep failed', err: String(err) }))
+        .then(() => engine.sweepDeleted())
+        .catch((err) => logger.error({ message: 'deleted scopes sweep failed', err: String(err) }));
     void tick();
     timer = setInterval(tick, config.sweepIntervalMs);
     timer.unref();

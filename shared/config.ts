@@ -259,6 +259,12 @@ export const CONFIG_TABLE = {
     "How long an instance keeps a domain's record (admins, origins) before reading it again: the most a change made on another instance takes to apply here.",
   ),
   sweepAgeMs: setting('PATCHBAY_SWEEP_AGE_MS', 5_000, int(0), 'A commit younger than this is left to its own writer by the sweeper.'),
+  deleteRetentionMs: setting(
+    'PATCHBAY_DELETE_RETENTION_MS',
+    30 * 24 * 3_600_000,
+    int(0),
+    "How long a deleted scope's id stays reserved (its tombstone is kept; nobody, its former owner included, can create a scope under it). Then the sweeper removes the tombstone and the id is free. Default 30 days.",
+  ),
   bundlePatches: setting(
     'PATCHBAY_BUNDLE_PATCHES',
     1000,
@@ -425,7 +431,7 @@ export const CONFIG_SECTIONS = {
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
   limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth', 'maxAccessUsers', 'maxListPage'],
   /** The write path, the near cache and the outbox (shared/engine/). */
-  engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
+  engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs', 'deleteRetentionMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
   quotas: [
     'limits',

@@ -12,6 +12,7 @@ import { PubSub } from '@google-cloud/pubsub';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
+import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
@@ -79,6 +80,15 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
     },
   );
   listingContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  // A delete made on one instance reaches the other's streams as a signal on the topic.
+  deletionContract(
+    'google',
+    (overrides, opts) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }, undefined, opts),
+    async () => {
+      const shared = stack.config();
+      return [await startServer({ ...shared, sseRetryMs: 50 }), await startServer({ ...shared, sseRetryMs: 50 })];
+    },
+  );
   // Each server gets its own Redis key prefix for the limits: counters of one test do not leak into the next.
   limitsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
 

@@ -2,8 +2,10 @@
  * The v1 contract (BRIEF §3) over a real socket, embedded stack. The same suite runs against the
  * Google stack on the emulators in google.emulator.test.ts. So does the sharing contract (who may
  * read and write a scope, and access changes reaching open streams) and the listing contract (a
- * user's scopes, `GET /v1/scopes`).
+ * user's scopes, `GET /v1/scopes`), and the deletion contract (`DELETE /v1/scopes/{id}`, its purge
+ * and its crash safety).
  */
+import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
 import { sharingContract } from './contract/sharing.js';
@@ -12,3 +14,4 @@ import { startServer } from './helpers/server.js';
 httpContract('embedded', (overrides) => startServer(overrides));
 sharingContract('embedded', (overrides) => startServer(overrides));
 listingContract('embedded', (overrides) => startServer(overrides));
+deletionContract('embedded', (overrides, opts) => startServer(overrides, undefined, opts));

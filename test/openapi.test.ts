@@ -20,7 +20,7 @@ type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof A
 const Ajv2020 = ((Ajv2020Module as unknown as { default?: AjvClass }).default ?? Ajv2020Module) as AjvClass;
 
 type Obj = Record<string, unknown>;
-type Method = 'GET' | 'POST' | 'PUT';
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
 const spec = parse(readFileSync(new URL('../docs/openapi.yaml', import.meta.url), 'utf8')) as Obj;
 const SPEC_ID = 'openapi.json';
@@ -309,7 +309,7 @@ describe('routing', () => {
 
   it('405s a method a documented path does not have, with Allow = the documented methods (and HEAD with GET)', async () => {
     for (const [path, item] of Object.entries(paths)) {
-      const res = check(await request(srv.url, 'DELETE', path.replace('{id}', 'x'), { token: alice.token }), 'DELETE', path);
+      const res = check(await request(srv.url, 'PATCH', path.replace('{id}', 'x'), { token: alice.token }), 'PATCH', path);
       expectError(res, 405, 'method_not_allowed');
       // HEAD is answered wherever GET is (info.description), without its own entry in the spec.
       const documentedMethods = METHODS.filter((m) => item[m]).flatMap((m) => (m === 'get' ? ['GET', 'HEAD'] : [m.toUpperCase()]));
@@ -327,7 +327,7 @@ describe('routing', () => {
   it('answers a CORS preflight on any path as the description says', async () => {
     const res = await request(srv.url, 'OPTIONS', '/v1/scopes/x/patches', { token: null });
     expect(res.status).toBe(204);
-    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, OPTIONS');
+    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, DELETE, OPTIONS');
     expect(res.headers.get('access-control-allow-headers')).toBe('Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id');
     expect(res.headers.get('access-control-max-age')).toBe('600');
   });
@@ -414,6 +414,8 @@ describe('auth and health', () => {
       expect((await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v })).status).toBe(200);
       expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v }), 429, 'rate_limited');
       expectError(await at(limited.url, 'PUT', '/v1/scopes/{id}/access', { id: idV, body: { visibility: 'public' }, token: v }), 429, 'rate_limited');
+      expectError(await at(limited.url, 'DELETE', '/v1/scopes/{id}', { id: idV, token: v }), 429, 'rate_limited');
+      expect((await at(limited.url, 'GET', '/v1/scopes/{id}', { id: idV, token: v })).status).toBe(200); // the refused delete changed nothing
       expect((await at(limited.url, 'GET', '/v1/scopes', { token: v })).status).toBe(200);
       expectError(await at(limited.url, 'GET', '/v1/scopes', { token: v }), 429, 'rate_limited');
       await hold(limited.url, v, idV);
@@ -443,8 +445,9 @@ describe('auth and health', () => {
       ['GET', '/v1/scopes/{id}/events'],
       ['GET', '/v1/scopes/{id}/access'],
       ['PUT', '/v1/scopes/{id}/access'],
+      ['DELETE', '/v1/scopes/{id}'],
     ] as Array<[Method, string]>) {
-      const body = method === 'GET' ? undefined : {};
+      const body = method === 'GET' || method === 'DELETE' ? undefined : {};
       expectError(await call(method, template, { id, token: null, body }), 401, 'unauthorized');
       expectError(await call(method, template, { id, token: forged, body }), 401, 'unauthorized');
     }
@@ -452,6 +455,20 @@ describe('auth and health', () => {
 });
 
 describe('scopes', () => {
+  it('deletes a scope for its owner (204), 403s a reader, 404s a stranger, a deleted scope and a second delete, 400s a bad id', async () => {
+    const id = await newScope();
+    const priv = (await call('POST', '/v1/scopes', { body: {} })).json.id as string;
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id, token: bob.token }), 403, 'forbidden');
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id: priv, token: bob.token }), 404, 'scope_not_found');
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id: BAD_ID }), 400, 'invalid_request');
+    expect((await call('GET', '/v1/scopes/{id}', { id })).status).toBe(200);
+    const done = await call('DELETE', '/v1/scopes/{id}', { id });
+    expect(done.status).toBe(204);
+    expectError(await call('GET', '/v1/scopes/{id}', { id }), 404, 'scope_not_found');
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id }), 404, 'scope_not_found');
+    expectError(await call('POST', '/v1/scopes', { body: { id } }), 409, 'scope_exists');
+  });
+
   it('creates (201 with ETag and Location), reads (200), and answers 304 to a matching If-None-Match', async () => {
     const created = await call('POST', '/v1/scopes', {
       body: { id: 'oa.doc:1', name: 'doc', type: 'note', state: { a: [1, { b: null }] }, access: { visibility: 'authenticated', readers: ['anon:x'] } },

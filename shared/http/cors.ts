@@ -16,7 +16,7 @@ import type { CorsOrigins } from '../config.js';
 
 export const EXPOSED_HEADERS = 'ETag, Location, Retry-After, X-Request-Id';
 export const PREFLIGHT_HEADERS = {
-  'access-control-allow-methods': 'GET, POST, PUT, OPTIONS',
+  'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
   'access-control-allow-headers': 'Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id',
   'access-control-max-age': '600',
 } as const;

@@ -110,6 +110,11 @@ export class Limits {
     if (this.on) this.count(owner, { scopes: 1, bytes });
   }
 
+  /** After a scope was deleted: give its owner back the scope and its state's bytes (when limits are on). */
+  deleted(owner: string, bytes: number): void {
+    if (this.on) this.count(owner, { scopes: -1, bytes: -bytes });
+  }
+
   /**
    * Before a patch of `patchBytes` (its JSON size): the bytes quota, as this instance knows the
    * user's usage (skipped for a patch that `cannotGrow` a state), then the write rates: one patch

@@ -4,7 +4,10 @@
  * matching `If-None-Match`; no token needed for a public scope; `404` for a caller who may not read it),
  * and listing the caller's (`GET /v1/scopes`: owned, or shared with them as a listed reader or
  * writer; filtered by domain, type and name; in pages of at most PATCHBAY_MAX_LIST_PAGE, each
- * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST).
+ * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST), and deleting one
+ * (`DELETE /v1/scopes/{id}`, its owner only, rate-limited as a write: 204; 404 for a caller who
+ * may not read it and for a scope deleted already, so a second delete is 404; 403 for a reader or
+ * writer; the owner's quotas get the scope and its bytes back).
  */
 import { type Caller, metaFor } from '../../engine/access.js';
 import type { ScopeView } from '../../engine/engine.js';
@@ -60,6 +63,20 @@ export const scopeRoutes: Route<Ctx>[] = [
       ctx.log.scope = view.id;
       ctx.log.ii = 0;
       sendJson(ctx.res, 201, scopeBody(view, u), { etag: '"0"', location: `/v1/scopes/${encodeURIComponent(view.id)}` });
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/scopes/{id}',
+    name: 'scopes.delete',
+    run: async (ctx) => {
+      const id = scopeId(ctx);
+      const u = await user(ctx);
+      await ctx.deps.limits.write(u.id, 0, true); // a write's rate; it stores no state bytes
+      const meta = await ctx.deps.engine.deleteScope(id, u);
+      ctx.deps.limits.deleted(meta.owner, meta.size);
+      ctx.res.writeHead(204);
+      ctx.res.end();
     },
   },
   {

@@ -8,6 +8,8 @@ import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
+import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
+import { type ClaimSweep, Claims } from './domains/claims.js';
 import { Domains } from './domains/domains.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
@@ -30,6 +32,13 @@ export interface App {
   limits: Limits;
   /** Domains: admins and settings (shared/domains/domains.ts). */
   domains: Domains;
+  /** Domain claims (shared/domains/claims.ts). */
+  claims: Claims;
+  /**
+   * Background work that must not wait for a request: the outbox sweeper and the pending domain
+   * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
+   */
+  sweep(): Promise<{ published: number; claims: ClaimSweep }>;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
@@ -93,6 +102,8 @@ export interface AppOptions {
   consumers?: Record<string, PatchHandler>;
   /** Where log lines go (default: stdout). */
   logTo?: (line: string) => void;
+  /** How domain claims look for their proof (default: the real https GET and DNS TXT query). */
+  claimProbe?: ClaimProbe;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
@@ -104,7 +115,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
   const auth = new Auth(loadSecret(config), config, identity);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains });
+  const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
+    logError: (e) => logger.error(e),
+  });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims });
+  const sweep = async () => {
+    // Both run even when one fails; the first failure is reported.
+    const [published, claimed] = await Promise.allSettled([engine.sweep(), claims.sweep()]);
+    if (published.status === 'rejected') throw published.reason;
+    if (claimed.status === 'rejected') throw claimed.reason;
+    return { published: published.value, claims: claimed.value };
+  };
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
@@ -113,8 +134,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
-    const tick = () => engine.sweep().catch((err) => logger.error({ message: 'sweep failed', err: String(err) }));
-    void tick();
+    let sweeping = false;
+    const tick = () => {
+      if (sweeping) return; // the previous run (claim checks wait on the network) is still going
+      sweeping = true;
+      void sweep()
+        .catch((err) => logger.error({ message: 'sweep failed', err: String(err) }))
+        .finally(() => {
+          sweeping = false;
+        });
+    };
+    tick();
     timer = setInterval(tick, config.sweepIntervalMs);
     timer.unref();
   }
@@ -140,6 +170,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     handler,
     limits,
     domains,
+    claims,
+    sweep,
     push,
     internal,
     consumers,

@@ -106,6 +106,8 @@ export interface StartOptions {
   sweeper?: boolean;
   /** Receives the server's log lines (set `logLevel` too). */
   logTo?: AppOptions['logTo'];
+  /** How domain claims look for their proof (test/helpers/claims.ts: a local HTTP server and DNS answers). */
+  claimProbe?: AppOptions['claimProbe'];
 }
 
 /** Starts the handler in this process. */
@@ -113,7 +115,13 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
   const config = testConfig(overrides);
   let chosen = adapters;
   if (opts.wrap) chosen = opts.wrap(adapters ?? (await adaptersFor(config, createLogger('off'))));
-  const app = await createApp(config, { adapters: chosen, sweeper: opts.sweeper ?? false, consumers: opts.consumers, logTo: opts.logTo });
+  const app = await createApp(config, {
+    adapters: chosen,
+    sweeper: opts.sweeper ?? false,
+    consumers: opts.consumers,
+    logTo: opts.logTo,
+    claimProbe: opts.claimProbe,
+  });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

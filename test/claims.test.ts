@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPublicAddress, NetClaimProbe, ProbeFailed, WELL_KNOWN_MAX_BYTES } from '../shared/domains/claim-check.js';
-import { claimableDomain, isLocalhost } from '../shared/domains/claims.js';
+import { CLAIM_KIND, Claims, claimableDomain, isLocalhost, KEEP_FINISHED_MS } from '../shared/domains/claims.js';
 import { claimsContract } from './contract/claims.js';
 import { startServer } from './helpers/server.js';
 
@@ -112,5 +112,28 @@ describe('the probes', () => {
     expect(await probe().txt('_patchbay-challenge.ok.example.com')).toEqual(['the-token', 'other']);
     expect(await probe().txt('_patchbay-challenge.none.example.com')).toEqual([]);
     await expect(probe().txt('_patchbay-challenge.fail.example.com')).rejects.toThrow('DNS lookup failed (ESERVFAIL)');
+  });
+});
+
+describe('the sweep keeps finished claims a day', () => {
+  it('deletes a claim record more than KEEP_FINISHED_MS after it finished; the admin stays', async () => {
+    const srv = await startServer({ claimLocalhost: 'on' });
+    try {
+      let t = Date.now();
+      const { app } = srv;
+      const claims = new Claims(app.adapters.records, app.domains, app.engine, { wellKnown: async () => '', txt: async () => [] }, app.config, {
+        now: () => t,
+      });
+      const { claim } = await claims.start('app.localhost', { id: 'firebase:zoe', anonymous: false });
+      expect(claim.status).toBe('success');
+      t += KEEP_FINISHED_MS;
+      expect(await claims.sweep()).toEqual({ checked: 0, succeeded: 0, timedOut: 0, removed: 0 });
+      t += 1;
+      expect(await claims.sweep()).toEqual({ checked: 0, succeeded: 0, timedOut: 0, removed: 1 });
+      expect(await app.adapters.records.get(CLAIM_KIND, 'firebase:zoe/app.localhost')).toBeNull();
+      expect(await app.domains.isAdmin('app.localhost', 'firebase:zoe')).toBe(true);
+    } finally {
+      await srv.close();
+    }
   });
 });

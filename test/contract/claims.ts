@@ -105,6 +105,24 @@ export function claimsContract(stack: string, start: StartClaimServer, localhost
       const after = await claim(alice, domain);
       expect(after.status).toBe(200);
       expect(after.json).toMatchObject({ token: body.token, status: 'success', attempts: 2 });
+      // Its record gone (a day after it finished), a new claim by an admin succeeds at once, without a check.
+      const record = await srv.app.adapters.records.get(CLAIM_KIND, `${userId(alice)}/${domain}`);
+      expect(await srv.app.adapters.records.delete(CLAIM_KIND, `${userId(alice)}/${domain}`, record?.rev ?? 0)).toBe(true);
+      const admin = await claim(alice, domain);
+      expect(admin.status).toBe(201);
+      expect(admin.json).toMatchObject({ status: 'success', method: 'admin', attempts: 0 });
+      expect(admin.json.token).not.toBe(body.token);
+    });
+
+    it('concurrent checks (the sweep and the claimant) lose no attempt, and the report ends at the latest', async () => {
+      const ivan = await srv.client();
+      const domain = fresh('busy');
+      const started = (await claim(ivan, domain)).json;
+      await Promise.all([claim(ivan, domain), claim(ivan, domain), srv.app.sweep(), srv.app.sweep()]);
+      const now = (await status(ivan, domain)).json;
+      expect(now).toMatchObject({ status: 'pending', attempts: 5, token: started.token });
+      const report = (await ivan.request('GET', `/v1/scopes/${started.report}`)).json;
+      expect(report.state).toMatchObject({ attempts: 5, success: false });
     });
 
     it('succeeds by a TXT record, found by the sweep (no request of the claimant needed)', async () => {

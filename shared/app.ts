@@ -13,6 +13,7 @@ import { type ClaimSweep, Claims } from './domains/claims.js';
 import { Domains } from './domains/domains.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
+import { LocalDelivery } from './engine/local-delivery.js';
 import { Auth, loadSecret } from './http/auth.js';
 import { createHandler, type Handler } from './http/handler.js';
 import { InternalAuth } from './http/internal-auth.js';
@@ -44,6 +45,8 @@ export interface App {
   /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
   internal: InternalAuth;
   consumers: Consumer[];
+  /** In-process delivery to the consumers (embedded mode), or null when Pub/Sub push delivers to them. */
+  delivery: LocalDelivery | null;
   /** The cold-storage bundler (also what the `bundle` function and `patchbay bundle` run). */
   bundler: Bundler;
   logger: Logger;
@@ -100,6 +103,11 @@ export interface AppOptions {
   bundler?: boolean;
   /** Push consumers, by name: the targets of Pub/Sub push subscriptions (`POST /push/<name>`). */
   consumers?: Record<string, PatchHandler>;
+  /**
+   * Deliver to the consumers in this process (shared/engine/local-delivery.ts) instead of through
+   * Pub/Sub push subscriptions (default: in embedded mode).
+   */
+  deliverLocally?: boolean;
   /** Where log lines go (default: stdout). */
   logTo?: (line: string) => void;
   /** How domain claims look for their proof (default: the real https GET and DNS TXT query). */
@@ -112,7 +120,12 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
-  const engine = new Engine(adapters, config, { logError: (e) => logger.error(e), onStored: (owner, delta) => limits.stored(owner, delta) });
+  let delivery: LocalDelivery | null = null; // set below, once the consumers exist
+  const engine = new Engine(adapters, config, {
+    logError: (e) => logger.error(e),
+    onStored: (owner, delta) => limits.stored(owner, delta),
+    onPublished: (events) => delivery?.offer(events),
+  });
   const auth = new Auth(loadSecret(config), config, identity);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
@@ -129,6 +142,16 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
+  if ((opts.deliverLocally ?? config.mode === 'embedded') && consumers.length > 0) {
+    delivery = new LocalDelivery(
+      consumers,
+      adapters.ledger,
+      (id, from, to) => engine.readLog(id, from, to),
+      (e) => logger.error(e),
+    );
+    const started = delivery;
+    void started.catchUp().catch((err) => logger.error({ message: 'consumer catch-up failed', err: String(err) }));
+  }
   const internal = await internalAuthFor(config, logger);
   const push = createPushHandler(consumers, internal, logger, config);
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
@@ -175,6 +198,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     push,
     internal,
     consumers,
+    delivery,
     bundler,
     logger,
     async close() {
@@ -182,6 +206,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       if (bundleTimer) clearInterval(bundleTimer);
       bundler.stop();
       await bundling;
+      await delivery?.close();
       await engine.close();
       await limits.close();
       await auth.close();

@@ -33,6 +33,7 @@ beforeAll(async () => {
   });
   app = await createApp(config, {
     sweeper: false,
+    deliverLocally: false, // deliveries come through the push function only
     consumers: { recorder: async (e: PatchEvent) => void seen.push([e.scope, e.ii]) },
     logTo: (l) => lines.push(JSON.parse(l)),
   });
@@ -130,6 +131,7 @@ describe('push with OIDC checks on', () => {
       testConfig({ logLevel: 'error', oidc: 'on', oidcAudience: BASE, oidcEmails: [SERVICE_ACCOUNT], oidcCertsUrl: down.certsUrl }),
       {
         sweeper: false,
+        deliverLocally: false,
         adapters: app.adapters,
         consumers: { recorder: async (ev: PatchEvent) => void seen.push([ev.scope, ev.ii]) },
         logTo: (l) => errors.push(l),

@@ -20,6 +20,7 @@ let failAt: number | null = null;
 beforeAll(async () => {
   app = await createApp(testConfig(), {
     sweeper: false,
+    deliverLocally: false, // this file is the push function's: it posts every delivery itself
     consumers: {
       recorder: async (e: PatchEvent) => {
         if (e.ii === failAt) {

@@ -17,7 +17,7 @@ import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { CheckedPatch } from '../patch.js';
 import type { Adapters, Head, ListPage, ListQuery } from '../ports/index.js';
-import type { AccessRequest, CreateScopeRequest, Patch, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
+import type { AccessRequest, CreateScopeRequest, Patch, PatchEvent, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
 import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess } from './access.js';
 import { Writer } from './commit.js';
 import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES } from './decide.js';
@@ -47,6 +47,8 @@ export interface EngineOptions {
   onStored?: (owner: string, delta: number) => void;
   /** Per-request authorization and validation (default: owner-only writes from the scope's domain, no validation). */
   rules?: CommitRules;
+  /** Told of every run of records handed to the bus, after it took them (embedded consumers: shared/engine/local-delivery.ts). */
+  onPublished?: (events: PatchEvent[]) => void;
 }
 
 export class Engine {
@@ -68,7 +70,7 @@ export class Engine {
     this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
     const near = new NearCache(config.nearCacheBytes);
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
-    this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError);
+    this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
     this.writer = new Writer(ports, config, this.reader, near, this.outbox, opts.rules ?? DEFAULT_RULES, this.now, opts.onStored);
   }
 

@@ -11,7 +11,7 @@
  */
 import type { Config } from '../config.js';
 import type { Adapters } from '../ports/index.js';
-import type { PatchRecord } from '../protocol.js';
+import type { PatchEvent, PatchRecord } from '../protocol.js';
 import { toEvent } from '../protocol.js';
 import type { Logger } from './read.js';
 import { WatermarkWriter } from './watermarks.js';
@@ -31,6 +31,8 @@ export class Outbox {
     private readonly config: Pick<Config, 'publishMarkMs' | 'sweepAgeMs'>,
     private readonly readLog: (id: string, from: number, to: number) => AsyncGenerator<PatchRecord>,
     private readonly logError: Logger,
+    /** Told of every run handed to the bus (embedded consumers: shared/engine/local-delivery.ts). */
+    private readonly onPublished: (events: PatchEvent[]) => void = () => {},
   ) {
     this.watermarks = new WatermarkWriter(ports.ledger, config.publishMarkMs, (id, err) =>
       this.logError({ message: 'watermark write failed; the sweeper will republish', scope: id, err: String(err) }),
@@ -44,12 +46,14 @@ export class Outbox {
   async publish(id: string, records: PatchRecord[], markNow = false): Promise<boolean> {
     const from = (records[0] as PatchRecord).ii;
     const to = (records[records.length - 1] as PatchRecord).ii;
+    const events = records.map(toEvent);
     try {
-      await this.ports.bus.publish(records.map(toEvent));
+      await this.ports.bus.publish(events);
     } catch (err) {
       this.logError({ message: 'publish failed; the sweeper will retry', scope: id, err: String(err) });
       return false;
     }
+    this.onPublished(events);
     if (markNow) await this.watermarks.markNow(id, from, to);
     else this.watermarks.note(id, from, to);
     return true;

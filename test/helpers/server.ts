@@ -102,6 +102,8 @@ export interface StartOptions {
   /** Wraps the adapters of the configured mode (fault injection). */
   wrap?: (adapters: Adapters) => Adapters;
   consumers?: AppOptions['consumers'];
+  /** Deliver to the consumers in-process (default: no; push tests post deliveries themselves). */
+  deliverLocally?: boolean;
   /** Run the outbox sweeper on its timer (default: no; tests call engine.sweep()). */
   sweeper?: boolean;
   /** Receives the server's log lines (set `logLevel` too). */
@@ -119,6 +121,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
     adapters: chosen,
     sweeper: opts.sweeper ?? false,
     consumers: opts.consumers,
+    deliverLocally: opts.deliverLocally ?? false,
     logTo: opts.logTo,
     claimProbe: opts.claimProbe,
   });

@@ -8,6 +8,8 @@ import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
+import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
+import { type ClaimSweep, Claims } from './domains/claims.js';
 import { Domains } from './domains/domains.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
@@ -31,6 +33,13 @@ export interface App {
   limits: Limits;
   /** Domains: admins and settings (shared/domains/domains.ts). */
   domains: Domains;
+  /** Domain claims (shared/domains/claims.ts). */
+  claims: Claims;
+  /**
+   * Background work that must not wait for a request: the outbox sweeper and the pending domain
+   * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
+   */
+  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep }>;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
@@ -101,6 +110,8 @@ export interface AppOptions {
   deliverLocally?: boolean;
   /** Where log lines go (default: stdout). */
   logTo?: (line: string) => void;
+  /** How domain claims look for their proof (default: the real https GET and DNS TXT query). */
+  claimProbe?: ClaimProbe;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
@@ -117,7 +128,22 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   });
   const auth = new Auth(loadSecret(config), config, identity);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains });
+  const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
+    logError: (e) => logger.error(e),
+  });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims });
+  const sweep = async () => {
+    // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
+    const outbox = engine.sweep();
+    const deleted = outbox.catch(() => {}).then(() => engine.sweepDeleted());
+    const [published, purged, claimed] = await Promise.allSettled([outbox, deleted, claims.sweep()]);
+    for (const r of [published, purged, claimed]) if (r.status === 'rejected') throw r.reason;
+    return {
+      published: (published as PromiseFulfilledResult<number>).value,
+      deleted: (purged as PromiseFulfilledResult<number>).value,
+      claims: (claimed as PromiseFulfilledResult<ClaimSweep>).value,
+    };
+  };
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
@@ -136,14 +162,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
-    // The outbox sweeper, then the deleted scopes' (their purges and retention).
-    const tick = () =>
-      engine
-        .sweep()
+    let sweeping = false;
+    const tick = () => {
+      if (sweeping) return; // the previous run (claim checks wait on the network) is still going
+      sweeping = true;
+      void sweep()
         .catch((err) => logger.error({ message: 'sweep failed', err: String(err) }))
-        .then(() => engine.sweepDeleted())
-        .catch((err) => logger.error({ message: 'deleted scopes sweep failed', err: String(err) }));
-    void tick();
+        .finally(() => {
+          sweeping = false;
+        });
+    };
+    tick();
     timer = setInterval(tick, config.sweepIntervalMs);
     timer.unref();
   }
@@ -169,6 +198,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     handler,
     limits,
     domains,
+    claims,
+    sweep,
     push,
     internal,
     consumers,

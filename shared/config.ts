@@ -216,6 +216,12 @@ export const CONFIG_TABLE = {
     rate,
     "Bytes of patches per user, in KiB, as `<tokens>/<window>` (`8192/1m`: bursts of 8 MiB, 8 MiB a minute sustained, about 136 KiB/s). Each patch takes its JSON size in KiB, rounded up (at least 1; a patch above the burst takes the whole burst). It bounds how fast one user fills the log, which the bytes quota does not (replacing a value keeps the state's size). 429 `rate_limited`.",
   ),
+  rateClaim: setting(
+    'PATCHBAY_RATE_CLAIM',
+    { tokens: 30, windowMs: 600_000 },
+    rate,
+    'Domain claims started or re-checked (`POST /v1/domains/{domain}/claim`) per user, as `<tokens>/<window>` (`30/10m`). Each takes one token and may make the server look the domain up once. 429 `rate_limited`.',
+  ),
   quotaScopes: setting('PATCHBAY_QUOTA_SCOPES', 1000, int(0), 'Most scopes one user may own (403 `quota_exceeded`; 0: no quota).'),
   quotaBytes: setting(
     'PATCHBAY_QUOTA_BYTES',
@@ -257,6 +263,30 @@ export const CONFIG_TABLE = {
     10_000,
     int(0, 600_000),
     "How long an instance keeps a domain's record (admins, origins) before reading it again: the most a change made on another instance takes to apply here.",
+  ),
+  claimTimeoutMs: setting(
+    'PATCHBAY_CLAIM_TIMEOUT_MS',
+    900_000,
+    int(1000, 7 * 24 * 3_600_000),
+    'A domain claim is checked (when it starts, when its claimant asks again, and by every `sweep`) for this long, then fails with `timeout` (15 minutes: new DNS records often take minutes to be seen).',
+  ),
+  claimLocalhost: setting(
+    'PATCHBAY_CLAIM_LOCALHOST',
+    'auto' as 'auto' | 'on' | 'off',
+    z.enum(['auto', 'on', 'off']),
+    'Whether a claim of `localhost` or `*.localhost` (with any port) succeeds at once, without a check, for any signed-in user: local development. `auto`: `on` in embedded mode, `off` in google mode (where such claims are refused).',
+  ),
+  claimAnonymous: setting(
+    'PATCHBAY_CLAIM_ANONYMOUS',
+    false as boolean,
+    bool,
+    "Whether anonymous users may claim domains (other than localhost). Off: an anonymous identity lives only as long as its token, and a domain's admin should not be lost with it (403 `forbidden`).",
+  ),
+  claimMaxPending: setting(
+    'PATCHBAY_CLAIM_MAX_PENDING',
+    5,
+    int(1, 1000),
+    'Most claims one user may have pending (being checked) at once (403 `quota_exceeded`, quota `claims`).',
   ),
   sweepAgeMs: setting('PATCHBAY_SWEEP_AGE_MS', 5_000, int(0), 'A commit younger than this is left to its own writer by the sweeper.'),
   deleteRetentionMs: setting(
@@ -414,7 +444,12 @@ export type AckAfter = 'commit' | 'publish';
  */
 export type CorsOrigins = '*' | string[];
 /** The configuration as `loadConfig` returns it: every setting, with `auto` values resolved. */
-export type Config = Omit<Settings, 'ackAfter' | 'oidc' | 'corsOrigins'> & { ackAfter: AckAfter; oidc: 'on' | 'off'; corsOrigins: CorsOrigins };
+export type Config = Omit<Settings, 'ackAfter' | 'oidc' | 'corsOrigins' | 'claimLocalhost'> & {
+  ackAfter: AckAfter;
+  oidc: 'on' | 'off';
+  corsOrigins: CorsOrigins;
+  claimLocalhost: 'on' | 'off';
+};
 
 /**
  * The table's rows grouped by the part of the service that reads them; each module's
@@ -440,6 +475,7 @@ export const CONFIG_SECTIONS = {
     'rateWrite',
     'rateWriteKiB',
     'rateList',
+    'rateClaim',
     'quotaScopes',
     'quotaBytes',
     'sseMaxPerUser',
@@ -448,7 +484,7 @@ export const CONFIG_SECTIONS = {
     'limitsPrefix',
   ],
   /** Domains: their records, claims and settings (shared/domains/). */
-  domains: ['domainCacheMs'],
+  domains: ['domainCacheMs', 'claimTimeoutMs', 'claimLocalhost', 'claimAnonymous', 'claimMaxPending'],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
@@ -557,5 +593,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   // PATCHBAY_ACK_AFTER=auto: `publish` on Google, where Cloud Functions and Cloud Run throttle an
   // instance's CPU once it has answered; `commit` elsewhere.
   if (out.ackAfter === 'auto') out.ackAfter = out.mode === 'google' ? 'publish' : 'commit';
+  // Localhost claims pass unchecked: for local development, never on a deployment unless asked.
+  if (out.claimLocalhost === 'auto') out.claimLocalhost = out.mode === 'google' ? 'off' : 'on';
   return out as Config;
 }

@@ -200,6 +200,8 @@ const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/patches$/ },
   { method: 'POST', re: /^\/v1\/scopes\/[^/]+\/events\/ticket$/ },
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/events$/ },
+  { method: 'POST', re: /^\/v1\/domains\/[^/]+\/claim$/ },
+  { method: 'GET', re: /^\/v1\/domains\/[^/]+\/claim$/ },
   { method: 'GET', re: /^\/healthz$/ },
 ];
 /**

@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, sharing, listing and limits contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, sharing, listing, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -12,6 +12,7 @@ import { PubSub } from '@google-cloud/pubsub';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
+import { claimsContract } from './contract/claims.js';
 import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
@@ -91,6 +92,8 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   );
   // Each server gets its own Redis key prefix for the limits: counters of one test do not leak into the next.
   limitsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
+  // Claims records in Firestore, reports through Firestore and Pub/Sub; localhost claims are off by default here.
+  claimsContract('google', (overrides, opts) => startServer({ ...stack.config(), ...overrides }, undefined, opts), false);
 
   describe('end to end', () => {
     it('delivers HTTP → Firestore → Pub/Sub push → subscriber, in order, through a redelivery', async () => {

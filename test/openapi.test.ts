@@ -173,6 +173,8 @@ afterAll(() => srv.close());
 
 interface CallOpts {
   id?: string;
+  /** The `{domain}` parameter (default example.com). */
+  domain?: string;
   query?: string;
   body?: unknown;
   raw?: string;
@@ -183,7 +185,7 @@ interface CallOpts {
 
 /** Calls the server on a documented route, checks the response against the spec, and returns it. */
 async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
-  const path = template.replace('{id}', encodeURIComponent(opts.id ?? '')) + (opts.query ?? '');
+  const path = template.replace('{id}', encodeURIComponent(opts.id ?? '')).replace('{domain}', opts.domain ?? 'example.com') + (opts.query ?? '');
   const res = await request(srv.url, method, path, {
     body: opts.body,
     raw: opts.raw,
@@ -446,6 +448,8 @@ describe('auth and health', () => {
       ['GET', '/v1/scopes/{id}/access'],
       ['PUT', '/v1/scopes/{id}/access'],
       ['DELETE', '/v1/scopes/{id}'],
+      ['POST', '/v1/domains/{domain}/claim'],
+      ['GET', '/v1/domains/{domain}/claim'],
     ] as Array<[Method, string]>) {
       const body = method === 'GET' || method === 'DELETE' ? undefined : {};
       expectError(await call(method, template, { id, token: null, body }), 401, 'unauthorized');
@@ -889,6 +893,54 @@ describe('events', () => {
   it('400s and 404s the ticket route', async () => {
     expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: BAD_ID }), 400, 'invalid_request');
     expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: MISSING }), 404, 'scope_not_found');
+  });
+});
+
+describe('domain claims', () => {
+  const CLAIM = '/v1/domains/{domain}/claim';
+
+  it('claims a localhost domain (201, embedded default), answers it again (200) and reads it (200); 404s a claim never made', async () => {
+    const started = await call('POST', CLAIM, { domain: 'localhost:5173' });
+    expect(started.status).toBe(201);
+    expect(started.json).toMatchObject({ status: 'success', method: 'localhost' });
+    expect((await call('POST', CLAIM, { domain: 'localhost:5173' })).status).toBe(200);
+    expect((await call('GET', CLAIM, { domain: 'localhost:5173' })).json.token).toBe(started.json.token);
+    const none = await call('GET', CLAIM, { domain: 'never.example.com' });
+    expectError(none, 404, 'claim_not_found');
+  });
+
+  it('400s what is not a domain name, 403s an anonymous claimant, a pending quota, and 429s past the claim rate', async () => {
+    for (const domain of ['127.0.0.1', 'example.com:8443', 'com']) expectError(await call('POST', CLAIM, { domain }), 400, 'invalid_request');
+    expectError(await call('GET', CLAIM, { domain: 'Not.Lower' }), 400, 'invalid_request');
+    const anon = await call('POST', CLAIM, { domain: 'example.com' });
+    expectError(anon, 403, 'forbidden');
+    const limited = await startServer(
+      {
+        claimAnonymous: true,
+        claimMaxPending: 1,
+        claimTimeoutMs: 60_000,
+        limits: 'on',
+        rateClaim: { tokens: 2, windowMs: 60_000 },
+      },
+      undefined,
+      {
+        // No network in this test: every look finds nothing.
+        claimProbe: { wellKnown: async () => '', txt: async () => [] },
+      },
+    );
+    try {
+      const c = await newClient(limited.url);
+      const at = (domain: string) => request(limited.url, 'POST', CLAIM.replace('{domain}', domain), { token: c.token }).then((r) => check(r, 'POST', CLAIM));
+      const first = await at('one.example.com');
+      expect(first.status).toBe(201);
+      expect(first.json.status).toBe('pending');
+      expectError(await at('two.example.com'), 403, 'quota_exceeded');
+      const rate = await at('three.example.com');
+      expectError(rate, 429, 'rate_limited');
+      expect(rate.json.error.limit).toBe('claim');
+    } finally {
+      await limited.close();
+    }
   });
 });
 

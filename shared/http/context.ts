@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { HttpConfig } from '../config.js';
+import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
@@ -26,6 +27,8 @@ export interface HandlerDeps {
   limits: Limits;
   /** Domains: admins and settings (shared/domains/domains.ts). */
   domains: Domains;
+  /** Domain claims (shared/domains/claims.ts). */
+  claims: Claims;
 }
 
 export interface Ctx {

@@ -108,6 +108,8 @@ export interface StartOptions {
   sweeper?: boolean;
   /** Receives the server's log lines (set `logLevel` too). */
   logTo?: AppOptions['logTo'];
+  /** How domain claims look for their proof (test/helpers/claims.ts: a local HTTP server and DNS answers). */
+  claimProbe?: AppOptions['claimProbe'];
 }
 
 /** Starts the handler in this process. */
@@ -121,6 +123,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
     consumers: opts.consumers,
     deliverLocally: opts.deliverLocally ?? false,
     logTo: opts.logTo,
+    claimProbe: opts.claimProbe,
   });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

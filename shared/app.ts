@@ -9,6 +9,7 @@ import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
 import { Domains } from './domains/domains.js';
+import { ServiceTokens } from './domains/service-tokens.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { LocalDelivery } from './engine/local-delivery.js';
@@ -31,6 +32,8 @@ export interface App {
   limits: Limits;
   /** Domains: admins and settings (shared/domains/domains.ts). */
   domains: Domains;
+  /** Service tokens of the domains' workers (shared/domains/service-tokens.ts). */
+  serviceTokens: ServiceTokens;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
@@ -115,9 +118,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     onStored: (owner, delta) => limits.stored(owner, delta),
     onPublished: (events) => delivery?.offer(events),
   });
-  const auth = new Auth(loadSecret(config), config, identity);
+  const serviceTokens = new ServiceTokens(adapters.records, {
+    checkMs: config.serviceTokenCheckMs,
+    maxLive: config.maxServiceTokens,
+    maxTtlSeconds: config.serviceTokenMaxTtlSeconds,
+  });
+  const auth = new Auth(loadSecret(config), config, identity, serviceTokens);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, serviceTokens });
   const consumers = Object.entries(opts.consumers ?? {}).map(
     ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
   );
@@ -163,6 +171,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     handler,
     limits,
     domains,
+    serviceTokens,
     push,
     internal,
     consumers,

@@ -327,7 +327,7 @@ describe('routing', () => {
   it('answers a CORS preflight on any path as the description says', async () => {
     const res = await request(srv.url, 'OPTIONS', '/v1/scopes/x/patches', { token: null });
     expect(res.status).toBe(204);
-    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, OPTIONS');
+    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, DELETE, OPTIONS');
     expect(res.headers.get('access-control-allow-headers')).toBe('Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id');
     expect(res.headers.get('access-control-max-age')).toBe('600');
   });

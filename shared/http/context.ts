@@ -6,6 +6,7 @@
 import type { ServerResponse } from 'node:http';
 import type { HttpConfig } from '../config.js';
 import type { Domains } from '../domains/domains.js';
+import type { ServiceTokens } from '../domains/service-tokens.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
@@ -26,6 +27,8 @@ export interface HandlerDeps {
   limits: Limits;
   /** Domains: admins and settings (shared/domains/domains.ts). */
   domains: Domains;
+  /** Service tokens' records (shared/domains/service-tokens.ts). */
+  serviceTokens: ServiceTokens;
 }
 
 export interface Ctx {

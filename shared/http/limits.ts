@@ -39,7 +39,14 @@ export type QuotaLimitsConfig = QuotaConfig & Pick<SseConfig, 'sseMaxMs'>;
 
 /** The rate rules a store is made with, by the names `Limits` takes tokens under. */
 export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
-  return { signIn: config.rateSignIn, create: config.rateCreate, write: config.rateWrite, writeKiB: config.rateWriteKiB, list: config.rateList };
+  return {
+    signIn: config.rateSignIn,
+    create: config.rateCreate,
+    write: config.rateWrite,
+    writeKiB: config.rateWriteKiB,
+    list: config.rateList,
+    serviceTokens: config.rateServiceTokens,
+  };
 }
 
 export class Limits {
@@ -103,6 +110,11 @@ export class Limits {
   /** Before listing the user's scopes (a page of `GET /v1/scopes`): the user's list rate. */
   async list(user: string): Promise<void> {
     if (this.on) await this.rate('list', user);
+  }
+
+  /** Before minting a service token (`POST /v1/domains/{domain}/tokens`): the admin's mint rate. */
+  async mintServiceToken(user: string): Promise<void> {
+    if (this.on) await this.rate('serviceTokens', user);
   }
 
   /** After a scope was created: count it (not when limits are off: nothing reads the counts). */

@@ -3,6 +3,7 @@ import type { Ctx } from '../context.js';
 import type { Route } from '../router.js';
 import { accessRoutes } from './access.js';
 import { authRoutes } from './auth.js';
+import { domainRoutes } from './domains.js';
 import { eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
@@ -18,5 +19,6 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...patchRoutes,
   ...historyRoutes,
   ...eventRoutes,
+  ...domainRoutes,
   ...healthRoutes,
 ];

@@ -11,6 +11,7 @@ import type { Config } from './config.js';
 import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
 import { type ClaimSweep, Claims } from './domains/claims.js';
 import { Domains } from './domains/domains.js';
+import { ServiceTokens } from './domains/service-tokens.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { LocalDelivery } from './engine/local-delivery.js';
@@ -40,6 +41,8 @@ export interface App {
    * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
    */
   sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep }>;
+  /** Service tokens of the domains' workers (shared/domains/service-tokens.ts). */
+  serviceTokens: ServiceTokens;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
@@ -126,12 +129,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     onStored: (owner, delta) => limits.stored(owner, delta),
     onPublished: (events) => delivery?.offer(events),
   });
-  const auth = new Auth(loadSecret(config), config, identity);
+  const serviceTokens = new ServiceTokens(adapters.records, {
+    checkMs: config.serviceTokenCheckMs,
+    maxLive: config.maxServiceTokens,
+    maxTtlSeconds: config.serviceTokenMaxTtlSeconds,
+  });
+  const auth = new Auth(loadSecret(config), config, identity, serviceTokens);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
@@ -200,6 +208,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     domains,
     claims,
     sweep,
+    serviceTokens,
     push,
     internal,
     consumers,

@@ -210,6 +210,12 @@ export const CONFIG_TABLE = {
     rate,
     "Pages of `GET /v1/scopes` (a user's scopes) per user, as `<tokens>/<window>` (`60/1m`). 429 `rate_limited`.",
   ),
+  rateServiceTokens: setting(
+    'PATCHBAY_RATE_SERVICE_TOKENS',
+    { tokens: 20, windowMs: 3_600_000 },
+    rate,
+    'Service tokens a domain admin may mint (`POST /v1/domains/{domain}/tokens`) per user, as `<tokens>/<window>` (`20/1h`). 429 `rate_limited`.',
+  ),
   rateWriteKiB: setting(
     'PATCHBAY_RATE_WRITE_KIB',
     { tokens: 8192, windowMs: 60_000 },
@@ -287,6 +293,24 @@ export const CONFIG_TABLE = {
     5,
     int(1, 1000),
     'Most claims one user may have pending (being checked) at once (403 `quota_exceeded`, quota `claims`).',
+  ),
+  serviceTokenMaxTtlSeconds: setting(
+    'PATCHBAY_SERVICE_TOKEN_MAX_TTL_S',
+    90 * 24 * 3600,
+    int(60),
+    'Longest lifetime a domain admin may give a service token (`POST /v1/domains/{domain}/tokens`, `ttlSeconds`; 400 `invalid_request` past it).',
+  ),
+  serviceTokenCheckMs: setting(
+    'PATCHBAY_SERVICE_TOKEN_CHECK_MS',
+    10_000,
+    int(0, 600_000),
+    "How long an instance trusts its last look at a service token's record (it exists, it is not revoked) before reading it again: a revoked token stops working on every instance within this long (at once on the instance that revoked it). 0: every request reads the record.",
+  ),
+  maxServiceTokens: setting(
+    'PATCHBAY_MAX_SERVICE_TOKENS',
+    50,
+    int(1, 1000),
+    'Most live (unrevoked, unexpired) service tokens one domain may hold (403 `quota_exceeded`, `serviceTokens`).',
   ),
   sweepAgeMs: setting('PATCHBAY_SWEEP_AGE_MS', 5_000, int(0), 'A commit younger than this is left to its own writer by the sweeper.'),
   deleteRetentionMs: setting(
@@ -476,6 +500,7 @@ export const CONFIG_SECTIONS = {
     'rateWriteKiB',
     'rateList',
     'rateClaim',
+    'rateServiceTokens',
     'quotaScopes',
     'quotaBytes',
     'sseMaxPerUser',
@@ -484,7 +509,16 @@ export const CONFIG_SECTIONS = {
     'limitsPrefix',
   ],
   /** Domains: their records, claims and settings (shared/domains/). */
-  domains: ['domainCacheMs', 'claimTimeoutMs', 'claimLocalhost', 'claimAnonymous', 'claimMaxPending'],
+  domains: [
+    'domainCacheMs',
+    'claimTimeoutMs',
+    'claimLocalhost',
+    'claimAnonymous',
+    'claimMaxPending',
+    'serviceTokenMaxTtlSeconds',
+    'serviceTokenCheckMs',
+    'maxServiceTokens',
+  ],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */

@@ -3,6 +3,8 @@
  * preflights get `Access-Control-Allow-Origin` (its own origin echoed, with `Vary: Origin`) and the
  * exposed headers; any other origin's, and a request with no Origin, get no CORS headers at all, so
  * a browser keeps the answer from the page. `*` stays the embedded default for local development.
+ * The origins a domain's admins allow (its record) are tested on both stacks in
+ * test/contract/service-tokens.ts, and a failing record lookup in test/service-tokens.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allowedOrigin } from '../shared/http/cors.js';

@@ -173,7 +173,7 @@ afterAll(() => srv.close());
 
 interface CallOpts {
   id?: string;
-  /** The `{domain}` parameter (default example.com). */
+  /** The `{domain}` parameter (default DOMAIN). */
   domain?: string;
   query?: string;
   body?: unknown;
@@ -185,7 +185,7 @@ interface CallOpts {
 
 /** Calls the server on a documented route, checks the response against the spec, and returns it. */
 async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
-  const path = template.replace('{id}', encodeURIComponent(opts.id ?? '')).replace('{domain}', opts.domain ?? 'example.com') + (opts.query ?? '');
+  const path = template.replace('{domain}', encodeURIComponent(opts.domain ?? DOMAIN)).replace('{id}', encodeURIComponent(opts.id ?? '')) + (opts.query ?? '');
   const res = await request(srv.url, method, path, {
     body: opts.body,
     raw: opts.raw,
@@ -209,6 +209,8 @@ function expectError(res: Res, status: number, code: string): void {
 }
 
 const BAD_ID = 'x'.repeat(129);
+/** The domain alice administers (the domains routes). */
+const DOMAIN = 'app.example.com';
 const MISSING = 'no-such-scope';
 
 /** A scope every signed-in user may read (bob reads alice's scopes in these tests). */
@@ -311,7 +313,7 @@ describe('routing', () => {
 
   it('405s a method a documented path does not have, with Allow = the documented methods (and HEAD with GET)', async () => {
     for (const [path, item] of Object.entries(paths)) {
-      const res = check(await request(srv.url, 'PATCH', path.replace('{id}', 'x'), { token: alice.token }), 'PATCH', path);
+      const res = check(await request(srv.url, 'PATCH', path.replace('{domain}', DOMAIN).replace('{id}', 'x'), { token: alice.token }), 'PATCH', path);
       expectError(res, 405, 'method_not_allowed');
       // HEAD is answered wherever GET is (info.description), without its own entry in the spec.
       const documentedMethods = METHODS.filter((m) => item[m]).flatMap((m) => (m === 'get' ? ['GET', 'HEAD'] : [m.toUpperCase()]));
@@ -450,6 +452,11 @@ describe('auth and health', () => {
       ['DELETE', '/v1/scopes/{id}'],
       ['POST', '/v1/domains/{domain}/claim'],
       ['GET', '/v1/domains/{domain}/claim'],
+      ['GET', '/v1/domains/{domain}'],
+      ['PUT', '/v1/domains/{domain}/origins'],
+      ['POST', '/v1/domains/{domain}/tokens'],
+      ['GET', '/v1/domains/{domain}/tokens'],
+      ['DELETE', '/v1/domains/{domain}/tokens/{id}'],
     ] as Array<[Method, string]>) {
       const body = method === 'GET' || method === 'DELETE' ? undefined : {};
       expectError(await call(method, template, { id, token: null, body }), 401, 'unauthorized');
@@ -938,6 +945,82 @@ describe('domain claims', () => {
       const rate = await at('three.example.com');
       expectError(rate, 429, 'rate_limited');
       expect(rate.json.error.limit).toBe('claim');
+describe('domains', () => {
+  const TOKEN_ID = '00000000-0000-4000-8000-000000000000';
+  beforeAll(async () => {
+    const me = await call('GET', '/v1/me');
+    await srv.app.domains.addAdmin(DOMAIN, me.json.id);
+  });
+
+  it('lets an admin read the domain (200), set its origins (200), mint (201), list (200) and revoke (204) service tokens', async () => {
+    expect((await call('GET', '/v1/domains/{domain}')).json).toMatchObject({ domain: DOMAIN, origins: [] });
+    expect((await call('PUT', '/v1/domains/{domain}/origins', { body: { origins: [`https://${DOMAIN}`] } })).status).toBe(200);
+    const minted = await call('POST', '/v1/domains/{domain}/tokens', { body: { name: 'worker', ttlSeconds: 600 } });
+    expect(minted.status).toBe(201);
+    expect((await call('GET', '/v1/me', { token: minted.json.token })).json).toMatchObject({ kind: 'service', id: `domain:${DOMAIN}` });
+    expect((await call('GET', '/v1/domains/{domain}/tokens')).json.tokens).toHaveLength(1);
+    expect((await call('DELETE', '/v1/domains/{domain}/tokens/{id}', { id: minted.json.id })).status).toBe(204);
+    expectError(await call('DELETE', '/v1/domains/{domain}/tokens/{id}', { id: minted.json.id }), 404, 'not_found');
+  });
+
+  it('403s anyone else; 400s a bad domain, id or body; 413s a large body; 415s a non-JSON body', async () => {
+    for (const [method, template, body] of [
+      ['GET', '/v1/domains/{domain}', undefined],
+      ['PUT', '/v1/domains/{domain}/origins', { origins: [] }],
+      ['POST', '/v1/domains/{domain}/tokens', { name: 'x', ttlSeconds: 600 }],
+      ['GET', '/v1/domains/{domain}/tokens', undefined],
+      ['DELETE', '/v1/domains/{domain}/tokens/{id}', undefined],
+    ] as Array<[Method, string, unknown]>) {
+      expectError(await call(method, template, { id: TOKEN_ID, body, token: bob.token }), 403, 'forbidden');
+      expectError(await call(method, template, { id: TOKEN_ID, body, domain: 'Not A Domain' }), 400, 'invalid_request');
+    }
+    expectError(await call('DELETE', '/v1/domains/{domain}/tokens/{id}', { id: 'nope' }), 400, 'invalid_request');
+    for (const [template, bad] of [
+      ['/v1/domains/{domain}/origins', { origins: ['https://evil.example'] }],
+      ['/v1/domains/{domain}/tokens', { name: 'x', ttlSeconds: 10 }],
+    ] as Array<[string, unknown]>) {
+      const method: Method = template.endsWith('origins') ? 'PUT' : 'POST';
+      expectError(await call(method, template, { body: bad }), 400, 'invalid_request');
+      expectError(
+        await call(method, template, { raw: JSON.stringify({ pad: 'x'.repeat(5000) }), headers: { 'content-type': 'application/json' } }),
+        413,
+        'too_large',
+      );
+      expectError(await call(method, template, { raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    }
+    expectError(await call('POST', '/v1/domains/{domain}/tokens', { body: { name: 'x', ttlSeconds: 59 } }), 400, 'invalid_request');
+    expect(() => expectValid(['components', 'schemas', 'ServiceTokenRequest'], { name: 'x', ttlSeconds: 59 }, 'body')).toThrow();
+    expect(() => expectValid(['components', 'schemas', 'ServiceTokenRequest'], { name: 'a\nb', ttlSeconds: 600 }, 'body')).toThrow();
+  });
+
+  it('403s a mint past the live-token cap (quota_exceeded) and 429s past the rate limits', async () => {
+    const limited = await startServer({
+      limits: 'on',
+      maxServiceTokens: 1,
+      rateServiceTokens: { tokens: 2, windowMs: 60_000 },
+      rateList: { tokens: 1, windowMs: 60_000 },
+      rateWrite: { tokens: 2, windowMs: 60_000 },
+    });
+    try {
+      const admin = await newClient(limited.url);
+      await limited.app.domains.addAdmin(DOMAIN, (await admin.request('GET', '/v1/me')).json.id);
+      const at = (method: Method, template: string, opts: { id?: string; body?: unknown } = {}) =>
+        request(limited.url, method, template.replace('{domain}', DOMAIN).replace('{id}', opts.id ?? ''), { body: opts.body, token: admin.token }).then((r) =>
+          check(r, method, template),
+        );
+      const tokens = '/v1/domains/{domain}/tokens';
+      const first = await at('POST', tokens, { body: { name: 'a', ttlSeconds: 600 } });
+      expect(first.status).toBe(201);
+      const over = await at('POST', tokens, { body: { name: 'b', ttlSeconds: 600 } });
+      expectError(over, 403, 'quota_exceeded');
+      expect(over.json.error.quota).toBe('serviceTokens');
+      expectError(await at('POST', tokens, { body: { name: 'c', ttlSeconds: 600 } }), 429, 'rate_limited');
+      expect((await at('GET', tokens)).status).toBe(200);
+      expectError(await at('GET', tokens), 429, 'rate_limited');
+      expect((await at('DELETE', `${tokens}/{id}`, { id: first.json.id })).status).toBe(204);
+      expect((await at('PUT', '/v1/domains/{domain}/origins', { body: { origins: [] } })).status).toBe(200);
+      expectError(await at('PUT', '/v1/domains/{domain}/origins', { body: { origins: [] } }), 429, 'rate_limited');
+      expectError(await at('DELETE', `${tokens}/{id}`, { id: TOKEN_ID }), 429, 'rate_limited');
     } finally {
       await limited.close();
     }

@@ -9,8 +9,17 @@
  * |---------|----------------------------------------------|------|-------|-----------------------|
  * | owner   | meta.owner                                   | yes  | yes   | yes                   |
  * | writer  | listed in writers                            | yes  | yes   | no                    |
+ * | writer  | `domain:<d>`, on every scope of domain d     | yes  | yes   | no                    |
  * | reader  | listed in readers, or let in by visibility   | yes  | no    | no                    |
  * | none    | anyone else (and, unless public, no token)   | no   | no    | no                    |
+ *
+ * `domain:<d>` is domain d's service identity: the user of a service token a domain admin minted
+ * (shared/domains/service-tokens.ts), for the domain's workers. No other credential can name a
+ * user `domain:...` (shared/http/auth.ts refuses it), so the id alone says who it is. It writes
+ * every scope of its domain (reads, streams, patches), owns the scopes it creates (and so manages
+ * their access), and never acts in another domain (its token pins its domain). On a scope of
+ * another domain it is an ordinary user: what that scope's access grants it (an owner may list
+ * it), and writes stay refused there, because writes come only from the scope's domain.
  *
  * Refusals (docs/openapi.yaml): a caller who may not read gets `404 scope_not_found`, exactly as
  * for a scope that does not exist, so a private scope's existence leaks to nobody; a caller who
@@ -40,6 +49,14 @@ export interface Caller {
 
 export type Role = 'owner' | 'writer' | 'reader' | 'none';
 
+/** The prefix of service identities' user ids, which only service tokens produce (see the top of this file). */
+export const SERVICE_USER_PREFIX = 'domain:';
+
+/** Domain `domain`'s service identity. */
+export function serviceUser(domain: string): string {
+  return `${SERVICE_USER_PREFIX}${domain}`;
+}
+
 /**
  * The domain a caller acts in, compared with a scope's `meta.domain` by the `domain`
  * visibility. Until tokens carry a domain, every caller is in DEFAULT_DOMAIN.
@@ -58,7 +75,7 @@ export function roleOf(meta: ScopeMeta, caller: Caller | null): Role {
   const access = accessOf(meta);
   if (caller === null) return access.visibility === 'public' ? 'reader' : 'none';
   if (caller.id === meta.owner) return 'owner';
-  if (access.writers.includes(caller.id)) return 'writer';
+  if (access.writers.includes(caller.id) || caller.id === serviceUser(meta.domain)) return 'writer';
   if (access.readers.includes(caller.id)) return 'reader';
   switch (access.visibility) {
     case 'public':

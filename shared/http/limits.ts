@@ -46,6 +46,7 @@ export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
     writeKiB: config.rateWriteKiB,
     list: config.rateList,
     claim: config.rateClaim,
+    serviceTokens: config.rateServiceTokens,
   };
 }
 
@@ -115,6 +116,11 @@ export class Limits {
   /** Before starting or re-checking a domain claim: the user's claim rate. */
   async claim(user: string): Promise<void> {
     if (this.on) await this.rate('claim', user);
+  }
+
+  /** Before minting a service token (`POST /v1/domains/{domain}/tokens`): the admin's mint rate. */
+  async mintServiceToken(user: string): Promise<void> {
+    if (this.on) await this.rate('serviceTokens', user);
   }
 
   /** After a scope was created: count it (not when limits are off: nothing reads the counts). */

@@ -4,6 +4,7 @@ import type { Route } from '../router.js';
 import { accessRoutes } from './access.js';
 import { authRoutes } from './auth.js';
 import { claimRoutes } from './claims.js';
+import { domainRoutes } from './domains.js';
 import { eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
@@ -20,5 +21,6 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...historyRoutes,
   ...eventRoutes,
   ...claimRoutes,
+  ...domainRoutes,
   ...healthRoutes,
 ];

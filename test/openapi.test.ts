@@ -945,6 +945,12 @@ describe('domain claims', () => {
       const rate = await at('three.example.com');
       expectError(rate, 429, 'rate_limited');
       expect(rate.json.error.limit).toBe('claim');
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
 describe('domains', () => {
   const TOKEN_ID = '00000000-0000-4000-8000-000000000000';
   beforeAll(async () => {

@@ -5,8 +5,11 @@
  *   push:  Pub/Sub push deliveries for the registered consumers (`POST /push/<consumer>`).
  * push, sweep and bundle are internal: with PATCHBAY_OIDC on (the default in google mode) each
  * checks the caller's Google-signed OIDC token (shared/http/internal-auth.ts).
- *   sweep: the outbox sweeper, for Cloud Scheduler (every minute): republishes committed patches
- *          whose publish never happened, and answers `{published}`.
+ *   sweep: for Cloud Scheduler (every minute): the outbox sweeper republishes committed patches
+ *          whose publish never happened, then the purges of deleted scopes are finished and the
+ *          ids whose retention is over freed (shared/engine/deleter.ts), and every pending domain
+ *          claim is checked once (shared/domains/claims.ts); answers `{published, deleted,
+ *          claims: {checked, succeeded, timedOut, removed}}`.
  *   bundle: the cold-storage bundler, for Cloud Scheduler (every few minutes): bundles, snapshots
  *          and trims every scope with work, within PATCHBAY_BUNDLE_BUDGET_MS, and answers its
  *          report (`?scope=<id>` works on that scope alone). Set the function's timeout above the
@@ -65,7 +68,7 @@ function scheduled(route: string, run: (req: functions.Request) => Promise<{ sta
 
 functions.http(
   'sweep',
-  scheduled('sweep', async () => ({ status: 200, body: { published: await (await instance()).engine.sweep() } })),
+  scheduled('sweep', async () => ({ status: 200, body: await (await instance()).sweep() })),
 );
 
 functions.http(

@@ -10,9 +10,12 @@ import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
 import { type ActiveConfigs, configsFromDir } from './domains/active.js';
 import { APPLY_CONSUMER, ConfigService, isReport } from './domains/apply.js';
+import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
+import { type ClaimSweep, Claims } from './domains/claims.js';
 import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
 import { domainRules } from './domains/rules.js';
+import { ServiceTokens } from './domains/service-tokens.js';
 import { StoredConfigs } from './domains/stored-configs.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
@@ -36,6 +39,15 @@ export interface App {
   limits: Limits;
   /** Domains: admins and settings (shared/domains/domains.ts). */
   domains: Domains;
+  /** Domain claims (shared/domains/claims.ts). */
+  claims: Claims;
+  /**
+   * Background work that must not wait for a request: the outbox sweeper and the pending domain
+   * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
+   */
+  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep }>;
+  /** Service tokens of the domains' workers (shared/domains/service-tokens.ts). */
+  serviceTokens: ServiceTokens;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
   push: Handler;
   /** Who may call the internal endpoints (`push`, `sweep`, `bundle`): OIDC tokens, PATCHBAY_OIDC. */
@@ -116,6 +128,8 @@ export interface AppOptions {
    * or none (no per-domain validation).
    */
   configs?: ActiveConfigs;
+  /** How domain claims look for their proof (default: the real https GET and DNS TXT query). */
+  claimProbe?: ClaimProbe;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
@@ -136,10 +150,30 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     onPublished: (events) => delivery?.offer(events),
     rules: domainRules(configs),
   });
-  const auth = new Auth(loadSecret(config), config, identity);
+  const serviceTokens = new ServiceTokens(adapters.records, {
+    checkMs: config.serviceTokenCheckMs,
+    maxLive: config.maxServiceTokens,
+    maxTtlSeconds: config.serviceTokenMaxTtlSeconds,
+  });
+  const auth = new Auth(loadSecret(config), config, identity, serviceTokens);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
-  const domainConfigs = new ConfigService(versions, domains, adapters.records, engine, config, (d) => stored.forget(d), fixed !== undefined);
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, domainConfigs });
+  const domainConfigs = new ConfigService(versions, domains, adapters.records, engine, config, (d) => stored.forget(d), fixed !== undefined, configs);
+  const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
+    logError: (e) => logger.error(e),
+  });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs });
+  const sweep = async () => {
+    // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
+    const outbox = engine.sweep();
+    const deleted = outbox.catch(() => {}).then(() => engine.sweepDeleted());
+    const [published, purged, claimed] = await Promise.allSettled([outbox, deleted, claims.sweep()]);
+    for (const r of [published, purged, claimed]) if (r.status === 'rejected') throw r.reason;
+    return {
+      published: (published as PromiseFulfilledResult<number>).value,
+      deleted: (purged as PromiseFulfilledResult<number>).value,
+      claims: (claimed as PromiseFulfilledResult<ClaimSweep>).value,
+    };
+  };
   const readLog = (id: string, from: number, to: number) => engine.readLog(id, from, to);
   const consumers = [
     ...Object.entries(opts.consumers ?? {}).map(([name, handle]) => new Consumer(name, adapters.ledger, readLog, handle)),
@@ -161,8 +195,17 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
-    const tick = () => engine.sweep().catch((err) => logger.error({ message: 'sweep failed', err: String(err) }));
-    void tick();
+    let sweeping = false;
+    const tick = () => {
+      if (sweeping) return; // the previous run (claim checks wait on the network) is still going
+      sweeping = true;
+      void sweep()
+        .catch((err) => logger.error({ message: 'sweep failed', err: String(err) }))
+        .finally(() => {
+          sweeping = false;
+        });
+    };
+    tick();
     timer = setInterval(tick, config.sweepIntervalMs);
     timer.unref();
   }
@@ -188,6 +231,9 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     handler,
     limits,
     domains,
+    claims,
+    sweep,
+    serviceTokens,
     push,
     internal,
     consumers,

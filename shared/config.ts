@@ -222,11 +222,23 @@ export const CONFIG_TABLE = {
     rate,
     "Pages of `GET /v1/scopes` (a user's scopes) per user, as `<tokens>/<window>` (`60/1m`). 429 `rate_limited`.",
   ),
+  rateServiceTokens: setting(
+    'PATCHBAY_RATE_SERVICE_TOKENS',
+    { tokens: 20, windowMs: 3_600_000 },
+    rate,
+    'Service tokens a domain admin may mint (`POST /v1/domains/{domain}/tokens`) per user, as `<tokens>/<window>` (`20/1h`). 429 `rate_limited`.',
+  ),
   rateWriteKiB: setting(
     'PATCHBAY_RATE_WRITE_KIB',
     { tokens: 8192, windowMs: 60_000 },
     rate,
     "Bytes of patches per user, in KiB, as `<tokens>/<window>` (`8192/1m`: bursts of 8 MiB, 8 MiB a minute sustained, about 136 KiB/s). Each patch takes its JSON size in KiB, rounded up (at least 1; a patch above the burst takes the whole burst). It bounds how fast one user fills the log, which the bytes quota does not (replacing a value keeps the state's size). 429 `rate_limited`.",
+  ),
+  rateClaim: setting(
+    'PATCHBAY_RATE_CLAIM',
+    { tokens: 30, windowMs: 600_000 },
+    rate,
+    'Domain claims started or re-checked (`POST /v1/domains/{domain}/claim`) per user, as `<tokens>/<window>` (`30/10m`). Each takes one token and may make the server look the domain up once. 429 `rate_limited`.',
   ),
   quotaScopes: setting('PATCHBAY_QUOTA_SCOPES', 1000, int(0), 'Most scopes one user may own (403 `quota_exceeded`; 0: no quota).'),
   quotaBytes: setting(
@@ -270,7 +282,55 @@ export const CONFIG_TABLE = {
     int(0, 600_000),
     "How long an instance keeps a domain's record (admins, origins) before reading it again: the most a change made on another instance takes to apply here.",
   ),
+  claimTimeoutMs: setting(
+    'PATCHBAY_CLAIM_TIMEOUT_MS',
+    900_000,
+    int(1000, 7 * 24 * 3_600_000),
+    'A domain claim is checked (when it starts, when its claimant asks again, and by every `sweep`) for this long, then fails with `timeout` (15 minutes: new DNS records often take minutes to be seen).',
+  ),
+  claimLocalhost: setting(
+    'PATCHBAY_CLAIM_LOCALHOST',
+    'auto' as 'auto' | 'on' | 'off',
+    z.enum(['auto', 'on', 'off']),
+    'Whether a claim of `localhost` or `*.localhost` (with any port) succeeds at once, without a check, for any signed-in user: local development. `auto`: `on` in embedded mode, `off` in google mode (where such claims are refused).',
+  ),
+  claimAnonymous: setting(
+    'PATCHBAY_CLAIM_ANONYMOUS',
+    false as boolean,
+    bool,
+    "Whether anonymous users may claim domains (other than localhost). Off: an anonymous identity lives only as long as its token, and a domain's admin should not be lost with it (403 `forbidden`).",
+  ),
+  claimMaxPending: setting(
+    'PATCHBAY_CLAIM_MAX_PENDING',
+    5,
+    int(1, 1000),
+    'Most claims one user may have pending (being checked) at once (403 `quota_exceeded`, quota `claims`).',
+  ),
+  serviceTokenMaxTtlSeconds: setting(
+    'PATCHBAY_SERVICE_TOKEN_MAX_TTL_S',
+    90 * 24 * 3600,
+    int(60),
+    'Longest lifetime a domain admin may give a service token (`POST /v1/domains/{domain}/tokens`, `ttlSeconds`; 400 `invalid_request` past it).',
+  ),
+  serviceTokenCheckMs: setting(
+    'PATCHBAY_SERVICE_TOKEN_CHECK_MS',
+    10_000,
+    int(0, 600_000),
+    "How long an instance trusts its last look at a service token's record (it exists, it is not revoked) before reading it again: a revoked token stops working on every instance within this long (at once on the instance that revoked it). 0: every request reads the record.",
+  ),
+  maxServiceTokens: setting(
+    'PATCHBAY_MAX_SERVICE_TOKENS',
+    50,
+    int(1, 1000),
+    'Most live (unrevoked, unexpired) service tokens one domain may hold (403 `quota_exceeded`, `serviceTokens`).',
+  ),
   sweepAgeMs: setting('PATCHBAY_SWEEP_AGE_MS', 5_000, int(0), 'A commit younger than this is left to its own writer by the sweeper.'),
+  deleteRetentionMs: setting(
+    'PATCHBAY_DELETE_RETENTION_MS',
+    30 * 24 * 3_600_000,
+    int(0),
+    "How long a deleted scope's id stays reserved (its tombstone is kept; nobody, its former owner included, can create a scope under it). Then the sweeper removes the tombstone and the id is free. Default 30 days.",
+  ),
   bundlePatches: setting(
     'PATCHBAY_BUNDLE_PATCHES',
     1000,
@@ -420,7 +480,12 @@ export type AckAfter = 'commit' | 'publish';
  */
 export type CorsOrigins = '*' | string[];
 /** The configuration as `loadConfig` returns it: every setting, with `auto` values resolved. */
-export type Config = Omit<Settings, 'ackAfter' | 'oidc' | 'corsOrigins'> & { ackAfter: AckAfter; oidc: 'on' | 'off'; corsOrigins: CorsOrigins };
+export type Config = Omit<Settings, 'ackAfter' | 'oidc' | 'corsOrigins' | 'claimLocalhost'> & {
+  ackAfter: AckAfter;
+  oidc: 'on' | 'off';
+  corsOrigins: CorsOrigins;
+  claimLocalhost: 'on' | 'off';
+};
 
 /**
  * The table's rows grouped by the part of the service that reads them; each module's
@@ -437,7 +502,7 @@ export const CONFIG_SECTIONS = {
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
   limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth', 'maxAccessUsers', 'maxListPage'],
   /** The write path, the near cache and the outbox (shared/engine/). */
-  engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs'],
+  engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs', 'deleteRetentionMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
   quotas: [
     'limits',
@@ -446,6 +511,8 @@ export const CONFIG_SECTIONS = {
     'rateWrite',
     'rateWriteKiB',
     'rateList',
+    'rateClaim',
+    'rateServiceTokens',
     'quotaScopes',
     'quotaBytes',
     'sseMaxPerUser',
@@ -454,7 +521,18 @@ export const CONFIG_SECTIONS = {
     'limitsPrefix',
   ],
   /** Domains: their records, claims and settings (shared/domains/). */
-  domains: ['domainCacheMs', 'maxConfigBytes', 'domainConfigDir'],
+  domains: [
+    'domainCacheMs',
+    'claimTimeoutMs',
+    'claimLocalhost',
+    'claimAnonymous',
+    'claimMaxPending',
+    'serviceTokenMaxTtlSeconds',
+    'serviceTokenCheckMs',
+    'maxServiceTokens',
+    'maxConfigBytes',
+    'domainConfigDir',
+  ],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
@@ -567,5 +645,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   // PATCHBAY_ACK_AFTER=auto: `publish` on Google, where Cloud Functions and Cloud Run throttle an
   // instance's CPU once it has answered; `commit` elsewhere.
   if (out.ackAfter === 'auto') out.ackAfter = out.mode === 'google' ? 'publish' : 'commit';
+  // Localhost claims pass unchecked: for local development, never on a deployment unless asked.
+  if (out.claimLocalhost === 'auto') out.claimLocalhost = out.mode === 'google' ? 'off' : 'on';
   return out as Config;
 }

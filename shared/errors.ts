@@ -15,6 +15,8 @@ export const ERROR_CODES = {
   not_found: 404,
   /** The scope does not exist. */
   scope_not_found: 404,
+  /** The caller has no claim of this domain (`domain`): none was started, or it finished long ago. */
+  claim_not_found: 404,
   /** The route exists but not with this method. */
   method_not_allowed: 405,
   /** A scope with this id already exists. */

@@ -127,6 +127,28 @@ export const DEFAULT_DOMAIN = 'default';
 export const anonymousRequestSchema = z.strictObject({ domain: domainSchema.optional() });
 export type AnonymousRequest = z.infer<typeof anonymousRequestSchema>;
 
+/**
+ * `POST /v1/domains/{domain}/tokens`: the new service token's label and lifetime in seconds (at
+ * most PATCHBAY_SERVICE_TOKEN_MAX_TTL_S, which the route checks).
+ */
+export const serviceTokenRequestSchema = z.strictObject({
+  name: z
+    .string()
+    .min(1)
+    .max(100)
+    .regex(/^\P{Cc}*$/u, 'must not contain control characters'),
+  ttlSeconds: z.number().int().min(60),
+});
+export type ServiceTokenRequest = z.infer<typeof serviceTokenRequestSchema>;
+
+/**
+ * `PUT /v1/domains/{domain}/origins`: the whole list of browser origins the domain allows
+ * (shared/http/cors.ts). Each must be an origin of the domain's own host (checked by the
+ * route), so the list holds at most `https://<domain>` and `http://<domain>`.
+ */
+export const domainOriginsSchema = z.strictObject({ origins: z.array(z.string().max(300)).max(100) });
+export type DomainOriginsRequest = z.infer<typeof domainOriginsSchema>;
+
 /** Metadata kept with a scope's head. Times are milliseconds since the Unix epoch. */
 export interface ScopeMeta {
   owner: string;

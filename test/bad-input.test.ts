@@ -195,10 +195,13 @@ const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/access$/ },
   { method: 'PUT', re: /^\/v1\/scopes\/[^/]+\/access$/ },
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+$/ },
+  { method: 'DELETE', re: /^\/v1\/scopes\/[^/]+$/ },
   { method: 'POST', re: /^\/v1\/scopes\/[^/]+\/patches$/ },
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/patches$/ },
   { method: 'POST', re: /^\/v1\/scopes\/[^/]+\/events\/ticket$/ },
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/events$/ },
+  { method: 'POST', re: /^\/v1\/domains\/[^/]+\/claim$/ },
+  { method: 'GET', re: /^\/v1\/domains\/[^/]+\/claim$/ },
   { method: 'GET', re: /^\/healthz$/ },
 ];
 /**
@@ -306,6 +309,7 @@ const scopeRoute = fc.constantFrom(
   { method: 'GET', tail: '/patches', body: undefined },
   { method: 'GET', tail: '/events', body: undefined },
   { method: 'POST', tail: '/events/ticket', body: undefined },
+  { method: 'DELETE', tail: '', body: undefined },
 );
 const wrongScope: fc.Arbitrary<Spec> = fc
   .record({ id: badScopeId, route: scopeRoute })
@@ -332,6 +336,13 @@ const authRoutes = fc.constantFrom(
   { method: 'GET', path: `/v1/scopes/${ID.list}/events`, body: undefined },
   { method: 'POST', path: `/v1/scopes/${ID.main}/events/ticket`, body: undefined },
 );
+/** Deleting a scope one does not own: bob's (readable by alice) is 403, alice's by a bad credential 401. */
+const notOwnerDelete: fc.Arbitrary<Spec> = fc.constantFrom<Spec>(
+  { kind: 'delete by a non-owner', method: 'DELETE', path: `/v1/scopes/${ID.bobs}`, auth: ALICE, codes: ['forbidden'] },
+  { kind: 'delete by a non-owner', method: 'DELETE', path: `/v1/scopes/${ID.main}`, auth: { t: 'user', who: 'bob' }, codes: ['forbidden'] },
+  { kind: 'delete without a credential', method: 'DELETE', path: `/v1/scopes/${ID.main}`, auth: { t: 'none' }, codes: ['unauthorized'] },
+);
+
 const unauthenticated: fc.Arbitrary<Spec> = fc.record({ route: authRoutes, auth: badAuth }).map((r) => ({
   kind: `bad credential (${r.auth.t})`,
   method: r.route.method,
@@ -808,6 +819,7 @@ const badRequest: fc.Arbitrary<Spec> = fc.oneof(
   { weight: 8, arbitrary: nearValidPatch },
   { weight: 2, arbitrary: nearValidCreate },
   { weight: 2, arbitrary: badPosition },
+  { weight: 1, arbitrary: notOwnerDelete },
 );
 
 // ---------------------------------------------------------------------------------------------

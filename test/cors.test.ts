@@ -3,6 +3,8 @@
  * preflights get `Access-Control-Allow-Origin` (its own origin echoed, with `Vary: Origin`) and the
  * exposed headers; any other origin's, and a request with no Origin, get no CORS headers at all, so
  * a browser keeps the answer from the page. `*` stays the embedded default for local development.
+ * The origins a domain's admins allow (its record) are tested on both stacks in
+ * test/contract/service-tokens.ts, and a failing record lookup in test/service-tokens.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { allowedOrigin } from '../shared/http/cors.js';
@@ -75,7 +77,7 @@ describe('a server that allows a list of origins', () => {
     const ok = await preflight(APP);
     expect(ok.status).toBe(204);
     expect(ok.headers.get('access-control-allow-origin')).toBe(APP);
-    expect(ok.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, OPTIONS');
+    expect(ok.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, DELETE, OPTIONS');
     expect(ok.headers.get('access-control-allow-headers')).toBe('Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id');
     expect(ok.headers.get('access-control-max-age')).toBe('600');
     expect(ok.headers.get('vary')).toBe('Origin');
@@ -94,7 +96,7 @@ describe('the defaults', () => {
       expect(res.headers.get('access-control-allow-origin')).toBe('*');
       expect(res.headers.get('access-control-expose-headers')).toBe(EXPOSED);
       const pre = await request(open.url, 'OPTIONS', '/v1/scopes', { headers: { origin: 'https://anything.example' } });
-      expect(pre.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, OPTIONS');
+      expect(pre.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, DELETE, OPTIONS');
       for (const path of ['/healthz', '/v1/scopes']) {
         const none = await request(closed.url, path === '/healthz' ? 'GET' : 'OPTIONS', path, { headers: { origin: APP } });
         expect(corsHeaders(none.headers)).toEqual([]);

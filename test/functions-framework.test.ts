@@ -281,7 +281,11 @@ describe('the scheduled functions with OIDC checks on', () => {
     const call = (token?: string) => request(ff.url, 'POST', '/', { token });
     const ok = await call(await issuer.token(`${BASE}/${target}`));
     expect(ok.status).toBe(200);
-    expect(ok.json).toEqual(target === 'sweep' ? { published: 0 } : expect.objectContaining({ failed: [] }));
+    expect(ok.json).toEqual(
+      target === 'sweep'
+        ? { published: 0, deleted: 0, claims: { checked: 0, succeeded: 0, timedOut: 0, removed: 0 } }
+        : expect.objectContaining({ failed: [] }),
+    );
     const other = target === 'sweep' ? 'bundle' : 'sweep';
     for (const token of [undefined, await issuer.token(`${BASE}/${other}`), await issuer.token(`${BASE}/${target}`, { forged: true })]) {
       const res = await call(token);

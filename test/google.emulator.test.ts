@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, sharing, listing, validation and limits contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, sharing, listing, validation, configuration, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -13,7 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APPLY_FILTER } from '../shared/domains/apply.js';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
+import { claimsContract } from './contract/claims.js';
 import { configContract, failingPutOnce } from './contract/config.js';
+import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
@@ -104,8 +106,19 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
     };
   });
   validationContract('google', (opts) => startServer(stack.config(), undefined, opts));
+  // A delete made on one instance reaches the other's streams as a signal on the topic.
+  deletionContract(
+    'google',
+    (overrides, opts) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }, undefined, opts),
+    async () => {
+      const shared = stack.config();
+      return [await startServer({ ...shared, sseRetryMs: 50 }), await startServer({ ...shared, sseRetryMs: 50 })];
+    },
+  );
   // Each server gets its own Redis key prefix for the limits: counters of one test do not leak into the next.
   limitsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
+  // Claims records in Firestore, reports through Firestore and Pub/Sub; localhost claims are off by default here.
+  claimsContract('google', (overrides, opts) => startServer({ ...stack.config(), ...overrides }, undefined, opts), false);
 
   describe('end to end', () => {
     it('delivers HTTP → Firestore → Pub/Sub push → subscriber, in order, through a redelivery', async () => {

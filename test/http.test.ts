@@ -2,10 +2,12 @@
  * The v1 contract (BRIEF §3) over a real socket, embedded stack. The same suite runs against the
  * Google stack on the emulators in google.emulator.test.ts. So does the sharing contract (who may
  * read and write a scope, and access changes reaching open streams), the listing contract (a
- * user's scopes, `GET /v1/scopes`) and the validation contract (a domain's schemas, checked in
- * the commit).
+ * user's scopes, `GET /v1/scopes`), the validation contract (a domain's schemas, checked in
+ * the commit), the configuration contract (versions and their apply) and the deletion contract
+ * (`DELETE /v1/scopes/{id}`, its purge and its crash safety).
  */
 import { configContract, failingPutOnce } from './contract/config.js';
+import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
 import { sharingContract } from './contract/sharing.js';
@@ -20,3 +22,4 @@ configContract('embedded', async (opts = {}) => {
   return { srv, close: () => srv.close() };
 });
 validationContract('embedded', (opts) => startServer({}, undefined, opts));
+deletionContract('embedded', (overrides, opts) => startServer(overrides, undefined, opts));

@@ -21,7 +21,7 @@ type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof A
 const Ajv2020 = ((Ajv2020Module as unknown as { default?: AjvClass }).default ?? Ajv2020Module) as AjvClass;
 
 type Obj = Record<string, unknown>;
-type Method = 'GET' | 'POST' | 'PUT';
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
 const spec = parse(readFileSync(new URL('../docs/openapi.yaml', import.meta.url), 'utf8')) as Obj;
 const SPEC_ID = 'openapi.json';
@@ -185,6 +185,8 @@ afterAll(() => srv.close());
 
 interface CallOpts {
   id?: string;
+  /** The `{domain}` parameter (default DOMAIN). */
+  domain?: string;
   query?: string;
   body?: unknown;
   raw?: string;
@@ -195,7 +197,7 @@ interface CallOpts {
 
 /** Calls the server on a documented route, checks the response against the spec, and returns it. */
 async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
-  const path = template.replace('{id}', encodeURIComponent(opts.id ?? '')) + (opts.query ?? '');
+  const path = template.replace('{domain}', encodeURIComponent(opts.domain ?? DOMAIN)).replace('{id}', encodeURIComponent(opts.id ?? '')) + (opts.query ?? '');
   const res = await request(srv.url, method, path, {
     body: opts.body,
     raw: opts.raw,
@@ -219,6 +221,8 @@ function expectError(res: Res, status: number, code: string): void {
 }
 
 const BAD_ID = 'x'.repeat(129);
+/** The domain alice administers (the domains routes). */
+const DOMAIN = 'app.example.com';
 const MISSING = 'no-such-scope';
 
 /** A scope every signed-in user may read (bob reads alice's scopes in these tests). */
@@ -321,7 +325,7 @@ describe('routing', () => {
 
   it('405s a method a documented path does not have, with Allow = the documented methods (and HEAD with GET)', async () => {
     for (const [path, item] of Object.entries(paths)) {
-      const res = check(await request(srv.url, 'DELETE', path.replace('{id}', 'x'), { token: alice.token }), 'DELETE', path);
+      const res = check(await request(srv.url, 'PATCH', path.replace('{domain}', DOMAIN).replace('{id}', 'x'), { token: alice.token }), 'PATCH', path);
       expectError(res, 405, 'method_not_allowed');
       // HEAD is answered wherever GET is (info.description), without its own entry in the spec.
       const documentedMethods = METHODS.filter((m) => item[m]).flatMap((m) => (m === 'get' ? ['GET', 'HEAD'] : [m.toUpperCase()]));
@@ -339,7 +343,7 @@ describe('routing', () => {
   it('answers a CORS preflight on any path as the description says', async () => {
     const res = await request(srv.url, 'OPTIONS', '/v1/scopes/x/patches', { token: null });
     expect(res.status).toBe(204);
-    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, OPTIONS');
+    expect(res.headers.get('access-control-allow-methods')).toBe('GET, POST, PUT, DELETE, OPTIONS');
     expect(res.headers.get('access-control-allow-headers')).toBe('Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id');
     expect(res.headers.get('access-control-max-age')).toBe('600');
   });
@@ -426,6 +430,8 @@ describe('auth and health', () => {
       expect((await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v })).status).toBe(200);
       expectError(await at(limited.url, 'POST', '/v1/scopes/{id}/patches', { id: idV, body: { patch: [] }, token: v }), 429, 'rate_limited');
       expectError(await at(limited.url, 'PUT', '/v1/scopes/{id}/access', { id: idV, body: { visibility: 'public' }, token: v }), 429, 'rate_limited');
+      expectError(await at(limited.url, 'DELETE', '/v1/scopes/{id}', { id: idV, token: v }), 429, 'rate_limited');
+      expect((await at(limited.url, 'GET', '/v1/scopes/{id}', { id: idV, token: v })).status).toBe(200); // the refused delete changed nothing
       expect((await at(limited.url, 'GET', '/v1/scopes', { token: v })).status).toBe(200);
       expectError(await at(limited.url, 'GET', '/v1/scopes', { token: v }), 429, 'rate_limited');
       await hold(limited.url, v, idV);
@@ -455,8 +461,16 @@ describe('auth and health', () => {
       ['GET', '/v1/scopes/{id}/events'],
       ['GET', '/v1/scopes/{id}/access'],
       ['PUT', '/v1/scopes/{id}/access'],
+      ['DELETE', '/v1/scopes/{id}'],
+      ['POST', '/v1/domains/{domain}/claim'],
+      ['GET', '/v1/domains/{domain}/claim'],
+      ['GET', '/v1/domains/{domain}'],
+      ['PUT', '/v1/domains/{domain}/origins'],
+      ['POST', '/v1/domains/{domain}/tokens'],
+      ['GET', '/v1/domains/{domain}/tokens'],
+      ['DELETE', '/v1/domains/{domain}/tokens/{id}'],
     ] as Array<[Method, string]>) {
-      const body = method === 'GET' ? undefined : {};
+      const body = method === 'GET' || method === 'DELETE' ? undefined : {};
       expectError(await call(method, template, { id, token: null, body }), 401, 'unauthorized');
       expectError(await call(method, template, { id, token: forged, body }), 401, 'unauthorized');
     }
@@ -464,6 +478,20 @@ describe('auth and health', () => {
 });
 
 describe('scopes', () => {
+  it('deletes a scope for its owner (204), 403s a reader, 404s a stranger, a deleted scope and a second delete, 400s a bad id', async () => {
+    const id = await newScope();
+    const priv = (await call('POST', '/v1/scopes', { body: {} })).json.id as string;
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id, token: bob.token }), 403, 'forbidden');
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id: priv, token: bob.token }), 404, 'scope_not_found');
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id: BAD_ID }), 400, 'invalid_request');
+    expect((await call('GET', '/v1/scopes/{id}', { id })).status).toBe(200);
+    const done = await call('DELETE', '/v1/scopes/{id}', { id });
+    expect(done.status).toBe(204);
+    expectError(await call('GET', '/v1/scopes/{id}', { id }), 404, 'scope_not_found');
+    expectError(await call('DELETE', '/v1/scopes/{id}', { id }), 404, 'scope_not_found');
+    expectError(await call('POST', '/v1/scopes', { body: { id } }), 409, 'scope_exists');
+  });
+
   it('creates (201 with ETag and Location), reads (200), and answers 304 to a matching If-None-Match', async () => {
     const created = await call('POST', '/v1/scopes', {
       body: { id: 'oa.doc:1', name: 'doc', type: 'note', state: { a: [1, { b: null }] }, access: { visibility: 'authenticated', readers: ['anon:x'] } },
@@ -699,6 +727,7 @@ describe('patches', () => {
     const listed = await call('PUT', '/v1/scopes/{id}/access', { id, body: { visibility: 'private', readers: ['a', 'b', 'c', 'd'] } });
     expectError(listed, 413, 'too_large');
     limits.add(listed.json.error.limit);
+    limits.add('maxConfigBytes'); // reported by a configuration upload: the 'domain configuration' block checks it
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
     expect([...limits].sort()).toEqual([...(tooLarge.enum as string[])].sort());
@@ -895,6 +924,190 @@ describe('events', () => {
   it('400s and 404s the ticket route', async () => {
     expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: BAD_ID }), 400, 'invalid_request');
     expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: MISSING }), 404, 'scope_not_found');
+  });
+});
+
+describe('domain claims', () => {
+  const CLAIM = '/v1/domains/{domain}/claim';
+
+  it('claims a localhost domain (201, embedded default), answers it again (200) and reads it (200); 404s a claim never made', async () => {
+    const started = await call('POST', CLAIM, { domain: 'localhost:5173' });
+    expect(started.status).toBe(201);
+    expect(started.json).toMatchObject({ status: 'success', method: 'localhost' });
+    expect((await call('POST', CLAIM, { domain: 'localhost:5173' })).status).toBe(200);
+    expect((await call('GET', CLAIM, { domain: 'localhost:5173' })).json.token).toBe(started.json.token);
+    const none = await call('GET', CLAIM, { domain: 'never.example.com' });
+    expectError(none, 404, 'claim_not_found');
+  });
+
+  it('400s what is not a domain name, 403s an anonymous claimant, a pending quota, and 429s past the claim rate', async () => {
+    for (const domain of ['127.0.0.1', 'example.com:8443', 'com']) expectError(await call('POST', CLAIM, { domain }), 400, 'invalid_request');
+    expectError(await call('GET', CLAIM, { domain: 'Not.Lower' }), 400, 'invalid_request');
+    const anon = await call('POST', CLAIM, { domain: 'example.com' });
+    expectError(anon, 403, 'forbidden');
+    const limited = await startServer(
+      {
+        claimAnonymous: true,
+        claimMaxPending: 1,
+        claimTimeoutMs: 60_000,
+        limits: 'on',
+        rateClaim: { tokens: 2, windowMs: 60_000 },
+      },
+      undefined,
+      {
+        // No network in this test: every look finds nothing.
+        claimProbe: { wellKnown: async () => '', txt: async () => [] },
+      },
+    );
+    try {
+      const c = await newClient(limited.url);
+      const at = (domain: string) => request(limited.url, 'POST', CLAIM.replace('{domain}', domain), { token: c.token }).then((r) => check(r, 'POST', CLAIM));
+      const first = await at('one.example.com');
+      expect(first.status).toBe(201);
+      expect(first.json.status).toBe('pending');
+      expectError(await at('two.example.com'), 403, 'quota_exceeded');
+      const rate = await at('three.example.com');
+      expectError(rate, 429, 'rate_limited');
+      expect(rate.json.error.limit).toBe('claim');
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
+describe('domains', () => {
+  const TOKEN_ID = '00000000-0000-4000-8000-000000000000';
+  beforeAll(async () => {
+    const me = await call('GET', '/v1/me');
+    await srv.app.domains.addAdmin(DOMAIN, me.json.id);
+  });
+
+  it('lets an admin read the domain (200), set its origins (200), mint (201), list (200) and revoke (204) service tokens', async () => {
+    expect((await call('GET', '/v1/domains/{domain}')).json).toMatchObject({ domain: DOMAIN, origins: [] });
+    expect((await call('PUT', '/v1/domains/{domain}/origins', { body: { origins: [`https://${DOMAIN}`] } })).status).toBe(200);
+    const minted = await call('POST', '/v1/domains/{domain}/tokens', { body: { name: 'worker', ttlSeconds: 600 } });
+    expect(minted.status).toBe(201);
+    expect((await call('GET', '/v1/me', { token: minted.json.token })).json).toMatchObject({ kind: 'service', id: `domain:${DOMAIN}` });
+    expect((await call('GET', '/v1/domains/{domain}/tokens')).json.tokens).toHaveLength(1);
+    expect((await call('DELETE', '/v1/domains/{domain}/tokens/{id}', { id: minted.json.id })).status).toBe(204);
+    expectError(await call('DELETE', '/v1/domains/{domain}/tokens/{id}', { id: minted.json.id }), 404, 'not_found');
+  });
+
+  it('403s anyone else; 400s a bad domain, id or body; 413s a large body; 415s a non-JSON body', async () => {
+    for (const [method, template, body] of [
+      ['GET', '/v1/domains/{domain}', undefined],
+      ['PUT', '/v1/domains/{domain}/origins', { origins: [] }],
+      ['POST', '/v1/domains/{domain}/tokens', { name: 'x', ttlSeconds: 600 }],
+      ['GET', '/v1/domains/{domain}/tokens', undefined],
+      ['DELETE', '/v1/domains/{domain}/tokens/{id}', undefined],
+    ] as Array<[Method, string, unknown]>) {
+      expectError(await call(method, template, { id: TOKEN_ID, body, token: bob.token }), 403, 'forbidden');
+      expectError(await call(method, template, { id: TOKEN_ID, body, domain: 'Not A Domain' }), 400, 'invalid_request');
+    }
+    expectError(await call('DELETE', '/v1/domains/{domain}/tokens/{id}', { id: 'nope' }), 400, 'invalid_request');
+    for (const [template, bad] of [
+      ['/v1/domains/{domain}/origins', { origins: ['https://evil.example'] }],
+      ['/v1/domains/{domain}/tokens', { name: 'x', ttlSeconds: 10 }],
+    ] as Array<[string, unknown]>) {
+      const method: Method = template.endsWith('origins') ? 'PUT' : 'POST';
+      expectError(await call(method, template, { body: bad }), 400, 'invalid_request');
+      expectError(
+        await call(method, template, { raw: JSON.stringify({ pad: 'x'.repeat(5000) }), headers: { 'content-type': 'application/json' } }),
+        413,
+        'too_large',
+      );
+      expectError(await call(method, template, { raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    }
+    expectError(await call('POST', '/v1/domains/{domain}/tokens', { body: { name: 'x', ttlSeconds: 59 } }), 400, 'invalid_request');
+    expect(() => expectValid(['components', 'schemas', 'ServiceTokenRequest'], { name: 'x', ttlSeconds: 59 }, 'body')).toThrow();
+    expect(() => expectValid(['components', 'schemas', 'ServiceTokenRequest'], { name: 'a\nb', ttlSeconds: 600 }, 'body')).toThrow();
+  });
+
+  it('403s a mint past the live-token cap (quota_exceeded) and 429s past the rate limits', async () => {
+    const limited = await startServer({
+      limits: 'on',
+      maxServiceTokens: 1,
+      rateServiceTokens: { tokens: 2, windowMs: 60_000 },
+      rateList: { tokens: 1, windowMs: 60_000 },
+      rateWrite: { tokens: 2, windowMs: 60_000 },
+    });
+    try {
+      const admin = await newClient(limited.url);
+      await limited.app.domains.addAdmin(DOMAIN, (await admin.request('GET', '/v1/me')).json.id);
+      const at = (method: Method, template: string, opts: { id?: string; body?: unknown } = {}) =>
+        request(limited.url, method, template.replace('{domain}', DOMAIN).replace('{id}', opts.id ?? ''), { body: opts.body, token: admin.token }).then((r) =>
+          check(r, method, template),
+        );
+      const tokens = '/v1/domains/{domain}/tokens';
+      const first = await at('POST', tokens, { body: { name: 'a', ttlSeconds: 600 } });
+      expect(first.status).toBe(201);
+      const over = await at('POST', tokens, { body: { name: 'b', ttlSeconds: 600 } });
+      expectError(over, 403, 'quota_exceeded');
+      expect(over.json.error.quota).toBe('serviceTokens');
+      expectError(await at('POST', tokens, { body: { name: 'c', ttlSeconds: 600 } }), 429, 'rate_limited');
+      expect((await at('GET', tokens)).status).toBe(200);
+      expectError(await at('GET', tokens), 429, 'rate_limited');
+      expect((await at('DELETE', `${tokens}/{id}`, { id: first.json.id })).status).toBe(204);
+      expect((await at('PUT', '/v1/domains/{domain}/origins', { body: { origins: [] } })).status).toBe(200);
+      expectError(await at('PUT', '/v1/domains/{domain}/origins', { body: { origins: [] } }), 429, 'rate_limited');
+      expectError(await at('DELETE', `${tokens}/{id}`, { id: TOKEN_ID }), 429, 'rate_limited');
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
+describe('domain configuration', () => {
+  const CONFIG = '/v1/domains/{domain}/config';
+  const VERSION = '/v1/domains/{domain}/config/versions/{version}';
+  const D = 'configured.example.com';
+  const TEXT = 'types:\n  memo:\n    schema: {type: object}\n';
+  let uploads: TestServer;
+  let admin: Client;
+  /** A documented route on the server that takes uploads (the main one reads fixed configurations). */
+  const at = (method: Method, template: string, opts: { version?: string; query?: string; raw?: string | Uint8Array; type?: string; token?: string | null; domain?: string } = {}) =>
+    request(uploads.url, method, template.replace('{domain}', opts.domain ?? D).replace('{version}', opts.version ?? '1') + (opts.query ?? ''), {
+      raw: opts.raw,
+      headers: opts.raw === undefined ? {} : { 'content-type': opts.type ?? 'application/yaml' },
+      token: opts.token === undefined ? admin.token : opts.token,
+    }).then((r) => check(r, method, template));
+
+  beforeAll(async () => {
+    uploads = await startServer({ maxConfigBytes: 1024, domainCacheMs: 0, limits: 'on', rateWrite: { tokens: 8, windowMs: 60_000 } }, undefined, { deliverLocally: true });
+    admin = await newClient(uploads.url);
+    await uploads.app.domains.addAdmin(D, (await request(uploads.url, 'GET', '/v1/me', { token: admin.token })).json.id);
+    expect((await at('PUT', CONFIG, { query: '?replaces=0', raw: TEXT })).status).toBe(202);
+  });
+  afterAll(() => uploads.close());
+
+  it('uploads (202), reads the versions (200) and one version (200); 404s a version never uploaded', async () => {
+    expect((await at('GET', CONFIG)).json).toMatchObject({ latest: 1 });
+    expect((await at('GET', VERSION)).json.text).toBe(TEXT);
+    expectError(await at('GET', VERSION, { version: '9' }), 404, 'not_found');
+    expectError(await at('GET', VERSION, { version: 'x' }), 400, 'invalid_request');
+    expectError(await at('GET', CONFIG, { domain: 'Not.Lower' }), 400, 'invalid_request');
+  });
+
+  it('401s without a token; 403s a non-admin; 400s a bad text or replaces; 409s a stale replaces; 413s a large text; 415s another type; 429s past the write rate', async () => {
+    const other = await newClient(uploads.url);
+    for (const [m, t] of [['PUT', CONFIG], ['GET', CONFIG], ['GET', VERSION]] as Array<[Method, string]>) {
+      expectError(await at(m, t, { token: null, query: '?replaces=0', raw: m === 'PUT' ? TEXT : undefined }), 401, 'unauthorized');
+      expectError(await at(m, t, { token: other.token, query: '?replaces=0', raw: m === 'PUT' ? TEXT : undefined }), 403, 'forbidden');
+    }
+    expectError(await at('PUT', CONFIG, { query: '?replaces=1', raw: 'types: [' }), 400, 'invalid_config');
+    expectError(await at('PUT', CONFIG, { raw: TEXT }), 400, 'invalid_request');
+    expectError(await at('PUT', CONFIG, { query: '?replaces=0', raw: TEXT }), 409, 'version_conflict');
+    const large = await at('PUT', CONFIG, { query: '?replaces=1', raw: `# ${'x'.repeat(2000)}\n` });
+    expectError(large, 413, 'too_large');
+    expect(large.json.error.limit).toBe('maxConfigBytes');
+    expectError(await at('PUT', CONFIG, { query: '?replaces=1', raw: TEXT, type: 'image/png' }), 415, 'unsupported_media_type');
+    let limited: Res | undefined;
+    for (let i = 0; i < 12 && !limited; i++) {
+      const r = await at('PUT', CONFIG, { query: '?replaces=0', raw: TEXT });
+      if (r.status === 429) limited = r;
+    }
+    expectError(limited as Res, 429, 'rate_limited');
+    expect((await at('GET', CONFIG)).json).toMatchObject({ latest: 1 });
   });
 });
 

@@ -23,6 +23,12 @@
  * - a bundler whose lease passed on (it stalled past its TTL and another took over) can neither
  *   move the pointer nor trim: the ledger checks holder and epoch inside the transaction.
  *
+ * A deleted scope (shared/engine/deleter.ts): its tombstone makes the lease calls and
+ * `advanceBundled` throw `scope_not_found`. A run that wrote a bundle and its snapshots just before
+ * the delete learns it at that `advanceBundled` and deletes what it wrote, so that nothing is left
+ * behind the purge, which may have listed the scope's objects before they were written. Objects
+ * written before a successful `advanceBundled` were there before the tombstone, so the purge finds them.
+ *
  * Retention: the hot log keeps a scope's last PATCHBAY_RETAIN_PATCHES patches and every patch
  * younger than PATCHBAY_RETAIN_MINUTES (by its commit time `at`); only older patches are trimmed.
  * Retries are recognised only while their patch is in the hot log (see docs/cold-storage.md).
@@ -37,6 +43,7 @@ import type { BlobStore, ColdPointers, LogReader, ScopeSummary } from '../ports/
 import type { PatchRecord } from '../protocol.js';
 import { recordLine } from './format.js';
 import { LOG_PAGE } from './log.js';
+import { bundleKey, snapshotKey } from './names.js';
 import { rebuildState } from './rebuild.js';
 import { ColdStore } from './store.js';
 
@@ -269,14 +276,20 @@ export class Bundler {
       if (this.stopping) throw new Stop();
       await this.renew(id, lease);
       const count = to - from + 1;
+      const written = [bundleKey(id, from, to)];
       await this.cold.writeBundle(id, from, to, count === lines.length ? lines : lines.slice(0, count));
       report.bundles++;
       while (snapshots.length > 0 && (snapshots[0] as { ii: number }).ii <= to) {
         const snap = snapshots.shift() as { ii: number; json: string };
+        written.push(snapshotKey(id, snap.ii));
         await this.cold.writeSnapshot(id, snap.ii, snap.json);
         report.snapshots++;
       }
-      const moved = await this.ledger.advanceBundled(id, this.holder, lease.epoch, to);
+      const moved = await this.ledger.advanceBundled(id, this.holder, lease.epoch, to).catch(async (err: unknown) => {
+        // Deleted meanwhile: what this flush wrote may have been written after the purge listed the scope's objects.
+        if (err instanceof PatchbayError && err.code === 'scope_not_found') await this.cold.deleteKeys(written);
+        throw err;
+      });
       if (moved === null) throw new Fenced();
       report.patches += to - bundled;
       opts.onPatches?.(to - bundled);

@@ -24,6 +24,9 @@ const CONTENT_TYPE = 'application/gzip';
  */
 const READ_AHEAD = 2;
 
+/** Objects deleted at once by `deleteScope`. */
+const DELETE_PARALLEL = 8;
+
 export type WriteOutcome = 'written' | 'present' | 'repaired';
 
 export class ColdStore {
@@ -146,6 +149,22 @@ export class ColdStore {
     const key = snapshotKey(id, ii);
     const bytes = await encodeSnapshot(id, ii, stateJson);
     return this.writeOnce(key, bytes, (b) => decodeSnapshot(key, b, { scope: id, ii }));
+  }
+
+  /**
+   * Deletes every bundle and snapshot of the scope (the purge of a deleted scope,
+   * shared/engine/deleter.ts); returns how many objects it found. Repeatable: a crash midway
+   * leaves the rest for the next call.
+   */
+  async deleteScope(id: string): Promise<number> {
+    const keys = [...(await this.blobs.list(bundlePrefix(id))), ...(await this.blobs.list(snapshotPrefix(id)))];
+    await this.deleteKeys(keys);
+    return keys.length;
+  }
+
+  /** Deletes these objects, a few at a time (a missing one is no error). */
+  async deleteKeys(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += DELETE_PARALLEL) await Promise.all(keys.slice(i, i + DELETE_PARALLEL).map((k) => this.blobs.delete(k)));
   }
 
   private async writeOnce(key: string, bytes: Uint8Array, check: (existing: Uint8Array) => Promise<unknown>): Promise<WriteOutcome> {

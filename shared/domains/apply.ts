@@ -30,8 +30,8 @@ import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { RecordStore } from '../ports/records.js';
-import type { PatchEvent, PatchRequest } from '../protocol.js';
-import { loadDomainConfig } from './active.js';
+import type { PatchEvent, PatchRequest, Visibility } from '../protocol.js';
+import { type ActiveConfigs, loadDomainConfig } from './active.js';
 import type { ConfigHead, ConfigVersion, ConfigVersions } from './config-versions.js';
 import type { Domains } from './domains.js';
 import type { CompiledConfig } from './validation.js';
@@ -84,7 +84,16 @@ export class ConfigService {
     private readonly onActivated: (domain: string) => void = () => {},
     /** Configurations are given in-process or as files (PATCHBAY_DOMAIN_CONFIG_DIR): uploads are refused. */
     private readonly fixed = false,
+    /** The active configurations (for the domain's defaults). */
+    private readonly active?: ActiveConfigs,
   ) {}
+
+  /** The visibility the domain's active configuration gives new scopes that name none (`access.visibility`), if any. */
+  async defaultVisibility(domain: string): Promise<Visibility | undefined> {
+    if (!this.active) return undefined;
+    await this.active.prepare?.(domain);
+    return this.active.get(domain)?.config.access?.visibility;
+  }
 
   /**
    * Stores a new version replacing `replaces` (see ConfigVersions.upload for the refusals) and

@@ -5,16 +5,25 @@
  * `canWrite` inside the ledger's transaction (shared/engine/decide.ts, `writersOnly`), against
  * the head that transaction read, so a write can never be accepted after a revoke committed.
  *
- * | role    | who                                          | read | patch | manage access |
- * |---------|----------------------------------------------|------|-------|---------------|
- * | owner   | meta.owner                                   | yes  | yes   | yes           |
- * | writer  | listed in writers                            | yes  | yes   | no            |
- * | reader  | listed in readers, or let in by visibility   | yes  | no    | no            |
- * | none    | anyone else (and, unless public, no token)   | no   | no    | no            |
+ * | role    | who                                          | read | patch | manage access, delete |
+ * |---------|----------------------------------------------|------|-------|-----------------------|
+ * | owner   | meta.owner                                   | yes  | yes   | yes                   |
+ * | writer  | listed in writers                            | yes  | yes   | no                    |
+ * | writer  | `domain:<d>`, on every scope of domain d     | yes  | yes   | no                    |
+ * | reader  | listed in readers, or let in by visibility   | yes  | no    | no                    |
+ * | none    | anyone else (and, unless public, no token)   | no   | no    | no                    |
+ *
+ * `domain:<d>` is domain d's service identity: the user of a service token a domain admin minted
+ * (shared/domains/service-tokens.ts), for the domain's workers. No other credential can name a
+ * user `domain:...` (shared/http/auth.ts refuses it), so the id alone says who it is. It writes
+ * every scope of its domain (reads, streams, patches), owns the scopes it creates (and so manages
+ * their access), and never acts in another domain (its token pins its domain). On a scope of
+ * another domain it is an ordinary user: what that scope's access grants it (an owner may list
+ * it), and writes stay refused there, because writes come only from the scope's domain.
  *
  * Refusals (docs/openapi.yaml): a caller who may not read gets `404 scope_not_found`, exactly as
  * for a scope that does not exist, so a private scope's existence leaks to nobody; a caller who
- * may read but not do what it asked (patch, manage access) gets `403 forbidden`. A request
+ * may read but not do what it asked (patch, manage access, delete) gets `403 forbidden`. A request
  * without a token on a scope that is not public is `401 unauthorized` before any of this.
  *
  * Scopes stored before access existed have no `access`: they read as LEGACY_ACCESS, what every
@@ -40,6 +49,14 @@ export interface Caller {
 
 export type Role = 'owner' | 'writer' | 'reader' | 'none';
 
+/** The prefix of service identities' user ids, which only service tokens produce (see the top of this file). */
+export const SERVICE_USER_PREFIX = 'domain:';
+
+/** Domain `domain`'s service identity. */
+export function serviceUser(domain: string): string {
+  return `${SERVICE_USER_PREFIX}${domain}`;
+}
+
 /**
  * The domain a caller acts in, compared with a scope's `meta.domain` by the `domain`
  * visibility. Until tokens carry a domain, every caller is in DEFAULT_DOMAIN.
@@ -58,7 +75,7 @@ export function roleOf(meta: ScopeMeta, caller: Caller | null): Role {
   const access = accessOf(meta);
   if (caller === null) return access.visibility === 'public' ? 'reader' : 'none';
   if (caller.id === meta.owner) return 'owner';
-  if (access.writers.includes(caller.id)) return 'writer';
+  if (access.writers.includes(caller.id) || caller.id === serviceUser(meta.domain)) return 'writer';
   if (access.readers.includes(caller.id)) return 'reader';
   switch (access.visibility) {
     case 'public':
@@ -92,10 +109,13 @@ export function checkRead(id: string, meta: ScopeMeta, caller: Caller | null): v
   if (!canRead(meta, caller)) throw notFound(id);
 }
 
-/** Throws unless `caller` owns the scope: `scope_not_found` if it may not even read it, else `forbidden`. */
-export function checkOwner(id: string, meta: ScopeMeta, caller: Caller): void {
+/**
+ * Throws unless `caller` owns the scope: `scope_not_found` if it may not even read it, else
+ * `forbidden`. `action`: what only the owner may do, for the message.
+ */
+export function checkOwner(id: string, meta: ScopeMeta, caller: Caller, action = 'change its access'): void {
   checkRead(id, meta, caller);
-  if (caller.id !== meta.owner) throw new PatchbayError('forbidden', "only a scope's owner may change its access", { id });
+  if (caller.id !== meta.owner) throw new PatchbayError('forbidden', `only a scope's owner may ${action}`, { id });
 }
 
 /**

@@ -124,8 +124,8 @@ export function ownerOnly(ctx: RequestContext): void {
 }
 
 /**
- * Only the scope's owner and its listed writers may patch it (shared/engine/access.ts), as the
- * head read in this transaction says: a revoke that committed first refuses the write. A user
+ * Only the scope's owner, its listed writers and its domain's service identity (`domain:<d>`) may
+ * patch it (`canWrite`, shared/engine/access.ts), as the head read in this transaction says: a revoke that committed first refuses the write. A user
  * who may read the scope is refused with `forbidden`; one who may not even read it, with
  * `scope_not_found`, as for a scope that does not exist.
  */

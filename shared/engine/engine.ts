@@ -6,9 +6,10 @@
  * - state at an index and the whole log (guarantees 2, 6): shared/engine/read.ts
  * - publishing and the outbox sweeper (guarantee 5): shared/engine/sweeper.ts
  * - live streams (guarantee 4): shared/engine/stream.ts
+ * - the purge of deleted scopes and the end of their retention: shared/engine/deleter.ts
  * - who may read and write (the rules; writes are checked in the commit decision): shared/engine/access.ts
  * Here: creating a scope (its initial state and access held to the limits before anything is
- * written, guarantees 3 and 7), changing its access, and the wiring.
+ * written, guarantees 3 and 7), changing its access, deleting it, and the wiring.
  */
 import { randomUUID } from 'node:crypto';
 import { ColdStore } from '../cold/store.js';
@@ -18,9 +19,10 @@ import type { Json } from '../json.js';
 import type { CheckedPatch } from '../patch.js';
 import type { Adapters, Head, ListPage, ListQuery } from '../ports/index.js';
 import type { AccessRequest, CreateScopeRequest, Patch, PatchEvent, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
-import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess } from './access.js';
+import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess, notFound } from './access.js';
 import { Writer } from './commit.js';
 import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES, runRule } from './decide.js';
+import { Deleter } from './deleter.js';
 import { NearCache } from './near-cache.js';
 import { type Logger, Reader } from './read.js';
 import { openStream, type StreamOptions, type StreamSink } from './stream.js';
@@ -59,6 +61,8 @@ export class Engine {
   private readonly reader: Reader;
   private readonly writer: Writer;
   private readonly outbox: Outbox;
+  private readonly near: NearCache;
+  private readonly deleter: Deleter;
   private readonly now: () => number;
   private readonly logError: Logger;
   private readonly rules: CommitRules;
@@ -70,6 +74,8 @@ export class Engine {
     this.now = opts.now ?? Date.now;
     this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
     const near = new NearCache(config.nearCacheBytes);
+    this.near = near;
+    this.deleter = new Deleter(ports.ledger, ports.cache, this.cold, config, this.logError);
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
     this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
     this.rules = opts.rules ?? DEFAULT_RULES;
@@ -132,6 +138,38 @@ export class Engine {
       return stored;
     }
     throw new PatchbayError('unavailable', `the access of ${id} keeps changing; retry`);
+  }
+
+  /**
+   * Deletes the scope, for its owner: `scope_not_found` for a caller who may not read it (and for
+   * a scope deleted already), `forbidden` for any other non-owner, each changing nothing. Writes
+   * the tombstone first (Ledger.deleteScope: from then on the scope is gone for every read and
+   * write, and its id stays reserved for PATCHBAY_DELETE_RETENTION_MS), then forgets it in the
+   * caches, signals its streams on every instance to end (shared/engine/stream.ts), and purges
+   * what it stored, best effort: a purge cut short (a crash, a backend error) is finished by the
+   * next `sweepDeleted`. Returns the meta it had (its owner and size: the quotas give them back).
+   */
+  async deleteScope(id: string, caller: Caller): Promise<ScopeMeta> {
+    const { meta } = await this.head(id);
+    checkOwner(id, meta, caller, 'delete it');
+    const head = await this.ports.ledger.deleteScope(id, this.now());
+    if (!head) throw notFound(id); // deleted meanwhile (the owner's other request)
+    this.near.delete(id);
+    const log = (message: string) => (err: unknown) => this.logError({ message, scope: id, err: String(err) });
+    // A cache entry is only a shortcut and the scope is unreadable now; dropped all the same (and again when the id is freed).
+    await this.ports.cache.delete(id).catch(log('cache delete after scope delete failed'));
+    // The scope's streams end at their length at the latest, and reconnects are refused.
+    await this.ports.bus.signal({ scope: id, kind: 'deleted' }).catch(log('delete signal failed'));
+    await this.deleter.purge(id, { maxChunks: 25 }).catch(log('purge after delete failed; the sweeper finishes it'));
+    return head.meta;
+  }
+
+  /**
+   * The deleted scopes' sweeper (shared/engine/deleter.ts): finishes unfinished purges and frees
+   * the ids whose retention is over. Returns how many tombstones it worked on.
+   */
+  sweepDeleted(now = this.now()): Promise<number> {
+    return this.deleter.sweep(now);
   }
 
   /** A page of the scopes `caller` owns or is listed in (Ledger.listFor); the route shows each as `metaFor` the caller. */

@@ -26,6 +26,11 @@ export class NearCache {
     return e && e.ii === ii ? e.state : undefined;
   }
 
+  /** Forgets the scope (it was deleted). */
+  delete(id: string): void {
+    this.states.delete(id);
+  }
+
   /** Stores the state at ii unless an entry at ii or later is there. `bytes`: its jsonHeapBytes. */
   put(id: string, ii: number, state: Json, bytes: number): void {
     this.states.put(id, ii, state, bytes);

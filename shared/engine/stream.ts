@@ -15,6 +15,9 @@
  * learn of it within the bus's delivery time. Patches committed between the change and the
  * signal's arrival may still reach the stream; a signal lost with its instance leaves the stream
  * to its end (PATCHBAY_SSE_MAX_MS), and a reconnect is refused.
+ *
+ * Deletion: every stream (with or without a `reader`) re-reads the head on a `deleted` signal,
+ * and one that finds the scope gone (`scope_not_found`) ends the same way (`sink.revoked`).
  */
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
@@ -36,7 +39,7 @@ export interface StreamSink {
    * The sink should end the stream: its client resumes from the last id it received.
    */
   failed?(err: unknown): void;
-  /** The stream's reader lost access to the scope, and the stream stopped sending: end it. */
+  /** The stream's reader lost access to the scope, or the scope was deleted, and the stream stopped sending: end it. */
   revoked?(): void;
 }
 
@@ -153,19 +156,25 @@ export async function openStream(
     run();
   };
   const { reader } = opts;
+  const revoke = () => {
+    if (closed) return;
+    closed = true;
+    sink.revoked?.();
+  };
   const recheck = () => {
     checking++;
     deps.head(id).then(
       (h) => {
         checking--;
         if (closed) return;
-        if (canRead(h.meta, reader ?? null)) return kick();
-        closed = true;
-        sink.revoked?.();
+        if (reader === undefined || canRead(h.meta, reader)) return kick();
+        revoke();
       },
       (err) => {
         checking--;
-        fail(err); // the client resumes, and its reconnect is checked afresh
+        // Deleted: ended as for a lost access. Otherwise the client resumes, and its reconnect is checked afresh.
+        if (err instanceof PatchbayError && err.code === 'scope_not_found') revoke();
+        else fail(err);
       },
     );
   };
@@ -182,7 +191,9 @@ export async function openStream(
       }
       kick();
     },
-    reader === undefined ? undefined : () => recheck(),
+    (s) => {
+      if (reader !== undefined || s.kind === 'deleted') recheck();
+    },
   );
   try {
     const head = await deps.head(id);

@@ -7,6 +7,12 @@
  *   PATCHBAY_FIREBASE_PROJECT is set, verified by an IdentityProvider adapter
  *   (shared/adapters/google/firebase-identity.ts, which also holds the emulator safety rules).
  * Any other issuer, or a Firebase token of another project, is 401 without further work.
+ * Service tokens are patchbay JWTs too (`kind: service`, user `domain:<d>`, `jti` = the token's
+ * id), minted by a domain's admins (shared/domains/service-tokens.ts). Their signature is cached
+ * like any other, but each request that carries one also asks the ServiceTokenCheck whether the
+ * token is still live (not revoked; the check keeps its own short cache), so anonymous and
+ * Firebase tokens pay nothing for it. The `domain:` user-id prefix is reserved to them: any other
+ * token naming such a user is refused, and Firebase users are `firebase:<uid>`.
  * Browsers, whose EventSource cannot send headers, exchange a token for a stream ticket: a JWT
  * with audience `patchbay:stream`, bound to one scope and valid for `ticketTtlSeconds` (60 s by
  * default), which is the only credential ever accepted in a URL.
@@ -19,6 +25,7 @@ import { decodeJwt, jwtVerify, SignJWT } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { AuthConfig, Config } from '../config.js';
 import { ConfigError } from '../config.js';
+import { SERVICE_USER_PREFIX, serviceUser } from '../engine/access.js';
 import { DEFAULT_DOMAIN } from '../engine/decide.js';
 import { PatchbayError } from '../errors.js';
 import type { IdentityProvider, Profile } from '../ports/identity.js';
@@ -37,6 +44,13 @@ export interface User {
   domain: string;
   /** What the identity provider says about the user (Firebase tokens only). */
   profile?: Profile;
+  /** A service token's id (its `jti`), checked for revocation on every use. */
+  tokenId?: string;
+}
+
+/** Whether a service token is still live (shared/domains/service-tokens.ts `ServiceTokens.isLive`). */
+export interface ServiceTokenCheck {
+  isLive(domain: string, id: string): Promise<boolean>;
 }
 
 /** Whether the user signed in anonymously (patchbay's anonymous users, or Firebase's `anonymous` provider). */
@@ -85,6 +99,8 @@ interface Verified {
   profile?: Profile;
   /** A ticket's scope. */
   scope?: unknown;
+  /** A service token's id. */
+  tokenId?: string;
   /** Expiry, seconds since the epoch (Infinity: none). */
   exp: number;
 }
@@ -112,7 +128,26 @@ export class Auth {
     private readonly config: AuthConfig,
     /** Firebase ID tokens, when PATCHBAY_FIREBASE_PROJECT is set. */
     private readonly firebase?: IdentityProvider,
+    /** Whether a service token is still live; without it every service token is refused. */
+    private readonly services?: ServiceTokenCheck,
   ) {}
+
+  /**
+   * The token of service token `id` of `domain`, expiring at `expires` (ms since epoch; whole
+   * seconds in the token). Its record must exist already (shared/domains/service-tokens.ts):
+   * the token is accepted only while it does.
+   */
+  issueService(domain: string, id: string, expires: number): Promise<string> {
+    return new SignJWT({ kind: 'service', dom: domain })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(serviceUser(domain))
+      .setJti(id)
+      .setIssuer(ISSUER)
+      .setAudience(AUD_USER)
+      .setIssuedAt()
+      .setExpirationTime(Math.floor(expires / 1000))
+      .sign(this.secret);
+  }
 
   /** A token for a new anonymous user of `domain`. */
   async issueAnonymous(domain: string = DEFAULT_DOMAIN): Promise<{ token: string; user: ReturnType<typeof userJson> }> {
@@ -137,11 +172,19 @@ export class Auth {
     const m = header === undefined ? null : /^Bearer +([A-Za-z0-9_.-]+)$/i.exec(header.trim());
     if (!m) throw new PatchbayError('unauthorized', 'send Authorization: Bearer <token>');
     const v = await this.verify(m[1] as string, AUD_USER);
-    return { id: v.id, kind: v.kind, domain: resolveDomain(rd, v.domain), ...(v.profile ? { profile: v.profile } : {}) };
+    if (v.kind === 'service') await this.checkService(v);
+    return {
+      id: v.id,
+      kind: v.kind,
+      domain: resolveDomain(rd, v.domain),
+      ...(v.profile ? { profile: v.profile } : {}),
+      ...(v.tokenId ? { tokenId: v.tokenId } : {}),
+    };
   }
 
   async issueTicket(user: User, scope: string): Promise<{ ticket: string; expiresIn: number }> {
-    const ticket = await new SignJWT({ scope, kind: user.kind, dom: user.domain })
+    // A service user's ticket names its token, which is checked again when the ticket is used.
+    const ticket = await new SignJWT({ scope, kind: user.kind, dom: user.domain, ...(user.tokenId ? { jti: user.tokenId } : {}) })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(user.id)
       .setIssuer(ISSUER)
@@ -156,11 +199,18 @@ export class Auth {
   async fromTicket(ticket: string, scope: string, graceSeconds = 0): Promise<User> {
     const v = await this.verify(ticket, AUD_STREAM, graceSeconds);
     if (v.scope !== scope) throw new PatchbayError('unauthorized', 'invalid credential: ticket is for another scope');
-    return { id: v.id, kind: v.kind, domain: v.domain ?? DEFAULT_DOMAIN };
+    if (v.kind === 'service') await this.checkService(v);
+    return { id: v.id, kind: v.kind, domain: v.domain ?? DEFAULT_DOMAIN, ...(v.tokenId ? { tokenId: v.tokenId } : {}) };
   }
 
   close(): Promise<void> {
     return this.firebase?.close() ?? Promise.resolve();
+  }
+
+  /** Throws `unauthorized` unless the service token `v` is still live (its record exists, unexpired). */
+  private async checkService(v: Verified): Promise<void> {
+    if (this.services && v.domain !== undefined && v.tokenId !== undefined && (await this.services.isLive(v.domain, v.tokenId))) return;
+    throw new PatchbayError('unauthorized', 'invalid credential: this service token was revoked');
   }
 
   private async verify(token: string, audience: string, graceSeconds = 0): Promise<Verified> {
@@ -208,6 +258,14 @@ export class Auth {
     // Tokens issued before domains existed carry no `dom`: they belong to the default domain.
     const domain = typeof payload.dom === 'string' ? payload.dom : DEFAULT_DOMAIN;
     const kind: UserKind = payload.kind === 'firebase' || payload.kind === 'service' ? payload.kind : 'anonymous';
+    // `domain:<d>` is the service identity's alone (shared/engine/access.ts): a service token names
+    // exactly its domain's, with its id; no other token may name one.
+    if (kind === 'service') {
+      if (typeof payload.dom !== 'string' || payload.sub !== serviceUser(payload.dom) || typeof payload.jti !== 'string')
+        throw new Error('malformed service token');
+      return { id: payload.sub, kind, domain, scope: payload.scope, exp, tokenId: payload.jti };
+    }
+    if (payload.sub.startsWith(SERVICE_USER_PREFIX)) throw new Error('a reserved user id');
     return { id: payload.sub, kind, domain, scope: payload.scope, exp };
   }
 }

@@ -6,7 +6,9 @@
 import type { ServerResponse } from 'node:http';
 import type { HttpConfig } from '../config.js';
 import type { ConfigService } from '../domains/apply.js';
+import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
+import type { ServiceTokens } from '../domains/service-tokens.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
@@ -29,6 +31,10 @@ export interface HandlerDeps {
   domains: Domains;
   /** Domain configurations: upload, versions, apply (shared/domains/apply.ts). */
   domainConfigs: ConfigService;
+  /** Domain claims (shared/domains/claims.ts). */
+  claims: Claims;
+  /** Service tokens' records (shared/domains/service-tokens.ts). */
+  serviceTokens: ServiceTokens;
 }
 
 export interface Ctx {

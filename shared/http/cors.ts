@@ -8,15 +8,27 @@
  * answer from the page. Bearer tokens travel in `Authorization`, never in cookies, so no
  * credentials are allowed (`*` is safe in that sense: it lets any page use a token it holds).
  *
- * The decision is `allowedOrigin`, a function of the origin and a list, so that per-domain origins
- * (from the domain configuration, to come) plug in by passing that domain's list.
+ * Who is allowed: an origin the operator allows (PATCHBAY_CORS_ORIGINS: `*` in embedded mode by
+ * default, no origin in google mode), or one the domain a page on that origin acts in allows:
+ * the record of the domain named by the origin's host (shared/http/domain.ts: a page on
+ * `https://app.example.com` acts in `app.example.com`) lists that exact origin in `origins`,
+ * set by the domain's admins (`PUT /v1/domains/{domain}/origins`). That record is read through
+ * the Domains cache (PATCHBAY_DOMAIN_CACHE_MS), so the decision is asynchronous; a lookup that
+ * fails (the record store is down) allows nothing and is logged, so the request is still
+ * answered, without CORS headers, never with `*`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CorsOrigins } from '../config.js';
+import { DOMAIN } from '../protocol.js';
+
+/** Where the origins a domain allows are read (shared/domains/domains.ts `Domains`). */
+export interface DomainOrigins {
+  get(domain: string): Promise<{ origins: string[] } | null>;
+}
 
 export const EXPOSED_HEADERS = 'ETag, Location, Retry-After, X-Request-Id';
 export const PREFLIGHT_HEADERS = {
-  'access-control-allow-methods': 'GET, POST, PUT, OPTIONS',
+  'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
   'access-control-allow-headers': 'Authorization, Content-Type, If-None-Match, Last-Event-ID, X-Request-Id',
   'access-control-max-age': '600',
 } as const;
@@ -33,11 +45,53 @@ export function allowedOrigin(origin: string | undefined, allowed: CorsOrigins):
   return allowed.includes(origin) ? origin : null;
 }
 
-/** Sets the CORS headers of a response to `req` (allowed origins only). Returns whether the origin is allowed. */
-export function setCorsHeaders(req: IncomingMessage, res: ServerResponse, allowed: CorsOrigins): boolean {
+/**
+ * The domain a page on `origin` acts in (its host, as shared/http/domain.ts reads `Origin`), or
+ * null for something that is not an http(s) origin exactly as browsers serialize one.
+ */
+export function originDomain(origin: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return null;
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== origin || !DOMAIN.test(url.host)) return null;
+  return url.host;
+}
+
+/**
+ * `origin` itself if the domain a page on it acts in lists it (see the top of this file), else
+ * null; a failed lookup is reported to `onError` and allows nothing.
+ */
+export async function domainAllows(origin: string | undefined, domains: DomainOrigins, onError: (err: unknown) => void): Promise<string | null> {
+  if (origin === undefined) return null;
+  const domain = originDomain(origin);
+  if (domain === null) return null;
+  try {
+    return (await domains.get(domain))?.origins.includes(origin) ? origin : null;
+  } catch (err) {
+    onError(err);
+    return null;
+  }
+}
+
+/**
+ * Sets the CORS headers of a response to `req` (allowed origins only): the operator's list first,
+ * then, when `domains` is given, the origin's domain's list. Returns whether the origin is
+ * allowed. Never throws.
+ */
+export async function setCorsHeaders(
+  req: IncomingMessage,
+  res: ServerResponse,
+  allowed: CorsOrigins,
+  domains?: DomainOrigins,
+  onError: (err: unknown) => void = () => {},
+): Promise<boolean> {
   // The answer depends on Origin whenever the list is not `*`, even when it is refused.
   if (allowed !== '*') res.setHeader('vary', 'Origin');
-  const origin = allowedOrigin(req.headers.origin, allowed);
+  let origin = allowedOrigin(req.headers.origin, allowed);
+  if (origin === null && domains) origin = await domainAllows(req.headers.origin, domains, onError);
   if (origin === null) return false;
   res.setHeader('access-control-allow-origin', origin);
   res.setHeader('access-control-expose-headers', EXPOSED_HEADERS);

@@ -30,7 +30,9 @@ export function createHandler(deps: HandlerDeps): Handler {
     let routeName = 'unmatched';
     let status: number | undefined;
     let shed = false;
-    const corsAllowed = setCorsHeaders(req, res, config.corsOrigins);
+    const corsAllowed = await setCorsHeaders(req, res, config.corsOrigins, deps.domains, (err) =>
+      logger.error({ message: "CORS: a domain's allowed origins could not be read; answered without CORS headers", err: String(err) }),
+    );
     try {
       if (req.method === 'OPTIONS') {
         answerPreflight(res, corsAllowed);

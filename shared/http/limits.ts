@@ -39,7 +39,15 @@ export type QuotaLimitsConfig = QuotaConfig & Pick<SseConfig, 'sseMaxMs'>;
 
 /** The rate rules a store is made with, by the names `Limits` takes tokens under. */
 export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
-  return { signIn: config.rateSignIn, create: config.rateCreate, write: config.rateWrite, writeKiB: config.rateWriteKiB, list: config.rateList };
+  return {
+    signIn: config.rateSignIn,
+    create: config.rateCreate,
+    write: config.rateWrite,
+    writeKiB: config.rateWriteKiB,
+    list: config.rateList,
+    claim: config.rateClaim,
+    serviceTokens: config.rateServiceTokens,
+  };
 }
 
 export class Limits {
@@ -105,9 +113,24 @@ export class Limits {
     if (this.on) await this.rate('list', user);
   }
 
+  /** Before starting or re-checking a domain claim: the user's claim rate. */
+  async claim(user: string): Promise<void> {
+    if (this.on) await this.rate('claim', user);
+  }
+
+  /** Before minting a service token (`POST /v1/domains/{domain}/tokens`): the admin's mint rate. */
+  async mintServiceToken(user: string): Promise<void> {
+    if (this.on) await this.rate('serviceTokens', user);
+  }
+
   /** After a scope was created: count it (not when limits are off: nothing reads the counts). */
   created(owner: string, bytes: number): void {
     if (this.on) this.count(owner, { scopes: 1, bytes });
+  }
+
+  /** After a scope was deleted: give its owner back the scope and its state's bytes (when limits are on). */
+  deleted(owner: string, bytes: number): void {
+    if (this.on) this.count(owner, { scopes: -1, bytes: -bytes });
   }
 
   /**

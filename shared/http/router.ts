@@ -9,7 +9,7 @@
 import { PatchbayError } from '../errors.js';
 
 export interface Route<C> {
-  method: 'GET' | 'POST' | 'PUT';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** The path template, as docs/openapi.yaml writes it. */
   path: string;
   /** The route's name in request logs. */

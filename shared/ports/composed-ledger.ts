@@ -5,13 +5,29 @@
  */
 import type { Json } from '../json.js';
 import type { PatchRecord, ScopeAccess } from '../protocol.js';
-import type { ColdPointers, ConsumerCursors, Head, Ledger, ListPage, ListQuery, LogPatch, NewScope, Outbox, Plan, ScopeLog, ScopeSummary } from './ledger.js';
+import type {
+  ColdPointers,
+  ConsumerCursors,
+  Deletions,
+  Head,
+  Ledger,
+  ListPage,
+  ListQuery,
+  LogPatch,
+  NewScope,
+  Outbox,
+  Plan,
+  ScopeLog,
+  ScopeSummary,
+  Tombstone,
+} from './ledger.js';
 
 export interface LedgerRoles {
   log: ScopeLog;
   outbox: Outbox;
   cold: ColdPointers;
   cursors: ConsumerCursors;
+  deletions: Deletions;
   /** Releases what the roles share (a connection); see Ledger.close. */
   close(): Promise<void>;
 }
@@ -85,6 +101,26 @@ export class ComposedLedger implements Ledger {
 
   advanceCursor(consumer: string, id: string, expected: number, to: number): Promise<boolean> {
     return this.roles.cursors.advanceCursor(consumer, id, expected, to);
+  }
+
+  deleteScope(id: string, at: number): Promise<Head | null> {
+    return this.roles.deletions.deleteScope(id, at);
+  }
+
+  purgeScope(id: string, limit: number): Promise<boolean> {
+    return this.roles.deletions.purgeScope(id, limit);
+  }
+
+  markPurged(id: string): Promise<boolean> {
+    return this.roles.deletions.markPurged(id);
+  }
+
+  listDeleted(before: number, limit: number): Promise<Tombstone[]> {
+    return this.roles.deletions.listDeleted(before, limit);
+  }
+
+  dropTombstone(id: string, before: number): Promise<boolean> {
+    return this.roles.deletions.dropTombstone(id, before);
   }
 
   close(): Promise<void> {

@@ -13,6 +13,7 @@ export type {
   ColdPointers,
   CommitPlan,
   ConsumerCursors,
+  Deletions,
   Head,
   Lease,
   Ledger,
@@ -26,6 +27,7 @@ export type {
   ScopeListing,
   ScopeLog,
   ScopeSummary,
+  Tombstone,
   TxView,
 } from './ledger.js';
 export { retryKey } from './ledger.js';

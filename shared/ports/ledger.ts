@@ -2,10 +2,11 @@
  * The ledger port: the per-scope serialization point. It keeps each scope's head (ii, epoch,
  * lease, published watermark, metadata), the patch log, and what a retry needs to be recognised.
  *
- * It plays four roles, each its own interface below, and `Ledger` is all of them in one object
+ * It plays five roles, each its own interface below, and `Ledger` is all of them in one object
  * (what an adapter implements and the app wires): `ScopeLog` (scopes, heads, commits and log
  * reads; `LogReader` is its reading half), `Outbox` (the published watermark), `ColdPointers`
- * (the lease, `bundled` and `trimmed`) and `ConsumerCursors`. Code that uses a ledger takes only
+ * (the lease, `bundled` and `trimmed`), `ConsumerCursors` and `Deletions` (a deleted scope's
+ * tombstone and the purge of what it stored). Code that uses a ledger takes only
  * the roles it needs, so what it may change is visible in its signature.
  *
  * Guarantee 1 is enforced by `commit`: a plan's records are written in the same atomic step as
@@ -18,6 +19,13 @@
  * atomic step, and only for the lease holder. So 1..trimmed is in cold storage and
  * trimmed+1..ii is in the hot log, at every moment, and a bundler whose lease passed on (a new
  * epoch) can change neither pointer.
+ *
+ * Deletion (`Deletions`) is a tombstone first, in one atomic step, then a purge. From the moment
+ * `deleteScope` returns, the scope is gone for every other method of every role, exactly as if
+ * it had never existed (getHead and getInitial answer null; commit, setAccess, acquireLease,
+ * releaseLease, advanceBundled and trimLog throw `scope_not_found`; listFor, listScopes and listUnpublished
+ * skip it), except `createScope`, which keeps answering `scope_exists` while the tombstone is
+ * kept: the id stays reserved, also for its former owner (see Deletions).
  */
 import type { Json } from '../json.js';
 import type { Patch, PatchRecord, ScopeAccess, ScopeMeta } from '../protocol.js';
@@ -253,10 +261,67 @@ export interface ConsumerCursors {
   advanceCursor(consumer: string, id: string, expected: number, to: number): Promise<boolean>;
 }
 
+/** A deleted scope's tombstone: what is kept of it until `dropTombstone` (Deletions). */
+export interface Tombstone {
+  id: string;
+  /** The former owner and domain (kept so an operator can tell whose id is reserved). */
+  owner: string;
+  domain: string;
+  /** When it was deleted (ms since epoch, the `at` given to deleteScope). */
+  deleted: number;
+  /** Whether the purge has finished (`markPurged`): nothing of the scope is stored but this. */
+  purged: boolean;
+}
+
+/**
+ * Deleting a scope: a tombstone written in one atomic step, then a purge in bounded chunks, each
+ * repeatable, so a crash anywhere leaves a tombstone whose purge the next sweep finishes
+ * (shared/engine/deleter.ts). The tombstone keeps the id reserved: `createScope` of it throws
+ * `scope_exists` for everyone, the former owner included, until `dropTombstone` (a scope made
+ * again under the same id could otherwise meet a cache entry of the old one at the same ii).
+ */
+export interface Deletions {
+  /**
+   * Replaces the scope's head by a tombstone (deleted at `at`, not purged), in one atomic step,
+   * and returns the head as it was. From then on every other method treats the scope as missing
+   * (see the top of this file); its lease is dropped and its epoch bumped, so a bundler that held
+   * it is fenced. Ordered with commits as `setAccess` is: a commit whose plan saw the live head
+   * either committed before this call took effect (and its records are then purged with the
+   * rest) or writes nothing and throws `scope_not_found`. Returns null, changing nothing, when
+   * there is no live scope `id` (never created, or already deleted).
+   */
+  deleteScope(id: string, at: number): Promise<Head | null>;
+  /**
+   * Removes at most `limit` (at least 1; an adapter may remove fewer, its own transaction limit)
+   * of what the deleted scope `id` still stores besides its tombstone: its log and retry
+   * records, consumer cursors, listing rows, watermark and cold pointers. Returns true when
+   * nothing of that is left. Idempotent and repeatable: a call cut short by a crash leaves the
+   * rest for the next. Does nothing and returns true for an id with no tombstone.
+   */
+  purgeScope(id: string, limit: number): Promise<boolean>;
+  /**
+   * Marks the tombstone purged (the caller has purged the ledger's part and what it stores
+   * elsewhere: cold storage). Returns false when there is no tombstone `id`.
+   */
+  markPurged(id: string): Promise<boolean>;
+  /**
+   * Tombstones whose purge is unfinished, and those deleted before `before` (purged or not: the
+   * retention period is over), at most `limit` in all, in an order of the adapter's own. A
+   * tombstone drops out of the listing once purged (and, past `before`, once dropped), so a
+   * sweeper that works through a page and lists again makes progress without a cursor.
+   */
+  listDeleted(before: number, limit: number): Promise<Tombstone[]>;
+  /**
+   * Removes a purged tombstone deleted before `before`: the id is free again (createScope may
+   * take it). Returns false, changing nothing, for an unpurged, younger or missing one.
+   */
+  dropTombstone(id: string, before: number): Promise<boolean>;
+}
+
 /**
  * Every role in one object: what an adapter implements and the app wires. Code that uses the
  * ledger takes only the roles it needs.
  */
-export interface Ledger extends ScopeLog, Outbox, ColdPointers, ConsumerCursors {
+export interface Ledger extends ScopeLog, Outbox, ColdPointers, ConsumerCursors, Deletions {
   close(): Promise<void>;
 }

@@ -48,6 +48,7 @@ types:
       properties:
         title: { type: string, maxLength: 20 }
 access:
+  visibility: domain
   origins: [https://app.example.com]
 `;
 
@@ -150,6 +151,11 @@ export function configContract(stack: string, start: StartDelivering): void {
       expect(refused.json.error.code).toBe('validation_failed');
       expect((await admin.request('GET', `/v1/scopes/${id}`)).json).toEqual(before);
       expect((await admin.request('POST', `/v1/scopes/${id}/patches`, { body: { patch: [{ op: 'replace', path: '/title', value: 'ok' }] } })).status).toBe(200);
+      // New scopes that name no access get the domain's visibility: the stranger of the same domain reads this one.
+      expect(created.json.meta.access).toEqual({ visibility: 'domain', readers: [], writers: [], rev: 0 });
+      expect((await stranger.request('GET', `/v1/scopes/${id}`)).status).toBe(200);
+      const named = await admin.request('POST', '/v1/scopes', { body: { access: { visibility: 'private', readers: [], writers: [] } } });
+      expect(named.json.meta.access.visibility).toBe('private');
     });
 
     it('a stale replaces is a conflict; the next version replaces the active one', async () => {

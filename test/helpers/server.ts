@@ -111,6 +111,8 @@ export interface StartOptions {
   logTo?: AppOptions['logTo'];
   /** The domains' active configurations (test/contract/validation.ts). */
   configs?: AppOptions['configs'];
+  /** How domain claims look for their proof (test/helpers/claims.ts: a local HTTP server and DNS answers). */
+  claimProbe?: AppOptions['claimProbe'];
 }
 
 /** Starts the handler in this process. */
@@ -125,6 +127,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
     deliverLocally: opts.deliverLocally ?? false,
     logTo: opts.logTo,
     configs: opts.configs,
+    claimProbe: opts.claimProbe,
   });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

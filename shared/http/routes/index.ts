@@ -3,7 +3,9 @@ import type { Ctx } from '../context.js';
 import type { Route } from '../router.js';
 import { accessRoutes } from './access.js';
 import { authRoutes } from './auth.js';
+import { claimRoutes } from './claims.js';
 import { configRoutes } from './config.js';
+import { domainRoutes } from './domains.js';
 import { eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
@@ -20,5 +22,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...historyRoutes,
   ...eventRoutes,
   ...configRoutes,
+  ...claimRoutes,
+  ...domainRoutes,
   ...healthRoutes,
 ];

@@ -4,7 +4,10 @@
  * matching `If-None-Match`; no token needed for a public scope; `404` for a caller who may not read it),
  * and listing the caller's (`GET /v1/scopes`: owned, or shared with them as a listed reader or
  * writer; filtered by domain, type and name; in pages of at most PATCHBAY_MAX_LIST_PAGE, each
- * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST).
+ * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST), and deleting one
+ * (`DELETE /v1/scopes/{id}`, its owner only, rate-limited as a write: 204; 404 for a caller who
+ * may not read it and for a scope deleted already, so a second delete is 404; 403 for a reader or
+ * writer; the owner's quotas get the scope and its bytes back).
  */
 import { SYSTEM_SCOPE_PREFIX } from '../../domains/apply.js';
 import { type Caller, metaFor } from '../../engine/access.js';
@@ -61,11 +64,28 @@ export const scopeRoutes: Route<Ctx>[] = [
         });
       }
       await ctx.deps.limits.createScope(u.id);
-      const view = await ctx.deps.engine.createScope(u.id, req, { domain: u.domain });
+      // No access named: the domain's configured default visibility, else private.
+      const visibility = req.access ? undefined : await ctx.deps.domainConfigs.defaultVisibility(u.domain);
+      const asked = visibility ? { ...req, access: { visibility, readers: [], writers: [] } } : req;
+      const view = await ctx.deps.engine.createScope(u.id, asked, { domain: u.domain });
       ctx.deps.limits.created(u.id, view.meta.size);
       ctx.log.scope = view.id;
       ctx.log.ii = 0;
       sendJson(ctx.res, 201, scopeBody(view, u), { etag: '"0"', location: `/v1/scopes/${encodeURIComponent(view.id)}` });
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/scopes/{id}',
+    name: 'scopes.delete',
+    run: async (ctx) => {
+      const id = scopeId(ctx);
+      const u = await user(ctx);
+      await ctx.deps.limits.write(u.id, 0, true); // a write's rate; it stores no state bytes
+      const meta = await ctx.deps.engine.deleteScope(id, u);
+      ctx.deps.limits.deleted(meta.owner, meta.size);
+      ctx.res.writeHead(204);
+      ctx.res.end();
     },
   },
   {

@@ -19,7 +19,9 @@ export class SqliteColdPointers implements ColdPointers {
     this.heads = new HeadReader(db);
     this.stmt = {
       setLease: db.prepare('UPDATE scopes SET lease_holder = ?, lease_expires = ?, epoch = ? WHERE id = ?'),
-      listScopes: db.prepare<[string, number], ScopeSummary>('SELECT id, ii, bundled, trimmed FROM scopes WHERE id > ? ORDER BY id LIMIT ?'),
+      listScopes: db.prepare<[string, number], ScopeSummary>(
+        'SELECT id, ii, bundled, trimmed FROM scopes WHERE id > ? AND deleted IS NULL ORDER BY id LIMIT ?',
+      ),
       setBundled: db.prepare('UPDATE scopes SET bundled = ? WHERE id = ?'),
       trim: db.prepare('DELETE FROM patches WHERE scope = ? AND ii > ? AND ii <= ?'),
       setTrimmed: db.prepare('UPDATE scopes SET trimmed = ? WHERE id = ?'),

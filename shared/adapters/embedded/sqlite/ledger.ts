@@ -9,6 +9,7 @@
  *   ./outbox.ts       the published watermark (not fsynced on purpose) and `listUnpublished`
  *   ./cold.ts         the lease, `bundled` and `trimmed` (guarantee 6)
  *   ./cursors.ts      consumer cursors
+ *   ./delete.ts       tombstones and the purge of a deleted scope
  *   ./records.ts      the record store (not a ledger role: the RecordStore port, `records`)
  *
  * All of them share one connection, so a commit, a lease and a trim never interleave inside one
@@ -18,6 +19,7 @@ import type Database from 'better-sqlite3';
 import { ComposedLedger } from '../../../ports/index.js';
 import { SqliteColdPointers } from './cold.js';
 import { SqliteCursors } from './cursors.js';
+import { SqliteDeletions } from './delete.js';
 import { SqliteScopeLog } from './log.js';
 import { SqliteOutbox } from './outbox.js';
 import { SqliteRecords } from './records.js';
@@ -41,6 +43,7 @@ export class SqliteLedger extends ComposedLedger {
       outbox: new SqliteOutbox(db, queue),
       cold: new SqliteColdPointers(db),
       cursors: new SqliteCursors(db),
+      deletions: new SqliteDeletions(db, queue),
       // Writes what is queued first (so a watermark noted just before closing is kept), then closes.
       close: async () => {
         queue.drain();

@@ -49,7 +49,7 @@ export class SqliteScopeLog implements ScopeLog {
   ) {
     this.heads = new HeadReader(db);
     this.stmt = {
-      initial: db.prepare<[string], { initial: string }>('SELECT initial FROM scopes WHERE id = ?'),
+      initial: db.prepare<[string], { initial: string }>('SELECT initial FROM scopes WHERE id = ? AND deleted IS NULL'),
       insertScope: db.prepare(
         `INSERT INTO scopes (id, ii, epoch, lease_holder, lease_expires, published, bundled, owner, domain, name, type, created, updated, size, initial, access, access_rev)
          VALUES (@id, 0, 0, NULL, NULL, 0, 0, @owner, @domain, @name, @type, @created, @updated, @size, @initial, @access, @access_rev)
@@ -60,14 +60,15 @@ export class SqliteScopeLog implements ScopeLog {
       ),
       // The commit's head check and move in one statement: it changes the row only if the head is
       // still where the plan saw it (its ii, its epoch and its access: a plan authorized by an
-      // access since replaced must decide again). Without new meta (null), updated and size stay.
+      // access since replaced must decide again), and only while it is no tombstone (./delete.ts: a
+      // commit racing a delete is refused). Without new meta (null), updated and size stay.
       // A commit leaves patches unpublished: start the outbox clock unless it is already running.
       advance: db.prepare(
         `UPDATE scopes SET ii = @ii, updated = COALESCE(@updated, updated), size = COALESCE(@size, size),
            unpublished_since = COALESCE(unpublished_since, @updated, updated)
-         WHERE id = @id AND ii = @expected AND epoch = @epoch AND access_rev = @accessRev`,
+         WHERE id = @id AND ii = @expected AND epoch = @epoch AND access_rev = @accessRev AND deleted IS NULL`,
       ),
-      setAccess: db.prepare('UPDATE scopes SET access = @access, access_rev = access_rev + 1 WHERE id = @id AND access_rev = @expected'),
+      setAccess: db.prepare('UPDATE scopes SET access = @access, access_rev = access_rev + 1 WHERE id = @id AND access_rev = @expected AND deleted IS NULL'),
       // The listed users of a scope, as `members` rows, replaced with every access it is given.
       dropMembers: db.prepare<[string]>('DELETE FROM members WHERE scope = ?'),
       addMembers: db.prepare(
@@ -80,7 +81,7 @@ export class SqliteScopeLog implements ScopeLog {
         `SELECT ${HEAD_COLUMNS} FROM scopes WHERE id IN (
            SELECT id FROM scopes WHERE owner = @user AND id > @after
            UNION SELECT scope FROM members WHERE user = @user AND scope > @after)
-         AND (@domain IS NULL OR domain = @domain) AND (@type IS NULL OR type = @type) AND (@name IS NULL OR name = @name)
+         AND deleted IS NULL AND (@domain IS NULL OR domain = @domain) AND (@type IS NULL OR type = @type) AND (@name IS NULL OR name = @name)
          ORDER BY id LIMIT @limit`,
       ),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),

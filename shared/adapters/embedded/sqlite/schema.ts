@@ -5,8 +5,10 @@
  * index on (scope, session, si) makes a recorded retry impossible to record twice, so the log rows
  * double as the retry records. Listings (`listFor`) find a user's scopes by an index on the owner
  * and a `members` table, one row per (user, scope) a scope's access lists (a join table rather
- * than a scan of the access JSON, which would read every scope for every listing). Opening a file
- * made by an older version adds what it lacks.
+ * than a scan of the access JSON, which would read every scope for every listing). A deleted
+ * scope's row stays as its tombstone (`deleted` set: ./delete.ts), which every head read here
+ * leaves out, so the rest of the ledger sees no such scope. Opening a file made by an older
+ * version adds what it lacks.
  */
 import Database from 'better-sqlite3';
 import { PatchbayError } from '../../../errors.js';
@@ -54,7 +56,9 @@ CREATE TABLE IF NOT EXISTS scopes (
   size INTEGER NOT NULL,
   initial TEXT NOT NULL,
   access TEXT,
-  access_rev INTEGER NOT NULL DEFAULT 0
+  access_rev INTEGER NOT NULL DEFAULT 0,
+  deleted INTEGER,
+  purged INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS patches (
   scope TEXT NOT NULL,
@@ -114,6 +118,10 @@ export function openDatabase(file: string, sync: 'full' | 'normal'): Database.Da
     // One transaction: a crash midway leaves no index, so the next open fills the table again.
     db.transaction(() => db.exec(`CREATE INDEX scopes_owner ON scopes(owner, id); DELETE FROM members; ${MEMBERS_FROM_ACCESS}`))();
   }
+  // ...nor tombstones (shared/adapters/embedded/sqlite/delete.ts).
+  if (!columns.some((c) => c.name === 'deleted'))
+    db.exec('ALTER TABLE scopes ADD COLUMN deleted INTEGER; ALTER TABLE scopes ADD COLUMN purged INTEGER NOT NULL DEFAULT 0');
+  db.exec('CREATE INDEX IF NOT EXISTS scopes_deleted ON scopes(purged, deleted) WHERE deleted IS NOT NULL');
   db.exec('CREATE INDEX IF NOT EXISTS scopes_outbox ON scopes(unpublished_since) WHERE unpublished_since IS NOT NULL');
   return db;
 }
@@ -142,12 +150,15 @@ export function toRecord(r: PatchRow): PatchRecord {
   return { scope: r.scope, ii: r.ii, patch: JSON.parse(r.patch), at: r.at, by: r.by, session: r.session, si: r.si, hash: r.hash, epoch: r.epoch };
 }
 
-/** Reads a scope's head row: what the scope log and the cold pointers both start from. */
+/**
+ * Reads a scope's head row: what the scope log and the cold pointers both start from. A tombstone
+ * (a deleted scope's row) is no head: it reads as missing.
+ */
 export class HeadReader {
   private readonly stmt;
 
   constructor(db: Database.Database) {
-    this.stmt = db.prepare<[string], ScopeRow>(`SELECT ${HEAD_COLUMNS} FROM scopes WHERE id = ?`);
+    this.stmt = db.prepare<[string], ScopeRow>(`SELECT ${HEAD_COLUMNS} FROM scopes WHERE id = ? AND deleted IS NULL`);
   }
 
   get(id: string): Head | null {

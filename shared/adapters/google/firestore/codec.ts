@@ -10,8 +10,13 @@ import { PatchbayError } from '../../../errors.js';
 import type { Head, Lease, ScopeListing } from '../../../ports/index.js';
 import type { Patch, PatchRecord, ScopeAccess, ScopeMeta } from '../../../protocol.js';
 
-/** The head document's fields that make a Head (the rest of a Head lives in other documents). */
-export const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta'];
+/**
+ * The head document's fields that make a Head (the rest of a Head lives in other documents), and
+ * `deleted`, which only a tombstone has (./delete.ts): read with them to tell one apart.
+ */
+export const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta', 'deleted'];
+/** The tombstone's mark (`deleted: {at, purged}`): a field only a deleted scope's head document has. */
+export const DELETED = 'deleted';
 /** The head document's fields that make a ScopeListing. */
 export const LISTING_FIELDS = ['id', 'ii', 'meta'];
 /**
@@ -44,6 +49,14 @@ export const num = (v: unknown, fallback = 0): number => (typeof v === 'number' 
 
 export function notFound(id: string): PatchbayError {
   return new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
+}
+
+/**
+ * Whether a head document (read with `deleted` in its field mask) is a live scope's: it exists
+ * and is no tombstone. Everything but ./delete.ts treats a tombstone as a missing scope.
+ */
+export function isLive(d: DocumentSnapshot | undefined): d is DocumentSnapshot {
+  return d?.exists === true && d.get(DELETED) === undefined;
 }
 
 /** A log document as the record it holds. */

@@ -8,23 +8,26 @@
  * deletes its log documents and moves `trimmed` atomically, so the hot log is always exactly
  * trimmed+1..ii, and a bundler whose lease passed on (a new epoch) can move neither pointer.
  */
-import type { Transaction } from '@google-cloud/firestore';
+import type { QueryDocumentSnapshot, Transaction } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
 import type { ColdPointers, Lease, ScopeSummary } from '../../../ports/index.js';
-import { leaseOf, notFound, num, POINTER_FIELDS } from './codec.js';
+import { DELETED, isLive, leaseOf, notFound, num, POINTER_FIELDS } from './codec.js';
 import type { Layout } from './layout.js';
+
+/** What the modules that write the head outside a commit (this one, ./delete.ts) are given. */
+export interface HeadWriterOptions {
+  /** Attempts per transaction under contention. */
+  maxAttempts: number;
+  /** Most writes per transaction or batch: bounds a trim chunk, a purge batch. */
+  maxWrites: number;
+  /** Told before the head is written (a lease taken or released, a tombstone): its version changes. */
+  onHeadWrite: (id: string) => void;
+}
 
 export class FirestoreColdPointers implements ColdPointers {
   constructor(
     private readonly docs: Layout,
-    private readonly opts: {
-      /** Attempts per transaction under contention. */
-      maxAttempts: number;
-      /** Most writes per transaction: bounds a trim chunk. */
-      maxWrites: number;
-      /** Told before the head is written here (a lease taken or released): its version changes. */
-      onHeadWrite: (id: string) => void;
-    },
+    private readonly opts: HeadWriterOptions,
   ) {}
 
   async acquireLease(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<number | null> {
@@ -53,8 +56,8 @@ export class FirestoreColdPointers implements ColdPointers {
     this.opts.onHeadWrite(id); // the head's version changes (its direct commits would fail once)
     return this.docs.db.runTransaction(
       async (tx) => {
-        const [snap] = await tx.getAll(ref, { fieldMask: ['epoch', 'lease'] });
-        if (!snap?.exists) throw notFound(id);
+        const [snap] = await tx.getAll(ref, { fieldMask: ['epoch', 'lease', DELETED] });
+        if (!isLive(snap)) throw notFound(id);
         return decide(leaseOf(snap), num(snap.get('epoch')), (data) => tx.update(ref, data));
       },
       { maxAttempts: this.opts.maxAttempts },
@@ -63,10 +66,18 @@ export class FirestoreColdPointers implements ColdPointers {
 
   async listScopes(after: string, limit: number): Promise<ScopeSummary[]> {
     if (limit <= 0) return [];
-    const page = await this.docs.scopes().where('id', '>', after).orderBy('id').limit(limit).select('id', 'ii').get();
-    if (page.empty) return [];
-    const pointers = await this.docs.db.getAll(...page.docs.map((d) => this.docs.pointer(d.get('id') as string)), { fieldMask: POINTER_FIELDS });
-    return page.docs.map((d, i) => ({
+    // Tombstones are left out, and the page filled up past them: a short page means the last one.
+    const docs: QueryDocumentSnapshot[] = [];
+    let from = after;
+    for (;;) {
+      const page = await this.docs.scopes().where('id', '>', from).orderBy('id').limit(limit).select('id', 'ii', DELETED).get();
+      for (const d of page.docs) if (d.get(DELETED) === undefined && docs.length < limit) docs.push(d);
+      if (page.size < limit || docs.length >= limit) break;
+      from = page.docs[page.docs.length - 1]?.get('id') as string;
+    }
+    if (docs.length === 0) return [];
+    const pointers = await this.docs.db.getAll(...docs.map((d) => this.docs.pointer(d.get('id') as string)), { fieldMask: POINTER_FIELDS });
+    return docs.map((d, i) => ({
       id: d.get('id') as string,
       ii: num(d.get('ii')),
       bundled: num(pointers[i]?.get('bundled')),
@@ -79,8 +90,8 @@ export class FirestoreColdPointers implements ColdPointers {
    * the lease at `epoch` (see ColdPointers.advanceBundled).
    */
   private async leased(tx: Transaction, id: string, holder: string, epoch: number): Promise<{ ii: number; bundled: number; trimmed: number } | null> {
-    const [h, p] = await tx.getAll(this.docs.head(id), this.docs.pointer(id), { fieldMask: ['ii', 'epoch', 'lease', ...POINTER_FIELDS] });
-    if (!h?.exists) throw notFound(id);
+    const [h, p] = await tx.getAll(this.docs.head(id), this.docs.pointer(id), { fieldMask: ['ii', 'epoch', 'lease', DELETED, ...POINTER_FIELDS] });
+    if (!isLive(h)) throw notFound(id);
     if (leaseOf(h)?.holder !== holder || num(h.get('epoch')) !== epoch) return null;
     return { ii: num(h.get('ii')), bundled: num(p?.get('bundled')), trimmed: num(p?.get('trimmed')) };
   }

@@ -30,7 +30,7 @@
 import { randomUUID } from 'node:crypto';
 import type { DocumentReference, DocumentSnapshot, Timestamp } from '@google-cloud/firestore';
 import { type Head, type Plan, retryKey } from '../../../ports/index.js';
-import { ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION, HEAD_FIELDS, hasCode, NOT_FOUND, toHead } from './codec.js';
+import { ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION, HEAD_FIELDS, hasCode, isLive, NOT_FOUND, toHead } from './codec.js';
 import type { Layout } from './layout.js';
 import { fits, type Limits, runPlan, type Write, writesFor } from './plan.js';
 
@@ -87,7 +87,7 @@ export class DirectCommits {
       } catch {
         return { done: false }; // nothing written; the transaction's loop handles backend failures
       }
-      if (!snap?.exists || !snap.updateTime) return { done: false }; // the transaction says scope_not_found
+      if (!isLive(snap) || !snap.updateTime) return { done: false }; // the transaction says scope_not_found
       k = { head: toHead(snap, 0, undefined), version: snap.updateTime };
     }
     // No retry document is read here: the plan is told none of the keys it asks about is

@@ -14,7 +14,7 @@ import type { DocumentReference, DocumentSnapshot, Transaction } from '@google-c
 import { isBackendError, PatchbayError } from '../../../errors.js';
 import { type Plan, retryKey } from '../../../ports/index.js';
 import type { PatchRecord } from '../../../protocol.js';
-import { ABORTED, HEAD_FIELDS, hasCode, notFound, toHead, toRecord } from './codec.js';
+import { ABORTED, HEAD_FIELDS, hasCode, isLive, notFound, toHead, toRecord } from './codec.js';
 import type { Layout } from './layout.js';
 import { type Limits, runPlan, writesFor } from './plan.js';
 
@@ -58,7 +58,7 @@ export class TransactionCommits {
     return this.docs.db.runTransaction(
       async (tx) => {
         const [snap] = await tx.getAll(headRef, { fieldMask: HEAD_FIELDS });
-        if (!snap?.exists) throw notFound(id);
+        if (!isLive(snap)) throw notFound(id); // missing, or a tombstone (a delete won the head: ./delete.ts)
         const { head, planned } = await runPlan(this.docs, id, (keys) => this.findRetries(tx, id, keys), toHead(snap, 0, undefined), plan);
         const { records, result } = planned;
         if (records.length === 0) return result;

@@ -9,6 +9,9 @@
  *   <root>/~cold/pointers/{id}     cold storage: id, bundled, trimmed (missing: both 0)
  *   <root>/{id}/cursors/{consumer} a consumer's cursor {consumer, scope, ii}, even for unknown ids
  *
+ * A deleted scope's head document is replaced by its tombstone {id, owner, domain, epoch, lease:
+ * null, deleted: {at, purged}} (./delete.ts) until the purge and the retention period are over.
+ *
  * The guarantee kept here: distinct scope ids (and sessions) map to distinct document ids, and
  * none collides with `~outbox` or `~cold`. Ids that are not valid document ids (`.`, `..`,
  * `__x__`, or with other characters) are escaped with a `~` prefix, which no valid id starts with.
@@ -60,13 +63,19 @@ export class Layout {
     return this.logs(id).doc(logDocId(ii));
   }
 
+  retries(id: string): CollectionReference {
+    return this.head(id).collection('retries');
+  }
+
   retry(id: string, session: string, si: number): DocumentReference {
-    return this.head(id)
-      .collection('retries')
-      .doc(`${docId(session)}~${si}`);
+    return this.retries(id).doc(`${docId(session)}~${si}`);
+  }
+
+  cursors(id: string): CollectionReference {
+    return this.head(id).collection('cursors');
   }
 
   cursor(consumer: string, id: string): DocumentReference {
-    return this.head(id).collection('cursors').doc(docId(consumer));
+    return this.cursors(id).doc(docId(consumer));
   }
 }

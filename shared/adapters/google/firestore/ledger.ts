@@ -11,6 +11,7 @@
  *   ./outbox.ts              the published watermark and `listUnpublished`
  *   ./cold.ts                the lease, `bundled` and `trimmed` (guarantee 6)
  *   ./cursors.ts             consumer cursors
+ *   ./delete.ts              tombstones and the purge of a deleted scope
  */
 import type { Firestore } from '@google-cloud/firestore';
 import { ComposedLedger } from '../../../ports/index.js';
@@ -18,6 +19,7 @@ import { FirestoreColdPointers } from './cold.js';
 import { DirectCommits } from './commit-direct.js';
 import { TransactionCommits } from './commit-transaction.js';
 import { FirestoreCursors } from './cursors.js';
+import { FirestoreDeletions } from './delete.js';
 import { Layout } from './layout.js';
 import { FirestoreScopeLog } from './log.js';
 import { FirestoreOutbox } from './outbox.js';
@@ -52,12 +54,15 @@ export class FirestoreLedger extends ComposedLedger {
     const limits = { maxWrites: opts.maxWrites ?? 500, maxBytes: opts.maxBytes ?? 4_000_000 };
     const maxAttempts = opts.maxAttempts ?? 10;
     const direct = (opts.directCommits ?? true) ? new DirectCommits(docs, limits) : null;
+    const headWriter = { maxAttempts, maxWrites: limits.maxWrites, onHeadWrite: (id: string) => direct?.forget(id) };
     super({
       log: new FirestoreScopeLog(docs, direct, new TransactionCommits(docs, limits, maxAttempts)),
       outbox: new FirestoreOutbox(docs, opts.beforeOutboxWrite ?? (async () => {})),
       // Taking or releasing a lease writes the head: its next direct commit must read it first.
-      cold: new FirestoreColdPointers(docs, { maxAttempts, maxWrites: limits.maxWrites, onHeadWrite: (id) => direct?.forget(id) }),
+      cold: new FirestoreColdPointers(docs, headWriter),
       cursors: new FirestoreCursors(docs),
+      // Writing a tombstone writes the head, like a lease.
+      deletions: new FirestoreDeletions(docs, headWriter),
       // The Firestore client belongs to whoever constructed this ledger: it is not terminated here.
       close: async () => {},
     });

@@ -16,7 +16,9 @@
  * own first `limit` is enough to find. Document ids are ASCII (./layout.ts), so JavaScript's
  * string order is Firestore's. Firestore serves the queries with no filter from its automatic
  * single-field indexes, and merges those for filtered ones; firestore.indexes.json adds composite
- * indexes for the domain filter, what an app's listing always sets.
+ * indexes for the domain filter, what an app's listing always sets. A deleted scope's tombstone
+ * (./delete.ts) has no `meta`, so none of these queries finds it, and every head read here treats
+ * it as missing (`isLive`).
  */
 import { FieldPath, type Timestamp } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
@@ -26,8 +28,10 @@ import type { Patch, PatchRecord, ScopeAccess } from '../../../protocol.js';
 import {
   ALREADY_EXISTS,
   accessOf,
+  DELETED,
   HEAD_FIELDS,
   hasCode,
+  isLive,
   LIST_BY,
   LISTING_FIELDS,
   notFound,
@@ -72,13 +76,13 @@ export class FirestoreScopeLog implements ScopeLog {
   async getHead(id: string): Promise<Head | null> {
     const { docs } = this;
     const [h, o, p] = await docs.db.getAll(docs.head(id), docs.outbox(id), docs.pointer(id), { fieldMask: [...HEAD_FIELDS, 'published', ...POINTER_FIELDS] });
-    if (!h?.exists) return null;
+    if (!isLive(h)) return null;
     return toHead(h, num(o?.get('published')), p);
   }
 
   async getInitial(id: string): Promise<Json | null> {
-    const [h] = await this.docs.db.getAll(this.docs.head(id), { fieldMask: ['initial'] });
-    if (!h?.exists) return null;
+    const [h] = await this.docs.db.getAll(this.docs.head(id), { fieldMask: ['initial', DELETED] });
+    if (!isLive(h)) return null;
     return JSON.parse(h.get('initial')) as Json;
   }
 
@@ -96,8 +100,8 @@ export class FirestoreScopeLog implements ScopeLog {
     this.direct?.forget(id); // the head's version changes: its next direct commit must read it first
     return this.docs.db.runTransaction(
       async (tx) => {
-        const [snap] = await tx.getAll(ref, { fieldMask: ['meta.access'] });
-        if (!snap?.exists) throw notFound(id);
+        const [snap] = await tx.getAll(ref, { fieldMask: ['meta.access', DELETED] });
+        if (!isLive(snap)) throw notFound(id);
         const stored = snap.get('meta.access') as ScopeAccess | undefined;
         if ((stored ? accessOf(stored).rev : 0) !== expectedRev) return null;
         const next: ScopeAccess = { visibility: access.visibility, readers: [...access.readers], writers: [...access.writers], rev: expectedRev + 1 };

@@ -78,8 +78,9 @@ export class HttpClient {
     return r.json;
   }
 
-  createScope(state: unknown, id?: string): Promise<{ id: string }> {
-    return this.ok('POST', '/v1/scopes', id === undefined ? { state } : { id, state });
+  /** `type`: the scope's type (the `validated` variant's configuration has a schema for the write workloads' types). */
+  createScope(state: unknown, id?: string, type?: string): Promise<{ id: string }> {
+    return this.ok('POST', '/v1/scopes', { state, ...(id === undefined ? {} : { id }), ...(type === undefined ? {} : { type }) });
   }
 
   patch(id: string, patch: unknown[], ii?: number): Promise<{ ii: number }> {

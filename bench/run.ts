@@ -191,6 +191,15 @@ const TARGETS: Partial<Record<string, Target>> = {
   'emulator/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
 };
 
+/**
+ * A variant's cost against patchbay as it is, measured in the same rounds; the targets are the
+ * `validated` variant's (issue 13: validation before commit costs at most 15% throughput).
+ */
+const VARIANT_TARGETS: Partial<Record<string, Target>> = {
+  'validated/write-single': { on: 'ratio', op: '>=', threshold: 0.85, text: '≥ 0.85× patchbay without validation' },
+  'validated/write-hot': { on: 'ratio', op: '>=', threshold: 0.85, text: '≥ 0.85× patchbay without validation' },
+};
+
 const HOT_LOG = 'hot log';
 
 type Metrics = Record<string, number>;
@@ -247,6 +256,15 @@ async function compare(label: string, systems: System[], rounds = ROUNDS): Promi
   return out;
 }
 
+/** Each variant's throughput against patchbay's in the same rounds (`--variant`). */
+function recordVariants(mode: Mode, name: Workload, results: Map<string, Record<string, number[]>>, subjects: Array<{ name: string }>): void {
+  for (const x of subjects) {
+    if (x.name === 'patchbay') continue;
+    const v = x.name.slice(9, -1);
+    record(mode, name, results, x.name, 'patchbay', 'throughput', 'patches/s', { target: VARIANT_TARGETS[`${v}/${name}`] });
+  }
+}
+
 function record(
   mode: Mode,
   name: Workload,
@@ -255,7 +273,7 @@ function record(
   baseline: string,
   metric: string,
   unit: string,
-  extra: { source?: string; note?: string; baselineLabel?: string; patches?: number } = {},
+  extra: { source?: string; note?: string; baselineLabel?: string; patches?: number; target?: Target } = {},
 ): void {
   const variant = subject.startsWith('patchbay[') ? subject.slice(9, -1) : undefined;
   const s = results.get(subject)?.[metric];
@@ -265,7 +283,7 @@ function record(
   const value = median(s);
   const base = median(b);
   const label = extra.baselineLabel ?? baseline;
-  const target = TARGETS[`${mode}/${name}/${metric === 'throughput' ? '' : `${metric}/`}${label}`];
+  const target = extra.target ?? TARGETS[`${mode}/${name}/${metric === 'throughput' ? '' : `${metric}/`}${label}`];
   entries.push(
     judge({
       name,
@@ -396,6 +414,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       for (const x of subjects) {
         for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw']) record(mode, 'write-single', r, x.name, b, 'throughput', 'patches/s');
       }
+      recordVariants(mode, 'write-single', r, subjects);
     }
 
     if (wanted('write-hot')) {
@@ -426,6 +445,7 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         for (const b of mode === 'embedded' ? ['floor', 'sharedb'] : ['firestore-rmw'])
           record(mode, 'write-hot', r, x.name, b, 'throughput', 'patches/s', note ? { note } : {});
       }
+      recordVariants(mode, 'write-hot', r, subjects);
     }
 
     if (wanted('write-many')) {

@@ -45,15 +45,21 @@ const rate = (ops: number, t0: number): Throughput => {
 // ---------------------------------------------------------------------------------------------
 // HTTP (patchbay, floor)
 
+/**
+ * The scope types of the write workloads: without a domain configuration they are labels only;
+ * the `validated` variant's (bench/domains/default.yaml) gives each a JSON Schema.
+ */
+export const BENCH_TYPES = { single: 'bench-counter', hot: 'bench-list' } as const;
+
 export async function httpWriteSingle(c: HttpClient, n: number): Promise<Throughput> {
-  const { id } = await c.createScope({ n: 0 });
+  const { id } = await c.createScope({ n: 0 }, undefined, BENCH_TYPES.single);
   const t0 = performance.now();
   for (let i = 1; i <= n; i++) await c.patch(id, [{ op: 'replace', path: '/n', value: i }], i);
   return rate(n, t0);
 }
 
 export async function httpWriteHot(c: HttpClient, writers: number, perWriter: number): Promise<Throughput> {
-  const { id } = await c.createScope({ list: [] });
+  const { id } = await c.createScope({ list: [] }, undefined, BENCH_TYPES.hot);
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: writers }, async (_, w) => {

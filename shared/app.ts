@@ -8,10 +8,15 @@ import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
+import { type ActiveConfigs, configsFromDir } from './domains/active.js';
+import { APPLY_CONSUMER, ConfigService, isReport } from './domains/apply.js';
 import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
 import { type ClaimSweep, Claims } from './domains/claims.js';
+import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
+import { domainRules } from './domains/rules.js';
 import { ServiceTokens } from './domains/service-tokens.js';
+import { StoredConfigs } from './domains/stored-configs.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { LocalDelivery } from './engine/local-delivery.js';
@@ -53,6 +58,10 @@ export interface App {
   /** The cold-storage bundler (also what the `bundle` function and `patchbay bundle` run). */
   bundler: Bundler;
   logger: Logger;
+  /** The domains' active configurations the commit rules read (AppOptions.configs, else PATCHBAY_DOMAIN_CONFIG_DIR, else the uploaded ones). */
+  configs: ActiveConfigs;
+  /** Uploading and applying configuration versions (shared/domains/apply.ts). */
+  domainConfigs: ConfigService;
   close(): Promise<void>;
 }
 
@@ -113,14 +122,25 @@ export interface AppOptions {
   deliverLocally?: boolean;
   /** Where log lines go (default: stdout). */
   logTo?: (line: string) => void;
+  /**
+   * The domains' active configurations, whose scope types' schemas and limits every commit and
+   * create is held to (shared/domains/rules.ts). Default: the files of PATCHBAY_DOMAIN_CONFIG_DIR,
+   * or none (no per-domain validation).
+   */
+  configs?: ActiveConfigs;
   /** How domain claims look for their proof (default: the real https GET and DNS TXT query). */
   claimProbe?: ClaimProbe;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const identity = await identityProviderFor(config); // first: a configuration it refuses leaves nothing open
+  const fixed = opts.configs ?? configsFromDir(config); // also before anything opens: a broken file stops here
   const logger = createLogger(config.logLevel, opts.logTo);
   const adapters = opts.adapters ?? (await adaptersFor(config, logger));
+  const versions = new ConfigVersions(adapters.records, config);
+  const stored = new StoredConfigs(versions, { cacheMs: config.domainCacheMs, maxConfigBytes: config.maxConfigBytes });
+  // Configurations given in-process or as files win over uploaded ones (uploads are then refused: routes/config.ts).
+  const configs: ActiveConfigs = fixed ?? stored;
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   let delivery: LocalDelivery | null = null; // set below, once the consumers exist
@@ -128,6 +148,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     logError: (e) => logger.error(e),
     onStored: (owner, delta) => limits.stored(owner, delta),
     onPublished: (events) => delivery?.offer(events),
+    rules: domainRules(configs),
   });
   const serviceTokens = new ServiceTokens(adapters.records, {
     checkMs: config.serviceTokenCheckMs,
@@ -136,10 +157,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   });
   const auth = new Auth(loadSecret(config), config, identity, serviceTokens);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
+  const domainConfigs = new ConfigService(versions, domains, adapters.records, engine, config, (d) => stored.forget(d), fixed !== undefined, configs);
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
@@ -152,10 +174,13 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       claims: (claimed as PromiseFulfilledResult<ClaimSweep>).value,
     };
   };
-  const consumers = Object.entries(opts.consumers ?? {}).map(
-    ([name, handle]) => new Consumer(name, adapters.ledger, (id, from, to) => engine.readLog(id, from, to), handle),
-  );
-  if ((opts.deliverLocally ?? config.mode === 'embedded') && consumers.length > 0) {
+  const readLog = (id: string, from: number, to: number) => engine.readLog(id, from, to);
+  const consumers = [
+    ...Object.entries(opts.consumers ?? {}).map(([name, handle]) => new Consumer(name, adapters.ledger, readLog, handle)),
+    // Built in: applies uploaded configuration versions (its push subscription filters on report scopes).
+    new Consumer(APPLY_CONSUMER, adapters.ledger, readLog, (e) => domainConfigs.handle(e), isReport),
+  ];
+  if (opts.deliverLocally ?? config.mode === 'embedded') {
     delivery = new LocalDelivery(
       consumers,
       adapters.ledger,
@@ -215,6 +240,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     delivery,
     bundler,
     logger,
+    configs,
+    domainConfigs,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);

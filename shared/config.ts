@@ -45,7 +45,7 @@ function validTrust(v: string): boolean {
 type CorsSetting = 'auto' | '*' | 'none' | string[];
 
 /** A serialized origin, `scheme://host[:port]`, exactly as browsers send it in `Origin`. */
-function isOrigin(v: string): boolean {
+export function isOrigin(v: string): boolean {
   try {
     const u = new URL(v);
     return (u.protocol === 'https:' || u.protocol === 'http:') && u.origin === v;
@@ -166,6 +166,18 @@ export const CONFIG_TABLE = {
     100,
     int(1, 1000),
     'Most scopes in one page of `GET /v1/scopes`, and the page size when the request names no `limit` (a larger `limit` is 400 `invalid_request`).',
+  ),
+  maxConfigBytes: setting(
+    'PATCHBAY_MAX_CONFIG_BYTES',
+    256 * KiB,
+    int(1024, 320 * KiB),
+    "Largest domain configuration, as YAML or JSON text (413 `too_large`, `maxConfigBytes`). Its scope types' JSON Schemas are compiled once per configuration. At most 320 KiB: each version is kept as one record of the record store.",
+  ),
+  domainConfigDir: setting(
+    'PATCHBAY_DOMAIN_CONFIG_DIR',
+    '',
+    z.string(),
+    "A directory of static domain configurations, one file per domain named `<domain>.yaml`, `.yml` or `.json` (docs/domains.md), read once at start; a file that does not parse stops the process with its line and column. Empty: none. Until configurations are uploaded and versioned, this is how a domain's scope types are validated.",
   ),
   maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
   ackAfter: setting(
@@ -518,6 +530,8 @@ export const CONFIG_SECTIONS = {
     'serviceTokenMaxTtlSeconds',
     'serviceTokenCheckMs',
     'maxServiceTokens',
+    'maxConfigBytes',
+    'domainConfigDir',
   ],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
@@ -570,7 +584,11 @@ export type DomainsConfig = Section<'domains'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */
-export type HttpConfig = LimitsConfig & SseConfig & Pick<ServerConfig, 'corsOrigins' | 'headersTimeoutMs' | 'bodyTimeoutMs'> & Pick<GoogleConfig, 'gcpProject'>;
+export type HttpConfig = LimitsConfig &
+  SseConfig &
+  Pick<ServerConfig, 'corsOrigins' | 'headersTimeoutMs' | 'bodyTimeoutMs'> &
+  Pick<GoogleConfig, 'gcpProject'> &
+  Pick<DomainsConfig, 'maxConfigBytes'>;
 
 export class ConfigError extends Error {}
 

@@ -27,14 +27,27 @@ export const ERROR_CODES = {
   out_of_sync: 409,
   /** A `(session, si)` pair that was already accepted came back with a different patch. */
   duplicate_mismatch: 409,
+  /** A domain configuration upload names a version that is no longer the latest (`latest`): read it, then upload again. */
+  version_conflict: 409,
   /** The request body did not arrive in time (`timeoutMs`). */
   request_timeout: 408,
   /** A size or count limit was exceeded (`limit`, `max`, `actual`). */
   too_large: 413,
   /** The body is not `application/json`. */
   unsupported_media_type: 415,
+  /**
+   * A domain configuration does not parse or breaks its schema (`issues`: each with `path`, `line`
+   * and `column`, 1-based, and `message`); nothing was changed.
+   */
+  invalid_config: 400,
   /** An operation of the patch cannot be applied (`op` is its index); nothing was changed. */
   patch_failed: 422,
+  /**
+   * The scope's state (initial, or after the patch) does not satisfy the JSON Schema its domain's
+   * configuration gives its type (`type`, and the first error's `instancePath`, `schemaPath` and
+   * `keyword`); nothing was changed.
+   */
+  validation_failed: 422,
   /**
    * A rate limit or a stream cap was hit (`limit`, `retryAfter` seconds, also sent as `Retry-After`);
    * nothing was done. Retry after that long.

@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, sharing, listing, limits and domain-claims contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, sharing, listing, validation, configuration, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -10,15 +10,18 @@
 import { randomUUID } from 'node:crypto';
 import { PubSub } from '@google-cloud/pubsub';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APPLY_FILTER } from '../shared/domains/apply.js';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
 import { claimsContract } from './contract/claims.js';
+import { configContract, failingPutOnce } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
+import { validationContract } from './contract/validation.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
 import { skipWithout } from './helpers/proc.js';
 import { request, serveHandler, startServer } from './helpers/server.js';
@@ -35,10 +38,10 @@ async function waitFor(pred: () => boolean, what: string, timeoutMs = 30_000): P
 }
 
 /** A push subscription on the scope's topic, with message ordering, as a deployment would create it. */
-async function pushSubscription(stack: GoogleStack, topic: string, name: string, endpoint: string): Promise<() => Promise<void>> {
+async function pushSubscription(stack: GoogleStack, topic: string, name: string, endpoint: string, filter?: string): Promise<() => Promise<void>> {
   const pubsub = new PubSub({ projectId: stack.projectId });
   const [t] = await pubsub.topic(topic).get({ autoCreate: true });
-  const [sub] = await t.createSubscription(name, { pushConfig: { pushEndpoint: endpoint }, enableMessageOrdering: true });
+  const [sub] = await t.createSubscription(name, { pushConfig: { pushEndpoint: endpoint }, enableMessageOrdering: true, ...(filter ? { filter } : {}) });
   return async () => {
     await sub.delete().catch(() => {});
     await pubsub.close();
@@ -81,6 +84,28 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
     },
   );
   listingContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  configContract('google', async (opts = {}) => {
+    const cfg = { ...stack.config(), domainCacheMs: 0 };
+    const srv = await startServer(cfg, undefined, { wrap: failingPutOnce(opts.failRecordPutsOnce) });
+    const push = await serveHandler(srv.app.push);
+    // As deployed: the config-apply consumer's subscription carries only report scopes (APPLY_FILTER).
+    const unsubscribe = await pushSubscription(
+      stack,
+      cfg.pubsubTopic as string,
+      `apply-${randomUUID().slice(0, 8)}`,
+      `${push.url}/push/config-apply`,
+      APPLY_FILTER,
+    );
+    return {
+      srv,
+      close: async () => {
+        await unsubscribe();
+        push.close();
+        await srv.close();
+      },
+    };
+  });
+  validationContract('google', (opts) => startServer(stack.config(), undefined, opts));
   // A delete made on one instance reaches the other's streams as a signal on the topic.
   deletionContract(
     'google',

@@ -1,17 +1,25 @@
 /**
  * The v1 contract (BRIEF §3) over a real socket, embedded stack. The same suite runs against the
  * Google stack on the emulators in google.emulator.test.ts. So does the sharing contract (who may
- * read and write a scope, and access changes reaching open streams) and the listing contract (a
- * user's scopes, `GET /v1/scopes`), and the deletion contract (`DELETE /v1/scopes/{id}`, its purge
- * and its crash safety).
+ * read and write a scope, and access changes reaching open streams), the listing contract (a
+ * user's scopes, `GET /v1/scopes`), the validation contract (a domain's schemas, checked in
+ * the commit), the configuration contract (versions and their apply) and the deletion contract
+ * (`DELETE /v1/scopes/{id}`, its purge and its crash safety).
  */
+import { configContract, failingPutOnce } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
 import { sharingContract } from './contract/sharing.js';
+import { validationContract } from './contract/validation.js';
 import { startServer } from './helpers/server.js';
 
 httpContract('embedded', (overrides) => startServer(overrides));
 sharingContract('embedded', (overrides) => startServer(overrides));
 listingContract('embedded', (overrides) => startServer(overrides));
+configContract('embedded', async (opts = {}) => {
+  const srv = await startServer({ domainCacheMs: 0 }, undefined, { deliverLocally: true, wrap: failingPutOnce(opts.failRecordPutsOnce) });
+  return { srv, close: () => srv.close() };
+});
+validationContract('embedded', (opts) => startServer({}, undefined, opts));
 deletionContract('embedded', (overrides, opts) => startServer(overrides, undefined, opts));

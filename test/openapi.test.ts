@@ -11,6 +11,7 @@ import Ajv2020Module from 'ajv/dist/2020.js';
 import { EventSource } from 'eventsource';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { loadDomainConfig, StaticConfigs } from '../shared/domains/active.js';
 import { ERROR_CODES } from '../shared/errors.js';
 import { ROUTES } from '../shared/http/routes/index.js';
 import { type Client, newClient, type Res, request, startServer, type TestServer } from './helpers/server.js';
@@ -151,21 +152,32 @@ function check(res: Res, method: string, template: string | null): Res {
   return res;
 }
 
+/** The `default` domain's configuration: scopes of type `counter` hold an `n` of at most 100. */
+const VALIDATED = new StaticConfigs();
+VALIDATED.set(
+  'default',
+  loadDomainConfig('types:\n  counter:\n    schema: {type: object, properties: {n: {type: integer, maximum: 100}}}\n', { maxConfigBytes: 4096 }),
+);
+
 let srv: TestServer;
 let alice: Client;
 let bob: Client;
 
 beforeAll(async () => {
-  srv = await startServer({
-    maxOps: 3,
-    maxBodyBytes: 4096,
-    maxPatchBytes: 1024,
-    maxStateBytes: 512,
-    maxPathDepth: 4,
-    maxValueDepth: 4,
-    maxAccessUsers: 3,
-    maxListPage: 5,
-  });
+  srv = await startServer(
+    {
+      maxOps: 3,
+      maxBodyBytes: 4096,
+      maxPatchBytes: 1024,
+      maxStateBytes: 512,
+      maxPathDepth: 4,
+      maxValueDepth: 4,
+      maxAccessUsers: 3,
+      maxListPage: 5,
+    },
+    undefined,
+    { configs: VALIDATED },
+  );
   alice = await srv.client();
   bob = await srv.client();
 });
@@ -636,6 +648,17 @@ describe('patches', () => {
     expect((await submit(retry)).json).toEqual({ id, ii: 3, duplicate: true });
   });
 
+  it('422s a create and a patch whose state breaks the schema of its type (validation_failed)', async () => {
+    const refused = await call('POST', '/v1/scopes', { body: { type: 'counter', state: { n: 101 } } });
+    expectError(refused, 422, 'validation_failed');
+    expect(refused.json.error).toMatchObject({ type: 'counter', instancePath: '/n', keyword: 'maximum' });
+    const counter = await call('POST', '/v1/scopes', { body: { type: 'counter', state: { n: 1 } } });
+    expect(counter.status).toBe(201);
+    const over = await call('POST', '/v1/scopes/{id}/patches', { id: counter.json.id, body: { patch: [{ op: 'replace', path: '/n', value: 'x' }] } });
+    expectError(over, 422, 'validation_failed');
+    expect(over.json.error).toMatchObject({ instancePath: '/n', schemaPath: '#/properties/n/type' });
+  });
+
   it('409s with replay_required, out_of_sync and duplicate_mismatch, each with its detail', async () => {
     const ahead = await submit({ ii: 9, patch: [] });
     expectError(ahead, 409, 'replay_required');
@@ -704,6 +727,7 @@ describe('patches', () => {
     const listed = await call('PUT', '/v1/scopes/{id}/access', { id, body: { visibility: 'private', readers: ['a', 'b', 'c', 'd'] } });
     expectError(listed, 413, 'too_large');
     limits.add(listed.json.error.limit);
+    limits.add('maxConfigBytes'); // reported by a configuration upload: the 'domain configuration' block checks it
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
     expect([...limits].sort()).toEqual([...(tooLarge.enum as string[])].sort());
@@ -1030,6 +1054,60 @@ describe('domains', () => {
     } finally {
       await limited.close();
     }
+  });
+});
+
+describe('domain configuration', () => {
+  const CONFIG = '/v1/domains/{domain}/config';
+  const VERSION = '/v1/domains/{domain}/config/versions/{version}';
+  const D = 'configured.example.com';
+  const TEXT = 'types:\n  memo:\n    schema: {type: object}\n';
+  let uploads: TestServer;
+  let admin: Client;
+  /** A documented route on the server that takes uploads (the main one reads fixed configurations). */
+  const at = (method: Method, template: string, opts: { version?: string; query?: string; raw?: string | Uint8Array; type?: string; token?: string | null; domain?: string } = {}) =>
+    request(uploads.url, method, template.replace('{domain}', opts.domain ?? D).replace('{version}', opts.version ?? '1') + (opts.query ?? ''), {
+      raw: opts.raw,
+      headers: opts.raw === undefined ? {} : { 'content-type': opts.type ?? 'application/yaml' },
+      token: opts.token === undefined ? admin.token : opts.token,
+    }).then((r) => check(r, method, template));
+
+  beforeAll(async () => {
+    uploads = await startServer({ maxConfigBytes: 1024, domainCacheMs: 0, limits: 'on', rateWrite: { tokens: 8, windowMs: 60_000 } }, undefined, { deliverLocally: true });
+    admin = await newClient(uploads.url);
+    await uploads.app.domains.addAdmin(D, (await request(uploads.url, 'GET', '/v1/me', { token: admin.token })).json.id);
+    expect((await at('PUT', CONFIG, { query: '?replaces=0', raw: TEXT })).status).toBe(202);
+  });
+  afterAll(() => uploads.close());
+
+  it('uploads (202), reads the versions (200) and one version (200); 404s a version never uploaded', async () => {
+    expect((await at('GET', CONFIG)).json).toMatchObject({ latest: 1 });
+    expect((await at('GET', VERSION)).json.text).toBe(TEXT);
+    expectError(await at('GET', VERSION, { version: '9' }), 404, 'not_found');
+    expectError(await at('GET', VERSION, { version: 'x' }), 400, 'invalid_request');
+    expectError(await at('GET', CONFIG, { domain: 'Not.Lower' }), 400, 'invalid_request');
+  });
+
+  it('401s without a token; 403s a non-admin; 400s a bad text or replaces; 409s a stale replaces; 413s a large text; 415s another type; 429s past the write rate', async () => {
+    const other = await newClient(uploads.url);
+    for (const [m, t] of [['PUT', CONFIG], ['GET', CONFIG], ['GET', VERSION]] as Array<[Method, string]>) {
+      expectError(await at(m, t, { token: null, query: '?replaces=0', raw: m === 'PUT' ? TEXT : undefined }), 401, 'unauthorized');
+      expectError(await at(m, t, { token: other.token, query: '?replaces=0', raw: m === 'PUT' ? TEXT : undefined }), 403, 'forbidden');
+    }
+    expectError(await at('PUT', CONFIG, { query: '?replaces=1', raw: 'types: [' }), 400, 'invalid_config');
+    expectError(await at('PUT', CONFIG, { raw: TEXT }), 400, 'invalid_request');
+    expectError(await at('PUT', CONFIG, { query: '?replaces=0', raw: TEXT }), 409, 'version_conflict');
+    const large = await at('PUT', CONFIG, { query: '?replaces=1', raw: `# ${'x'.repeat(2000)}\n` });
+    expectError(large, 413, 'too_large');
+    expect(large.json.error.limit).toBe('maxConfigBytes');
+    expectError(await at('PUT', CONFIG, { query: '?replaces=1', raw: TEXT, type: 'image/png' }), 415, 'unsupported_media_type');
+    let limited: Res | undefined;
+    for (let i = 0; i < 12 && !limited; i++) {
+      const r = await at('PUT', CONFIG, { query: '?replaces=0', raw: TEXT });
+      if (r.status === 429) limited = r;
+    }
+    expectError(limited as Res, 429, 'rate_limited');
+    expect((await at('GET', CONFIG)).json).toMatchObject({ latest: 1 });
   });
 });
 

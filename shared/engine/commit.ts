@@ -123,6 +123,7 @@ export class Writer {
     const retries = keys.length > 0 ? await view.findRetries(keys) : new Map<string, PatchRecord>();
     // No cache write from inside the plan: a ledger transaction may run it several times.
     const base = await this.reader.stateAt(id, head.ii, { cache: false });
+    await this.rules.prepare?.(head.meta.domain);
     return decide({ id, head, base, group, retries, limits: this.config, now, rules: this.rules });
   }
 

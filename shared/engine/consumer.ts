@@ -7,6 +7,9 @@
  * handled again; an event past cursor + 1 is preceded by the missing patches, read from the log.
  * The cursor moves after each handled patch, so a handler that fails is called again with the
  * same patch on redelivery: handling is at least once per patch, and in order.
+ *
+ * A consumer may want only some scopes (`accepts`, by id): the others are acknowledged as
+ * skipped, without a cursor write (on Google its push subscription filters them out already).
  */
 import { PatchbayError } from '../errors.js';
 import type { ConsumerCursors } from '../ports/index.js';
@@ -19,6 +22,8 @@ export interface Delivery {
   /** Indices handled by this delivery, in order (gap fill first). Empty for a duplicate. */
   handled: number[];
   duplicate: boolean;
+  /** The scope is not one this consumer accepts: nothing was handled or recorded. */
+  skipped?: boolean;
 }
 
 type ReadLog = (id: string, from: number, to: number) => AsyncIterable<PatchRecord>;
@@ -29,9 +34,12 @@ export class Consumer {
     private readonly ledger: ConsumerCursors,
     private readonly readLog: ReadLog,
     private readonly handler: PatchHandler,
+    /** Which scopes it wants (default: all). */
+    readonly accepts: (scope: string) => boolean = () => true,
   ) {}
 
   async deliver(event: PatchEvent): Promise<Delivery> {
+    if (!this.accepts(event.scope)) return { handled: [], duplicate: false, skipped: true };
     let cursor = await this.ledger.getCursor(this.name, event.scope);
     if (event.ii <= cursor) return { handled: [], duplicate: true };
     const handled: number[] = [];

@@ -22,7 +22,7 @@ import { cloneJson, type Json, jsonBytes } from '../json.js';
 import { applyPatch, type Budget, checkValueDepth } from '../patch.js';
 import type { Head } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
-import type { PatchRecord, PatchRequest } from '../protocol.js';
+import type { PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
 import { notFound as accessNotFound, canRead, canWrite } from './access.js';
 
 export interface Ack {
@@ -68,6 +68,15 @@ export interface CandidateContext extends RequestContext {
   readonly state: Json;
 }
 
+/** What `create` sees: a scope about to be created, nothing of it stored yet. */
+export interface CreateContext {
+  readonly id: string;
+  /** Its meta as it will be stored: owner, domain, name, type, access. */
+  readonly meta: ScopeMeta;
+  /** Its initial state (to be read only). */
+  readonly state: Json;
+}
+
 /**
  * The seam where per-domain authorization and validation plug in, after ShareDB's
  * `backend.use('submit' | 'apply' | 'commit', fn)` middleware. A rule refuses a request by
@@ -94,6 +103,19 @@ export interface CommitRules {
    * its own checks (ShareDB's `apply`/`commit`), before the request is accepted. Default: none.
    */
   validate?(ctx: CandidateContext): void;
+  /**
+   * Checks a scope about to be created (its initial state, type and name), after its limits and
+   * before anything is written; throwing refuses the create. Runs in `Engine.createScope`, outside
+   * any transaction (a create conflicts with nothing but an existing id). Default: none.
+   */
+  create?(ctx: CreateContext): void;
+  /**
+   * Awaited before each commit decision of a scope of `domain` (inside the ledger's plan, before
+   * `authorize`) and before each create in it, so the synchronous rules above can find what they
+   * need in memory (a domain's active configuration: shared/domains/stored-configs.ts). Must be
+   * cheap when nothing changed; throwing fails the commit or the create. Default: none.
+   */
+  prepare?(domain: string): Promise<void>;
 }
 
 /** The rule before scopes had access lists: only a scope's owner may patch it (`forbidden`). */
@@ -139,7 +161,7 @@ export function writersInDomain(ctx: RequestContext): void {
 export const DEFAULT_RULES: CommitRules = { authorize: writersInDomain };
 
 /** Runs one rule, holding it to returning nothing (see CommitRules). */
-function runRule(call: () => unknown): void {
+export function runRule(call: () => unknown): void {
   const out = call();
   if (out !== undefined) throw new Error('a commit rule returned a value; rules are synchronous and return nothing');
 }

@@ -21,14 +21,14 @@ import type { Adapters, Head, ListPage, ListQuery } from '../ports/index.js';
 import type { AccessRequest, CreateScopeRequest, Patch, PatchEvent, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
 import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess, notFound } from './access.js';
 import { Writer } from './commit.js';
-import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES } from './decide.js';
+import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES, runRule } from './decide.js';
 import { Deleter } from './deleter.js';
 import { NearCache } from './near-cache.js';
 import { type Logger, Reader } from './read.js';
 import { openStream, type StreamOptions, type StreamSink } from './stream.js';
 import { Outbox } from './sweeper.js';
 
-export type { Ack, CommitRules, Pending } from './decide.js';
+export type { Ack, CommitRules, CreateContext, Pending } from './decide.js';
 export type { StreamSink } from './stream.js';
 
 /** The ports the engine runs on (not the control plane's records). */
@@ -65,6 +65,7 @@ export class Engine {
   private readonly deleter: Deleter;
   private readonly now: () => number;
   private readonly logError: Logger;
+  private readonly rules: CommitRules;
 
   constructor(ports: EnginePorts, config: EngineConfig, opts: EngineOptions = {}) {
     this.ports = ports;
@@ -77,10 +78,15 @@ export class Engine {
     this.deleter = new Deleter(ports.ledger, ports.cache, this.cold, config, this.logError);
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
     this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
-    this.writer = new Writer(ports, config, this.reader, near, this.outbox, opts.rules ?? DEFAULT_RULES, this.now, opts.onStored);
+    this.rules = opts.rules ?? DEFAULT_RULES;
+    this.writer = new Writer(ports, config, this.reader, near, this.outbox, this.rules, this.now, opts.onStored);
   }
 
-  /** Creates a scope owned by `owner`, in `opts.domain` (default DEFAULT_DOMAIN). */
+  /**
+   * Creates a scope owned by `owner`, in `opts.domain` (default DEFAULT_DOMAIN). Its state is held
+   * to the limits, then to the rules' `create` (a domain's schema for its type), before anything
+   * is written (guarantee 3).
+   */
   async createScope(owner: string, req: CreateScopeRequest, opts: { domain?: string } = {}): Promise<ScopeView> {
     const state: Json = req.state === undefined ? {} : req.state;
     const size = checkState(state, this.config);
@@ -97,6 +103,9 @@ export class Engine {
       access,
     };
     const id = req.id ?? randomUUID();
+    await this.rules.prepare?.(meta.domain);
+    const { create } = this.rules;
+    if (create) runRule(() => create.call(this.rules, { id, meta, state }));
     await this.ports.ledger.createScope({ id, meta, initial: state });
     return { id, ii: 0, state, meta };
   }

@@ -51,7 +51,7 @@ export class LocalDelivery {
   offer(events: PatchEvent[]): void {
     const last = events[events.length - 1];
     if (!last || this.closed) return;
-    for (const c of this.consumers) this.push(c, last);
+    for (const c of this.consumers) if (c.accepts(last.scope)) this.push(c, last);
   }
 
   /** Delivers to every consumer what its cursor lacks, scope by scope (at start: see the top of this file). */
@@ -63,7 +63,7 @@ export class LocalDelivery {
       for (const s of page) {
         if (this.closed) return;
         const behind: Consumer[] = [];
-        for (const c of this.consumers) if ((await this.ledger.getCursor(c.name, s.id)) < s.ii) behind.push(c);
+        for (const c of this.consumers) if (c.accepts(s.id) && (await this.ledger.getCursor(c.name, s.id)) < s.ii) behind.push(c);
         if (behind.length === 0) continue;
         for await (const r of this.readLog(s.id, s.ii, s.ii)) for (const c of behind) this.push(c, toEvent(r));
       }

@@ -20,11 +20,23 @@ export type BodyRequest = IncomingMessage & { rawBody?: Buffer };
  * (sendError reads and drops it, bounded, before answering); a client that hangs up is ClientClosed.
  */
 export async function readJson(req: BodyRequest, limit: number, timeoutMs = 0): Promise<unknown> {
-  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
-  if (type !== 'application/json') throw new PatchbayError('unsupported_media_type', 'send Content-Type: application/json');
+  if (contentType(req) !== 'application/json') throw new PatchbayError('unsupported_media_type', 'send Content-Type: application/json');
+  return parseJsonBody(await readRaw(req, limit, timeoutMs, 'maxBodyBytes'));
+}
+
+/** The request's media type, lower case, without parameters ('' when absent). */
+export function contentType(req: IncomingMessage): string {
+  return (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+}
+
+/**
+ * Reads a whole body of at most `limit` bytes (413 `too_large` naming the limit `limitName`
+ * past it, the rest left unread; 408 past `timeoutMs`; ClientClosed when the client hangs up).
+ */
+export async function readRaw(req: BodyRequest, limit: number, timeoutMs: number, limitName: string): Promise<Buffer> {
   const tooLarge = (actual?: number) =>
     new PatchbayError('too_large', `a request body may be at most ${limit} bytes`, {
-      limit: 'maxBodyBytes',
+      limit: limitName,
       max: limit,
       ...(actual === undefined ? {} : { actual }),
     });
@@ -42,7 +54,7 @@ export async function readJson(req: BodyRequest, limit: number, timeoutMs = 0): 
     if (outcome === 'closed') throw new ClientClosed();
     buf = Buffer.concat(chunks);
   }
-  return parseJsonBody(buf);
+  return buf;
 }
 
 /** Reads a JSON body and checks it against a request schema. */

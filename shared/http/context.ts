@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { HttpConfig } from '../config.js';
+import type { ConfigService } from '../domains/apply.js';
 import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
@@ -28,6 +29,8 @@ export interface HandlerDeps {
   limits: Limits;
   /** Domains: admins and settings (shared/domains/domains.ts). */
   domains: Domains;
+  /** Domain configurations: upload, versions, apply (shared/domains/apply.ts). */
+  domainConfigs: ConfigService;
   /** Domain claims (shared/domains/claims.ts). */
   claims: Claims;
   /** Service tokens' records (shared/domains/service-tokens.ts). */

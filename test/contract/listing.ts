@@ -9,7 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Client, request, type TestServer } from '../helpers/server.js';
+import { type Client, newClient, type TestServer } from '../helpers/server.js';
 import type { StartServer } from './http.js';
 
 /** The user id a client's token names (its `sub`). */
@@ -31,12 +31,7 @@ export function listingContract(stack: string, start: StartServer): void {
     afterAll(() => srv.close());
 
     /** A new anonymous user of `domain`. */
-    async function clientOf(domain: string): Promise<Client> {
-      const res = await request(srv.url, 'POST', '/v1/auth/anonymous', { body: { domain } });
-      expect(res.status, res.text).toBe(200);
-      const token = res.json.token as string;
-      return { token, request: (method, path, opts = {}) => request(srv.url, method, path, { ...opts, token: opts.token === undefined ? token : opts.token }) };
-    }
+    const clientOf = (domain: string): Promise<Client> => newClient(srv.url, domain);
 
     async function create(c: Client, body: Record<string, unknown>): Promise<string> {
       const res = await c.request('POST', '/v1/scopes', { body });

@@ -88,8 +88,9 @@ export async function request(
   return { status: res.status, headers: res.headers, text, json };
 }
 
-export async function newClient(base: string): Promise<Client> {
-  const res = await request(base, 'POST', '/v1/auth/anonymous');
+/** A new anonymous user (of `domain`, when given) and a client that sends its token. */
+export async function newClient(base: string, domain?: string): Promise<Client> {
+  const res = await request(base, 'POST', '/v1/auth/anonymous', domain === undefined ? {} : { body: { domain } });
   if (res.status !== 200) throw new Error(`anonymous auth failed: ${res.status} ${res.text}`);
   const token = res.json.token as string;
   return {
@@ -108,6 +109,8 @@ export interface StartOptions {
   sweeper?: boolean;
   /** Receives the server's log lines (set `logLevel` too). */
   logTo?: AppOptions['logTo'];
+  /** The domains' active configurations (test/contract/validation.ts). */
+  configs?: AppOptions['configs'];
   /** How domain claims look for their proof (test/helpers/claims.ts: a local HTTP server and DNS answers). */
   claimProbe?: AppOptions['claimProbe'];
 }
@@ -123,6 +126,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
     consumers: opts.consumers,
     deliverLocally: opts.deliverLocally ?? false,
     logTo: opts.logTo,
+    configs: opts.configs,
     claimProbe: opts.claimProbe,
   });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));

@@ -4,6 +4,7 @@ import type { Route } from '../router.js';
 import { accessRoutes } from './access.js';
 import { authRoutes } from './auth.js';
 import { claimRoutes } from './claims.js';
+import { configRoutes } from './config.js';
 import { domainRoutes } from './domains.js';
 import { eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
@@ -20,6 +21,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...patchRoutes,
   ...historyRoutes,
   ...eventRoutes,
+  ...configRoutes,
   ...claimRoutes,
   ...domainRoutes,
   ...healthRoutes,

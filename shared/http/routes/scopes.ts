@@ -9,6 +9,7 @@
  * may not read it and for a scope deleted already, so a second delete is 404; 403 for a reader or
  * writer; the owner's quotas get the scope and its bytes back).
  */
+import { SYSTEM_SCOPE_PREFIX } from '../../domains/apply.js';
 import { type Caller, metaFor } from '../../engine/access.js';
 import type { ScopeView } from '../../engine/engine.js';
 import { PatchbayError } from '../../errors.js';
@@ -57,8 +58,16 @@ export const scopeRoutes: Route<Ctx>[] = [
     run: async (ctx) => {
       const u = await user(ctx);
       const req = await readBody(ctx.req, createScopeSchema, ctx.deps.config);
+      if (req.id?.startsWith(SYSTEM_SCOPE_PREFIX)) {
+        throw new PatchbayError('invalid_request', `scope ids starting with ${SYSTEM_SCOPE_PREFIX} are the platform's`, {
+          issues: [{ path: ['id'], message: `reserved prefix ${SYSTEM_SCOPE_PREFIX}` }],
+        });
+      }
       await ctx.deps.limits.createScope(u.id);
-      const view = await ctx.deps.engine.createScope(u.id, req, { domain: u.domain });
+      // No access named: the domain's configured default visibility, else private.
+      const visibility = req.access ? undefined : await ctx.deps.domainConfigs.defaultVisibility(u.domain);
+      const asked = visibility ? { ...req, access: { visibility, readers: [], writers: [] } } : req;
+      const view = await ctx.deps.engine.createScope(u.id, asked, { domain: u.domain });
       ctx.deps.limits.created(u.id, view.meta.size);
       ctx.log.scope = view.id;
       ctx.log.ii = 0;

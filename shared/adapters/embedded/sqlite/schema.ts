@@ -12,6 +12,7 @@ import Database from 'better-sqlite3';
 import { PatchbayError } from '../../../errors.js';
 import type { Head } from '../../../ports/index.js';
 import type { PatchRecord, ScopeAccess, ScopeMeta } from '../../../protocol.js';
+import { migrateNames } from './names.js';
 
 /**
  * A head row: the head's fields, the lease in two columns, and the meta's fields as columns; the
@@ -115,6 +116,8 @@ export function openDatabase(file: string, sync: 'full' | 'normal'): Database.Da
     db.transaction(() => db.exec(`CREATE INDEX scopes_owner ON scopes(owner, id); DELETE FROM members; ${MEMBERS_FROM_ACCESS}`))();
   }
   db.exec('CREATE INDEX IF NOT EXISTS scopes_outbox ON scopes(unpublished_since) WHERE unpublished_since IS NOT NULL');
+  // ...nor the `names` table of unique names (filled from the scopes' names: ./names.ts).
+  migrateNames(db);
   return db;
 }
 

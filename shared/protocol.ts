@@ -97,7 +97,8 @@ export interface ScopeAccess {
 /**
  * A scope's name, unique per (domain, owner) (the ledger enforces it): 1 to 256 characters, none
  * of them a control character (C0, DEL, C1), so a name prints and logs as what it is, nor an
- * unpaired surrogate (the Firestore ledger keys names by their UTF-8 bytes: ./adapters/google/firestore/layout.ts). Names stored
+ * unpaired surrogate (the Firestore ledger keys names by their UTF-8 bytes: ./adapters/google/firestore/layout.ts),
+ * and not `.` or `..`, which URLs (`/v1/names/{name}`) cannot carry. Names stored
  * before this rule keep working; the listing filter (`GET /v1/scopes?name=`) still takes any.
  */
 export const NAME_MAX = 256;
@@ -107,7 +108,8 @@ export const nameSchema = z
   .max(NAME_MAX)
   // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
   .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'must not contain control characters')
-  .regex(/^\P{Cs}*$/u, 'must not contain unpaired surrogates');
+  .regex(/^\P{Cs}*$/u, 'must not contain unpaired surrogates')
+  .refine((s) => s !== '.' && s !== '..', 'must not be . or .. (no URL path can carry them)');
 
 export const createScopeSchema = z.strictObject({
   id: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}').optional(),

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ERROR_CODES } from '../shared/errors.js';
 import { ROUTES } from '../shared/http/routes/index.js';
-import { type Client, newClient, type Res, request, startServer, type TestServer } from './helpers/server.js';
+import { type Client, newClient, type Res, request, startServer, type TestServer, userIdOf } from './helpers/server.js';
 
 // ajv is CommonJS: depending on interop, the class is the module itself or its `default`.
 type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof Ajv2020Module;
@@ -173,6 +173,8 @@ afterAll(() => srv.close());
 
 interface CallOpts {
   id?: string;
+  /** The `{name}` of a path, percent-encoded here. */
+  name?: string;
   query?: string;
   body?: unknown;
   raw?: string;
@@ -183,7 +185,7 @@ interface CallOpts {
 
 /** Calls the server on a documented route, checks the response against the spec, and returns it. */
 async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
-  const path = template.replace('{id}', encodeURIComponent(opts.id ?? '')) + (opts.query ?? '');
+  const path = template.replace('{id}', encodeURIComponent(opts.id ?? '')).replace('{name}', encodeURIComponent(opts.name ?? '')) + (opts.query ?? '');
   const res = await request(srv.url, method, path, {
     body: opts.body,
     raw: opts.raw,
@@ -301,7 +303,7 @@ describe('routing', () => {
     for (const [path, item] of Object.entries(paths)) {
       for (const m of METHODS.filter((x) => item[x])) {
         if (path.endsWith('/events')) continue; // a stream: opened below, in its own test
-        const res = await call(m.toUpperCase() as Method, path, { id });
+        const res = await call(m.toUpperCase() as Method, path, { id, name: 'x' });
         expect(res.json?.error?.code, `${m} ${path}`).not.toBe('not_found');
       }
     }
@@ -872,6 +874,94 @@ describe('events', () => {
   it('400s and 404s the ticket route', async () => {
     expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: BAD_ID }), 400, 'invalid_request');
     expectError(await call('POST', '/v1/scopes/{id}/events/ticket', { id: MISSING }), 404, 'scope_not_found');
+  });
+});
+
+describe('names', () => {
+  const named = '/v1/names/{name}';
+  const rename = '/v1/scopes/{id}/name';
+
+  it('creates-or-resolves (201, then 200), reads by name (200, 304), renames (200)', async () => {
+    const created = await call('PUT', named, { name: 'oa: notes/1', body: { state: { n: 1 }, type: 'note', access: { visibility: 'authenticated' } } });
+    expect(created.status).toBe(201);
+    const id = created.json.id as string;
+    expect(created.headers.get('content-location')).toBe(`/v1/scopes/${encodeURIComponent(id)}`);
+    const again = await call('PUT', named, { name: 'oa: notes/1', body: {} });
+    expect(again.status).toBe(200);
+    expect(again.json.id).toBe(id);
+    const owner = `?owner=${encodeURIComponent(userIdOf(alice))}`;
+    const read = await call('GET', named, { name: 'oa: notes/1', query: owner, token: bob.token });
+    expect(read.status).toBe(200);
+    expect((await call('GET', named, { name: 'oa: notes/1', headers: { 'if-none-match': '"0"' } })).status).toBe(304);
+    const renamed = await call('PUT', rename, { id, body: { name: 'oa: notes/2' } });
+    expect(renamed.json).toEqual({ id, name: 'oa: notes/2' });
+    expect((await call('PUT', rename, { id, body: { name: null } })).json).toEqual({ id, name: null });
+  });
+
+  it('400s a bad name, body or query; 401s without a token; 404s a name that names nothing readable', async () => {
+    expectError(await call('PUT', named, { name: 'a\u0001b', body: {} }), 400, 'invalid_request');
+    expectError(await call('PUT', named, { name: 'x', body: { id: 'given' } }), 400, 'invalid_request');
+    expectError(await call('GET', named, { name: 'x'.repeat(257) }), 400, 'invalid_request');
+    expectError(await call('GET', named, { name: 'x', query: '?domain=Not_A_Domain' }), 400, 'invalid_request');
+    expectError(await call('PUT', named, { name: 'x', body: {}, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', named, { name: 'x', token: null }), 401, 'unauthorized');
+    const hidden = (await call('PUT', named, { name: 'oa private', body: {}, token: bob.token })).json.id as string;
+    const stranger = await call('GET', named, { name: 'oa private', query: `?owner=${encodeURIComponent(userIdOf(bob))}` });
+    expectError(stranger, 404, 'scope_not_found');
+    expect(stranger.json.error.name).toBe('oa private');
+    expect(stranger.text).not.toContain(hidden);
+    expectError(await call('GET', named, { name: 'no such name' }), 404, 'scope_not_found');
+    expectError(await call('PUT', rename, { id: BAD_ID, body: { name: 'x' } }), 400, 'invalid_request');
+    expectError(await call('PUT', rename, { id: hidden, body: { name: 'x' }, token: null }), 401, 'unauthorized');
+  });
+
+  it('renames for the owner only (403 a reader, 404 a stranger), 409s a taken name, 413s and 415s bodies', async () => {
+    const a = (await call('PUT', named, { name: 'oa a', body: { access: { visibility: 'authenticated' } } })).json.id as string;
+    await call('PUT', named, { name: 'oa b', body: {} });
+    const taken = await call('PUT', rename, { id: a, body: { name: 'oa b' } });
+    expectError(taken, 409, 'name_taken');
+    expect(taken.json.error).toMatchObject({ name: 'oa b', domain: 'default' });
+    expectError(await call('POST', '/v1/scopes', { body: { name: 'oa b' } }), 409, 'name_taken');
+    expectError(await call('PUT', rename, { id: a, body: { name: 'mine' }, token: bob.token }), 403, 'forbidden');
+    const hidden = (await call('PUT', named, { name: 'oa hidden', body: {}, token: bob.token })).json.id as string;
+    expectError(await call('PUT', rename, { id: hidden, body: { name: 'mine' } }), 404, 'scope_not_found');
+    expectError(await call('PUT', rename, { id: a, body: { name: null }, headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    expectError(
+      await call('PUT', rename, { id: a, raw: JSON.stringify({ name: 'x'.repeat(5000) }), headers: { 'content-type': 'application/json' } }),
+      413,
+      'too_large',
+    );
+    expectError(await call('PUT', named, { name: 'oa big', body: { state: { s: 'x'.repeat(600) } } }), 413, 'too_large');
+    expectError(await call('PUT', named, { name: 'oa big', raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+  });
+
+  it('429s past the create, list and write rates, 403s past the scope quota', async () => {
+    const limited = await startServer({
+      limits: 'on',
+      rateCreate: { tokens: 2, windowMs: 60_000 },
+      rateWrite: { tokens: 1, windowMs: 60_000 },
+      rateList: { tokens: 1, windowMs: 60_000 },
+      quotaScopes: 1,
+    });
+    try {
+      const at = (method: Method, template: string, opts: { id?: string; name: string; body?: unknown; token: string; query?: string }) =>
+        request(limited.url, method, template.replace('{id}', opts.id ?? '').replace('{name}', encodeURIComponent(opts.name)) + (opts.query ?? ''), {
+          body: opts.body,
+          token: opts.token,
+        }).then((r) => check(r, method, template));
+      const u = await newClient(limited.url);
+      const id = (await at('PUT', named, { name: 'one', body: {}, token: u.token })).json.id as string;
+      // Resolving spends nothing; a second name is past the quota, a third past the create rate.
+      expect((await at('PUT', named, { name: 'one', body: {}, token: u.token })).status).toBe(200);
+      expectError(await at('PUT', named, { name: 'two', body: {}, token: u.token }), 403, 'quota_exceeded');
+      expectError(await at('PUT', named, { name: 'two', body: {}, token: u.token }), 429, 'rate_limited');
+      expect((await at('GET', named, { name: 'one', token: u.token })).status).toBe(200);
+      expectError(await at('GET', named, { name: 'one', token: u.token }), 429, 'rate_limited');
+      expect((await at('PUT', rename, { id, name: '', body: { name: 'uno' }, token: u.token })).status).toBe(200);
+      expectError(await at('PUT', rename, { id, name: '', body: { name: 'eins' }, token: u.token }), 429, 'rate_limited');
+    } finally {
+      await limited.close();
+    }
   });
 });
 

@@ -5,16 +5,16 @@
  * `canWrite` inside the ledger's transaction (shared/engine/decide.ts, `writersOnly`), against
  * the head that transaction read, so a write can never be accepted after a revoke committed.
  *
- * | role    | who                                          | read | patch | manage access |
- * |---------|----------------------------------------------|------|-------|---------------|
- * | owner   | meta.owner                                   | yes  | yes   | yes           |
- * | writer  | listed in writers                            | yes  | yes   | no            |
- * | reader  | listed in readers, or let in by visibility   | yes  | no    | no            |
- * | none    | anyone else (and, unless public, no token)   | no   | no    | no            |
+ * | role    | who                                          | read | patch | manage access, rename |
+ * |---------|----------------------------------------------|------|-------|-----------------------|
+ * | owner   | meta.owner                                   | yes  | yes   | yes                   |
+ * | writer  | listed in writers                            | yes  | yes   | no                    |
+ * | reader  | listed in readers, or let in by visibility   | yes  | no    | no                    |
+ * | none    | anyone else (and, unless public, no token)   | no   | no    | no                    |
  *
  * Refusals (docs/openapi.yaml): a caller who may not read gets `404 scope_not_found`, exactly as
  * for a scope that does not exist, so a private scope's existence leaks to nobody; a caller who
- * may read but not do what it asked (patch, manage access) gets `403 forbidden`. A request
+ * may read but not do what it asked (patch, manage access, rename) gets `403 forbidden`. A request
  * without a token on a scope that is not public is `401 unauthorized` before any of this.
  *
  * Scopes stored before access existed have no `access`: they read as LEGACY_ACCESS, what every
@@ -92,10 +92,13 @@ export function checkRead(id: string, meta: ScopeMeta, caller: Caller | null): v
   if (!canRead(meta, caller)) throw notFound(id);
 }
 
-/** Throws unless `caller` owns the scope: `scope_not_found` if it may not even read it, else `forbidden`. */
-export function checkOwner(id: string, meta: ScopeMeta, caller: Caller): void {
+/**
+ * Throws unless `caller` owns the scope: `scope_not_found` if it may not even read it, else
+ * `forbidden` ("only a scope's owner may <what>").
+ */
+export function checkOwner(id: string, meta: ScopeMeta, caller: Caller, what = 'change its access'): void {
   checkRead(id, meta, caller);
-  if (caller.id !== meta.owner) throw new PatchbayError('forbidden', "only a scope's owner may change its access", { id });
+  if (caller.id !== meta.owner) throw new PatchbayError('forbidden', `only a scope's owner may ${what}`, { id });
 }
 
 /**

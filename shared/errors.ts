@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   method_not_allowed: 405,
   /** A scope with this id already exists. */
   scope_exists: 409,
+  /** The owner already has a scope of this name in this domain (`name`, `domain`); nothing was changed. */
+  name_taken: 409,
   /** The patch's `ii` is ahead of head+1: the client missed patches and must replay (`expected`). */
   replay_required: 409,
   /** The patch's `ii` is at or below head and it is not a retry of an accepted patch (`head`). */

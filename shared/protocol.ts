@@ -94,15 +94,51 @@ export interface ScopeAccess {
   rev: number;
 }
 
+/**
+ * A scope's name, unique per (domain, owner) (the ledger enforces it): 1 to 256 characters, none
+ * of them a control character (C0, DEL, C1), so a name prints and logs as what it is, nor an
+ * unpaired surrogate (the Firestore ledger keys names by their UTF-8 bytes: ./adapters/google/firestore/layout.ts),
+ * and not `.` or `..`, which URLs (`/v1/names/{name}`) cannot carry. Names stored
+ * before this rule keep working; the listing filter (`GET /v1/scopes?name=`) still takes any.
+ */
+export const NAME_MAX = 256;
+export const nameSchema = z
+  .string()
+  .min(1)
+  .max(NAME_MAX)
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control characters is the point
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'must not contain control characters')
+  .regex(/^\P{Cs}*$/u, 'must not contain unpaired surrogates')
+  .refine((s) => s !== '.' && s !== '..', 'must not be . or .. (no URL path can carry them)');
+
 export const createScopeSchema = z.strictObject({
   id: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}').optional(),
-  name: z.string().max(256).optional(),
+  name: nameSchema.optional(),
   type: z.string().max(128).optional(),
   state: jsonValue.optional(),
   /** Default: private (only the owner). */
   access: accessSchema.optional(),
 });
 export type CreateScopeRequest = z.infer<typeof createScopeSchema>;
+
+/**
+ * `PUT /v1/names/{name}` (create-or-resolve): what a scope created under the name starts with.
+ * Ignored when the caller already has a scope of that name in its domain (it is returned as it is).
+ */
+export const createNamedSchema = createScopeSchema.omit({ id: true, name: true });
+export type CreateNamedRequest = z.infer<typeof createNamedSchema>;
+
+/** `PUT /v1/scopes/{id}/name`: the new name, or null to make the scope unnamed (freeing its name). */
+export const renameSchema = z.strictObject({ name: nameSchema.nullable() });
+
+/**
+ * `GET /v1/names/{name}`: whose named scope, in which domain (default: the caller's own, in the
+ * caller's domain).
+ */
+export const resolveNameQuerySchema = z.strictObject({
+  owner: z.string().min(1).max(256).optional(),
+  domain: domainSchema.optional(),
+});
 
 /**
  * `GET /v1/scopes`: its query parameters. `limit` is held to PATCHBAY_MAX_LIST_PAGE by the route;

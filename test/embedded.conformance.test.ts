@@ -3,12 +3,14 @@
  * file, MemoryCache, LocalBus, FsBlobStore on a temp directory), plus what only they promise:
  * a SQLite ledger is durable across reopening (heads, log, leases); two ledgers on one file never
  * give one index to two commits (guarantee 1 with several connections on one file: each commit
- * re-checks the head inside an IMMEDIATE transaction); the memory cache evicts the least recently
+ * re-checks the head inside an IMMEDIATE transaction), nor one name to two scopes; a file written
+ * before names were unique opens with its duplicate names (the newest holds the name); the memory cache evicts the least recently
  * used scope past its bound; MemoryLimits passes the limit store suite; SqliteRecords the record store suite; the blob store refuses keys that would escape its root.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
 import { MemoryLimits } from '../shared/adapters/embedded/memory-limits.js';
@@ -18,7 +20,9 @@ import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
 import { blobConformance } from './conformance/blobs.js';
 import { busConformance } from './conformance/bus.js';
 import { cacheConformance } from './conformance/cache.js';
+import { expectCode } from './conformance/ledger/fixtures.js';
 import { ledgerConformance } from './conformance/ledger/index.js';
+import { createOrResolve } from './conformance/ledger/names.js';
 import { limitsConformance } from './conformance/limits.js';
 import { recordsConformance } from './conformance/records.js';
 import { tempDir } from './helpers/server.js';
@@ -115,6 +119,40 @@ describe('SqliteLedger (embedded only)', () => {
     expect(log.map((r) => r.ii)).toEqual(Array.from({ length: commits }, (_, i) => i + 1));
     for (const [k, ii] of results.entries()) expect(log[ii - 1]?.by, `writer-${k}`).toBe(`writer-${k}`);
     expect((await reader.getHead(id))?.ii).toBe(commits);
+  });
+
+  it('two ledgers on one file doing create-or-resolve under one name concurrently get one id', async () => {
+    const file = join(dir(), 'ledger.sqlite');
+    const a = ledger(file);
+    const b = ledger(file);
+    const results = await Promise.all(Array.from({ length: 20 }, (_, k) => createOrResolve(k % 2 === 0 ? a : b, 'user-1', 'one board')));
+    expect(new Set(results.map((r) => r.id)).size).toBe(1);
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    expect((await a.listFor('user-1', { limit: 100 })).scopes).toHaveLength(1);
+  });
+
+  it('a file from before names were unique opens with its duplicates: the newest holds the name, the next newest once it is renamed away', async () => {
+    const file = join(dir(), 'ledger.sqlite');
+    const first = ledger(file);
+    const ids = ['dup-a', 'dup-b', 'dup-c', 'dup-d'];
+    for (const [i, id] of ids.entries()) await first.createScope({ id, meta: { ...meta, created: T0 + (i === 3 ? 1 : 2) }, initial: {} });
+    await first.close();
+    // What an older version could store: three scopes of one owner and domain sharing a name, no `names` table.
+    const raw = new Database(file);
+    raw.exec("DROP TABLE names; DROP INDEX scopes_name; UPDATE scopes SET name = 'dup'");
+    raw.close();
+
+    const again = ledger(file);
+    // dup-a, dup-b and dup-c were created at T0 + 2, dup-d earlier: the greatest id of the newest wins.
+    expect(await again.resolveName('default', 'user-1', 'dup')).toBe('dup-c');
+    expect((await again.listFor('user-1', { limit: 10, name: 'dup' })).scopes.map((s) => s.id)).toEqual(ids);
+    await expectCode(again.createScope({ id: 'dup-e', meta: { ...meta, name: 'dup' }, initial: {} }), 'name_taken');
+    await expectCode(again.rename('dup-a', 'dup'), 'name_taken');
+    await again.rename('dup-c', 'moved');
+    expect(await again.resolveName('default', 'user-1', 'dup')).toBe('dup-b');
+    await again.rename('dup-b', null);
+    await again.rename('dup-a', 'elsewhere');
+    expect(await again.resolveName('default', 'user-1', 'dup')).toBe('dup-d');
   });
 });
 

@@ -6,6 +6,8 @@
  * survives a commit racing markPublished, so an unpublished scope is never lost. Any JSON value
  * and any valid scope id round-trip. A direct batch checks the retry keys its plan refused in
  * the same batch (no read): a recorded one sends the retry to the transaction, which answers it.
+ * Create-or-resolve from two clients gets one id, and heads stored before names were unique are
+ * registered under their name on resolve, newest first.
  * Plus the shared ledger conformance suite, and the record store's (FirestoreRecords).
  */
 import { randomUUID } from 'node:crypto';
@@ -21,6 +23,7 @@ import type { Plan } from '../shared/ports/index.js';
 import { retryKey } from '../shared/ports/index.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
 import { ledgerConformance } from './conformance/ledger/index.js';
+import { createOrResolve } from './conformance/ledger/names.js';
 import { recordsConformance } from './conformance/records.js';
 import { type FirestoreEmulator, startFirestoreEmulator } from './helpers/firestore-emulator.js';
 import { skipWithout } from './helpers/proc.js';
@@ -574,6 +577,43 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
     } finally {
       await client.terminate();
     }
+  });
+
+  it('create-or-resolve under one name from two clients concurrently gets one id', async () => {
+    const root = newRoot();
+    const a = new FirestoreLedger(db, { root });
+    const b = new FirestoreLedger(other, { root });
+    const results = await Promise.all(Array.from({ length: 20 }, (_, k) => createOrResolve(k % 2 === 0 ? a : b, 'u1', 'one board')));
+    expect(new Set(results.map((r) => r.id)).size).toBe(1);
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    expect((await a.listFor('u1', { limit: 100 })).scopes).toHaveLength(1);
+    // A rename on one client and a direct commit on the other: the commit lands after the rename, nothing lost.
+    const id = results[0]?.id as string;
+    await a.commit(id, async (v) => ({ records: [rec(id, v.head.ii + 1)], result: null }));
+    await b.rename(id, 'renamed');
+    await a.commit(id, async (v) => ({ records: [rec(id, v.head.ii + 1)], result: null }));
+    expect(await b.getHead(id)).toMatchObject({ ii: 2, meta: { name: 'renamed' } });
+    expect(await a.resolveName('default', 'u1', 'renamed')).toBe(id);
+  });
+
+  it('heads from before names were unique (a name, no name document) are registered on resolve: the newest, then the next once it is renamed away', async () => {
+    const root = newRoot();
+    const l = new FirestoreLedger(db, { root });
+    const ids = ['dup-a', 'dup-b', 'dup-c', 'dup-d'];
+    for (const [i, id] of ids.entries()) await l.createScope({ id, meta: { ...meta, created: T0 + (i === 3 ? 1 : 2) }, initial: {} });
+    // What an older version stored: the name in the head only.
+    for (const id of ids) await db.collection(root).doc(id).update({ 'meta.name': 'dup' });
+    expect(await l.resolveName('default', 'u1', 'dup')).toBe('dup-c');
+    expect((await db.collection(root).doc('~names').collection('names').get()).size).toBe(1);
+    await expect(l.createScope({ id: 'dup-e', meta: { ...meta, name: 'dup' }, initial: {} })).rejects.toMatchObject({ code: 'name_taken' });
+    expect(await l.getHead('dup-e')).toBeNull();
+    await expect(l.rename('dup-a', 'dup')).rejects.toMatchObject({ code: 'name_taken' });
+    await l.rename('dup-c', 'moved');
+    expect(await l.resolveName('default', 'u1', 'dup')).toBe('dup-b');
+    await l.rename('dup-b', null);
+    await l.rename('dup-a', 'elsewhere');
+    expect(await l.resolveName('default', 'u1', 'dup')).toBe('dup-d');
+    expect((await l.listFor('u1', { limit: 10, name: 'dup' })).scopes.map((s) => s.id)).toEqual(['dup-d']);
   });
 
   it('reset() empties the emulator project', async () => {

@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, sharing, listing, validation, configuration, limits and domain-claims contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, sharing, listing, named scopes, validation, configuration, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -19,6 +19,7 @@ import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
+import { namesContract } from './contract/names.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
 import { validationContract } from './contract/validation.js';
@@ -115,6 +116,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
       return [await startServer({ ...shared, sseRetryMs: 50 }), await startServer({ ...shared, sseRetryMs: 50 })];
     },
   );
+  namesContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // Each server gets its own Redis key prefix for the limits: counters of one test do not leak into the next.
   limitsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
   // Claims records in Firestore, reports through Firestore and Pub/Sub; localhost claims are off by default here.

@@ -3,13 +3,15 @@
  * Google stack on the emulators in google.emulator.test.ts. So does the sharing contract (who may
  * read and write a scope, and access changes reaching open streams), the listing contract (a
  * user's scopes, `GET /v1/scopes`), the validation contract (a domain's schemas, checked in
- * the commit), the configuration contract (versions and their apply) and the deletion contract
- * (`DELETE /v1/scopes/{id}`, its purge and its crash safety).
+ * the commit), the configuration contract (versions and their apply) the deletion contract
+ * (`DELETE /v1/scopes/{id}`, its purge and its crash safety) and the named scopes contract
+ * (`/v1/names/{name}`, renames).
  */
 import { configContract, failingPutOnce } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
+import { namesContract } from './contract/names.js';
 import { sharingContract } from './contract/sharing.js';
 import { validationContract } from './contract/validation.js';
 import { startServer } from './helpers/server.js';
@@ -23,3 +25,4 @@ configContract('embedded', async (opts = {}) => {
 });
 validationContract('embedded', (opts) => startServer({}, undefined, opts));
 deletionContract('embedded', (overrides, opts) => startServer(overrides, undefined, opts));
+namesContract('embedded', (overrides) => startServer(overrides));

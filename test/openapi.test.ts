@@ -14,7 +14,7 @@ import { parse } from 'yaml';
 import { loadDomainConfig, StaticConfigs } from '../shared/domains/active.js';
 import { ERROR_CODES } from '../shared/errors.js';
 import { ROUTES } from '../shared/http/routes/index.js';
-import { type Client, newClient, type Res, request, startServer, type TestServer } from './helpers/server.js';
+import { type Client, newClient, type Res, request, startServer, type TestServer, userIdOf } from './helpers/server.js';
 
 // ajv is CommonJS: depending on interop, the class is the module itself or its `default`.
 type AjvClass = typeof Ajv2020Module extends { default: infer C } ? C : typeof Ajv2020Module;
@@ -187,6 +187,8 @@ interface CallOpts {
   id?: string;
   /** The `{domain}` parameter (default DOMAIN). */
   domain?: string;
+  /** The `{name}` of a path, percent-encoded here. */
+  name?: string;
   query?: string;
   body?: unknown;
   raw?: string;
@@ -197,7 +199,11 @@ interface CallOpts {
 
 /** Calls the server on a documented route, checks the response against the spec, and returns it. */
 async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
-  const path = template.replace('{domain}', encodeURIComponent(opts.domain ?? DOMAIN)).replace('{id}', encodeURIComponent(opts.id ?? '')) + (opts.query ?? '');
+  const path =
+    template
+      .replace('{domain}', encodeURIComponent(opts.domain ?? DOMAIN))
+      .replace('{id}', encodeURIComponent(opts.id ?? ''))
+      .replace('{name}', encodeURIComponent(opts.name ?? '')) + (opts.query ?? '');
   const res = await request(srv.url, method, path, {
     body: opts.body,
     raw: opts.raw,
@@ -317,7 +323,7 @@ describe('routing', () => {
     for (const [path, item] of Object.entries(paths)) {
       for (const m of METHODS.filter((x) => item[x])) {
         if (path.endsWith('/events')) continue; // a stream: opened below, in its own test
-        const res = await call(m.toUpperCase() as Method, path, { id });
+        const res = await call(m.toUpperCase() as Method, path, { id, name: 'x' });
         expect(res.json?.error?.code, `${m} ${path}`).not.toBe('not_found');
       }
     }
@@ -1057,6 +1063,94 @@ describe('domains', () => {
   });
 });
 
+describe('names', () => {
+  const named = '/v1/names/{name}';
+  const rename = '/v1/scopes/{id}/name';
+
+  it('creates-or-resolves (201, then 200), reads by name (200, 304), renames (200)', async () => {
+    const created = await call('PUT', named, { name: 'oa: notes/1', body: { state: { n: 1 }, type: 'note', access: { visibility: 'authenticated' } } });
+    expect(created.status).toBe(201);
+    const id = created.json.id as string;
+    expect(created.headers.get('content-location')).toBe(`/v1/scopes/${encodeURIComponent(id)}`);
+    const again = await call('PUT', named, { name: 'oa: notes/1', body: {} });
+    expect(again.status).toBe(200);
+    expect(again.json.id).toBe(id);
+    const owner = `?owner=${encodeURIComponent(userIdOf(alice))}`;
+    const read = await call('GET', named, { name: 'oa: notes/1', query: owner, token: bob.token });
+    expect(read.status).toBe(200);
+    expect((await call('GET', named, { name: 'oa: notes/1', headers: { 'if-none-match': '"0"' } })).status).toBe(304);
+    const renamed = await call('PUT', rename, { id, body: { name: 'oa: notes/2' } });
+    expect(renamed.json).toEqual({ id, name: 'oa: notes/2' });
+    expect((await call('PUT', rename, { id, body: { name: null } })).json).toEqual({ id, name: null });
+  });
+
+  it('400s a bad name, body or query; 401s without a token; 404s a name that names nothing readable', async () => {
+    expectError(await call('PUT', named, { name: 'a\u0001b', body: {} }), 400, 'invalid_request');
+    expectError(await call('PUT', named, { name: 'x', body: { id: 'given' } }), 400, 'invalid_request');
+    expectError(await call('GET', named, { name: 'x'.repeat(257) }), 400, 'invalid_request');
+    expectError(await call('GET', named, { name: 'x', query: '?domain=Not_A_Domain' }), 400, 'invalid_request');
+    expectError(await call('PUT', named, { name: 'x', body: {}, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', named, { name: 'x', token: null }), 401, 'unauthorized');
+    const hidden = (await call('PUT', named, { name: 'oa private', body: {}, token: bob.token })).json.id as string;
+    const stranger = await call('GET', named, { name: 'oa private', query: `?owner=${encodeURIComponent(userIdOf(bob))}` });
+    expectError(stranger, 404, 'scope_not_found');
+    expect(stranger.json.error.name).toBe('oa private');
+    expect(stranger.text).not.toContain(hidden);
+    expectError(await call('GET', named, { name: 'no such name' }), 404, 'scope_not_found');
+    expectError(await call('PUT', rename, { id: BAD_ID, body: { name: 'x' } }), 400, 'invalid_request');
+    expectError(await call('PUT', rename, { id: hidden, body: { name: 'x' }, token: null }), 401, 'unauthorized');
+  });
+
+  it('renames for the owner only (403 a reader, 404 a stranger), 409s a taken name, 413s and 415s bodies', async () => {
+    const a = (await call('PUT', named, { name: 'oa a', body: { access: { visibility: 'authenticated' } } })).json.id as string;
+    await call('PUT', named, { name: 'oa b', body: {} });
+    const taken = await call('PUT', rename, { id: a, body: { name: 'oa b' } });
+    expectError(taken, 409, 'name_taken');
+    expect(taken.json.error).toMatchObject({ name: 'oa b', domain: 'default' });
+    expectError(await call('POST', '/v1/scopes', { body: { name: 'oa b' } }), 409, 'name_taken');
+    expectError(await call('PUT', rename, { id: a, body: { name: 'mine' }, token: bob.token }), 403, 'forbidden');
+    const hidden = (await call('PUT', named, { name: 'oa hidden', body: {}, token: bob.token })).json.id as string;
+    expectError(await call('PUT', rename, { id: hidden, body: { name: 'mine' } }), 404, 'scope_not_found');
+    expectError(await call('PUT', rename, { id: a, body: { name: null }, headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    expectError(
+      await call('PUT', rename, { id: a, raw: JSON.stringify({ name: 'x'.repeat(5000) }), headers: { 'content-type': 'application/json' } }),
+      413,
+      'too_large',
+    );
+    expectError(await call('PUT', named, { name: 'oa big', body: { state: { s: 'x'.repeat(600) } } }), 413, 'too_large');
+    expectError(await call('PUT', named, { name: 'oa big', raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+  });
+
+  it('429s past the create, list and write rates, 403s past the scope quota', async () => {
+    const limited = await startServer({
+      limits: 'on',
+      rateCreate: { tokens: 2, windowMs: 60_000 },
+      rateWrite: { tokens: 1, windowMs: 60_000 },
+      rateList: { tokens: 1, windowMs: 60_000 },
+      quotaScopes: 1,
+    });
+    try {
+      const at = (method: Method, template: string, opts: { id?: string; name: string; body?: unknown; token: string; query?: string }) =>
+        request(limited.url, method, template.replace('{id}', opts.id ?? '').replace('{name}', encodeURIComponent(opts.name)) + (opts.query ?? ''), {
+          body: opts.body,
+          token: opts.token,
+        }).then((r) => check(r, method, template));
+      const u = await newClient(limited.url);
+      const id = (await at('PUT', named, { name: 'one', body: {}, token: u.token })).json.id as string;
+      // Resolving spends nothing; a second name is past the quota, a third past the create rate.
+      expect((await at('PUT', named, { name: 'one', body: {}, token: u.token })).status).toBe(200);
+      expectError(await at('PUT', named, { name: 'two', body: {}, token: u.token }), 403, 'quota_exceeded');
+      expectError(await at('PUT', named, { name: 'two', body: {}, token: u.token }), 429, 'rate_limited');
+      expect((await at('GET', named, { name: 'one', token: u.token })).status).toBe(200);
+      expectError(await at('GET', named, { name: 'one', token: u.token }), 429, 'rate_limited');
+      expect((await at('PUT', rename, { id, name: '', body: { name: 'uno' }, token: u.token })).status).toBe(200);
+      expectError(await at('PUT', rename, { id, name: '', body: { name: 'eins' }, token: u.token }), 429, 'rate_limited');
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
 describe('domain configuration', () => {
   const CONFIG = '/v1/domains/{domain}/config';
   const VERSION = '/v1/domains/{domain}/config/versions/{version}';
@@ -1065,7 +1159,11 @@ describe('domain configuration', () => {
   let uploads: TestServer;
   let admin: Client;
   /** A documented route on the server that takes uploads (the main one reads fixed configurations). */
-  const at = (method: Method, template: string, opts: { version?: string; query?: string; raw?: string | Uint8Array; type?: string; token?: string | null; domain?: string } = {}) =>
+  const at = (
+    method: Method,
+    template: string,
+    opts: { version?: string; query?: string; raw?: string | Uint8Array; type?: string; token?: string | null; domain?: string } = {},
+  ) =>
     request(uploads.url, method, template.replace('{domain}', opts.domain ?? D).replace('{version}', opts.version ?? '1') + (opts.query ?? ''), {
       raw: opts.raw,
       headers: opts.raw === undefined ? {} : { 'content-type': opts.type ?? 'application/yaml' },
@@ -1073,7 +1171,9 @@ describe('domain configuration', () => {
     }).then((r) => check(r, method, template));
 
   beforeAll(async () => {
-    uploads = await startServer({ maxConfigBytes: 1024, domainCacheMs: 0, limits: 'on', rateWrite: { tokens: 8, windowMs: 60_000 } }, undefined, { deliverLocally: true });
+    uploads = await startServer({ maxConfigBytes: 1024, domainCacheMs: 0, limits: 'on', rateWrite: { tokens: 8, windowMs: 60_000 } }, undefined, {
+      deliverLocally: true,
+    });
     admin = await newClient(uploads.url);
     await uploads.app.domains.addAdmin(D, (await request(uploads.url, 'GET', '/v1/me', { token: admin.token })).json.id);
     expect((await at('PUT', CONFIG, { query: '?replaces=0', raw: TEXT })).status).toBe(202);
@@ -1090,7 +1190,11 @@ describe('domain configuration', () => {
 
   it('401s without a token; 403s a non-admin; 400s a bad text or replaces; 409s a stale replaces; 413s a large text; 415s another type; 429s past the write rate', async () => {
     const other = await newClient(uploads.url);
-    for (const [m, t] of [['PUT', CONFIG], ['GET', CONFIG], ['GET', VERSION]] as Array<[Method, string]>) {
+    for (const [m, t] of [
+      ['PUT', CONFIG],
+      ['GET', CONFIG],
+      ['GET', VERSION],
+    ] as Array<[Method, string]>) {
       expectError(await at(m, t, { token: null, query: '?replaces=0', raw: m === 'PUT' ? TEXT : undefined }), 401, 'unauthorized');
       expectError(await at(m, t, { token: other.token, query: '?replaces=0', raw: m === 'PUT' ? TEXT : undefined }), 403, 'forbidden');
     }

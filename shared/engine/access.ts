@@ -5,13 +5,13 @@
  * `canWrite` inside the ledger's transaction (shared/engine/decide.ts, `writersOnly`), against
  * the head that transaction read, so a write can never be accepted after a revoke committed.
  *
- * | role    | who                                          | read | patch | manage access, delete |
- * |---------|----------------------------------------------|------|-------|-----------------------|
- * | owner   | meta.owner                                   | yes  | yes   | yes                   |
- * | writer  | listed in writers                            | yes  | yes   | no                    |
- * | writer  | `domain:<d>`, on every scope of domain d     | yes  | yes   | no                    |
- * | reader  | listed in readers, or let in by visibility   | yes  | no    | no                    |
- * | none    | anyone else (and, unless public, no token)   | no   | no    | no                    |
+ * | role    | who                                          | read | patch | manage access, rename, delete |
+ * |---------|----------------------------------------------|------|-------|-------------------------------|
+ * | owner   | meta.owner                                   | yes  | yes   | yes                           |
+ * | writer  | listed in writers                            | yes  | yes   | no                            |
+ * | writer  | `domain:<d>`, on every scope of domain d     | yes  | yes   | no                            |
+ * | reader  | listed in readers, or let in by visibility   | yes  | no    | no                            |
+ * | none    | anyone else (and, unless public, no token)   | no   | no    | no                            |
  *
  * `domain:<d>` is domain d's service identity: the user of a service token a domain admin minted
  * (shared/domains/service-tokens.ts), for the domain's workers. No other credential can name a
@@ -23,7 +23,7 @@
  *
  * Refusals (docs/openapi.yaml): a caller who may not read gets `404 scope_not_found`, exactly as
  * for a scope that does not exist, so a private scope's existence leaks to nobody; a caller who
- * may read but not do what it asked (patch, manage access, delete) gets `403 forbidden`. A request
+ * may read but not do what it asked (patch, manage access, rename, delete) gets `403 forbidden`. A request
  * without a token on a scope that is not public is `401 unauthorized` before any of this.
  *
  * Scopes stored before access existed have no `access`: they read as LEGACY_ACCESS, what every

@@ -9,7 +9,8 @@
  * - the purge of deleted scopes and the end of their retention: shared/engine/deleter.ts
  * - who may read and write (the rules; writes are checked in the commit decision): shared/engine/access.ts
  * Here: creating a scope (its initial state and access held to the limits before anything is
- * written, guarantees 3 and 7), changing its access, deleting it, and the wiring.
+ * written, guarantees 3 and 7), named scopes (create-or-resolve, rename: the ledger keeps names
+ * unique per (domain, owner)), changing its access, deleting it, and the wiring.
  */
 import { randomUUID } from 'node:crypto';
 import { ColdStore } from '../cold/store.js';
@@ -17,8 +18,18 @@ import type { EngineConfig } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { CheckedPatch } from '../patch.js';
-import type { Adapters, Head, ListPage, ListQuery } from '../ports/index.js';
-import type { AccessRequest, CreateScopeRequest, Patch, PatchEvent, PatchRecord, PatchRequest, ScopeAccess, ScopeMeta } from '../protocol.js';
+import { type Adapters, type Head, type ListPage, type ListQuery, nameTaken } from '../ports/index.js';
+import type {
+  AccessRequest,
+  CreateNamedRequest,
+  CreateScopeRequest,
+  Patch,
+  PatchEvent,
+  PatchRecord,
+  PatchRequest,
+  ScopeAccess,
+  ScopeMeta,
+} from '../protocol.js';
 import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess, notFound } from './access.js';
 import { Writer } from './commit.js';
 import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES, runRule } from './decide.js';
@@ -83,31 +94,86 @@ export class Engine {
   }
 
   /**
-   * Creates a scope owned by `owner`, in `opts.domain` (default DEFAULT_DOMAIN). Its state is held
-   * to the limits, then to the rules' `create` (a domain's schema for its type), before anything
-   * is written (guarantee 3).
+   * Creates a scope owned by `owner`, in `opts.domain` (default DEFAULT_DOMAIN). With a name,
+   * `name_taken` when the owner has a scope of that name in that domain (Ledger.resolveName, which
+   * also registers a name held by a scope stored before names were unique, so it is refused too).
+   * Its state is held to the limits, then to the rules' `create` (a domain's schema for its type),
+   * before anything is written (guarantee 3).
    */
   async createScope(owner: string, req: CreateScopeRequest, opts: { domain?: string } = {}): Promise<ScopeView> {
+    const view = await this.newScope(owner, req, opts.domain ?? DEFAULT_DOMAIN);
+    const { domain, name } = view.meta;
+    if (name !== null && (await this.ports.ledger.resolveName(domain, owner, name)) !== null) throw nameTaken(domain, name);
+    await this.ports.ledger.createScope({ id: view.id, meta: view.meta, initial: view.state });
+    return view;
+  }
+
+  /** A new scope as `req` asks for it, held to the limits and the rules' `create` (nothing is written yet: guarantees 3 and 7). */
+  private async newScope(owner: string, req: CreateScopeRequest, domain: string): Promise<ScopeView> {
     const state: Json = req.state === undefined ? {} : req.state;
     const size = checkState(state, this.config);
     const access: ScopeAccess = req.access ? { ...normalizeAccess(req.access, owner, this.config), rev: 0 } : { ...NEW_SCOPE_ACCESS };
     const now = this.now();
-    const meta: ScopeMeta = {
-      owner,
-      domain: opts.domain ?? DEFAULT_DOMAIN,
-      name: req.name ?? null,
-      type: req.type ?? null,
-      created: now,
-      updated: now,
-      size,
-      access,
-    };
+    const meta: ScopeMeta = { owner, domain, name: req.name ?? null, type: req.type ?? null, created: now, updated: now, size, access };
     const id = req.id ?? randomUUID();
-    await this.rules.prepare?.(meta.domain);
+    await this.rules.prepare?.(domain);
     const { create } = this.rules;
     if (create) runRule(() => create.call(this.rules, { id, meta, state }));
-    await this.ports.ledger.createScope({ id, meta, initial: state });
     return { id, ii: 0, state, meta };
+  }
+
+  /** The id of `owner`'s scope named `name` in `domain`, or null (Ledger.resolveName). Checks no access: the caller does. */
+  resolveName(domain: string, owner: string, name: string): Promise<string | null> {
+    return this.ports.ledger.resolveName(domain, owner, name);
+  }
+
+  /**
+   * Create-or-resolve: `owner`'s scope named `name` in `opts.domain` as it is at head (`created:
+   * false`), or, when there is none, a new scope with that name made from `req` (`created: true`).
+   * `req` is held to the limits first either way, so bad input is refused whether or not the name
+   * exists. `opts.beforeCreate` runs once, only when a scope is about to be created (the route's
+   * create rate and quotas). Of concurrent calls for one name exactly one creates, and the others
+   * resolve to its id: a create that loses the race (`name_taken`) resolves again.
+   */
+  async createOrResolve(
+    owner: string,
+    name: string,
+    req: CreateNamedRequest,
+    opts: { domain?: string; beforeCreate?: () => Promise<void> } = {},
+  ): Promise<{ view: ScopeView; created: boolean }> {
+    const domain = opts.domain ?? DEFAULT_DOMAIN;
+    const fresh = await this.newScope(owner, { ...req, name }, domain);
+    let checked = false;
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const held = await this.ports.ledger.resolveName(domain, owner, name);
+      if (held !== null) return { view: await this.getScope(held), created: false };
+      if (!checked) await opts.beforeCreate?.();
+      checked = true;
+      try {
+        await this.ports.ledger.createScope({ id: fresh.id, meta: fresh.meta, initial: fresh.state });
+        return { view: fresh, created: true };
+      } catch (err) {
+        // Another request took the name first: resolve again. (A renamed-away winner frees it again: try again.)
+        if (!(err instanceof PatchbayError && err.code === 'name_taken')) throw err;
+      }
+    }
+    throw new PatchbayError('unavailable', `the name ${JSON.stringify(name)} keeps changing; retry`);
+  }
+
+  /**
+   * Renames the scope (null: unnamed, freeing its name) for its owner: `scope_not_found` for a
+   * caller who may not read it, `forbidden` for any other non-owner, `name_taken` when the owner
+   * has another scope of that name in the scope's domain; each changes nothing (Ledger.rename).
+   */
+  async rename(id: string, caller: Caller, name: string | null): Promise<ScopeMeta> {
+    const { meta } = await this.head(id);
+    checkOwner(id, meta, caller, 'rename it');
+    if (name !== null && meta.name !== name) {
+      const held = await this.ports.ledger.resolveName(meta.domain, meta.owner, name); // registers a name from before names were unique
+      if (held !== null && held !== id) throw nameTaken(meta.domain, name);
+    }
+    await this.ports.ledger.rename(id, name);
+    return { ...meta, name };
   }
 
   head(id: string): Promise<Head> {

@@ -39,6 +39,14 @@ export class ComposedLedger implements Ledger {
     return this.roles.log.createScope(scope);
   }
 
+  resolveName(domain: string, owner: string, name: string): Promise<string | null> {
+    return this.roles.log.resolveName(domain, owner, name);
+  }
+
+  rename(id: string, name: string | null): Promise<void> {
+    return this.roles.log.rename(id, name);
+  }
+
   getHead(id: string): Promise<Head | null> {
     return this.roles.log.getHead(id);
   }

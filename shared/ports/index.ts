@@ -30,7 +30,7 @@ export type {
   Tombstone,
   TxView,
 } from './ledger.js';
-export { retryKey } from './ledger.js';
+export { nameTaken, retryKey } from './ledger.js';
 export type { LimitStore, RateDecision, RateRule, Usage } from './limits.js';
 export type { ListOptions, RecordStore, StoredRecord } from './records.js';
 

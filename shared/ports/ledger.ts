@@ -27,6 +27,7 @@
  * skip it), except `createScope`, which keeps answering `scope_exists` while the tombstone is
  * kept: the id stays reserved, also for its former owner (see Deletions).
  */
+import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { Patch, PatchRecord, ScopeAccess, ScopeMeta } from '../protocol.js';
 
@@ -125,6 +126,11 @@ export type Plan<T> = (view: TxView) => Promise<CommitPlan<T>>;
 
 export const retryKey = (session: string, si: number): string => `${session}\u0000${si}`;
 
+/** The error createScope and rename throw for a name that names another scope (ScopeLog). */
+export function nameTaken(domain: string, name: string): PatchbayError {
+  return new PatchbayError('name_taken', `a scope named ${JSON.stringify(name)} already exists`, { name, domain });
+}
+
 /**
  * The scope log: scopes, their heads and their patch logs. Guarantee 1 is enforced by `commit`.
  * Every writer and reader of patches needs this role; most need only its reading half
@@ -152,8 +158,35 @@ export interface LogReader {
 
 /** The scope log with its writing half: creating scopes and committing patches (guarantee 1). */
 export interface ScopeLog extends LogReader {
-  /** Creates a scope at ii = 0. Throws PatchbayError `scope_exists` if the id is taken. */
+  /**
+   * Creates a scope at ii = 0. Throws PatchbayError `scope_exists` if the id is taken (checked
+   * first), `name_taken` if `meta.name` is not null and (meta.domain, meta.owner, meta.name)
+   * already names a scope (see `resolveName`); either way nothing is written. A scope created with
+   * a name holds it, in the same atomic step as the head is created: of any number of concurrent
+   * creates under one name, exactly one succeeds.
+   */
   createScope(scope: NewScope): Promise<Head>;
+  /**
+   * The id of the scope that (domain, owner, name) names, or null. A name names at most one scope:
+   * the one created with it or renamed to it last, until it is renamed away (or, with deletion,
+   * deleted). Scopes stored before names were unique may share a name: of those, the newest
+   * (`meta.created`, then the greater id) holds it, and an adapter may register that holding
+   * lazily, on this call (so a name doc or row then exists for it, exactly as if it had been
+   * created with it: later creates under the name are refused). The others keep `meta.name` as
+   * it was (listings show it) but are not found by it. Never an id whose `meta.name` differs:
+   * once this returns an id, that scope had this name at some point since the call began.
+   */
+  resolveName(domain: string, owner: string, name: string): Promise<string | null>;
+  /**
+   * Gives the scope the name `name` (null: no name), in one atomic step that frees the name it
+   * held (if it held one) and takes the new one, and sets `meta.name`. Nothing else of the head
+   * changes. Throws `scope_not_found` when the scope does not exist, `name_taken` (changing
+   * nothing) when (meta.domain, meta.owner, name) names another scope. Renaming a scope to the
+   * name it has changes nothing. Concurrent renames and creates never leave one name on two
+   * scopes: one of them wins, the others throw `name_taken`. Whether the caller may rename is
+   * the engine's business (the owner only).
+   */
+  rename(id: string, name: string | null): Promise<void>;
   /**
    * Runs `plan` against the current head and atomically appends its records and moves the head
    * to the last record's index. Throws `scope_not_found` when the scope does not exist.
@@ -287,8 +320,10 @@ export interface Deletions {
    * (see the top of this file); its lease is dropped and its epoch bumped, so a bundler that held
    * it is fenced. Ordered with commits as `setAccess` is: a commit whose plan saw the live head
    * either committed before this call took effect (and its records are then purged with the
-   * rest) or writes nothing and throws `scope_not_found`. Returns null, changing nothing, when
-   * there is no live scope `id` (never created, or already deleted).
+   * rest) or writes nothing and throws `scope_not_found`. Its name (if it has one) is freed in the
+   * same step: `resolveName` no longer finds it, and its owner may give the name to another scope
+   * at once (only the id stays reserved). Returns null, changing nothing, when there is no live
+   * scope `id` (never created, or already deleted).
    */
   deleteScope(id: string, at: number): Promise<Head | null>;
   /**

@@ -88,7 +88,7 @@ export async function request(
   return { status: res.status, headers: res.headers, text, json };
 }
 
-/** A new anonymous user (of `domain`, when given) and a client that sends its token. */
+/** A new anonymous user, of `domain` when given (else the server's default), and a client that sends its token. */
 export async function newClient(base: string, domain?: string): Promise<Client> {
   const res = await request(base, 'POST', '/v1/auth/anonymous', domain === undefined ? {} : { body: { domain } });
   if (res.status !== 200) throw new Error(`anonymous auth failed: ${res.status} ${res.text}`);
@@ -170,3 +170,6 @@ export async function spawnServer(env: Record<string, string>): Promise<{ url: s
   });
   return { url, child };
 }
+
+/** The user id a client's token names (its `sub`). */
+export const userIdOf = (c: Client): string => JSON.parse(Buffer.from(c.token.split('.')[1] ?? '', 'base64url').toString('utf8')).sub;

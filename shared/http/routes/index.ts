@@ -10,6 +10,7 @@ import { eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
+import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
 import { scopeRoutes } from './scopes.js';
 
@@ -18,6 +19,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...meRoutes,
   ...scopeRoutes,
   ...accessRoutes,
+  ...nameRoutes,
   ...patchRoutes,
   ...historyRoutes,
   ...eventRoutes,

@@ -21,7 +21,7 @@ import type { Route } from '../router.js';
 
 /** A scope's meta as `caller` may see it: its access lists only to the owner (shared/engine/access.ts). */
 const shownMeta = (meta: ScopeMeta, ii: number, caller: Caller | null) => ({ ...metaFor(meta, caller), ii });
-const scopeBody = (v: ScopeView, caller: Caller | null) => ({ id: v.id, ii: v.ii, state: v.state, meta: shownMeta(v.meta, v.ii, caller) });
+export const scopeBody = (v: ScopeView, caller: Caller | null) => ({ id: v.id, ii: v.ii, state: v.state, meta: shownMeta(v.meta, v.ii, caller) });
 
 /** A page's `next` as the client sees it: opaque (base64url), so no client builds one. */
 const toCursor = (next: string | null): string | null => (next === null ? null : Buffer.from(next, 'utf8').toString('base64url'));

@@ -24,6 +24,18 @@ const tombstoneOf = async (l: Ledger, id: string, before: number) => (await l.li
 
 export function deletionsConformance({ open, create }: Harness): void {
   describe('deletions', () => {
+    it("a deleted scope's name is free at once: its owner may give it to a new scope", async () => {
+      const l = await open();
+      const owner = `user-${randomUUID()}`;
+      const { id } = await create(l, { owner, name: 'notes' }, {});
+      expect(await l.resolveName('default', owner, 'notes')).toBe(id);
+      await l.deleteScope(id, T0 + 100);
+      expect(await l.resolveName('default', owner, 'notes')).toBeNull();
+      const other = newId();
+      await l.createScope({ id: other, meta: { owner, domain: 'default', name: 'notes', type: null, created: T0, updated: T0, size: 2 }, initial: {} });
+      expect(await l.resolveName('default', owner, 'notes')).toBe(other);
+    });
+
     it('a deleted scope reads as missing, refuses writes and the lease, and its id stays taken', async () => {
       const l = await open();
       const owner = `user-${randomUUID()}`;

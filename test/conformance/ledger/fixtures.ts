@@ -13,8 +13,9 @@ export const T0 = 1_700_000_000_000;
 
 export const newId = (): string => `scope-${randomUUID()}`;
 
+/** A scope's meta, unnamed unless overridden: names are unique per (domain, owner) (./names.ts). */
 export function meta(overrides: Partial<ScopeMeta> = {}): ScopeMeta {
-  return { owner: 'user-1', domain: 'default', name: 'a name', type: 'a-type', created: T0, updated: T0, size: 2, ...overrides };
+  return { owner: 'user-1', domain: 'default', name: null, type: 'a-type', created: T0, updated: T0, size: 2, ...overrides };
 }
 
 /** A record as the engine would write it, with every field set to something checkable. */

@@ -47,6 +47,7 @@ export class SqliteDeletions implements Deletions {
       ),
       isTombstone: db.prepare<[string], { id: string }>('SELECT id FROM scopes WHERE id = ? AND deleted IS NOT NULL'),
       dropMembers: db.prepare<[string]>('DELETE FROM members WHERE scope = ?'),
+      dropName: db.prepare<[string]>('DELETE FROM names WHERE scope = ?'),
       purgePatches: db.prepare<[string, string, number]>(
         'DELETE FROM patches WHERE scope = ? AND ii IN (SELECT ii FROM patches WHERE scope = ? ORDER BY ii LIMIT ?)',
       ),
@@ -71,6 +72,7 @@ export class SqliteDeletions implements Deletions {
         if (!head) return null;
         this.stmt.tombstone.run({ id, at });
         this.stmt.dropMembers.run(id);
+        this.stmt.dropName.run(id); // its name is free at once (the id is what stays reserved)
         return head;
       },
       { savepoint: true, durable: true },

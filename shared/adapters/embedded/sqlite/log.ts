@@ -19,6 +19,9 @@
  * (who its access lists, what `listFor` finds shared scopes by), so a listing never disagrees
  * with the access it was read with.
  *
+ * Names (`resolveName`, `rename`, and the name a scope is created with) are rows of `names`
+ * (./names.ts), written in the same transaction as the head row they name.
+ *
  * Guarantee 3 (a rejected request changes nothing): a plan that throws never reaches the queue;
  * a commit whose savepoint is rolled back leaves its head and log exactly as they were.
  */
@@ -27,6 +30,7 @@ import { PatchbayError } from '../../../errors.js';
 import type { Json } from '../../../json.js';
 import { type Head, type ListPage, type ListQuery, type LogPatch, type NewScope, type Plan, retryKey, type ScopeLog } from '../../../ports/index.js';
 import type { PatchRecord, ScopeAccess } from '../../../protocol.js';
+import { SqliteNames } from './names.js';
 import { accessText, HEAD_COLUMNS, HeadReader, type PatchRow, type ScopeRow, toHead, toRecord } from './schema.js';
 import type { WriteQueue } from './write-queue.js';
 
@@ -41,6 +45,7 @@ interface ListParams {
 
 export class SqliteScopeLog implements ScopeLog {
   private readonly heads: HeadReader;
+  private readonly names: SqliteNames;
   private readonly stmt;
 
   constructor(
@@ -48,6 +53,7 @@ export class SqliteScopeLog implements ScopeLog {
     private readonly queue: WriteQueue,
   ) {
     this.heads = new HeadReader(db);
+    this.names = new SqliteNames(db);
     this.stmt = {
       initial: db.prepare<[string], { initial: string }>('SELECT initial FROM scopes WHERE id = ? AND deleted IS NULL'),
       insertScope: db.prepare(
@@ -102,6 +108,8 @@ export class SqliteScopeLog implements ScopeLog {
     const insert = this.db.transaction(() => {
       const info = this.stmt.insertScope.run({ id: scope.id, ...fields, initial: JSON.stringify(scope.initial), access: text, access_rev: access?.rev ?? 0 });
       if (info.changes > 0 && text !== null) this.stmt.addMembers.run({ id: scope.id, access: text });
+      // Throwing rolls the head row back with it: a taken name creates nothing.
+      if (info.changes > 0 && fields.name !== null) this.names.claim(fields.domain, fields.owner, fields.name, scope.id);
       return info;
     });
     const info = insert();
@@ -175,6 +183,17 @@ export class SqliteScopeLog implements ScopeLog {
     if (set) return { ...(JSON.parse(text) as Omit<ScopeAccess, 'rev'>), rev: expectedRev + 1 };
     this.heads.orThrow(id); // scope_not_found, else the revision moved
     return null;
+  }
+
+  async resolveName(domain: string, owner: string, name: string): Promise<string | null> {
+    const held = this.names.resolve(domain, owner, name);
+    if (held !== null || !this.names.hasLegacy(domain, owner, name)) return held;
+    return this.queue.write(() => this.names.registerLegacy(domain, owner, name), { savepoint: false, durable: true });
+  }
+
+  async rename(id: string, name: string | null): Promise<void> {
+    const found = await this.queue.write(() => this.names.rename(id, name), { savepoint: true, durable: true });
+    if (!found) throw new PatchbayError('scope_not_found', `scope ${id} does not exist`, { id });
   }
 
   async listFor(user: string, query: ListQuery): Promise<ListPage> {

@@ -14,6 +14,7 @@ import Database from 'better-sqlite3';
 import { PatchbayError } from '../../../errors.js';
 import type { Head } from '../../../ports/index.js';
 import type { PatchRecord, ScopeAccess, ScopeMeta } from '../../../protocol.js';
+import { migrateNames } from './names.js';
 
 /**
  * A head row: the head's fields, the lease in two columns, and the meta's fields as columns; the
@@ -123,6 +124,8 @@ export function openDatabase(file: string, sync: 'full' | 'normal'): Database.Da
     db.exec('ALTER TABLE scopes ADD COLUMN deleted INTEGER; ALTER TABLE scopes ADD COLUMN purged INTEGER NOT NULL DEFAULT 0');
   db.exec('CREATE INDEX IF NOT EXISTS scopes_deleted ON scopes(purged, deleted) WHERE deleted IS NOT NULL');
   db.exec('CREATE INDEX IF NOT EXISTS scopes_outbox ON scopes(unpublished_since) WHERE unpublished_since IS NOT NULL');
+  // ...nor the `names` table of unique names (filled from the scopes' names: ./names.ts).
+  migrateNames(db);
   return db;
 }
 

@@ -53,6 +53,11 @@ export class FirestoreDeletions implements Deletions {
         const [h, o, p] = await tx.getAll(ref, docs.outbox(id), docs.pointer(id), { fieldMask: [...HEAD_FIELDS, 'published', ...POINTER_FIELDS] });
         if (!isLive(h)) return null;
         const head = toHead(h, num(o?.get('published')), p);
+        // Its name is free at once (the id is what stays reserved): its name document goes with the tombstone.
+        const { name, domain, owner } = head.meta;
+        const nameRef = name === null ? null : docs.name(domain, owner, name);
+        const held = nameRef ? await tx.get(nameRef) : null;
+        if (nameRef && held?.exists && held.get('scope') === id) tx.delete(nameRef);
         const mark: DeletedMark = { at, purged: false };
         // set() without merge replaces the whole document: ii, meta (the listings' fields) and the initial state go.
         tx.set(ref, { id, owner: head.meta.owner, domain: head.meta.domain, epoch: head.epoch + 1, lease: null, [DELETED]: mark });

@@ -5,6 +5,7 @@
  *   ./layout.ts              where each document lives, id escaping
  *   ./codec.ts               documents to Head / PatchRecord
  *   ./log.ts                 scopes, heads, log reads, and which way each commit takes
+ *   ./names.ts               scope names: one document per held name, created or moved with the head
  *   ./plan.ts                a plan run on a head, its records as documents, size limits
  *   ./commit-direct.ts       the direct commit: one batch conditional on the head's version
  *   ./commit-transaction.ts  the transactional commit (guarantee 1); the fallback of the direct one
@@ -22,6 +23,7 @@ import { FirestoreCursors } from './cursors.js';
 import { FirestoreDeletions } from './delete.js';
 import { Layout } from './layout.js';
 import { FirestoreScopeLog } from './log.js';
+import { FirestoreNames } from './names.js';
 import { FirestoreOutbox } from './outbox.js';
 
 export interface FirestoreLedgerOptions {
@@ -56,7 +58,13 @@ export class FirestoreLedger extends ComposedLedger {
     const direct = (opts.directCommits ?? true) ? new DirectCommits(docs, limits) : null;
     const headWriter = { maxAttempts, maxWrites: limits.maxWrites, onHeadWrite: (id: string) => direct?.forget(id) };
     super({
-      log: new FirestoreScopeLog(docs, direct, new TransactionCommits(docs, limits, maxAttempts)),
+      log: new FirestoreScopeLog(
+        docs,
+        direct,
+        new TransactionCommits(docs, limits, maxAttempts),
+        // A rename writes the head: its next direct commit must read it first.
+        new FirestoreNames(docs, maxAttempts, (id) => direct?.forget(id)),
+      ),
       outbox: new FirestoreOutbox(docs, opts.beforeOutboxWrite ?? (async () => {})),
       // Taking or releasing a lease writes the head: its next direct commit must read it first.
       cold: new FirestoreColdPointers(docs, headWriter),

@@ -9,6 +9,9 @@
  * a direct commit planned on the old access fails its precondition, and a transaction that read
  * the head holds it until it commits, so no commit is ever decided on an access since replaced.
  *
+ * Names (`resolveName`, `rename`, and the name a scope is created with) are documents of their
+ * own (./names.ts), created in the head's batch or moved in one transaction with it.
+ *
  * Listings (`listFor`) are three queries on the head documents, one per way a user has a scope
  * (`meta.owner ==`, `meta.access.readers array-contains`, `meta.access.writers array-contains`),
  * each with the filters as equalities, ordered by document id and starting after the page
@@ -44,6 +47,7 @@ import {
 import type { DirectCommits } from './commit-direct.js';
 import type { TransactionCommits } from './commit-transaction.js';
 import type { Layout } from './layout.js';
+import type { FirestoreNames } from './names.js';
 
 export class FirestoreScopeLog implements ScopeLog {
   constructor(
@@ -51,26 +55,40 @@ export class FirestoreScopeLog implements ScopeLog {
     /** Null when direct commits are off. */
     private readonly direct: DirectCommits | null,
     private readonly transactions: TransactionCommits,
+    private readonly names: FirestoreNames,
   ) {}
 
   async createScope(scope: NewScope): Promise<Head> {
     const { id } = scope;
     const { access, ...fields } = scope.meta;
     const meta = access ? { ...fields, access: { ...access } } : fields; // Firestore refuses an undefined field
-    const batch = this.docs.db.batch();
-    // create() fails the whole batch if the head exists, so a taken id changes nothing.
-    batch.create(this.docs.head(id), { id, ii: 0, epoch: 0, lease: null, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
-    batch.set(this.docs.outbox(id), { id, ii: 0, published: 0 });
-    let version: Timestamp;
-    try {
-      version = ((await batch.commit())[0] as { writeTime: Timestamp }).writeTime;
-    } catch (err) {
-      if (hasCode(err, ALREADY_EXISTS)) throw new PatchbayError('scope_exists', `scope ${id} already exists`, { id });
-      throw err;
+    let version: Timestamp | undefined;
+    for (let attempt = 0; version === undefined; attempt++) {
+      const batch = this.docs.db.batch();
+      // create() fails the whole batch if the head (or the name: ./names.ts) exists, so a taken id or name changes nothing.
+      batch.create(this.docs.head(id), { id, ii: 0, epoch: 0, lease: null, meta: { ...meta }, initial: JSON.stringify(scope.initial) });
+      batch.set(this.docs.outbox(id), { id, ii: 0, published: 0 });
+      this.names.addToCreate(batch, id, fields);
+      try {
+        version = ((await batch.commit())[0] as { writeTime: Timestamp }).writeTime;
+      } catch (err) {
+        if (!hasCode(err, ALREADY_EXISTS)) throw err;
+        const taken = await this.names.whyTaken(id, fields);
+        if (taken) throw taken;
+        if (attempt >= 2) throw new PatchbayError('unavailable', `creating ${id} keeps conflicting; retry`);
+      }
     }
     const head: Head = { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, trimmed: 0, meta: { ...meta } };
     this.direct?.remember(id, { head: { ...head, meta: { ...meta } }, version });
     return head;
+  }
+
+  resolveName(domain: string, owner: string, name: string): Promise<string | null> {
+    return this.names.resolve(domain, owner, name);
+  }
+
+  rename(id: string, name: string | null): Promise<void> {
+    return this.names.rename(id, name);
   }
 
   async getHead(id: string): Promise<Head | null> {

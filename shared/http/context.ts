@@ -7,6 +7,7 @@ import type { ServerResponse } from 'node:http';
 import type { HttpConfig } from '../config.js';
 import type { ConfigService } from '../domains/apply.js';
 import type { Domains } from '../domains/domains.js';
+import type { Webhooks } from '../domains/webhooks.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
@@ -29,6 +30,8 @@ export interface HandlerDeps {
   domains: Domains;
   /** Domain configurations: upload, versions, apply (shared/domains/apply.ts). */
   domainConfigs: ConfigService;
+  /** The domains' webhooks and their delivery state (shared/domains/webhooks.ts). */
+  webhooks: Webhooks;
 }
 
 export interface Ctx {

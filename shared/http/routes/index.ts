@@ -10,6 +10,7 @@ import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
 import { patchRoutes } from './patches.js';
 import { scopeRoutes } from './scopes.js';
+import { webhookRoutes } from './webhooks.js';
 
 export const ROUTES: readonly Route<Ctx>[] = [
   ...authRoutes,
@@ -20,5 +21,6 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...historyRoutes,
   ...eventRoutes,
   ...configRoutes,
+  ...webhookRoutes,
   ...healthRoutes,
 ];

@@ -4,11 +4,13 @@
  * read and write a scope, and access changes reaching open streams) and the listing contract (a
  * user's scopes, `GET /v1/scopes`).
  */
+import { rmSync } from 'node:fs';
 import { configContract, failingPutOnce } from './contract/config.js';
 import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
 import { sharingContract } from './contract/sharing.js';
-import { startServer } from './helpers/server.js';
+import { webhooksContract } from './contract/webhooks.js';
+import { startServer, tempDir } from './helpers/server.js';
 
 httpContract('embedded', (overrides) => startServer(overrides));
 sharingContract('embedded', (overrides) => startServer(overrides));
@@ -16,4 +18,22 @@ listingContract('embedded', (overrides) => startServer(overrides));
 configContract('embedded', async (opts = {}) => {
   const srv = await startServer({ domainCacheMs: 0 }, undefined, { deliverLocally: true, wrap: failingPutOnce(opts.failRecordPutsOnce) });
   return { srv, close: () => srv.close() };
+});
+// A restart is a new server on the same data directory: its delivery catches up from the cursors.
+webhooksContract('embedded', async (overrides) => {
+  const dataDir = tempDir();
+  const start = () => startServer({ ...overrides, dataDir }, undefined, { deliverLocally: true });
+  const h = {
+    srv: await start(),
+    async restart(whileDown?: () => void) {
+      await h.srv.close();
+      whileDown?.();
+      h.srv = await start();
+    },
+    async close() {
+      await h.srv.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return h;
 });

@@ -8,7 +8,7 @@ import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
-import { type ActiveConfigs, configsFromDir } from './domains/active.js';
+import { type ActiveConfigs, configsFromDir, StaticConfigs } from './domains/active.js';
 import { APPLY_CONSUMER, ConfigService, isReport } from './domains/apply.js';
 import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
 import { type ClaimSweep, Claims } from './domains/claims.js';
@@ -17,6 +17,7 @@ import { Domains } from './domains/domains.js';
 import { domainRules } from './domains/rules.js';
 import { ServiceTokens } from './domains/service-tokens.js';
 import { StoredConfigs } from './domains/stored-configs.js';
+import { WEBHOOKS_CONSUMER, Webhooks, webhookScope } from './domains/webhooks.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { LocalDelivery } from './engine/local-delivery.js';
@@ -62,6 +63,8 @@ export interface App {
   configs: ActiveConfigs;
   /** Uploading and applying configuration versions (shared/domains/apply.ts). */
   domainConfigs: ConfigService;
+  /** The domains' webhooks: the `webhooks` consumer's handler and their delivery state (shared/domains/webhooks.ts). */
+  webhooks: Webhooks;
   close(): Promise<void>;
 }
 
@@ -158,10 +161,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const auth = new Auth(loadSecret(config), config, identity, serviceTokens);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
   const domainConfigs = new ConfigService(versions, domains, adapters.records, engine, config, (d) => stored.forget(d), fixed !== undefined, configs);
+  const webhooks = new Webhooks(adapters.records, engine, configs, config);
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
@@ -179,7 +183,22 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     ...Object.entries(opts.consumers ?? {}).map(([name, handle]) => new Consumer(name, adapters.ledger, readLog, handle)),
     // Built in: applies uploaded configuration versions (its push subscription filters on report scopes).
     new Consumer(APPLY_CONSUMER, adapters.ledger, readLog, (e) => domainConfigs.handle(e), isReport),
+    // Built in: the domains' webhooks (its push subscription takes every message; scopes without a matching webhook are skipped).
+    new Consumer(
+      WEBHOOKS_CONSUMER,
+      adapters.ledger,
+      readLog,
+      (e) => webhooks.handle(e),
+      webhookScope,
+      (e) => webhooks.wants(e),
+    ),
   ];
+  // Configurations not uploaded (files, in-process) have no apply to make their webhooks' secrets: made here, at start.
+  if (fixed instanceof StaticConfigs)
+    for (const d of fixed.domains())
+      void webhooks
+        .ensureSecrets(d, fixed.get(d)?.config.webhooks ?? [])
+        .catch((err) => logger.error({ message: 'webhook secrets failed', domain: d, err: String(err) }));
   if (opts.deliverLocally ?? config.mode === 'embedded') {
     delivery = new LocalDelivery(
       consumers,
@@ -242,6 +261,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     logger,
     configs,
     domainConfigs,
+    webhooks,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);

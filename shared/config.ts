@@ -179,6 +179,30 @@ export const CONFIG_TABLE = {
     z.string(),
     "A directory of static domain configurations, one file per domain named `<domain>.yaml`, `.yml` or `.json` (docs/domains.md), read once at start; a file that does not parse stops the process with its line and column. Empty: none. Until configurations are uploaded and versioned, this is how a domain's scope types are validated.",
   ),
+  webhookMaxAttempts: setting(
+    'PATCHBAY_WEBHOOK_MAX_ATTEMPTS',
+    10,
+    int(1, 1000),
+    "Failed deliveries of one patch to one webhook before it is dead-lettered (a `webhook-dead` record the domain's admin lists) and delivery goes on with the scope's next patch. Retries back off from 1 s doubling to 60 s (embedded), or as the push subscription's retry policy says (google): 10 is about 4 minutes embedded.",
+  ),
+  webhookTimeoutMs: setting(
+    'PATCHBAY_WEBHOOK_TIMEOUT_MS',
+    10_000,
+    int(100, 120_000),
+    'A webhook must answer a delivery within this (connect to end of body), or the attempt fails. Redirects are not followed: a 3xx fails too.',
+  ),
+  webhookMaxResponseBytes: setting(
+    'PATCHBAY_WEBHOOK_MAX_RESPONSE_BYTES',
+    256 * KiB,
+    int(0, 4 * 1024 * KiB),
+    "Largest webhook response body read (its write-back patches, docs/domains.md); past it the delivery counts as delivered and the write-back is refused, recorded in the webhook's state.",
+  ),
+  webhookPrivateAddresses: setting(
+    'PATCHBAY_WEBHOOK_PRIVATE_ADDRESSES',
+    'auto' as 'auto' | 'allow' | 'refuse',
+    z.enum(['auto', 'allow', 'refuse']),
+    'Whether webhooks may be delivered to loopback, private, link-local (the metadata server) and other non-public addresses, checked on the address actually connected to: `refuse`, `allow`, or `auto` (`refuse` in google mode, `allow` in embedded mode, where a receiver on localhost is the normal case).',
+  ),
   maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
   ackAfter: setting(
     'PATCHBAY_ACK_AFTER',
@@ -533,6 +557,8 @@ export const CONFIG_SECTIONS = {
     'maxConfigBytes',
     'domainConfigDir',
   ],
+  /** Webhooks: delivery of committed patches to a domain's endpoints (shared/domains/webhooks.ts). */
+  webhooks: ['webhookMaxAttempts', 'webhookTimeoutMs', 'webhookMaxResponseBytes', 'webhookPrivateAddresses'],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
@@ -581,6 +607,7 @@ export type EmbeddedConfig = Section<'embedded'>;
 export type GoogleConfig = Section<'google'>;
 export type OidcConfig = Section<'oidc'>;
 export type DomainsConfig = Section<'domains'>;
+export type WebhooksConfig = Section<'webhooks'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */

@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, sharing, listing, named scopes, validation, configuration, limits and domain-claims contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, sharing, listing, named scopes, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -23,9 +23,10 @@ import { namesContract } from './contract/names.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
 import { validationContract } from './contract/validation.js';
+import { webhooksContract } from './contract/webhooks.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
 import { skipWithout } from './helpers/proc.js';
-import { request, serveHandler, startServer } from './helpers/server.js';
+import { request, serveHandler, startServer, type TestServer } from './helpers/server.js';
 import { wrap } from './helpers/wrap.js';
 
 const skip = skipWithout('gcloud', 'the Firestore and Pub/Sub emulators') || skipWithout('redis-server');
@@ -117,6 +118,39 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
     },
   );
   namesContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  // As deployed: config-apply's filtered subscription and the webhooks consumer's unfiltered one,
+  // pushed to one endpoint; a restart is a new instance behind it (503 while none runs, so
+  // Pub/Sub redelivers), on the same Firestore root and topic.
+  webhooksContract('google', async (overrides) => {
+    const cfg = { ...stack.config(), domainCacheMs: 0, webhookPrivateAddresses: 'allow' as const, ...overrides };
+    let current: TestServer | null = await startServer(cfg);
+    const push = await serveHandler(async (req, res) => {
+      if (current) return current.app.push(req, res);
+      res.writeHead(503);
+      res.end();
+    });
+    const id = randomUUID().slice(0, 8);
+    const unsubscribe = [
+      await pushSubscription(stack, cfg.pubsubTopic as string, `apply-${id}`, `${push.url}/push/config-apply`, APPLY_FILTER),
+      await pushSubscription(stack, cfg.pubsubTopic as string, `hooks-${id}`, `${push.url}/push/webhooks`),
+    ];
+    const h = {
+      srv: current,
+      async restart(whileDown?: () => void) {
+        current = null;
+        await h.srv.close();
+        whileDown?.();
+        h.srv = await startServer(cfg);
+        current = h.srv;
+      },
+      async close() {
+        for (const u of unsubscribe) await u();
+        push.close();
+        await h.srv.close();
+      },
+    };
+    return h;
+  });
   // Each server gets its own Redis key prefix for the limits: counters of one test do not leak into the next.
   limitsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
   // Claims records in Firestore, reports through Firestore and Pub/Sub; localhost claims are off by default here.

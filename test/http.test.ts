@@ -7,6 +7,7 @@
  * (`DELETE /v1/scopes/{id}`, its purge and its crash safety) and the named scopes contract
  * (`/v1/names/{name}`, renames).
  */
+import { rmSync } from 'node:fs';
 import { configContract, failingPutOnce } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
@@ -14,7 +15,8 @@ import { listingContract } from './contract/listing.js';
 import { namesContract } from './contract/names.js';
 import { sharingContract } from './contract/sharing.js';
 import { validationContract } from './contract/validation.js';
-import { startServer } from './helpers/server.js';
+import { webhooksContract } from './contract/webhooks.js';
+import { startServer, tempDir } from './helpers/server.js';
 
 httpContract('embedded', (overrides) => startServer(overrides));
 sharingContract('embedded', (overrides) => startServer(overrides));
@@ -26,3 +28,21 @@ configContract('embedded', async (opts = {}) => {
 validationContract('embedded', (opts) => startServer({}, undefined, opts));
 deletionContract('embedded', (overrides, opts) => startServer(overrides, undefined, opts));
 namesContract('embedded', (overrides) => startServer(overrides));
+// A restart is a new server on the same data directory: its delivery catches up from the cursors.
+webhooksContract('embedded', async (overrides) => {
+  const dataDir = tempDir();
+  const start = () => startServer({ ...overrides, dataDir }, undefined, { deliverLocally: true });
+  const h = {
+    srv: await start(),
+    async restart(whileDown?: () => void) {
+      await h.srv.close();
+      whileDown?.();
+      h.srv = await start();
+    },
+    async close() {
+      await h.srv.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return h;
+});

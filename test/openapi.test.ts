@@ -156,7 +156,10 @@ function check(res: Res, method: string, template: string | null): Res {
 const VALIDATED = new StaticConfigs();
 VALIDATED.set(
   'default',
-  loadDomainConfig('types:\n  counter:\n    schema: {type: object, properties: {n: {type: integer, maximum: 100}}}\n', { maxConfigBytes: 4096 }),
+  loadDomainConfig(
+    'types:\n  counter:\n    schema: {type: object, properties: {n: {type: integer, maximum: 100}}}\nwebhooks:\n  - {name: hook, url: "http://127.0.0.1:9/h", types: [hooked]}\n',
+    { maxConfigBytes: 4096 },
+  ),
 );
 
 let srv: TestServer;
@@ -195,15 +198,18 @@ interface CallOpts {
   headers?: Record<string, string>;
   /** Default alice's token; null sends none. */
   token?: string | null;
+  /** Other path parameters (`{domain}`, `{name}`), as sent. */
+  params?: Record<string, string>;
 }
 
 /** Calls the server on a documented route, checks the response against the spec, and returns it. */
 async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
-  const path =
-    template
-      .replace('{domain}', encodeURIComponent(opts.domain ?? DOMAIN))
-      .replace('{id}', encodeURIComponent(opts.id ?? ''))
-      .replace('{name}', encodeURIComponent(opts.name ?? '')) + (opts.query ?? '');
+  let path = template
+    .replace('{domain}', encodeURIComponent(opts.domain ?? DOMAIN))
+    .replace('{id}', encodeURIComponent(opts.id ?? ''))
+    .replace('{name}', encodeURIComponent(opts.name ?? ''));
+  for (const [k, v] of Object.entries(opts.params ?? {})) path = path.replace(`{${k}}`, v);
+  path += opts.query ?? '';
   const res = await request(srv.url, method, path, {
     body: opts.body,
     raw: opts.raw,
@@ -525,6 +531,49 @@ describe('scopes', () => {
     expect(second.json.next).toBeNull();
     for (const query of ['?limit=6', '?limit=0', '?limit=x', '?cursor=%2F%2F', '?domain=Not%20A%20Domain', '?other=1']) {
       expectError(await call('GET', '/v1/scopes', { query }), 400, 'invalid_request');
+    }
+  });
+
+  it("lists a domain's webhooks and a webhook's dead letters for its admin (200); 403s anyone else; 400s a bad domain, name or page; 429s past the list rate", async () => {
+    const aliceId = (await call('GET', '/v1/me')).json.id as string;
+    await srv.app.domains.addAdmin('default', aliceId);
+    const hooks = '/v1/domains/{domain}/webhooks';
+    const dead = '/v1/domains/{domain}/webhooks/{name}/dead';
+    const list = await call('GET', hooks, { params: { domain: 'default' } });
+    expect(list.status).toBe(200);
+    expect(list.json.webhooks).toEqual([expect.objectContaining({ name: 'hook', secret: expect.stringMatching(/^whsec_/) })]);
+    expect((await call('GET', dead, { params: { domain: 'default', name: 'hook' }, query: '?limit=2' })).json).toEqual({
+      domain: 'default',
+      name: 'hook',
+      letters: [],
+      next: null,
+    });
+    expectError(await call('GET', hooks, { params: { domain: 'default' }, token: bob.token }), 403, 'forbidden');
+    expectError(await call('GET', dead, { params: { domain: 'default', name: 'hook' }, token: bob.token }), 403, 'forbidden');
+    expectError(await call('GET', hooks, { params: { domain: 'Not%20A%20Domain' } }), 400, 'invalid_request');
+    for (const [name, query] of [
+      ['Bad_Name', ''],
+      ['hook', '?limit=0'],
+      ['hook', '?limit=6'],
+      ['hook', '?after=x'],
+    ])
+      expectError(await call('GET', dead, { params: { domain: 'default', name: name as string }, query }), 400, 'invalid_request');
+    expect((await call('GET', hooks, { params: { domain: 'default' }, token: null })).status).toBe(401);
+    expect((await call('GET', dead, { params: { domain: 'default', name: 'hook' }, token: null })).status).toBe(401);
+    const limited = await startServer({ limits: 'on', rateList: { tokens: 1, windowMs: 60_000 } });
+    try {
+      const admin = await limited.client();
+      await limited.app.domains.addAdmin('default', (await admin.request('GET', '/v1/me')).json.id);
+      for (const path of ['/v1/domains/default/webhooks', '/v1/domains/default/webhooks/hook/dead']) {
+        const other = await limited.client();
+        await limited.app.domains.addAdmin('default', (await other.request('GET', '/v1/me')).json.id);
+        expect((await other.request('GET', path)).status).toBe(200);
+        const res = await other.request('GET', path);
+        check(res, 'GET', path.endsWith('/dead') ? dead : hooks);
+        expectError(res, 429, 'rate_limited');
+      }
+    } finally {
+      await limited.close();
     }
   });
 

@@ -18,6 +18,8 @@
  *
  * Steps: `compile` (parse and compile the version again: it was checked at upload), `origins`
  * (the domain record's allowed origins, when the configuration's `access.origins` names them),
+ * `webhooks` (a signing secret for each webhook that has none, webhook-records.ts: made before
+ * the version is active, so its webhooks receive the patches committed from then on),
  * `activate` (the version becomes the active one, unless a later one already is). Every instance
  * enforces the active version within PATCHBAY_DOMAIN_CACHE_MS (stored-configs.ts).
  *
@@ -35,6 +37,7 @@ import { type ActiveConfigs, loadDomainConfig } from './active.js';
 import type { ConfigHead, ConfigVersion, ConfigVersions } from './config-versions.js';
 import type { Domains } from './domains.js';
 import type { CompiledConfig } from './validation.js';
+import { WebhookRecords } from './webhook-records.js';
 
 /** The user the platform acts as: owner of report scopes. No token is ever issued for it. */
 export const SYSTEM_USER = 'system:patchbay';
@@ -47,7 +50,7 @@ const CHECKPOINT_KIND = 'config-apply';
 /** The session of every report patch: its `si` says which write of which step it is. */
 const REPORT_SESSION = 'config-apply';
 
-const STEPS = ['compile', 'origins', 'activate'] as const;
+const STEPS = ['compile', 'origins', 'webhooks', 'activate'] as const;
 type Step = (typeof STEPS)[number];
 
 /** The report scope of a version: readable from the id when the domain is short, hashed when not (ids are at most 128 characters). */
@@ -74,6 +77,8 @@ interface Requested {
 }
 
 export class ConfigService {
+  private readonly webhooks: WebhookRecords;
+
   constructor(
     private readonly versions: ConfigVersions,
     private readonly domains: Domains,
@@ -86,7 +91,9 @@ export class ConfigService {
     private readonly fixed = false,
     /** The active configurations (for the domain's defaults). */
     private readonly active?: ActiveConfigs,
-  ) {}
+  ) {
+    this.webhooks = new WebhookRecords(records);
+  }
 
   /** The visibility the domain's active configuration gives new scopes that name none (`access.visibility`), if any. */
   async defaultVisibility(domain: string): Promise<Visibility | undefined> {
@@ -192,6 +199,8 @@ export class ConfigService {
     if (step === 'origins') {
       const origins = c.config.access?.origins;
       if (origins) await this.domains.update(domain, () => ({ origins }));
+    } else if (step === 'webhooks') {
+      for (const h of c.config.webhooks ?? []) await this.webhooks.ensureSecret(domain, h.name);
     } else if (step === 'activate') {
       await this.versions.activate(domain, version);
       this.onActivated(domain);

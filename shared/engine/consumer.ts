@@ -10,6 +10,10 @@
  *
  * A consumer may want only some scopes (`accepts`, by id): the others are acknowledged as
  * skipped, without a cursor write (on Google its push subscription filters them out already).
+ * `wants` is a finer filter, asked per event when the answer needs a read (the webhooks consumer:
+ * does the scope's domain have a matching webhook?): an event it does not want is skipped the
+ * same way, without reading or writing the cursor. The cursor stays behind it, so a later wanted
+ * event's gap fill hands the skipped patches to the handler, which filters what it should not see.
  */
 import { PatchbayError } from '../errors.js';
 import type { ConsumerCursors } from '../ports/index.js';
@@ -36,10 +40,12 @@ export class Consumer {
     private readonly handler: PatchHandler,
     /** Which scopes it wants (default: all). */
     readonly accepts: (scope: string) => boolean = () => true,
+    /** Which events it wants, of the accepted scopes (default: all; see the top of this file). */
+    private readonly wants: (event: PatchEvent) => Promise<boolean> = async () => true,
   ) {}
 
   async deliver(event: PatchEvent): Promise<Delivery> {
-    if (!this.accepts(event.scope)) return { handled: [], duplicate: false, skipped: true };
+    if (!this.accepts(event.scope) || !(await this.wants(event))) return { handled: [], duplicate: false, skipped: true };
     let cursor = await this.ledger.getCursor(this.name, event.scope);
     if (event.ii <= cursor) return { handled: [], duplicate: true };
     const handled: number[] = [];

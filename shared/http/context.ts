@@ -9,6 +9,7 @@ import type { ConfigService } from '../domains/apply.js';
 import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
+import type { Webhooks } from '../domains/webhooks.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
@@ -35,6 +36,8 @@ export interface HandlerDeps {
   claims: Claims;
   /** Service tokens' records (shared/domains/service-tokens.ts). */
   serviceTokens: ServiceTokens;
+  /** The domains' webhooks and their delivery state (shared/domains/webhooks.ts). */
+  webhooks: Webhooks;
 }
 
 export interface Ctx {

@@ -37,7 +37,7 @@ export function failingPutOnce(kind: string | undefined): ((a: Adapters) => Adap
 export type StartDelivering = (opts?: { failRecordPutsOnce?: string }) => Promise<{ srv: TestServer; close: () => Promise<void> }>;
 
 const DOMAIN = 'app.example.com';
-const userId = (c: Client): string => JSON.parse(Buffer.from(c.token.split('.')[1] ?? '', 'base64url').toString('utf8')).sub;
+export const userId = (c: Client): string => JSON.parse(Buffer.from(c.token.split('.')[1] ?? '', 'base64url').toString('utf8')).sub;
 
 const V1 = `# notes must have a title
 types:
@@ -63,20 +63,20 @@ const V2 = `types:
 `;
 
 /** A client whose token is issued for `domain`. */
-async function clientIn(base: string, domain: string): Promise<Client> {
+export async function clientIn(base: string, domain: string): Promise<Client> {
   const res = await request(base, 'POST', '/v1/auth/anonymous', { headers: { 'x-patchbay-domain': domain } });
   if (res.status !== 200) throw new Error(`sign-in for ${domain} failed: ${res.status} ${res.text}`);
   const token = res.json.token as string;
   return { token, request: (method, path, opts = {}) => request(base, method, path, { ...opts, token: opts.token === undefined ? token : opts.token }) };
 }
 
-const upload = (c: Client, text: string, replaces: number | null, domain = DOMAIN) =>
+export const upload = (c: Client, text: string, replaces: number | null, domain = DOMAIN) =>
   c.request('PUT', `/v1/domains/${domain}/config${replaces === null ? '' : `?replaces=${replaces}`}`, {
     raw: text,
     headers: { 'content-type': 'application/yaml' },
   });
 
-async function waitDone(srv: TestServer, c: Client, report: string): Promise<SseCollector> {
+export async function waitDone(srv: TestServer, c: Client, report: string): Promise<SseCollector> {
   const sse = openSse(`${srv.url}/v1/scopes/${report}/events`, c.token);
   await sse.waitFor((evs) => {
     const last = evs.filter((e) => e.type === 'state' || e.type === 'patch');
@@ -130,7 +130,13 @@ export function configContract(stack: string, start: StartDelivering): void {
       const report = res.json.report as string;
       streams.push(await waitDone(srv, admin, report));
       const state = (await admin.request('GET', `/v1/scopes/${report}`)).json.state;
-      expect(state).toMatchObject({ domain: DOMAIN, version: 1, status: 'done', steps: { compile: 'done', origins: 'done', activate: 'done' }, error: null });
+      expect(state).toMatchObject({
+        domain: DOMAIN,
+        version: 1,
+        status: 'done',
+        steps: { compile: 'done', origins: 'done', webhooks: 'done', activate: 'done' },
+        error: null,
+      });
       expect(await head()).toMatchObject({ latest: 1, active: 1 });
       expect((await srv.app.domains.get(DOMAIN))?.origins).toEqual(['https://app.example.com']);
       // Only the domain's admins read the report.
@@ -191,7 +197,7 @@ export function configContract(stack: string, start: StartDelivering): void {
         const writes = log.map((r) => JSON.stringify(r.patch));
         expect(new Set(writes).size).toBe(writes.length); // no step reported twice
         const state = (await admin.request('GET', `/v1/scopes/${res.json.report}`)).json.state;
-        expect(state.steps).toEqual({ compile: 'done', origins: 'done', activate: 'done' });
+        expect(state.steps).toEqual({ compile: 'done', origins: 'done', webhooks: 'done', activate: 'done' });
         expect((await admin.request('GET', '/v1/domains/resume.example.com/config')).json).toMatchObject({ active: 1 });
       } finally {
         await close();

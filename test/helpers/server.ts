@@ -118,6 +118,8 @@ export interface StartOptions {
 /** Starts the handler in this process. */
 export async function startServer(overrides: Partial<Config> = {}, adapters?: Adapters, opts: StartOptions = {}): Promise<TestServer> {
   const config = testConfig(overrides);
+  // A data directory the caller named outlives the server (a restart on the same data); one made here goes with it.
+  const ownDir = overrides.dataDir === undefined;
   let chosen = adapters;
   if (opts.wrap) chosen = opts.wrap(adapters ?? (await adaptersFor(config, createLogger('off'))));
   const app = await createApp(config, {
@@ -141,7 +143,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await app.close();
-      rmSync(config.dataDir, { recursive: true, force: true });
+      if (ownDir) rmSync(config.dataDir, { recursive: true, force: true });
     },
   };
 }

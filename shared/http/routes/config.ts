@@ -20,7 +20,7 @@ import type { Route } from '../router.js';
 const TEXT_TYPES = new Set(['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'application/json', 'text/plain']);
 
 /** The `{domain}` parameter, checked. */
-function domainParam(ctx: Ctx): string {
+export function domainParam(ctx: Ctx): string {
   let d = '';
   try {
     d = decodeURIComponent(ctx.params[0] as string);
@@ -32,8 +32,8 @@ function domainParam(ctx: Ctx): string {
   return d;
 }
 
-/** The caller, if it administers the domain in the path. */
-async function admin(ctx: Ctx): Promise<{ domain: string; userId: string }> {
+/** The caller, if it administers the domain in the path (anyone else: 403 `forbidden`). */
+export async function admin(ctx: Ctx): Promise<{ domain: string; userId: string }> {
   const domain = domainParam(ctx);
   const u = await user(ctx);
   await ctx.deps.domains.checkAdmin(domain, u.id);

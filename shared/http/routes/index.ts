@@ -13,6 +13,7 @@ import { meRoutes } from './me.js';
 import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
 import { scopeRoutes } from './scopes.js';
+import { webhookRoutes } from './webhooks.js';
 
 export const ROUTES: readonly Route<Ctx>[] = [
   ...authRoutes,
@@ -26,5 +27,6 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...configRoutes,
   ...claimRoutes,
   ...domainRoutes,
+  ...webhookRoutes,
   ...healthRoutes,
 ];

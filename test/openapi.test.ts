@@ -204,11 +204,12 @@ interface CallOpts {
 
 /** Calls the server on a documented route, checks the response against the spec, and returns it. */
 async function call(method: Method, template: string, opts: CallOpts = {}): Promise<Res> {
-  let path = template
+  let path = template;
+  for (const [k, v] of Object.entries(opts.params ?? {})) path = path.replace(`{${k}}`, v);
+  path = path
     .replace('{domain}', encodeURIComponent(opts.domain ?? DOMAIN))
     .replace('{id}', encodeURIComponent(opts.id ?? ''))
     .replace('{name}', encodeURIComponent(opts.name ?? ''));
-  for (const [k, v] of Object.entries(opts.params ?? {})) path = path.replace(`{${k}}`, v);
   path += opts.query ?? '';
   const res = await request(srv.url, method, path, {
     body: opts.body,

@@ -20,12 +20,13 @@ import { type App, createApp } from '../shared/app.js';
 import { loadConfig } from '../shared/config.js';
 import { refusalFields } from '../shared/http/internal-auth.js';
 import { begin, logRequest, sendError } from '../shared/http/respond.js';
+import { consumers } from './consumers.js';
 
 // Read at cold start, so a bad or missing setting fails the instance at once, naming the
 // variable, instead of answering 500 to every request. No timers in a function instance: Cloud
 // Scheduler calls `sweep` and `bundle`.
 const config = loadConfig();
-const app: Promise<App> = createApp(config, { sweeper: false, bundler: false });
+const app: Promise<App> = createApp(config, { sweeper: false, bundler: false, consumers });
 app.catch(() => {}); // a failure is reported to the first request that awaits it
 const instance = (): Promise<App> => app;
 

@@ -97,7 +97,7 @@ async function deploy(
     out: (l) => out.push(l),
     err: (l) => err.push(l),
     runner: opts.spawn ? spawnRunner(env) : inProcessRunner(env),
-    consumers: opts.consumers ?? ['mirror', 'webhooks'],
+    consumers: opts.consumers ?? ['config-apply', 'mirror', 'webhooks'],
     smoke: { attempts: 1, delayMs: 0 },
     confirm: async () => false,
     ...(opts.io ?? {}),
@@ -176,6 +176,9 @@ describe('deploy against a simulated gcloud', () => {
     expect(Object.keys(api.environmentVariables)).not.toContain('PATCHBAY_JWT_SECRET');
     expect(api.secretEnvironmentVariables.map((s: { key: string }) => s.key).sort()).toEqual(['PATCHBAY_JWT_SECRET', 'UPSTASH_REDIS_REST_TOKEN']);
     expect(state.functions.bundle.serviceConfig.serviceAccountEmail).toBe(`patchbay-bundler@${PROJECT}.iam.gserviceaccount.com`);
+    // The configuration applier's subscription carries only report scopes (APPLY_FILTER); the others every message.
+    expect(state.subscriptions['patchbay-push-config-apply'].filter).toBe('hasPrefix(attributes.scope, "sys:config:")');
+    expect(state.subscriptions['patchbay-push-webhooks'].filter).toBeUndefined();
     const mirror = state.subscriptions['patchbay-push-mirror'];
     expect(mirror).toMatchObject({
       enableMessageOrdering: true,
@@ -300,12 +303,12 @@ describe('deploy against a simulated gcloud', () => {
     state.jobs['their-job'] = { name: `projects/${PROJECT}/locations/${REGION}/jobs/their-job`, schedule: '* * * * *', description: 'not ours' };
     write(dir, state);
     // The webhooks consumer is gone from the app: its subscription is not wanted any more.
-    const refused = await deploy(dir, ['--prune', '--no-smoke'], { consumers: ['mirror'] });
+    const refused = await deploy(dir, ['--prune', '--no-smoke'], { consumers: ['config-apply', 'mirror'] });
     expect(refused.code).toBe(0);
     expect(refused.out).toContain('prune: not confirmed; deleted nothing');
     expect(calls(dir)).toEqual([]);
 
-    const pruned = await deploy(dir, ['--prune', '--yes', '--no-smoke'], { consumers: ['mirror'] });
+    const pruned = await deploy(dir, ['--prune', '--yes', '--no-smoke'], { consumers: ['config-apply', 'mirror'] });
     expect(pruned.code, pruned.err).toBe(0);
     expect(
       calls(dir)
@@ -314,11 +317,11 @@ describe('deploy against a simulated gcloud', () => {
     ).toEqual(['pubsub subscriptions delete patchbay-push-webhooks', 'pubsub topics delete patchbay-old'].sort());
     const after = readState(dir);
     expect(Object.keys(after.topics).sort()).toEqual(['patchbay-patches', 'patchbay-patches-dead-letters', 'someone-elses']);
-    expect(Object.keys(after.subscriptions).sort()).toEqual(['patchbay-push-mirror', 'patchbay-sse-instance1']);
+    expect(Object.keys(after.subscriptions).sort()).toEqual(['patchbay-push-config-apply', 'patchbay-push-mirror', 'patchbay-sse-instance1']);
     expect(Object.keys(after.jobs).sort()).toEqual(['patchbay-bundle', 'patchbay-sweep', 'their-job']);
 
     // Without --prune, an unwanted resource is only reported by --check.
-    const check = await deploy(dir, ['--check'], { consumers: ['mirror'] });
+    const check = await deploy(dir, ['--check'], { consumers: ['config-apply', 'mirror'] });
     expect(check.code, check.out).toBe(0);
   });
 

@@ -5,9 +5,11 @@
  * with what is live. Each IAM role is justified where it is granted (least privilege: three
  * accounts, roles on the narrowest resource gcloud can bind them to).
  */
+
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { BUILT_IN_CONSUMERS } from '../../shared/domains/consumers.js';
 import { type BindingProps, bindingName, type TargetType } from './kinds/bindings.js';
 import type { BucketProps } from './kinds/bucket.js';
 import type { DatabaseProps, FieldProps, IndexField, IndexProps } from './kinds/firestore.js';
@@ -231,6 +233,7 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
         serviceAccount: accounts.invoker,
         audience: `${config.oidcAudience}/push/${consumer}`,
         ordering: true,
+        filter: BUILT_IN_CONSUMERS[consumer]?.filter ?? '',
         deadLetterTopic: deadName,
         maxDeliveryAttempts: 20,
         minRetryDelay: '10s',

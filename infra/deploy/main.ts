@@ -8,6 +8,7 @@
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import { consumers as registered } from '../../functions/consumers.js';
+import { BUILT_IN_CONSUMERS } from '../../shared/domains/consumers.js';
 import { desiredState, sourceHash } from './desired.js';
 import { Gcloud, GcloudError, type Runner, spawnRunner } from './gcloud.js';
 import { KINDS } from './kinds/index.js';
@@ -108,7 +109,12 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
     const ctx: Context = { gcloud, cfg, projectNumber: project.projectNumber };
     const resources: Resource[] = destroy
       ? []
-      : desiredState({ cfg, consumers: io.consumers ?? Object.keys(registered), projectNumber: project.projectNumber, source: sourceHash(cfg.deploy.source) });
+      : desiredState({
+          cfg,
+          consumers: io.consumers ?? [...Object.keys(BUILT_IN_CONSUMERS), ...Object.keys(registered)],
+          projectNumber: project.projectNumber,
+          source: sourceHash(cfg.deploy.source),
+        });
     out(`${destroy ? 'destroy' : mode} ${cfg.project} in ${cfg.region}: ${resources.length} resources`);
     const outcome = await reconcile(ctx, KINDS, resources, {
       mode: destroy && mode === 'apply' ? 'apply' : mode,

@@ -44,6 +44,8 @@ export interface SubscriptionProps {
   serviceAccount: string;
   audience: string;
   ordering: boolean;
+  /** The subscription's message filter ('' for none); like ordering, fixed at creation. */
+  filter: string;
   deadLetterTopic: string;
   maxDeliveryAttempts: number;
   minRetryDelay: string;
@@ -57,6 +59,7 @@ interface LiveSubscription {
   topic: string;
   pushConfig?: { pushEndpoint?: string; oidcToken?: { serviceAccountEmail?: string; audience?: string } };
   enableMessageOrdering?: boolean;
+  filter?: string;
   deadLetterPolicy?: { deadLetterTopic?: string; maxDeliveryAttempts?: number };
   retryPolicy?: { minimumBackoff?: string; maximumBackoff?: string };
   ackDeadlineSeconds?: number;
@@ -70,6 +73,7 @@ function normalize(s: LiveSubscription): SubscriptionProps {
     serviceAccount: s.pushConfig?.oidcToken?.serviceAccountEmail ?? '',
     audience: s.pushConfig?.oidcToken?.audience ?? '',
     ordering: s.enableMessageOrdering === true,
+    filter: s.filter ?? '',
     deadLetterTopic: last(s.deadLetterPolicy?.deadLetterTopic),
     maxDeliveryAttempts: s.deadLetterPolicy?.maxDeliveryAttempts ?? 0,
     minRetryDelay: s.retryPolicy?.minimumBackoff ?? '',
@@ -99,7 +103,7 @@ export const subscriptions: Kind<SubscriptionProps> = {
     const list = await gcloud.json<LiveSubscription[]>(['pubsub', 'subscriptions', 'list']);
     return new Map(list.map((s) => [last(s.name), normalize(s)]));
   },
-  diff: (want, live): Diff[] => compareProps(want, live, ['topic', 'ordering']),
+  diff: (want, live): Diff[] => compareProps(want, live, ['topic', 'ordering', 'filter']),
   create: (_ctx, r): Command[] => [
     {
       args: [
@@ -109,6 +113,7 @@ export const subscriptions: Kind<SubscriptionProps> = {
         r.name,
         `--topic=${r.props.topic}`,
         ...(r.props.ordering ? ['--enable-message-ordering'] : []),
+        ...(r.props.filter ? [`--message-filter=${r.props.filter}`] : []),
         ...settable(r.props),
         `--labels=${label}`,
       ],

@@ -173,6 +173,7 @@ function subscriptionJson(state, P, name, flags, old) {
   const s = old ?? { name: `projects/${P}/subscriptions/${name}`, ackDeadlineSeconds: 10, messageRetentionDuration: '604800s', state: 'ACTIVE' };
   if (flags.topic) s.topic = `projects/${P}/topics/${flags.topic}`;
   if (flags['enable-message-ordering']) s.enableMessageOrdering = true;
+  if (flags['message-filter']) s.filter = flags['message-filter'];
   if (flags['push-endpoint']) {
     s.pushConfig = { pushEndpoint: flags['push-endpoint'] };
     if (flags['push-auth-service-account'])

@@ -7,7 +7,7 @@
  * directory is opened once per process and shared by every PGliteMirror on it (reference counted:
  * the last close closes it). PGlite has one connection; it runs one query or transaction at a time.
  *
- * Differences from real Postgres, all of them about queries, all documented in docs/domains.md:
+ * Differences from real Postgres, all of them about queries (also in docs/mirror.md):
  * - Roles: PGlite has a single session, of its superuser. A query takes on the domain's role
  *   with `SET LOCAL ROLE` inside its read-only transaction, so a query that reads another
  *   domain's schema, or writes, fails as on Postgres. But this is not a boundary against a

@@ -360,7 +360,7 @@ export const CONFIG_TABLE = {
     'PATCHBAY_MIRROR_URL',
     '',
     z.string().refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// URL'),
-    "The Postgres database of the queryable mirror on the Google stack (`postgres://user:password@host:port/db`; the user creates schemas and roles). Empty: no mirror there. Embedded mode uses PGlite under `<dataDir>/mirror`.",
+    'The Postgres database of the queryable mirror on the Google stack (`postgres://user:password@host:port/db`; the user creates schemas and roles). Empty: no mirror there. Embedded mode uses PGlite under `<dataDir>/mirror`.',
   ),
   mirrorQueryTimeoutMs: setting('PATCHBAY_MIRROR_QUERY_TIMEOUT_MS', 5_000, int(1, 600_000), 'Statement timeout of a named query.'),
   mirrorMaxRows: setting('PATCHBAY_MIRROR_MAX_ROWS', 1_000, int(0, 100_000), 'Most rows a named query returns (more are cut, with `truncated: true`).'),

@@ -452,6 +452,14 @@ export const CONFIG_TABLE = {
     "Where Google's token-signing certificates (PEM, by key id) are fetched; they are cached as long as the answer's `Cache-Control: max-age` says. Change it only for tests.",
   ),
   gcpProject: setting('PATCHBAY_GCP_PROJECT', '', z.string(), 'Google Cloud project id (google mode; required there).'),
+  mirrorUrl: setting(
+    'PATCHBAY_MIRROR_URL',
+    '',
+    z.string().refine((v) => v === '' || /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// URL'),
+    'The Postgres database of the queryable mirror on the Google stack (`postgres://user:password@host:port/db`; the user creates schemas and roles). Empty: no mirror there. Embedded mode uses PGlite under `<dataDir>/mirror`.',
+  ),
+  mirrorQueryTimeoutMs: setting('PATCHBAY_MIRROR_QUERY_TIMEOUT_MS', 5_000, int(1, 600_000), 'Statement timeout of a named query.'),
+  mirrorMaxRows: setting('PATCHBAY_MIRROR_MAX_ROWS', 1_000, int(0, 100_000), 'Most rows a named query returns (more are cut, with `truncated: true`).'),
   firestoreDatabase: setting('PATCHBAY_FIRESTORE_DATABASE', '(default)', z.string().min(1), 'Firestore database id.'),
   firestoreRoot: setting('PATCHBAY_FIRESTORE_ROOT', 'scopes', z.string().regex(/^[A-Za-z0-9_-]{1,100}$/), 'Top-level Firestore collection of scope heads.'),
   firestoreDirect: setting(
@@ -559,6 +567,8 @@ export const CONFIG_SECTIONS = {
   ],
   /** Webhooks: delivery of committed patches to a domain's endpoints (shared/domains/webhooks.ts). */
   webhooks: ['webhookMaxAttempts', 'webhookTimeoutMs', 'webhookMaxResponseBytes', 'webhookPrivateAddresses'],
+  /** The queryable mirror and named queries (shared/mirror/, the Mirror port's adapters). */
+  mirror: ['mirrorUrl', 'mirrorQueryTimeoutMs', 'mirrorMaxRows'],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
@@ -608,6 +618,7 @@ export type GoogleConfig = Section<'google'>;
 export type OidcConfig = Section<'oidc'>;
 export type DomainsConfig = Section<'domains'>;
 export type WebhooksConfig = Section<'webhooks'>;
+export type MirrorConfig = Section<'mirror'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */

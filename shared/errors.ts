@@ -61,6 +61,14 @@ export const ERROR_CODES = {
    * user over the bytes quota can do: patches of only `remove` and `test` operations are accepted.
    */
   quota_exceeded: 403,
+  /** No named query of that name that the caller's domain may run (shared/mirror/queries.ts). */
+  unknown_query: 404,
+  /** A named query's parameters are missing, unknown, reserved (`REQUESTER`, `DOMAIN`) or of the wrong type (`param`). */
+  invalid_params: 400,
+  /** A named query failed in the database (`pgCode`: the SQLSTATE); the database's message is not passed on. */
+  query_failed: 422,
+  /** A named query ran past its statement timeout (PATCHBAY_MIRROR_QUERY_TIMEOUT_MS). */
+  query_timeout: 504,
   /** A dependency (ledger, cache, bus) failed; the request may be retried. */
   unavailable: 503,
   /** A bug. */

@@ -1,0 +1,66 @@
+/**
+ * The mirror consumer: a push consumer's handler (shared/engine/consumer.ts; delivered in-process
+ * by LocalDelivery embedded, by Pub/Sub push on Google) that keeps each domain's mirror equal to
+ * its scopes.
+ *
+ * For a patch event of a scope it reads the scope's head and its state at the head's `ii` (cheap:
+ * the engine's near cache holds it after a local commit), makes sure the domain's schema matches
+ * its table definitions (once per process and definition), and upserts the scope's rows at that
+ * `ii`. Mirroring the head rather than the event's own `ii` is what makes this safe however events
+ * arrive: the row written is always a true state of the scope (guarantee 2) at some `ii` at or past
+ * the event, and the mirror keeps the newest row (shared/ports/mirror.ts, Order). So duplicates,
+ * reordering, gaps (which the Consumer fills from the log first) and restarts (it catches up from
+ * its cursor) all end with the rows at the head. Events at or below an `ii` this process already
+ * mirrored are skipped.
+ *
+ * A scope that no longer exists (`scope_not_found`: deleted) has its rows removed from every
+ * domain's mirror (the event does not say which domain it was in). A failure throws, so the
+ * Consumer does not move its cursor and the event is delivered again.
+ */
+import { LRUCache } from 'lru-cache';
+import type { PatchHandler } from '../engine/consumer.js';
+import { PatchbayError } from '../errors.js';
+import type { Json } from '../json.js';
+import type { Head } from '../ports/ledger.js';
+import type { Mirror } from '../ports/mirror.js';
+import type { MirrorTables } from './definitions.js';
+
+export interface MirrorConsumerOptions {
+  mirror: Mirror;
+  /** The engine's reads (Engine.head and Engine.stateAt). `head` throws `scope_not_found` for a scope that does not exist. */
+  source: { head(id: string): Promise<Head>; stateAt(id: string, ii: number): Promise<Json> };
+  /** A domain's table definitions, or null when the domain has no mirror. */
+  tables(domain: string): MirrorTables | null | Promise<MirrorTables | null>;
+}
+
+/** The handler for the mirror's Consumer. */
+export function mirrorHandler(opts: MirrorConsumerOptions): PatchHandler {
+  /** Definitions `ensure` was last run with, per domain (as JSON): a change runs it again. */
+  const ensured = new Map<string, string>();
+  /** The newest `ii` mirrored per scope by this process. Only a shortcut: forgetting costs an upsert. */
+  const mirrored = new LRUCache<string, number>({ max: 10_000 });
+
+  return async (event) => {
+    if ((mirrored.get(event.scope) ?? 0) >= event.ii) return;
+    let head: Head;
+    try {
+      head = await opts.source.head(event.scope);
+    } catch (err) {
+      if (!(err instanceof PatchbayError) || err.code !== 'scope_not_found') throw err;
+      await opts.mirror.remove(null, event.scope);
+      mirrored.delete(event.scope);
+      return;
+    }
+    const domain = head.meta.domain;
+    const tables = await opts.tables(domain);
+    if (tables === null) return;
+    const key = JSON.stringify(tables);
+    if (ensured.get(domain) !== key) {
+      await opts.mirror.ensure(domain, tables);
+      ensured.set(domain, key);
+    }
+    const state = await opts.source.stateAt(event.scope, head.ii);
+    await opts.mirror.upsert(domain, tables, { id: event.scope, ii: head.ii, meta: head.meta, state });
+    mirrored.set(event.scope, head.ii);
+  };
+}

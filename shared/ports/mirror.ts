@@ -1,0 +1,98 @@
+/**
+ * Port: the queryable mirror. Every domain has its own schema in one Postgres database (real
+ * Postgres on Google, PGlite embedded) holding a row per scope in `scopes`, a row per tag scope in
+ * `tags`, and a row per scope of a table's type in each table the domain declares
+ * (shared/mirror/definitions.ts). Named queries read them.
+ *
+ * Guarantees every adapter keeps (test/conformance/mirror.ts checks them):
+ * - Ownership: patchbay creates, alters and drops only tables it created, recorded in a catalog
+ *   inside the domain's schema; a declared table whose name is taken by a table patchbay did not
+ *   create is refused, and such tables are never altered or dropped.
+ * - Order: a row is replaced only by one built at the same or a later `ii` of its scope, in one
+ *   statement, so upserts may arrive late, twice or out of order and the newest one stays.
+ * - Isolation: a query runs in a read-only transaction as the domain's query role, which may read
+ *   that domain's mirrored tables and nothing else patchbay created; its SQL text is fixed by the
+ *   definition and every client value is a bound parameter.
+ * - Errors: a failing query is a PatchbayError `query_failed` carrying the SQLSTATE (`pgCode`)
+ *   and never the database's message, or `query_timeout`; a database that cannot be reached is
+ *   `unavailable`.
+ *
+ * What differs between adapters is written in each adapter's opening comment (PGlite: no
+ * statement timeout interrupts a query, and the query role is set with SET LOCAL ROLE).
+ */
+import type { Json } from '../json.js';
+import type { MirrorTables } from '../mirror/definitions.js';
+import type { MirroredScope } from '../mirror/values.js';
+
+export type { MirroredScope } from '../mirror/values.js';
+
+/** What `ensure` did to a domain's schema. */
+export interface EnsureReport {
+  /** Tables created (the built-in ones included, the first time). */
+  created: string[];
+  /** Tables whose columns, column types or indexes changed. */
+  altered: string[];
+  /** Tables dropped because the definitions no longer declare them (only ever tables patchbay created). */
+  dropped: string[];
+  /**
+   * Tables whose rows no longer match their definition until every scope of their type is
+   * upserted again (new tables, new columns, changed sources or types, a changed scope type):
+   * what a backfill must walk.
+   */
+  backfill: string[];
+}
+
+/** A named query ready to run: positional SQL text and its values as text (shared/mirror/queries.ts prepares it). */
+export interface PreparedQuery {
+  text: string;
+  values: Array<string | null>;
+}
+
+export interface QueryLimits {
+  /** The statement timeout, ms. */
+  timeoutMs: number;
+  /** At most this many rows come back; more sets `truncated`. */
+  maxRows: number;
+}
+
+export interface QueryResult {
+  columns: Array<{ name: string; type: string }>;
+  /** One array per row, values in column order, as JSON (shared/mirror/values.ts, resultValue). */
+  rows: Json[][];
+  /** True when the query had more rows than `maxRows` (the rest were not read). */
+  truncated: boolean;
+}
+
+export interface Mirror {
+  /**
+   * Makes a domain's schema hold exactly the built-in tables and `tables`: creates the schema,
+   * its query role and missing tables; alters changed ones (columns added and dropped, types
+   * changed `USING` a cast, or NULL where the cast fails, indexes); drops tables patchbay created
+   * that are no longer declared. One transaction, serialized per domain across processes.
+   * Throws PatchbayError `invalid_request` (`table`) when a declared table's name is taken by a
+   * table patchbay did not create; nothing changes then. Idempotent: the same definitions again
+   * change nothing and report nothing.
+   */
+  ensure(domain: string, tables: MirrorTables): Promise<EnsureReport>;
+  /**
+   * Writes a scope's rows at `scope.ii`: its `scopes` row and its row in every table of its type
+   * (of `tables`, which `ensure` must have been given), in one transaction. A row stored at a
+   * later `ii` is kept (see Order above). Tables of other types are not touched.
+   */
+  upsert(domain: string, tables: MirrorTables, scope: MirroredScope): Promise<void>;
+  /**
+   * Deletes a scope's rows from every table patchbay created in the domain's schema, or with
+   * `domain` null in every domain's schema (a deleted scope whose domain is no longer known).
+   * Idempotent. Not ordered by `ii`: a later upsert of the same id writes its rows again, so only
+   * call it for a scope that no longer exists.
+   */
+  remove(domain: string | null, id: string): Promise<void>;
+  /**
+   * Runs a prepared named query on a domain's schema: read-only transaction, the domain's query
+   * role, `search_path` the domain's schema only, statement timeout and row cap from `limits`.
+   * Throws `query_failed` (`pgCode`), `query_timeout`, or `unavailable`.
+   */
+  query(domain: string, q: PreparedQuery, limits: QueryLimits): Promise<QueryResult>;
+  /** Releases connections (PGlite: closes the database). Calls after close fail. */
+  close(): Promise<void>;
+}

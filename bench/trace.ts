@@ -43,7 +43,13 @@ function timed<T extends object>(label: string, target: T): T {
 
 const config = loadConfig();
 const raw = await adaptersFor(config, createLogger('error'));
-const adapters: Adapters = { ledger: timed('ledger', raw.ledger), cache: timed('cache', raw.cache), bus: timed('bus', raw.bus), blobs: raw.blobs, records: raw.records };
+const adapters: Adapters = {
+  ledger: timed('ledger', raw.ledger),
+  cache: timed('cache', raw.cache),
+  bus: timed('bus', raw.bus),
+  blobs: raw.blobs,
+  records: raw.records,
+};
 const app = await createApp(config, { adapters });
 const server = createServer((req, res) => {
   const t0 = performance.now();

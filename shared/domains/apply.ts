@@ -150,7 +150,7 @@ export class ConfigService {
   async handle(event: PatchEvent): Promise<void> {
     if (event.ii !== 1) return; // the apply's own progress patches
     const op = event.patch[0];
-    if (!op || op.op !== 'add' || op.path !== '/requested') return;
+    if (op?.op !== 'add' || op.path !== '/requested') return;
     const { domain, version } = op.value as unknown as Requested;
     await this.apply(domain, version);
   }

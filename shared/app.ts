@@ -17,6 +17,7 @@ import { Domains } from './domains/domains.js';
 import { domainRules } from './domains/rules.js';
 import { ServiceTokens } from './domains/service-tokens.js';
 import { StoredConfigs } from './domains/stored-configs.js';
+import { Tags } from './domains/tags.js';
 import { WEBHOOKS_CONSUMER, Webhooks, webhookScope } from './domains/webhooks.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
@@ -165,7 +166,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks });
+  const tags = new Tags(adapters.records, engine);
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, tags });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();

@@ -9,6 +9,7 @@ import type { ConfigService } from '../domains/apply.js';
 import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
+import type { Tags } from '../domains/tags.js';
 import type { Webhooks } from '../domains/webhooks.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
@@ -38,6 +39,8 @@ export interface HandlerDeps {
   serviceTokens: ServiceTokens;
   /** The domains' webhooks and their delivery state (shared/domains/webhooks.ts). */
   webhooks: Webhooks;
+  /** Tags and their index (shared/domains/tags.ts). */
+  tags: Tags;
 }
 
 export interface Ctx {

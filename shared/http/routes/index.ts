@@ -13,6 +13,7 @@ import { meRoutes } from './me.js';
 import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
 import { scopeRoutes } from './scopes.js';
+import { tagRoutes } from './tags.js';
 import { webhookRoutes } from './webhooks.js';
 
 export const ROUTES: readonly Route<Ctx>[] = [
@@ -21,6 +22,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...scopeRoutes,
   ...accessRoutes,
   ...nameRoutes,
+  ...tagRoutes,
   ...patchRoutes,
   ...historyRoutes,
   ...eventRoutes,

@@ -20,6 +20,8 @@
  * (the domain record's allowed origins, when the configuration's `access.origins` names them),
  * `webhooks` (a signing secret for each webhook that has none, webhook-records.ts: made before
  * the version is active, so its webhooks receive the patches committed from then on),
+ * `mirror` (the domain's mirror tables made to match the version's, then backfilled from the
+ * current states, progress in the report's `/mirror`: shared/domains/mirror-step.ts),
  * `activate` (the version becomes the active one, unless a later one already is). Every instance
  * enforces the active version within PATCHBAY_DOMAIN_CACHE_MS (stored-configs.ts).
  *
@@ -34,8 +36,10 @@ import type { Json } from '../json.js';
 import type { RecordStore } from '../ports/records.js';
 import type { PatchEvent, PatchRequest, Visibility } from '../protocol.js';
 import { type ActiveConfigs, loadDomainConfig } from './active.js';
+import type { DomainConfig } from './config-schema.js';
 import type { ConfigHead, ConfigVersion, ConfigVersions } from './config-versions.js';
 import type { Domains } from './domains.js';
+import { type MirrorCheckpoint, type MirrorStepDeps, runMirrorStep } from './mirror-step.js';
 import type { CompiledConfig } from './validation.js';
 import { WebhookRecords } from './webhook-records.js';
 
@@ -50,7 +54,7 @@ const CHECKPOINT_KIND = 'config-apply';
 /** The session of every report patch: its `si` says which write of which step it is. */
 const REPORT_SESSION = 'config-apply';
 
-const STEPS = ['compile', 'origins', 'webhooks', 'activate'] as const;
+export const STEPS = ['compile', 'origins', 'webhooks', 'mirror', 'activate'] as const;
 type Step = (typeof STEPS)[number];
 
 /** The report scope of a version: readable from the id when the domain is short, hashed when not (ids are at most 128 characters). */
@@ -69,6 +73,8 @@ export const isReport = (scope: string): boolean => scope.startsWith(REPORT_PREF
 interface Checkpoint {
   done: Step[];
   failed: boolean;
+  /** Where the `mirror` step stands (its backfill's position), while it runs. */
+  mirror?: MirrorCheckpoint;
 }
 
 interface Requested {
@@ -91,6 +97,8 @@ export class ConfigService {
     private readonly fixed = false,
     /** The active configurations (for the domain's defaults). */
     private readonly active?: ActiveConfigs,
+    /** The mirror and what its step reads (none: the `mirror` step does nothing). */
+    private readonly mirror?: MirrorStepDeps,
   ) {
     this.webhooks = new WebhookRecords(records);
   }
@@ -171,7 +179,13 @@ export class ConfigService {
       if (state.done.includes(step) && step !== 'compile') continue;
       await this.report(domain, version, base, [{ op: 'replace', path: `/steps/${step}`, value: 'running' }]);
       try {
-        compiled = await this.run(step, domain, version, v.text, compiled);
+        if (step === 'mirror') {
+          compiled ??= loadDomainConfig(v.text, this.config);
+          await this.mirrorStep(domain, version, compiled.config, state.mirror, async (m) => {
+            state = { ...state, mirror: m };
+            cp = await this.checkpoint(key, cp?.rev ?? 0, state);
+          });
+        } else compiled = await this.run(step, domain, version, v.text, compiled);
       } catch (err) {
         if (!(err instanceof PatchbayError) || err.code !== 'invalid_config') throw err; // transient: delivered again
         await this.report(domain, version, base + 1, [
@@ -206,6 +220,21 @@ export class ConfigService {
       this.onActivated(domain);
     }
     return c;
+  }
+
+  private async mirrorStep(
+    domain: string,
+    version: number,
+    config: DomainConfig,
+    saved: MirrorCheckpoint | undefined,
+    save: (m: MirrorCheckpoint) => Promise<void>,
+  ): Promise<void> {
+    if (!this.mirror) return;
+    await this.active?.prepare?.(domain);
+    const previous = this.active?.get(domain)?.config;
+    await runMirrorStep(this.mirror, domain, config, previous, saved, save, (si, value) =>
+      this.report(domain, version, si, [{ op: 'add', path: '/mirror', value }]),
+    );
   }
 
   private async checkpoint(key: string, rev: number, state: Checkpoint) {

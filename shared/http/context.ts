@@ -8,6 +8,7 @@ import type { HttpConfig } from '../config.js';
 import type { ConfigService } from '../domains/apply.js';
 import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
+import type { NamedQueries } from '../domains/queries.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
 import type { Webhooks } from '../domains/webhooks.js';
 import { type Caller, checkRead } from '../engine/access.js';
@@ -38,6 +39,8 @@ export interface HandlerDeps {
   serviceTokens: ServiceTokens;
   /** The domains' webhooks and their delivery state (shared/domains/webhooks.ts). */
   webhooks: Webhooks;
+  /** The domains' named queries over the mirror (shared/domains/queries.ts). */
+  queries: NamedQueries;
 }
 
 export interface Ctx {

@@ -202,6 +202,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     mirror,
     source: mirrorSource,
     accepts: mirrored,
+    settleMs: config.domainCacheMs,
   });
   // Uploaded configurations have their mirror schema made by their apply; fixed ones by first use.
   const queries = new NamedQueries(configs, mirror, config, fixed !== undefined);

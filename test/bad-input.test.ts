@@ -202,6 +202,7 @@ const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/events$/ },
   { method: 'POST', re: /^\/v1\/domains\/[^/]+\/claim$/ },
   { method: 'GET', re: /^\/v1\/domains\/[^/]+\/claim$/ },
+  { method: 'POST', re: /^\/v1\/domains\/[^/]+\/queries\/[^/]+$/ },
   { method: 'GET', re: /^\/healthz$/ },
 ];
 /**

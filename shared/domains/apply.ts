@@ -20,9 +20,10 @@
  * (the domain record's allowed origins, when the configuration's `access.origins` names them),
  * `webhooks` (a signing secret for each webhook that has none, webhook-records.ts: made before
  * the version is active, so its webhooks receive the patches committed from then on),
- * `mirror` (the domain's mirror tables made to match the version's, then backfilled from the
- * current states, progress in the report's `/mirror`: shared/domains/mirror-step.ts),
- * `activate` (the version becomes the active one, unless a later one already is). Every instance
+ * `mirror` (the domain's mirror tables made to match the version's: shared/domains/mirror-step.ts),
+ * `activate` (the version becomes the active one, unless a later one already is), `backfill`
+ * (after every instance holds the version, the tables that need it are filled from the current
+ * states, progress in the report's `/mirror`, its position checkpointed page by page). Every instance
  * enforces the active version within PATCHBAY_DOMAIN_CACHE_MS (stored-configs.ts).
  *
  * Report scope ids start with `sys:`, a prefix no client may create (shared/http/routes/scopes.ts),
@@ -39,7 +40,7 @@ import { type ActiveConfigs, loadDomainConfig } from './active.js';
 import type { DomainConfig } from './config-schema.js';
 import type { ConfigHead, ConfigVersion, ConfigVersions } from './config-versions.js';
 import type { Domains } from './domains.js';
-import { type MirrorCheckpoint, type MirrorStepDeps, runMirrorStep } from './mirror-step.js';
+import { backfillStep, ensureStep, type MirrorCheckpoint, type MirrorStepDeps } from './mirror-step.js';
 import type { CompiledConfig } from './validation.js';
 import { WebhookRecords } from './webhook-records.js';
 
@@ -54,7 +55,7 @@ const CHECKPOINT_KIND = 'config-apply';
 /** The session of every report patch: its `si` says which write of which step it is. */
 const REPORT_SESSION = 'config-apply';
 
-export const STEPS = ['compile', 'origins', 'webhooks', 'mirror', 'activate'] as const;
+export const STEPS = ['compile', 'origins', 'webhooks', 'mirror', 'activate', 'backfill'] as const;
 type Step = (typeof STEPS)[number];
 
 /** The report scope of a version: readable from the id when the domain is short, hashed when not (ids are at most 128 characters). */
@@ -179,9 +180,9 @@ export class ConfigService {
       if (state.done.includes(step) && step !== 'compile') continue;
       await this.report(domain, version, base, [{ op: 'replace', path: `/steps/${step}`, value: 'running' }]);
       try {
-        if (step === 'mirror') {
+        if (step === 'mirror' || step === 'backfill') {
           compiled ??= loadDomainConfig(v.text, this.config);
-          await this.mirrorStep(domain, version, compiled.config, state.mirror, async (m) => {
+          await this.mirrorStep(step, domain, version, compiled.config, state.mirror, async (m) => {
             state = { ...state, mirror: m };
             cp = await this.checkpoint(key, cp?.rev ?? 0, state);
           });
@@ -223,6 +224,7 @@ export class ConfigService {
   }
 
   private async mirrorStep(
+    step: 'mirror' | 'backfill',
     domain: string,
     version: number,
     config: DomainConfig,
@@ -230,11 +232,10 @@ export class ConfigService {
     save: (m: MirrorCheckpoint) => Promise<void>,
   ): Promise<void> {
     if (!this.mirror) return;
+    const report = (si: number, value: Json) => this.report(domain, version, si, [{ op: 'add', path: '/mirror', value }]);
+    if (step === 'backfill') return backfillStep(this.mirror, domain, config, saved, save, report);
     await this.active?.prepare?.(domain);
-    const previous = this.active?.get(domain)?.config;
-    await runMirrorStep(this.mirror, domain, config, previous, saved, save, (si, value) =>
-      this.report(domain, version, si, [{ op: 'add', path: '/mirror', value }]),
-    );
+    await ensureStep(this.mirror, domain, config, this.active?.get(domain)?.config, saved, save, report);
   }
 
   private async checkpoint(key: string, rev: number, state: Checkpoint) {

@@ -1,14 +1,20 @@
 /**
- * The `mirror` step of a configuration's apply (shared/domains/apply.ts), run before the version
- * becomes active: makes the domain's mirror schema hold the version's tables (Mirror.ensure:
- * creates, alters, drops only patchbay's tables), then backfills the tables that need it from the
- * scopes' current states (shared/mirror/backfill.ts), writing its progress into the report's
- * `/mirror` (`{created, altered, dropped, backfill: {tables, scanned, rows, pages, done}}`).
+ * The mirror's two steps of a configuration's apply (shared/domains/apply.ts), progress in the
+ * report's `/mirror` (`{created, altered, dropped, backfill: {tables, scanned, rows, pages, done}}`):
+ * - `mirror`, before the version becomes active: makes the domain's mirror schema hold the
+ *   version's tables (Mirror.ensure: creates, alters, drops only patchbay's tables).
+ * - `backfill`, after it is active and every instance holds it (`settleMs`, the bound on their
+ *   configuration caches): writes the current rows of the tables that need it from the scopes'
+ *   states (shared/mirror/backfill.ts). Why after: until an instance holds the new version, its
+ *   mirror consumer mirrors by the old one (or not at all, for a first version), so a write landing
+ *   meanwhile would be missed by a backfill that had already passed its scope. Started after,
+ *   the walk reads every head from then on, and writes from then on reach the consumer with the
+ *   new version. Queries see partial rows while it runs (the report says how far it is).
  *
- * Resumable: what `ensure` reported is saved in the apply's checkpoint before the backfill starts
- * (a second `ensure` would report nothing left to backfill), and so is the backfill's position
- * after every page; after a crash the step starts again from the saved page. Idempotent: every
- * write is an upsert at the scope's head `ii`, and each report patch has its own `si`.
+ * Resumable: what `ensure` reported is saved in the apply's checkpoint (a second `ensure` would
+ * report nothing left to backfill), and so is the backfill's position after every page; after a
+ * crash the step starts again from the saved page. Idempotent: every write is an upsert at the
+ * scope's head `ii`, and each report patch has its own `si`.
  *
  * A domain "has a mirror" when its configuration has a `tables` or a `queries` section. A version
  * without either leaves the mirror alone, except that when the active version had one, its
@@ -38,6 +44,8 @@ export interface MirrorStepDeps {
   accepts: (id: string) => boolean;
   /** Scopes per backfill page (default 500). */
   pageSize?: number;
+  /** How long an activated version takes to reach every instance (PATCHBAY_DOMAIN_CACHE_MS): the backfill waits this long first. */
+  settleMs: number;
 }
 
 /** The step's checkpoint, kept in the apply's checkpoint record. */
@@ -64,11 +72,19 @@ function reported(cp: MirrorCheckpoint): Json {
   return { created, altered, dropped, backfill: { tables, scanned, rows, pages, done } };
 }
 
+/** Where a domain's mirror goes with a version: its tables, or null when the step has nothing to do. */
+function target(config: DomainConfig, previous: DomainConfig | undefined): MirrorTables | null {
+  const tables = mirrorTablesOf(config);
+  if (tables !== null) return tables;
+  return mirrorTablesOf(previous) === null ? null : {}; // the mirror goes: its declared tables are dropped
+}
+
 /**
- * Runs (or resumes from `saved`) the step for `config`, `previous` being the active version's.
- * `save` records the checkpoint; `report(si, value)` writes the report's `/mirror`, once per `si`.
+ * The `mirror` step for `config`, `previous` being the active version's: ensures the schema
+ * (unless `saved` says it was) and saves what is to backfill. `report(si, value)` writes the
+ * report's `/mirror`, once per `si`.
  */
-export async function runMirrorStep(
+export async function ensureStep(
   deps: MirrorStepDeps,
   domain: string,
   config: DomainConfig,
@@ -77,49 +93,55 @@ export async function runMirrorStep(
   save: (cp: MirrorCheckpoint) => Promise<void>,
   report: (si: number, value: Json) => Promise<void>,
 ): Promise<void> {
-  let tables = mirrorTablesOf(config);
-  if (tables === null) {
-    if (mirrorTablesOf(previous) === null) return;
-    tables = {}; // the mirror goes: its declared tables are dropped, nothing is backfilled
-  }
+  if (saved) return;
+  const tables = target(config, previous);
+  if (tables === null) return;
   const { mirror } = deps;
   if (mirror === null) {
     await report(1000, { skipped: 'this deployment has no mirror (PATCHBAY_MIRROR_URL is empty)' });
     return;
   }
-  let cp = saved;
-  if (!cp) {
-    let ensured: Awaited<ReturnType<Mirror['ensure']>>;
-    try {
-      ensured = await mirror.ensure(domain, tables);
-    } catch (err) {
-      // A declared table's name is taken by a table patchbay did not create: the same every time.
-      if (err instanceof PatchbayError && err.code === 'invalid_request') {
-        throw new PatchbayError('invalid_config', err.message, { issues: [{ path: ['tables', String(err.details.table ?? '')], message: err.message }] });
-      }
-      throw err;
+  let ensured: Awaited<ReturnType<Mirror['ensure']>>;
+  try {
+    ensured = await mirror.ensure(domain, tables);
+  } catch (err) {
+    // A declared table's name is taken by a table patchbay did not create: the same every time.
+    if (err instanceof PatchbayError && err.code === 'invalid_request') {
+      throw new PatchbayError('invalid_config', err.message, { issues: [{ path: ['tables', String(err.details.table ?? '')], message: err.message }] });
     }
-    const empty = Object.keys(tables).length === 0 && mirrorTablesOf(config) === null;
-    cp = {
-      created: ensured.created,
-      altered: ensured.altered,
-      dropped: ensured.dropped,
-      tables: empty ? [] : ensured.backfill,
-      position: BACKFILL_START,
-    };
-    await save(cp);
-    await report(1000, reported(cp));
+    throw err;
   }
-  const at = cp;
+  const cp: MirrorCheckpoint = {
+    created: ensured.created,
+    altered: ensured.altered,
+    dropped: ensured.dropped,
+    tables: mirrorTablesOf(config) === null ? [] : ensured.backfill,
+    position: BACKFILL_START,
+  };
+  await save(cp);
+  await report(1000, reported(cp));
+}
+
+/** The `backfill` step: resumes the backfill `saved` describes (nothing to do without one). */
+export async function backfillStep(
+  deps: MirrorStepDeps,
+  domain: string,
+  config: DomainConfig,
+  saved: MirrorCheckpoint | undefined,
+  save: (cp: MirrorCheckpoint) => Promise<void>,
+  report: (si: number, value: Json) => Promise<void>,
+): Promise<void> {
+  if (!saved || saved.position.done || deps.mirror === null) return;
+  if (saved.position.pages === 0 && deps.settleMs > 0) await new Promise((r) => setTimeout(r, deps.settleMs));
   await backfill(
-    mirror,
+    deps.mirror,
     deps.source,
     domain,
-    tables,
-    at.tables,
-    at.position,
+    mirrorTablesOf(config) ?? {},
+    saved.tables,
+    saved.position,
     async (position) => {
-      const next = { ...at, position };
+      const next = { ...saved, position };
       await report(1000 + 2 * position.pages + (position.done ? 1 : 0), reported(next));
       await save(next);
     },

@@ -34,7 +34,7 @@ describe.skipIf(skip)('the mirror on the Google stack', () => {
     const push = await serveHandler(srv.app.push);
     const pubsub = new PubSub({ projectId: stack.projectId });
     const [topic] = await pubsub.topic(cfg.pubsubTopic as string).get({ autoCreate: true });
-    const subs = [];
+    const subs: Array<{ delete(): Promise<unknown> }> = [];
     for (const name of ['config-apply', 'mirror']) {
       const filter = BUILT_IN_CONSUMERS[name]?.filter;
       const [sub] = await topic.createSubscription(`${name}-${randomUUID().slice(0, 8)}`, {

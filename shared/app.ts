@@ -16,7 +16,7 @@ import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
 import { type ClaimSweep, Claims } from './domains/claims.js';
 import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
-import { MIRROR_CONSUMER, mirrored, mirrorTablesOf } from './domains/mirror-step.js';
+import { MIRROR_CONSUMER, mirrored, mirrorTablesOf, prepareFixed } from './domains/mirror-step.js';
 import { NamedQueries } from './domains/queries.js';
 import { domainRules } from './domains/rules.js';
 import { ServiceTokens } from './domains/service-tokens.js';
@@ -198,12 +198,18 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     head: (id: string) => engine.head(id),
     stateAt: (id: string, ii: number) => engine.stateAt(id, ii),
   };
-  const domainConfigs = new ConfigService(versions, domains, adapters.records, engine, config, (d) => stored.forget(d), fixed !== undefined, configs, {
-    mirror,
-    source: mirrorSource,
-    accepts: mirrored,
-    settleMs: config.domainCacheMs,
-  });
+  const mirrorDeps = { mirror, source: mirrorSource, accepts: mirrored, settleMs: config.domainCacheMs };
+  const domainConfigs = new ConfigService(
+    versions,
+    domains,
+    adapters.records,
+    engine,
+    config,
+    (d) => stored.forget(d),
+    fixed !== undefined,
+    configs,
+    mirrorDeps,
+  );
   // Uploaded configurations have their mirror schema made by their apply; fixed ones by first use.
   const queries = new NamedQueries(configs, mirror, config, fixed !== undefined);
   const webhooks = new Webhooks(adapters.records, engine, configs, config);
@@ -254,10 +260,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   }
   // Configurations not uploaded (files, in-process) have no apply to make their webhooks' secrets: made here, at start.
   if (fixed instanceof StaticConfigs)
-    for (const d of fixed.domains())
+    for (const d of fixed.domains()) {
       void webhooks
         .ensureSecrets(d, fixed.get(d)?.config.webhooks ?? [])
         .catch((err) => logger.error({ message: 'webhook secrets failed', domain: d, err: String(err) }));
+      // Nor to make their mirror tables and backfill them: done here too, in the background.
+      const c = fixed.get(d)?.config;
+      if (mirror && mirrorTablesOf(c) !== null && c)
+        void prepareFixed(mirrorDeps, d, c).catch((err) => logger.error({ message: 'mirror backfill failed', domain: d, err: String(err) }));
+    }
   if (opts.deliverLocally ?? config.mode === 'embedded') {
     delivery = new LocalDelivery(
       consumers,

@@ -1,13 +1,16 @@
 /**
  * The queryable mirror over HTTP on the embedded stack (test/contract/mirror.ts): PGlite under the
  * server's data directory, in-process delivery. Also: a server whose domains declare no mirror
- * never starts PGlite (it takes seconds), and its query route says `unknown_query`.
+ * never starts PGlite (it takes seconds), and its query route says `unknown_query`; a
+ * configuration given in-process (no apply) has its tables made and backfilled at start.
  */
+import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { loadDomainConfig, StaticConfigs } from '../shared/domains/active.js';
 import { LazyMirror } from '../shared/mirror/lazy.js';
 import { clientIn } from './contract/config.js';
 import { mirrorContract } from './contract/mirror.js';
-import { startServer } from './helpers/server.js';
+import { request, startServer, tempDir } from './helpers/server.js';
 
 mirrorContract('embedded', async () => {
   const srv = await startServer({ domainCacheMs: 0 }, undefined, { deliverLocally: true });
@@ -31,4 +34,34 @@ describe('the embedded mirror is opened on first use', () => {
       await srv.close();
     }
   });
+});
+
+describe('a configuration no apply prepares (files, in-process)', () => {
+  it('has its tables made and backfilled at start, from scopes written before it existed', async () => {
+    const dataDir = tempDir();
+    const domain = 'static.example.com';
+    const before = await startServer({ dataDir }, undefined, { deliverLocally: true });
+    const c = await clientIn(before.url, domain);
+    for (const title of ['a', 'b']) await c.request('POST', '/v1/scopes', { body: { type: 'note', state: { title } } });
+    await before.app.delivery?.idle(); // the mirror consumer has passed them (no mirror then)
+    await before.close();
+    const configs = new StaticConfigs();
+    const text = 'tables:\n  notes: {type: note, columns: {title: {type: text}}}\nqueries:\n  titles: {sql: "SELECT title FROM notes ORDER BY title"}\n';
+    configs.set(domain, loadDomainConfig(text, { maxConfigBytes: 65_536 }));
+    const srv = await startServer({ dataDir }, undefined, { deliverLocally: true, configs });
+    try {
+      const deadline = Date.now() + 120_000;
+      let rows: unknown = null;
+      while (Date.now() < deadline) {
+        const res = await request(srv.url, 'POST', `/v1/domains/${domain}/queries/titles`, { body: {}, token: c.token }).catch(() => null);
+        rows = res?.json?.rows;
+        if (JSON.stringify(rows) === JSON.stringify([['a'], ['b']])) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(rows).toEqual([['a'], ['b']]);
+    } finally {
+      await srv.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

@@ -148,3 +148,20 @@ export async function backfillStep(
     { accepts: deps.accepts, pageSize: deps.pageSize },
   );
 }
+
+/**
+ * For a configuration that no apply prepares (files, in-process: shared/domains/active.ts
+ * StaticConfigs): at start, makes the domain's schema match its tables and backfills what that
+ * changed. Not resumable: a process that stops midway leaves those tables partly filled until
+ * their scopes are written again (the next start's `ensure` finds nothing changed).
+ */
+export async function prepareFixed(deps: MirrorStepDeps, domain: string, config: DomainConfig): Promise<number> {
+  const tables = mirrorTablesOf(config);
+  if (tables === null || deps.mirror === null) return 0;
+  const ensured = await deps.mirror.ensure(domain, tables);
+  const end = await backfill(deps.mirror, deps.source, domain, tables, ensured.backfill, BACKFILL_START, async () => {}, {
+    accepts: deps.accepts,
+    pageSize: deps.pageSize,
+  });
+  return end.rows;
+}

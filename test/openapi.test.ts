@@ -190,7 +190,10 @@ beforeAll(async () => {
   );
   alice = await srv.client();
   bob = await srv.client();
-});
+  // The configuration declares a mirror, so PGlite starts now (it blocks the process for seconds):
+  // wait for it here rather than in the middle of a test.
+  await srv.app.queries.run('default', 'me', {}, { requester: 'warm-up', domain: 'default' });
+}, 180_000);
 afterAll(() => srv.close());
 
 interface CallOpts {

@@ -4,6 +4,8 @@
  * entry point (the Cloud Functions, `npm start`, the operator CLI) calls this and nothing else.
  */
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
 import { Bundler } from './cold/bundler.js';
@@ -14,6 +16,8 @@ import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
 import { type ClaimSweep, Claims } from './domains/claims.js';
 import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
+import { MIRROR_CONSUMER, mirrored, mirrorTablesOf, prepareFixed } from './domains/mirror-step.js';
+import { NamedQueries } from './domains/queries.js';
 import { domainRules } from './domains/rules.js';
 import { ServiceTokens } from './domains/service-tokens.js';
 import { StoredConfigs } from './domains/stored-configs.js';
@@ -28,8 +32,11 @@ import { InternalAuth } from './http/internal-auth.js';
 import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
+import { mirrorHandler } from './mirror/consumer.js';
+import { LazyMirror } from './mirror/lazy.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
+import type { Mirror } from './ports/mirror.js';
 
 export interface App {
   config: Config;
@@ -66,6 +73,10 @@ export interface App {
   domainConfigs: ConfigService;
   /** The domains' webhooks: the `webhooks` consumer's handler and their delivery state (shared/domains/webhooks.ts). */
   webhooks: Webhooks;
+  /** The queryable mirror (embedded: PGlite, opened on first use; google: Postgres), or null when the deployment has none. */
+  mirror: Mirror | null;
+  /** The domains' named queries over the mirror (shared/domains/queries.ts). */
+  queries: NamedQueries;
   close(): Promise<void>;
 }
 
@@ -88,6 +99,25 @@ export async function limitStoreFor(config: Config, adapters: Adapters): Promise
   }
   const { UpstashLimits } = await import('./adapters/google/upstash-limits.js');
   return new UpstashLimits({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.limitsPrefix, rules: rateRules(config) });
+}
+
+/**
+ * The queryable mirror: PGlite under `<dataDir>/mirror` in embedded mode, opened on first use (it
+ * takes seconds to start, so a server whose domains declare no mirror never pays for it);
+ * Postgres at PATCHBAY_MIRROR_URL in google mode (`pg` loaded only then), else none.
+ */
+export async function mirrorFor(config: Config, logger: Logger): Promise<Mirror | null> {
+  if (config.mode === 'embedded') {
+    const dir = join(config.dataDir, 'mirror');
+    const { PGliteMirror } = await import('./adapters/embedded/pglite-mirror.js');
+    return new LazyMirror(
+      () => new PGliteMirror(dir),
+      () => existsSync(dir),
+    );
+  }
+  if (config.mirrorUrl === '') return null;
+  const { PostgresMirror } = await import('./adapters/google/postgres-mirror.js');
+  return new PostgresMirror({ url: config.mirrorUrl, onError: (err) => logger.error({ message: 'mirror connection failed', err: String(err) }) });
 }
 
 /** The caller check of the internal endpoints; google-auth-library is loaded only when it is on. */
@@ -134,6 +164,8 @@ export interface AppOptions {
   configs?: ActiveConfigs;
   /** How domain claims look for their proof (default: the real https GET and DNS TXT query). */
   claimProbe?: ClaimProbe;
+  /** Use this mirror (null: none) instead of the configured mode's (shared/app.ts mirrorFor). */
+  mirror?: Mirror | null;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
@@ -161,13 +193,32 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   });
   const auth = new Auth(loadSecret(config), config, identity, serviceTokens);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
-  const domainConfigs = new ConfigService(versions, domains, adapters.records, engine, config, (d) => stored.forget(d), fixed !== undefined, configs);
+  const mirror = opts.mirror !== undefined ? opts.mirror : await mirrorFor(config, logger);
+  const mirrorSource = {
+    listScopes: (after: string, limit: number) => adapters.ledger.listScopes(after, limit),
+    head: (id: string) => engine.head(id),
+    stateAt: (id: string, ii: number) => engine.stateAt(id, ii),
+  };
+  const mirrorDeps = { mirror, source: mirrorSource, accepts: mirrored, settleMs: config.domainCacheMs };
+  const domainConfigs = new ConfigService(
+    versions,
+    domains,
+    adapters.records,
+    engine,
+    config,
+    (d) => stored.forget(d),
+    fixed !== undefined,
+    configs,
+    mirrorDeps,
+  );
+  // Uploaded configurations have their mirror schema made by their apply; fixed ones by first use.
+  const queries = new NamedQueries(configs, mirror, config, fixed !== undefined);
   const webhooks = new Webhooks(adapters.records, engine, configs, config);
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
   const tags = new Tags(adapters.records, engine);
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, tags });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, tags, queries });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
@@ -195,12 +246,31 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       (e) => webhooks.wants(e),
     ),
   ];
+  if (mirror) {
+    // Built in: the mirror (its push subscription filters out the platform's own scopes). A domain
+    // has a mirror when its active configuration has `tables` or `queries`.
+    const handle = mirrorHandler({
+      mirror,
+      source: engine,
+      tables: async (d) => {
+        await configs.prepare?.(d);
+        return mirrorTablesOf(configs.get(d)?.config);
+      },
+      ensure: fixed !== undefined, // uploaded versions: their apply's `mirror` step owns the schema
+    });
+    consumers.push(new Consumer(MIRROR_CONSUMER, adapters.ledger, readLog, handle, mirrored));
+  }
   // Configurations not uploaded (files, in-process) have no apply to make their webhooks' secrets: made here, at start.
   if (fixed instanceof StaticConfigs)
-    for (const d of fixed.domains())
+    for (const d of fixed.domains()) {
       void webhooks
         .ensureSecrets(d, fixed.get(d)?.config.webhooks ?? [])
         .catch((err) => logger.error({ message: 'webhook secrets failed', domain: d, err: String(err) }));
+      // Nor to make their mirror tables and backfill them: done here too, in the background.
+      const c = fixed.get(d)?.config;
+      if (mirror && mirrorTablesOf(c) !== null && c)
+        void prepareFixed(mirrorDeps, d, c).catch((err) => logger.error({ message: 'mirror backfill failed', domain: d, err: String(err) }));
+    }
   if (opts.deliverLocally ?? config.mode === 'embedded') {
     delivery = new LocalDelivery(
       consumers,
@@ -264,12 +334,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     configs,
     domainConfigs,
     webhooks,
+    mirror,
+    queries,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);
       bundler.stop();
       await bundling;
       await delivery?.close();
+      await mirror?.close();
       await engine.close();
       await limits.close();
       await auth.close();

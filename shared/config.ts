@@ -246,6 +246,12 @@ export const CONFIG_TABLE = {
     rate,
     "Pages of `GET /v1/scopes` (a user's scopes) per user, as `<tokens>/<window>` (`60/1m`). 429 `rate_limited`.",
   ),
+  rateQuery: setting(
+    'PATCHBAY_RATE_QUERY',
+    { tokens: 120, windowMs: 60_000 },
+    rate,
+    'Named queries (`POST /v1/domains/{domain}/queries/{name}`) per user, as `<tokens>/<window>` (`120/1m`). 429 `rate_limited`.',
+  ),
   rateServiceTokens: setting(
     'PATCHBAY_RATE_SERVICE_TOKENS',
     { tokens: 20, windowMs: 3_600_000 },
@@ -543,6 +549,7 @@ export const CONFIG_SECTIONS = {
     'rateWrite',
     'rateWriteKiB',
     'rateList',
+    'rateQuery',
     'rateClaim',
     'rateServiceTokens',
     'quotaScopes',

@@ -205,6 +205,7 @@ const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'GET', re: /^\/v1\/tags$/ },
   { method: 'POST', re: /^\/v1\/domains\/[^/]+\/claim$/ },
   { method: 'GET', re: /^\/v1\/domains\/[^/]+\/claim$/ },
+  { method: 'POST', re: /^\/v1\/domains\/[^/]+\/queries\/[^/]+$/ },
   { method: 'GET', re: /^\/healthz$/ },
 ];
 /**
@@ -279,6 +280,7 @@ const wrongMethod: fc.Arbitrary<Spec> = fc
       `/v1/scopes/${ID.main}/patches`,
       `/v1/scopes/${ID.main}/events`,
       `/v1/scopes/${ID.main}/events/ticket`,
+      '/v1/domains/default/queries/q',
       '/healthz',
     ),
     method: fc.constantFrom(...METHODS),
@@ -338,6 +340,7 @@ const authRoutes = fc.constantFrom(
   { method: 'GET', path: `/v1/scopes/${ID.main}/patches`, body: undefined },
   { method: 'GET', path: `/v1/scopes/${ID.list}/events`, body: undefined },
   { method: 'POST', path: `/v1/scopes/${ID.main}/events/ticket`, body: undefined },
+  { method: 'POST', path: '/v1/domains/default/queries/q', body: json({ params: {} }) },
 );
 /** Deleting a scope one does not own: bob's (readable by alice) is 403, alice's by a bad credential 401. */
 const notOwnerDelete: fc.Arbitrary<Spec> = fc.constantFrom<Spec>(
@@ -475,6 +478,15 @@ const randomJsonBody: fc.Arbitrary<Spec> = fc.oneof(
     .oneof(fc.jsonValue({ maxDepth: 4 }), fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 2 }), { minKeys: 1 }))
     .filter((v) => !isObject(v) || Object.keys(v).some((k) => !['id', 'name', 'type', 'state'].includes(k)))
     .map((v) => ({ kind: 'random JSON as a scope', method: 'POST', path: '/v1/scopes', auth: ALICE, body: json(v), codes: ['invalid_request'] })),
+  // The domain has no configuration, so a body that parses names a query it does not have.
+  fc.oneof(fc.jsonValue({ maxDepth: 4 }), fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 2 }))).map((v) => ({
+    kind: 'random JSON as a named query call',
+    method: 'POST',
+    path: '/v1/domains/default/queries/q',
+    auth: ALICE,
+    body: json(v),
+    codes: ['invalid_request', 'unknown_query'],
+  })),
 );
 
 // --- near-valid patch requests with planted defects ----------------------------------------
@@ -921,6 +933,7 @@ describe('malformed requests', () => {
       'altered JSON text: not UTF-8',
       'random JSON as a patch request',
       'random JSON as a scope',
+      'random JSON as a named query call',
       'fails at apply time',
       'too many ops',
       `${DEEP}-deep JSON text (value)`,

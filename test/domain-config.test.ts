@@ -112,6 +112,18 @@ describe('parsing a domain configuration', () => {
     expect(issuesOf('access:\n  origins: ["https://app.example.com/"]\n')[0]?.path).toEqual(['access', 'origins', 0]);
   });
 
+  it('checks the mirror sections with the mirror’s own schema, naming lines: a reserved table, an undeclared $parameter, a declared $REQUESTER', () => {
+    expect(issuesOf('tables:\n  scopes:\n    type: note\n    columns: {}\n')[0]).toMatchObject({ path: ['tables', 'scopes'], line: 3 }); // the table's map;
+    expect(issuesOf('queries:\n  q:\n    sql: SELECT $x\n')[0]).toMatchObject({ path: ['queries', 'q', 'sql'], line: 3 });
+    expect(issuesOf('queries:\n  q:\n    sql: SELECT $REQUESTER\n    params: {REQUESTER: {type: text}}\n')[0]?.path).toEqual([
+      'queries',
+      'q',
+      'params',
+      'REQUESTER',
+    ]);
+    expect(issuesOf('tables:\n  t:\n    type: note\n    columns: {a: {type: money}}\n')[0]?.path).toEqual(['tables', 't', 'columns', 'a', 'type']);
+  });
+
   it('reads an empty text as an empty configuration, and refuses a text that is not a map', () => {
     expect(loadDomainConfig('', LIMITS).config).toEqual({});
     expect(loadDomainConfig('# nothing yet\n', LIMITS).config).toEqual({});
@@ -168,7 +180,9 @@ describe('a compiled configuration', () => {
   const compiled = loadDomainConfig(readFileSync(new URL('../docs/examples/domain.yaml', import.meta.url), 'utf8'), LIMITS);
 
   it('is the documented example (docs/examples/domain.yaml), which parses and compiles', () => {
-    expect(Object.keys(compiled.config)).toEqual(['access', 'types', 'names', 'webhooks', 'limits']);
+    expect(Object.keys(compiled.config)).toEqual(['access', 'types', 'names', 'webhooks', 'limits', 'tables', 'queries']);
+    expect(Object.keys(compiled.config.tables?.notes?.columns ?? {})).toEqual(['title', 'pinned', 'tags', 'first_tag', 'owner', 'updated']);
+    expect(compiled.config.queries?.notes_tagged?.domains).toEqual(['*.notes.example.com']);
     expect(compiled.config.access).toEqual({ visibility: 'private', origins: ['https://notes.example.com', 'http://localhost:5173'] });
     expect(compiled.config.webhooks?.map((w) => w.name)).toEqual(['search-indexer', 'local-dev']);
     expect(compiled.hasStateRules).toBe(true);

@@ -157,7 +157,13 @@ const VALIDATED = new StaticConfigs();
 VALIDATED.set(
   'default',
   loadDomainConfig(
-    'types:\n  counter:\n    schema: {type: object, properties: {n: {type: integer, maximum: 100}}}\nwebhooks:\n  - {name: hook, url: "http://127.0.0.1:9/h", types: [hooked]}\n',
+    'types:\n  counter:\n    schema: {type: object, properties: {n: {type: integer, maximum: 100}}}\nwebhooks:\n  - {name: hook, url: "http://127.0.0.1:9/h", types: [hooked]}\n' +
+      'tables:\n  counters: {type: counter, columns: {n: {type: integer}}}\n' +
+      'queries:\n' +
+      '  counters_from: {sql: "SELECT id, n FROM counters WHERE n >= $min ORDER BY id", params: {min: {type: integer}}}\n' +
+      '  me: {sql: "SELECT $REQUESTER AS me, $DOMAIN AS domain"}\n' +
+      '  fails: {sql: "SELECT 1/0 AS x"}\n' +
+      '  slow: {sql: "SELECT pg_sleep(0.8) IS NULL AS slept"}\n',
     { maxConfigBytes: 4096 },
   ),
 );
@@ -177,13 +183,17 @@ beforeAll(async () => {
       maxValueDepth: 4,
       maxAccessUsers: 3,
       maxListPage: 5,
+      mirrorQueryTimeoutMs: 300,
     },
     undefined,
     { configs: VALIDATED },
   );
   alice = await srv.client();
   bob = await srv.client();
-});
+  // The configuration declares a mirror, so PGlite starts now (it blocks the process for seconds):
+  // wait for it here rather than in the middle of a test.
+  await srv.app.queries.run('default', 'me', {}, { requester: 'warm-up', domain: 'default' });
+}, 180_000);
 afterAll(() => srv.close());
 
 interface CallOpts {
@@ -573,6 +583,57 @@ describe('scopes', () => {
         check(res, 'GET', path.endsWith('/dead') ? dead : hooks);
         expectError(res, 429, 'rate_limited');
       }
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('runs a named query (200); 400s bad params or body, 401s without a token, 403s a foreign domain, 404s an unknown query, 413s a large body, 415s non-JSON, 422s a failing query, 429s past the query rate, 503s without a mirror, 504s a slow query', async () => {
+    const q = '/v1/domains/{domain}/queries/{name}';
+    const at = (name: string, opts: CallOpts = {}) => call('POST', q, { ...opts, params: { domain: 'default', name, ...(opts.params ?? {}) } });
+    const aliceId = (await call('GET', '/v1/me')).json.id as string;
+    expect((await at('me', { body: {} })).json).toEqual({
+      columns: [
+        { name: 'me', type: 'text' },
+        { name: 'domain', type: 'text' },
+      ],
+      rows: [[aliceId, 'default']],
+      truncated: false,
+    });
+    expect((await at('counters_from', { body: { params: { min: 1 } } })).json.rows).toEqual([]);
+    for (const params of [{ REQUESTER: 'someone-else' }, { min: 'x' }, {}, { min: 1, other: 2 }, [1]]) {
+      expectError(await at(Array.isArray(params) ? 'me' : 'counters_from', { body: { params } }), 400, 'invalid_params');
+    }
+    expectError(await at('me', { body: { params: {}, extra: 1 } }), 400, 'invalid_request');
+    expectError(await at('me', { params: { domain: 'Not%20A%20Domain' }, body: {} }), 400, 'invalid_request');
+    expect((await at('me', { body: {}, token: null })).status).toBe(401);
+    expectError(await at('me', { body: {}, headers: { 'x-patchbay-domain': 'other.example.com' } }), 403, 'forbidden');
+    for (const [domain, name] of [
+      ['default', 'nope'],
+      ['default', 'bad%20name'],
+      ['other.example.com', 'me'],
+    ])
+      expectError(await call('POST', q, { params: { domain: domain as string, name: name as string }, body: {} }), 404, 'unknown_query');
+    expectError(
+      await at('me', { raw: JSON.stringify({ params: { s: 'x'.repeat(5000) } }), headers: { 'content-type': 'application/json' } }),
+      413,
+      'too_large',
+    );
+    expectError(await at('me', { raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    const failed = await at('fails', { body: {} });
+    expectError(failed, 422, 'query_failed');
+    expect(failed.json.error.pgCode).toBe('22012');
+    expectError(await at('slow', { body: {} }), 504, 'query_timeout');
+    const limited = await startServer({ limits: 'on', rateQuery: { tokens: 1, windowMs: 60_000 } }, undefined, { mirror: null, configs: VALIDATED });
+    try {
+      const c = await limited.client();
+      const path = '/v1/domains/default/queries/me';
+      const none = await c.request('POST', path, { body: {} });
+      check(none, 'POST', q);
+      expectError(none, 503, 'unavailable');
+      const res = await c.request('POST', path, { body: {} });
+      check(res, 'POST', q);
+      expectError(res, 429, 'rate_limited');
     } finally {
       await limited.close();
     }

@@ -20,7 +20,10 @@
  * (the domain record's allowed origins, when the configuration's `access.origins` names them),
  * `webhooks` (a signing secret for each webhook that has none, webhook-records.ts: made before
  * the version is active, so its webhooks receive the patches committed from then on),
- * `activate` (the version becomes the active one, unless a later one already is). Every instance
+ * `mirror` (the domain's mirror tables made to match the version's: shared/domains/mirror-step.ts),
+ * `activate` (the version becomes the active one, unless a later one already is), `backfill`
+ * (after every instance holds the version, the tables that need it are filled from the current
+ * states, progress in the report's `/mirror`, its position checkpointed page by page). Every instance
  * enforces the active version within PATCHBAY_DOMAIN_CACHE_MS (stored-configs.ts).
  *
  * Report scope ids start with `sys:`, a prefix no client may create (shared/http/routes/scopes.ts),
@@ -34,8 +37,10 @@ import type { Json } from '../json.js';
 import type { RecordStore } from '../ports/records.js';
 import type { PatchEvent, PatchRequest, Visibility } from '../protocol.js';
 import { type ActiveConfigs, loadDomainConfig } from './active.js';
+import type { DomainConfig } from './config-schema.js';
 import type { ConfigHead, ConfigVersion, ConfigVersions } from './config-versions.js';
 import type { Domains } from './domains.js';
+import { backfillStep, ensureStep, type MirrorCheckpoint, type MirrorStepDeps } from './mirror-step.js';
 import type { CompiledConfig } from './validation.js';
 import { WebhookRecords } from './webhook-records.js';
 
@@ -50,7 +55,7 @@ const CHECKPOINT_KIND = 'config-apply';
 /** The session of every report patch: its `si` says which write of which step it is. */
 const REPORT_SESSION = 'config-apply';
 
-const STEPS = ['compile', 'origins', 'webhooks', 'activate'] as const;
+export const STEPS = ['compile', 'origins', 'webhooks', 'mirror', 'activate', 'backfill'] as const;
 type Step = (typeof STEPS)[number];
 
 /** The report scope of a version: readable from the id when the domain is short, hashed when not (ids are at most 128 characters). */
@@ -69,6 +74,8 @@ export const isReport = (scope: string): boolean => scope.startsWith(REPORT_PREF
 interface Checkpoint {
   done: Step[];
   failed: boolean;
+  /** Where the `mirror` step stands (its backfill's position), while it runs. */
+  mirror?: MirrorCheckpoint;
 }
 
 interface Requested {
@@ -91,6 +98,8 @@ export class ConfigService {
     private readonly fixed = false,
     /** The active configurations (for the domain's defaults). */
     private readonly active?: ActiveConfigs,
+    /** The mirror and what its step reads (none: the `mirror` step does nothing). */
+    private readonly mirror?: MirrorStepDeps,
   ) {
     this.webhooks = new WebhookRecords(records);
   }
@@ -171,7 +180,13 @@ export class ConfigService {
       if (state.done.includes(step) && step !== 'compile') continue;
       await this.report(domain, version, base, [{ op: 'replace', path: `/steps/${step}`, value: 'running' }]);
       try {
-        compiled = await this.run(step, domain, version, v.text, compiled);
+        if (step === 'mirror' || step === 'backfill') {
+          compiled ??= loadDomainConfig(v.text, this.config);
+          await this.mirrorStep(step, domain, version, compiled.config, state.mirror, async (m) => {
+            state = { ...state, mirror: m };
+            cp = await this.checkpoint(key, cp?.rev ?? 0, state);
+          });
+        } else compiled = await this.run(step, domain, version, v.text, compiled);
       } catch (err) {
         if (!(err instanceof PatchbayError) || err.code !== 'invalid_config') throw err; // transient: delivered again
         await this.report(domain, version, base + 1, [
@@ -206,6 +221,21 @@ export class ConfigService {
       this.onActivated(domain);
     }
     return c;
+  }
+
+  private async mirrorStep(
+    step: 'mirror' | 'backfill',
+    domain: string,
+    version: number,
+    config: DomainConfig,
+    saved: MirrorCheckpoint | undefined,
+    save: (m: MirrorCheckpoint) => Promise<void>,
+  ): Promise<void> {
+    if (!this.mirror) return;
+    const report = (si: number, value: Json) => this.report(domain, version, si, [{ op: 'add', path: '/mirror', value }]);
+    if (step === 'backfill') return backfillStep(this.mirror, domain, config, saved, save, report);
+    await this.active?.prepare?.(domain);
+    await ensureStep(this.mirror, domain, config, this.active?.get(domain)?.config, saved, save, report);
   }
 
   private async checkpoint(key: string, rev: number, state: Checkpoint) {

@@ -1,7 +1,7 @@
 /**
  * A domain's configuration (issue 13): what its admin writes, as a zod schema. An object of
  * sections, each a strict object (an unknown key anywhere is an error, so a typo is reported
- * instead of ignored); later issues add sections (the mirror and named queries, #10) beside these.
+ * instead of ignored); later issues add sections beside these.
  * docs/domains.md is the reference; docs/domain-config.schema.json is this schema as JSON Schema
  * (`npm run schema` writes it, test/domain-config.test.ts checks it is current).
  *
@@ -15,9 +15,12 @@
  *   want). No secret is written here: patchbay generates one per webhook.
  * - `limits`: per-domain limits, which can only lower the deployment's (a larger value has no
  *   effect: the deployment's applies).
+ * - `tables` and `queries`: the queryable mirror's tables, fed by the scopes of one type each, and
+ *   the named queries over them (shared/mirror/definitions.ts owns both schemas; docs/mirror.md).
  */
 import { z } from 'zod';
 import { isOrigin } from '../config.js';
+import { mirrorTablesSchema, namedQueriesSchema } from '../mirror/definitions.js';
 import { VISIBILITIES } from '../protocol.js';
 
 /** A scope type, as `meta.type` holds it (shared/protocol.ts: at most 128 characters). */
@@ -120,6 +123,10 @@ export const domainConfigSchema = z
       })
       .optional(),
     limits: limitsSection.optional(),
+    tables: mirrorTablesSchema.optional().describe('Mirror tables, by table name: each is fed by the scopes of one type, a row per scope (docs/mirror.md).'),
+    queries: namedQueriesSchema
+      .optional()
+      .describe('Named queries over the mirror, by name: POST /v1/domains/{domain}/queries/{name} runs one (docs/mirror.md).'),
   })
   .describe('A patchbay domain configuration (docs/domains.md).');
 

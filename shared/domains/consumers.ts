@@ -5,9 +5,11 @@
  * app's own `accepts` check stays, so a subscription without its filter still delivers correctly.
  */
 import { APPLY_CONSUMER, APPLY_FILTER } from './apply.js';
+import { MIRROR_CONSUMER, MIRROR_FILTER } from './mirror-step.js';
 import { WEBHOOKS_CONSUMER } from './webhooks.js';
 
 export const BUILT_IN_CONSUMERS: Readonly<Record<string, { filter?: string }>> = {
   [APPLY_CONSUMER]: { filter: APPLY_FILTER },
   [WEBHOOKS_CONSUMER]: {},
+  [MIRROR_CONSUMER]: { filter: MIRROR_FILTER },
 };

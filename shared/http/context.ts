@@ -8,6 +8,7 @@ import type { HttpConfig } from '../config.js';
 import type { ConfigService } from '../domains/apply.js';
 import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
+import type { NamedQueries } from '../domains/queries.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
 import type { Tags } from '../domains/tags.js';
 import type { Webhooks } from '../domains/webhooks.js';
@@ -41,6 +42,8 @@ export interface HandlerDeps {
   webhooks: Webhooks;
   /** Tags and their index (shared/domains/tags.ts). */
   tags: Tags;
+  /** The domains' named queries over the mirror (shared/domains/queries.ts). */
+  queries: NamedQueries;
 }
 
 export interface Ctx {

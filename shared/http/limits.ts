@@ -45,6 +45,7 @@ export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
     write: config.rateWrite,
     writeKiB: config.rateWriteKiB,
     list: config.rateList,
+    query: config.rateQuery,
     claim: config.rateClaim,
     serviceTokens: config.rateServiceTokens,
   };
@@ -111,6 +112,11 @@ export class Limits {
   /** Before listing the user's scopes (a page of `GET /v1/scopes`): the user's list rate. */
   async list(user: string): Promise<void> {
     if (this.on) await this.rate('list', user);
+  }
+
+  /** Before running a named query (`POST /v1/domains/{domain}/queries/{name}`): the user's query rate. */
+  async query(user: string): Promise<void> {
+    if (this.on) await this.rate('query', user);
   }
 
   /** Before starting or re-checking a domain claim: the user's claim rate. */

@@ -31,6 +31,13 @@ export interface MirrorConsumerOptions {
   source: { head(id: string): Promise<Head>; stateAt(id: string, ii: number): Promise<Json> };
   /** A domain's table definitions, or null when the domain has no mirror. */
   tables(domain: string): MirrorTables | null | Promise<MirrorTables | null>;
+  /**
+   * Whether the handler makes the domain's schema match `tables` itself (default: yes). Off when
+   * something else owns the schema: uploaded configurations, whose apply's `mirror` step ensures
+   * and backfills a version's tables before it is active (shared/domains/mirror-step.ts). A
+   * handler still holding the previous version must not put the previous tables back then.
+   */
+  ensure?: boolean;
 }
 
 /** The handler for the mirror's Consumer. */
@@ -53,9 +60,14 @@ export function mirrorHandler(opts: MirrorConsumerOptions): PatchHandler {
     }
     const domain = head.meta.domain;
     const tables = await opts.tables(domain);
-    if (tables === null) return;
+    if (tables === null) {
+      // No mirror: the scope's earlier events need nothing either (a catch-up replaying its history
+      // reads the head once). Should the domain declare tables later, its apply backfills them.
+      mirrored.set(event.scope, head.ii);
+      return;
+    }
     const key = JSON.stringify(tables);
-    if (ensured.get(domain) !== key) {
+    if ((opts.ensure ?? true) && ensured.get(domain) !== key) {
       await opts.mirror.ensure(domain, tables);
       ensured.set(domain, key);
     }

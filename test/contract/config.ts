@@ -134,7 +134,7 @@ export function configContract(stack: string, start: StartDelivering): void {
         domain: DOMAIN,
         version: 1,
         status: 'done',
-        steps: { compile: 'done', origins: 'done', webhooks: 'done', activate: 'done' },
+        steps: { compile: 'done', origins: 'done', webhooks: 'done', mirror: 'done', activate: 'done', backfill: 'done' },
         error: null,
       });
       expect(await head()).toMatchObject({ latest: 1, active: 1 });
@@ -197,7 +197,7 @@ export function configContract(stack: string, start: StartDelivering): void {
         const writes = log.map((r) => JSON.stringify(r.patch));
         expect(new Set(writes).size).toBe(writes.length); // no step reported twice
         const state = (await admin.request('GET', `/v1/scopes/${res.json.report}`)).json.state;
-        expect(state.steps).toEqual({ compile: 'done', origins: 'done', webhooks: 'done', activate: 'done' });
+        expect(state.steps).toEqual({ compile: 'done', origins: 'done', webhooks: 'done', mirror: 'done', activate: 'done', backfill: 'done' });
         expect((await admin.request('GET', '/v1/domains/resume.example.com/config')).json).toMatchObject({ active: 1 });
       } finally {
         await close();

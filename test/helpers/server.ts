@@ -123,6 +123,8 @@ export interface StartOptions {
   configs?: AppOptions['configs'];
   /** How domain claims look for their proof (test/helpers/claims.ts: a local HTTP server and DNS answers). */
   claimProbe?: AppOptions['claimProbe'];
+  /** The mirror (null: none; default: the mode's, PGlite under the data directory embedded). */
+  mirror?: AppOptions['mirror'];
 }
 
 /** Starts the handler in this process. */
@@ -140,6 +142,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
     logTo: opts.logTo,
     configs: opts.configs,
     claimProbe: opts.claimProbe,
+    mirror: opts.mirror,
   });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

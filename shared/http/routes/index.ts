@@ -12,6 +12,7 @@ import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
 import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
+import { queryRoutes } from './queries.js';
 import { scopeRoutes } from './scopes.js';
 import { tagRoutes } from './tags.js';
 import { webhookRoutes } from './webhooks.js';
@@ -30,5 +31,6 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...claimRoutes,
   ...domainRoutes,
   ...webhookRoutes,
+  ...queryRoutes,
   ...healthRoutes,
 ];

@@ -1,0 +1,53 @@
+/**
+ * Running a domain's named queries (`POST /v1/domains/{domain}/queries/{name}`): the query comes
+ * from the domain's active configuration (`queries`), is prepared with the caller's identity as
+ * the server knows it (`$REQUESTER`, `$DOMAIN`: shared/mirror/queries.ts) and runs on the mirror
+ * with the deployment's timeout and row cap (PATCHBAY_MIRROR_QUERY_TIMEOUT_MS,
+ * PATCHBAY_MIRROR_MAX_ROWS).
+ *
+ * What a caller learns: a domain without that query, or whose query does not list the caller's
+ * domain, answers the same `unknown_query` (no telling which queries exist). A query marked
+ * `rowsReadableOnly` is refused (`query_failed`, SQLSTATE 0A000, feature not supported) until
+ * per-row access is enforced: running it unfiltered would show rows the caller may not read.
+ */
+import type { MirrorConfig } from '../config.js';
+import { PatchbayError } from '../errors.js';
+import { prepareQuery, type QueryCaller } from '../mirror/queries.js';
+import type { Mirror, QueryResult } from '../ports/mirror.js';
+import type { ActiveConfigs } from './active.js';
+import { mirrorTablesOf } from './mirror-step.js';
+
+export class NamedQueries {
+  /** Definitions ensured by this process, per domain (only when `ensureOnUse`). */
+  private readonly ensured = new Map<string, string>();
+
+  constructor(
+    private readonly configs: ActiveConfigs,
+    private readonly mirror: Mirror | null,
+    private readonly limits: Pick<MirrorConfig, 'mirrorQueryTimeoutMs' | 'mirrorMaxRows'>,
+    /**
+     * Make the domain's schema match its tables before the first query (configurations given as
+     * files or in-process, which no apply prepares; uploaded ones are prepared by their apply).
+     */
+    private readonly ensureOnUse = false,
+  ) {}
+
+  async run(domain: string, name: string, params: unknown, caller: QueryCaller): Promise<QueryResult> {
+    await this.configs.prepare?.(domain);
+    const config = this.configs.get(domain)?.config;
+    const prepared = prepareQuery(config?.queries ?? {}, domain, name, params, caller);
+    if (config?.queries?.[name]?.rowsReadableOnly) {
+      throw new PatchbayError('query_failed', 'rowsReadableOnly queries are not supported yet', { pgCode: '0A000' });
+    }
+    if (this.mirror === null) throw new PatchbayError('unavailable', 'this deployment has no mirror to query');
+    const tables = mirrorTablesOf(config);
+    if (this.ensureOnUse && tables !== null) {
+      const key = JSON.stringify(tables);
+      if (this.ensured.get(domain) !== key) {
+        await this.mirror.ensure(domain, tables);
+        this.ensured.set(domain, key);
+      }
+    }
+    return this.mirror.query(domain, prepared, { timeoutMs: this.limits.mirrorQueryTimeoutMs, maxRows: this.limits.mirrorMaxRows });
+  }
+}

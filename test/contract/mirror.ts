@@ -1,0 +1,207 @@
+/**
+ * The queryable mirror end to end over real HTTP (issue 14), on each stack's own delivery
+ * (embedded: in-process; Google: push subscriptions): a domain admin uploads a configuration with
+ * a table and named queries through the real upload route; its apply's `mirror` step creates the
+ * tables and backfills them from the scopes written before (counts in the report); writes after
+ * it reach the table through the mirror consumer; a second version changes a column's type and
+ * adds a column, and its backfill fills the new column for every existing scope. Queries answer
+ * `{columns, rows, truncated}` with `$REQUESTER` and `$DOMAIN` bound from the caller: a client
+ * cannot supply either (in any case), another user sees only its own rows, a caller from another
+ * domain runs only queries whose `domains` list matches it (`*` one label), anything else is
+ * `unknown_query`.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client, TestServer } from '../helpers/server.js';
+import { clientIn, upload, userId } from './config.js';
+
+export type StartMirrored = () => Promise<{ srv: TestServer; close: () => Promise<void> }>;
+
+const DOMAIN = 'app.example.com';
+
+const V1 = `tables:
+  notes:
+    type: note
+    columns:
+      title: { type: text }
+      n: { type: text }
+      owner: { type: text, meta: owner }
+    indexes:
+      - columns: [owner]
+queries:
+  mine:
+    sql: SELECT id, title, n FROM notes WHERE owner = $REQUESTER ORDER BY id
+  whoami:
+    sql: SELECT $REQUESTER AS requester, $DOMAIN AS domain
+    domains: ["*.example.com"]
+  local_only:
+    sql: SELECT count(*) AS notes FROM notes
+`;
+
+// n becomes an integer; a new column `words` comes from a JSON Pointer; `by_min` reads both.
+const V2 = `tables:
+  notes:
+    type: note
+    columns:
+      title: { type: text }
+      n: { type: integer }
+      words: { type: integer, source: /body/words }
+      owner: { type: text, meta: owner }
+    indexes:
+      - columns: [owner]
+      - columns: [n]
+queries:
+  mine:
+    sql: SELECT id, title, n FROM notes WHERE owner = $REQUESTER ORDER BY id
+  by_min:
+    sql: SELECT id, n, words FROM notes WHERE n >= $min ORDER BY n
+    params:
+      min: { type: integer }
+`;
+
+/** Generous: PGlite's first start blocks the process for up to half a minute on a loaded machine. */
+const SLOW = 180_000;
+
+/**
+ * Polls `pred` every 100 ms until it holds. A failed request counts as not yet: while PGlite
+ * starts, the event loop is blocked and a kept-alive connection may be reset under the client.
+ */
+async function until(pred: () => Promise<boolean>, what: string, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export function mirrorContract(stack: string, start: StartMirrored): void {
+  describe(`the queryable mirror over HTTP (${stack})`, () => {
+    let srv: TestServer;
+    let close: () => Promise<void>;
+    let admin: Client;
+    let bob: Client;
+    const query = (c: Client, name: string, params?: unknown, domain = DOMAIN) =>
+      c.request('POST', `/v1/domains/${domain}/queries/${name}`, { body: params === undefined ? {} : { params } });
+    const note = async (c: Client, title: string, n: number, words: number) => {
+      const res = await c.request('POST', '/v1/scopes', { body: { type: 'note', state: { title, n, body: { words } } } });
+      expect(res.status).toBe(201);
+      return res.json.id as string;
+    };
+    /** Applies a version and returns its finished report. */
+    const apply = async (text: string, replaces: number) => {
+      const res = await upload(admin, text, replaces);
+      expect(res.status).toBe(202);
+      const report = res.json.report as string;
+      let state: Record<string, unknown> = {};
+      await until(
+        async () => {
+          state = (await admin.request('GET', `/v1/scopes/${report}`)).json.state;
+          return state.status === 'done' || state.status === 'failed';
+        },
+        `the apply of version ${replaces + 1}`,
+      );
+      return state;
+    };
+    let early: string[] = [];
+
+    beforeAll(async () => {
+      ({ srv, close } = await start());
+      [admin, bob] = await Promise.all([clientIn(srv.url, DOMAIN), clientIn(srv.url, DOMAIN)]);
+      await srv.app.domains.addAdmin(DOMAIN, userId(admin));
+      // Written before the domain has a mirror: only a backfill can bring them in.
+      early = [await note(admin, 'first', 3, 30), await note(admin, 'second', 12, 120), await note(bob, 'bobs', 7, 70)];
+    });
+    afterAll(() => close());
+
+    it(
+      'backfills the tables of the first version from the states written before it, with counts in the report',
+      async () => {
+        const report = await apply(V1, 0);
+        expect(report).toMatchObject({ status: 'done', steps: { mirror: 'done', activate: 'done' } });
+        const m = report.mirror as { created: string[]; backfill: { tables: string[]; rows: number; done: boolean } };
+        expect([...m.created].sort()).toEqual(['notes', 'scopes', 'tags']);
+        expect([...m.backfill.tables].sort()).toEqual(['notes', 'scopes', 'tags']);
+        expect(m.backfill).toMatchObject({ rows: 3, done: true });
+        const mine = await query(admin, 'mine');
+        expect(mine.status).toBe(200);
+        expect(mine.json).toEqual({
+          columns: [
+            { name: 'id', type: 'text' },
+            { name: 'title', type: 'text' },
+            { name: 'n', type: 'text' },
+          ],
+          rows: [early[0] as string, early[1] as string].sort().map((id) => [id, id === early[0] ? 'first' : 'second', id === early[0] ? '3' : '12']),
+          truncated: false,
+        });
+      },
+      SLOW,
+    );
+
+    it(
+      'mirrors later writes through the consumer: a new scope and a patch show up in the query',
+      async () => {
+        const id = await note(bob, 'later', 1, 10);
+        expect((await bob.request('POST', `/v1/scopes/${id}/patches`, { body: { patch: [{ op: 'replace', path: '/title', value: 'patched' }] } })).status).toBe(
+          200,
+        );
+        await until(async () => JSON.stringify((await query(bob, 'mine')).json.rows).includes('patched'), 'the patch in the mirror');
+        const rows = (await query(bob, 'mine')).json.rows as string[][];
+        expect(rows.map((r) => r[1]).sort()).toEqual(['bobs', 'patched']); // bob's rows only: $REQUESTER is bob
+      },
+      SLOW,
+    );
+
+    it('refuses $REQUESTER and $DOMAIN from the client in any case, and unknown or missing parameters (invalid_params)', async () => {
+      for (const params of [{ REQUESTER: userId(admin) }, { requester: userId(admin) }, { Domain: 'app.example.com' }, { other: 1 }, 'x']) {
+        const res = await query(bob, 'mine', params);
+        expect(res.status).toBe(400);
+        expect(res.json.error.code).toBe('invalid_params');
+      }
+    });
+
+    it('lets another domain run only queries whose domains list matches it (`*` is one label); anything else is unknown_query', async () => {
+      const other = await clientIn(srv.url, 'other.example.com');
+      const who = await query(other, 'whoami');
+      expect(who.status).toBe(200);
+      expect(who.json.rows).toEqual([[userId(other), 'other.example.com']]); // $DOMAIN is the caller's domain
+      for (const [c, name] of [
+        [other, 'local_only'],
+        [other, 'mine'],
+        [await clientIn(srv.url, 'a.b.example.com'), 'whoami'],
+        [await clientIn(srv.url, 'example.org'), 'whoami'],
+        [admin, 'no_such_query'],
+      ] as const) {
+        const res = await query(c, name);
+        expect(res.status).toBe(404);
+        expect(res.json.error).toMatchObject({ code: 'unknown_query' });
+      }
+      expect((await query(admin, 'whoami')).json.rows).toEqual([[userId(admin), DOMAIN]]);
+    });
+
+    it(
+      'applies a second version that changes a column type and adds one: altered in place, backfilled, then queried',
+      async () => {
+        const report = await apply(V2, 1);
+        expect(report).toMatchObject({ status: 'done', steps: { mirror: 'done', activate: 'done' } });
+        const m = report.mirror as { created: string[]; altered: string[]; backfill: { tables: string[]; rows: number; done: boolean } };
+        expect(m.created).toEqual([]);
+        expect(m.altered).toEqual(['notes']);
+        expect(m.backfill).toMatchObject({ tables: ['notes'], rows: 4, done: true });
+        const res = await query(bob, 'by_min', { min: 5 });
+        expect(res.status).toBe(200);
+        expect(res.json.columns).toEqual([
+          { name: 'id', type: 'text' },
+          { name: 'n', type: 'integer' },
+          { name: 'words', type: 'integer' },
+        ]);
+        expect(res.json.rows).toEqual([
+          [early[2], 7, 70],
+          [early[1], 12, 120],
+        ]);
+        // The first version's queries that the second dropped are gone.
+        expect((await query(admin, 'whoami')).json.error.code).toBe('unknown_query');
+        expect((await query(bob, 'by_min', { min: 'five' })).json.error.code).toBe('invalid_params');
+      },
+      SLOW,
+    );
+  });
+}

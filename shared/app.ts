@@ -29,6 +29,10 @@ import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
+import type { PresenceStore } from './ports/presence.js';
+import { CloseHooks } from './sessions/close-hooks.js';
+import { Presence } from './sessions/presence.js';
+import { Sessions } from './sessions/sessions.js';
 
 export interface App {
   config: Config;
@@ -46,7 +50,9 @@ export interface App {
    * Background work that must not wait for a request: the outbox sweeper and the pending domain
    * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
    */
-  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep }>;
+  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep; sessions: { timedOut: number; finished: number; purged: number } }>;
+  /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
+  sessions: Sessions;
   /** Service tokens of the domains' workers (shared/domains/service-tokens.ts). */
   serviceTokens: ServiceTokens;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
@@ -87,6 +93,19 @@ export async function limitStoreFor(config: Config, adapters: Adapters): Promise
   }
   const { UpstashLimits } = await import('./adapters/google/upstash-limits.js');
   return new UpstashLimits({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.limitsPrefix, rules: rateRules(config) });
+}
+
+/**
+ * Where presence lives: in memory in embedded mode (one process holds every stream), in Upstash
+ * Redis in google mode (shared by every instance).
+ */
+export async function presenceStoreFor(config: Config): Promise<PresenceStore> {
+  if (config.mode === 'embedded') {
+    const { MemoryPresence } = await import('./adapters/embedded/memory-presence.js');
+    return new MemoryPresence();
+  }
+  const { UpstashPresence } = await import('./adapters/google/upstash-presence.js');
+  return new UpstashPresence({ url: config.upstashUrl, token: config.upstashToken }, config.limitsPrefix);
 }
 
 /** The caller check of the internal endpoints; google-auth-library is loaded only when it is on. */
@@ -165,17 +184,21 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks });
+  const presenceStore = await presenceStoreFor(config);
+  const presence = new Presence(presenceStore, adapters.bus, (e) => logger.error(e));
+  const sessions = new Sessions(adapters.records, engine, presence, new CloseHooks(webhooks.records, configs, config), config, (e) => logger.error(e));
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, sessions });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
     const deleted = outbox.catch(() => {}).then(() => engine.sweepDeleted());
-    const [published, purged, claimed] = await Promise.allSettled([outbox, deleted, claims.sweep()]);
-    for (const r of [published, purged, claimed]) if (r.status === 'rejected') throw r.reason;
+    const [published, purged, claimed, closed] = await Promise.allSettled([outbox, deleted, claims.sweep(), sessions.sweep()]);
+    for (const r of [published, purged, claimed, closed]) if (r.status === 'rejected') throw r.reason;
     return {
       published: (published as PromiseFulfilledResult<number>).value,
       deleted: (purged as PromiseFulfilledResult<number>).value,
       claims: (claimed as PromiseFulfilledResult<ClaimSweep>).value,
+      sessions: (closed as PromiseFulfilledResult<{ timedOut: number; finished: number; purged: number }>).value,
     };
   };
   const readLog = (id: string, from: number, to: number) => engine.readLog(id, from, to);
@@ -262,6 +285,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     configs,
     domainConfigs,
     webhooks,
+    sessions,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);
@@ -272,6 +296,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       await limits.close();
       await auth.close();
       await limitStore.close();
+      await presenceStore.close();
       await Promise.all([adapters.bus.close(), adapters.cache.close(), adapters.blobs.close()]);
       await adapters.ledger.close();
     },

@@ -12,7 +12,9 @@ import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
 import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
+import { presenceRoutes } from './presence.js';
 import { scopeRoutes } from './scopes.js';
+import { sessionRoutes } from './sessions.js';
 import { webhookRoutes } from './webhooks.js';
 
 export const ROUTES: readonly Route<Ctx>[] = [
@@ -24,6 +26,8 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...patchRoutes,
   ...historyRoutes,
   ...eventRoutes,
+  ...presenceRoutes,
+  ...sessionRoutes,
   ...configRoutes,
   ...claimRoutes,
   ...domainRoutes,

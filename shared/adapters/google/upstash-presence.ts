@@ -93,12 +93,16 @@ export class UpstashPresence implements PresenceStore {
   }
 
   async list(scope: string, limit: number): Promise<PresenceEntry[]> {
-    const all = ((await this.redis.hgetall(this.key(scope))) ?? {}) as Record<string, unknown>;
+    // Without automatic deserialization the client answers HGETALL as Redis does: [field, value, field, value, ...].
+    const raw = (await this.redis.hgetall(this.key(scope))) as unknown;
+    const pairs: Array<[string, string]> = [];
+    if (Array.isArray(raw)) for (let i = 0; i + 1 < raw.length; i += 2) pairs.push([String(raw[i]), String(raw[i + 1])]);
+    else if (raw && typeof raw === 'object') for (const [k, v] of Object.entries(raw)) pairs.push([k, typeof v === 'string' ? v : JSON.stringify(v)]);
     const now = this.now();
     const live: PresenceEntry[] = [];
     const lapsed: string[] = [];
-    for (const [session, text] of Object.entries(all)) {
-      const e = toEntry(typeof text === 'string' ? text : JSON.stringify(text));
+    for (const [session, text] of pairs) {
+      const e = toEntry(text);
       if (e.expires > now) live.push(e);
       else lapsed.push(session);
     }

@@ -132,7 +132,7 @@ export class Sessions {
     const held = await this.openOf(user);
     if (held >= this.config.sessionMaxPerUser) {
       throw new PatchbayError('quota_exceeded', `a user may hold at most ${this.config.sessionMaxPerUser} open sessions`, {
-        quota: 'sessionMaxPerUser',
+        quota: 'sessions',
         max: this.config.sessionMaxPerUser,
         actual: held,
       });

@@ -37,13 +37,28 @@ async function stream(ctx: Ctx): Promise<void> {
   // without a token (a public scope) counts by its address.
   const release = await ctx.deps.limits.openStream(u?.id ?? `addr:${ctx.deps.limits.clientAddress(ctx.req)}`);
   try {
-    await serveStream(ctx, id, since, u, session);
+    await serveStream(ctx, id, since, u, session, presenceParam(ctx));
   } finally {
     release();
   }
 }
 
-async function serveStream(ctx: Ctx, id: string, since: number | undefined, caller: Caller | null, session: string | null): Promise<void> {
+/** `?presence=1` (or `true`): the stream sends presence events; absent or `0`/`false`: it does not. */
+function presenceParam(ctx: Ctx): boolean {
+  const v = ctx.url.searchParams.get('presence');
+  if (v === null || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true') return true;
+  throw new PatchbayError('invalid_request', 'presence must be 1 or 0', { issues: [{ path: ['presence'], message: 'must be 1, 0, true or false' }] });
+}
+
+async function serveStream(
+  ctx: Ctx,
+  id: string,
+  since: number | undefined,
+  caller: Caller | null,
+  session: string | null,
+  withPresence: boolean,
+): Promise<void> {
   const { engine, config, sessions } = ctx.deps;
 
   const sse = new SseWriter(ctx.res);
@@ -107,7 +122,7 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined, call
         },
         failed: () => finish(), // end with a retry hint: the client resumes from its last id
         revoked: () => finish(), // its reconnect is refused (404), which ends an EventSource
-        presence: presenceChanged,
+        ...(withPresence ? { presence: presenceChanged } : {}),
       },
       { reader: caller },
     );
@@ -116,13 +131,15 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined, call
     throw err;
   }
   sse.start(config.sseRetryMs);
-  presenceChain = presenceChain.then(async () => {
-    const present = await sessions.presence.list(id).catch(() => []);
-    if (gone) return;
-    known = new Map(present.map((e) => [e.session, e]));
-    await sse.event('presence', JSON.stringify({ action: 'sync', present }));
-  });
-  presenceChanged(); // a change between the subscription and the read above
+  if (withPresence) {
+    presenceChain = presenceChain.then(async () => {
+      const present = await sessions.presence.list(id).catch(() => []);
+      if (gone) return;
+      known = new Map(present.map((e) => [e.session, e]));
+      await sse.event('presence', JSON.stringify({ action: 'sync', present }));
+    });
+    presenceChanged(); // a change between the subscription and the read above
+  }
   const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
   const keepAlive =
     session !== null && caller !== null

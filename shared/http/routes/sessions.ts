@@ -88,7 +88,7 @@ export const sessionRoutes: Route<Ctx>[] = [
       const body = hasBody || ctx.req.headers['transfer-encoding'] !== undefined ? await readBody(ctx.req, closeSchema, ctx.deps.config) : {};
       const info: Json = body.info ?? null;
       if (Buffer.byteLength(JSON.stringify(info)) > MAX_INFO_BYTES) {
-        throw new PatchbayError('too_large', `a close's info is at most ${MAX_INFO_BYTES} bytes of JSON`, { limit: 'info', max: MAX_INFO_BYTES });
+        throw new PatchbayError('too_large', `a close's info is at most ${MAX_INFO_BYTES} bytes of JSON`, { limit: 'closeInfoBytes', max: MAX_INFO_BYTES });
       }
       const v = await ctx.deps.sessions.close(id, u.id, body.reason ?? 'closed', info);
       sendJson(ctx.res, 200, sessionView(id, v));

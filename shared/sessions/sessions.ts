@@ -11,8 +11,9 @@
  *
  * Close exactly once: open → closing is one compare-and-set, so of a racing close, heartbeat and
  * sweep exactly one closes, and only that one runs the close work, holding a lease on it
- * (`lease`, CLOSE_LEASE_MS). The work is recorded as it goes in the same record: each guarantee
- * run (`ran`), each close hook delivered (`hooksDone`). If the closer dies after the
+ * (`lease`, CLOSE_LEASE_MS). The work, in order: the guarantees, the presence leaves, the close
+ * hooks; recorded as it goes in the same record: each guarantee run (`ran`), each close hook
+ * delivered (`hooksDone`). If the closer dies after the
  * compare-and-set, or a hook fails, the record stays `closing` and a later sweep (on any
  * instance: Cloud Scheduler's `sweep` on Google, the timer embedded) takes the lapsed lease and
  * finishes the rest; then closing → closed. So:
@@ -315,7 +316,9 @@ export class Sessions {
       if (result === null) return v; // a backend failed: a later sweep goes on from here
       v = await this.update(id, (cur) => ({ ...cur, ran: [...cur.ran.filter((r) => r.id !== g.id), result] }));
     }
-    // 2. Close hooks: each delivered one recorded; failures retried by the sweep (after the lease), up to the attempts limit.
+    // 2. Presence leaves (before the hooks, which may take retries: a closed session is not shown as watching meanwhile; a repeat is harmless).
+    await this.presence.leave(v.present, id).catch((err: unknown) => this.logError({ message: 'presence leave failed', session: id, err: String(err) }));
+    // 3. Close hooks: each delivered one recorded; failures retried by the sweep (after the lease), up to the attempts limit.
     const closed = {
       session: id,
       user: v.user,
@@ -339,8 +342,7 @@ export class Sessions {
         lease: retryAt,
       }));
     }
-    // 3. Presence leaves, then closed.
-    await this.presence.leave(v.present, id).catch((err: unknown) => this.logError({ message: 'presence leave failed', session: id, err: String(err) }));
+    // 4. Closed.
     const done = await this.update(id, (cur) => ({
       ...cur,
       state: 'closed',

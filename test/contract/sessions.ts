@@ -259,9 +259,11 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       const scope = await createScope(a, { log: [] });
       const id = await openSession(a);
       await a.request('POST', `/v1/sessions/${id}/guarantees`, { body: { scope, patch: [{ op: 'add', path: '/log/-', value: 'bye' }] } });
+      expect((await a.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id } })).status).toBe(200);
       rx.status = 500; // the close hook fails on the closing instance
       const closed = await a.request('DELETE', `/v1/sessions/${id}`, { body: { reason: 'crash-test' } });
       expect(closed.json).toMatchObject({ state: 'closing', hooksPending: true });
+      expect((await a.request('GET', `/v1/scopes/${scope}/presence`)).json.present).toEqual([]); // left already: the hooks may take a while
       expect((await stateOf(a, scope)).state).toEqual({ log: ['bye'] });
       // The instance dies after its guarantee committed but before it recorded so: the record is as the compare-and-set left it.
       const rec = await h.srv.app.adapters.records.get('session', id);

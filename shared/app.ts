@@ -17,6 +17,7 @@ import { Domains } from './domains/domains.js';
 import { domainRules } from './domains/rules.js';
 import { ServiceTokens } from './domains/service-tokens.js';
 import { StoredConfigs } from './domains/stored-configs.js';
+import { Tags } from './domains/tags.js';
 import { WEBHOOKS_CONSUMER, Webhooks, webhookScope } from './domains/webhooks.js';
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
@@ -187,7 +188,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const presenceStore = await presenceStoreFor(config);
   const presence = new Presence(presenceStore, adapters.bus, (e) => logger.error(e));
   const sessions = new Sessions(adapters.records, engine, presence, new CloseHooks(webhooks.records, configs, config), config, (e) => logger.error(e));
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, sessions });
+  const tags = new Tags(adapters.records, engine);
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, sessions, tags });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();

@@ -140,6 +140,16 @@ export const resolveNameQuerySchema = z.strictObject({
   domain: domainSchema.optional(),
 });
 
+/** A listing's paging parameters: `limit` (held to PATCHBAY_MAX_LIST_PAGE by the route) and `cursor` (a page's `next`, opaque). */
+const pageQuery = {
+  limit: z
+    .string()
+    .regex(/^[1-9][0-9]{0,5}$/, 'must be a positive integer')
+    .transform(Number)
+    .optional(),
+  cursor: z.string().max(2048).optional(),
+};
+
 /**
  * `GET /v1/scopes`: its query parameters. `limit` is held to PATCHBAY_MAX_LIST_PAGE by the route;
  * `cursor` is a page's `next`, opaque.
@@ -148,13 +158,44 @@ export const listScopesQuerySchema = z.strictObject({
   domain: domainSchema.optional(),
   type: z.string().max(128).optional(),
   name: z.string().max(256).optional(),
-  limit: z
-    .string()
-    .regex(/^[1-9][0-9]{0,5}$/, 'must be a positive integer')
-    .transform(Number)
-    .optional(),
-  cursor: z.string().max(2048).optional(),
+  ...pageQuery,
 });
+
+/**
+ * Scope types and names starting with this are patchbay's own (a tag is a scope of type
+ * TAG_SCOPE_TYPE): no client creates a scope of such a type or takes such a name through the
+ * generic routes, and scopes of such a type take no patches and no rename (shared/engine/decide.ts).
+ */
+export const RESERVED_PREFIX = 'patchbay/';
+/** The type of every tag scope (shared/domains/tags.ts). */
+export const TAG_SCOPE_TYPE = 'patchbay/tag';
+/** A tag type: like a scope id, 1 to 64 of `[A-Za-z0-9_.:-]`, so a tag's name and index key carry it unescaped. */
+export const TAG_TYPE = /^[A-Za-z0-9_.:-]{1,64}$/;
+export const tagTypeSchema = z.string().regex(TAG_TYPE, 'must match [A-Za-z0-9_.:-]{1,64}');
+export const MAX_TAG_CONTEXT = 16;
+export const MAX_TAG_CONTEXT_ITEM = 256;
+
+/**
+ * `POST /v1/scopes/{target}/tags`: the tag's type and its optional context, a short list of
+ * strings (the seed's `context[]`; mirrored as a `text[]` column).
+ */
+export const createTagSchema = z.strictObject({
+  tagType: tagTypeSchema,
+  context: z.array(z.string().max(MAX_TAG_CONTEXT_ITEM)).max(MAX_TAG_CONTEXT).optional(),
+});
+export type CreateTagRequest = z.infer<typeof createTagSchema>;
+
+/** `GET /v1/scopes/{target}/tags`: the tags on a target, of one type or all. */
+export const listTargetTagsQuerySchema = z.strictObject({ tagType: tagTypeSchema.optional(), ...pageQuery });
+/** `GET /v1/tags`: the caller's own tags, of one type or all, in one domain (default: the caller's). */
+export const listMyTagsQuerySchema = z.strictObject({ tagType: tagTypeSchema.optional(), domain: domainSchema.optional(), ...pageQuery });
+
+/** A tag's state (the state of its tag scope). */
+export interface TagState {
+  tagType: string;
+  target: string;
+  context: string[];
+}
 
 /** The domain of a scope created without one (and, until tokens carry one, of every caller). */
 export const DEFAULT_DOMAIN = 'default';

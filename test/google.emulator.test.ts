@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, sharing, listing, named scopes, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -23,6 +23,7 @@ import { namesContract } from './contract/names.js';
 import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
+import { tagsContract } from './contract/tags.js';
 import { validationContract } from './contract/validation.js';
 import { webhooksContract } from './contract/webhooks.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
@@ -119,6 +120,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
     },
   );
   namesContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  tagsContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // As deployed: config-apply's filtered subscription and the webhooks consumer's unfiltered one,
   // pushed to one endpoint; a restart is a new instance behind it (503 while none runs, so
   // Pub/Sub redelivers), on the same Firestore root and topic.

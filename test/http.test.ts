@@ -5,7 +5,7 @@
  * user's scopes, `GET /v1/scopes`), the validation contract (a domain's schemas, checked in
  * the commit), the configuration contract (versions and their apply) the deletion contract
  * (`DELETE /v1/scopes/{id}`, its purge and its crash safety) and the named scopes contract
- * (`/v1/names/{name}`, renames).
+ * (`/v1/names/{name}`, renames), and the tags contract (`/v1/scopes/{id}/tags`, `/v1/tags`).
  */
 import { rmSync } from 'node:fs';
 import { configContract, failingPutOnce } from './contract/config.js';
@@ -15,6 +15,7 @@ import { listingContract } from './contract/listing.js';
 import { namesContract } from './contract/names.js';
 import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
+import { tagsContract } from './contract/tags.js';
 import { validationContract } from './contract/validation.js';
 import { webhooksContract } from './contract/webhooks.js';
 import { startServer, tempDir } from './helpers/server.js';
@@ -29,6 +30,7 @@ configContract('embedded', async (opts = {}) => {
 validationContract('embedded', (opts) => startServer({}, undefined, opts));
 deletionContract('embedded', (overrides, opts) => startServer(overrides, undefined, opts));
 namesContract('embedded', (overrides) => startServer(overrides));
+tagsContract('embedded', (overrides) => startServer(overrides));
 // A restart is a new server on the same data directory: its delivery catches up from the cursors.
 webhooksContract('embedded', async (overrides) => {
   const dataDir = tempDir();

@@ -1115,6 +1115,77 @@ describe('domains', () => {
   });
 });
 
+describe('tags', () => {
+  const onScope = '/v1/scopes/{id}/tags';
+  const mine = '/v1/tags';
+
+  it('tags (201, then 200), lists per target and per type (200), publicly without a token', async () => {
+    const target = await newScope();
+    const created = await call('POST', onScope, { id: target, body: { tagType: 'star', context: ['a'] } });
+    expect(created.status).toBe(201);
+    expect(created.headers.get('location')).toBe(`/v1/scopes/${created.json.id}`);
+    const again = await call('POST', onScope, { id: target, body: { tagType: 'star' } });
+    expect(again.status).toBe(200);
+    expect(again.json.id).toBe(created.json.id);
+    const listed = await call('GET', onScope, { id: target, query: '?tagType=star&limit=5', token: bob.token });
+    expect(listed.status, listed.text).toBe(200);
+    expect(listed.json.tags.map((t: { id: string }) => t.id)).toEqual([created.json.id]);
+    expect((await call('GET', mine, { query: '?tagType=star' })).json.tags.length).toBeGreaterThanOrEqual(1);
+    const pub = (await call('POST', '/v1/scopes', { body: { access: { visibility: 'public' } } })).json.id as string;
+    await call('POST', onScope, { id: pub, body: { tagType: 'star' } });
+    expect((await call('GET', onScope, { id: pub, token: null })).json.tags).toHaveLength(1);
+  });
+
+  it('400s bad input, 401s without a token, 404s a target the caller may not read, 413s and 415s bodies', async () => {
+    const target = await newScope();
+    expectError(await call('POST', onScope, { id: target, body: { tagType: 'a b' } }), 400, 'invalid_request');
+    expectError(await call('POST', onScope, { id: BAD_ID, body: { tagType: 'star' } }), 400, 'invalid_request');
+    expectError(await call('GET', onScope, { id: target, query: '?limit=0' }), 400, 'invalid_request');
+    expectError(await call('GET', mine, { query: '?tagType=a/b' }), 400, 'invalid_request');
+    expectError(await call('POST', onScope, { id: target, body: { tagType: 'star' }, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', onScope, { id: target, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', mine, { token: null }), 401, 'unauthorized');
+    const hidden = (await call('POST', '/v1/scopes', { body: {}, token: bob.token })).json.id as string;
+    expectError(await call('POST', onScope, { id: hidden, body: { tagType: 'star' } }), 404, 'scope_not_found');
+    expectError(await call('GET', onScope, { id: MISSING }), 404, 'scope_not_found');
+    expectError(
+      await call('POST', onScope, {
+        id: target,
+        raw: JSON.stringify({ tagType: 'star', context: ['x'.repeat(5000)] }),
+        headers: { 'content-type': 'application/json' },
+      }),
+      413,
+      'too_large',
+    );
+    expectError(await call('POST', onScope, { id: target, raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+  });
+
+  it('429s past the create and list rates, 403s past the scope quota', async () => {
+    const limited = await startServer({
+      limits: 'on',
+      rateCreate: { tokens: 3, windowMs: 60_000 },
+      rateList: { tokens: 1, windowMs: 60_000 },
+      quotaScopes: 2,
+    });
+    try {
+      const at = (method: Method, template: string, opts: { id?: string; body?: unknown; token: string }) =>
+        request(limited.url, method, template.replace('{id}', opts.id ?? ''), { body: opts.body, token: opts.token }).then((r) => check(r, method, template));
+      const u = await newClient(limited.url);
+      const target = (await request(limited.url, 'POST', '/v1/scopes', { body: {}, token: u.token })).json.id as string;
+      expect((await at('POST', onScope, { id: target, body: { tagType: 'a' }, token: u.token })).status).toBe(201);
+      expectError(await at('POST', onScope, { id: target, body: { tagType: 'b' }, token: u.token }), 403, 'quota_exceeded');
+      expectError(await at('POST', onScope, { id: target, body: { tagType: 'b' }, token: u.token }), 429, 'rate_limited');
+      expect((await at('GET', onScope, { id: target, token: u.token })).status).toBe(200);
+      expectError(await at('GET', onScope, { id: target, token: u.token }), 429, 'rate_limited');
+      expectError(await at('GET', mine, { token: u.token }), 429, 'rate_limited');
+      const v = await newClient(limited.url);
+      expect((await at('GET', mine, { token: v.token })).status).toBe(200);
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
 describe('names', () => {
   const named = '/v1/names/{name}';
   const rename = '/v1/scopes/{id}/name';

@@ -315,8 +315,8 @@ export class Claims {
     const scope = await this.engine.createScope(
       SYSTEM_OWNER,
       {
+        // No name: names are unique per (domain, owner), and every claim of this domain (by any user) has a report of the same owner.
         type: REPORT_TYPE,
-        name: `claim of ${domain}`,
         state: { domain, started: now, expires: now, attempts: 0, success: false, timeout: false, method: null, last: null, rev: 0 },
         access: { visibility: 'private', readers: [user], writers: [] },
       },

@@ -22,7 +22,7 @@ import { cloneJson, type Json, jsonBytes } from '../json.js';
 import { applyPatch, type Budget, checkValueDepth } from '../patch.js';
 import type { Head } from '../ports/index.js';
 import { retryKey } from '../ports/index.js';
-import type { PatchRecord, PatchRequest, ScopeMeta } from '../protocol.js';
+import { type PatchRecord, type PatchRequest, type ScopeMeta, TAG_SCOPE_TYPE } from '../protocol.js';
 import { notFound as accessNotFound, canRead, canWrite } from './access.js';
 
 export interface Ack {
@@ -247,6 +247,8 @@ function runGroup(input: GroupInput, checkEach: boolean) {
     const { req } = p;
     try {
       runRule(() => rules.authorize({ id, head, ii: next, user: p.user, domain: p.domain, req }));
+      // A tag is immutable: its index entry and its mirror row say what it was created with (shared/domains/tags.ts).
+      if (head.meta.type === TAG_SCOPE_TYPE) throw new PatchbayError('forbidden', 'a tag is not patched: delete it and tag again', { id });
     } catch (err) {
       outcomes.push({ error: asPatchbayError(err) });
       continue;

@@ -30,6 +30,7 @@ import type {
   ScopeAccess,
   ScopeMeta,
 } from '../protocol.js';
+import { TAG_SCOPE_TYPE } from '../protocol.js';
 import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess, notFound } from './access.js';
 import { Writer } from './commit.js';
 import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES, runRule } from './decide.js';
@@ -133,16 +134,17 @@ export class Engine {
    * `req` is held to the limits first either way, so bad input is refused whether or not the name
    * exists. `opts.beforeCreate` runs once, only when a scope is about to be created (the route's
    * create rate and quotas). Of concurrent calls for one name exactly one creates, and the others
-   * resolve to its id: a create that loses the race (`name_taken`) resolves again.
+   * resolve to its id: a create that loses the race (`name_taken`) resolves again. `opts.id`:
+   * the id a created scope gets (default: a random UUID).
    */
   async createOrResolve(
     owner: string,
     name: string,
     req: CreateNamedRequest,
-    opts: { domain?: string; beforeCreate?: () => Promise<void> } = {},
+    opts: { domain?: string; beforeCreate?: () => Promise<void>; id?: string } = {},
   ): Promise<{ view: ScopeView; created: boolean }> {
     const domain = opts.domain ?? DEFAULT_DOMAIN;
-    const fresh = await this.newScope(owner, { ...req, name }, domain);
+    const fresh = await this.newScope(owner, { ...req, name, id: opts.id }, domain);
     let checked = false;
     for (let attempt = 0; attempt < 10; attempt++) {
       const held = await this.ports.ledger.resolveName(domain, owner, name);
@@ -168,6 +170,8 @@ export class Engine {
   async rename(id: string, caller: Caller, name: string | null): Promise<ScopeMeta> {
     const { meta } = await this.head(id);
     checkOwner(id, meta, caller, 'rename it');
+    // A tag's name is what makes it one per (tagger, target, tag type): shared/domains/tags.ts.
+    if (meta.type === TAG_SCOPE_TYPE) throw new PatchbayError('forbidden', 'a tag is not renamed', { id });
     if (name !== null && meta.name !== name) {
       const held = await this.ports.ledger.resolveName(meta.domain, meta.owner, name); // registers a name from before names were unique
       if (held !== null && held !== id) throw nameTaken(meta.domain, name);

@@ -9,6 +9,7 @@ import type { ConfigService } from '../domains/apply.js';
 import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
+import type { Tags } from '../domains/tags.js';
 import type { Webhooks } from '../domains/webhooks.js';
 import { type Caller, checkRead } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
@@ -41,6 +42,8 @@ export interface HandlerDeps {
   webhooks: Webhooks;
   /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
   sessions: Sessions;
+  /** Tags and their index (shared/domains/tags.ts). */
+  tags: Tags;
 }
 
 export interface Ctx {

@@ -9,6 +9,7 @@
  * tells apart domains that read alike (`a.b` and `a_b`).
  */
 import { createHash } from 'node:crypto';
+import { TAG_SCOPE_TYPE } from '../protocol.js';
 import type { BUILTIN_TABLES, IndexDefinition, MirrorTables, SqlType, TableDefinition } from './definitions.js';
 
 /** A quoted identifier (as pg's escapeIdentifier). Refuses U+0000, which Postgres cannot store. */
@@ -65,10 +66,11 @@ export const BUILTIN: Record<(typeof BUILTIN_TABLES)[number], TableDefinition> =
     },
     indexes: [{ columns: ['owner'] }, { columns: ['type', 'updated'] }, { columns: ['name'] }],
   },
+  // Tag scopes (shared/domains/tags.ts): state {tagType, target, context}.
   tags: {
-    type: 'application/json;type=tag',
+    type: TAG_SCOPE_TYPE,
     columns: {
-      tag_type: { type: 'text' },
+      tag_type: { type: 'text', source: 'tagType' },
       target: { type: 'text' },
       context: { type: 'text[]' },
       owner: { type: 'text', meta: 'owner' },

@@ -17,6 +17,7 @@ import { prepareQuery } from '../../shared/mirror/queries.js';
 import { indexName, schemaName } from '../../shared/mirror/sql.js';
 import type { SqlMirror } from '../../shared/mirror/sql-mirror.js';
 import type { MirroredScope } from '../../shared/ports/mirror.js';
+import { TAG_SCOPE_TYPE } from '../../shared/protocol.js';
 
 const LIMITS = { timeoutMs: 2000, maxRows: 100 };
 const T0 = Date.UTC(2026, 0, 1);
@@ -81,7 +82,7 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       await m.ensure(d, { ...NOTES, other: { type: 'other', columns: { x: { type: 'text' } } } });
       await m.upsert(d, NOTES, scope('n1', 3, { title: 'hello', stats: { score: 7 }, tags: ['a', 'b'] }));
       await m.upsert(d, NOTES, scope('n2', 1, { title: 42, stats: { score: 'high' }, tags: 'nope' }));
-      await m.upsert(d, NOTES, scope('t1', 1, { tag_type: 'star', target: 'n1', context: ['c1'] }, 'application/json;type=tag', 'u2'));
+      await m.upsert(d, NOTES, scope('t1', 1, { tagType: 'star', target: 'n1', context: ['c1'] }, TAG_SCOPE_TYPE, 'u2'));
       expect(await rowsOf(m, d, 'notes')).toEqual([
         ['n1', 3, 'hello', 7, ['a', 'b'], 'u1'],
         ['n2', 1, '42', null, null, 'u1'],
@@ -92,7 +93,7 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       expect(s.rows).toEqual([
         ['n1', 'u1', 'note', 3, new Date(T0).toISOString(), new Date(T0 + 3).toISOString(), expect.any(Number)],
         ['n2', 'u1', 'note', 1, new Date(T0).toISOString(), new Date(T0 + 1).toISOString(), expect.any(Number)],
-        ['t1', 'u2', 'application/json;type=tag', 1, new Date(T0).toISOString(), new Date(T0 + 1).toISOString(), expect.any(Number)],
+        ['t1', 'u2', TAG_SCOPE_TYPE, 1, new Date(T0).toISOString(), new Date(T0 + 1).toISOString(), expect.any(Number)],
       ]);
     });
 

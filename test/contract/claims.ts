@@ -62,6 +62,15 @@ export function claimsContract(stack: string, start: StartClaimServer, localhost
       };
     }
 
+    it('several users claim one domain at once: each gets a claim and a report of their own', async () => {
+      const [a, b] = await Promise.all([srv.client(), srv.client()]);
+      const domain = fresh('both');
+      const [ca, cb] = await Promise.all([claim(a, domain), claim(b, domain)]);
+      expect([ca.status, cb.status]).toEqual([201, 201]);
+      expect(ca.json.report).not.toBe(cb.json.report);
+      expect(ca.json.token).not.toBe(cb.json.token);
+    });
+
     it('succeeds by the well-known file: a token, a report streamed live, the same token again, then an admin', async () => {
       const alice = await srv.client();
       const domain = fresh('well');

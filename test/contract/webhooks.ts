@@ -193,7 +193,13 @@ export function webhooksContract(stack: string, start: StartWebhooks): void {
       expect(() => new Webhook(secrets.get('notes') as string).verify(tampered, first.headers)).toThrow();
       expect(() => new Webhook(secrets.get('tasks') as string).verify(first.body, first.headers)).toThrow();
       expect(rx.got.some((d) => d.json.data.scope === other)).toBe(false);
-      const state = (await call(admin, 'GET', `/v1/domains/${DOMAIN}/webhooks`)).json.webhooks[0].state;
+      // The delivery state is written after each POST returns: wait for the fifth.
+      let state = (await call(admin, 'GET', `/v1/domains/${DOMAIN}/webhooks`)).json.webhooks[0].state;
+      const deadline = Date.now() + 15_000;
+      while (state.lastDelivered?.ii !== 5 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        state = (await call(admin, 'GET', `/v1/domains/${DOMAIN}/webhooks`)).json.webhooks[0].state;
+      }
       expect(state.delivered).toBeGreaterThanOrEqual(5);
       expect(state.lastDelivered).toMatchObject({ scope: note, ii: 5 });
       expect(state.lastDelivered.lagMs).toBeGreaterThanOrEqual(0);

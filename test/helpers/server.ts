@@ -53,8 +53,18 @@ export async function serveHandler(handler: (req: IncomingMessage, res: ServerRe
   };
 }
 
+/** Temporary directories made by this test file's process: removed after its tests (test/helpers/cleanup.ts; a run used to leave hundreds behind). */
+const made: string[] = [];
+
+/** Removes every directory `tempDir` made so far. */
+export function removeTempDirs(): void {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
 export function tempDir(prefix = 'patchbay-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 export function testConfig(overrides: Partial<Config> = {}): Config {

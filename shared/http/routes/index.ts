@@ -15,6 +15,7 @@ import { patchRoutes } from './patches.js';
 import { presenceRoutes } from './presence.js';
 import { scopeRoutes } from './scopes.js';
 import { sessionRoutes } from './sessions.js';
+import { tagRoutes } from './tags.js';
 import { webhookRoutes } from './webhooks.js';
 
 export const ROUTES: readonly Route<Ctx>[] = [
@@ -23,6 +24,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...scopeRoutes,
   ...accessRoutes,
   ...nameRoutes,
+  ...tagRoutes,
   ...patchRoutes,
   ...historyRoutes,
   ...eventRoutes,

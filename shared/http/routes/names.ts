@@ -14,6 +14,8 @@
  * - `PUT /v1/scopes/{id}/name` `{name}` (null: unnamed): the owner renames; 403 for a reader, 404
  *   for anyone else (shared/engine/access.ts), 409 `name_taken`; rate-limited as a write.
  *
+ * Names (and types) starting with `patchbay/` are refused (400): patchbay's own (tags). A tag is not renamed (403).
+ *
  * The name travels percent-encoded in the path; the request log records the scope id, never the name.
  */
 import { PatchbayError } from '../../errors.js';
@@ -24,7 +26,7 @@ import { type Ctx, etagMatches, readableHead, reader, scopeId, user } from '../c
 import { requestDomain, resolveDomain } from '../domain.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
-import { scopeBody } from './scopes.js';
+import { checkUnreserved, scopeBody } from './scopes.js';
 
 /** The `{name}` parameter, percent-decoded and checked (400 otherwise). */
 function nameParam(ctx: Ctx): string {
@@ -51,6 +53,7 @@ export const nameRoutes: Route<Ctx>[] = [
       const u = await user(ctx);
       const name = nameParam(ctx);
       const req = await readBody(ctx.req, createNamedSchema, ctx.deps.config);
+      checkUnreserved({ ...req, name });
       const { limits, engine } = ctx.deps;
       const { view, created } = await engine.createOrResolve(u.id, name, req, { domain: u.domain, beforeCreate: () => limits.createScope(u.id) });
       if (created) limits.created(u.id, view.meta.size);
@@ -108,6 +111,7 @@ export const nameRoutes: Route<Ctx>[] = [
       const id = scopeId(ctx);
       const u = await user(ctx);
       const req = await readBody(ctx.req, renameSchema, ctx.deps.config);
+      checkUnreserved(req);
       await ctx.deps.limits.write(u.id, 0, true); // a write's rate; it stores no state bytes
       const meta = await ctx.deps.engine.rename(id, u, req.name);
       sendJson(ctx.res, 200, { id, name: meta.name });

@@ -7,13 +7,14 @@
  * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST), and deleting one
  * (`DELETE /v1/scopes/{id}`, its owner only, rate-limited as a write: 204; 404 for a caller who
  * may not read it and for a scope deleted already, so a second delete is 404; 403 for a reader or
- * writer; the owner's quotas get the scope and its bytes back).
+ * writer; the owner's quotas get the scope and its bytes back; a deleted tag leaves the tag
+ * listings). Types and names starting with `patchbay/` are refused (400): patchbay's own.
  */
 import { SYSTEM_SCOPE_PREFIX } from '../../domains/apply.js';
 import { type Caller, metaFor } from '../../engine/access.js';
 import type { ScopeView } from '../../engine/engine.js';
 import { PatchbayError } from '../../errors.js';
-import { createScopeSchema, listScopesQuerySchema, type ScopeMeta } from '../../protocol.js';
+import { createScopeSchema, listScopesQuerySchema, RESERVED_PREFIX, type ScopeMeta } from '../../protocol.js';
 import { parseWith, readBody } from '../body.js';
 import { type Ctx, etagMatches, readableHead, reader, scopeId, user } from '../context.js';
 import { sendJson } from '../respond.js';
@@ -24,13 +25,36 @@ const shownMeta = (meta: ScopeMeta, ii: number, caller: Caller | null) => ({ ...
 export const scopeBody = (v: ScopeView, caller: Caller | null) => ({ id: v.id, ii: v.ii, state: v.state, meta: shownMeta(v.meta, v.ii, caller) });
 
 /** A page's `next` as the client sees it: opaque (base64url), so no client builds one. */
-const toCursor = (next: string | null): string | null => (next === null ? null : Buffer.from(next, 'utf8').toString('base64url'));
+export const toCursor = (next: string | null): string | null => (next === null ? null : Buffer.from(next, 'utf8').toString('base64url'));
 
-function fromCursor(cursor: string): string {
+export function fromCursor(cursor: string): string {
   const next = Buffer.from(cursor, 'base64url').toString('utf8');
   if (toCursor(next) !== cursor)
     throw new PatchbayError('invalid_request', 'not a cursor a listing returned', { issues: [{ path: ['cursor'], message: 'unknown cursor' }] });
   return next;
+}
+
+/**
+ * Refuses (400) a scope type or name a client may not use: those starting with RESERVED_PREFIX
+ * are patchbay's own (a tag is made by `POST /v1/scopes/{id}/tags`, never by hand).
+ */
+export function checkUnreserved(req: { type?: string; name?: string | null }): void {
+  for (const field of ['type', 'name'] as const) {
+    const v = req[field];
+    if (typeof v === 'string' && v.startsWith(RESERVED_PREFIX)) {
+      throw new PatchbayError('invalid_request', `scope ${field}s starting with ${RESERVED_PREFIX} are the platform's`, {
+        issues: [{ path: [field], message: `reserved prefix ${RESERVED_PREFIX}` }],
+      });
+    }
+  }
+}
+
+/** A listing's page size: as asked, held to PATCHBAY_MAX_LIST_PAGE (400 past it), else that maximum. */
+export function pageLimit(ctx: Ctx, limit: number | undefined): number {
+  const max = ctx.deps.config.maxListPage;
+  if (limit !== undefined && limit > max)
+    throw new PatchbayError('invalid_request', `limit may be at most ${max}`, { issues: [{ path: ['limit'], message: `at most ${max}` }] });
+  return limit ?? max;
 }
 
 export const scopeRoutes: Route<Ctx>[] = [
@@ -41,9 +65,7 @@ export const scopeRoutes: Route<Ctx>[] = [
     run: async (ctx) => {
       const u = await user(ctx);
       const q = parseWith(listScopesQuerySchema, Object.fromEntries(ctx.url.searchParams), 'the query');
-      const max = ctx.deps.config.maxListPage;
-      const limit = q.limit ?? max;
-      if (limit > max) throw new PatchbayError('invalid_request', `limit may be at most ${max}`, { issues: [{ path: ['limit'], message: `at most ${max}` }] });
+      const limit = pageLimit(ctx, q.limit);
       const after = q.cursor === undefined ? undefined : fromCursor(q.cursor);
       await ctx.deps.limits.list(u.id);
       const page = await ctx.deps.engine.listScopes(u, { limit, domain: q.domain, type: q.type, name: q.name, after });
@@ -63,6 +85,7 @@ export const scopeRoutes: Route<Ctx>[] = [
           issues: [{ path: ['id'], message: `reserved prefix ${SYSTEM_SCOPE_PREFIX}` }],
         });
       }
+      checkUnreserved(req);
       await ctx.deps.limits.createScope(u.id);
       // No access named: the domain's configured default visibility, else private.
       const visibility = req.access ? undefined : await ctx.deps.domainConfigs.defaultVisibility(u.domain);
@@ -84,6 +107,10 @@ export const scopeRoutes: Route<Ctx>[] = [
       await ctx.deps.limits.write(u.id, 0, true); // a write's rate; it stores no state bytes
       const meta = await ctx.deps.engine.deleteScope(id, u);
       ctx.deps.limits.deleted(meta.owner, meta.size);
+      // A tag leaves the listings at once (else they skip it and remove its entry later: shared/domains/tags.ts).
+      await ctx.deps.tags
+        .forget(id, meta)
+        .catch((err: unknown) => ctx.deps.logger.error({ message: 'tag index entry not removed', scope: id, err: String(err) }));
       ctx.res.writeHead(204);
       ctx.res.end();
     },

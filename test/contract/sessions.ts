@@ -287,6 +287,24 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       expect(view).toMatchObject({ ii: 1, state: { log: ['bye'] } });
     }, 30_000);
 
+    it('closes once when a close and sweeps on two instances race for an expired session', async () => {
+      const a = await someone();
+      const scope = await createScope(a, { log: [] });
+      const id = await openSession(a);
+      await a.request('POST', `/v1/sessions/${id}/guarantees`, { body: { scope, patch: [{ op: 'add', path: '/log/-', value: 'once' }] } });
+      await sleep(TIMEOUT + 300);
+      const [closed] = await Promise.all([a.request('DELETE', `/v1/sessions/${id}`, { body: { reason: 'raced' } }), h.srv.app.sweep(), h.peer.app.sweep()]);
+      expect([200, 409]).toContain(closed.status); // the close won, or a sweep closed it first (timeout)
+      await waitFor(() => hooksFor(id).length >= 1, 'the close hook');
+      await Promise.all([h.srv.app.sweep(), h.peer.app.sweep()]);
+      await sleep(300);
+      expect(hooksFor(id)).toHaveLength(1);
+      const rec = await recordOf(id);
+      expect(rec).toMatchObject({ state: 'closed', reason: closed.status === 200 ? 'raced' : 'timeout' });
+      expect(hooksFor(id)[0]?.json.data.reason).toBe(rec.reason);
+      expect((await stateOf(a, scope)).state).toEqual({ log: ['once'] });
+    }, 30_000);
+
     it('shows who is watching to readers only, and streams join, update and leave (close and timeout) to two clients', async () => {
       const [a, b, stranger] = await Promise.all([someone(), someone(), someone()]);
       const scope = await createScope(a, {}, [userId(b)]);

@@ -319,18 +319,25 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       const sb = await openSession(b);
       const put = (c: Client, session: string, status?: Json) =>
         c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session, ...(status === undefined ? {} : { status }) } });
+      // Each change is awaited on both streams before the next: changes made faster than a stream
+      // re-reads may reach it coalesced (a join and an update as one join with the latest status).
+      const seenBy = async (n: number) => {
+        for (const s of [onA, onB]) await s.waitFor(() => presence(s).length >= n);
+      };
       const joined = await put(a, sa, { cursor: 1 });
       expect(joined.status).toBe(200);
       expect(joined.json).toMatchObject({ joined: true, entry: { user: userId(a), session: sa, status: { cursor: 1 } } });
+      await seenBy(2);
       expect((await put(a, sa, { cursor: 2 })).json.joined).toBe(false);
+      await seenBy(3);
       expect((await put(b, sb)).status).toBe(200);
+      await seenBy(4);
       const want = [
         ['sync', undefined, null],
         ['join', sa, { cursor: 1 }],
         ['update', sa, { cursor: 2 }],
         ['join', sb, null],
       ];
-      for (const s of [onA, onB]) await s.waitFor(() => presence(s).length >= 4);
       expect(presence(onA)).toEqual(want);
       expect(presence(onB)).toEqual(want);
       const listed = await b.request('GET', `/v1/scopes/${scope}/presence`);

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from '@upstash/redis';
-import IORedis from 'ioredis';
+import { Redis as IORedis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpstashPresence } from '../shared/adapters/google/upstash-presence.js';
 import { presenceConformance } from './conformance/presence.js';

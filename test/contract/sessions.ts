@@ -365,5 +365,14 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       expect((await stateOf(a, scope)).ii).toBe(0);
       expect(onA.events.some((e) => e.type === 'patch')).toBe(false);
     }, 40_000);
+
+    it('sends a webhook whose events are [session.closed] no patches, though the domain committed many', async () => {
+      const a = await someone();
+      const scope = await createScope(a, { n: 0 });
+      expect((await a.request('POST', `/v1/scopes/${scope}/patches`, { body: { patch: [{ op: 'replace', path: '/n', value: 1 }] } })).status).toBe(200);
+      await sleep(500);
+      expect(rx.got.length).toBeGreaterThan(0);
+      expect(rx.got.filter((d) => d.json.type !== 'session.closed')).toEqual([]);
+    });
   });
 }

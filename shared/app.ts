@@ -37,6 +37,10 @@ import { LazyMirror } from './mirror/lazy.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
 import type { Mirror } from './ports/mirror.js';
+import type { PresenceStore } from './ports/presence.js';
+import { CloseHooks } from './sessions/close-hooks.js';
+import { Presence } from './sessions/presence.js';
+import { Sessions } from './sessions/sessions.js';
 
 export interface App {
   config: Config;
@@ -54,7 +58,9 @@ export interface App {
    * Background work that must not wait for a request: the outbox sweeper and the pending domain
    * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
    */
-  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep }>;
+  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep; sessions: { timedOut: number; finished: number; purged: number } }>;
+  /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
+  sessions: Sessions;
   /** Service tokens of the domains' workers (shared/domains/service-tokens.ts). */
   serviceTokens: ServiceTokens;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
@@ -118,6 +124,19 @@ export async function mirrorFor(config: Config, logger: Logger): Promise<Mirror 
   if (config.mirrorUrl === '') return null;
   const { PostgresMirror } = await import('./adapters/google/postgres-mirror.js');
   return new PostgresMirror({ url: config.mirrorUrl, onError: (err) => logger.error({ message: 'mirror connection failed', err: String(err) }) });
+}
+
+/**
+ * Where presence lives: in memory in embedded mode (one process holds every stream), in Upstash
+ * Redis in google mode (shared by every instance).
+ */
+export async function presenceStoreFor(config: Config): Promise<PresenceStore> {
+  if (config.mode === 'embedded') {
+    const { MemoryPresence } = await import('./adapters/embedded/memory-presence.js');
+    return new MemoryPresence();
+  }
+  const { UpstashPresence } = await import('./adapters/google/upstash-presence.js');
+  return new UpstashPresence({ url: config.upstashUrl, token: config.upstashToken }, config.limitsPrefix);
 }
 
 /** The caller check of the internal endpoints; google-auth-library is loaded only when it is on. */
@@ -217,18 +236,22 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
+  const presenceStore = await presenceStoreFor(config);
+  const presence = new Presence(presenceStore, adapters.bus, (e) => logger.error(e));
+  const sessions = new Sessions(adapters.records, engine, presence, new CloseHooks(webhooks.records, configs, config), config, (e) => logger.error(e));
   const tags = new Tags(adapters.records, engine);
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, tags, queries });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, sessions, tags, queries });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
     const deleted = outbox.catch(() => {}).then(() => engine.sweepDeleted());
-    const [published, purged, claimed] = await Promise.allSettled([outbox, deleted, claims.sweep()]);
-    for (const r of [published, purged, claimed]) if (r.status === 'rejected') throw r.reason;
+    const [published, purged, claimed, closed] = await Promise.allSettled([outbox, deleted, claims.sweep(), sessions.sweep()]);
+    for (const r of [published, purged, claimed, closed]) if (r.status === 'rejected') throw r.reason;
     return {
       published: (published as PromiseFulfilledResult<number>).value,
       deleted: (purged as PromiseFulfilledResult<number>).value,
       claims: (claimed as PromiseFulfilledResult<ClaimSweep>).value,
+      sessions: (closed as PromiseFulfilledResult<{ timedOut: number; finished: number; purged: number }>).value,
     };
   };
   const readLog = (id: string, from: number, to: number) => engine.readLog(id, from, to);
@@ -336,6 +359,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     webhooks,
     mirror,
     queries,
+    sessions,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);
@@ -347,6 +371,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       await limits.close();
       await auth.close();
       await limitStore.close();
+      await presenceStore.close();
       await Promise.all([adapters.bus.close(), adapters.cache.close(), adapters.blobs.close()]);
       await adapters.ledger.close();
     },

@@ -203,6 +203,48 @@ export const CONFIG_TABLE = {
     z.enum(['auto', 'allow', 'refuse']),
     'Whether webhooks may be delivered to loopback, private, link-local (the metadata server) and other non-public addresses, checked on the address actually connected to: `refuse`, `allow`, or `auto` (`refuse` in google mode, `allow` in embedded mode, where a receiver on localhost is the normal case).',
   ),
+  sessionTimeoutMs: setting(
+    'PATCHBAY_SESSION_TIMEOUT_MS',
+    60_000,
+    int(1000, 3_600_000),
+    'A session (`POST /v1/sessions`) closes this long after its last heartbeat or its last SSE stream naming it (`?session=`), with reason `timeout`: its guarantees run, its close hooks are delivered and its presence leaves (docs/uploads-and-sessions.md). The sweep finds such sessions, so they close within about one PATCHBAY_SWEEP_INTERVAL_MS after this.',
+  ),
+  sessionMaxPerUser: setting(
+    'PATCHBAY_SESSION_MAX_PER_USER',
+    10,
+    int(1, 1000),
+    'Most sessions one user may hold open at once (403 `quota_exceeded`, `sessionMaxPerUser`).',
+  ),
+  sessionMaxGuarantees: setting(
+    'PATCHBAY_SESSION_MAX_GUARANTEES',
+    16,
+    int(0, 100),
+    "Most guarantees one session may hold (413 `too_large`, `sessionMaxGuarantees`); each guarantee's patch is also held to PATCHBAY_MAX_PATCH_BYTES.",
+  ),
+  presenceMaxStatusBytes: setting(
+    'PATCHBAY_PRESENCE_MAX_STATUS_BYTES',
+    1024,
+    int(0, 64 * KiB),
+    'Largest presence status (`PUT /v1/scopes/{id}/presence`), as JSON text (413 `too_large`, `presenceMaxStatusBytes`).',
+  ),
+  presenceMaxScopes: setting(
+    'PATCHBAY_PRESENCE_MAX_SCOPES',
+    32,
+    int(1, 1000),
+    'Most scopes one session may be present in at once (413 `too_large`, `presenceMaxScopes`).',
+  ),
+  rateSession: setting(
+    'PATCHBAY_RATE_SESSION',
+    { tokens: 120, windowMs: 60_000 },
+    rate,
+    'Session requests per user (open, heartbeat, close, guarantees), as `<tokens>/<window>` (`120/1m`). 429 `rate_limited`.',
+  ),
+  ratePresence: setting(
+    'PATCHBAY_RATE_PRESENCE',
+    { tokens: 600, windowMs: 60_000 },
+    rate,
+    'Presence updates (`PUT /v1/scopes/{id}/presence`) per user, as `<tokens>/<window>` (`600/1m`: 10 a second sustained, for cursors). 429 `rate_limited`.',
+  ),
   maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
   ackAfter: setting(
     'PATCHBAY_ACK_AFTER',
@@ -552,6 +594,8 @@ export const CONFIG_SECTIONS = {
     'rateQuery',
     'rateClaim',
     'rateServiceTokens',
+    'rateSession',
+    'ratePresence',
     'quotaScopes',
     'quotaBytes',
     'sseMaxPerUser',
@@ -574,6 +618,8 @@ export const CONFIG_SECTIONS = {
   ],
   /** Webhooks: delivery of committed patches to a domain's endpoints (shared/domains/webhooks.ts). */
   webhooks: ['webhookMaxAttempts', 'webhookTimeoutMs', 'webhookMaxResponseBytes', 'webhookPrivateAddresses'],
+  /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
+  sessions: ['sessionTimeoutMs', 'sessionMaxPerUser', 'sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes'],
   /** The queryable mirror and named queries (shared/mirror/, the Mirror port's adapters). */
   mirror: ['mirrorUrl', 'mirrorQueryTimeoutMs', 'mirrorMaxRows'],
   /** Live streams (shared/http/routes/events.ts). */
@@ -626,6 +672,7 @@ export type OidcConfig = Section<'oidc'>;
 export type DomainsConfig = Section<'domains'>;
 export type WebhooksConfig = Section<'webhooks'>;
 export type MirrorConfig = Section<'mirror'>;
+export type SessionsConfig = Section<'sessions'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */

@@ -17,6 +17,8 @@ export const ERROR_CODES = {
   scope_not_found: 404,
   /** The caller has no claim of this domain (`domain`): none was started, or it finished long ago. */
   claim_not_found: 404,
+  /** No open or closed session of the caller has this id (a stranger's session is not found either). */
+  session_not_found: 404,
   /** The route exists but not with this method. */
   method_not_allowed: 405,
   /** A scope with this id already exists. */
@@ -31,6 +33,8 @@ export const ERROR_CODES = {
   duplicate_mismatch: 409,
   /** A domain configuration upload names a version that is no longer the latest (`latest`): read it, then upload again. */
   version_conflict: 409,
+  /** The session is closed (or closing): it takes no more heartbeats, guarantees, presence or writes. */
+  session_closed: 409,
   /** The request body did not arrive in time (`timeoutMs`). */
   request_timeout: 408,
   /** A size or count limit was exceeded (`limit`, `max`, `actual`). */

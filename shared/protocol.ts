@@ -28,7 +28,7 @@ export type Patch = Operation[];
 
 /** A JSON Pointer (RFC 6901): empty, or `/`-separated segments where `~` only appears as `~0`/`~1`. */
 const pointer = z.string().regex(/^(\/([^~]|~[01])*)*$/, 'must be a JSON Pointer ("" or "/a/b", with ~0 and ~1 escapes)');
-const jsonValue: z.ZodType<Json> = z.json() as unknown as z.ZodType<Json>;
+export const jsonValue: z.ZodType<Json> = z.json() as unknown as z.ZodType<Json>;
 
 // RFC 6902 §4: members an operation does not define MUST be ignored (Appendix A.11), so these
 // objects are not strict. zod drops such members (and outputs the defined ones in this order),

@@ -30,7 +30,8 @@ const SEED = process.env.PATCHBAY_FC_SEED ? Number(process.env.PATCHBAY_FC_SEED)
 const PATH = process.env.PATCHBAY_FC_PATH || undefined;
 
 /** Small limits, so going over them is cheap; the body limit leaves room for 100,000-deep JSON text. */
-const LIMITS = { maxBodyBytes: 210_000, maxPatchBytes: 1024, maxOps: 8, maxPathDepth: 8, maxValueDepth: 8, maxStateBytes: 4096 };
+// Sessions last the whole run: a session defect must meet an open session however slow the run.
+const LIMITS = { maxBodyBytes: 210_000, maxPatchBytes: 1024, maxOps: 8, maxPathDepth: 8, maxValueDepth: 8, maxStateBytes: 4096, sessionTimeoutMs: 3_600_000 };
 const DEEP = 100_000;
 /** A liveness bound for one request, not a timing assertion. */
 const HANG_MS = 10_000;
@@ -51,6 +52,8 @@ let bob: Client;
 let db: Database.Database;
 let forged: Record<ForgedKind, string>;
 let tickets: { mainForMain: string; listForMain: string };
+/** Open sessions of alice and bob (the `SESS_ALICE` and `SESS_BOB` placeholders of the session defects). */
+let sessions: { alice: string; bob: string };
 
 type ForgedKind = 'badSignature' | 'algNone' | 'tamperedPayload' | 'truncated' | 'garbage' | 'ticketAsBearer' | 'wrongAudience' | 'expired';
 
@@ -110,6 +113,7 @@ beforeAll(async () => {
     mainForMain: (await alice.request('POST', `/v1/scopes/${ID.main}/events/ticket`)).json.ticket,
     listForMain: (await alice.request('POST', `/v1/scopes/${ID.list}/events/ticket`)).json.ticket,
   };
+  sessions = { alice: (await alice.request('POST', '/v1/sessions')).json.id, bob: (await bob.request('POST', '/v1/sessions')).json.id };
   db = new Database(join(srv.dataDir, 'patchbay.sqlite'), { readonly: true, fileMustExist: true });
   // The outbox watermark of the seed patches is written in the background; let it settle, so
   // the baseline holds every column exactly as it stays (bounded wait, not a timing assertion).
@@ -207,6 +211,14 @@ const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'GET', re: /^\/v1\/domains\/[^/]+\/claim$/ },
   { method: 'POST', re: /^\/v1\/domains\/[^/]+\/queries\/[^/]+$/ },
   { method: 'GET', re: /^\/healthz$/ },
+  { method: 'POST', re: /^\/v1\/sessions$/ },
+  { method: 'GET', re: /^\/v1\/sessions\/[^/]+$/ },
+  { method: 'DELETE', re: /^\/v1\/sessions\/[^/]+$/ },
+  { method: 'POST', re: /^\/v1\/sessions\/[^/]+\/heartbeat$/ },
+  { method: 'POST', re: /^\/v1\/sessions\/[^/]+\/guarantees$/ },
+  { method: 'DELETE', re: /^\/v1\/sessions\/[^/]+\/guarantees\/[^/]+$/ },
+  { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/presence$/ },
+  { method: 'PUT', re: /^\/v1\/scopes\/[^/]+\/presence$/ },
 ];
 /**
  * The path the request really names: fetch resolves dot segments, `%2e` and backslashes before
@@ -821,6 +833,54 @@ const badPosition: fc.Arbitrary<Spec> = fc.oneof(
   })),
 );
 
+/**
+ * Sessions, guarantees and presence with a defect: someone else's or no session, a malformed id,
+ * a bad or oversize body, an unreadable scope. (`SESS_ALICE`/`SESS_BOB`: the fixture's sessions.)
+ */
+const A = 'SESS_ALICE';
+const B = 'SESS_BOB';
+const NO_SESSION = `sess_${'0'.repeat(32)}`;
+const sessionDefect: fc.Arbitrary<Spec> = fc
+  .constantFrom<Omit<Spec, 'kind' | 'auth'> & { auth?: Auth }>(
+    { method: 'GET', path: `/v1/sessions/${B}`, codes: ['session_not_found'] },
+    { method: 'POST', path: `/v1/sessions/${B}/heartbeat`, codes: ['session_not_found'] },
+    { method: 'DELETE', path: `/v1/sessions/${B}`, codes: ['session_not_found'] },
+    { method: 'POST', path: `/v1/sessions/${NO_SESSION}/heartbeat`, codes: ['session_not_found'] },
+    { method: 'POST', path: '/v1/sessions/%ZZ/heartbeat', codes: ['invalid_request'] },
+    { method: 'GET', path: `/v1/sessions/${'x'.repeat(129)}`, codes: ['invalid_request'] },
+    { method: 'DELETE', path: `/v1/sessions/${A}`, body: json({ reason: '' }), codes: ['invalid_request'] },
+    { method: 'DELETE', path: `/v1/sessions/${A}`, body: json({ extra: 1 }), codes: ['invalid_request'] },
+    { method: 'DELETE', path: `/v1/sessions/${A}`, body: json({ info: 'x'.repeat(5000) }), codes: ['too_large'] },
+    { method: 'DELETE', path: `/v1/sessions/${A}`, body: '{}', contentType: 'text/plain', codes: ['unsupported_media_type'] },
+    { method: 'DELETE', path: `/v1/sessions/${A}`, auth: { t: 'none' }, codes: ['unauthorized'] },
+    { method: 'POST', path: `/v1/sessions/${A}/guarantees`, body: json({ scope: ID.main }), codes: ['invalid_request'] },
+    { method: 'POST', path: `/v1/sessions/${A}/guarantees`, body: json({ scope: 'bad main', patch: [] }), codes: ['invalid_request'] },
+    { method: 'POST', path: `/v1/sessions/${A}/guarantees`, body: json({ scope: MISSING_ID, patch: [] }), codes: ['scope_not_found'] },
+    {
+      method: 'POST',
+      path: `/v1/sessions/${A}/guarantees`,
+      body: json({ scope: ID.main, patch: [{ op: 'add', path: '/x', value: 'x'.repeat(2000) }] }),
+      codes: ['too_large'],
+    },
+    { method: 'POST', path: `/v1/sessions/${B}/guarantees`, body: json({ scope: ID.main, patch: [] }), codes: ['session_not_found'] },
+    { method: 'DELETE', path: `/v1/sessions/${A}/guarantees/g_0000000000000000`, codes: ['not_found'] },
+    { method: 'DELETE', path: `/v1/sessions/${A}/guarantees/nope`, codes: ['invalid_request'] },
+    { method: 'PUT', path: `/v1/scopes/${ID.main}/presence`, body: json({ session: B }), codes: ['session_not_found'] },
+    { method: 'PUT', path: `/v1/scopes/${ID.main}/presence`, body: json({ session: A, status: 'x'.repeat(2000) }), codes: ['too_large'] },
+    { method: 'PUT', path: `/v1/scopes/${ID.main}/presence`, body: json({ session: A, extra: 1 }), codes: ['invalid_request'] },
+    { method: 'PUT', path: `/v1/scopes/${MISSING_ID}/presence`, body: json({ session: A }), codes: ['scope_not_found'] },
+    { method: 'GET', path: `/v1/scopes/${MISSING_ID}/presence`, codes: ['scope_not_found'] },
+    {
+      method: 'POST',
+      path: `/v1/scopes/${ID.main}/patches`,
+      body: json({ patch: [{ op: 'add', path: '/tmp', value: 1 }], session: B, si: 1 }),
+      codes: ['session_not_found'],
+    },
+    { method: 'GET', path: `/v1/scopes/${ID.main}/events?session=${B}`, codes: ['session_not_found'] },
+    { method: 'GET', path: `/v1/scopes/${ID.main}/events?presence=maybe`, codes: ['invalid_request'] },
+  )
+  .map((r) => ({ ...r, kind: 'sessions and presence', auth: r.auth ?? ALICE }));
+
 const badRequest: fc.Arbitrary<Spec> = fc.oneof(
   { weight: 3, arbitrary: junkRoute },
   { weight: 1, arbitrary: wrongMethod },
@@ -835,6 +895,7 @@ const badRequest: fc.Arbitrary<Spec> = fc.oneof(
   { weight: 2, arbitrary: nearValidCreate },
   { weight: 2, arbitrary: badPosition },
   { weight: 1, arbitrary: notOwnerDelete },
+  { weight: 2, arbitrary: sessionDefect },
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -847,7 +908,7 @@ function resolve(spec: Spec): { url: string; init: RequestInit } {
   else if (a.t === 'raw') headers.authorization = a.value;
   else if (a.t === 'scheme') headers.authorization = `${a.scheme} ${alice.token}`;
   else if (a.t === 'forged') headers.authorization = `Bearer ${forged[a.kind]}`;
-  let path = spec.path;
+  let path = spec.path.replaceAll(A, sessions.alice).replaceAll(B, sessions.bob);
   if (path.includes('?ticket=')) {
     path = path
       .replace('ticket=userToken', `ticket=${alice.token}`)
@@ -857,7 +918,7 @@ function resolve(spec: Spec): { url: string; init: RequestInit } {
   }
   let body: string | Uint8Array | undefined;
   if (spec.body !== undefined && spec.method !== 'GET' && spec.method !== 'HEAD') {
-    body = spec.body;
+    body = typeof spec.body === 'string' ? spec.body.replaceAll(A, sessions.alice).replaceAll(B, sessions.bob) : spec.body;
     if (spec.contentType !== null) headers['content-type'] = spec.contentType ?? 'application/json';
   }
   return { url: srv.url + path, init: { method: spec.method, headers, body, redirect: 'manual' } };
@@ -946,6 +1007,7 @@ describe('malformed requests', () => {
       'events: bad Last-Event-ID',
       'events: position past head',
       'history: bad from/to',
+      'sessions and presence',
     ]) {
       expect(kinds, k).toContain(k);
     }

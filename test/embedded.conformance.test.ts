@@ -14,6 +14,7 @@ import Database from 'better-sqlite3';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
 import { MemoryLimits } from '../shared/adapters/embedded/memory-limits.js';
+import { MemoryPresence } from '../shared/adapters/embedded/memory-presence.js';
 import { PatchbayError } from '../shared/errors.js';
 import type { Ledger } from '../shared/ports/index.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
@@ -24,6 +25,7 @@ import { expectCode } from './conformance/ledger/fixtures.js';
 import { ledgerConformance } from './conformance/ledger/index.js';
 import { createOrResolve } from './conformance/ledger/names.js';
 import { limitsConformance } from './conformance/limits.js';
+import { presenceConformance } from './conformance/presence.js';
 import { recordsConformance } from './conformance/records.js';
 import { tempDir } from './helpers/server.js';
 
@@ -42,6 +44,7 @@ cacheConformance('MemoryCache', async () => new MemoryCache());
 busConformance('LocalBus', async () => new LocalBus());
 blobConformance('FsBlobStore', async () => new FsBlobStore(join(dir(), 'blobs')));
 limitsConformance('MemoryLimits', async (rules) => new MemoryLimits(rules));
+presenceConformance('MemoryPresence', async (now) => new MemoryPresence(now));
 recordsConformance('SqliteRecords', async () => new SqliteLedger(join(dir(), 'records.sqlite'), { sync: 'normal' }).records);
 
 const T0 = 1_700_000_000_000;

@@ -20,6 +20,7 @@ import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
 import { namesContract } from './contract/names.js';
+import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
 import { tagsContract } from './contract/tags.js';
@@ -149,6 +150,42 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
         for (const u of unsubscribe) await u();
         push.close();
         await h.srv.close();
+      },
+    };
+    return h;
+  });
+  // Two instances on one stack (Firestore root, topic, Redis prefix): presence set on one reaches
+  // the other's streams; a restart is a new instance on the same storage, whose sweep finishes the
+  // close work the old one left. Configuration applies through config-apply's push subscription.
+  sessionsContract('google', async (overrides) => {
+    const cfg = { ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, webhookPrivateAddresses: 'allow' as const, ...overrides };
+    let current: TestServer | null = await startServer(cfg);
+    const peer = await startServer(cfg);
+    const push = await serveHandler(async (req, res) => {
+      if (current) return current.app.push(req, res);
+      res.writeHead(503);
+      res.end();
+    });
+    const unsubscribe = await pushSubscription(
+      stack,
+      cfg.pubsubTopic as string,
+      `apply-${randomUUID().slice(0, 8)}`,
+      `${push.url}/push/config-apply`,
+      APPLY_FILTER,
+    );
+    const h = {
+      srv: current,
+      peer,
+      async restart() {
+        current = null;
+        await h.srv.close();
+        h.srv = await startServer(cfg);
+        current = h.srv;
+      },
+      async close() {
+        await unsubscribe();
+        push.close();
+        await Promise.all([h.srv.close(), peer.close()]);
       },
     };
     return h;

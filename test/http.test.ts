@@ -13,6 +13,7 @@ import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
 import { namesContract } from './contract/names.js';
+import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
 import { tagsContract } from './contract/tags.js';
 import { validationContract } from './contract/validation.js';
@@ -39,6 +40,27 @@ webhooksContract('embedded', async (overrides) => {
     async restart(whileDown?: () => void) {
       await h.srv.close();
       whileDown?.();
+      h.srv = await start();
+    },
+    async close() {
+      await h.srv.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return h;
+});
+
+// One process holds presence embedded (the peer is the server itself); a restart is a new server on the same data directory.
+sessionsContract('embedded', async (overrides) => {
+  const dataDir = tempDir();
+  const start = () => startServer({ ...overrides, dataDir }, undefined, { deliverLocally: true });
+  const h = {
+    srv: await start(),
+    get peer() {
+      return h.srv;
+    },
+    async restart() {
+      await h.srv.close();
       h.srv = await start();
     },
     async close() {

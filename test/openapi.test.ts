@@ -845,6 +845,8 @@ describe('patches', () => {
     expectError(listed, 413, 'too_large');
     limits.add(listed.json.error.limit);
     limits.add('maxConfigBytes'); // reported by a configuration upload: the 'domain configuration' block checks it
+    // Reported by the sessions routes: the 'sessions and presence' block checks each.
+    for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'closeInfoBytes']) limits.add(l);
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
     expect([...limits].sort()).toEqual([...(tooLarge.enum as string[])].sort());
@@ -1394,6 +1396,152 @@ describe('domain configuration', () => {
     }
     expectError(limited as Res, 429, 'rate_limited');
     expect((await at('GET', CONFIG)).json).toMatchObject({ latest: 1 });
+  });
+});
+
+describe('sessions and presence', () => {
+  const S = '/v1/sessions';
+  const ONE = '/v1/sessions/{id}';
+  const HB = '/v1/sessions/{id}/heartbeat';
+  const GS = '/v1/sessions/{id}/guarantees';
+  const G1 = '/v1/sessions/{id}/guarantees/{gid}';
+  const P = '/v1/scopes/{id}/presence';
+  const open = async (c: Client = alice) => {
+    const res = await call('POST', S, { token: c.token });
+    expect(res.status).toBe(201);
+    return res.json.id as string;
+  };
+
+  it('opens (201), reads (200), keeps alive (200) and closes (200) a session; 400s a bad id or body, 401s no token, 404s another user, 409s a closed one, 413s oversize info, 415s a non-JSON body', async () => {
+    const id = await open();
+    expect((await call('GET', ONE, { id })).json).toMatchObject({ id, state: 'open' });
+    expect((await call('POST', HB, { id })).status).toBe(200);
+    expectError(await call('GET', ONE, { id, token: bob.token }), 404, 'session_not_found');
+    expectError(await call('POST', HB, { id, token: bob.token }), 404, 'session_not_found');
+    expectError(await call('DELETE', ONE, { id, token: bob.token }), 404, 'session_not_found');
+    expectError(await call('GET', ONE, { id: BAD_ID }), 400, 'invalid_request');
+    expectError(await call('POST', HB, { id: BAD_ID }), 400, 'invalid_request');
+    for (const path of [S, ONE, HB]) expect((await call(path === ONE ? 'GET' : 'POST', path, { id, token: null })).status).toBe(401);
+    expect((await call('DELETE', ONE, { id, token: null })).status).toBe(401);
+    expectError(await call('DELETE', ONE, { id, body: { reason: '' } }), 400, 'invalid_request');
+    expectError(await call('DELETE', ONE, { id, body: { info: 'x'.repeat(4090) } }), 413, 'too_large');
+    expectError(await call('DELETE', ONE, { id, raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    const closed = await call('DELETE', ONE, { id, body: { reason: 'bye', info: { a: 1 } } });
+    expect(closed.json).toMatchObject({ id, state: 'closed', reason: 'bye' });
+    expectError(await call('DELETE', ONE, { id }), 409, 'session_closed');
+    expectError(await call('POST', HB, { id }), 409, 'session_closed');
+  });
+
+  it('registers (201) and cancels (204) guarantees; 400s, 404s (session, scope, guarantee), 409s a closed session, 413s past the limits, 415s', async () => {
+    const id = await open();
+    const scope = await newScope({ n: 0 });
+    const hidden = (await call('POST', '/v1/scopes', { body: { state: {}, access: { visibility: 'private' } }, token: bob.token })).json.id as string;
+    const g = await call('POST', GS, { id, body: { scope, patch: [{ op: 'replace', path: '/n', value: 5 }] } });
+    expect(g.status).toBe(201);
+    expect((await call('DELETE', G1, { id, params: { gid: g.json.id } })).status).toBe(204);
+    expectError(await call('DELETE', G1, { id, params: { gid: g.json.id } }), 404, 'not_found');
+    expectError(await call('DELETE', G1, { id, params: { gid: 'nope' } }), 400, 'invalid_request');
+    expectError(await call('DELETE', G1, { id, params: { gid: g.json.id }, token: bob.token }), 404, 'session_not_found');
+    expectError(await call('POST', GS, { id, body: { scope: hidden, patch: [] } }), 404, 'scope_not_found');
+    expectError(await call('POST', GS, { id, body: { scope, patch: [] }, token: bob.token }), 404, 'session_not_found');
+    expectError(await call('POST', GS, { id, body: { scope } }), 400, 'invalid_request');
+    expectError(await call('POST', GS, { id, body: { scope, patch: [{ op: 'add', path: '/x', value: 'x'.repeat(1100) }] } }), 413, 'too_large');
+    expectError(await call('POST', GS, { id, raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    expect((await call('POST', GS, { id, body: { scope, patch: [] }, token: null })).status).toBe(401);
+    expect((await call('DELETE', G1, { id, params: { gid: g.json.id }, token: null })).status).toBe(401);
+    await call('DELETE', ONE, { id });
+    expectError(await call('POST', GS, { id, body: { scope, patch: [] } }), 409, 'session_closed');
+    expectError(await call('DELETE', G1, { id, params: { gid: g.json.id } }), 409, 'session_closed');
+  });
+
+  it('shows presence (200) and joins it (200); 400s, 401s, 404s (scope, session), 409s a closed session, 413s a large status, 415s', async () => {
+    const scope = await newScope({ n: 0 });
+    const hidden = (await call('POST', '/v1/scopes', { body: { state: {}, access: { visibility: 'private' } }, token: bob.token })).json.id as string;
+    const id = await open();
+    const joined = await call('PUT', P, { id: scope, body: { session: id, status: { x: 1 } } });
+    expect(joined.json).toMatchObject({ scope, joined: true, entry: { session: id, status: { x: 1 } } });
+    expect((await call('GET', P, { id: scope, token: bob.token })).json.present).toEqual([joined.json.entry]);
+    expectError(await call('GET', P, { id: hidden }), 404, 'scope_not_found');
+    expectError(await call('GET', P, { id: BAD_ID }), 400, 'invalid_request');
+    expect((await call('GET', P, { id: scope, token: null })).status).toBe(401);
+    expectError(await call('PUT', P, { id: hidden, body: { session: id } }), 404, 'scope_not_found');
+    expectError(await call('PUT', P, { id: scope, body: { session: id }, token: bob.token }), 404, 'session_not_found');
+    expectError(await call('PUT', P, { id: scope, body: { session: id, status: 'x'.repeat(1100) } }), 413, 'too_large');
+    expectError(await call('PUT', P, { id: scope, body: { status: 1 } }), 400, 'invalid_request');
+    expectError(await call('PUT', P, { id: scope, raw: '{}', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    expect((await call('PUT', P, { id: scope, body: { session: id }, token: null })).status).toBe(401);
+    await call('DELETE', ONE, { id });
+    expectError(await call('PUT', P, { id: scope, body: { session: id } }), 409, 'session_closed');
+    expect((await call('GET', P, { id: scope })).json.present).toEqual([]);
+  });
+
+  it("ties writes and streams to sessions: 404 for another user's session id, 409 for a closed one", async () => {
+    const scope = await newScope({ n: 0 });
+    const id = await open(bob);
+    const write = (session: string) =>
+      call('POST', '/v1/scopes/{id}/patches', { id: scope, body: { patch: [{ op: 'replace', path: '/n', value: 1 }], session, si: 1 } });
+    expectError(await write(id), 404, 'session_not_found');
+    expectError(await call('GET', '/v1/scopes/{id}/events', { id: scope, query: `?session=${id}` }), 404, 'session_not_found');
+    await call('DELETE', ONE, { id, token: bob.token });
+    expectError(await call('POST', '/v1/scopes/{id}/patches', { id: scope, body: { patch: [], session: id, si: 1 }, token: bob.token }), 409, 'session_closed');
+    expectError(await call('GET', '/v1/scopes/{id}/events', { id: scope, query: `?session=${id}`, token: bob.token }), 409, 'session_closed');
+    expectError(await call('GET', '/v1/scopes/{id}/events', { id: scope, query: '?presence=yes' }), 400, 'invalid_request');
+  });
+
+  it('403s a session past the per-user quota; 413s past the guarantees, presence scopes and info limits; 429s past the session and presence rates', async () => {
+    const limited = await startServer({
+      limits: 'on',
+      rateSession: { tokens: 5, windowMs: 60_000 },
+      ratePresence: { tokens: 2, windowMs: 60_000 },
+      sessionMaxPerUser: 1,
+      sessionMaxGuarantees: 1,
+      presenceMaxScopes: 1,
+    });
+    try {
+      const c = await limited.client();
+      const first = await c.request('POST', S); // session token 1
+      expect(first.status).toBe(201);
+      const id = first.json.id as string;
+      const quota = await c.request('POST', S); // 2
+      check(quota, 'POST', S);
+      expectError(quota, 403, 'quota_exceeded');
+      expect(quota.json.error).toMatchObject({ quota: 'sessions', max: 1 });
+      const [scope, other] = [(await c.request('POST', '/v1/scopes', { body: {} })).json.id, (await c.request('POST', '/v1/scopes', { body: {} })).json.id];
+      expect((await c.request('POST', `${S}/${id}/guarantees`, { body: { scope, patch: [] } })).status).toBe(201); // 3
+      const many = await c.request('POST', `${S}/${id}/guarantees`, { body: { scope, patch: [] } }); // 4
+      check(many, 'POST', GS);
+      expectError(many, 413, 'too_large');
+      expect(many.json.error).toMatchObject({ limit: 'sessionMaxGuarantees', max: 1 });
+      const info = await c.request('DELETE', `${S}/${id}`, { body: { info: 'x'.repeat(5000) } }); // 5
+      check(info, 'DELETE', ONE);
+      expectError(info, 413, 'too_large');
+      expect(info.json.error).toMatchObject({ limit: 'closeInfoBytes', max: 4096 });
+      expect((await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id } })).status).toBe(200); // presence 1
+      const status = await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id, status: 'x'.repeat(1100) } });
+      check(status, 'PUT', P);
+      expect(status.json.error).toMatchObject({ code: 'too_large', limit: 'presenceMaxStatusBytes', max: 1024 });
+      const scopes = await c.request('PUT', `/v1/scopes/${other}/presence`, { body: { session: id } }); // presence 2
+      check(scopes, 'PUT', P);
+      expect(scopes.json.error).toMatchObject({ code: 'too_large', limit: 'presenceMaxScopes', max: 1 });
+      const p = await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id } });
+      check(p, 'PUT', P);
+      expectError(p, 429, 'rate_limited');
+      for (const [method, template, path] of [
+        ['GET', ONE, `/v1/sessions/${id}`],
+        ['POST', HB, `/v1/sessions/${id}/heartbeat`],
+        ['POST', GS, `/v1/sessions/${id}/guarantees`],
+        ['DELETE', G1, `/v1/sessions/${id}/guarantees/g_0000000000000000`],
+        ['DELETE', ONE, `/v1/sessions/${id}`],
+        ['POST', S, '/v1/sessions'],
+      ] as const) {
+        const res = await c.request(method, path, method === 'POST' && template === GS ? { body: { scope, patch: [] } } : {});
+        check(res, method, template);
+        expectError(res, 429, 'rate_limited');
+      }
+      expect((await limited.app.sessions.get(id, (await c.request('GET', '/v1/me')).json.id)).state).toBe('open');
+    } finally {
+      await limited.close();
+    }
   });
 });
 

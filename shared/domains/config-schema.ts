@@ -12,7 +12,7 @@
  *   must satisfy: its initial state and the result of every patch (shared/domains/validation.ts).
  * - `names`: per scope type, the pattern a scope's name must match, and whether it needs one.
  * - `webhooks`: endpoints that receive committed patches (the scope types and name patterns they
- *   want). No secret is written here: patchbay generates one per webhook.
+ *   want) and/or sessions' closes (`events`). No secret is written here: patchbay generates one per webhook.
  * - `limits`: per-domain limits, which can only lower the deployment's (a larger value has no
  *   effect: the deployment's applies).
  * - `tables` and `queries`: the queryable mirror's tables, fed by the scopes of one type each, and
@@ -92,8 +92,16 @@ export const webhook = z
       .max(100)
       .optional()
       .describe('Only scopes whose name matches one of these glob patterns (`*` matches any run of characters; default: every scope).'),
+    events: z
+      .array(z.enum(['patch', 'session.closed']))
+      .min(1)
+      .max(2)
+      .optional()
+      .describe(
+        'What it receives: `patch` (committed patches of matching scopes) and/or `session.closed` (the close hook of every session of the domain; `types` and `names` do not apply). Default: `[patch]`.',
+      ),
   })
-  .describe('An endpoint that receives the committed patches of matching scopes.');
+  .describe('An endpoint that receives the committed patches of matching scopes, and/or the close of sessions.');
 
 export const limitsSection = z
   .strictObject({

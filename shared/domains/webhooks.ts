@@ -78,6 +78,7 @@ const globs = new WeakMap<Webhook, RegExp[]>();
 
 /** Whether a scope of this type and name is one the webhook wants. */
 export function matches(hook: Webhook, type: string | null, name: string | null): boolean {
+  if (hook.events && !hook.events.includes('patch')) return false; // a close hook only (shared/sessions/close-hooks.ts)
   if (hook.types && (type === null || !hook.types.includes(type))) return false;
   if (!hook.names) return true;
   if (name === null) return false;

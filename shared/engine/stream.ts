@@ -41,6 +41,8 @@ export interface StreamSink {
   failed?(err: unknown): void;
   /** The stream's reader lost access to the scope, or the scope was deleted, and the stream stopped sending: end it. */
   revoked?(): void;
+  /** Who is watching the scope changed (a `presence` signal): re-read it. Never holds back patches. */
+  presence?(): void;
 }
 
 /**
@@ -192,6 +194,10 @@ export async function openStream(
       kick();
     },
     (s) => {
+      if (s.kind === 'presence') {
+        if (!closed) sink.presence?.();
+        return;
+      }
       if (reader !== undefined || s.kind === 'deleted') recheck();
     },
   );

@@ -18,6 +18,7 @@ import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Head } from '../ports/index.js';
 import { SCOPE_ID } from '../protocol.js';
+import type { Sessions } from '../sessions/sessions.js';
 import type { Auth, User } from './auth.js';
 import type { BodyRequest } from './body.js';
 import { requestDomain } from './domain.js';
@@ -40,6 +41,8 @@ export interface HandlerDeps {
   serviceTokens: ServiceTokens;
   /** The domains' webhooks and their delivery state (shared/domains/webhooks.ts). */
   webhooks: Webhooks;
+  /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
+  sessions: Sessions;
   /** Tags and their index (shared/domains/tags.ts). */
   tags: Tags;
   /** The domains' named queries over the mirror (shared/domains/queries.ts). */

@@ -48,6 +48,8 @@ export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
     query: config.rateQuery,
     claim: config.rateClaim,
     serviceTokens: config.rateServiceTokens,
+    session: config.rateSession,
+    presence: config.ratePresence,
   };
 }
 
@@ -122,6 +124,16 @@ export class Limits {
   /** Before starting or re-checking a domain claim: the user's claim rate. */
   async claim(user: string): Promise<void> {
     if (this.on) await this.rate('claim', user);
+  }
+
+  /** Before a session request (open, heartbeat, close, guarantees): the user's session rate. */
+  async session(user: string): Promise<void> {
+    if (this.on) await this.rate('session', user);
+  }
+
+  /** Before a presence update: the user's presence rate. */
+  async presence(user: string): Promise<void> {
+    if (this.on) await this.rate('presence', user);
   }
 
   /** Before minting a service token (`POST /v1/domains/{domain}/tokens`): the admin's mint rate. */

@@ -10,12 +10,13 @@ export type Listener = (event: PatchEvent) => void;
 /**
  * Something about a scope other than its patches changed, which its subscribers must act on:
  * `access` (who may read it changed: each stream checks its own user again and ends if it
- * lost access), `deleted` (the scope was deleted: every stream of it ends). It carries no content: a subscriber reads what it needs from the ledger, so a
+ * lost access), `deleted` (the scope was deleted: every stream of it ends), `presence` (who is
+ * watching it changed: each stream re-reads the scope's presence and sends what differs). It carries no content: a subscriber reads what it needs from the ledger, so a
  * signal that arrives late, twice or out of order against another one is harmless.
  */
 export interface ScopeSignal {
   scope: string;
-  kind: 'access' | 'deleted';
+  kind: 'access' | 'deleted' | 'presence';
 }
 export type SignalListener = (signal: ScopeSignal) => void;
 

@@ -279,7 +279,7 @@ export class PubSubBus implements Bus {
     if (!set || scope === undefined) return;
     const kind = m.attributes.signal;
     if (kind !== undefined) {
-      if (kind === 'access' || kind === 'deleted') this.fanOut(scope, set, (l) => l.signal?.({ scope, kind }));
+      if (kind === 'access' || kind === 'deleted' || kind === 'presence') this.fanOut(scope, set, (l) => l.signal?.({ scope, kind }));
       else this.log.error({ message: 'pubsub signal of an unknown kind; dropped', scope, kind, messageId: m.id });
       return;
     }

@@ -7,6 +7,8 @@
  * stream whose reader loses access ends (shared/engine/stream.ts).
  */
 import type { Caller } from '../../engine/access.js';
+import { PatchbayError } from '../../errors.js';
+import type { PresenceView } from '../../sessions/presence.js';
 import { type Ctx, intParam, parseIndex, readableHead, reader, scopeId, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
@@ -26,18 +28,38 @@ async function stream(ctx: Ctx): Promise<void> {
   const u = ticket !== null ? await auth.fromTicket(ticket, id, reconnect ? Math.ceil(config.sseMaxMs / 1000) : 0) : await reader(ctx);
   const since = reconnect ? parseIndex(lastEventId, 'Last-Event-ID') : intParam(ctx.url, 'since');
   if (u === null) await readableHead(ctx, id, null); // 401, not 404, for a scope that is not public
+  const session = ctx.url.searchParams.get('session');
+  if (session !== null) {
+    if (u === null) throw new PatchbayError('unauthorized', "a stream that keeps a session alive needs the session owner's token");
+    await ctx.deps.sessions.requireOpen(session, u.id);
+  }
   // A slot of the per-user and per-instance stream caps, held until the stream ends; a caller
   // without a token (a public scope) counts by its address.
   const release = await ctx.deps.limits.openStream(u?.id ?? `addr:${ctx.deps.limits.clientAddress(ctx.req)}`);
   try {
-    await serveStream(ctx, id, since, u);
+    await serveStream(ctx, id, since, u, session, presenceParam(ctx));
   } finally {
     release();
   }
 }
 
-async function serveStream(ctx: Ctx, id: string, since: number | undefined, caller: Caller | null): Promise<void> {
-  const { engine, config } = ctx.deps;
+/** `?presence=1` (or `true`): the stream sends presence events; absent or `0`/`false`: it does not. */
+function presenceParam(ctx: Ctx): boolean {
+  const v = ctx.url.searchParams.get('presence');
+  if (v === null || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true') return true;
+  throw new PatchbayError('invalid_request', 'presence must be 1 or 0', { issues: [{ path: ['presence'], message: 'must be 1, 0, true or false' }] });
+}
+
+async function serveStream(
+  ctx: Ctx,
+  id: string,
+  since: number | undefined,
+  caller: Caller | null,
+  session: string | null,
+  withPresence: boolean,
+): Promise<void> {
+  const { engine, config, sessions } = ctx.deps;
 
   const sse = new SseWriter(ctx.res);
   if (ctx.req.method === 'HEAD') {
@@ -66,6 +88,24 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined, call
     sse.start(config.sseRetryMs);
     await sse.event(type, data, ii);
   };
+  // Presence: what this stream's client was last told, by session; changes are diffed against it one at a time.
+  let known: Map<string, PresenceView> | null = null;
+  let presenceChain: Promise<void> = Promise.resolve();
+  const presenceChanged = () => {
+    presenceChain = presenceChain
+      .then(async () => {
+        if (gone || known === null) return;
+        const now = new Map((await sessions.presence.list(id)).map((e) => [e.session, e]));
+        for (const [s, e] of now) {
+          const was = known.get(s);
+          if (!was) await sse.event('presence', JSON.stringify({ action: 'join', ...e }));
+          else if (JSON.stringify(was.status) !== JSON.stringify(e.status)) await sse.event('presence', JSON.stringify({ action: 'update', ...e }));
+        }
+        for (const [s, e] of known) if (!now.has(s)) await sse.event('presence', JSON.stringify({ action: 'leave', ...e }));
+        known = now;
+      })
+      .catch((err: unknown) => ctx.deps.logger.error({ message: 'presence read failed', scope: id, err: String(err) }));
+  };
   let stop: () => Promise<void>;
   try {
     stop = await engine.openStream(
@@ -82,6 +122,7 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined, call
         },
         failed: () => finish(), // end with a retry hint: the client resumes from its last id
         revoked: () => finish(), // its reconnect is refused (404), which ends an EventSource
+        ...(withPresence ? { presence: presenceChanged } : {}),
       },
       { reader: caller },
     );
@@ -90,12 +131,33 @@ async function serveStream(ctx: Ctx, id: string, since: number | undefined, call
     throw err;
   }
   sse.start(config.sseRetryMs);
+  if (withPresence) {
+    presenceChain = presenceChain.then(async () => {
+      const present = await sessions.presence.list(id).catch(() => []);
+      if (gone) return;
+      known = new Map(present.map((e) => [e.session, e]));
+      await sse.event('presence', JSON.stringify({ action: 'sync', present }));
+    });
+    presenceChanged(); // a change between the subscription and the read above
+  }
   const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
+  const keepAlive =
+    session !== null && caller !== null
+      ? setInterval(
+          () =>
+            void sessions.heartbeat(session, caller.id).catch((err: unknown) => {
+              if (!(err instanceof PatchbayError)) ctx.deps.logger.error({ message: 'session keep-alive failed', err: String(err) });
+            }),
+          Math.max(250, Math.floor(sessions.timeoutMs / 3)),
+        )
+      : undefined;
   let limit: NodeJS.Timeout | undefined;
   await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
   clearTimeout(limit);
   clearInterval(heartbeat);
+  clearInterval(keepAlive);
   await stop();
+  await presenceChain;
   sse.end(config.sseRetryMs);
 }
 

@@ -12,8 +12,10 @@ import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
 import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
+import { presenceRoutes } from './presence.js';
 import { queryRoutes } from './queries.js';
 import { scopeRoutes } from './scopes.js';
+import { sessionRoutes } from './sessions.js';
 import { tagRoutes } from './tags.js';
 import { webhookRoutes } from './webhooks.js';
 
@@ -27,6 +29,8 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...patchRoutes,
   ...historyRoutes,
   ...eventRoutes,
+  ...presenceRoutes,
+  ...sessionRoutes,
   ...configRoutes,
   ...claimRoutes,
   ...domainRoutes,

@@ -1,0 +1,67 @@
+/**
+ * Presence (issue 15, item 9): who is watching each scope, over the PresenceStore port
+ * (shared/ports/presence.ts: memory embedded, Upstash Redis on Google) plus a `presence` bus
+ * signal per change, which reaches the scope's streams on every instance; each stream re-reads
+ * the scope's presence and sends its subscriber what differs (shared/http/routes/events.ts). The
+ * signal carries nothing, so a late, lost or doubled signal costs at most a stale view until the
+ * next change. Presence never enters the patch log.
+ *
+ * Who may do what is the caller's (shared/http/routes/presence.ts and shared/sessions/sessions.ts):
+ * here, only the store and the signals.
+ */
+import type { Json } from '../json.js';
+import type { Bus } from '../ports/bus.js';
+import type { PresenceEntry, PresenceStore } from '../ports/presence.js';
+
+/** Most entries a presence read answers (and a stream diffs). */
+export const PRESENCE_LIST_MAX = 1000;
+
+/** An entry as clients see it (no `expires`: that is the session's). */
+export interface PresenceView {
+  user: string;
+  session: string;
+  since: number;
+  status: Json;
+}
+
+export const presenceView = (e: PresenceEntry): PresenceView => ({ user: e.user, session: e.session, since: e.since, status: e.status });
+
+export class Presence {
+  constructor(
+    readonly store: PresenceStore,
+    private readonly bus: Bus,
+    private readonly logError: (e: Record<string, unknown>) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Sets the session's entry on the scope (a join, or an update of its status), until `expires`; signals the change. */
+  async set(scope: string, user: string, session: string, status: Json, expires: number): Promise<{ joined: boolean; entry: PresenceView }> {
+    const r = await this.store.put(scope, { user, session, since: this.now(), status, expires });
+    await this.signal(scope);
+    return { joined: r.joined, entry: presenceView(r.entry) };
+  }
+
+  /** Keeps the session's entries on these scopes alive until `expires` (a heartbeat). */
+  async touch(scopes: readonly string[], session: string, expires: number): Promise<void> {
+    await Promise.all(scopes.map((s) => this.store.touch(s, session, expires)));
+  }
+
+  /** Removes the session from these scopes (a leave), signalling each it was present in. */
+  async leave(scopes: readonly string[], session: string): Promise<void> {
+    await Promise.all(
+      scopes.map(async (s) => {
+        await this.store.remove(s, session);
+        // Signalled even when the entry had lapsed already: the streams have not yet sent its leave.
+        await this.signal(s);
+      }),
+    );
+  }
+
+  async list(scope: string): Promise<PresenceView[]> {
+    return (await this.store.list(scope, PRESENCE_LIST_MAX)).map(presenceView);
+  }
+
+  private async signal(scope: string): Promise<void> {
+    await this.bus.signal({ scope, kind: 'presence' }).catch((err: unknown) => this.logError({ message: 'presence signal failed', scope, err: String(err) }));
+  }
+}

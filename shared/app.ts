@@ -6,6 +6,7 @@
 
 import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
+import { SignedFiles } from './adapters/embedded/signed-files.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
 import { type ActiveConfigs, configsFromDir, StaticConfigs } from './domains/active.js';
@@ -27,8 +28,12 @@ import { InternalAuth } from './http/internal-auth.js';
 import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
+import type { FileStore } from './ports/files.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
+import { decodeNotification } from './uploads/notifications.js';
+import { uploadRules } from './uploads/rules.js';
+import { UPLOADS_PUSH, Uploads } from './uploads/uploads.js';
 
 export interface App {
   config: Config;
@@ -46,7 +51,7 @@ export interface App {
    * Background work that must not wait for a request: the outbox sweeper and the pending domain
    * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
    */
-  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep }>;
+  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep; uploads: number }>;
   /** Service tokens of the domains' workers (shared/domains/service-tokens.ts). */
   serviceTokens: ServiceTokens;
   /** The `push` function: Pub/Sub push deliveries for the registered consumers. */
@@ -65,6 +70,8 @@ export interface App {
   domainConfigs: ConfigService;
   /** The domains' webhooks: the `webhooks` consumer's handler and their delivery state (shared/domains/webhooks.ts). */
   webhooks: Webhooks;
+  /** Uploads and downloads by signed URL (shared/uploads/uploads.ts). */
+  uploads: Uploads;
   close(): Promise<void>;
 }
 
@@ -87,6 +94,16 @@ export async function limitStoreFor(config: Config, adapters: Adapters): Promise
   }
   const { UpstashLimits } = await import('./adapters/google/upstash-limits.js');
   return new UpstashLimits({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.limitsPrefix, rules: rateRules(config) });
+}
+
+/**
+ * The file store of uploads: HMAC-signed URLs this server answers, over the blob store (embedded),
+ * or Cloud Storage V4 signed URLs (google mode; @google-cloud/storage is loaded only then).
+ */
+export async function fileStoreFor(config: Config, adapters: Adapters): Promise<FileStore> {
+  if (config.mode === 'embedded') return new SignedFiles(adapters.blobs, loadSecret(config), config.publicUrl);
+  const { gcsFiles } = await import('./adapters/google/gcs-files.js');
+  return gcsFiles(config);
 }
 
 /** The caller check of the internal endpoints; google-auth-library is loaded only when it is on. */
@@ -133,6 +150,8 @@ export interface AppOptions {
   configs?: ActiveConfigs;
   /** How domain claims look for their proof (default: the real https GET and DNS TXT query). */
   claimProbe?: ClaimProbe;
+  /** The file store of uploads (default: fileStoreFor the mode). */
+  files?: FileStore;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
@@ -147,12 +166,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   let delivery: LocalDelivery | null = null; // set below, once the consumers exist
+  let uploads: Uploads | undefined; // set below, once the engine exists
   const engine = new Engine(adapters, config, {
     logError: (e) => logger.error(e),
     onStored: (owner, delta) => limits.stored(owner, delta),
     onPublished: (events) => delivery?.offer(events),
-    rules: domainRules(configs),
+    rules: uploadRules(domainRules(configs)),
+    onPurge: (id) => uploads?.purge(id) ?? Promise.resolve(),
   });
+  uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config);
   const serviceTokens = new ServiceTokens(adapters.records, {
     checkMs: config.serviceTokenCheckMs,
     maxLive: config.maxServiceTokens,
@@ -165,17 +187,18 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
   });
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks });
+  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, uploads });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
     const deleted = outbox.catch(() => {}).then(() => engine.sweepDeleted());
-    const [published, purged, claimed] = await Promise.allSettled([outbox, deleted, claims.sweep()]);
-    for (const r of [published, purged, claimed]) if (r.status === 'rejected') throw r.reason;
+    const [published, purged, claimed, expired] = await Promise.allSettled([outbox, deleted, claims.sweep(), (uploads as Uploads).sweep()]);
+    for (const r of [published, purged, claimed, expired]) if (r.status === 'rejected') throw r.reason;
     return {
       published: (published as PromiseFulfilledResult<number>).value,
       deleted: (purged as PromiseFulfilledResult<number>).value,
       claims: (claimed as PromiseFulfilledResult<ClaimSweep>).value,
+      uploads: (expired as PromiseFulfilledResult<number>).value,
     };
   };
   const readLog = (id: string, from: number, to: number) => engine.readLog(id, from, to);
@@ -210,7 +233,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     void started.catchUp().catch((err) => logger.error({ message: 'consumer catch-up failed', err: String(err) }));
   }
   const internal = await internalAuthFor(config, logger);
-  const push = createPushHandler(consumers, internal, logger, config);
+  const push = createPushHandler(consumers, internal, logger, config, {
+    // Cloud Storage's finalize notifications of the bucket (shared/uploads/notifications.ts).
+    [UPLOADS_PUSH]: async (body) => {
+      const event = decodeNotification(body);
+      if (!event) return { ignored: true };
+      return { ...(await (uploads as Uploads).finalized(event.bucket, config.bucket, event.object, event.info)) };
+    },
+  });
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
@@ -262,6 +292,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     configs,
     domainConfigs,
     webhooks,
+    uploads,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);

@@ -14,6 +14,7 @@ import { httpContract } from './contract/http.js';
 import { listingContract } from './contract/listing.js';
 import { namesContract } from './contract/names.js';
 import { sharingContract } from './contract/sharing.js';
+import { uploadsContract } from './contract/uploads.js';
 import { validationContract } from './contract/validation.js';
 import { webhooksContract } from './contract/webhooks.js';
 import { startServer, tempDir } from './helpers/server.js';
@@ -46,3 +47,5 @@ webhooksContract('embedded', async (overrides) => {
   };
   return h;
 });
+// Embedded uploads land when the signed PUT completes: nothing more to do.
+uploadsContract('embedded', { start: (overrides) => startServer(overrides), land: async () => {} });

@@ -16,6 +16,7 @@ import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Head } from '../ports/index.js';
 import { SCOPE_ID } from '../protocol.js';
+import type { Uploads } from '../uploads/uploads.js';
 import type { Auth, User } from './auth.js';
 import type { BodyRequest } from './body.js';
 import { requestDomain } from './domain.js';
@@ -38,6 +39,8 @@ export interface HandlerDeps {
   serviceTokens: ServiceTokens;
   /** The domains' webhooks and their delivery state (shared/domains/webhooks.ts). */
   webhooks: Webhooks;
+  /** Uploads and downloads by signed URL (shared/uploads/uploads.ts). */
+  uploads: Uploads;
 }
 
 export interface Ctx {

@@ -7,12 +7,14 @@ import { claimRoutes } from './claims.js';
 import { configRoutes } from './config.js';
 import { domainRoutes } from './domains.js';
 import { eventRoutes } from './events.js';
+import { fileRoutes } from './files.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
 import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
 import { scopeRoutes } from './scopes.js';
+import { uploadRoutes } from './uploads.js';
 import { webhookRoutes } from './webhooks.js';
 
 export const ROUTES: readonly Route<Ctx>[] = [
@@ -28,5 +30,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...claimRoutes,
   ...domainRoutes,
   ...webhookRoutes,
+  ...uploadRoutes,
+  ...fileRoutes,
   ...healthRoutes,
 ];

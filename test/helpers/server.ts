@@ -113,6 +113,8 @@ export interface StartOptions {
   configs?: AppOptions['configs'];
   /** How domain claims look for their proof (test/helpers/claims.ts: a local HTTP server and DNS answers). */
   claimProbe?: AppOptions['claimProbe'];
+  /** The uploads' file store (test/uploads.gcs.test.ts: Cloud Storage signed URLs on an embedded ledger). */
+  files?: AppOptions['files'];
 }
 
 /** Starts the handler in this process. */
@@ -130,6 +132,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
     logTo: opts.logTo,
     configs: opts.configs,
     claimProbe: opts.claimProbe,
+    files: opts.files,
   });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

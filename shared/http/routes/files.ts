@@ -38,7 +38,9 @@ export const fileRoutes: Route<Ctx>[] = [
         throw new PatchbayError('forbidden', 'signed URL refused: signed for another Content-MD5');
       const data = await readRaw(ctx.req, grant.maxBytes ?? 0, ctx.deps.config.bodyTimeoutMs, 'maxUploadBytes');
       if (grant.md5 !== undefined && createHash('md5').update(data).digest('base64') !== grant.md5) {
-        throw new PatchbayError('invalid_request', 'the body does not match Content-MD5');
+        throw new PatchbayError('invalid_request', 'the body does not match Content-MD5', {
+          issues: [{ path: ['body'], message: 'MD5 differs from Content-MD5' }],
+        });
       }
       const info = await files.write(grant, data);
       const id = uploadOfObject(grant.key);

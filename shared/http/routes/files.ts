@@ -4,8 +4,8 @@
  * ours, for PUT, unexpired, and the request's `Content-Type` (and `Content-MD5`, when signed) are
  * the signed ones, within the signed size; the upload is then ready (or failed) at once.
  * `GET /v1/files/{token}` answers the bytes. A refused token is 403 `forbidden`, as Cloud Storage
- * refuses a bad signature; on the Google stack these routes do not exist (404). No token reaches
- * the request log (the route's name does, not its path).
+ * refuses a bad signature; on the Google stack these routes do not exist (404). The request log
+ * writes the path with the token redacted (respond.ts `redact`).
  */
 import { createHash } from 'node:crypto';
 import { PatchbayError } from '../../errors.js';

@@ -3,8 +3,8 @@
  * signatures as Cloud Storage does (infra/local/gcs-signed-urls.ts), with URLs signed offline by
  * the real @google-cloud/storage 7 client from a locally generated RSA service-account key:
  * - the stand-in accepts exactly what the URL was signed for, and refuses a tampered signature,
- *   date, expiry, path or query parameter, a wrong method or content type, an unknown signer and
- *   an expired URL, storing nothing;
+ *   date, expiry, path or query parameter, a wrong method, content type or size range, an unknown
+ *   signer and an expired URL, storing nothing; a body outside the signed size range is refused;
  * - the uploads contract (test/contract/uploads.ts) with the Google file store (GcsFiles) on an
  *   embedded ledger: an upload becomes ready when the bucket's finalize notification reaches
  *   `POST /push/uploads`. (The same contract on the whole Google stack: google.emulator.test.ts.)
@@ -68,8 +68,10 @@ describe('the GCS stand-in verifies V4 signed URLs', () => {
       ['path', up.url.replace('/check/one?', '/check/two?'), { method: 'PUT', headers: up.headers, body }],
       ['method', up.url, { method: 'POST', headers: up.headers, body }],
       ['method GET', up.url, { method: 'GET' }],
-      ['content type', up.url, { method: 'PUT', headers: { 'content-type': 'text/html' }, body }],
-      ['no content type', up.url, { method: 'PUT', body }],
+      ['content type', up.url, { method: 'PUT', headers: { ...up.headers, 'content-type': 'text/html' }, body }],
+      ['no content type', up.url, { method: 'PUT', headers: { 'x-goog-content-length-range': up.headers['x-goog-content-length-range'] as string }, body }],
+      ['no size range', up.url, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body }],
+      ['another size range', up.url, { method: 'PUT', headers: { ...up.headers, 'x-goog-content-length-range': '0,1000000' }, body }],
     ];
     for (const [what, url, init] of attempts) {
       const res = await fetch(url, init);
@@ -97,10 +99,21 @@ describe('the GCS stand-in verifies V4 signed URLs', () => {
     await files.delete('check/one');
   });
 
+  it('binds an upload to its signed size range: a larger body is refused', async () => {
+    const up = await files.signUpload('check/size', { contentType: 'text/plain', expires: Date.now() + 60_000, maxBytes: 5 });
+    expect(up.headers['x-goog-content-length-range']).toBe('0,5');
+    const res = await fetch(up.url, { method: 'PUT', headers: up.headers, body: 'sixsix' });
+    expect(res.status).toBe(400);
+    expect(await res.text()).toContain('EntityTooLarge');
+    expect(await files.stat('check/size')).toBeNull();
+    expect((await fetch(up.url, { method: 'PUT', headers: up.headers, body: 'five!' })).status).toBe(200);
+    await files.delete('check/size');
+  });
+
   it('binds an upload to its MD5 when one is signed', async () => {
     const md5 = 'XUFAKrxLKna5cZ2REBfFkg=='; // of "hello"
     const up = await files.signUpload('check/md5', { contentType: 'text/plain', expires: Date.now() + 60_000, maxBytes: 100, md5 });
-    expect((await fetch(up.url, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: 'hello' })).status).toBe(403);
+    expect((await fetch(up.url, { method: 'PUT', headers: { ...up.headers, 'content-md5': 'AAAAAAAAAAAAAAAAAAAAAA==' }, body: 'hello' })).status).toBe(403);
     expect((await fetch(up.url, { method: 'PUT', headers: up.headers, body: 'jello' })).status).toBe(400);
     expect(await files.stat('check/md5')).toBeNull();
     expect((await fetch(up.url, { method: 'PUT', headers: up.headers, body: 'hello' })).status).toBe(200);

@@ -32,7 +32,8 @@
  *
  * - V4 signed URLs (`/BUCKET/OBJECT?X-Goog-Signature=...`, path style): `PUT` stores, `GET`/`HEAD` read,
  *   each only after the signature is verified against the `signers` option's keys, as Cloud Storage
- *   does (infra/local/gcs-signed-urls.ts): tampered, expired and wrong-method requests are refused.
+ *   does (infra/local/gcs-signed-urls.ts): tampered, expired and wrong-method requests are refused;
+ *   a body outside `x-goog-content-length-range` (when sent) is 400 EntityTooLarge.
  *
  * Not supported (501, or ignored where harmless): object PATCH/PUT metadata, compose, copy/rewrite,
  * ACLs, IAM, notifications (tests post the finalize notification themselves), HMAC keys, V2 signed URLs and the rest of the XML API, `matchGlob`, object versioning
@@ -678,6 +679,11 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     store.bucket(bucketName);
     checkObjectName(name);
     const data = await readBody(req, maxObjectBytes);
+    // A signed `x-goog-content-length-range: min,max` bounds the body (the signature check made it present if signed).
+    const range = /^(\d+),(\d+)$/.exec(header(req, 'x-goog-content-length-range') ?? '');
+    if (range && (data.length < Number(range[1]) || data.length > Number(range[2]))) {
+      return xmlError(400, 'EntityTooLarge', 'Your proposed upload is outside the range allowed by x-goog-content-length-range.');
+    }
     const md5 = header(req, 'content-md5');
     if (md5 !== undefined && md5 !== md5Base64(data)) return xmlError(400, 'BadDigest', 'The Content-MD5 you specified did not match what we received.');
     const draft = { contentType: header(req, 'content-type') ?? 'application/octet-stream' };

@@ -32,7 +32,7 @@ export interface UploadGrant {
   contentType: string;
   /** Ms since epoch. */
   expires: number;
-  /** Largest body accepted, in bytes (the embedded adapter enforces it; Cloud Storage by `x-goog-content-length-range` is not signed by the library, so it is checked when the object lands). */
+  /** Largest body accepted, in bytes (embedded: in the token; Cloud Storage: a signed `x-goog-content-length-range`). */
   maxBytes: number;
   /** Base64 MD5 the bytes must have, when the client declared one. */
   md5?: string;

@@ -5,9 +5,9 @@
  * {client_email, private_key}` signs offline (development, tests: PATCHBAY_GCS_SIGNING_KEY_FILE);
  * one made with only the service account's email (PATCHBAY_GCS_SIGNER_EMAIL) signs through IAM
  * `signBlob`, which is what a deployed function does, having no private key. An upload URL is
- * bound to its content type and, when given, its MD5 (both are signed headers, so Cloud Storage
- * refuses a PUT with others). The size limit cannot be signed this way: it is checked when the
- * object lands (shared/uploads/uploads.ts), and an object too large is deleted.
+ * bound to its content type, its size range (`x-goog-content-length-range: 0,<max>`) and, when
+ * given, its MD5: all signed headers, so Cloud Storage refuses a PUT without them or outside them.
+ * The size is checked again when the object lands (shared/uploads/uploads.ts).
  * The client finds a local stand-in through STORAGE_EMULATOR_HOST, and then signs URLs for it.
  */
 import { readFileSync } from 'node:fs';
@@ -38,14 +38,17 @@ export class GcsFiles implements FileStore {
   }
 
   async signUpload(key: string, grant: UploadGrant): Promise<SignedUrl> {
+    // Signed, so the PUT must carry it; Cloud Storage refuses a body outside the range.
+    const range = { 'x-goog-content-length-range': `0,${grant.maxBytes}` };
     const [url] = await this.bucket.file(this.objectName(key)).getSignedUrl({
       version: 'v4',
       action: 'write',
       expires: grant.expires,
       contentType: grant.contentType,
+      extensionHeaders: range,
       ...(grant.md5 && { contentMd5: grant.md5 }),
     });
-    const headers: Record<string, string> = { 'content-type': grant.contentType, ...(grant.md5 && { 'content-md5': grant.md5 }) };
+    const headers: Record<string, string> = { 'content-type': grant.contentType, ...range, ...(grant.md5 && { 'content-md5': grant.md5 }) };
     return { url, method: 'PUT', headers, expires: grant.expires };
   }
 

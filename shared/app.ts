@@ -174,7 +174,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     rules: uploadRules(domainRules(configs)),
     onPurge: (id) => uploads?.purge(id) ?? Promise.resolve(),
   });
-  uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config);
+  uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config, configs);
   const serviceTokens = new ServiceTokens(adapters.records, {
     checkMs: config.serviceTokenCheckMs,
     maxLive: config.maxServiceTokens,

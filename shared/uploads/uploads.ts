@@ -4,7 +4,8 @@
  * whose state says where the file is:
  * `{status: 'pending' | 'ready' | 'expired' | 'failed', name, type, size, md5, object, expires, error}`.
  *
- * - `create`: checks the type (PATCHBAY_UPLOAD_TYPES), the size (PATCHBAY_MAX_UPLOAD_BYTES), the
+ * - `create`: checks the type (PATCHBAY_UPLOAD_TYPES, and the domain's `limits.uploadTypes`), the
+ *   size (PATCHBAY_MAX_UPLOAD_BYTES, or the domain's lower `limits.maxUploadBytes`), the
  *   rate and the file-bytes quota, creates the scope `pending`, notes it in the pending list (a
  *   record of kind `upload-pending`, keyed by its expiry so the sweep reads the oldest first) and
  *   answers a signed PUT URL (the FileStore port) valid PATCHBAY_UPLOAD_URL_TTL_S.
@@ -20,6 +21,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Config, UploadsConfig } from '../config.js';
+import type { ActiveConfigs } from '../domains/active.js';
 import { SYSTEM_USER } from '../domains/apply.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
@@ -94,15 +96,20 @@ export class Uploads {
     private readonly records: RecordStore,
     private readonly limits: UploadLimits,
     private readonly config: UploadsConfig & Pick<Config, 'quotaFileBytes'>,
+    /** The domains' configurations: their `limits.maxUploadBytes` and `limits.uploadTypes` only tighten the deployment's. */
+    private readonly configs?: ActiveConfigs,
     private readonly now: () => number = Date.now,
   ) {}
 
   /** Starts an upload for `user` in `domain`: the pending scope and a signed PUT URL. */
   async create(user: string, domain: string, req: UploadRequest): Promise<{ id: string; upload: SignedUrl; state: UploadState }> {
-    if (!typeAllowed(req.type, this.config.uploadTypes)) {
-      throw new PatchbayError('unsupported_media_type', `uploads of ${req.type} are not accepted here`, { allowed: [...this.config.uploadTypes] });
+    await this.configs?.prepare?.(domain);
+    const own = this.configs?.get(domain)?.config.limits;
+    for (const allowed of [this.config.uploadTypes, own?.uploadTypes ?? ['*/*']]) {
+      if (!typeAllowed(req.type, allowed))
+        throw new PatchbayError('unsupported_media_type', `uploads of ${req.type} are not accepted here`, { allowed: [...allowed] });
     }
-    const max = this.config.maxUploadBytes;
+    const max = Math.min(this.config.maxUploadBytes, own?.maxUploadBytes ?? Number.POSITIVE_INFINITY);
     if (req.size !== undefined && req.size > max) throw new PatchbayError('too_large', `a file may be at most ${max} bytes`, { limit: 'maxUploadBytes', max });
     const reserved = req.size ?? 0;
     await this.limits.upload(user, reserved);

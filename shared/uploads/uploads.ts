@@ -45,7 +45,7 @@ export interface UploadState {
   object: string;
   /** When the upload URL expires, ms since epoch. */
   expires: number;
-  /** Why an upload failed (`too_large`, `type_mismatch`, `md5_mismatch`), else null. */
+  /** Why an upload failed (`too_large`, `size_mismatch`, `type_mismatch`, `md5_mismatch`), else null. */
   error: string | null;
 }
 
@@ -152,13 +152,15 @@ export class Uploads {
     const found = info ?? (await this.files.stat(state.object));
     if (!found) throw new PatchbayError('upload_incomplete', 'nothing has been uploaded to this upload yet', { id });
     const error =
-      found.size > this.config.maxUploadBytes || (state.size !== null && found.size !== state.size)
+      found.size > this.config.maxUploadBytes || (state.size !== null && found.size > state.size)
         ? 'too_large'
-        : found.contentType !== state.type
-          ? 'type_mismatch'
-          : state.md5 !== null && found.md5 !== state.md5
-            ? 'md5_mismatch'
-            : null;
+        : state.size !== null && found.size !== state.size
+          ? 'size_mismatch'
+          : found.contentType !== state.type
+            ? 'type_mismatch'
+            : state.md5 !== null && found.md5 !== state.md5
+              ? 'md5_mismatch'
+              : null;
     if (error !== null) {
       await this.files.delete(state.object);
       await this.finish(id, domain, state, 'failed', { error });
@@ -199,9 +201,12 @@ export class Uploads {
     if (isUploadScope(id)) await this.files.delete(objectKey(id));
   }
 
-  /** Gives back a deleted upload's file bytes (the delete route, which read its state before). */
+  /**
+   * Gives back a deleted upload's file bytes (the delete route, which read its state before): a
+   * pending one's reservation, a ready one's size. An expired or failed upload gave them back already.
+   */
   deleted(owner: string, state: UploadState): void {
-    this.limits.files(owner, -(state.size ?? 0));
+    if (state.status === 'pending' || state.status === 'ready') this.limits.files(owner, -(state.size ?? 0));
   }
 
   /**

@@ -174,6 +174,14 @@ export function uploadsContract(stack: string, h: UploadsHarness): void {
       expect((await alice.request('GET', `/v1/uploads/${up.id}/download`)).status).toBe(409);
     });
 
+    it('fails an upload whose file is smaller than declared, and deletes the file', async () => {
+      const up = await create({ type: 'text/plain', size: 10 });
+      expect((await put(up, bytes('short'))).status).toBe(200);
+      await h.land(srv, up.id);
+      expect((await stored(up.id)).state).toMatchObject({ status: 'failed', error: 'size_mismatch' });
+      expect((await alice.request('GET', `/v1/uploads/${up.id}/download`)).status).toBe(409);
+    });
+
     it('checks a declared MD5', async () => {
       const up = await create({ type: 'text/plain', md5: 'XUFAKrxLKna5cZ2REBfFkg==' });
       expect(up.headers['content-md5']).toBe('XUFAKrxLKna5cZ2REBfFkg==');
@@ -223,6 +231,28 @@ export function uploadsContract(stack: string, h: UploadsHarness): void {
       }
     });
 
+    it('gives file bytes back when an upload is deleted, expires or fails, once', async () => {
+      const s = await h.start({ limits: 'on', quotaFileBytes: 100, uploadUrlTtlSeconds: 1, uploadGraceSeconds: 0 });
+      try {
+        const c = await s.client();
+        const start = async (size: number) => c.request('POST', '/v1/uploads', { body: { type: 'text/plain', size } });
+        const a = await start(60);
+        expect(a.status).toBe(201);
+        expect((await start(60)).status).toBe(403);
+        expect((await c.request('DELETE', `/v1/scopes/${a.json.id}`)).status).toBe(204); // pending: its 60 back
+        const b = await start(60);
+        expect(b.status).toBe(201);
+        await new Promise((r) => setTimeout(r, 2100));
+        expect(await s.app.uploads.sweep()).toBe(2); // b expired (its 60 back), and a's note dropped (a was deleted)
+        expect((await c.request('GET', `/v1/scopes/${b.json.id}`)).json.state.status).toBe('expired');
+        expect((await c.request('DELETE', `/v1/scopes/${b.json.id}`)).status).toBe(204); // not twice
+        expect((await start(100)).status).toBe(201);
+        expect((await start(1)).json.error?.code).toBe('quota_exceeded'); // 100 of 100 held: nothing was given back twice
+      } finally {
+        await s.close();
+      }
+    });
+
     it('holds users to the file-bytes quota and the upload rate', async () => {
       const s = await h.start({ limits: 'on', quotaFileBytes: 100, rateUpload: { tokens: 3, windowMs: 60_000 } });
       try {
@@ -234,6 +264,7 @@ export function uploadsContract(stack: string, h: UploadsHarness): void {
         expect((await c.request('POST', '/v1/uploads', { body: { type: 'text/plain', size: 10 } })).status).toBe(201);
         const fast = await c.request('POST', '/v1/uploads', { body: { type: 'text/plain', size: 1 } });
         expect(fast.status).toBe(429);
+        expect(fast.json.error.limit).toBe('upload');
         expect(fast.json.error.code).toBe('rate_limited');
       } finally {
         await s.close();

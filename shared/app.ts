@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { embeddedAdapters } from './adapters/embedded/index.js';
 import { MemoryLimits, seedUsage } from './adapters/embedded/memory-limits.js';
+import { SignedFiles } from './adapters/embedded/signed-files.js';
 import { Bundler } from './cold/bundler.js';
 import type { Config } from './config.js';
 import { type ActiveConfigs, configsFromDir, StaticConfigs } from './domains/active.js';
@@ -34,6 +35,7 @@ import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
 import { mirrorHandler } from './mirror/consumer.js';
 import { LazyMirror } from './mirror/lazy.js';
+import type { FileStore } from './ports/files.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
 import type { Mirror } from './ports/mirror.js';
@@ -41,6 +43,9 @@ import type { PresenceStore } from './ports/presence.js';
 import { CloseHooks } from './sessions/close-hooks.js';
 import { Presence } from './sessions/presence.js';
 import { Sessions } from './sessions/sessions.js';
+import { decodeNotification } from './uploads/notifications.js';
+import { uploadRules } from './uploads/rules.js';
+import { UPLOADS_PUSH, Uploads } from './uploads/uploads.js';
 
 export interface App {
   config: Config;
@@ -58,7 +63,13 @@ export interface App {
    * Background work that must not wait for a request: the outbox sweeper and the pending domain
    * claims' checks. What the `sweep` function runs; a long-running process runs it on its timer.
    */
-  sweep(): Promise<{ published: number; deleted: number; claims: ClaimSweep; sessions: { timedOut: number; finished: number; purged: number } }>;
+  sweep(): Promise<{
+    published: number;
+    deleted: number;
+    claims: ClaimSweep;
+    sessions: { timedOut: number; finished: number; purged: number };
+    uploads: number;
+  }>;
   /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
   sessions: Sessions;
   /** Service tokens of the domains' workers (shared/domains/service-tokens.ts). */
@@ -83,6 +94,8 @@ export interface App {
   mirror: Mirror | null;
   /** The domains' named queries over the mirror (shared/domains/queries.ts). */
   queries: NamedQueries;
+  /** Uploads and downloads by signed URL (shared/uploads/uploads.ts). */
+  uploads: Uploads;
   close(): Promise<void>;
 }
 
@@ -139,6 +152,16 @@ export async function presenceStoreFor(config: Config): Promise<PresenceStore> {
   return new UpstashPresence({ url: config.upstashUrl, token: config.upstashToken }, config.limitsPrefix);
 }
 
+/**
+ * The file store of uploads: HMAC-signed URLs this server answers, over the blob store (embedded),
+ * or Cloud Storage V4 signed URLs (google mode; @google-cloud/storage is loaded only then).
+ */
+export async function fileStoreFor(config: Config, adapters: Adapters): Promise<FileStore> {
+  if (config.mode === 'embedded') return new SignedFiles(adapters.blobs, loadSecret(config), config.publicUrl);
+  const { gcsFiles } = await import('./adapters/google/gcs-files.js');
+  return gcsFiles(config);
+}
+
 /** The caller check of the internal endpoints; google-auth-library is loaded only when it is on. */
 export async function internalAuthFor(config: Config, logger: Logger): Promise<InternalAuth> {
   if (config.oidc === 'off') return new InternalAuth(null, config, logger);
@@ -185,6 +208,8 @@ export interface AppOptions {
   claimProbe?: ClaimProbe;
   /** Use this mirror (null: none) instead of the configured mode's (shared/app.ts mirrorFor). */
   mirror?: Mirror | null;
+  /** The file store of uploads (default: fileStoreFor the mode). */
+  files?: FileStore;
 }
 
 export async function createApp(config: Config, opts: AppOptions = {}): Promise<App> {
@@ -199,12 +224,15 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   let delivery: LocalDelivery | null = null; // set below, once the consumers exist
+  let uploads: Uploads | undefined; // set below, once the engine exists
   const engine = new Engine(adapters, config, {
     logError: (e) => logger.error(e),
     onStored: (owner, delta) => limits.stored(owner, delta),
     onPublished: (events) => delivery?.offer(events),
-    rules: domainRules(configs),
+    rules: uploadRules(domainRules(configs)),
+    onPurge: (id) => uploads?.purge(id) ?? Promise.resolve(),
   });
+  uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config, configs);
   const serviceTokens = new ServiceTokens(adapters.records, {
     checkMs: config.serviceTokenCheckMs,
     maxLive: config.maxServiceTokens,
@@ -240,18 +268,40 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const presence = new Presence(presenceStore, adapters.bus, (e) => logger.error(e));
   const sessions = new Sessions(adapters.records, engine, presence, new CloseHooks(webhooks.records, configs, config), config, (e) => logger.error(e));
   const tags = new Tags(adapters.records, engine);
-  const handler = createHandler({ engine, auth, config, logger, limits, domains, claims, serviceTokens, domainConfigs, webhooks, sessions, tags, queries });
+  const handler = createHandler({
+    engine,
+    auth,
+    config,
+    logger,
+    limits,
+    domains,
+    claims,
+    serviceTokens,
+    domainConfigs,
+    webhooks,
+    sessions,
+    tags,
+    queries,
+    uploads,
+  });
   const sweep = async () => {
     // All run even when one fails (the deleted scopes after the outbox); the first failure is reported.
     const outbox = engine.sweep();
     const deleted = outbox.catch(() => {}).then(() => engine.sweepDeleted());
-    const [published, purged, claimed, closed] = await Promise.allSettled([outbox, deleted, claims.sweep(), sessions.sweep()]);
-    for (const r of [published, purged, claimed, closed]) if (r.status === 'rejected') throw r.reason;
+    const [published, purged, claimed, closed, expired] = await Promise.allSettled([
+      outbox,
+      deleted,
+      claims.sweep(),
+      sessions.sweep(),
+      (uploads as Uploads).sweep(),
+    ]);
+    for (const r of [published, purged, claimed, closed, expired]) if (r.status === 'rejected') throw r.reason;
     return {
       published: (published as PromiseFulfilledResult<number>).value,
       deleted: (purged as PromiseFulfilledResult<number>).value,
       claims: (claimed as PromiseFulfilledResult<ClaimSweep>).value,
       sessions: (closed as PromiseFulfilledResult<{ timedOut: number; finished: number; purged: number }>).value,
+      uploads: (expired as PromiseFulfilledResult<number>).value,
     };
   };
   const readLog = (id: string, from: number, to: number) => engine.readLog(id, from, to);
@@ -305,7 +355,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     void started.catchUp().catch((err) => logger.error({ message: 'consumer catch-up failed', err: String(err) }));
   }
   const internal = await internalAuthFor(config, logger);
-  const push = createPushHandler(consumers, internal, logger, config);
+  const push = createPushHandler(consumers, internal, logger, config, {
+    // Cloud Storage's finalize notifications of the bucket (shared/uploads/notifications.ts).
+    [UPLOADS_PUSH]: async (body) => {
+      const event = decodeNotification(body);
+      if (!event) return { ignored: true };
+      return { ...(await (uploads as Uploads).finalized(event.bucket, config.bucket, event.object, event.info)) };
+    },
+  });
   const bundler = new Bundler(adapters.ledger, adapters.blobs, config, { logError: (e) => logger.error(e) });
   let timer: NodeJS.Timeout | undefined;
   if (opts.sweeper ?? true) {
@@ -360,6 +417,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     mirror,
     queries,
     sessions,
+    uploads,
     async close() {
       if (timer) clearInterval(timer);
       if (bundleTimer) clearInterval(bundleTimer);

@@ -312,6 +312,18 @@ export const CONFIG_TABLE = {
     rate,
     'Domain claims started or re-checked (`POST /v1/domains/{domain}/claim`) per user, as `<tokens>/<window>` (`30/10m`). Each takes one token and may make the server look the domain up once. 429 `rate_limited`.',
   ),
+  rateUpload: setting(
+    'PATCHBAY_RATE_UPLOAD',
+    { tokens: 30, windowMs: 60_000 },
+    rate,
+    'Uploads started (`POST /v1/uploads`) per user, as `<tokens>/<window>` (`30/1m`). 429 `rate_limited`.',
+  ),
+  quotaFileBytes: setting(
+    'PATCHBAY_QUOTA_FILE_BYTES',
+    1024 * 1024 * KiB,
+    int(0),
+    'Most bytes of uploaded files one user may hold (pending uploads count their declared size; 403 `quota_exceeded`; 0: no quota). Counted like the other quotas (embedded: in memory, from zero at each start; Google: in Upstash).',
+  ),
   quotaScopes: setting('PATCHBAY_QUOTA_SCOPES', 1000, int(0), 'Most scopes one user may own (403 `quota_exceeded`; 0: no quota).'),
   quotaBytes: setting(
     'PATCHBAY_QUOTA_BYTES',
@@ -541,6 +553,43 @@ export const CONFIG_TABLE = {
   ),
   pubsubEmulatorHost: setting('PUBSUB_EMULATOR_HOST', '', z.string(), 'host:port of a Pub/Sub emulator (read by the client library; local development).'),
   storageEmulatorHost: setting('STORAGE_EMULATOR_HOST', '', z.string(), 'URL of a local Cloud Storage server (read by the client library; local development).'),
+  maxUploadBytes: setting(
+    'PATCHBAY_MAX_UPLOAD_BYTES',
+    32 * 1024 * KiB,
+    int(1),
+    'Largest uploaded file (`POST /v1/uploads` with a larger `size`: 413 `too_large`; a larger object that lands is deleted and its upload marked `failed`).',
+  ),
+  uploadTypes: setting(
+    'PATCHBAY_UPLOAD_TYPES',
+    ['*/*'],
+    z.string().transform(list),
+    'MIME types an upload may have, comma-separated; `type/*` allows a whole type, `*/*` any (415 `unsupported_media_type` otherwise).',
+  ),
+  uploadUrlTtlSeconds: setting(
+    'PATCHBAY_UPLOAD_URL_TTL_S',
+    900,
+    int(1, 7 * 24 * 3600),
+    'How long an upload URL works, in seconds; an upload not finished by then (plus PATCHBAY_UPLOAD_GRACE_S) becomes `expired`.',
+  ),
+  uploadGraceSeconds: setting(
+    'PATCHBAY_UPLOAD_GRACE_S',
+    300,
+    int(0),
+    'Time after an upload URL expires before the sweep marks its upload `expired` (a PUT that started in time may still be finishing).',
+  ),
+  downloadUrlTtlSeconds: setting('PATCHBAY_DOWNLOAD_URL_TTL_S', 900, int(1, 7 * 24 * 3600), 'How long a download URL works, in seconds.'),
+  publicUrl: setting(
+    'PATCHBAY_PUBLIC_URL',
+    '',
+    z.string().refine((v) => v === '' || isOrigin(v), 'must be an origin, scheme://host[:port]'),
+    "The server's origin as clients reach it, for the embedded signed file URLs (empty: the request's `Host`, over http).",
+  ),
+  gcsSigningKeyFile: setting(
+    'PATCHBAY_GCS_SIGNING_KEY_FILE',
+    '',
+    z.string(),
+    "A service-account JSON key file ({client_email, private_key}) that signs Cloud Storage URLs offline (google mode; development and tests). Empty (deployed): the runtime's service account signs through IAM signBlob, which needs roles/iam.serviceAccountTokenCreator on itself.",
+  ),
   logLevel: setting(
     'PATCHBAY_LOG',
     'info' as 'info' | 'error' | 'off',
@@ -596,8 +645,10 @@ export const CONFIG_SECTIONS = {
     'rateServiceTokens',
     'rateSession',
     'ratePresence',
+    'rateUpload',
     'quotaScopes',
     'quotaBytes',
+    'quotaFileBytes',
     'sseMaxPerUser',
     'sseMaxPerInstance',
     'trustProxy',
@@ -622,6 +673,8 @@ export const CONFIG_SECTIONS = {
   sessions: ['sessionTimeoutMs', 'sessionMaxPerUser', 'sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes'],
   /** The queryable mirror and named queries (shared/mirror/, the Mirror port's adapters). */
   mirror: ['mirrorUrl', 'mirrorQueryTimeoutMs', 'mirrorMaxRows'],
+  /** Uploads and downloads by signed URL (shared/uploads/, the FileStore port's adapters). */
+  uploads: ['maxUploadBytes', 'uploadTypes', 'uploadUrlTtlSeconds', 'uploadGraceSeconds', 'downloadUrlTtlSeconds', 'publicUrl', 'gcsSigningKeyFile'],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
@@ -673,6 +726,7 @@ export type DomainsConfig = Section<'domains'>;
 export type WebhooksConfig = Section<'webhooks'>;
 export type MirrorConfig = Section<'mirror'>;
 export type SessionsConfig = Section<'sessions'>;
+export type UploadsConfig = Section<'uploads'>;
 /** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
 export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */

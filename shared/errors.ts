@@ -35,11 +35,13 @@ export const ERROR_CODES = {
   version_conflict: 409,
   /** The session is closed (or closing): it takes no more heartbeats, guarantees, presence or writes. */
   session_closed: 409,
+  /** An upload has no file yet (`complete` before the PUT), or a download asks for one that is not `ready` (`status`). */
+  upload_incomplete: 409,
   /** The request body did not arrive in time (`timeoutMs`). */
   request_timeout: 408,
   /** A size or count limit was exceeded (`limit`, `max`, `actual`). */
   too_large: 413,
-  /** The body is not `application/json`. */
+  /** The body is not `application/json`; or an upload's MIME type is not one PATCHBAY_UPLOAD_TYPES allows. */
   unsupported_media_type: 415,
   /**
    * A domain configuration does not parse or breaks its schema (`issues`: each with `path`, `line`

@@ -121,6 +121,27 @@ export const createScopeSchema = z.strictObject({
 });
 export type CreateScopeRequest = z.infer<typeof createScopeSchema>;
 
+/** A MIME type as `Content-Type` carries it: `type/subtype`, optionally with parameters. */
+const mimeType = z
+  .string()
+  .max(128)
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*( *; *[A-Za-z0-9_.+-]+=("[^"]*"|[A-Za-z0-9_.+-]+))*$/,
+    'must be a MIME type, type/subtype',
+  );
+
+/** `POST /v1/uploads`: the file to come. `md5` is base64 (as `Content-MD5`); with it, the upload URL accepts only those bytes. */
+export const createUploadSchema = z.strictObject({
+  name: z.string().min(1).max(256).optional(),
+  type: mimeType,
+  size: z.number().int().min(0).optional(),
+  md5: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]{22}==$/, 'must be a base64 MD5 (24 characters)')
+    .optional(),
+});
+export type CreateUploadRequest = z.infer<typeof createUploadSchema>;
+
 /**
  * `PUT /v1/names/{name}` (create-or-resolve): what a scope created under the name starts with.
  * Ignored when the caller already has a scope of that name in its domain (it is returned as it is).

@@ -10,7 +10,8 @@
  * pointer, forbidden segment, bad ii/session/si, extra keys (outside ops: RFC 6902 has an op's
  * unknown members ignored), a defined op member of the wrong type, a `__proto__` member, over a
  * limit, 100,000-deep nesting, ops that fail at apply time), index and retry conflicts, a non-owner, bad stream and history
- * parameters. Each must get a 4xx (never 2xx, never 5xx, never a hang) with the error envelope
+ * parameters, bad uploads (bodies, limits, client patches of an upload scope, downloads of what is not ready or not theirs)
+ * and signed file URLs that are junk, changed, or used with another method or content type. Each must get a 4xx (never 2xx, never 5xx, never a hang) with the error envelope
  * `{"error": {"code", "message"}}` whose code belongs to that status, and must leave the stored
  * data exactly as it was: the SQLite tables after every request, and, over HTTP, every scope's
  * state, meta and history before and after the whole run.
@@ -31,7 +32,17 @@ const PATH = process.env.PATCHBAY_FC_PATH || undefined;
 
 /** Small limits, so going over them is cheap; the body limit leaves room for 100,000-deep JSON text. */
 // Sessions last the whole run: a session defect must meet an open session however slow the run.
-const LIMITS = { maxBodyBytes: 210_000, maxPatchBytes: 1024, maxOps: 8, maxPathDepth: 8, maxValueDepth: 8, maxStateBytes: 4096, sessionTimeoutMs: 3_600_000 };
+const LIMITS = {
+  maxBodyBytes: 210_000,
+  maxPatchBytes: 1024,
+  maxOps: 8,
+  maxPathDepth: 8,
+  maxValueDepth: 8,
+  maxStateBytes: 4096,
+  maxUploadBytes: 1000,
+  uploadTypes: ['image/*'],
+  sessionTimeoutMs: 3_600_000,
+};
 const DEEP = 100_000;
 /** A liveness bound for one request, not a timing assertion. */
 const HANG_MS = 10_000;
@@ -54,6 +65,8 @@ let forged: Record<ForgedKind, string>;
 let tickets: { mainForMain: string; listForMain: string };
 /** Open sessions of alice and bob (the `SESS_ALICE` and `SESS_BOB` placeholders of the session defects). */
 let sessions: { alice: string; bob: string };
+/** Alice's pending upload (never uploaded to): its scope id and its signed PUT URL's path and headers. */
+let upload: { id: string; path: string; headers: Record<string, string> };
 
 type ForgedKind = 'badSignature' | 'algNone' | 'tamperedPayload' | 'truncated' | 'garbage' | 'ticketAsBearer' | 'wrongAudience' | 'expired';
 
@@ -108,6 +121,9 @@ beforeAll(async () => {
     expect((await bob.request('POST', `/v1/scopes/${ID.bobs}/patches`, { body: { patch: [{ op: 'replace', path: '/n', value: i }] } })).status).toBe(200);
     expect((await alice.request('POST', `/v1/scopes/${ID.list}/patches`, { body: { patch: [{ op: 'add', path: '/-', value: i }] } })).status).toBe(200);
   }
+  const up = await alice.request('POST', '/v1/uploads', { body: { name: 'pic.png', type: 'image/png', size: 10 } });
+  expect(up.status, up.text).toBe(201);
+  upload = { id: up.json.id, path: new URL(up.json.url).pathname, headers: up.json.headers };
   forged = await forge();
   tickets = {
     mainForMain: (await alice.request('POST', `/v1/scopes/${ID.main}/events/ticket`)).json.ticket,
@@ -219,6 +235,11 @@ const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'DELETE', re: /^\/v1\/sessions\/[^/]+\/guarantees\/[^/]+$/ },
   { method: 'GET', re: /^\/v1\/scopes\/[^/]+\/presence$/ },
   { method: 'PUT', re: /^\/v1\/scopes\/[^/]+\/presence$/ },
+  { method: 'POST', re: /^\/v1\/uploads$/ },
+  { method: 'POST', re: /^\/v1\/uploads\/[^/]+\/complete$/ },
+  { method: 'GET', re: /^\/v1\/uploads\/[^/]+\/download$/ },
+  { method: 'PUT', re: /^\/v1\/files\/[^/]+$/ },
+  { method: 'GET', re: /^\/v1\/files\/[^/]+$/ },
 ];
 /**
  * The path the request really names: fetch resolves dot segments, `%2e` and backslashes before
@@ -881,6 +902,66 @@ const sessionDefect: fc.Arbitrary<Spec> = fc
   )
   .map((r) => ({ ...r, kind: 'sessions and presence', auth: r.auth ?? ALICE }));
 
+/**
+ * Uploads (issue 15): bad upload requests, limits, patches of an upload scope, completing or
+ * downloading what is not a ready upload, and signed file URLs that are junk, changed, or used
+ * with another method or content type. `UPLOAD` and `FILE` stand for the fixture's upload scope
+ * and its signed PUT path (resolved at send time).
+ */
+const tamperedToken = (path: string): string => {
+  const token = path.split('/').pop() as string;
+  const [claims, mac] = token.split('.') as [string, string];
+  const changed = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(claims, 'base64url').toString()), n: 1_000_000 })).toString('base64url');
+  return path.replace(token, `${changed}.${mac}`);
+};
+const badUpload: fc.Arbitrary<Spec> = fc.oneof(
+  fc
+    .constantFrom<unknown>(
+      {},
+      { type: 'png' },
+      { type: 5 },
+      { type: 'image/png', size: -1 },
+      { type: 'image/png', size: 1.5 },
+      { type: 'image/png', md5: 'abc' },
+      { type: 'image/png', name: '' },
+      { type: 'image/png', extra: 1 },
+      [],
+    )
+    .map((b) => ({ kind: 'upload: bad body', method: 'POST', path: '/v1/uploads', auth: ALICE, body: json(b), codes: ['invalid_request'] })),
+  fc.constantFrom<Spec>(
+    { kind: 'upload: too large', method: 'POST', path: '/v1/uploads', auth: ALICE, body: json({ type: 'image/png', size: 1001 }), codes: ['too_large'] },
+    {
+      kind: 'upload: type not allowed',
+      method: 'POST',
+      path: '/v1/uploads',
+      auth: ALICE,
+      body: json({ type: 'text/html' }),
+      codes: ['unsupported_media_type'],
+    },
+    { kind: 'upload: reserved id', method: 'POST', path: '/v1/scopes', auth: ALICE, body: json({ id: 'upload:mine' }), codes: ['invalid_request'] },
+    {
+      kind: 'upload: patched by a client',
+      method: 'POST',
+      path: '/v1/scopes/UPLOAD/patches',
+      auth: ALICE,
+      body: json({ patch: [{ op: 'replace', path: '/status', value: 'ready' }] }),
+      codes: ['forbidden'],
+    },
+    { kind: 'upload: not ready', method: 'POST', path: '/v1/uploads/UPLOAD/complete', auth: ALICE, codes: ['upload_incomplete'] },
+    { kind: 'upload: not ready', method: 'GET', path: '/v1/uploads/UPLOAD/download', auth: ALICE, codes: ['upload_incomplete'] },
+    { kind: 'upload: a stranger', method: 'GET', path: '/v1/uploads/UPLOAD/download', auth: { t: 'user', who: 'bob' }, codes: ['scope_not_found'] },
+    { kind: 'upload: a stranger', method: 'POST', path: '/v1/uploads/UPLOAD/complete', auth: { t: 'user', who: 'bob' }, codes: ['scope_not_found'] },
+    { kind: 'upload: not an upload', method: 'GET', path: `/v1/uploads/${ID.main}/download`, auth: ALICE, codes: ['scope_not_found'] },
+    { kind: 'upload: not an upload', method: 'POST', path: `/v1/uploads/${MISSING_ID}/complete`, auth: ALICE, codes: ['scope_not_found'] },
+    { kind: 'file: junk token', method: 'PUT', path: '/v1/files/abc.def', auth: { t: 'none' }, body: 'x', contentType: 'image/png', codes: ['forbidden'] },
+    { kind: 'file: junk token', method: 'GET', path: '/v1/files/abc', auth: { t: 'none' }, codes: ['forbidden'] },
+    { kind: 'file: changed token', method: 'PUT', path: 'TAMPERED', auth: { t: 'none' }, body: 'x', contentType: 'image/png', codes: ['forbidden'] },
+    { kind: 'file: wrong content type', method: 'PUT', path: 'FILE', auth: { t: 'none' }, body: 'x', contentType: 'image/gif', codes: ['forbidden'] },
+    { kind: 'file: wrong method', method: 'GET', path: 'FILE', auth: { t: 'none' }, codes: ['forbidden'] },
+    { kind: 'file: too large', method: 'PUT', path: 'FILE', auth: { t: 'none' }, body: 'x'.repeat(11), contentType: 'image/png', codes: ['too_large'] },
+  ),
+);
+
 const badRequest: fc.Arbitrary<Spec> = fc.oneof(
   { weight: 3, arbitrary: junkRoute },
   { weight: 1, arbitrary: wrongMethod },
@@ -896,6 +977,7 @@ const badRequest: fc.Arbitrary<Spec> = fc.oneof(
   { weight: 2, arbitrary: badPosition },
   { weight: 1, arbitrary: notOwnerDelete },
   { weight: 2, arbitrary: sessionDefect },
+  { weight: 2, arbitrary: badUpload },
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -908,7 +990,9 @@ function resolve(spec: Spec): { url: string; init: RequestInit } {
   else if (a.t === 'raw') headers.authorization = a.value;
   else if (a.t === 'scheme') headers.authorization = `${a.scheme} ${alice.token}`;
   else if (a.t === 'forged') headers.authorization = `Bearer ${forged[a.kind]}`;
-  let path = spec.path.replaceAll(A, sessions.alice).replaceAll(B, sessions.bob);
+  let path = spec.path.replaceAll(A, sessions.alice).replaceAll(B, sessions.bob).replace('UPLOAD', upload.id);
+  if (path === 'FILE') path = upload.path;
+  if (path === 'TAMPERED') path = tamperedToken(upload.path);
   if (path.includes('?ticket=')) {
     path = path
       .replace('ticket=userToken', `ticket=${alice.token}`)
@@ -1008,6 +1092,19 @@ describe('malformed requests', () => {
       'events: position past head',
       'history: bad from/to',
       'sessions and presence',
+      'upload: bad body',
+      'upload: too large',
+      'upload: type not allowed',
+      'upload: reserved id',
+      'upload: patched by a client',
+      'upload: not ready',
+      'upload: a stranger',
+      'upload: not an upload',
+      'file: junk token',
+      'file: changed token',
+      'file: wrong content type',
+      'file: wrong method',
+      'file: too large',
     ]) {
       expect(kinds, k).toContain(k);
     }

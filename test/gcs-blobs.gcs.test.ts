@@ -9,7 +9,8 @@
  *   uploads and downloads over 1 MiB that pass the client's hash checks, metadata hashes that
  *   agree with the client's own CRC32C, 404/409 mapping, and both ways of pointing the client at it
  *   (`apiEndpoint` and STORAGE_EMULATOR_HOST);
- * - the CLI (dist/infra/local/gcs-server.js) keeps objects in --dir across a restart.
+ * - the CLI (dist/infra/local/gcs-server.js) keeps objects in --dir across a restart, and trusts
+ *   the signed URLs of the key files given with --signer only.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
@@ -19,8 +20,9 @@ import { CRC32C, Storage } from '@google-cloud/storage';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crc32c } from '../infra/local/gcs-server.js';
 import { GcsBlobStore } from '../shared/adapters/google/gcs-blobs.js';
+import { GcsFiles } from '../shared/adapters/google/gcs-files.js';
 import { blobConformance } from './conformance/blobs.js';
-import { GCS_PROJECT, startTestGcs, storageClient, type TestGcs } from './helpers/gcs.js';
+import { GCS_PROJECT, type SigningKey, signingKey, startTestGcs, storageClient, type TestGcs } from './helpers/gcs.js';
 import { tempDir } from './helpers/server.js';
 
 let gcs: TestGcs;
@@ -341,6 +343,26 @@ describe('gcs-server CLI', () => {
         expect(BigInt(meta2.generation as string)).toBeGreaterThan(BigInt(meta1.generation as string));
       } finally {
         expect(await stop(second.child)).toBe(0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('trusts the signed URLs of the key files given with --signer, and no others', async () => {
+    const dir = tempDir('patchbay-gcs-');
+    try {
+      const key = signingKey(undefined, dir);
+      const { url, child } = await spawnCli(['--port', '0', '--bucket', 'signed', '--signer', key.file as string]);
+      try {
+        const signed = (k: SigningKey) => new GcsFiles(new Storage({ apiEndpoint: url, projectId: GCS_PROJECT, credentials: k }).bucket('signed'));
+        const grant = { contentType: 'text/plain', expires: Date.now() + 60_000, maxBytes: 10 };
+        const ok = await signed(key).signUpload('f', grant);
+        expect((await fetch(ok.url, { method: 'PUT', headers: ok.headers, body: 'hi' })).status).toBe(200);
+        const other = await signed(signingKey('other@demo-patchbay.iam.gserviceaccount.com')).signUpload('g', grant);
+        expect((await fetch(other.url, { method: 'PUT', headers: other.headers, body: 'hi' })).status).toBe(403);
+      } finally {
+        await stop(child);
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APPLY_FILTER } from '../shared/domains/apply.js';
 import type { Adapters, Ledger } from '../shared/ports/index.js';
 import type { PatchEvent } from '../shared/protocol.js';
+import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { configContract, failingPutOnce } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
@@ -24,8 +25,10 @@ import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
 import { tagsContract } from './contract/tags.js';
+import { uploadsContract } from './contract/uploads.js';
 import { validationContract } from './contract/validation.js';
 import { webhooksContract } from './contract/webhooks.js';
+import { postFinalize } from './helpers/gcs.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
 import { skipWithout } from './helpers/proc.js';
 import { request, serveHandler, startServer, type TestServer } from './helpers/server.js';
@@ -121,6 +124,19 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   );
   namesContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   tagsContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  // Signed by the client library with the stack's key file, verified by the GCS stand-in; ready
+  // when the bucket's finalize notification (built from the stored object) reaches the push function.
+  uploadsContract('google', {
+    start: (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }),
+    async land(srv, id) {
+      const push = await serveHandler(srv.app.push);
+      try {
+        expect(await postFinalize(push.url, stack.gcsUrl, 'patchbay-test', objectKey(id))).toBe(204);
+      } finally {
+        push.close();
+      }
+    },
+  });
   // As deployed: config-apply's filtered subscription and the webhooks consumer's unfiltered one,
   // pushed to one endpoint; a restart is a new instance behind it (503 while none runs, so
   // Pub/Sub redelivers), on the same Firestore root and topic.

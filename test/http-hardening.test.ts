@@ -245,6 +245,14 @@ describe('request logs and response headers', () => {
     expect(errors().length).toBe(before);
   });
 
+  it('redacts a signed file token in the logged path', async () => {
+    const res = await request(srv.url, 'GET', '/v1/files/SECRETCLAIMS.SECRETMAC?x=1', { headers: { 'x-request-id': 'redact-file' } });
+    expect(res.status).toBe(403);
+    const line = await logLine((l) => l.requestId === 'redact-file');
+    const url = (line.httpRequest as { requestUrl: string }).requestUrl;
+    expect(url).toBe('/v1/files/REDACTED?x=1');
+  });
+
   it('redacts every credential-looking query parameter in the logged URL', async () => {
     const query =
       '?since=0&access_token=SECRET1&Token=SECRET2&api_key=SECRET3&X-Api-Key=SECRET4&ticket=SECRET5&password=SECRET6&signature=SECRET7&auth=SECRET8&secret=SECRET9&key=SECRETA';

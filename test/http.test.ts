@@ -16,6 +16,7 @@ import { namesContract } from './contract/names.js';
 import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
 import { tagsContract } from './contract/tags.js';
+import { uploadsContract } from './contract/uploads.js';
 import { validationContract } from './contract/validation.js';
 import { webhooksContract } from './contract/webhooks.js';
 import { startServer, tempDir } from './helpers/server.js';
@@ -70,3 +71,5 @@ sessionsContract('embedded', async (overrides) => {
   };
   return h;
 });
+// Embedded uploads land when the signed PUT completes: nothing more to do.
+uploadsContract('embedded', { start: (overrides) => startServer(overrides), land: async () => {} });

@@ -115,6 +115,24 @@ describe('push with OIDC checks on', () => {
     if (token !== undefined) for (const l of lines) expect(JSON.stringify(l)).not.toContain(token);
   });
 
+  it("checks Cloud Storage's upload notifications (POST /push/uploads) the same way", async () => {
+    // Not a finalize event: acknowledged and ignored once the token passes, refused without one.
+    const note = {
+      message: { attributes: { eventType: 'OBJECT_DELETE', bucketId: 'b', objectId: 'o' }, messageId: 'n1' },
+      subscription: 'projects/p/subscriptions/uploads',
+    };
+    const post = (authorization?: string) =>
+      request(url, 'POST', '/push/uploads', { body: note, headers: authorization === undefined ? {} : { authorization } });
+    expect((await post()).status).toBe(401);
+    expect((await post(`Bearer ${await issuer.token(AUDIENCE)}`)).status).toBe(401); // another consumer's audience
+    expect((await post(`Bearer ${await issuer.token(`${BASE}/push/uploads`)}`)).status).toBe(204);
+    // A finalize event without its object resource is not a notification patchbay can act on: 400.
+    const bare = { message: { attributes: { eventType: 'OBJECT_FINALIZE', payloadFormat: 'NONE' }, messageId: 'n2' } };
+    const res = await request(url, 'POST', '/push/uploads', { body: bare, headers: { authorization: `Bearer ${await issuer.token(`${BASE}/push/uploads`)}` } });
+    expect(res.status).toBe(400);
+    expect(res.json.error.code).toBe('invalid_request');
+  });
+
   it('refuses before telling whether a consumer exists or which methods it takes', async () => {
     const e = await onePatch();
     expect((await deliver(e, undefined, '/push/nobody')).status).toBe(401);

@@ -126,6 +126,7 @@ function checkHeaders(headers: Headers, pointer: string[], obj: Obj, what: strin
 /** The media type of the response, which must be one the spec lists for it; its pointer. */
 function mediaFor(headers: Headers, pointer: string[], obj: Obj, what: string): string[] {
   const type = (headers.get('content-type') ?? '').split(';')[0]?.trim() ?? '';
+  if ('*/*' in (obj.content as Obj)) return [...pointer, 'content', '*/*']; // a file: any type
   expect(Object.keys(obj.content as Obj), `${what}: content type`).toContain(type);
   return [...pointer, 'content', type];
 }
@@ -143,6 +144,8 @@ function check(res: Res, method: string, template: string | null): Res {
   const type = media[media.length - 1];
   if (type === 'application/json') {
     expectValid([...media, 'schema'], JSON.parse(res.text), what);
+  } else if (type === '*/*') {
+    // a file's bytes: nothing to validate
   } else if (type === 'application/x-ndjson') {
     if (res.text !== '') expect(res.text.endsWith('\n'), `${what}: the last line is terminated`).toBe(true);
     for (const line of res.text.split('\n').slice(0, -1)) expectValid([...media, 'x-ndjson-line'], JSON.parse(line), `${what}: line`);
@@ -847,6 +850,7 @@ describe('patches', () => {
     limits.add('maxConfigBytes'); // reported by a configuration upload: the 'domain configuration' block checks it
     // Reported by the sessions routes: the 'sessions and presence' block checks each.
     for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'closeInfoBytes']) limits.add(l);
+    limits.add('maxUploadBytes'); // reported by uploads: the 'uploads' block checks it
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
     expect([...limits].sort()).toEqual([...(tooLarge.enum as string[])].sort());
@@ -1542,6 +1546,125 @@ describe('sessions and presence', () => {
     } finally {
       await limited.close();
     }
+  });
+});
+
+describe('uploads', () => {
+  let up: TestServer;
+  let googleLike: TestServer;
+  let owner: Client;
+  let other: Client;
+  beforeAll(async () => {
+    up = await startServer({
+      limits: 'on',
+      maxUploadBytes: 100,
+      uploadTypes: ['text/plain'],
+      quotaFileBytes: 150,
+      rateUpload: { tokens: 6, windowMs: 600_000 },
+    });
+    // A Cloud Storage file store (never contacted here): the embedded file routes are then 404.
+    const { Storage } = await import('@google-cloud/storage');
+    const { GcsFiles } = await import('../shared/adapters/google/gcs-files.js');
+    googleLike = await startServer({}, undefined, { files: new GcsFiles(new Storage({ apiEndpoint: 'http://127.0.0.1:9', projectId: 'demo-x' }).bucket('b')) });
+    [owner, other] = await Promise.all([newClient(up.url), newClient(up.url)]);
+  });
+  afterAll(async () => {
+    await up.close();
+    await googleLike.close();
+  });
+  const at = async (method: Method, template: string, opts: CallOpts & { server?: TestServer; path?: string } = {}): Promise<Res> => {
+    const path = opts.path ?? template.replace('{id}', encodeURIComponent(opts.id ?? ''));
+    const res = await request((opts.server ?? up).url, method, path, {
+      body: opts.body,
+      raw: opts.raw,
+      headers: opts.headers,
+      token: opts.token === undefined ? owner.token : opts.token,
+    });
+    return check(res, method, template);
+  };
+  const filePath = (url: string) => new URL(url).pathname;
+
+  it('starts an upload (201), stores it through the signed URL (200), completes (200) and downloads (200, the file)', async () => {
+    const created = await at('POST', '/v1/uploads', { body: { name: 'a.txt', type: 'text/plain', size: 5 } });
+    expect(created.status).toBe(201);
+    expectValid(['components', 'schemas', 'UploadRequest'], { name: 'a.txt', type: 'text/plain', size: 5 }, 'body');
+    const { id, url, headers } = created.json;
+    expectError(await at('GET', '/v1/uploads/{id}/download', { id }), 409, 'upload_incomplete');
+    expectError(await at('POST', '/v1/uploads/{id}/complete', { id }), 409, 'upload_incomplete');
+    const stored = await at('PUT', '/v1/files/{token}', { path: filePath(url), raw: 'hello', headers, token: null });
+    expect(stored.status).toBe(200);
+    expect((await at('POST', '/v1/uploads/{id}/complete', { id })).json.state.status).toBe('ready');
+    const dl = await at('GET', '/v1/uploads/{id}/download', { id });
+    expect(dl.status).toBe(200);
+    const file = await at('GET', '/v1/files/{token}', { path: filePath(dl.json.url), token: null });
+    expect(file.text).toBe('hello');
+    // Shared with every signed-in user: another may download it, but completing it is the owner's (403).
+    await request(up.url, 'PUT', `/v1/scopes/${encodeURIComponent(id)}/access`, {
+      token: owner.token,
+      body: { visibility: 'authenticated', readers: [], writers: [] },
+    });
+    expect((await at('GET', '/v1/uploads/{id}/download', { id, token: other.token })).status).toBe(200);
+    expectError(await at('POST', '/v1/uploads/{id}/complete', { id, token: other.token }), 403, 'forbidden');
+    // Deleted with its scope: the download URL is 404 now.
+    await request(up.url, 'DELETE', `/v1/scopes/${encodeURIComponent(id)}`, { token: owner.token });
+    expectError(await at('GET', '/v1/files/{token}', { path: filePath(dl.json.url), token: null }), 404, 'not_found');
+  });
+
+  it("refuses: 400 bad bodies and ids, 401 without a token, 403 refused URLs and the quota, 404 others' uploads, 413 too large, 415 bad types, 429 past the rate", async () => {
+    for (const body of [{}, { type: 'nope' }, { type: 'text/plain', size: -1 }, { type: 'text/plain', extra: 1 }]) {
+      expectError(await at('POST', '/v1/uploads', { body }), 400, 'invalid_request');
+      expect(() => expectValid(['components', 'schemas', 'UploadRequest'], body, 'body')).toThrow();
+    }
+    expectError(await at('POST', '/v1/uploads/{id}/complete', { id: BAD_ID }), 400, 'invalid_request');
+    expectError(await at('GET', '/v1/uploads/{id}/download', { id: BAD_ID }), 400, 'invalid_request');
+    expectError(await at('POST', '/v1/uploads', { body: { type: 'text/plain' }, token: null }), 401, 'unauthorized');
+    expectError(await at('POST', '/v1/uploads/{id}/complete', { id: 'upload:x', token: null }), 401, 'unauthorized');
+    expectError(await at('GET', '/v1/uploads/{id}/download', { id: 'upload:x', token: null }), 401, 'unauthorized');
+    expectError(await at('POST', '/v1/uploads', { body: { type: 'text/plain', size: 101 } }), 413, 'too_large');
+    expect((await at('POST', '/v1/uploads', { body: { type: 'text/plain', size: 101 } })).json.error.limit).toBe('maxUploadBytes');
+    expectError(await at('POST', '/v1/uploads', { body: { type: 'image/png' } }), 415, 'unsupported_media_type');
+    expectError(await at('POST', '/v1/uploads', { raw: 'x', headers: { 'content-type': 'text/plain' } }), 415, 'unsupported_media_type');
+    const big = await at('POST', '/v1/uploads', { body: { type: 'text/plain', size: 5, md5: 'XUFAKrxLKna5cZ2REBfFkg==' } });
+    expect(big.status).toBe(201);
+    expectError(
+      await at('PUT', '/v1/files/{token}', { path: filePath(big.json.url), raw: 'jello', headers: big.json.headers, token: null }),
+      400,
+      'invalid_request',
+    );
+    const over = await at('PUT', '/v1/files/{token}', {
+      path: filePath(big.json.url),
+      raw: 'x'.repeat(50),
+      headers: { 'content-type': 'text/plain' },
+      token: null,
+    });
+    expectError(over, 403, 'forbidden'); // the signed Content-MD5 is missing
+    const plain = await at('POST', '/v1/uploads', { body: { type: 'text/plain', size: 3 } });
+    const tooBig = await at('PUT', '/v1/files/{token}', { path: filePath(plain.json.url), raw: 'x'.repeat(50), headers: plain.json.headers, token: null });
+    expectError(tooBig, 413, 'too_large');
+    expect(tooBig.json.error.limit).toBe('maxUploadBytes');
+    expectError(await at('GET', '/v1/files/{token}', { path: filePath(plain.json.url), token: null }), 403, 'forbidden');
+    expectError(await at('GET', '/v1/uploads/{id}/download', { id: plain.json.id, token: other.token }), 404, 'scope_not_found');
+    expectError(await at('POST', '/v1/uploads/{id}/complete', { id: plain.json.id, token: other.token }), 404, 'scope_not_found');
+    expect((await at('POST', '/v1/uploads', { body: { type: 'text/plain', size: 100 } })).status).toBe(201); // 108 of 150 bytes reserved
+    const quota = await at('POST', '/v1/uploads', { body: { type: 'text/plain', size: 100 } });
+    expectError(quota, 403, 'quota_exceeded');
+    expect(quota.json.error).toMatchObject({ quota: 'fileBytes', max: 150 });
+    let limited: Res | undefined;
+    for (let i = 0; i < 8 && !limited; i++) {
+      const r = await at('POST', '/v1/uploads', { body: { type: 'text/plain', size: 1 } });
+      if (r.status === 429) limited = r;
+    }
+    expectError(limited as Res, 429, 'rate_limited');
+    expect((limited as Res).json.error.limit).toBe('upload');
+  });
+
+  it('404s the embedded file routes where Cloud Storage serves the files', async () => {
+    expectError(
+      await at('PUT', '/v1/files/{token}', { server: googleLike, path: '/v1/files/x.y', raw: 'x', headers: { 'content-type': 'text/plain' }, token: null }),
+      404,
+      'not_found',
+    );
+    expectError(await at('GET', '/v1/files/{token}', { server: googleLike, path: '/v1/files/x.y', token: null }), 404, 'not_found');
   });
 });
 

@@ -11,7 +11,7 @@
  * CLI at this stack. The Firestore and Auth emulators keep their data in memory: a
  * restart starts with an empty ledger and no Firebase users.
  */
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -75,6 +75,25 @@ function secret(file: string): string {
   return readFileSync(file, 'utf8').trim();
 }
 
+/**
+ * The local service account that signs the uploads' Cloud Storage URLs (a JSON key file, made once
+ * and kept with the data), which the GCS server trusts: as deployed, minus IAM.
+ */
+function signingKey(file: string): { client_email: string; private_key: string } {
+  try {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const key = {
+      type: 'service_account',
+      client_email: 'uploads@demo-patchbay.iam.gserviceaccount.com',
+      private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    };
+    writeFileSync(file, JSON.stringify(key), { flag: 'wx', mode: 0o600 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return JSON.parse(readFileSync(file, 'utf8'));
+}
+
 async function main(): Promise<void> {
   const base = loadConfig(); // validates what the user set before anything starts
   const dir = resolve(base.dataDir, 'cloud');
@@ -103,7 +122,9 @@ async function main(): Promise<void> {
     stops.push(gateway.close);
     log(`redis-server on ${redis.host}, Upstash REST gateway on ${gateway.url}`);
     const bucket = base.bucket || 'patchbay-dev';
-    const gcs = await startGcsServer({ port: ports.storage, dir: join(dir, 'gcs'), buckets: [bucket] });
+    const keyFile = join(dir, 'gcs-signing-key.json');
+    const key = signingKey(keyFile);
+    const gcs = await startGcsServer({ port: ports.storage, dir: join(dir, 'gcs'), buckets: [bucket], signers: { [key.client_email]: key.private_key } });
     stops.push(gcs.close);
     log(`Cloud Storage server on ${gcs.url}, bucket ${bucket}`);
 
@@ -123,6 +144,7 @@ async function main(): Promise<void> {
       FIRESTORE_EMULATOR_HOST: firestore.host,
       PUBSUB_EMULATOR_HOST: pubsub.host,
       STORAGE_EMULATOR_HOST: gcs.url,
+      PATCHBAY_GCS_SIGNING_KEY_FILE: keyFile,
       PATCHBAY_FIREBASE_PROJECT: firebaseProject,
       FIREBASE_AUTH_EMULATOR_HOST: auth.host,
       METADATA_SERVER_DETECTION: 'none',

@@ -30,8 +30,13 @@
  * Object resources carry `generation` (increasing, microsecond-like), `metageneration`, `size`,
  * `contentType`, `md5Hash` (base64 MD5) and `crc32c` (base64 of the big-endian CRC32C).
  *
+ * - V4 signed URLs (`/BUCKET/OBJECT?X-Goog-Signature=...`, path style): `PUT` stores, `GET`/`HEAD` read,
+ *   each only after the signature is verified against the `signers` option's keys, as Cloud Storage
+ *   does (infra/local/gcs-signed-urls.ts): tampered, expired and wrong-method requests are refused;
+ *   a body outside `x-goog-content-length-range` (when sent) is 400 EntityTooLarge.
+ *
  * Not supported (501, or ignored where harmless): object PATCH/PUT metadata, compose, copy/rewrite,
- * ACLs, IAM, notifications, HMAC keys, signed URLs and the XML API, `matchGlob`, object versioning
+ * ACLs, IAM, notifications (tests post the finalize notification themselves), HMAC keys, V2 signed URLs and the rest of the XML API, `matchGlob`, object versioning
  * (`versions` is ignored: only live objects exist), reading old generations, `fields`/`projection`
  * (full resources are always returned: a superset), decompressive transcoding (gzip objects are
  * served as stored), customer-supplied encryption keys, expiry of resumable sessions.
@@ -45,8 +50,8 @@
  * metadata that points at them, each by rename, so a killed server restarts with whole objects;
  * unreferenced blobs are removed at start.
  *
- * Run it: `node dist/infra/local/gcs-server.js [--port 4443] [--host 127.0.0.1] [--dir DIR] [--bucket NAME]...`
- * (or GCS_SERVER_PORT, GCS_SERVER_HOST, GCS_SERVER_DIR, GCS_SERVER_BUCKETS=a,b). It prints its url
+ * Run it: `node dist/infra/local/gcs-server.js [--port 4443] [--host 127.0.0.1] [--dir DIR] [--bucket NAME]... [--signer KEYFILE]...`
+ * (or GCS_SERVER_PORT, GCS_SERVER_HOST, GCS_SERVER_DIR, GCS_SERVER_BUCKETS=a,b, GCS_SERVER_SIGNERS=key.json,...). It prints its url
  * on the first line; then point clients at it with STORAGE_EMULATOR_HOST=<url>.
  */
 import { createHash, randomUUID } from 'node:crypto';
@@ -56,6 +61,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { exitOnSignal } from '../../shared/http/listen.js';
+import { isSignedUrl, SignedUrlVerifier } from './gcs-signed-urls.js';
 import { runIfMain } from './proc.js';
 
 export interface GcsServerOptions {
@@ -69,6 +75,13 @@ export interface GcsServerOptions {
   buckets?: string[];
   /** Largest object accepted; larger is refused with 413. Default 256 MiB. */
   maxObjectBytes?: number;
+  /**
+   * Service accounts whose V4 signed URLs this server accepts: email -> key (PEM; a private key's
+   * public half is used). A signed-URL request is verified as Cloud Storage does (gcs-signed-urls.ts).
+   */
+  signers?: Record<string, string>;
+  /** The clock signed URLs are checked against (default Date.now). */
+  now?: () => number;
 }
 
 export interface GcsServer {
@@ -585,6 +598,8 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
   await store.load();
   for (const b of opts.buckets ?? []) if (!store.buckets.has(b)) await store.createBucket(b);
 
+  const verifier = new SignedUrlVerifier(opts.signers ?? {}, opts.now);
+
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const q = url.searchParams;
@@ -592,6 +607,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     // Links in resources (selfLink, mediaLink, the resumable session URI) point back at this server as the client addressed it.
     const base = `http://${req.headers.host ?? `${host}`}`;
     let path = url.pathname;
+    if (isSignedUrl(req.url ?? '')) return signedRequest(req, res, path, base);
 
     if (path.startsWith('/upload/storage/v1/b/')) {
       const m = /^\/upload\/storage\/v1\/b\/([^/]+)\/o\/?$/.exec(path);
@@ -637,6 +653,50 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
     }
     throw new HttpError(501, 'notImplemented', `patchbay's gcs-server does not implement ${method} ${url.pathname}`);
   };
+
+  /**
+   * A request through a V4 signed URL (path style, `/BUCKET/OBJECT`, the XML API's form): the
+   * signature checked first (an XML error as Cloud Storage answers: 403 SignatureDoesNotMatch, 400
+   * ExpiredToken), then `PUT` stores the body with the request's `Content-Type` (and checks a
+   * `Content-MD5`), `GET`/`HEAD` answer the object.
+   */
+  async function signedRequest(req: IncomingMessage, res: ServerResponse, path: string, base: string): Promise<void> {
+    const verdict = verifier.verify({ method: req.method ?? 'GET', target: req.url ?? '/', headers: req.headers });
+    const xmlError = (status: number, code: string, message: string) => {
+      const body = `<?xml version='1.0' encoding='UTF-8'?><Error><Code>${code}</Code><Message>${message.replace(/[<&]/g, '')}</Message></Error>`;
+      res.writeHead(status, { 'content-type': 'application/xml; charset=UTF-8', 'content-length': Buffer.byteLength(body) }).end(body);
+    };
+    if (!verdict.ok) {
+      req.resume();
+      return xmlError(verdict.status, verdict.code, verdict.message);
+    }
+    const m = /^\/([^/]+)\/(.+)$/.exec(path);
+    if (!m) return xmlError(400, 'InvalidURI', 'a signed URL names /BUCKET/OBJECT');
+    const bucketName = decode(m[1] as string);
+    const name = decode(m[2] as string);
+    if (req.method === 'GET' || req.method === 'HEAD') return getObject(req, res, bucketName, name, new URLSearchParams(), base, true);
+    if (req.method !== 'PUT') throw new HttpError(501, 'notImplemented', `patchbay's gcs-server does not implement ${req.method} through signed URLs`);
+    store.bucket(bucketName);
+    checkObjectName(name);
+    const data = await readBody(req, maxObjectBytes);
+    // A signed `x-goog-content-length-range: min,max` bounds the body (the signature check made it present if signed).
+    const range = /^(\d+),(\d+)$/.exec(header(req, 'x-goog-content-length-range') ?? '');
+    if (range && (data.length < Number(range[1]) || data.length > Number(range[2]))) {
+      return xmlError(400, 'EntityTooLarge', 'Your proposed upload is outside the range allowed by x-goog-content-length-range.');
+    }
+    const md5 = header(req, 'content-md5');
+    if (md5 !== undefined && md5 !== md5Base64(data)) return xmlError(400, 'BadDigest', 'The Content-MD5 you specified did not match what we received.');
+    const draft = { contentType: header(req, 'content-type') ?? 'application/octet-stream' };
+    const obj = await store.commit(bucketName, name, await store.stage(bucketName, data), data, draft, new URLSearchParams());
+    res
+      .writeHead(200, {
+        etag: `"${etag(obj)}"`,
+        'x-goog-generation': String(obj.generation),
+        'x-goog-hash': `crc32c=${obj.crc32c},md5=${obj.md5Hash}`,
+        'content-length': '0',
+      })
+      .end();
+  }
 
   async function getObject(req: IncomingMessage, res: ServerResponse, bucketName: string, name: string, q: URLSearchParams, base: string, media: boolean) {
     const current = store.bucket(bucketName).objects.get(name);
@@ -899,11 +959,18 @@ async function main(): Promise<void> {
       host: { type: 'string', default: env.GCS_SERVER_HOST ?? '127.0.0.1' },
       dir: { type: 'string', default: env.GCS_SERVER_DIR },
       bucket: { type: 'string', multiple: true, default: (env.GCS_SERVER_BUCKETS ?? '').split(',').filter(Boolean) },
+      signer: { type: 'string', multiple: true, default: (env.GCS_SERVER_SIGNERS ?? '').split(',').filter(Boolean) },
     },
   });
+  // Service-account key files ({client_email, private_key}) whose signed URLs are accepted.
+  const signers: Record<string, string> = {};
+  for (const file of values.signer) {
+    const key = JSON.parse(await readFile(file, 'utf8')) as { client_email: string; private_key: string };
+    signers[key.client_email] = key.private_key;
+  }
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port / GCS_SERVER_PORT: not a port: ${values.port}`);
-  const srv = await startGcsServer({ port, host: values.host, dir: values.dir, buckets: values.bucket });
+  const srv = await startGcsServer({ port, host: values.host, dir: values.dir, buckets: values.bucket, signers });
   // The first line is the url alone, so scripts can read it.
   process.stdout.write(`${srv.url}\n`);
   process.stdout.write(`gcs-server (${values.dir ? `data in ${values.dir}` : 'in memory'}): STORAGE_EMULATOR_HOST=${srv.url}\n`);

@@ -107,6 +107,12 @@ export const limitsSection = z
   .strictObject({
     maxStateBytes: z.int().min(16).optional().describe('Largest state of a scope of this domain, as JSON text (lowers PATCHBAY_MAX_STATE_BYTES).'),
     maxPatchBytes: z.int().min(16).optional().describe('Largest patch to a scope of this domain, as JSON text (lowers PATCHBAY_MAX_PATCH_BYTES).'),
+    maxUploadBytes: z.int().min(1).optional().describe('Largest file uploaded in this domain (lowers PATCHBAY_MAX_UPLOAD_BYTES).'),
+    uploadTypes: z
+      .array(z.string().regex(/^(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*)\/(\*|[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*)$/, 'a MIME type, type/*, or */*'))
+      .max(100)
+      .optional()
+      .describe('MIME types an upload in this domain may have (`type/*`, `*/*` patterns); a type must also be one PATCHBAY_UPLOAD_TYPES allows.'),
   })
   .describe("Limits for this domain's scopes; only lower than the deployment's have an effect.");
 

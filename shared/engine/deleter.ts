@@ -5,7 +5,7 @@
  * Durable and crash-safe: `Engine.deleteScope` writes the tombstone first, in one atomic step;
  * everything after it is repeatable and runs again until it is done. A purge is, per scope: the
  * ledger's records in chunks (`purgeScope`, PURGE_CHUNK at a time), then the cold-storage objects
- * (bundles and snapshots), then `markPurged`. The request that deleted the scope runs it once,
+ * (bundles and snapshots), then what else it stored (`onPurge`: an upload's file), then `markPurged`. The request that deleted the scope runs it once,
  * best effort; `sweep`, run by the same entry point as the outbox sweeper (the embedded timer,
  * the Google `sweep` function: Engine.sweep), lists the tombstones whose purge is unfinished and
  * runs it again, so a crash anywhere in between (the process killed mid-purge) is finished by the
@@ -40,6 +40,7 @@ export class Deleter {
     private readonly cold: ColdStore,
     private readonly config: Pick<Config, 'deleteRetentionMs'>,
     private readonly logError: Logger,
+    private readonly onPurge: (id: string) => Promise<void> = async () => {},
   ) {}
 
   /**
@@ -56,6 +57,7 @@ export class Deleter {
       if (await this.ledger.purgeScope(id, PURGE_CHUNK)) break;
     }
     await this.cold.deleteScope(id);
+    await this.onPurge(id); // what else the scope stored (an upload's file), before the tombstone is marked purged
     await this.ledger.markPurged(id);
     return true;
   }

@@ -63,6 +63,8 @@ export interface EngineOptions {
   rules?: CommitRules;
   /** Told of every run of records handed to the bus, after it took them (embedded consumers: shared/engine/local-delivery.ts). */
   onPublished?: (events: PatchEvent[]) => void;
+  /** More to delete when a deleted scope is purged (an upload's file); must be repeatable (shared/engine/deleter.ts). */
+  onPurge?: (id: string) => Promise<void>;
 }
 
 export class Engine {
@@ -87,7 +89,7 @@ export class Engine {
     this.logError = opts.logError ?? ((e) => console.error(JSON.stringify({ severity: 'ERROR', ...e })));
     const near = new NearCache(config.nearCacheBytes);
     this.near = near;
-    this.deleter = new Deleter(ports.ledger, ports.cache, this.cold, config, this.logError);
+    this.deleter = new Deleter(ports.ledger, ports.cache, this.cold, config, this.logError, opts.onPurge);
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
     this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
     this.rules = opts.rules ?? DEFAULT_RULES;

@@ -19,6 +19,7 @@ import type { Logger } from '../log.js';
 import type { Head } from '../ports/index.js';
 import { SCOPE_ID } from '../protocol.js';
 import type { Sessions } from '../sessions/sessions.js';
+import type { Uploads } from '../uploads/uploads.js';
 import type { Auth, User } from './auth.js';
 import type { BodyRequest } from './body.js';
 import { requestDomain } from './domain.js';
@@ -47,6 +48,8 @@ export interface HandlerDeps {
   tags: Tags;
   /** The domains' named queries over the mirror (shared/domains/queries.ts). */
   queries: NamedQueries;
+  /** Uploads and downloads by signed URL (shared/uploads/uploads.ts). */
+  uploads: Uploads;
 }
 
 export interface Ctx {

@@ -50,6 +50,7 @@ export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
     serviceTokens: config.rateServiceTokens,
     session: config.rateSession,
     presence: config.ratePresence,
+    upload: config.rateUpload,
   };
 }
 
@@ -109,6 +110,28 @@ export class Limits {
       });
     }
     this.checkBytes(u);
+  }
+
+  /**
+   * Before issuing an upload URL: the user's upload rate, and the file-bytes quota
+   * (PATCHBAY_QUOTA_FILE_BYTES) with `bytes` more. File bytes are counted apart from state bytes,
+   * under the key `files:<user>` of the same counters.
+   */
+  async upload(user: string, bytes: number): Promise<void> {
+    if (!this.on) return;
+    const key = filesKey(user);
+    const [, stored] = await Promise.all([this.rate('upload', user), this.guard(() => this.store.usage(key), null)]);
+    if (stored) this.remember(key, stored);
+    const u = this.usage(key);
+    const max = this.config.quotaFileBytes;
+    if (max > 0 && u.bytes + bytes > max) {
+      throw new PatchbayError('quota_exceeded', `a user may hold at most ${max} bytes of files`, { quota: 'fileBytes', max, actual: u.bytes });
+    }
+  }
+
+  /** A user's file bytes changed by `delta` (reserved by a new upload, corrected when it lands, given back when it expires or is deleted). */
+  files(user: string, delta: number): void {
+    if (this.on && delta !== 0) this.count(filesKey(user), { scopes: 0, bytes: delta });
   }
 
   /** Before listing the user's scopes (a page of `GET /v1/scopes`): the user's list rate. */
@@ -292,6 +315,9 @@ export class Limits {
     }
   }
 }
+
+/** The counter key of a user's file bytes. */
+const filesKey = (user: string): string => `files:${user}`;
 
 /** The key an address is counted under: IPv4 as is (also when IPv4-mapped), IPv6 by its /64. */
 export function addressKey(addr: string): string {

@@ -70,8 +70,20 @@ export function decodePush(body: unknown): PatchEvent | null {
   return event.data as PatchEvent;
 }
 
-/** `POST /<consumer>` (or `/push/<consumer>`): one push delivery for that consumer. */
-export function createPushHandler(consumers: Consumer[], internal: InternalAuth, logger: Logger, config: ExchangeConfig & Pick<LimitsConfig, 'maxBodyBytes'>) {
+/** A push endpoint that is not a patch consumer (`uploads`: Cloud Storage notifications); answers what the log line records. */
+export type PushEndpoint = (body: unknown) => Promise<Record<string, unknown>>;
+
+/**
+ * `POST /<consumer>` (or `/push/<consumer>`): one push delivery for that consumer, or for one of
+ * `endpoints` (deliveries that are not patch events), checked the same way.
+ */
+export function createPushHandler(
+  consumers: Consumer[],
+  internal: InternalAuth,
+  logger: Logger,
+  config: ExchangeConfig & Pick<LimitsConfig, 'maxBodyBytes'>,
+  endpoints: Record<string, PushEndpoint> = {},
+) {
   const byName = new Map(consumers.map((c) => [c.name, c]));
   return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const x = begin(req, res, config, logger);
@@ -82,7 +94,14 @@ export function createPushHandler(consumers: Consumer[], internal: InternalAuth,
       name = /^\/(?:push\/)?([A-Za-z0-9_.-]+)\/?$/.exec(requestUrl(req.url).pathname)?.[1];
       await internal.check(req, `push/${name ?? ''}`);
       if (req.method !== 'POST') throw new PatchbayError('method_not_allowed', 'push deliveries are POSTs', { allow: ['POST'] });
+      const endpoint = name === undefined ? undefined : endpoints[name];
       const consumer = name === undefined ? undefined : byName.get(name);
+      if (endpoint && Object.hasOwn(endpoints, name as string)) {
+        entry = await endpoint(await readJson(req as BodyRequest, config.maxBodyBytes, config.bodyTimeoutMs));
+        res.writeHead(204);
+        res.end();
+        return;
+      }
       if (!consumer) throw new PatchbayError('not_found', `no consumer named ${name}`);
       const event = decodePush(await readJson(req as BodyRequest, config.maxBodyBytes, config.bodyTimeoutMs));
       if (event === null) entry = { signal: true };

@@ -125,8 +125,12 @@ export function logRequest(x: Exchange, status: number, fields: RequestLogFields
 /** Query parameter names that may carry a credential (any case; `access_token`, `X-Api-Key`...). */
 const SECRET_PARAM = /token|ticket|secret|passw|pwd|auth|key|signature|^sig$|credential|jwt|session_?id|cookie/i;
 
-/** A request URL fit for logs: the value of every credential-looking query parameter is replaced. */
-export function redact(url: string | undefined): string | undefined {
+/** Paths whose last segment is a credential: the embedded signed file URLs (routes/files.ts). */
+const SECRET_PATH = /^(\/v1\/files\/)[^/?]+/;
+
+/** A request URL fit for logs: a signed file token in the path, and the value of every credential-looking query parameter, are replaced. */
+export function redact(raw: string | undefined): string | undefined {
+  const url = raw?.replace(SECRET_PATH, '$1REDACTED');
   const q = url?.indexOf('?') ?? -1;
   if (url === undefined || q < 0) return url;
   const query = url

@@ -11,10 +11,13 @@ import { startFirestoreEmulator, startPubSubEmulator, startRedisServer } from '.
 import { startGcsServer } from '../../infra/local/gcs-server.js';
 import { startUpstashGateway } from '../../infra/local/upstash-gateway.js';
 import type { Config } from '../../shared/config.js';
+import { signingKey } from './gcs.js';
 import { tempDir } from './server.js';
 
 export interface GoogleStack {
   projectId: string;
+  /** The Cloud Storage stand-in's URL. */
+  gcsUrl: string;
   pubsubHost: string;
   /** Settings for a server with its own namespace on this stack. */
   config(ns?: string): Partial<Config>;
@@ -36,13 +39,16 @@ export async function startGoogleStack(): Promise<GoogleStack> {
     const token = 'test-token';
     const gateway = await startUpstashGateway({ redisUrl: `redis://${redis.host}`, port: 0, token });
     stops.push(gateway.close);
-    const gcs = await startGcsServer({ port: 0, buckets: ['patchbay-test'] });
+    // The uploads' signed URLs are signed offline with this key, and the stand-in verifies them with it.
+    const key = signingKey(undefined, dir);
+    const gcs = await startGcsServer({ port: 0, buckets: ['patchbay-test'], signers: { [key.client_email]: key.private_key } });
     stops.push(gcs.close);
     process.env.FIRESTORE_EMULATOR_HOST = firestore.host;
     process.env.PUBSUB_EMULATOR_HOST = pubsub.host;
     process.env.STORAGE_EMULATOR_HOST = gcs.url;
     return {
       projectId,
+      gcsUrl: gcs.url,
       pubsubHost: pubsub.host,
       config: (ns = randomUUID().slice(0, 8)) => ({
         mode: 'google',
@@ -51,6 +57,7 @@ export async function startGoogleStack(): Promise<GoogleStack> {
         pubsubTopic: `patches-${ns}`,
         pubsubSubscriptionPrefix: `sse-${ns}`,
         bucket: 'patchbay-test',
+        gcsSigningKeyFile: key.file as string,
         upstashUrl: gateway.url,
         upstashToken: token,
         cachePrefix: `pb:${ns}:`,

@@ -125,6 +125,8 @@ export interface StartOptions {
   claimProbe?: AppOptions['claimProbe'];
   /** The mirror (null: none; default: the mode's, PGlite under the data directory embedded). */
   mirror?: AppOptions['mirror'];
+  /** The uploads' file store (test/uploads.gcs.test.ts: Cloud Storage signed URLs on an embedded ledger). */
+  files?: AppOptions['files'];
 }
 
 /** Starts the handler in this process. */
@@ -143,6 +145,7 @@ export async function startServer(overrides: Partial<Config> = {}, adapters?: Ad
     configs: opts.configs,
     claimProbe: opts.claimProbe,
     mirror: opts.mirror,
+    files: opts.files,
   });
   const server: Server = createServer(serverOptions(config), (req, res) => void app.handler(req, res));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -7,6 +7,7 @@ import { claimRoutes } from './claims.js';
 import { configRoutes } from './config.js';
 import { domainRoutes } from './domains.js';
 import { eventRoutes } from './events.js';
+import { fileRoutes } from './files.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
@@ -17,6 +18,7 @@ import { queryRoutes } from './queries.js';
 import { scopeRoutes } from './scopes.js';
 import { sessionRoutes } from './sessions.js';
 import { tagRoutes } from './tags.js';
+import { uploadRoutes } from './uploads.js';
 import { webhookRoutes } from './webhooks.js';
 
 export const ROUTES: readonly Route<Ctx>[] = [
@@ -36,5 +38,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...domainRoutes,
   ...webhookRoutes,
   ...queryRoutes,
+  ...uploadRoutes,
+  ...fileRoutes,
   ...healthRoutes,
 ];

@@ -7,14 +7,16 @@
  * with an opaque `next` cursor; rate-limited per user by PATCHBAY_RATE_LIST), and deleting one
  * (`DELETE /v1/scopes/{id}`, its owner only, rate-limited as a write: 204; 404 for a caller who
  * may not read it and for a scope deleted already, so a second delete is 404; 403 for a reader or
- * writer; the owner's quotas get the scope and its bytes back; a deleted tag leaves the tag
- * listings). Types and names starting with `patchbay/` are refused (400): patchbay's own.
+ * writer; the owner's quotas get the scope and its bytes back, and an upload's file bytes; a
+ * deleted tag leaves the tag listings). Types and names starting with `patchbay/` are refused
+ * (400): patchbay's own.
  */
 import { SYSTEM_SCOPE_PREFIX } from '../../domains/apply.js';
 import { type Caller, metaFor } from '../../engine/access.js';
 import type { ScopeView } from '../../engine/engine.js';
 import { PatchbayError } from '../../errors.js';
 import { createScopeSchema, listScopesQuerySchema, RESERVED_PREFIX, type ScopeMeta } from '../../protocol.js';
+import { isUploadScope, UPLOAD_PREFIX } from '../../uploads/rules.js';
 import { parseWith, readBody } from '../body.js';
 import { type Ctx, etagMatches, readableHead, reader, scopeId, user } from '../context.js';
 import { sendJson } from '../respond.js';
@@ -80,10 +82,12 @@ export const scopeRoutes: Route<Ctx>[] = [
     run: async (ctx) => {
       const u = await user(ctx);
       const req = await readBody(ctx.req, createScopeSchema, ctx.deps.config);
-      if (req.id?.startsWith(SYSTEM_SCOPE_PREFIX)) {
-        throw new PatchbayError('invalid_request', `scope ids starting with ${SYSTEM_SCOPE_PREFIX} are the platform's`, {
-          issues: [{ path: ['id'], message: `reserved prefix ${SYSTEM_SCOPE_PREFIX}` }],
-        });
+      for (const prefix of [SYSTEM_SCOPE_PREFIX, UPLOAD_PREFIX]) {
+        if (req.id?.startsWith(prefix)) {
+          throw new PatchbayError('invalid_request', `scope ids starting with ${prefix} are the platform's`, {
+            issues: [{ path: ['id'], message: `reserved prefix ${prefix}` }],
+          });
+        }
       }
       checkUnreserved(req);
       await ctx.deps.limits.createScope(u.id);
@@ -105,12 +109,14 @@ export const scopeRoutes: Route<Ctx>[] = [
       const id = scopeId(ctx);
       const u = await user(ctx);
       await ctx.deps.limits.write(u.id, 0, true); // a write's rate; it stores no state bytes
+      const upload = isUploadScope(id) ? await ctx.deps.uploads.state(id).catch(() => null) : null;
       const meta = await ctx.deps.engine.deleteScope(id, u);
       ctx.deps.limits.deleted(meta.owner, meta.size);
       // A tag leaves the listings at once (else they skip it and remove its entry later: shared/domains/tags.ts).
       await ctx.deps.tags
         .forget(id, meta)
         .catch((err: unknown) => ctx.deps.logger.error({ message: 'tag index entry not removed', scope: id, err: String(err) }));
+      if (upload) ctx.deps.uploads.deleted(meta.owner, upload.state); // its file goes with the purge (Uploads.purge)
       ctx.res.writeHead(204);
       ctx.res.end();
     },

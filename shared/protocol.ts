@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import type { Json } from './json.js';
+import type { Patch, PatchEvent } from './wire.js';
 
 /** A scope id: `[A-Za-z0-9_.:-]{1,128}`, except `.` and `..`, which no URL can carry. */
 export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
@@ -15,16 +16,7 @@ export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
 export const DOMAIN = /^(?=.{1,253}(:|$))[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$/;
 export const domainSchema = z.string().regex(DOMAIN, 'must be a lower-case host name, optionally with :port');
 
-export const OPS = ['add', 'remove', 'replace', 'move', 'copy', 'test'] as const;
-export type OpName = (typeof OPS)[number];
-
-export interface Operation {
-  op: OpName;
-  path: string;
-  from?: string;
-  value?: Json;
-}
-export type Patch = Operation[];
+export { OPS, type Operation, type OpName, type Patch, type PatchEvent } from './wire.js';
 
 /** A JSON Pointer (RFC 6901): empty, or `/`-separated segments where `~` only appears as `~0`/`~1`. */
 const pointer = z.string().regex(/^(\/([^~]|~[01])*)*$/, 'must be a JSON Pointer ("" or "/a/b", with ~0 and ~1 escapes)');
@@ -218,15 +210,6 @@ export interface PatchRecord {
   hash: string;
   /** The scope's lease epoch when this patch was committed. */
   epoch: number;
-}
-
-/** What subscribers receive for each committed patch (also the SSE `patch` event data, minus `scope`). */
-export interface PatchEvent {
-  scope: string;
-  ii: number;
-  patch: Patch;
-  at: number;
-  by: string;
 }
 
 export function toEvent(r: PatchRecord): PatchEvent {

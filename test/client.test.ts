@@ -251,3 +251,17 @@ describe("the client's local apply runs the RFC 6902 fixtures as the server does
     });
   }
 });
+
+describe('the package', () => {
+  it('builds (npm run build:client: ESM and type declarations) and loads in Node', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { existsSync } = await import('node:fs');
+    const root = new URL('../', import.meta.url).pathname;
+    execFileSync(process.execPath, [`${root}node_modules/typescript/bin/tsc`, '-p', 'client/tsconfig.json'], { cwd: root, stdio: 'pipe' });
+    const pkg = JSON.parse(readFileSync(`${root}client/package.json`, 'utf8')) as { exports: { '.': { types: string; import: string } } };
+    expect(existsSync(`${root}client/${pkg.exports['.'].types}`)).toBe(true);
+    const built = await import(`${root}client/${pkg.exports['.'].import}`);
+    expect(typeof built.createClient).toBe('function');
+    expect(built.applyPatch({ a: 1 }, [{ op: 'replace', path: '/a', value: 2 }])).toEqual({ a: 2 });
+  }, 120_000);
+});

@@ -52,6 +52,25 @@ export const patchRequestSchema = z
 export type PatchRequest = z.infer<typeof patchRequestSchema>;
 
 /**
+ * `POST /v1/batch`: many patch requests, to one or several scopes, each with its own `ii` and
+ * retry key. How many it may hold is a limit (PATCHBAY_MAX_BATCH), checked by the route (413).
+ */
+export const batchItemSchema = z
+  .strictObject({
+    scope: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}'),
+    patch: patchSchema,
+    ii: index.min(1).optional(),
+    session: sessionId.optional(),
+    si: index.optional(),
+  })
+  .refine((b) => (b.session === undefined) === (b.si === undefined), {
+    message: 'session and si go together',
+    path: ['si'],
+  });
+export const batchRequestSchema = z.strictObject({ patches: z.array(batchItemSchema).min(1) });
+export type BatchRequest = z.infer<typeof batchRequestSchema>;
+
+/**
  * Who may see a scope besides its owner and the users listed in its access (shared/engine/access.ts
  * applies it): `private` nobody else, `domain` any signed-in user of the scope's domain,
  * `authenticated` any signed-in user, `public` anyone, even without a token. Only the owner and

@@ -38,17 +38,19 @@ export const patchSchema = z.array(operationSchema);
 const sessionId = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must match [A-Za-z0-9_.:-]{1,128}');
 const index = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
-export const patchRequestSchema = z
-  .strictObject({
-    patch: patchSchema,
-    ii: index.min(1).optional(),
-    session: sessionId.optional(),
-    si: index.optional(),
-  })
-  .refine((b) => (b.session === undefined) === (b.si === undefined), {
-    message: 'session and si go together',
-    path: ['si'],
-  });
+/** A patch request's members (`POST /v1/scopes/{id}/patches`, and each item of a batch). */
+const patchRequestFields = {
+  patch: patchSchema,
+  ii: index.min(1).optional(),
+  session: sessionId.optional(),
+  si: index.optional(),
+};
+const retryKeyTogether: [(b: { session?: string; si?: number }) => boolean, { message: string; path: string[] }] = [
+  (b) => (b.session === undefined) === (b.si === undefined),
+  { message: 'session and si go together', path: ['si'] },
+];
+
+export const patchRequestSchema = z.strictObject(patchRequestFields).refine(...retryKeyTogether);
 export type PatchRequest = z.infer<typeof patchRequestSchema>;
 
 /**
@@ -56,17 +58,8 @@ export type PatchRequest = z.infer<typeof patchRequestSchema>;
  * retry key. How many it may hold is a limit (PATCHBAY_MAX_BATCH), checked by the route (413).
  */
 export const batchItemSchema = z
-  .strictObject({
-    scope: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}'),
-    patch: patchSchema,
-    ii: index.min(1).optional(),
-    session: sessionId.optional(),
-    si: index.optional(),
-  })
-  .refine((b) => (b.session === undefined) === (b.si === undefined), {
-    message: 'session and si go together',
-    path: ['si'],
-  });
+  .strictObject({ scope: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}'), ...patchRequestFields })
+  .refine(...retryKeyTogether);
 export const batchRequestSchema = z.strictObject({ patches: z.array(batchItemSchema).min(1) });
 export type BatchRequest = z.infer<typeof batchRequestSchema>;
 

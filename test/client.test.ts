@@ -103,6 +103,28 @@ describe('client against the embedded server', () => {
     b.close();
   });
 
+  it('sends the patches made in one tick in one batch request, and those made meanwhile in the next', async () => {
+    const token = await anonymousToken(srv);
+    const posts: string[] = [];
+    const counting: typeof fetch = (input, init) => {
+      if (init?.method === 'POST') posts.push(new URL(String(input)).pathname);
+      return fetch(input, init);
+    };
+    const client = createClient({ url: srv.url, token, fetch: counting });
+    const s = await client.create({ state: { list: [] } });
+    posts.length = 0;
+    const acks = Array.from({ length: 50 }, (_, i) => s.patch([{ op: 'add', path: '/list/-', value: i }]));
+    const more = Array.from({ length: 3 }, (_, i) => s.patch([{ op: 'add', path: '/list/-', value: 50 + i }]));
+    await Promise.resolve();
+    const late = s.patch([{ op: 'add', path: '/list/-', value: 53 }]); // while the batch is in flight
+    const results = await Promise.all([...acks, ...more, late]);
+    expect(results.map((r) => r.ii)).toEqual(Array.from({ length: 54 }, (_, i) => i + 1));
+    expect(posts).toEqual(['/v1/batch', `/v1/scopes/${s.id}/patches`]);
+    await s.synced();
+    expect(await serverState(srv, token, s.id)).toEqual(expect.objectContaining({ ii: 54, state: { list: Array.from({ length: 54 }, (_, i) => i) } }));
+    client.close();
+  });
+
   it('rebases a stale patch onto another writer’s, and drops (conflict) one that no longer applies', async () => {
     const token = await anonymousToken(srv);
     // A client whose stream is held back: it cannot learn of the other writer before it patches.

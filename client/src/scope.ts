@@ -7,9 +7,9 @@
  * - Every patch is sent with its predicted index (`ii`) and a retry key `(session, si)` fixed when
  *   the patch is made: a resend after a lost answer is recognised by the server and acknowledged
  *   once, never applied twice.
- * - Patches of one scope are sent one at a time, in the order they were made, so the server's
- *   ordering check (`ii`) holds them in that order. (Batching them into one request needs the
- *   batch endpoint of issue #16 item 3, which does not exist yet.)
+ * - Patches of one scope are sent in the order they were made, with consecutive predicted
+ *   indices: all those pending in one `POST /v1/batch` (committed together by the server's group
+ *   commit), one request in flight per scope; patches made meanwhile go in the next request.
  * - Server events are applied in index order, each once. While a patch is in flight, events at or
  *   past its index wait for its answer, so this client's own patch is recognised by the index the
  *   server acknowledged, not mistaken for another writer's.
@@ -18,6 +18,7 @@
  *   longer applies is dropped, reported as a `conflict`, and its promise rejects with `patch_failed`.
  * - Watchers see the optimistic state after every change, one consistent state at a time.
  */
+import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
 import type { Json } from '../../shared/json.js';
 import type { Patch } from '../../shared/wire.js';
 import { applyPatch } from './apply.js';
@@ -88,7 +89,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
 
   private confirmed: { ii: number; state: Json } | undefined;
   private pending: Pending[] = [];
-  private inflight: { pending: Pending; ii: number } | undefined;
+  private inflight: { pending: Set<Pending>; ii: number } | undefined;
+  /** How many patches one request may carry (lowered when the server says its limit is smaller). */
+  private batchMax = 100;
   private held: PatchEventData[] = [];
   private sending = false;
   private closed = false;
@@ -258,7 +261,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
         kept.push(p);
       } catch (err) {
         // An acknowledged or in-flight patch is the server's to judge: keep it, its answer or its event decides.
-        if (p.ack !== undefined || this.inflight?.pending === p) {
+        if (p.ack !== undefined || this.inflight?.pending.has(p)) {
           kept.push(p);
           continue;
         }
@@ -295,40 +298,55 @@ export class LiveScope extends Emitter<ScopeEvents> {
     return h;
   }
 
+  /**
+   * Sends the pending patches until none is left unacknowledged: all of them (up to `batchMax`)
+   * in one `POST /v1/batch` with consecutive predicted indices, or one alone through
+   * `POST /v1/scopes/{id}/patches`. Answers are handled in order; the first refusal decides what
+   * happens next (a refusal after it is a consequence: its predicted index counted on the one before).
+   */
   private async flush(): Promise<void> {
     if (this.sending || this.closed) return;
     this.sending = true;
     let attempt = 0;
     try {
       for (;;) {
-        const p = this.pending.find((x) => x.ack === undefined);
-        if (!p || this.closed) break;
-        const ii = this.head() + 1;
-        this.inflight = { pending: p, ii };
-        let outcome: 'ok' | 'sync' | 'retry' | 'drop';
-        let error: PatchbayClientError | undefined;
+        if (this.closed) break;
+        const batch = this.pending.filter((x) => x.ack === undefined).slice(0, this.batchMax);
+        if (batch.length === 0) break;
+        const base = this.head();
+        this.inflight = { pending: new Set(batch), ii: base + 1 };
+        let outcomes: Array<Ack | PatchbayClientError>;
         try {
-          const res = await this.ctx.transport.send('POST', `/v1/scopes/${encodeURIComponent(this.id)}/patches`, {
-            body: { patch: p.patch, ii, session: this.ctx.session, si: p.si },
-          });
-          if (res.ok) {
-            const ack = (await res.json()) as Ack;
-            this.inflight = undefined;
-            this.acked(p, ack);
-            outcome = 'ok';
-          } else {
-            error = await errorFrom(res);
-            outcome = error.code === 'out_of_sync' || error.code === 'replay_required' ? 'sync' : error.retryable ? 'retry' : 'drop';
-          }
+          outcomes = await this.send(batch, base);
         } catch (err) {
-          error = asClientError(err);
-          outcome = error.code === 'closed' ? 'drop' : 'retry';
+          const e = asClientError(err);
+          outcomes = batch.map(() => e);
         }
         this.inflight = undefined;
+        let first: PatchbayClientError | undefined;
+        let dropped = false;
+        outcomes.forEach((o, k) => {
+          const p = batch[k] as Pending;
+          if (!(o instanceof PatchbayClientError)) {
+            this.acked(p, o);
+            return;
+          }
+          first ??= o;
+          if (o.code === 'out_of_sync' || o.code === 'replay_required' || o.retryable) return; // resent next round
+          dropped = true;
+          if (o.code === 'patch_failed') this.conflict(p, o);
+          else {
+            this.pending.splice(this.pending.indexOf(p), 1);
+            p.reject(o);
+            this.emit('error', o);
+          }
+        });
         this.releaseHeld();
-        if (outcome === 'ok') {
+        if (dropped) this.rebase();
+        const e = first as PatchbayClientError | undefined;
+        if (e === undefined || dropped) {
           attempt = 0;
-        } else if (outcome === 'sync') {
+        } else if (e.code === 'out_of_sync' || e.code === 'replay_required') {
           const before = this.confirmed?.ii;
           try {
             await this.catchUp();
@@ -337,17 +355,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
           }
           // No progress (the missing patches are not readable yet): wait before asking again.
           if (this.confirmed?.ii === before) await sleep(backoff(attempt++));
-        } else if (outcome === 'retry') {
-          // Same patch, same (session, si): the server acknowledges a resend of a committed patch once.
+        } else {
+          // Retryable: the same patches with the same (session, si), which the server acknowledges once.
           await sleep(backoff(attempt++));
-        } else if (error) {
-          if (error.code === 'patch_failed') this.conflict(p, error);
-          else {
-            this.pending.splice(this.pending.indexOf(p), 1);
-            p.reject(error);
-            this.emit('error', error);
-          }
-          this.rebase();
         }
       }
     } finally {
@@ -359,6 +369,34 @@ export class LiveScope extends Emitter<ScopeEvents> {
       await this.catchUp().catch((err) => this.emit('error', asClientError(err)));
     }
     this.checkSynced();
+  }
+
+  /** One request for `batch` (predicted indices from `base + 1`): an ack or an error per patch, in order. */
+  private async send(batch: Pending[], base: number): Promise<Array<Ack | PatchbayClientError>> {
+    const { transport, session } = this.ctx;
+    const id = this.id;
+    if (batch.length === 1) {
+      const p = batch[0] as Pending;
+      const res = await transport.send('POST', `/v1/scopes/${encodeURIComponent(id)}/patches`, { body: { patch: p.patch, ii: base + 1, session, si: p.si } });
+      return [res.ok ? ((await res.json()) as Ack) : await errorFrom(res)];
+    }
+    const res = await transport.send('POST', '/v1/batch', {
+      body: { patches: batch.map((p, k) => ({ scope: id, patch: p.patch, ii: base + k + 1, session, si: p.si })) },
+    });
+    if (!res.ok) {
+      const err = await errorFrom(res);
+      // A server without the batch route, or with a smaller batch or body limit: send fewer at a time.
+      if (err.code === 'not_found' || err.code === 'method_not_allowed') this.batchMax = 1;
+      else if (err.code === 'too_large') this.batchMax = Math.max(1, Math.min(Math.floor(batch.length / 2), Number(err.details.max) || batch.length));
+      else return batch.map(() => err);
+      return batch.map(() => new PatchbayClientError('unavailable', 'resending in smaller batches', 503));
+    }
+    const { results } = (await res.json()) as { results: Array<Ack | { id: string; error: { code: ErrorCode; message?: string } & Record<string, unknown> }> };
+    return results.map((r) => {
+      if (!('error' in r)) return r;
+      const { code, message, ...details } = r.error;
+      return new PatchbayClientError(code, message ?? code, ERROR_CODES[code] ?? 0, details);
+    });
   }
 
   private acked(p: Pending, ack: Ack): void {

@@ -125,6 +125,33 @@ describe('client against the embedded server', () => {
     client.close();
   });
 
+  it('resends after a lost answer with the same (session, si): the server acknowledges it once, applied once', async () => {
+    const token = await anonymousToken(srv);
+    let lose = 0;
+    const lossy: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (init?.method === 'POST' && !String(input).endsWith('/v1/scopes') && lose > 0) {
+        lose--;
+        await res.body?.cancel();
+        throw new TypeError('fetch failed'); // committed, but the answer never arrives
+      }
+      return res;
+    };
+    const client = createClient({ url: srv.url, token, fetch: lossy });
+    const s = await client.create({ state: { n: [] } });
+    lose = 1;
+    const one = await s.patch([{ op: 'add', path: '/n/-', value: 1 }]);
+    expect(one).toEqual({ id: s.id, ii: 1, duplicate: true });
+    lose = 1;
+    const batch = await Promise.all([2, 3, 4].map((v) => s.patch([{ op: 'add', path: '/n/-', value: v }])));
+    expect(batch).toEqual([2, 3, 4].map((ii) => ({ id: s.id, ii, duplicate: true })));
+    await s.synced();
+    expect(s.state).toEqual({ n: [1, 2, 3, 4] });
+    expect(await serverState(srv, token, s.id)).toMatchObject({ ii: 4, state: { n: [1, 2, 3, 4] } });
+    expect((await history(srv, token, s.id)).map((r) => r.ii)).toEqual([1, 2, 3, 4]);
+    client.close();
+  });
+
   it('rebases a stale patch onto another writer’s, and drops (conflict) one that no longer applies', async () => {
     const token = await anonymousToken(srv);
     // A client whose stream is held back: it cannot learn of the other writer before it patches.

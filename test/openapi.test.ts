@@ -716,6 +716,28 @@ describe('batch', () => {
     expect((await call('GET', '/v1/scopes/{id}', { id: b })).json).toMatchObject({ ii: 1, state: { list: ['x'] } });
   });
 
+  it('spends one write token per item: past the write rate an item is refused (rate_limited) and not applied, the others are', async () => {
+    const limited = await startServer({ limits: 'on', rateWrite: { tokens: 2, windowMs: 60_000 } });
+    try {
+      const u = await limited.client();
+      const created = await request(limited.url, 'POST', '/v1/scopes', { body: { state: { n: [] } }, token: u.token });
+      const id = created.json.id as string;
+      const res = await request(limited.url, 'POST', '/v1/batch', {
+        body: { patches: [1, 2, 3].map((n) => ({ scope: id, patch: [{ op: 'add', path: '/n/-', value: n }] })) },
+        token: u.token,
+      });
+      check(res, 'POST', '/v1/batch');
+      expect(res.json.results).toEqual([
+        { id, ii: 1 },
+        { id, ii: 2 },
+        { id, error: expect.objectContaining({ code: 'rate_limited', limit: 'write' }) },
+      ]);
+      expect((await request(limited.url, 'GET', `/v1/scopes/${id}`, { token: u.token })).json).toMatchObject({ ii: 2, state: { n: [1, 2] } });
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('refuses a malformed item (400), no token (401), a non-JSON body (415) and an oversize body (413), applying nothing', async () => {
     const a = await newScope({ n: 0 });
     for (const body of [

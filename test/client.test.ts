@@ -152,6 +152,41 @@ describe('client against the embedded server', () => {
     client.close();
   });
 
+  it('turns a draft’s mutations into one RFC 6902 patch, and opens a named scope (created once)', async () => {
+    const token = await anonymousToken(srv);
+    const client = createClient({ url: srv.url, token });
+    const statuses: string[] = [];
+    client.on('status', (e) => statuses.push(e.status));
+    const s = await client.named('todo', { state: { items: ['milk'], done: { milk: false }, note: 'x' } });
+    expect(s.state).toEqual({ items: ['milk'], done: { milk: false }, note: 'x' });
+    const ack = await s.draft<{ items: string[]; done: Record<string, boolean>; note?: string }>((d) => {
+      d.items.push('eggs');
+      d.done.milk = true;
+      d.done.eggs = false;
+      delete d.note;
+    });
+    expect(ack).toMatchObject({ ii: 1 });
+    expect(await s.draft(() => {})).toBeNull(); // nothing changed, nothing sent
+    const log = await history(srv, token, s.id);
+    expect(log).toHaveLength(1);
+    expect(log[0]?.patch.some((op) => op.path === '')).toBe(false); // member ops, not a replaced root
+    expect(applyPatch({ items: ['milk'], done: { milk: false }, note: 'x' }, log[0]?.patch as Patch)).toEqual({
+      items: ['milk', 'eggs'],
+      done: { milk: true, eggs: false },
+    });
+    // A draft that returns a new root, and one of another kind, replace it.
+    await s.draft(() => ['a']);
+    expect((await serverState(srv, token, s.id)).state).toEqual(['a']);
+    // The same name resolves to the same scope, at head.
+    const again = createClient({ url: srv.url, token });
+    const same = await again.named('todo', { state: { other: true } });
+    expect(same.id).toBe(s.id);
+    expect(same.state).toEqual(['a']);
+    await until(() => statuses.includes('online'), 'an online status');
+    client.close();
+    again.close();
+  });
+
   it('rebases a stale patch onto another writer’s, and drops (conflict) one that no longer applies', async () => {
     const token = await anonymousToken(srv);
     // A client whose stream is held back: it cannot learn of the other writer before it patches.

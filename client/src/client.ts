@@ -8,6 +8,7 @@ import { Emitter } from './emitter.js';
 import type { PatchbayClientError } from './errors.js';
 import { type TokenProvider, Transport } from './http.js';
 import { type ConflictEvent, LiveScope } from './scope.js';
+import type { StreamStatus } from './stream.js';
 
 export interface ClientOptions {
   /** The server's base URL, e.g. `https://patchbay.example.com`. */
@@ -37,6 +38,8 @@ export interface CreateOptions {
 export interface ClientEvents extends Record<string, unknown> {
   conflict: ConflictEvent & { scope: string };
   error: PatchbayClientError & { scope?: string };
+  /** A scope's stream changed state (`connecting`, `online`, `reconnecting`, `closed`). */
+  status: { scope: string; status: StreamStatus };
 }
 
 export class PatchbayClient extends Emitter<ClientEvents> {
@@ -55,6 +58,15 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   /** Creates a scope (`POST /v1/scopes`) and opens it live, already `ready` with the created state. */
   async create(opts: CreateOptions = {}): Promise<LiveScope> {
     const body = await this.transport.json<{ id: string; ii: number; state: Json }>('POST', '/v1/scopes', opts);
+    return this.open(body.id, { ii: body.ii, state: body.state });
+  }
+
+  /**
+   * The caller's scope of this name in its domain, created from `opts` when there is none
+   * (`PUT /v1/names/{name}`: concurrent calls get one id), opened live and already `ready`.
+   */
+  async named(name: string, opts: Omit<CreateOptions, 'id' | 'name'> = {}): Promise<LiveScope> {
+    const body = await this.transport.json<{ id: string; ii: number; state: Json }>('PUT', `/v1/names/${encodeURIComponent(name)}`, opts);
     return this.open(body.id, { ii: body.ii, state: body.state });
   }
 
@@ -95,6 +107,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     );
     scope.on('conflict', (e) => this.emit('conflict', { ...e, scope: id }));
     scope.on('error', (e) => this.emit('error', Object.assign(e, { scope: id })));
+    scope.on('status', (status) => this.emit('status', { scope: id, status }));
     this.scopes.set(id, scope);
     return scope;
   }

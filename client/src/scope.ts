@@ -19,9 +19,10 @@
  * - Watchers see the optimistic state after every change, one consistent state at a time.
  */
 import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
-import type { Json } from '../../shared/json.js';
+import { cloneJson, type Json } from '../../shared/json.js';
 import type { Patch } from '../../shared/wire.js';
 import { applyPatch } from './apply.js';
+import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import type { Transport } from './http.js';
@@ -154,6 +155,32 @@ export class LiveScope extends Emitter<ScopeEvents> {
     this.notify(patch);
     queueMicrotask(() => void this.flush());
     return promise;
+  }
+
+  /**
+   * The proxy style: `fn` mutates a draft (a copy of the current state) in place, or returns a new
+   * state; the difference becomes one RFC 6902 patch, sent as `patch()` does. Resolves with its ack,
+   * or null when `fn` changed nothing (nothing is sent).
+   *
+   * @example
+   * await todo.draft((s) => { s.items.push('eggs'); s.done = false; });
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: the state's shape is the app's; a caller names it with T (`draft<Todo>(...)`)
+  async draft<T = any>(fn: (draft: T) => unknown): Promise<Ack | null> {
+    if (this.state === undefined) await this.ready;
+    const before = this.state as Json;
+    const copy = cloneJson(before);
+    const returned = fn(copy as T);
+    // JSON text is what the server stores: undefined members vanish, as they would on the wire.
+    const after = JSON.parse(JSON.stringify(returned === undefined ? copy : returned) ?? 'null') as Json;
+    const ops = diff(before, after);
+    if (ops.length === 0) return null;
+    // The diff must give exactly the drafted state under the server's semantics; else send the whole state.
+    let exact = false;
+    try {
+      exact = JSON.stringify(applyPatch(before, ops)) === JSON.stringify(after);
+    } catch {}
+    return this.patch(exact ? ops : [{ op: 'replace', path: '', value: after }]);
   }
 
   /** Calls `watcher` with the current state (at once, or when ready) and after every change; returns the unsubscribe function. */

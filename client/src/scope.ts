@@ -68,6 +68,8 @@ interface Pending {
   si: number;
   /** The index the server committed it at, once acknowledged. */
   ack?: number;
+  /** It went out in a request at least once (whose answer may have been lost). */
+  sent?: boolean;
   resolve(ack: Ack): void;
   reject(err: PatchbayClientError): void;
 }
@@ -263,9 +265,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
     }
     c.ii = e.ii;
     this.ii = e.ii;
-    const first = this.pending[0];
-    if (first && first.ack === e.ii) {
-      this.pending.shift(); // this client's own patch: the optimistic state already has it
+    const mine = this.pending.findIndex((p) => p.ack === e.ii);
+    if (mine === 0) {
+      this.pending.shift(); // this client's own patch, next in line: the optimistic state already has it
       this.checkSynced();
       return;
     }
@@ -282,22 +284,27 @@ export class LiveScope extends Emitter<ScopeEvents> {
     const c = this.confirmed as { ii: number; state: Json };
     let s = c.state;
     const kept: Pending[] = [];
+    const dropped: Array<[Pending, PatchbayClientError]> = [];
     for (const p of this.pending) {
+      if (p.ack !== undefined && p.ack <= c.ii) continue; // committed and folded into the confirmed state
       try {
         s = applyPatch(s, p.patch);
         kept.push(p);
       } catch (err) {
-        // An acknowledged or in-flight patch is the server's to judge: keep it, its answer or its event decides.
-        if (p.ack !== undefined || this.inflight?.pending.has(p)) {
+        // A patch the server may have committed (acknowledged, in flight, or sent before with the
+        // answer lost) is the server's to judge: keep it; its answer (a resend is recognised by its
+        // (session, si)) or its event decides.
+        if (p.ack !== undefined || p.sent || this.inflight?.pending.has(p)) {
           kept.push(p);
           continue;
         }
-        this.conflict(p, asClientError(err));
+        dropped.push([p, asClientError(err)]); // reported once the list is rebuilt (no splicing while iterating)
       }
     }
     this.pending = kept;
     this.state = s;
     this.notify([{ op: 'replace', path: '', value: s }]);
+    for (const [p, err] of dropped) this.conflict(p, err);
     this.checkSynced();
   }
 
@@ -342,6 +349,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
         if (batch.length === 0) break;
         const base = this.head();
         this.inflight = { pending: new Set(batch), ii: base + 1 };
+        for (const p of batch) p.sent = true;
         let outcomes: Array<Ack | PatchbayClientError>;
         try {
           outcomes = await this.send(batch, base);

@@ -75,13 +75,10 @@ export class ScopeStream {
     if (last !== undefined) headers['last-event-id'] = String(last);
     const res = await this.transport.send('GET', this.path, { headers, signal: this.abort.signal });
     if (!res.ok || !res.body) throw await errorFrom(res);
+    this.attempt = 0; // it opened: the next drop starts the backoff afresh
     this.on.onStatus('online');
     const parser = createParser({
-      onEvent: (e) => {
-        // Data arrived: the connection works, so the next drop starts the backoff afresh.
-        this.attempt = 0;
-        this.on.onEvent(e.event ?? 'message', e.data);
-      },
+      onEvent: (e) => this.on.onEvent(e.event ?? 'message', e.data),
     });
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     try {
@@ -101,10 +98,12 @@ export class ScopeStream {
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
+    const done = () => {
       clearTimeout(t);
+      signal.removeEventListener('abort', done);
       resolve();
-    });
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
   });
 }

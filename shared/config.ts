@@ -152,6 +152,12 @@ export const CONFIG_TABLE = {
   ),
   maxPatchBytes: setting('PATCHBAY_MAX_PATCH_BYTES', 256 * KiB, int(16), 'Largest patch, as JSON text (413 `too_large`).'),
   maxOps: setting('PATCHBAY_MAX_OPS', 1000, int(1), 'Most operations in one patch (413 `too_large`).'),
+  maxBatch: setting(
+    'PATCHBAY_MAX_BATCH',
+    100,
+    int(1, 10_000),
+    'Most patches in one `POST /v1/batch` (413 `too_large`); each still counts as a write for the rate limits.',
+  ),
   maxStateBytes: setting('PATCHBAY_MAX_STATE_BYTES', 512 * KiB, int(16), 'Largest scope state, as JSON text, initial or after a patch (413 `too_large`).'),
   maxPathDepth: setting('PATCHBAY_MAX_PATH_DEPTH', 32, int(1, 1000), 'Most segments in a JSON Pointer of a patch (413 `too_large`).'),
   maxValueDepth: setting('PATCHBAY_MAX_VALUE_DEPTH', 64, int(1, 1000), 'Deepest nesting of a JSON value in a patch or state (413 `too_large`).'),
@@ -629,7 +635,18 @@ export const CONFIG_SECTIONS = {
   /** Who may call the internal endpoints: `push`, `sweep`, `bundle` (shared/http/internal-auth.ts). */
   oidc: ['oidc', 'oidcAudience', 'oidcEmails', 'oidcCertsUrl'],
   /** Guarantee 7's limits: the handler checks the body, the engine patches and states. */
-  limits: ['maxBodyBytes', 'maxDiscardBytes', 'maxPatchBytes', 'maxOps', 'maxStateBytes', 'maxPathDepth', 'maxValueDepth', 'maxAccessUsers', 'maxListPage'],
+  limits: [
+    'maxBodyBytes',
+    'maxDiscardBytes',
+    'maxPatchBytes',
+    'maxOps',
+    'maxBatch',
+    'maxStateBytes',
+    'maxPathDepth',
+    'maxValueDepth',
+    'maxAccessUsers',
+    'maxListPage',
+  ],
   /** The write path, the near cache and the outbox (shared/engine/). */
   engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs', 'deleteRetentionMs'],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */

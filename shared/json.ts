@@ -6,9 +6,16 @@ export function cloneJson<T extends Json>(value: T): T {
   return JSON.parse(JSON.stringify(value)) as T;
 }
 
+/**
+ * UTF-8 byte length of a string: Node's Buffer.byteLength where there is one (no copy), else a
+ * TextEncoder (browsers, which load this module through the client's local apply).
+ */
+const nodeBuffer = (globalThis as { Buffer?: { byteLength(s: string, encoding: 'utf8'): number } }).Buffer;
+const utf8Length: (s: string) => number = nodeBuffer ? (s) => nodeBuffer.byteLength(s, 'utf8') : (s) => new TextEncoder().encode(s).length;
+
 /** UTF-8 byte length of a value's JSON text. */
 export function jsonBytes(value: unknown): number {
-  return Buffer.byteLength(JSON.stringify(value), 'utf8');
+  return utf8Length(JSON.stringify(value));
 }
 
 /**

@@ -5,12 +5,13 @@
  * - array indices follow RFC 6901 exactly (`0` or no leading zero; `-` only where it means "append");
  * - a patch is all or nothing: `applyPatch` works on the caller's working copy, and the caller
  *   throws that copy away when any op fails (guarantee 3).
+ * Browser-safe (no Node API, no server module): the client (`client/`) applies patches locally
+ * with this very function, so its optimistic state follows exactly the server's semantics.
  */
 import fjp from 'fast-json-patch';
-import type { Config } from './config.js';
 import { PatchbayError } from './errors.js';
 import { cloneJson, type Json, jsonBytes, jsonDepth } from './json.js';
-import type { Operation, Patch } from './protocol.js';
+import type { Operation, Patch } from './wire.js';
 
 const FORBIDDEN = new Set(['__proto__', 'constructor', 'prototype']);
 const ARRAY_INDEX = /^(0|[1-9][0-9]*)$/;
@@ -23,7 +24,13 @@ export function parsePointer(pointer: string): string[] {
     .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
 }
 
-type Limits = Pick<Config, 'maxOps' | 'maxPatchBytes' | 'maxPathDepth' | 'maxValueDepth'>;
+/** The patch limits (shared/config.ts's fields of the same names), spelled out so this module stays browser-safe. */
+interface Limits {
+  maxOps: number;
+  maxPatchBytes: number;
+  maxPathDepth: number;
+  maxValueDepth: number;
+}
 
 /** A patch that passed `checkPatch`, and its JSON size in bytes (what `Writer.submit` takes as proof). */
 export interface CheckedPatch {

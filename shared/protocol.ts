@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import type { Json } from './json.js';
+import type { Patch, PatchEvent } from './wire.js';
 
 /** A scope id: `[A-Za-z0-9_.:-]{1,128}`, except `.` and `..`, which no URL can carry. */
 export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
@@ -15,16 +16,7 @@ export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
 export const DOMAIN = /^(?=.{1,253}(:|$))[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$/;
 export const domainSchema = z.string().regex(DOMAIN, 'must be a lower-case host name, optionally with :port');
 
-export const OPS = ['add', 'remove', 'replace', 'move', 'copy', 'test'] as const;
-export type OpName = (typeof OPS)[number];
-
-export interface Operation {
-  op: OpName;
-  path: string;
-  from?: string;
-  value?: Json;
-}
-export type Patch = Operation[];
+export { OPS, type Operation, type OpName, type Patch, type PatchEvent } from './wire.js';
 
 /** A JSON Pointer (RFC 6901): empty, or `/`-separated segments where `~` only appears as `~0`/`~1`. */
 const pointer = z.string().regex(/^(\/([^~]|~[01])*)*$/, 'must be a JSON Pointer ("" or "/a/b", with ~0 and ~1 escapes)');
@@ -46,18 +38,30 @@ export const patchSchema = z.array(operationSchema);
 const sessionId = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must match [A-Za-z0-9_.:-]{1,128}');
 const index = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
-export const patchRequestSchema = z
-  .strictObject({
-    patch: patchSchema,
-    ii: index.min(1).optional(),
-    session: sessionId.optional(),
-    si: index.optional(),
-  })
-  .refine((b) => (b.session === undefined) === (b.si === undefined), {
-    message: 'session and si go together',
-    path: ['si'],
-  });
+/** A patch request's members (`POST /v1/scopes/{id}/patches`, and each item of a batch). */
+const patchRequestFields = {
+  patch: patchSchema,
+  ii: index.min(1).optional(),
+  session: sessionId.optional(),
+  si: index.optional(),
+};
+const retryKeyTogether: [(b: { session?: string; si?: number }) => boolean, { message: string; path: string[] }] = [
+  (b) => (b.session === undefined) === (b.si === undefined),
+  { message: 'session and si go together', path: ['si'] },
+];
+
+export const patchRequestSchema = z.strictObject(patchRequestFields).refine(...retryKeyTogether);
 export type PatchRequest = z.infer<typeof patchRequestSchema>;
+
+/**
+ * `POST /v1/batch`: many patch requests, to one or several scopes, each with its own `ii` and
+ * retry key. How many it may hold is a limit (PATCHBAY_MAX_BATCH), checked by the route (413).
+ */
+export const batchItemSchema = z
+  .strictObject({ scope: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}'), ...patchRequestFields })
+  .refine(...retryKeyTogether);
+export const batchRequestSchema = z.strictObject({ patches: z.array(batchItemSchema).min(1) });
+export type BatchRequest = z.infer<typeof batchRequestSchema>;
 
 /**
  * Who may see a scope besides its owner and the users listed in its access (shared/engine/access.ts
@@ -280,15 +284,6 @@ export interface PatchRecord {
   hash: string;
   /** The scope's lease epoch when this patch was committed. */
   epoch: number;
-}
-
-/** What subscribers receive for each committed patch (also the SSE `patch` event data, minus `scope`). */
-export interface PatchEvent {
-  scope: string;
-  ii: number;
-  patch: Patch;
-  at: number;
-  by: string;
 }
 
 export function toEvent(r: PatchRecord): PatchEvent {

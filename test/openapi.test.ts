@@ -179,6 +179,7 @@ beforeAll(async () => {
   srv = await startServer(
     {
       maxOps: 3,
+      maxBatch: 4,
       maxBodyBytes: 4096,
       maxPatchBytes: 1024,
       maxStateBytes: 512,
@@ -736,6 +737,97 @@ describe('access', () => {
   });
 });
 
+describe('batch', () => {
+  it('answers each item as its own request would, in order, applying the accepted ones in order per scope', async () => {
+    const a = await newScope({ n: 0 });
+    const b = await newScope({ list: [] });
+    const priv = (await call('POST', '/v1/scopes', { body: {}, token: bob.token })).json.id as string;
+    const res = await call('POST', '/v1/batch', {
+      body: {
+        patches: [
+          { scope: a, ii: 1, session: 'batch-s', si: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] },
+          { scope: b, patch: [{ op: 'add', path: '/list/-', value: 'x' }] },
+          { scope: a, ii: 2, patch: [{ op: 'replace', path: '/n', value: 2 }] },
+          { scope: a, ii: 2, patch: [{ op: 'replace', path: '/n', value: 3 }] },
+        ],
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(res.json.results).toEqual([
+      { id: a, ii: 1 },
+      { id: b, ii: 1 },
+      { id: a, ii: 2 },
+      { id: a, error: expect.objectContaining({ code: 'out_of_sync', head: 2 }) },
+    ]);
+    expect((await call('GET', '/v1/scopes/{id}', { id: a })).json).toMatchObject({ ii: 2, state: { n: 2 } });
+    // A recognised retry, a failing op, a scope the caller may not read (404, as alone), a missing one.
+    const more = await call('POST', '/v1/batch', {
+      body: {
+        patches: [
+          { scope: a, ii: 1, session: 'batch-s', si: 1, patch: [{ op: 'replace', path: '/n', value: 1 }] },
+          { scope: b, ii: 2, patch: [{ op: 'remove', path: '/nope' }] },
+          { scope: priv, patch: [] },
+          { scope: MISSING, patch: [] },
+        ],
+      },
+    });
+    expect(more.json.results).toEqual([
+      { id: a, ii: 1, duplicate: true },
+      { id: b, error: expect.objectContaining({ code: 'patch_failed', op: 0 }) },
+      { id: priv, error: expect.objectContaining({ code: 'scope_not_found' }) },
+      { id: MISSING, error: expect.objectContaining({ code: 'scope_not_found' }) },
+    ]);
+    expect((await call('GET', '/v1/scopes/{id}', { id: b })).json).toMatchObject({ ii: 1, state: { list: ['x'] } });
+  });
+
+  it('spends one write token per item: past the write rate an item is refused (rate_limited) and not applied, the others are', async () => {
+    const limited = await startServer({ limits: 'on', rateWrite: { tokens: 2, windowMs: 60_000 } });
+    try {
+      const u = await limited.client();
+      const created = await request(limited.url, 'POST', '/v1/scopes', { body: { state: { n: [] } }, token: u.token });
+      const id = created.json.id as string;
+      const res = await request(limited.url, 'POST', '/v1/batch', {
+        body: { patches: [1, 2, 3].map((n) => ({ scope: id, patch: [{ op: 'add', path: '/n/-', value: n }] })) },
+        token: u.token,
+      });
+      check(res, 'POST', '/v1/batch');
+      expect(res.json.results).toEqual([
+        { id, ii: 1 },
+        { id, ii: 2 },
+        { id, error: expect.objectContaining({ code: 'rate_limited', limit: 'write' }) },
+      ]);
+      expect((await request(limited.url, 'GET', `/v1/scopes/${id}`, { token: u.token })).json).toMatchObject({ ii: 2, state: { n: [1, 2] } });
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it('refuses a malformed item (400), no token (401), a non-JSON body (415) and an oversize body (413), applying nothing', async () => {
+    const a = await newScope({ n: 0 });
+    for (const body of [
+      {},
+      { patches: [] },
+      {
+        patches: [
+          { scope: a, patch: [] },
+          { scope: BAD_ID, patch: [] },
+        ],
+      },
+      { patches: [{ scope: a, patch: [], si: 1 }] },
+    ]) {
+      expectError(await call('POST', '/v1/batch', { body }), 400, 'invalid_request');
+    }
+    expectError(await call('POST', '/v1/batch', { body: { patches: [{ scope: a, patch: [] }] }, token: null }), 401, 'unauthorized');
+    expectError(await call('POST', '/v1/batch', { raw: '{"patches":[]}' }), 415, 'unsupported_media_type');
+    const huge = await call('POST', '/v1/batch', {
+      raw: JSON.stringify({ patches: [{ scope: a, patch: [{ op: 'add', path: '/s', value: 'x'.repeat(5000) }] }] }),
+      headers: { 'content-type': 'application/json' },
+    });
+    expectError(huge, 413, 'too_large');
+    expect((await call('GET', '/v1/scopes/{id}', { id: a })).json).toMatchObject({ ii: 0, state: { n: 0 } });
+  });
+});
+
 describe('patches', () => {
   let id: string;
   const submit = (body: unknown, opts: CallOpts = {}) => call('POST', '/v1/scopes/{id}/patches', { id, body, ...opts });
@@ -847,6 +939,10 @@ describe('patches', () => {
     const listed = await call('PUT', '/v1/scopes/{id}/access', { id, body: { visibility: 'private', readers: ['a', 'b', 'c', 'd'] } });
     expectError(listed, 413, 'too_large');
     limits.add(listed.json.error.limit);
+    const batch = await call('POST', '/v1/batch', { body: { patches: Array.from({ length: 5 }, () => ({ scope: id, patch: [] })) } });
+    expectError(batch, 413, 'too_large');
+    expect(batch.json.error).toMatchObject({ limit: 'maxBatch', max: 4, actual: 5 });
+    limits.add(batch.json.error.limit);
     limits.add('maxConfigBytes'); // reported by a configuration upload: the 'domain configuration' block checks it
     // Reported by the sessions routes: the 'sessions and presence' block checks each.
     for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'closeInfoBytes']) limits.add(l);

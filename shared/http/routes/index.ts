@@ -3,6 +3,7 @@ import type { Ctx } from '../context.js';
 import type { Route } from '../router.js';
 import { accessRoutes } from './access.js';
 import { authRoutes } from './auth.js';
+import { batchRoutes } from './batch.js';
 import { claimRoutes } from './claims.js';
 import { configRoutes } from './config.js';
 import { domainRoutes } from './domains.js';
@@ -29,6 +30,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...nameRoutes,
   ...tagRoutes,
   ...patchRoutes,
+  ...batchRoutes,
   ...historyRoutes,
   ...eventRoutes,
   ...presenceRoutes,

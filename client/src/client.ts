@@ -1,0 +1,125 @@
+/**
+ * `createClient`: one user's connection to a patchbay server. It owns the transport (token,
+ * anonymous sign-in, refresh after 401), the retry session (a random id; every patch gets the next
+ * `si`, so `(session, si)` names it across resends), and the live scopes it has opened.
+ */
+import type { Json } from '../../shared/json.js';
+import { Emitter } from './emitter.js';
+import type { PatchbayClientError } from './errors.js';
+import { type TokenProvider, Transport } from './http.js';
+import { type ConflictEvent, LiveScope } from './scope.js';
+import type { StreamStatus } from './stream.js';
+
+export interface ClientOptions {
+  /** The server's base URL, e.g. `https://patchbay.example.com`. */
+  url: string;
+  /** A bearer token, or a function giving one (asked again after a 401). Without one: anonymous sign-in. */
+  token?: string | TokenProvider;
+  /** The domain to act in where no browser `Origin` says it (servers, scripts): `X-Patchbay-Domain`. */
+  domain?: string;
+  /** A `fetch` to use instead of the global one. */
+  fetch?: typeof fetch;
+}
+
+export interface AccessOptions {
+  visibility: 'private' | 'domain' | 'authenticated' | 'public';
+  readers?: string[];
+  writers?: string[];
+}
+
+export interface CreateOptions {
+  state?: Json;
+  id?: string;
+  name?: string;
+  type?: string;
+  access?: AccessOptions;
+}
+
+export interface ClientEvents extends Record<string, unknown> {
+  conflict: ConflictEvent & { scope: string };
+  error: PatchbayClientError & { scope?: string };
+  /** A scope's stream changed state (`connecting`, `online`, `reconnecting`, `closed`). */
+  status: { scope: string; status: StreamStatus };
+}
+
+export class PatchbayClient extends Emitter<ClientEvents> {
+  /** This client's retry session: sent with every patch beside its `si`. */
+  readonly session: string;
+  private si = 0;
+  private readonly scopes = new Map<string, LiveScope>();
+  private readonly transport: Transport;
+
+  constructor(opts: ClientOptions) {
+    super();
+    this.transport = new Transport(opts);
+    this.session = randomId();
+  }
+
+  /** Creates a scope (`POST /v1/scopes`) and opens it live, already `ready` with the created state. */
+  async create(opts: CreateOptions = {}): Promise<LiveScope> {
+    const body = await this.transport.json<{ id: string; ii: number; state: Json }>('POST', '/v1/scopes', opts);
+    return this.open(body.id, { ii: body.ii, state: body.state });
+  }
+
+  /**
+   * The caller's scope of this name in its domain, created from `opts` when there is none
+   * (`PUT /v1/names/{name}`: concurrent calls get one id), opened live and already `ready`.
+   */
+  async named(name: string, opts: Omit<CreateOptions, 'id' | 'name'> = {}): Promise<LiveScope> {
+    const body = await this.transport.json<{ id: string; ii: number; state: Json }>('PUT', `/v1/names/${encodeURIComponent(name)}`, opts);
+    return this.open(body.id, { ii: body.ii, state: body.state });
+  }
+
+  /** The live scope of this id (one per id while open): its stream opens now. */
+  scope(id: string): LiveScope {
+    return this.open(id);
+  }
+
+  /** Resolves when every open scope's local patches are acknowledged. */
+  async synced(): Promise<void> {
+    await Promise.all([...this.scopes.values()].map((s) => s.synced()));
+  }
+
+  /** Closes every open scope (their streams; unacknowledged patches are given up). */
+  close(): void {
+    for (const s of [...this.scopes.values()]) s.close();
+  }
+
+  /** A call of the HTTP API with this client's credentials; resolves with the JSON answer, rejects with a PatchbayClientError. */
+  request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return this.transport.json<T>(method, path, body);
+  }
+
+  private open(id: string, initial?: { ii: number; state: Json }): LiveScope {
+    const existing = this.scopes.get(id);
+    if (existing) return existing;
+    const scope = new LiveScope(
+      id,
+      {
+        transport: this.transport,
+        session: this.session,
+        nextSi: () => ++this.si,
+        onClose: (s) => {
+          if (this.scopes.get(s.id) === s) this.scopes.delete(s.id);
+        },
+      },
+      initial,
+    );
+    scope.on('conflict', (e) => this.emit('conflict', { ...e, scope: id }));
+    scope.on('error', (e) => this.emit('error', Object.assign(e, { scope: id })));
+    scope.on('status', (status) => this.emit('status', { scope: id, status }));
+    this.scopes.set(id, scope);
+    return scope;
+  }
+}
+
+/** A client of `opts.url`. */
+export function createClient(opts: ClientOptions): PatchbayClient {
+  return new PatchbayClient(opts);
+}
+
+/** 128 random bits, hex (crypto.getRandomValues exists in browsers, secure or not, and in Node 20). */
+function randomId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}

@@ -1,0 +1,491 @@
+/**
+ * A live scope: the server's state at the last index this client knows (`confirmed`), the local
+ * patches not yet folded into it (`pending`, in order), and the optimistic `state`, which is always
+ * `confirmed` with `pending` applied by the server's own apply (./apply.ts).
+ *
+ * Guarantees, enforced here:
+ * - Every patch is sent with its predicted index (`ii`) and a retry key `(session, si)` fixed when
+ *   the patch is made: a resend after a lost answer is recognised by the server and acknowledged
+ *   once, never applied twice.
+ * - Patches of one scope are sent in the order they were made, with consecutive predicted
+ *   indices: all those pending in one `POST /v1/batch` (committed together by the server's group
+ *   commit), one request in flight per scope; patches made meanwhile go in the next request.
+ * - Server events are applied in index order, each once. While a patch is in flight, events at or
+ *   past its index wait for its answer, so this client's own patch is recognised by the index the
+ *   server acknowledged, not mistaken for another writer's.
+ * - On `out_of_sync`/`replay_required` (another writer got there first) the missing patches are
+ *   fetched from history and applied; the pending patches are re-applied on top, and one that no
+ *   longer applies is dropped, reported as a `conflict`, and its promise rejects with `patch_failed`.
+ * - Watchers see the optimistic state after every change, one consistent state at a time.
+ */
+import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
+import { cloneJson, type Json } from '../../shared/json.js';
+import type { Patch } from '../../shared/wire.js';
+import { applyPatch } from './apply.js';
+import { diff } from './diff.js';
+import { Emitter } from './emitter.js';
+import { errorFrom, PatchbayClientError } from './errors.js';
+import type { Transport } from './http.js';
+import { backoff, ScopeStream, type StreamStatus } from './stream.js';
+
+/** The server's acknowledgement of one patch: the index it was committed at. */
+export interface Ack {
+  id: string;
+  ii: number;
+  /** The server recognised a resend of a patch it had already committed. */
+  duplicate?: boolean;
+}
+
+/** A committed patch, as streams and history carry it. */
+interface PatchEventData {
+  ii: number;
+  patch: Patch;
+  at?: number;
+  by?: string;
+}
+
+/**
+ * What a watcher receives: the optimistic state, and the patch that turned the previous state
+ * into it (`null` on the first call). After a rebase that patch replaces the root.
+ */
+export type Watcher = (state: Json, patch: Patch | null) => void;
+
+export interface ConflictEvent {
+  /** The local patch that no longer applies and was dropped. */
+  patch: Patch;
+  error: PatchbayClientError;
+}
+
+export interface ScopeEvents extends Record<string, unknown> {
+  conflict: ConflictEvent;
+  /** A patch the server refused for another reason than a conflict (forbidden, too_large...), or the stream's end. */
+  error: PatchbayClientError;
+  status: StreamStatus;
+}
+
+interface Pending {
+  patch: Patch;
+  si: number;
+  /** The index the server committed it at, once acknowledged. */
+  ack?: number;
+  /** It went out in a request at least once (whose answer may have been lost). */
+  sent?: boolean;
+  resolve(ack: Ack): void;
+  reject(err: PatchbayClientError): void;
+}
+
+export interface ScopeContext {
+  transport: Transport;
+  session: string;
+  nextSi(): number;
+  onClose(scope: LiveScope): void;
+}
+
+export class LiveScope extends Emitter<ScopeEvents> {
+  /** The optimistic local state: the server's state at `ii` with this client's pending patches applied. Undefined until `ready`. */
+  state: Json | undefined;
+  /** The index of the last server state folded in (every patch up to it is applied). */
+  ii = 0;
+  /** Resolves with the first state; rejects when the scope cannot be read (`scope_not_found`...). */
+  readonly ready: Promise<Json>;
+  status: StreamStatus = 'connecting';
+
+  private confirmed: { ii: number; state: Json } | undefined;
+  private pending: Pending[] = [];
+  private inflight: { pending: Set<Pending>; ii: number } | undefined;
+  /** How many patches one request may carry (lowered when the server says its limit is smaller). */
+  private batchMax = 100;
+  private held: PatchEventData[] = [];
+  private sending = false;
+  private closed = false;
+  private catchingUp: Promise<void> | undefined;
+  private readonly watchers = new Set<Watcher>();
+  private syncWaiters: Array<{ resolve(): void; reject(err: PatchbayClientError): void }> = [];
+  private readonly stream: ScopeStream;
+  private settleReady!: { resolve(s: Json): void; reject(e: PatchbayClientError): void };
+
+  constructor(
+    readonly id: string,
+    private readonly ctx: ScopeContext,
+    initial?: { ii: number; state: Json },
+  ) {
+    super();
+    this.ready = new Promise<Json>((resolve, reject) => {
+      this.settleReady = { resolve, reject };
+    });
+    this.ready.catch(() => {}); // a caller who never awaits it must not see an unhandled rejection
+    if (initial) this.setConfirmed(initial.ii, initial.state);
+    this.stream = new ScopeStream(ctx.transport, `/v1/scopes/${encodeURIComponent(id)}/events`, {
+      lastId: () => this.confirmed?.ii,
+      onEvent: (type, data) => this.onStreamEvent(type, data),
+      onStatus: (s) => {
+        this.status = s;
+        this.emit('status', s);
+      },
+      onFatal: (err) => {
+        this.settleReady.reject(err);
+        this.emit('error', err);
+      },
+    });
+  }
+
+  /**
+   * Applies `patch` locally at once (watchers see it) and sends it. Resolves with the server's
+   * ack; rejects with a PatchbayClientError: `patch_failed` at once when it does not apply to the
+   * current state (nothing changes), or later when a rebase or the server finds it no longer applies
+   * (also a `conflict` event), or the server's refusal (`forbidden`, `too_large`...).
+   */
+  patch(patch: Patch): Promise<Ack> {
+    if (this.closed) return Promise.reject(new PatchbayClientError('closed', 'the scope is closed'));
+    if (this.state === undefined) return this.ready.then(() => this.patch(patch));
+    let next: Json;
+    try {
+      next = applyPatch(this.state, patch);
+    } catch (err) {
+      return Promise.reject(asClientError(err));
+    }
+    const p = { patch, si: this.ctx.nextSi() } as Pending;
+    const promise = new Promise<Ack>((resolve, reject) => {
+      p.resolve = resolve;
+      p.reject = reject;
+    });
+    // A patch made and not awaited (fire and forget) must not become an unhandled rejection when
+    // it conflicts: the same failure is also a `conflict` or `error` event. Awaiting it still throws.
+    promise.catch(() => {});
+    this.pending.push(p);
+    this.state = next;
+    this.notify(patch);
+    queueMicrotask(() => void this.flush());
+    return promise;
+  }
+
+  /**
+   * The proxy style: `fn` mutates a draft (a copy of the current state) in place, or returns a new
+   * state; the difference becomes one RFC 6902 patch, sent as `patch()` does. Resolves with its ack,
+   * or null when `fn` changed nothing (nothing is sent).
+   *
+   * @example
+   * await todo.draft((s) => { s.items.push('eggs'); s.done = false; });
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: the state's shape is the app's; a caller names it with T (`draft<Todo>(...)`)
+  async draft<T = any>(fn: (draft: T) => unknown): Promise<Ack | null> {
+    if (this.state === undefined) await this.ready;
+    const before = this.state as Json;
+    const copy = cloneJson(before);
+    const returned = fn(copy as T);
+    // JSON text is what the server stores: undefined members vanish, as they would on the wire.
+    const after = JSON.parse(JSON.stringify(returned === undefined ? copy : returned) ?? 'null') as Json;
+    const ops = diff(before, after);
+    if (ops.length === 0) return null;
+    // The diff must give exactly the drafted state under the server's semantics; else send the whole state.
+    let exact = false;
+    try {
+      exact = JSON.stringify(applyPatch(before, ops)) === JSON.stringify(after);
+    } catch {}
+    return this.patch(exact ? ops : [{ op: 'replace', path: '', value: after }]);
+  }
+
+  /** Calls `watcher` with the current state (at once, or when ready) and after every change; returns the unsubscribe function. */
+  watch(watcher: Watcher): () => void {
+    this.watchers.add(watcher);
+    if (this.state !== undefined) watcher(this.state, null);
+    else void this.ready.then((s) => this.watchers.has(watcher) && watcher(s, null)).catch(() => {});
+    return () => this.watchers.delete(watcher);
+  }
+
+  /** Resolves when every local patch is acknowledged and folded into the server state this client holds. */
+  synced(): Promise<void> {
+    if (this.closed) return Promise.reject(new PatchbayClientError('closed', 'the scope is closed'));
+    if (this.pending.length === 0 && this.confirmed) return Promise.resolve();
+    return new Promise((resolve, reject) => this.syncWaiters.push({ resolve, reject }));
+  }
+
+  /** Stops the stream; patches not yet acknowledged are given up (their promises reject with `closed`). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stream.close();
+    const err = new PatchbayClientError('closed', 'the scope was closed');
+    for (const p of this.pending) if (p.ack === undefined) p.reject(err);
+    this.pending = [];
+    for (const w of this.syncWaiters) w.reject(err);
+    this.syncWaiters = [];
+    this.settleReady.reject(err);
+    this.ctx.onClose(this);
+  }
+
+  // --- server events ---------------------------------------------------------------------
+
+  private onStreamEvent(type: string, data: string): void {
+    if (this.closed) return;
+    if (type === 'state') {
+      const e = JSON.parse(data) as { ii: number; state: Json };
+      if (!this.confirmed) this.setConfirmed(e.ii, e.state);
+      else if (e.ii > this.confirmed.ii) this.replaceConfirmed(e.ii, e.state);
+    } else if (type === 'patch') {
+      this.onPatch(JSON.parse(data) as PatchEventData);
+    }
+  }
+
+  private setConfirmed(ii: number, state: Json): void {
+    this.confirmed = { ii, state };
+    this.ii = ii;
+    this.state = state;
+    this.settleReady.resolve(state);
+    for (const w of this.watchers) w(state, null);
+    this.checkSynced();
+  }
+
+  /** A state past what this client had (a stream that restarted from a snapshot): patches acknowledged up to it are in it. */
+  private replaceConfirmed(ii: number, state: Json): void {
+    this.confirmed = { ii, state };
+    this.ii = ii;
+    this.pending = this.pending.filter((p) => p.ack === undefined || p.ack > ii);
+    this.rebase();
+  }
+
+  /** One committed patch, from the stream or from history, applied in index order exactly once. */
+  private onPatch(e: PatchEventData): void {
+    const c = this.confirmed;
+    if (!c || this.closed || e.ii <= c.ii) return;
+    if (this.inflight && e.ii >= this.inflight.ii) {
+      this.held.push(e);
+      return;
+    }
+    if (e.ii > c.ii + 1) {
+      void this.catchUp().catch((err) => this.emit('error', asClientError(err)));
+      return;
+    }
+    try {
+      c.state = applyPatch(c.state, e.patch);
+    } catch (err) {
+      // Cannot happen while the client applies exactly as the server does; if it does, say so loudly.
+      this.emit('error', new PatchbayClientError('internal', `a committed patch (ii ${e.ii}) does not apply locally: ${asClientError(err).message}`));
+      return;
+    }
+    c.ii = e.ii;
+    this.ii = e.ii;
+    const mine = this.pending.findIndex((p) => p.ack === e.ii);
+    if (mine === 0) {
+      this.pending.shift(); // this client's own patch, next in line: the optimistic state already has it
+      this.checkSynced();
+      return;
+    }
+    if (this.pending.length === 0) {
+      this.state = c.state;
+      this.notify(e.patch);
+    } else {
+      this.rebase();
+    }
+  }
+
+  /** The optimistic state rebuilt: `confirmed` with each pending patch re-applied; one that no longer applies is dropped. */
+  private rebase(): void {
+    const c = this.confirmed as { ii: number; state: Json };
+    let s = c.state;
+    const kept: Pending[] = [];
+    const dropped: Array<[Pending, PatchbayClientError]> = [];
+    for (const p of this.pending) {
+      if (p.ack !== undefined && p.ack <= c.ii) continue; // committed and folded into the confirmed state
+      try {
+        s = applyPatch(s, p.patch);
+        kept.push(p);
+      } catch (err) {
+        // A patch the server may have committed (acknowledged, in flight, or sent before with the
+        // answer lost) is the server's to judge: keep it; its answer (a resend is recognised by its
+        // (session, si)) or its event decides.
+        if (p.ack !== undefined || p.sent || this.inflight?.pending.has(p)) {
+          kept.push(p);
+          continue;
+        }
+        dropped.push([p, asClientError(err)]); // reported once the list is rebuilt (no splicing while iterating)
+      }
+    }
+    this.pending = kept;
+    this.state = s;
+    this.notify([{ op: 'replace', path: '', value: s }]);
+    for (const [p, err] of dropped) this.conflict(p, err);
+    this.checkSynced();
+  }
+
+  /** Fetches the patches after `confirmed` from history and applies them. */
+  private catchUp(): Promise<void> {
+    this.catchingUp ??= (async () => {
+      try {
+        const from = (this.confirmed?.ii ?? 0) + 1;
+        const res = await this.ctx.transport.send('GET', `/v1/scopes/${encodeURIComponent(this.id)}/patches?from=${from}`);
+        if (!res.ok) throw await errorFrom(res);
+        for (const line of (await res.text()).split('\n')) if (line.trim() !== '') this.onPatch(JSON.parse(line) as PatchEventData);
+      } finally {
+        this.catchingUp = undefined;
+      }
+    })();
+    return this.catchingUp;
+  }
+
+  // --- sending -----------------------------------------------------------------------------
+
+  /** The highest index known committed: the confirmed state's, or a later ack of this client. */
+  private head(): number {
+    let h = this.confirmed?.ii ?? 0;
+    for (const p of this.pending) if (p.ack !== undefined && p.ack > h) h = p.ack;
+    return h;
+  }
+
+  /**
+   * Sends the pending patches until none is left unacknowledged: all of them (up to `batchMax`)
+   * in one `POST /v1/batch` with consecutive predicted indices, or one alone through
+   * `POST /v1/scopes/{id}/patches`. Answers are handled in order; the first refusal decides what
+   * happens next (a refusal after it is a consequence: its predicted index counted on the one before).
+   */
+  private async flush(): Promise<void> {
+    if (this.sending || this.closed) return;
+    this.sending = true;
+    let attempt = 0;
+    try {
+      for (;;) {
+        if (this.closed) break;
+        const batch = this.pending.filter((x) => x.ack === undefined).slice(0, this.batchMax);
+        if (batch.length === 0) break;
+        const base = this.head();
+        this.inflight = { pending: new Set(batch), ii: base + 1 };
+        for (const p of batch) p.sent = true;
+        let outcomes: Array<Ack | PatchbayClientError>;
+        try {
+          outcomes = await this.send(batch, base);
+        } catch (err) {
+          const e = asClientError(err);
+          outcomes = batch.map(() => e);
+        }
+        this.inflight = undefined;
+        let first: PatchbayClientError | undefined;
+        let dropped = false;
+        outcomes.forEach((o, k) => {
+          const p = batch[k] as Pending;
+          if (!(o instanceof PatchbayClientError)) {
+            this.acked(p, o);
+            return;
+          }
+          first ??= o;
+          if (o.code === 'out_of_sync' || o.code === 'replay_required' || o.retryable) return; // resent next round
+          dropped = true;
+          if (o.code === 'patch_failed') this.conflict(p, o);
+          else {
+            this.pending.splice(this.pending.indexOf(p), 1);
+            p.reject(o);
+            this.emit('error', o);
+          }
+        });
+        this.releaseHeld();
+        if (dropped) this.rebase();
+        const e = first as PatchbayClientError | undefined;
+        if (e === undefined || dropped) {
+          attempt = 0;
+        } else if (e.code === 'out_of_sync' || e.code === 'replay_required') {
+          const before = this.confirmed?.ii;
+          try {
+            await this.catchUp();
+          } catch (err) {
+            this.emit('error', asClientError(err));
+          }
+          // No progress (the missing patches are not readable yet): wait before asking again.
+          if (this.confirmed?.ii === before) await sleep(backoff(attempt++));
+        } else {
+          // Retryable: the same patches with the same (session, si), which the server acknowledges once.
+          await sleep(backoff(attempt++));
+        }
+      }
+    } finally {
+      this.sending = false;
+      this.inflight = undefined;
+    }
+    // Acknowledged patches whose index the stream has not brought yet: fold them from history.
+    if (!this.closed && this.pending.some((p) => p.ack !== undefined)) {
+      await this.catchUp().catch((err) => this.emit('error', asClientError(err)));
+    }
+    this.checkSynced();
+  }
+
+  /** One request for `batch` (predicted indices from `base + 1`): an ack or an error per patch, in order. */
+  private async send(batch: Pending[], base: number): Promise<Array<Ack | PatchbayClientError>> {
+    const { transport, session } = this.ctx;
+    const id = this.id;
+    if (batch.length === 1) {
+      const p = batch[0] as Pending;
+      const res = await transport.send('POST', `/v1/scopes/${encodeURIComponent(id)}/patches`, { body: { patch: p.patch, ii: base + 1, session, si: p.si } });
+      return [res.ok ? ((await res.json()) as Ack) : await errorFrom(res)];
+    }
+    const res = await transport.send('POST', '/v1/batch', {
+      body: { patches: batch.map((p, k) => ({ scope: id, patch: p.patch, ii: base + k + 1, session, si: p.si })) },
+    });
+    if (!res.ok) {
+      const err = await errorFrom(res);
+      // A server without the batch route, or with a smaller batch or body limit: send fewer at a time.
+      if (err.code === 'not_found' || err.code === 'method_not_allowed') this.batchMax = 1;
+      else if (err.code === 'too_large') this.batchMax = Math.max(1, Math.min(Math.floor(batch.length / 2), Number(err.details.max) || batch.length));
+      else return batch.map(() => err);
+      return batch.map(() => new PatchbayClientError('unavailable', 'resending in smaller batches', 503));
+    }
+    const { results } = (await res.json()) as { results: Array<Ack | { id: string; error: { code: ErrorCode; message?: string } & Record<string, unknown> }> };
+    return results.map((r) => {
+      if (!('error' in r)) return r;
+      const { code, message, ...details } = r.error;
+      return new PatchbayClientError(code, message ?? code, ERROR_CODES[code] ?? 0, details);
+    });
+  }
+
+  private acked(p: Pending, ack: Ack): void {
+    p.ack = ack.ii;
+    p.resolve(ack);
+    const c = this.confirmed as { ii: number; state: Json };
+    if (ack.ii <= c.ii) {
+      // A resend acknowledged as a duplicate whose event came first (and was taken for another
+      // writer's): it is in the confirmed state already, so drop it from pending and rebuild.
+      this.pending.splice(this.pending.indexOf(p), 1);
+      this.rebase();
+    } else if (ack.ii === c.ii + 1 && this.pending[0] === p) {
+      // Next in line: fold it now rather than wait for its event (which will then be skipped).
+      this.onPatch({ ii: ack.ii, patch: p.patch });
+    }
+  }
+
+  private releaseHeld(): void {
+    const held = this.held.sort((a, b) => a.ii - b.ii);
+    this.held = [];
+    for (const e of held) this.onPatch(e);
+  }
+
+  private conflict(p: Pending, error: PatchbayClientError): void {
+    const i = this.pending.indexOf(p);
+    if (i >= 0) this.pending.splice(i, 1);
+    const err = error.code === 'patch_failed' ? error : new PatchbayClientError('patch_failed', error.message, 422, error.details);
+    p.reject(err);
+    this.emit('conflict', { patch: p.patch, error: err });
+  }
+
+  private notify(patch: Patch | null): void {
+    const state = this.state as Json;
+    for (const w of this.watchers) w(state, patch);
+  }
+
+  private checkSynced(): void {
+    if (this.pending.length > 0 || !this.confirmed) return;
+    const waiters = this.syncWaiters;
+    this.syncWaiters = [];
+    for (const w of waiters) w.resolve();
+  }
+}
+
+/** Any thrown value as a PatchbayClientError (the server's PatchbayError keeps its code and details). */
+export function asClientError(err: unknown): PatchbayClientError {
+  if (err instanceof PatchbayClientError) return err;
+  const e = err as { code?: unknown; message?: unknown; details?: unknown; status?: unknown };
+  if (err instanceof Error && typeof e.code === 'string' && typeof e.status === 'number') {
+    return new PatchbayClientError(e.code as PatchbayClientError['code'], err.message, e.status, (e.details as Record<string, unknown>) ?? {});
+  }
+  return new PatchbayClientError('network_error', err instanceof Error ? err.message : String(err));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

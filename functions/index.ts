@@ -5,11 +5,10 @@
  *   push:  Pub/Sub push deliveries for the registered consumers (`POST /push/<consumer>`).
  * push, sweep and bundle are internal: with PATCHBAY_OIDC on (the default in google mode) each
  * checks the caller's Google-signed OIDC token (shared/http/internal-auth.ts).
- *   sweep: for Cloud Scheduler (every minute): the outbox sweeper republishes committed patches
- *          whose publish never happened, then the purges of deleted scopes are finished and the
- *          ids whose retention is over freed (shared/engine/deleter.ts), and every pending domain
- *          claim is checked once (shared/domains/claims.ts); answers `{published, deleted,
- *          claims: {checked, succeeded, timedOut, removed}}`.
+ *   sweep: for Cloud Scheduler (every minute): republishes committed patches whose publish never
+ *          happened, finishes the purges of deleted scopes, checks pending domain claims, closes
+ *          timed-out sessions (their guarantees and close hooks) and expires unfinished uploads;
+ *          answers `{published, deleted, claims, sessions, uploads}`.
  *   bundle: the cold-storage bundler, for Cloud Scheduler (every few minutes): bundles, snapshots
  *          and trims every scope with work, within PATCHBAY_BUNDLE_BUDGET_MS, and answers its
  *          report (`?scope=<id>` works on that scope alone). Set the function's timeout above the

@@ -283,7 +283,13 @@ describe('the scheduled functions with OIDC checks on', () => {
     expect(ok.status).toBe(200);
     expect(ok.json).toEqual(
       target === 'sweep'
-        ? { published: 0, deleted: 0, claims: { checked: 0, succeeded: 0, timedOut: 0, removed: 0 }, sessions: { timedOut: 0, finished: 0, purged: 0 } }
+        ? {
+            published: 0,
+            deleted: 0,
+            claims: { checked: 0, succeeded: 0, timedOut: 0, removed: 0 },
+            sessions: { timedOut: 0, finished: 0, purged: 0 },
+            uploads: 0,
+          }
         : expect.objectContaining({ failed: [] }),
     );
     const other = target === 'sweep' ? 'bundle' : 'sweep';

@@ -17,7 +17,7 @@ import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Head } from '../ports/index.js';
-import { SCOPE_ID } from '../protocol.js';
+import { DOMAIN, SCOPE_ID } from '../protocol.js';
 import type { Sessions } from '../sessions/sessions.js';
 import type { Uploads } from '../uploads/uploads.js';
 import type { Auth, User } from './auth.js';
@@ -63,14 +63,43 @@ export interface Ctx {
   log: { scope?: string; ii?: number };
 }
 
+/** Path parameter `i`, percent-decoded ('' when it does not decode: every pattern refuses it). */
+export function pathParam(ctx: Ctx, i: number): string {
+  try {
+    return decodeURIComponent(ctx.params[i] as string);
+  } catch {
+    return '';
+  }
+}
+
+/** Path parameter `i`, decoded; 400 `invalid_request` naming `name` when it breaks `pattern`. */
+export function checkedParam(ctx: Ctx, i: number, name: string, pattern: RegExp, message: string): string {
+  const v = pathParam(ctx, i);
+  if (!pattern.test(v)) throw new PatchbayError('invalid_request', message, { issues: [{ path: [name], message }] });
+  return v;
+}
+
+/** The `{domain}` parameter (the first of the path), checked. */
+export function domainParam(ctx: Ctx): string {
+  return checkedParam(ctx, 0, 'domain', DOMAIN, 'a domain is a lower-case host name, optionally with :port');
+}
+
+/**
+ * The caller, if it administers `domain` (as the Domains cache says); 403 `forbidden` otherwise,
+ * for a domain nobody claimed too. A service identity is never an admin, whatever a list says:
+ * a leaked worker token must not manage its domain.
+ */
+export async function domainAdmin(ctx: Ctx, domain: string): Promise<User> {
+  const u = await user(ctx);
+  if (u.kind === 'service' || !(await ctx.deps.domains.isAdmin(domain, u.id))) {
+    throw new PatchbayError('forbidden', `only an admin of ${domain} may do this`, { domain });
+  }
+  return u;
+}
+
 /** The `{id}` parameter, decoded and checked; recorded for the request log. */
 export function scopeId(ctx: Ctx): string {
-  let id: string;
-  try {
-    id = decodeURIComponent(ctx.params[0] as string);
-  } catch {
-    id = '';
-  }
+  const id = pathParam(ctx, 0);
   if (!SCOPE_ID.test(id)) {
     throw new PatchbayError('invalid_request', 'a scope id matches [A-Za-z0-9_.:-]{1,128}', { issues: [{ path: ['id'], message: 'invalid scope id' }] });
   }

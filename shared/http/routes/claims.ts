@@ -9,18 +9,9 @@
  * claims a domain. The token is in the response body only, never in the request log.
  */
 import { isAnonymous } from '../auth.js';
-import { type Ctx, user } from '../context.js';
+import { type Ctx, pathParam, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
-
-/** The `{domain}` parameter, decoded (claims.ts checks it). */
-function domainParam(ctx: Ctx): string {
-  try {
-    return decodeURIComponent(ctx.params[0] as string);
-  } catch {
-    return '';
-  }
-}
 
 export const claimRoutes: Route<Ctx>[] = [
   {
@@ -28,7 +19,7 @@ export const claimRoutes: Route<Ctx>[] = [
     path: '/v1/domains/{domain}/claim',
     name: 'claims.start',
     run: async (ctx) => {
-      const domain = domainParam(ctx);
+      const domain = pathParam(ctx, 0); // shared/domains/claims.ts checks it (stricter than DOMAIN)
       const u = await user(ctx);
       ctx.deps.claims.checkDomain(domain); // before the rate: a malformed request spends no token
       await ctx.deps.limits.claim(u.id);
@@ -41,7 +32,7 @@ export const claimRoutes: Route<Ctx>[] = [
     path: '/v1/domains/{domain}/claim',
     name: 'claims.get',
     run: async (ctx) => {
-      const domain = domainParam(ctx);
+      const domain = pathParam(ctx, 0); // shared/domains/claims.ts checks it (stricter than DOMAIN)
       const u = await user(ctx);
       sendJson(ctx.res, 200, ctx.deps.claims.view(await ctx.deps.claims.get(domain, u.id)));
     },

@@ -11,32 +11,17 @@
  */
 import { reportId } from '../../domains/apply.js';
 import { PatchbayError } from '../../errors.js';
-import { DOMAIN } from '../../protocol.js';
 import { contentType, readRaw } from '../body.js';
-import { type Ctx, parseIndex, user } from '../context.js';
+import { type Ctx, domainAdmin, domainParam, parseIndex, pathParam } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 
 const TEXT_TYPES = new Set(['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'application/json', 'text/plain']);
 
-/** The `{domain}` parameter, checked. */
-export function domainParam(ctx: Ctx): string {
-  let d = '';
-  try {
-    d = decodeURIComponent(ctx.params[0] as string);
-  } catch {}
-  if (!DOMAIN.test(d))
-    throw new PatchbayError('invalid_request', 'not a domain', {
-      issues: [{ path: ['domain'], message: 'must be a lower-case host name, optionally with :port' }],
-    });
-  return d;
-}
-
 /** The caller, if it administers the domain in the path (anyone else: 403 `forbidden`). */
 export async function admin(ctx: Ctx): Promise<{ domain: string; userId: string }> {
   const domain = domainParam(ctx);
-  const u = await user(ctx);
-  await ctx.deps.domains.checkAdmin(domain, u.id);
+  const u = await domainAdmin(ctx, domain);
   return { domain, userId: u.id };
 }
 
@@ -87,7 +72,7 @@ export const configRoutes: Route<Ctx>[] = [
     name: 'config.version',
     run: async (ctx) => {
       const { domain } = await admin(ctx);
-      const n = parseIndex(decodeURIComponent(ctx.params[1] as string), 'version');
+      const n = parseIndex(pathParam(ctx, 1), 'version');
       const v = await ctx.deps.domainConfigs.version(domain, n);
       if (!v) throw new PatchbayError('not_found', `${domain} has no configuration version ${n}`, { domain, version: n });
       sendJson(ctx.res, 200, { domain, ...v, report: reportId(domain, n) });

@@ -18,39 +18,14 @@
 
 import { serviceUser } from '../../engine/access.js';
 import { PatchbayError } from '../../errors.js';
-import { DOMAIN, domainOriginsSchema, serviceTokenRequestSchema } from '../../protocol.js';
-import type { User } from '../auth.js';
+import { domainOriginsSchema, serviceTokenRequestSchema } from '../../protocol.js';
 import { readBody } from '../body.js';
-import { type Ctx, user } from '../context.js';
+import { type Ctx, checkedParam, domainAdmin, domainParam } from '../context.js';
 import { originDomain } from '../cors.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 
 const TOKEN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
-function param(ctx: Ctx, i: number, name: string, pattern: RegExp, message: string): string {
-  let v: string;
-  try {
-    v = decodeURIComponent(ctx.params[i] as string);
-  } catch {
-    v = '';
-  }
-  if (!pattern.test(v)) throw new PatchbayError('invalid_request', message, { issues: [{ path: [name], message }] });
-  return v;
-}
-
-const domainParam = (ctx: Ctx) => param(ctx, 0, 'domain', DOMAIN, 'a domain is a lower-case host name, optionally with :port');
-
-function refuse(domain: string): PatchbayError {
-  return new PatchbayError('forbidden', `only an admin of ${domain} may do this`, { domain });
-}
-
-/** The caller, if it administers `domain` (as the Domains cache says); 403 `forbidden` otherwise. */
-async function admin(ctx: Ctx, domain: string): Promise<User> {
-  const u = await user(ctx);
-  if (u.kind === 'service' || !(await ctx.deps.domains.isAdmin(domain, u.id))) throw refuse(domain);
-  return u;
-}
 
 /** The origins to store: each an origin of `domain`'s host (so at most two), deduplicated in order. */
 function checkOrigins(domain: string, origins: string[]): string[] {
@@ -71,7 +46,7 @@ export const domainRoutes: Route<Ctx>[] = [
     name: 'domains.get',
     run: async (ctx) => {
       const domain = domainParam(ctx);
-      await admin(ctx, domain);
+      await domainAdmin(ctx, domain);
       sendJson(ctx.res, 200, await ctx.deps.domains.get(domain));
     },
   },
@@ -81,13 +56,13 @@ export const domainRoutes: Route<Ctx>[] = [
     name: 'domains.origins',
     run: async (ctx) => {
       const domain = domainParam(ctx);
-      const u = await admin(ctx, domain);
+      const u = await domainAdmin(ctx, domain);
       const req = await readBody(ctx.req, domainOriginsSchema, ctx.deps.config);
       const origins = checkOrigins(domain, req.origins);
       await ctx.deps.limits.write(u.id, 0, true); // a write's rate; it stores no state bytes
       // Checked again against the record being replaced: an admin removed meanwhile changes nothing.
       const stored = await ctx.deps.domains.update(domain, (current) => {
-        if (!current?.admins.includes(u.id)) throw refuse(domain);
+        if (!current?.admins.includes(u.id)) throw new PatchbayError('forbidden', `only an admin of ${domain} may do this`, { domain });
         return { origins };
       });
       sendJson(ctx.res, 200, stored);
@@ -99,7 +74,7 @@ export const domainRoutes: Route<Ctx>[] = [
     name: 'domains.tokens.create',
     run: async (ctx) => {
       const domain = domainParam(ctx);
-      const u = await admin(ctx, domain);
+      const u = await domainAdmin(ctx, domain);
       const req = await readBody(ctx.req, serviceTokenRequestSchema, ctx.deps.config);
       await ctx.deps.limits.mintServiceToken(u.id);
       const record = await ctx.deps.serviceTokens.create(domain, u.id, req);
@@ -113,7 +88,7 @@ export const domainRoutes: Route<Ctx>[] = [
     name: 'domains.tokens.list',
     run: async (ctx) => {
       const domain = domainParam(ctx);
-      const u = await admin(ctx, domain);
+      const u = await domainAdmin(ctx, domain);
       await ctx.deps.limits.list(u.id);
       sendJson(ctx.res, 200, { tokens: await ctx.deps.serviceTokens.list(domain) });
     },
@@ -124,8 +99,8 @@ export const domainRoutes: Route<Ctx>[] = [
     name: 'domains.tokens.revoke',
     run: async (ctx) => {
       const domain = domainParam(ctx);
-      const u = await admin(ctx, domain);
-      const id = param(ctx, 1, 'id', TOKEN_ID, 'a service token id is a lower-case UUID');
+      const u = await domainAdmin(ctx, domain);
+      const id = checkedParam(ctx, 1, 'id', TOKEN_ID, 'a service token id is a lower-case UUID');
       await ctx.deps.limits.write(u.id, 0, true);
       await ctx.deps.serviceTokens.revoke(domain, id);
       ctx.res.writeHead(204);

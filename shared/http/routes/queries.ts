@@ -16,10 +16,9 @@
 import { z } from 'zod';
 import { PatchbayError } from '../../errors.js';
 import { readBody } from '../body.js';
-import { type Ctx, user } from '../context.js';
+import { type Ctx, domainParam, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
-import { domainParam } from './config.js';
 
 const QUERY_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 

@@ -18,7 +18,7 @@ import type { Json } from '../../json.js';
 import { jsonValue, patchSchema, SCOPE_ID } from '../../protocol.js';
 import { MAX_INFO_BYTES, MAX_REASON, sessionView } from '../../sessions/sessions.js';
 import { readBody } from '../body.js';
-import { type Ctx, readableHead, user } from '../context.js';
+import { type Ctx, checkedParam, readableHead, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 
@@ -29,14 +29,7 @@ const closeSchema = z.strictObject({
 const guaranteeSchema = z.strictObject({ scope: z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}'), patch: patchSchema });
 
 /** A path parameter, decoded (400 when it does not decode or breaks `re`). */
-function param(ctx: Ctx, i: number, name: string, re: RegExp): string {
-  let v = '';
-  try {
-    v = decodeURIComponent(ctx.params[i] as string);
-  } catch {}
-  if (!re.test(v)) throw new PatchbayError('invalid_request', `not a ${name}`, { issues: [{ path: [name], message: `must match ${re.source}` }] });
-  return v;
-}
+const param = (ctx: Ctx, i: number, name: string, re: RegExp): string => checkedParam(ctx, i, name, re, `must match ${re.source}`);
 const SESSION_PARAM = /^[A-Za-z0-9_.:-]{1,128}$/;
 const GUARANTEE_PARAM = /^g_[0-9a-f]{16}$/;
 

@@ -38,6 +38,8 @@ import { startServer, type TestServer, tempDir } from './helpers/server.js';
 const PROJECT = 'pb-test-project';
 const REGION = 'europe-west1';
 const TOKEN = 'upstash-token-do-not-print-7f3a';
+const UPSTASH_URL = 'https://eu1-test.upstash.io';
+const MIRROR_URL = 'postgres://mirror:pg-password-do-not-print-51c2@10.0.0.5:5432/mirror';
 const BASE = ['--project', PROJECT, '--region', REGION];
 
 const dirs: string[] = [];
@@ -53,8 +55,9 @@ beforeAll(async () => {
     envFile,
     [
       '# a deployment of the tests',
-      'UPSTASH_REDIS_REST_URL=https://eu1-test.upstash.io',
+      `UPSTASH_REDIS_REST_URL=${UPSTASH_URL}`,
       `UPSTASH_REDIS_REST_TOKEN=${TOKEN}`,
+      `PATCHBAY_MIRROR_URL=${MIRROR_URL}`,
       'PATCHBAY_CORS_ORIGINS=https://app.example.com,https://admin.example.com',
       'PATCHBAY_MAX_OPS=500',
       '',
@@ -110,7 +113,8 @@ const write = (dir: string, state: FakeState) => writeFileSync(join(dir, 'state.
 /** The state without what differs between equivalent deployments (generated secret values). */
 function comparable(state: FakeState): FakeState {
   const s = structuredClone(state);
-  for (const secret of Object.values(s.secrets) as Array<{ versions: string[] }>) secret.versions = secret.versions.map((v) => (v === TOKEN ? v : 'generated'));
+  for (const secret of Object.values(s.secrets) as Array<{ versions: string[] }>)
+    secret.versions = secret.versions.map((v) => ([TOKEN, MIRROR_URL, UPSTASH_URL].includes(v) ? v : 'generated'));
   return s;
 }
 
@@ -174,7 +178,13 @@ describe('deploy against a simulated gcloud', () => {
     });
     expect(Object.keys(api.environmentVariables)).not.toContain('UPSTASH_REDIS_REST_TOKEN');
     expect(Object.keys(api.environmentVariables)).not.toContain('PATCHBAY_JWT_SECRET');
-    expect(api.secretEnvironmentVariables.map((s: { key: string }) => s.key).sort()).toEqual(['PATCHBAY_JWT_SECRET', 'UPSTASH_REDIS_REST_TOKEN']);
+    for (const name of ['UPSTASH_REDIS_REST_URL', 'PATCHBAY_MIRROR_URL']) expect(Object.keys(api.environmentVariables)).not.toContain(name);
+    expect(api.secretEnvironmentVariables.map((s: { key: string }) => s.key).sort()).toEqual([
+      'PATCHBAY_JWT_SECRET',
+      'PATCHBAY_MIRROR_URL',
+      'UPSTASH_REDIS_REST_TOKEN',
+      'UPSTASH_REDIS_REST_URL',
+    ]);
     expect(state.functions.bundle.serviceConfig.serviceAccountEmail).toBe(`patchbay-bundler@${PROJECT}.iam.gserviceaccount.com`);
     // The configuration applier's subscription carries only report scopes (APPLY_FILTER); the others every message.
     expect(state.subscriptions['patchbay-push-config-apply'].filter).toBe('hasPrefix(attributes.scope, "sys:config:")');
@@ -196,7 +206,41 @@ describe('deploy against a simulated gcloud', () => {
       serviceAccountEmail: `patchbay-invoker@${PROJECT}.iam.gserviceaccount.com`,
       audience: `https://${REGION}-${PROJECT}.cloudfunctions.net/sweep`,
     });
-    expect(state.buckets[`${PROJECT}-patchbay`].cors_config[0].origin).toEqual(['https://app.example.com', 'https://admin.example.com']);
+    // Browser uploads: the CORS a signed PUT's preflight needs, and the finalize notification pushed to push/uploads.
+    expect(state.buckets[`${PROJECT}-patchbay`].cors_config).toEqual([
+      {
+        origin: ['https://app.example.com', 'https://admin.example.com'],
+        method: ['GET', 'HEAD', 'PUT'],
+        responseHeader: ['Content-Type', 'Content-MD5', 'x-goog-content-length-range'],
+        maxAgeSeconds: 3600,
+      },
+    ]);
+    expect(state.notifications[`${PROJECT}-patchbay`]).toEqual([
+      expect.objectContaining({
+        topic: `//pubsub.googleapis.com/projects/${PROJECT}/topics/patchbay-patches-uploads`,
+        event_types: ['OBJECT_FINALIZE'],
+        payload_format: 'JSON_API_V1',
+        object_name_prefix: 'uploads/',
+      }),
+    ]);
+    expect(state.policies['pubsub topics/patchbay-patches-uploads'].bindings).toEqual([
+      { role: 'roles/pubsub.publisher', members: ['serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com'] },
+    ]);
+    expect(state.subscriptions['patchbay-push-uploads']).toMatchObject({
+      topic: `projects/${PROJECT}/topics/patchbay-patches-uploads`,
+      pushConfig: {
+        pushEndpoint: `https://${REGION}-${PROJECT}.cloudfunctions.net/push/uploads`,
+        oidcToken: { audience: `https://${REGION}-${PROJECT}.cloudfunctions.net/push/uploads` },
+      },
+      deadLetterPolicy: { deadLetterTopic: `projects/${PROJECT}/topics/patchbay-patches-dead-letters`, maxDeliveryAttempts: 20 },
+    });
+    expect(state.subscriptions['patchbay-push-uploads'].enableMessageOrdering).toBeUndefined();
+    expect(Object.keys(state.subscriptions).sort()).toEqual([
+      'patchbay-push-config-apply',
+      'patchbay-push-mirror',
+      'patchbay-push-uploads',
+      'patchbay-push-webhooks',
+    ]);
     expect(state.policies['run services/api'].bindings).toEqual([{ role: 'roles/run.invoker', members: ['allUsers'] }]);
     expect(state.policies['run services/push'].bindings).toEqual([
       { role: 'roles/run.invoker', members: [`serviceAccount:patchbay-invoker@${PROJECT}.iam.gserviceaccount.com`] },
@@ -210,8 +254,10 @@ describe('deploy against a simulated gcloud', () => {
     expect(state.secrets['patchbay-upstash-token'].versions).toEqual([TOKEN]);
     const jwt = state.secrets['patchbay-jwt-secret'].versions[0] as string;
     expect(jwt.length).toBeGreaterThanOrEqual(64);
+    expect(state.secrets['patchbay-mirror-url'].versions).toEqual([MIRROR_URL]);
     for (const text of [first.out, first.err, clean.second.out, JSON.stringify(made)]) {
       expect(text).not.toContain(TOKEN);
+      expect(text).not.toContain('pg-password-do-not-print');
       expect(text).not.toContain(jwt);
     }
   });
@@ -316,8 +362,13 @@ describe('deploy against a simulated gcloud', () => {
         .sort(),
     ).toEqual(['pubsub subscriptions delete patchbay-push-webhooks', 'pubsub topics delete patchbay-old'].sort());
     const after = readState(dir);
-    expect(Object.keys(after.topics).sort()).toEqual(['patchbay-patches', 'patchbay-patches-dead-letters', 'someone-elses']);
-    expect(Object.keys(after.subscriptions).sort()).toEqual(['patchbay-push-config-apply', 'patchbay-push-mirror', 'patchbay-sse-instance1']);
+    expect(Object.keys(after.topics).sort()).toEqual(['patchbay-patches', 'patchbay-patches-dead-letters', 'patchbay-patches-uploads', 'someone-elses']);
+    expect(Object.keys(after.subscriptions).sort()).toEqual([
+      'patchbay-push-config-apply',
+      'patchbay-push-mirror',
+      'patchbay-push-uploads',
+      'patchbay-sse-instance1',
+    ]);
     expect(Object.keys(after.jobs).sort()).toEqual(['patchbay-bundle', 'patchbay-sweep', 'their-job']);
 
     // Without --prune, an unwanted resource is only reported by --check.
@@ -343,6 +394,7 @@ describe('deploy against a simulated gcloud', () => {
     // Kept: the data (Firestore, the bucket) and the APIs.
     expect(Object.keys(after.databases)).toEqual(['(default)']);
     expect(Object.keys(after.buckets)).toEqual([`${PROJECT}-patchbay`]);
+    expect(after.notifications[`${PROJECT}-patchbay`]).toEqual([]); // the bucket stays; its notification to a deleted topic goes
     expect(Object.keys(after.services).length).toBe(Object.keys(clean.state.services).length);
     const made = calls(dir).length;
     const again = await deploy(dir, ['destroy', '--yes']);
@@ -363,11 +415,32 @@ describe('deploy against a simulated gcloud', () => {
       'PATCHBAY_MAXOPS is not a setting',
       'FIRESTORE_EMULATOR_HOST is for local development only',
       'DEPLOY_RUNTIME="nodejs18"',
-      'UPSTASH_REDIS_REST_URL must be set',
     ])
       expect(text).toContain(name);
     expect(await main(['--region', REGION], { env: fakeEnv(dir), err: () => {}, out: () => {} })).toBe(2);
     expect(readState(dir).services).toEqual({});
+  });
+
+  it('without a mirror database there is no mirror subscription nor secret; a first deploy without the Upstash URL stops naming it', async () => {
+    const d = tempDir('patchbay-deploy-env-');
+    dirs.push(d);
+    const bare = join(d, 'bare.env');
+    writeFileSync(bare, `UPSTASH_REDIS_REST_TOKEN=${TOKEN}\n`);
+    const dir = newState();
+    const out: string[] = [];
+    const io = { env: fakeEnv(dir), runner: inProcessRunner(fakeEnv(dir)), out: (l: string) => out.push(l), err: (l: string) => out.push(l) };
+    const plan = await main([...BASE, '--env', bare, '--plan'], io);
+    expect(plan, out.join('\n')).toBe(0);
+    expect(out.join('\n')).not.toContain('patchbay-push-mirror');
+    expect(out.join('\n')).not.toContain('patchbay-mirror-url');
+    expect(out.join('\n')).toContain('create  subscription patchbay-push-webhooks');
+    out.length = 0;
+    const code = await main([...BASE, '--env', bare, '--no-smoke'], io);
+    expect(code).toBe(2);
+    expect(out.join('\n')).toContain('secret patchbay-upstash-url does not exist yet: set UPSTASH_REDIS_REST_URL in the env file');
+    // Stopped at that secret: what came before it is there, nothing after it.
+    expect(readState(dir).secrets['patchbay-upstash-url']).toBeUndefined();
+    expect(readState(dir).functions).toEqual({});
   });
 
   it('a blocked change (a subscription without ordering) is reported and not forced', async () => {

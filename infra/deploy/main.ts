@@ -162,6 +162,10 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
       err(`deploy: ${e.message}\nnothing after this step was done; fix the cause and run the same command again`);
       return 1;
     }
+    if (e instanceof SettingsError) {
+      err(`deploy: ${e.message}\nnothing after this step was done; fix the env file and run the same command again`);
+      return 2;
+    }
     throw e;
   }
 }

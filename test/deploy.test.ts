@@ -134,7 +134,7 @@ describe('deploy against a simulated gcloud', () => {
     const { first, calls: made, state } = clean;
     expect(first.code, first.err).toBe(0);
     // Field settings exist from the start (indexed): they are updated, never created.
-    expect(first.out).toMatch(/done: \d+ created, 2 updated, 0 deleted/);
+    expect(first.out).toMatch(/done: \d+ created, 5 updated, 0 deleted/); // and the 3 TTL policies
     expect(first.out).toContain('smoke: GET /healthz ok');
     expect(first.out).toMatch(/smoke: patch round trip ok \(scope patchbay-smoke-\d+, ii 1\)/);
     const at = (pred: (c: string[]) => boolean, what: string) => {
@@ -247,6 +247,12 @@ describe('deploy against a simulated gcloud', () => {
     ]);
     expect(Object.values(state.indexes).map((i) => (i as { group: string }).group)).toEqual(['scopes', 'scopes', 'scopes']);
     expect(state.fields['(default)/log.patch']).toEqual({ indexConfig: {} });
+    // TTL backstops on the record kinds that expire (their records carry expireAt: shared/ports/records.ts).
+    expect(state.ttls).toEqual({
+      '(default)/session': { field: 'expireAt' },
+      '(default)/claim': { field: 'expireAt' },
+      '(default)/webhook-attempts': { field: 'expireAt' },
+    });
   });
 
   it('secret values go to Secret Manager on stdin and are never printed', () => {
@@ -315,6 +321,7 @@ describe('deploy against a simulated gcloud', () => {
     delete drifted.policies['pubsub subscriptions/patchbay-push-webhooks']; // its IAM policy goes with it
     drifted.functions.push.serviceConfig.environmentVariables.PATCHBAY_MAX_OPS = '5';
     delete drifted.jobs['patchbay-sweep'];
+    delete drifted.ttls['(default)/session'];
     write(dir, drifted);
     const check = await deploy(dir, ['--check']);
     expect(check.code).toBe(3);
@@ -322,13 +329,15 @@ describe('deploy against a simulated gcloud', () => {
     expect(check.out).toMatch(/drift: differs function push: env .*"PATCHBAY_MAX_OPS":"5".* -> .*"PATCHBAY_MAX_OPS":"500"/);
     expect(check.out).toContain('drift: missing scheduler-job patchbay-sweep');
     expect(check.out).toContain('drift: missing binding subscription/patchbay-push-webhooks/roles/pubsub.subscriber/');
-    expect(check.out).toContain('check: 4 differences');
+    expect(check.out).toContain('drift: differs firestore-ttl session.expireAt: enabled false -> true');
+    expect(check.out).toContain('check: 5 differences');
     expect(calls(dir)).toEqual([]);
 
     // A deploy repairs exactly that.
     const fix = await deploy(dir, ['--no-smoke']);
     expect(fix.code, fix.err).toBe(0);
     expect(calls(dir).map((c) => c.slice(0, 4).join(' '))).toEqual([
+      'firestore fields ttls update',
       'functions deploy push --gen2',
       'pubsub subscriptions create patchbay-push-webhooks',
       'pubsub subscriptions add-iam-policy-binding patchbay-push-webhooks',

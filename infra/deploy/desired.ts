@@ -9,13 +9,17 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { CLAIM_KIND } from '../../shared/domains/claims.js';
 import { BUILT_IN_CONSUMERS } from '../../shared/domains/consumers.js';
 import { MIRROR_CONSUMER } from '../../shared/domains/mirror-step.js';
+import { ATTEMPTS_KIND } from '../../shared/domains/webhook-records.js';
+import { RECORD_TTL_FIELD } from '../../shared/ports/records.js';
+import { SESSION_KIND } from '../../shared/sessions/sessions.js';
 import { UPLOAD_PREFIX } from '../../shared/uploads/rules.js';
 import { objectKey, UPLOADS_PUSH } from '../../shared/uploads/uploads.js';
 import { type BindingProps, bindingName, type TargetType } from './kinds/bindings.js';
 import type { BucketProps } from './kinds/bucket.js';
-import type { DatabaseProps, FieldProps, IndexField, IndexProps } from './kinds/firestore.js';
+import type { DatabaseProps, FieldProps, IndexField, IndexProps, TtlProps } from './kinds/firestore.js';
 import { indexName } from './kinds/firestore.js';
 import type { FunctionProps } from './kinds/functions.js';
 import { type NotificationProps, notificationName, uploadsTopic } from './kinds/notifications.js';
@@ -51,6 +55,16 @@ const APIS: Record<string, string> = {
 };
 
 /** The files whose contents make up the functions' source hash. */
+/**
+ * The record kinds whose records are put with an expiry (PutOptions.expireAt), each with why it
+ * expires: each gets a TTL policy on its collection group, a backstop to the sweep that deletes them.
+ */
+export const EXPIRING_RECORD_KINDS: Record<string, string> = {
+  [SESSION_KIND]: 'closed sessions (the sweep deletes them an hour after they close)',
+  [CLAIM_KIND]: 'finished domain claims (the sweep deletes them a day after)',
+  [ATTEMPTS_KIND]: "a webhook delivery's failed attempts, once Pub/Sub stopped redelivering it",
+};
+
 /** The headers a signed upload PUT carries (shared/adapters/google/gcs-files.ts): the bucket's CORS allows them. */
 export const UPLOAD_HEADERS = ['Content-Type', 'Content-MD5', 'x-goog-content-length-range'] as const;
 
@@ -128,6 +142,10 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
   for (const f of file.fieldOverrides) {
     const p: FieldProps = { database: config.firestoreDatabase, collectionGroup: group(f.collectionGroup), field: f.fieldPath, indexed: f.indexes.length > 0 };
     add('firestore-field', `${p.collectionGroup}.${p.field}`, p, [db], 'large JSON text, never queried: no index entries to pay for');
+  }
+  for (const [kind, why] of Object.entries(EXPIRING_RECORD_KINDS)) {
+    const p: TtlProps = { database: config.firestoreDatabase, collectionGroup: kind, field: RECORD_TTL_FIELD, enabled: true };
+    add('firestore-ttl', `${kind}.${RECORD_TTL_FIELD}`, p, [db], `expires ${why}`);
   }
   // Both runtimes read and write the ledger (the bundler moves cold pointers and trims the log).
   bind('project', project, 'roles/datastore.user', member(accounts.api), [apiSa, db], 'api: the ledger');

@@ -3,7 +3,7 @@ import type { Kind } from '../model.js';
 import { apis } from './apis.js';
 import { bindings } from './bindings.js';
 import { bucket } from './bucket.js';
-import { database, fields, indexes } from './firestore.js';
+import { database, fields, indexes, ttls } from './firestore.js';
 import { functions } from './functions.js';
 import { notifications } from './notifications.js';
 import { subscriptions, topics } from './pubsub.js';
@@ -17,6 +17,7 @@ export const KINDS = [
   database,
   indexes,
   fields,
+  ttls,
   topics,
   bucket,
   notifications,

@@ -40,6 +40,7 @@ const emptyState = () => ({
   databases: {},
   indexes: {},
   fields: {},
+  ttls: {},
   topics: {},
   subscriptions: {},
   buckets: {},
@@ -297,6 +298,31 @@ function handle(command, pos, flags, state, stdin, env) {
       const key = `${flags.database}/${flags['collection-group']}.${pos[0]}`;
       if (flags['disable-indexes']) state.fields[key] = { indexConfig: {} };
       if (flags['clear-exemption']) delete state.fields[key];
+      return;
+    }
+    case 'firestore fields ttls list': {
+      need(state.databases, flags.database, 'database');
+      const t = state.ttls?.[`${flags.database}/${flags['collection-group']}`];
+      return t
+        ? [
+            {
+              name: `projects/${P}/databases/${flags.database}/collectionGroups/${flags['collection-group']}/fields/${t.field}`,
+              ttlConfig: { state: 'ACTIVE' },
+            },
+          ]
+        : [];
+    }
+    case 'firestore fields ttls update': {
+      need(state.databases, flags.database, 'database');
+      const key = `${flags.database}/${flags['collection-group']}`;
+      state.ttls ??= {};
+      if (flags['enable-ttl']) {
+        // Firestore allows one TTL field per collection group.
+        if (state.ttls[key] && state.ttls[key].field !== pos[0])
+          throw new Exit(1, `FAILED_PRECONDITION: ${key} already has the TTL field ${state.ttls[key].field}`);
+        state.ttls[key] = { field: pos[0] };
+      }
+      if (flags['disable-ttl']) delete state.ttls[key];
       return;
     }
     case 'pubsub topics list':

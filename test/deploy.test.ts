@@ -130,13 +130,16 @@ describe('deploy against a simulated gcloud', () => {
     clean = { dir, state: readState(dir), calls: afterFirst, first, second };
   });
 
-  it('a first run creates everything, in dependency order, and ends with the smoke test', () => {
+  it('a first run creates everything, in dependency order, and ends with the smoke test', async () => {
     const { first, calls: made, state } = clean;
     expect(first.code, first.err).toBe(0);
     // Field settings exist from the start (indexed): they are updated, never created.
     expect(first.out).toMatch(/done: \d+ created, 5 updated, 0 deleted/); // and the 3 TTL policies
     expect(first.out).toContain('smoke: GET /healthz ok');
-    expect(first.out).toMatch(/smoke: patch round trip ok \(scope patchbay-smoke-\d+, ii 1\)/);
+    expect(first.out).toMatch(/smoke: patch round trip ok \(scope patchbay-smoke-\d+, ii 1, deleted\)/);
+    // The scope it made is gone again.
+    const smokeId = /scope (patchbay-smoke-\d+)/.exec(first.out)?.[1] as string;
+    await expect(server.app.engine.getScope(smokeId)).rejects.toMatchObject({ code: expect.stringMatching(/^scope_(not_found|deleted)$/) });
     const at = (pred: (c: string[]) => boolean, what: string) => {
       const i = made.findIndex(pred);
       expect(i, what).toBeGreaterThanOrEqual(0);

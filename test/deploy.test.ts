@@ -17,6 +17,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnRunner } from '../infra/deploy/gcloud.js';
 import { FUNCTION_NAMES } from '../infra/deploy/kinds/functions.js';
 import { type MainIO, main } from '../infra/deploy/main.js';
+import { adaptersFor } from '../shared/app.js';
+import { SERVICE_TOKEN_KIND } from '../shared/domains/service-tokens.js';
+import { createLogger } from '../shared/log.js';
+import type { RecordStore } from '../shared/ports/records.js';
 import {
   calls,
   checkFlags,
@@ -33,23 +37,30 @@ import {
   stateDir,
 } from './helpers/fake-gcloud/index.js';
 import { hasTool } from './helpers/proc.js';
-import { startServer, type TestServer, tempDir } from './helpers/server.js';
+import { startServer, type TestServer, tempDir, testConfig } from './helpers/server.js';
 
 const PROJECT = 'pb-test-project';
 const REGION = 'europe-west1';
 const TOKEN = 'upstash-token-do-not-print-7f3a';
 const UPSTASH_URL = 'https://eu1-test.upstash.io';
+/** The deployment's JWT key: the env file gives it, so the local server the smoke test calls shares it. */
+const JWT_KEY = 'jwt-key-of-the-test-deployment-do-not-print-4e1b0c';
 const MIRROR_URL = 'postgres://mirror:pg-password-do-not-print-51c2@10.0.0.5:5432/mirror';
 const BASE = ['--project', PROJECT, '--region', REGION];
 
 const dirs: string[] = [];
 let server: TestServer;
+let records: RecordStore;
 let envFile: string;
 
 beforeAll(async () => {
-  server = await startServer();
   const d = tempDir('patchbay-deploy-env-');
   dirs.push(d);
+  // The server the smoke test calls, and the record store the deploy mints its service token in: the same.
+  const config = testConfig({ jwtSecret: JWT_KEY, dataDir: join(d, 'data') });
+  const adapters = await adaptersFor(config, createLogger('off'));
+  records = adapters.records;
+  server = await startServer({ jwtSecret: JWT_KEY, dataDir: config.dataDir }, adapters);
   envFile = join(d, 'test.env');
   writeFileSync(
     envFile,
@@ -58,6 +69,7 @@ beforeAll(async () => {
       `UPSTASH_REDIS_REST_URL=${UPSTASH_URL}`,
       `UPSTASH_REDIS_REST_TOKEN=${TOKEN}`,
       `PATCHBAY_MIRROR_URL=${MIRROR_URL}`,
+      `PATCHBAY_JWT_SECRET=${JWT_KEY}`,
       'PATCHBAY_CORS_ORIGINS=https://app.example.com,https://admin.example.com',
       'PATCHBAY_MAX_OPS=500',
       '',
@@ -101,7 +113,9 @@ async function deploy(
     err: (l) => err.push(l),
     runner: opts.spawn ? spawnRunner(env) : inProcessRunner(env),
     consumers: opts.consumers ?? ['config-apply', 'mirror', 'webhooks'],
-    smoke: { attempts: 1, delayMs: 0 },
+    // Two tries: a keep-alive connection the server closed while a long test left it idle fails the first fetch.
+    smoke: { attempts: 2, delayMs: 0 },
+    records,
     confirm: async () => false,
     ...(opts.io ?? {}),
   });
@@ -114,7 +128,7 @@ const write = (dir: string, state: FakeState) => writeFileSync(join(dir, 'state.
 function comparable(state: FakeState): FakeState {
   const s = structuredClone(state);
   for (const secret of Object.values(s.secrets) as Array<{ versions: string[] }>)
-    secret.versions = secret.versions.map((v) => ([TOKEN, MIRROR_URL, UPSTASH_URL].includes(v) ? v : 'generated'));
+    secret.versions = secret.versions.map((v) => ([TOKEN, MIRROR_URL, UPSTASH_URL, JWT_KEY].includes(v) ? v : 'generated'));
   return s;
 }
 
@@ -136,7 +150,10 @@ describe('deploy against a simulated gcloud', () => {
     // Field settings exist from the start (indexed): they are updated, never created.
     expect(first.out).toMatch(/done: \d+ created, 5 updated, 0 deleted/); // and the 3 TTL policies
     expect(first.out).toContain('smoke: GET /healthz ok');
-    expect(first.out).toMatch(/smoke: patch round trip ok \(scope patchbay-smoke-\d+, ii 1, deleted\)/);
+    // With a service token the deploy minted for itself, revoked after: the domain keeps no live token.
+    expect(first.out).toContain('bootstrap: service token minted for the smoke test (domain default');
+    expect(first.out).toMatch(/smoke: patch round trip ok as a service token of domain default \(scope patchbay-smoke-\d+, ii 1, deleted\)/);
+    expect(await records.list(SERVICE_TOKEN_KIND, { prefix: 'default/', limit: 10 })).toEqual([]);
     // The scope it made is gone again.
     const smokeId = /scope (patchbay-smoke-\d+)/.exec(first.out)?.[1] as string;
     await expect(server.app.engine.getScope(smokeId)).rejects.toMatchObject({ code: expect.stringMatching(/^scope_(not_found|deleted)$/) });
@@ -262,11 +279,12 @@ describe('deploy against a simulated gcloud', () => {
     const { state, first, calls: made } = clean;
     expect(state.secrets['patchbay-upstash-token'].versions).toEqual([TOKEN]);
     const jwt = state.secrets['patchbay-jwt-secret'].versions[0] as string;
-    expect(jwt.length).toBeGreaterThanOrEqual(64);
+    expect(jwt).toBe(JWT_KEY);
     expect(state.secrets['patchbay-mirror-url'].versions).toEqual([MIRROR_URL]);
     for (const text of [first.out, first.err, clean.second.out, JSON.stringify(made)]) {
       expect(text).not.toContain(TOKEN);
       expect(text).not.toContain('pg-password-do-not-print');
+      expect(text).not.toMatch(/eyJ[A-Za-z0-9_-]{8,}\./); // no token (the smoke test's service token) either
       expect(text).not.toContain(jwt);
     }
   });
@@ -453,6 +471,26 @@ describe('deploy against a simulated gcloud', () => {
     // Stopped at that secret: what came before it is there, nothing after it.
     expect(readState(dir).secrets['patchbay-upstash-url']).toBeUndefined();
     expect(readState(dir).functions).toEqual({});
+  });
+
+  it('without a record store to mint a service token in, the smoke test signs in anonymously and says why', async () => {
+    const dir = newState();
+    write(dir, clean.state);
+    const broken: RecordStore = {
+      get: async () => {
+        throw new Error('Could not load the default credentials');
+      },
+      put: async () => null,
+      delete: async () => false,
+      list: async () => {
+        throw new Error('Could not load the default credentials');
+      },
+    };
+    const run = await deploy(dir, [], { io: { records: broken } });
+    expect(run.code, `${run.out}\n${run.err}`).toBe(0);
+    expect(run.out).toContain('bootstrap: no service token for the smoke test (Could not load the default credentials)');
+    expect(run.out).toMatch(/smoke: patch round trip ok as an anonymous user \(scope patchbay-smoke-\d+, ii 1, deleted\)/);
+    expect(calls(dir)).toEqual([]);
   });
 
   it('a blocked change (a subscription without ordering) is reported and not forced', async () => {

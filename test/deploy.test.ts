@@ -411,6 +411,20 @@ describe('deploy against a simulated gcloud', () => {
     const state = structuredClone(clean.state);
     state.topics['someone-elses'] = {};
     write(dir, state);
+    // Without --yes it asks first; refused, it deletes nothing.
+    let asked = 0;
+    const refused = await deploy(dir, ['destroy'], {
+      io: {
+        confirm: async (doomed) => {
+          asked = doomed.length;
+          return false;
+        },
+      },
+    });
+    expect(refused.code).toBe(0);
+    expect(asked).toBeGreaterThan(20);
+    expect(refused.out).toContain('prune: not confirmed; deleted nothing');
+    expect(calls(dir)).toEqual([]);
     const gone = await deploy(dir, ['destroy', '--yes']);
     expect(gone.code, gone.err).toBe(0);
     const after = readState(dir);

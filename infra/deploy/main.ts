@@ -162,7 +162,8 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
     let access: RecordAccess | undefined;
     let minted: MintedToken | undefined;
     try {
-      const records = io.records ?? (access = deploymentRecords(cfg)).records;
+      if (!io.records) access = deploymentRecords(cfg);
+      const records = io.records ?? (access as RecordAccess).records;
       minted = await mintDeployToken(cfg, gcloud, records, JWT_SECRET_ID);
       out(`bootstrap: service token minted for the smoke test (domain ${minted.domain}, expires in 10 minutes, revoked after)`);
     } catch (e) {

@@ -20,7 +20,8 @@ import { DEPLOY_TABLE, type DeployConfig, deployConfig, readEnvFile, SECRETS, Se
 import { smokeTest } from './smoke.js';
 
 export const HELP = `patchbay deploy: creates or updates everything a patchbay deployment needs on Google Cloud,
-with the gcloud CLI on PATH (run \`gcloud auth login\` first). Idempotent: it reads each resource,
+with the gcloud CLI on PATH (run \`gcloud auth login\` first, and \`gcloud auth application-default login\`
+for the bootstrap's own service token). Idempotent: it reads each resource,
 creates it when missing, updates it when it differs, and otherwise leaves it alone.
 
 usage: npm run deploy -- --project P --region R [--env FILE] [--plan | --check] [--prune [--yes]]

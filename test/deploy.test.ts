@@ -142,7 +142,7 @@ describe('deploy against a simulated gcloud', () => {
     const afterFirst = calls(dir);
     const second = await deploy(dir, []);
     clean = { dir, state: readState(dir), calls: afterFirst, first, second };
-  });
+  }, 300_000); // about a hundred gcloud processes: slow on a loaded machine
 
   it('a first run creates everything, in dependency order, and ends with the smoke test', async () => {
     const { first, calls: made, state } = clean;
@@ -328,7 +328,7 @@ describe('deploy against a simulated gcloud', () => {
       expect(comparable(readState(dir)), `state after a failure at step ${at} and a re-run`).toEqual(comparable(clean.state));
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 300_000); // a deploy and a re-run per mutating step
 
   it('--check finds a deleted subscription, a changed function environment variable and a missing scheduler job', async () => {
     const dir = newState();

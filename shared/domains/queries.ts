@@ -7,8 +7,8 @@
  *
  * What a caller learns: a domain without that query, or whose query does not list the caller's
  * domain, answers the same `unknown_query` (no telling which queries exist). A query marked
- * `rowsReadableOnly` is refused (`query_failed`, SQLSTATE 0A000, feature not supported) until
- * per-row access is enforced: running it unfiltered would show rows the caller may not read.
+ * `rowsReadableOnly` shows the caller only rows of scopes it may read (the mirror's row-level
+ * security, shared/mirror/sql.ts rowPolicySql).
  */
 import type { MirrorConfig } from '../config.js';
 import { PatchbayError } from '../errors.js';
@@ -36,9 +36,6 @@ export class NamedQueries {
     await this.configs.prepare?.(domain);
     const config = this.configs.get(domain)?.config;
     const prepared = prepareQuery(config?.queries ?? {}, domain, name, params, caller);
-    if (config?.queries?.[name]?.rowsReadableOnly) {
-      throw new PatchbayError('query_failed', 'rowsReadableOnly queries are not supported yet', { pgCode: '0A000' });
-    }
     if (this.mirror === null) throw new PatchbayError('unavailable', 'this deployment has no mirror to query');
     const tables = mirrorTablesOf(config);
     if (this.ensureOnUse && tables !== null) {

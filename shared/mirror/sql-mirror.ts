@@ -22,7 +22,9 @@ import {
   ident,
   indexName,
   literal,
+  ROW_POLICY,
   roleName,
+  rowPolicySql,
   SETTINGS,
   schemaName,
   upsertSql,
@@ -126,6 +128,15 @@ export class SqlMirror implements Mirror {
           `INSERT INTO ${s}.${ident(CATALOG)} (name, definition) VALUES ($1, $2::jsonb) ON CONFLICT (name) DO UPDATE SET definition = excluded.definition`,
           [name, JSON.stringify(def)],
         );
+      }
+      // Per-row access: every table gets its policy once (tables made before policies existed too).
+      const policed = new Set(
+        (await c.query('SELECT tablename FROM pg_catalog.pg_policies WHERE schemaname = $1 AND policyname = $2', [schema, ROW_POLICY])).rows.map(
+          (r) => r[0] as string,
+        ),
+      );
+      for (const name of Object.keys(wanted)) {
+        if (!policed.has(name)) for (const sql of rowPolicySql(schema, name, role)) await c.query(sql);
       }
       for (const name of catalog.keys()) {
         if (name in wanted) continue;
@@ -283,10 +294,13 @@ export class SqlMirror implements Mirror {
     const password = await this.password(schema, role);
     return this.driver.readOnly({ name: role, password }, async (c) => {
       if (!this.driver.loginRoles) await c.query(`SET LOCAL ROLE ${ident(role)}`);
-      await c.query("SELECT set_config('statement_timeout', $1, true), set_config('search_path', $2, true)", [
-        String(Math.max(1, Math.floor(limits.timeoutMs))),
-        ident(schema),
-      ]);
+      // Whose rows the tables show (their row-level security: shared/mirror/sql.ts, rowPolicySql).
+      const by = q.readableBy;
+      await c.query(
+        "SELECT set_config('statement_timeout', $1, true), set_config('search_path', $2, true), set_config('patchbay.rows', $3, true), " +
+          "set_config('patchbay.user', $4, true), set_config('patchbay.same_domain', $5, true)",
+        [String(Math.max(1, Math.floor(limits.timeoutMs))), ident(schema), by ? 'readable' : 'all', by?.user ?? '', by?.sameDomain ? 'on' : 'off'],
+      );
       // A cursor reads only what is fetched (the row cap costs nothing past it), and accepts
       // only a query (SELECT, VALUES, WITH ...), never another kind of statement.
       await c.query(`DECLARE pb_query NO SCROLL CURSOR FOR ${q.text}`, q.values);

@@ -13,6 +13,9 @@
  * - Isolation: a query runs in a read-only transaction as the domain's query role, which may read
  *   that domain's mirrored tables and nothing else patchbay created; its SQL text is fixed by the
  *   definition and every client value is a bound parameter.
+ * - Rows: a query given `readableBy` sees, in every mirrored table, only the rows of scopes that
+ *   user may read (row-level security on the query role, keyed by the `scopes` row's owner and
+ *   access); aggregates and joins see the same subset.
  * - Errors: a failing query is a PatchbayError `query_failed` carrying the SQLSTATE (`pgCode`)
  *   and never the database's message, or `query_timeout`; a database that cannot be reached is
  *   `unavailable`.
@@ -46,6 +49,13 @@ export interface EnsureReport {
 export interface PreparedQuery {
   text: string;
   values: Array<string | null>;
+  /**
+   * Per-row access (a query declared `rowsReadableOnly`): every table the query reads shows only
+   * rows of scopes `user` may read (its owner, a listed reader or writer, or let in by the scope's
+   * visibility: `domain` only when `sameDomain`, the caller acting in the scope's domain), as
+   * shared/engine/access.ts decides from the `scopes` row's owner and access. Absent: every row.
+   */
+  readableBy?: { user: string; sameDomain: boolean };
 }
 
 export interface QueryLimits {

@@ -291,6 +291,49 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       expect((await run(m, b, 'SELECT title FROM notes')).rows).toEqual([['b only']]);
     });
 
+    it('rowsReadableOnly: every table read shows only rows of scopes the caller may read (owner, listed, visibility), aggregates too', async () => {
+      const m = await make();
+      const d = fresh();
+      await m.ensure(d, NOTES);
+      const acc = (visibility: string, readers: string[] = [], writers: string[] = []) => ({ visibility, readers, writers, rev: 1 }) as never;
+      const put = (id: string, owner: string, access: unknown) =>
+        m.upsert(d, NOTES, { ...scope(id, 1, { title: id }, 'note', owner), meta: { ...scope(id, 1, {}, 'note', owner).meta, access: access as never } });
+      await put('a-own1', 'u1', acc('private'));
+      await put('b-own2', 'u2', acc('private'));
+      await put('c-read2', 'u1', acc('private', ['u2']));
+      await put('d-write2', 'u1', acc('private', [], ['u2']));
+      await put('e-public', 'u3', acc('public'));
+      await put('f-auth', 'u3', acc('authenticated'));
+      await put('g-domain', 'u3', acc('domain'));
+      await put('h-legacy', 'u3', undefined);
+      const sql = 'SELECT n.id, s.owner FROM notes n JOIN scopes s USING (id) ORDER BY n.id';
+      const as = async (requester: string, domain: string, text = sql) => {
+        const queries = namedQueriesSchema.parse({ q: { sql: text, rowsReadableOnly: true } });
+        return (await m.query(d, prepareQuery(queries, d, 'q', {}, { requester, domain }), LIMITS)).rows.map((r) => r[0]);
+      };
+      expect(await as('u1', d)).toEqual(['a-own1', 'c-read2', 'd-write2', 'e-public', 'f-auth', 'g-domain', 'h-legacy']);
+      expect(await as('u2', d)).toEqual(['b-own2', 'c-read2', 'd-write2', 'e-public', 'f-auth', 'g-domain', 'h-legacy']);
+      // From another domain (a query listing it), `domain` visibility does not let in.
+      const other = fresh();
+      const queries = namedQueriesSchema.parse({ q: { sql, rowsReadableOnly: true, domains: [other] } });
+      expect((await m.query(d, prepareQuery(queries, d, 'q', {}, { requester: 'u9', domain: other }), LIMITS)).rows.map((r) => r[0])).toEqual([
+        'e-public',
+        'f-auth',
+        'h-legacy',
+      ]);
+      // An aggregate sees the same subset; the domain's service identity reads every scope of it.
+      expect(await as('u2', d, 'SELECT count(*)::text FROM notes')).toEqual(['7']);
+      expect(await as(`domain:${d}`, d, 'SELECT count(*)::text FROM notes')).toEqual(['8']);
+      // Without rowsReadableOnly, every row.
+      expect((await run(m, d, 'SELECT count(*)::text FROM scopes')).rows).toEqual([['8']]);
+      // A caller can neither name itself another user nor widen the filter through parameters.
+      const withParam = namedQueriesSchema.parse({
+        q: { sql: 'SELECT id FROM notes WHERE title <> $t ORDER BY id', params: { t: { type: 'text' } }, rowsReadableOnly: true },
+      });
+      const mine = await m.query(d, prepareQuery(withParam, d, 'q', { t: "' OR true --" }, { requester: 'u2', domain: d }), LIMITS);
+      expect(mine.rows.map((x) => x[0])).not.toContain('a-own1');
+    });
+
     it('the row cap: at most maxRows rows, with truncated set when there were more', async () => {
       const m = await make();
       const d = fresh();

@@ -56,6 +56,11 @@ queries:
     sql: SELECT id, n, words FROM notes WHERE n >= $min ORDER BY n
     params:
       min: { type: integer }
+  readable:
+    sql: SELECT n.id, n.title FROM notes n JOIN scopes s USING (id) ORDER BY n.title
+    rowsReadableOnly: true
+  stars:
+    sql: SELECT target FROM tags WHERE tag_type = 'star' AND owner = $REQUESTER ORDER BY target
 `;
 
 /** Generous: PGlite's first start blocks the process for up to half a minute on a loaded machine. */
@@ -200,6 +205,28 @@ export function mirrorContract(stack: string, start: StartMirrored): void {
         // The first version's queries that the second dropped are gone.
         expect((await query(admin, 'whoami')).json.error.code).toBe('unknown_query');
         expect((await query(bob, 'by_min', { min: 'five' })).json.error.code).toBe('invalid_params');
+      },
+      SLOW,
+    );
+
+    it(
+      'creates, access changes, tags and deletes reach the mirror without a patch; rowsReadableOnly shows each user only what it may read',
+      async () => {
+        const titles = async (c: Client) => ((await query(c, 'readable')).json.rows as string[][]).map((r) => r[1]);
+        const id = await note(admin, 'fresh', 1, 1); // private: the domain names no default visibility
+        await until(async () => (await titles(admin)).includes('fresh'), 'the created scope in the mirror');
+        expect(await titles(admin)).toEqual(['first', 'fresh', 'second']);
+        expect(await titles(bob)).toEqual(['bobs', 'patched']); // none of the admin's private notes
+        const shared = await admin.request('PUT', `/v1/scopes/${id}/access`, { body: { visibility: 'private', readers: [userId(bob)] } });
+        expect(shared.status).toBe(200);
+        await until(async () => (await titles(bob)).includes('fresh'), 'the access change in the mirror');
+        expect(await titles(bob)).toEqual(['bobs', 'fresh', 'patched']);
+        const tag = await bob.request('POST', `/v1/scopes/${id}/tags`, { body: { tagType: 'star' } });
+        expect(tag.status).toBe(201);
+        await until(async () => JSON.stringify((await query(bob, 'stars')).json.rows) === JSON.stringify([[id]]), 'the tag in the mirror');
+        expect((await admin.request('DELETE', `/v1/scopes/${id}`)).status).toBe(204);
+        await until(async () => !(await titles(admin)).includes('fresh'), 'the deleted scope gone from the mirror');
+        expect(await titles(bob)).toEqual(['bobs', 'patched']);
       },
       SLOW,
     );

@@ -239,7 +239,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     },
     // Creates, access changes and renames publish no event: the mirror is told directly.
     onChanged: (id, domain) => {
-      if (sync && mirrored(id) && mirrorTablesOf(configs.get(domain)?.config) !== null) void sync.touch(id).catch((err) => logger.error({ message: 'mirror touch failed', scope: id, err: String(err) }));
+      if (sync && mirrored(id) && mirrorTablesOf(configs.get(domain)?.config) !== null)
+        void sync.touch(id).catch((err) => logger.error({ message: 'mirror touch failed', scope: id, err: String(err) }));
     },
   });
   uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config, configs);

@@ -47,6 +47,10 @@ export class LazyMirror implements Mirror {
     return this.get().query(domain, q, limits);
   }
 
+  watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>> {
+    return this.get().watch(domain, listener);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -55,6 +55,12 @@ export interface SqlDriver {
    * sets the role with SET LOCAL ROLE). Always rolled back afterwards.
    */
   readOnly<T>(role: { name: string; password: string }, fn: (c: SqlConn) => Promise<T>): Promise<T>;
+  /**
+   * Calls `onNotify` with the payload of each notification on `channel` (LISTEN), and with null
+   * when some may have been missed (a listening connection lost and re-established). Resolves
+   * once listening, with the unlisten.
+   */
+  listen(channel: string, onNotify: (payload: string | null) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -75,6 +81,14 @@ function queryError(err: unknown): PatchbayError {
     return new PatchbayError('unavailable', 'the mirror database is unavailable; retry');
   }
   return new PatchbayError('query_failed', `the query failed (SQLSTATE ${code})`, { pgCode: code });
+}
+
+/**
+ * Tells the domain's watchers (Mirror.watch) which tables this transaction changed: a
+ * notification on the schema's channel, delivered by Postgres when (and only if) it commits.
+ */
+async function notify(c: SqlConn, schema: string, tables: string[]): Promise<void> {
+  if (tables.length > 0) await c.query('SELECT pg_notify($1, $2)', [schema, tables.join(',')]);
 }
 
 interface CatalogEntry {
@@ -144,6 +158,7 @@ export class SqlMirror implements Mirror {
         await c.query(`DELETE FROM ${s}.${ident(CATALOG)} WHERE name = $1`, [name]);
         report.dropped.push(name);
       }
+      if (report.created.length + report.altered.length + report.dropped.length > 0) await notify(c, schema, ['*']);
       return pw;
     });
     this.passwords.set(role, password);
@@ -234,11 +249,14 @@ export class SqlMirror implements Mirror {
     const schema = schemaName(domain);
     const all = withBuiltins(tables);
     await this.driver.transaction(async (c) => {
+      const changed: string[] = [];
       for (const [name, def] of Object.entries(all)) {
         if (!feeds(name, def, scope.meta.type)) continue;
         const values = [scope.id, String(scope.ii), ...Object.entries(def.columns).map(([col, d]) => columnText(col, d, scope))];
         await c.query(upsertSql(schema, name, def), values);
+        changed.push(name);
       }
+      await notify(c, schema, changed);
     });
   }
 
@@ -254,7 +272,10 @@ export class SqlMirror implements Mirror {
             );
       for (const schema of schemas) {
         const names = (await c.query(`SELECT name FROM ${ident(schema)}.${ident(CATALOG)}`)).rows.map((r) => r[0] as string);
-        for (const name of names) await c.query(deleteSql(schema, name), [id]);
+        let changed = 0;
+        for (const name of names)
+          changed += (await c.query(`WITH gone AS (${deleteSql(schema, name)} RETURNING 1) SELECT count(*)::int FROM gone`, [id])).rows[0]?.[0] as number;
+        if (changed > 0) await notify(c, schema, names);
       }
     });
   }
@@ -324,6 +345,10 @@ export class SqlMirror implements Mirror {
     if (typeof pw !== 'string') throw new PatchbayError('query_failed', "the domain's mirror does not exist yet", { pgCode: '3F000' });
     this.passwords.set(role, pw);
     return pw;
+  }
+
+  watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>> {
+    return this.driver.listen(schemaName(domain), (payload) => listener(payload === null || payload === '' ? ['*'] : payload.split(',')));
   }
 
   /**

@@ -103,6 +103,16 @@ export interface Mirror {
    * Throws `query_failed` (`pgCode`), `query_timeout`, or `unavailable`.
    */
   query(domain: string, q: PreparedQuery, limits: QueryLimits): Promise<QueryResult>;
+  /**
+   * Calls `listener` after each committed change to the domain's mirror (upsert, remove, ensure)
+   * with the names of the tables it changed (`*`: any of them: a schema change, or changes that
+   * may have been missed, e.g. while a lost connection was re-established). At least once per
+   * change while the watch is open, after the change is visible to queries; a listener must not
+   * assume one call per change (calls may be merged or repeated). Resolves with the unwatch once
+   * listening. For live queries (shared/domains/live-queries.ts): Postgres LISTEN/NOTIFY on a
+   * channel per domain schema, so a change made by any process reaches every process.
+   */
+  watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>>;
   /** Releases connections (PGlite: closes the database). Calls after close fail. */
   close(): Promise<void>;
 }

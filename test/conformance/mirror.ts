@@ -334,6 +334,37 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       expect(mine.rows.map((x) => x[0])).not.toContain('a-own1');
     });
 
+    it('watch: told after each committed change of the domain, with the tables it changed; not after unwatch', async () => {
+      const m = await make();
+      const d = fresh();
+      const other = fresh();
+      await m.ensure(d, NOTES);
+      await m.ensure(other, NOTES);
+      const seen: string[][] = [];
+      const unwatch = await m.watch(d, (t) => seen.push(t));
+      const until = async (pred: () => boolean) => {
+        for (let i = 0; i < 100 && !pred(); i++) await new Promise((r) => setTimeout(r, 20));
+        expect(pred()).toBe(true);
+      };
+      await m.upsert(other, NOTES, scope('o', 1, { title: 'elsewhere' }));
+      await m.upsert(d, NOTES, scope('w', 1, { title: 'x' }));
+      await until(() => seen.length === 1);
+      expect(seen).toEqual([['scopes', 'notes']]);
+      // By the time it is told, a query sees the change.
+      expect((await run(m, d, 'SELECT title FROM notes')).rows).toEqual([['x']]);
+      await m.remove(d, 'w');
+      await until(() => seen.length === 2);
+      expect([...(seen[1] as string[])].sort()).toEqual(['notes', 'scopes', 'tags']);
+      await m.remove(d, 'w'); // nothing to remove: nothing changed
+      await m.ensure(d, { ...NOTES, more: { type: 'more', columns: { x: { type: 'text' } } } });
+      await until(() => seen.length === 3);
+      expect(seen[2]).toEqual(['*']);
+      await unwatch();
+      await m.upsert(d, NOTES, scope('w', 2, { title: 'y' }));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seen.length).toBe(3);
+    });
+
     it('the row cap: at most maxRows rows, with truncated set when there were more', async () => {
       const m = await make();
       const d = fresh();

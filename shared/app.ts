@@ -17,6 +17,7 @@ import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
 import { type ClaimSweep, Claims } from './domains/claims.js';
 import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
+import { LiveQueries } from './domains/live-queries.js';
 import { MIRROR_CONSUMER, mirrored, mirrorTablesOf, prepareFixed } from './domains/mirror-step.js';
 import { NamedQueries } from './domains/queries.js';
 import { domainRules } from './domains/rules.js';
@@ -270,6 +271,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   );
   // Uploaded configurations have their mirror schema made by their apply; fixed ones by first use.
   const queries = new NamedQueries(configs, mirror, config, fixed !== undefined);
+  const liveQueries = new LiveQueries(queries, mirror, config);
   const webhooks = new Webhooks(adapters.records, engine, configs, config);
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
@@ -292,6 +294,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     sessions,
     tags,
     queries,
+    liveQueries,
     uploads,
   });
   const sweep = async () => {

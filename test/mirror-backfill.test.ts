@@ -44,6 +44,7 @@ function counting(real: Mirror, failFirst = 0) {
     },
     remove: (d, id) => real.remove(d, id),
     query: (d, q, l) => real.query(d, q, l),
+    watch: (d, l) => real.watch(d, l),
     close: async () => {},
   };
   return { mirror, upserts };

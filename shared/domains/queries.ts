@@ -13,6 +13,8 @@
 import type { MirrorConfig } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import { prepareQuery, type QueryCaller } from '../mirror/queries.js';
+import { withBuiltins } from '../mirror/sql.js';
+import { parseQueryText } from '../mirror/sql-text.js';
 import type { Mirror, QueryResult } from '../ports/mirror.js';
 import type { ActiveConfigs } from './active.js';
 import { mirrorTablesOf } from './mirror-step.js';
@@ -31,6 +33,20 @@ export class NamedQueries {
      */
     private readonly ensureOnUse = false,
   ) {}
+
+  /**
+   * The mirror tables a query may read (its identifiers that name one of the domain's tables),
+   * after checking that `caller` may run it with `params` (`unknown_query`, `invalid_params`).
+   */
+  async tablesRead(domain: string, name: string, params: unknown, caller: QueryCaller): Promise<string[]> {
+    await this.configs.prepare?.(domain);
+    const config = this.configs.get(domain)?.config;
+    prepareQuery(config?.queries ?? {}, domain, name, params, caller);
+    const q = config?.queries?.[name];
+    if (!q) return [];
+    const words = new Set(parseQueryText(q.sql).words);
+    return Object.keys(withBuiltins(mirrorTablesOf(config) ?? {})).filter((t) => words.has(t));
+  }
 
   async run(domain: string, name: string, params: unknown, caller: QueryCaller): Promise<QueryResult> {
     await this.configs.prepare?.(domain);

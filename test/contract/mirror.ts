@@ -12,6 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client, TestServer } from '../helpers/server.js';
+import { openSse } from '../helpers/sse.js';
 import { clientIn, upload, userId } from './config.js';
 
 export type StartMirrored = () => Promise<{ srv: TestServer; close: () => Promise<void> }>;
@@ -227,6 +228,53 @@ export function mirrorContract(stack: string, start: StartMirrored): void {
         expect((await admin.request('DELETE', `/v1/scopes/${id}`)).status).toBe(204);
         await until(async () => !(await titles(admin)).includes('fresh'), 'the deleted scope gone from the mirror');
         expect(await titles(bob)).toEqual(['bobs', 'patched']);
+      },
+      SLOW,
+    );
+
+    it(
+      'a live query sends its result, then the new result after a write changes a table it reads; refused ones are answered before any stream',
+      async () => {
+        const url = (name: string, params?: unknown) =>
+          `${srv.url}/v1/domains/${DOMAIN}/queries/${name}/events${params === undefined ? '' : `?params=${encodeURIComponent(JSON.stringify(params))}`}`;
+        const live = openSse(url('by_min', { min: 100 }), bob.token);
+        try {
+          await live.waitFor((es) => es.some((e) => e.type === 'result'));
+          expect(live.events[0]).toMatchObject({ type: 'result', id: '1', data: { rows: [], truncated: false } });
+          expect(live.events[0]?.data.columns.map((c: { name: string }) => c.name)).toEqual(['id', 'n', 'words']);
+          const id = await note(admin, 'big', 500, 5);
+          await live.waitFor((es) => es.filter((e) => e.type === 'result').length >= 2, 60_000);
+          expect(live.events[1]).toMatchObject({ type: 'result', id: '2', data: { rows: [[id, 500, 5]] } });
+          // A write to a row it does not select re-runs it, but an unchanged result is not sent again.
+          await note(admin, 'small', 1, 1);
+          const other = await bob.request('POST', '/v1/scopes', { body: { type: 'note', state: { title: 'x', n: 600, body: { words: 6 } } } });
+          await live.waitFor((es) => es.filter((e) => e.type === 'result').length >= 3, 60_000);
+          expect((live.events[2]?.data.rows as unknown[][]).map((r) => r[0])).toEqual([id, other.json.id]);
+          expect(live.events.filter((e) => e.type === 'result').length).toBe(3);
+        } finally {
+          live.close();
+        }
+        // Refusals come as plain JSON, before any stream: the same codes as the POST.
+        const get = (name: string, params: unknown, c: Client | null) =>
+          fetch(url(name, params), { headers: c ? { authorization: `Bearer ${c.token}` } : {} }).then(async (r) => ({
+            status: r.status,
+            type: r.headers.get('content-type'),
+            body: (await r.json()) as { error: { code: string } },
+          }));
+        for (const [name, params, c, status, code] of [
+          ['by_min', { min: 1 }, null, 401, 'unauthorized'],
+          ['nope', {}, bob, 404, 'unknown_query'],
+          ['by_min', { min: 'x' }, bob, 400, 'invalid_params'],
+          ['by_min', { REQUESTER: 'x', min: 1 }, bob, 400, 'invalid_params'],
+        ] as const) {
+          const r = await get(name, params, c);
+          expect([r.status, r.body.error.code], name).toEqual([status, code]);
+          expect(r.type).toMatch(/application\/json/);
+        }
+        const bad = await fetch(`${srv.url}/v1/domains/${DOMAIN}/queries/by_min/events?params=%7Bnot-json`, {
+          headers: { authorization: `Bearer ${bob.token}` },
+        });
+        expect([bad.status, ((await bad.json()) as { error: { code: string } }).error.code]).toEqual([400, 'invalid_params']);
       },
       SLOW,
     );

@@ -18,6 +18,7 @@ import { type ClaimSweep, Claims } from './domains/claims.js';
 import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
 import { LiveQueries } from './domains/live-queries.js';
+import { domainMirrorStatus } from './domains/mirror-status.js';
 import { MIRROR_CONSUMER, mirrored, mirrorTablesOf, prepareFixed } from './domains/mirror-step.js';
 import { NamedQueries } from './domains/queries.js';
 import { domainRules } from './domains/rules.js';
@@ -35,6 +36,7 @@ import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
 import { type MirrorSync, mirrorSync } from './mirror/consumer.js';
+import { LagRecorder } from './mirror/lag.js';
 import { LazyMirror } from './mirror/lazy.js';
 import type { FileStore } from './ports/files.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
@@ -228,6 +230,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   let delivery: LocalDelivery | null = null; // set below, once the consumers exist
   let uploads: Uploads | undefined; // set below, once the engine exists
   let sync: MirrorSync | null = null; // set below, once the engine and the mirror exist
+  let lag: LagRecorder | null = null;
   const engine = new Engine(adapters, config, {
     logError: (e) => logger.error(e),
     onStored: (owner, delta) => limits.stored(owner, delta),
@@ -295,6 +298,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     tags,
     queries,
     liveQueries,
+    mirrorStatus: (d) => domainMirrorStatus(configs, mirror, d),
     uploads,
   });
   const sweep = async () => {
@@ -335,8 +339,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   if (mirror) {
     // Built in: the mirror (its push subscription filters out the platform's own scopes). A domain
     // has a mirror when its active configuration has `tables` or `queries`.
+    lag = new LagRecorder(mirror, (e) => logger.error(e));
     sync = mirrorSync({
       mirror,
+      lag,
       source: engine,
       tables: async (d) => {
         await configs.prepare?.(d);
@@ -437,6 +443,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       bundler.stop();
       await bundling;
       await delivery?.close();
+      lag?.close();
+      await lag?.flush();
       await mirror?.close();
       await engine.close();
       await limits.close();

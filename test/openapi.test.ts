@@ -684,6 +684,31 @@ describe('scopes', () => {
     }
   });
 
+  it("reads a domain's mirror status (200) for its admins; 400s a bad domain, 401s without a token, 403s anyone else, 429s past the list rate, 503s without a mirror", async () => {
+    const m = '/v1/domains/{domain}/mirror';
+    const me = (await call('GET', '/v1/me')).json.id as string;
+    await srv.app.domains.addAdmin('default', me);
+    const ok = await call('GET', m, { params: { domain: 'default' } });
+    expect(ok.status).toBe(200);
+    expect(ok.json).toMatchObject({ mirror: true, lag: { windowMs: 300_000 } });
+    expectError(await call('GET', m, { params: { domain: 'Not%20A%20Domain' } }), 400, 'invalid_request');
+    expect((await call('GET', m, { params: { domain: 'default' }, token: null })).status).toBe(401);
+    expectError(await call('GET', m, { params: { domain: 'default' }, token: bob.token }), 403, 'forbidden');
+    const limited = await startServer({ limits: 'on', rateList: { tokens: 1, windowMs: 60_000 } }, undefined, { mirror: null, configs: VALIDATED });
+    try {
+      const c = await limited.client();
+      await limited.app.domains.addAdmin('default', (await c.request('GET', '/v1/me')).json.id);
+      const none = await c.request('GET', '/v1/domains/default/mirror');
+      check(none, 'GET', m);
+      expectError(none, 503, 'unavailable');
+      const again = await c.request('GET', '/v1/domains/default/mirror');
+      check(again, 'GET', m);
+      expectError(again, 429, 'rate_limited');
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('409s a taken id, 400s a bad id or body, 404s a missing scope, 415s a non-JSON body', async () => {
     const id = (await call('POST', '/v1/scopes', { body: { id: 'oa.taken' } })).json.id;
     const taken = await call('POST', '/v1/scopes', { body: { id }, token: bob.token });

@@ -24,6 +24,8 @@ import type { Json } from '../json.js';
 import type { Head } from '../ports/ledger.js';
 import type { Mirror } from '../ports/mirror.js';
 import type { MirrorTables } from './definitions.js';
+import type { LagRecorder } from './lag.js';
+import { feeds, withBuiltins } from './sql.js';
 
 export interface MirrorConsumerOptions {
   mirror: Mirror;
@@ -38,6 +40,8 @@ export interface MirrorConsumerOptions {
    * handler still holding the previous version must not put the previous tables back then.
    */
   ensure?: boolean;
+  /** Told of each patch event's row becoming visible (mirror lag, shared/mirror/lag.ts). */
+  lag?: LagRecorder;
 }
 
 /** The mirror's two entry points: the consumer's handler, and `touch` for changes that are not patches. */
@@ -67,7 +71,7 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
   const touching = new Map<string, { again: boolean; done: Promise<void> }>();
 
   /** Mirrors the scope at its head; returns the `ii` written (null: removed, or the domain has no mirror). */
-  const mirrorHead = async (id: string): Promise<number | null> => {
+  const mirrorHead = async (id: string): Promise<{ domain: string; tables: string[]; ii: number } | null> => {
     let head: Head;
     try {
       head = await opts.source.head(id);
@@ -93,13 +97,20 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
     const state = await opts.source.stateAt(id, head.ii);
     await opts.mirror.upsert(domain, tables, { id, ii: head.ii, meta: head.meta, state });
     mirrored.set(id, head.ii);
-    return head.ii;
+    const fed = Object.entries(withBuiltins(tables))
+      .filter(([name, def]) => feeds(name, def, head.meta.type))
+      .map(([name]) => name);
+    return { domain, tables: fed, ii: head.ii };
   };
 
   return {
     handle: async (event) => {
       if ((mirrored.get(event.scope) ?? 0) >= event.ii) return;
-      await mirrorHead(event.scope);
+      const done = await mirrorHead(event.scope);
+      if (done && opts.lag) {
+        opts.lag.note(done.domain, done.tables, event.scope, done.ii, event.at);
+        await opts.lag.maybeFlush();
+      }
     },
     touch(id) {
       const running = touching.get(id);

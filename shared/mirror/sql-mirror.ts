@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { asPatchbayError, PatchbayError } from '../errors.js';
-import type { EnsureReport, Mirror, MirroredScope, PreparedQuery, QueryLimits, QueryResult } from '../ports/mirror.js';
+import type { EnsureReport, LagRecord, Mirror, MirroredScope, MirrorStatus, PreparedQuery, QueryLimits, QueryResult } from '../ports/mirror.js';
 import type { MirrorTables, TableDefinition } from './definitions.js';
 import {
   alterTypeSql,
@@ -21,6 +21,7 @@ import {
   feeds,
   ident,
   indexName,
+  LAG,
   literal,
   ROW_POLICY,
   roleName,
@@ -110,6 +111,7 @@ export class SqlMirror implements Mirror {
       await c.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${s}.${ident(CATALOG)} (name text PRIMARY KEY, definition jsonb NOT NULL)`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${s}.${ident(SETTINGS)} (key text PRIMARY KEY, value text NOT NULL)`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${s}.${ident(LAG)} (at timestamptz NOT NULL, lags integer[] NOT NULL, last jsonb NOT NULL)`);
       const pw = await this.ensureRole(c, schema, role);
       await c.query(`GRANT USAGE ON SCHEMA ${s} TO ${ident(role)}`);
 
@@ -345,6 +347,38 @@ export class SqlMirror implements Mirror {
     if (typeof pw !== 'string') throw new PatchbayError('query_failed', "the domain's mirror does not exist yet", { pgCode: '3F000' });
     this.passwords.set(role, pw);
     return pw;
+  }
+
+  async recordLag(domain: string, rec: LagRecord, windowMs: number): Promise<void> {
+    const t = `${ident(schemaName(domain))}.${ident(LAG)}`;
+    await this.driver.transaction(async (c) => {
+      if (!(await this.hasLagTable(c, domain))) return;
+      await c.query(`DELETE FROM ${t} WHERE at < now() - ($1::bigint * interval '1 millisecond')`, [String(Math.floor(windowMs))]);
+      const lags = `{${rec.lags.map((l) => Math.max(0, Math.min(2 ** 31 - 1, Math.round(l)))).join(',')}}`;
+      await c.query(`INSERT INTO ${t} (at, lags, last) VALUES (now(), $1::integer[], $2::jsonb)`, [lags, JSON.stringify(rec.last)]);
+    });
+  }
+
+  async status(domain: string, windowMs: number): Promise<MirrorStatus> {
+    const t = `${ident(schemaName(domain))}.${ident(LAG)}`;
+    const rows = await this.driver.transaction(async (c) => {
+      if (!(await this.hasLagTable(c, domain))) return [];
+      return (await c.query(`SELECT lags, last FROM ${t} WHERE at >= now() - ($1::bigint * interval '1 millisecond')`, [String(Math.floor(windowMs))])).rows;
+    });
+    const lags: number[] = [];
+    const tables: MirrorStatus['tables'] = {};
+    for (const [l, last] of rows) {
+      for (const x of l as number[]) lags.push(Number(x));
+      const parsed = (typeof last === 'string' ? JSON.parse(last) : last) as LagRecord['last'];
+      for (const [name, v] of Object.entries(parsed)) if (!tables[name] || tables[name].at < v.at) tables[name] = v;
+    }
+    lags.sort((a, b) => a - b);
+    const pct = (p: number) => (lags.length === 0 ? null : (lags[Math.min(lags.length - 1, Math.ceil((p / 100) * lags.length) - 1)] as number));
+    return { lag: { windowMs, count: lags.length, p50: pct(50), p99: pct(99), max: lags.length === 0 ? null : (lags[lags.length - 1] as number) }, tables };
+  }
+
+  private async hasLagTable(c: SqlConn, domain: string): Promise<boolean> {
+    return (await c.query('SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2', [schemaName(domain), LAG])).rows.length > 0;
   }
 
   watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>> {

@@ -47,6 +47,8 @@ export function roleName(domain: string): string {
 
 /** patchbay's catalog in each domain schema: the tables it created there, with the definition each was last made to. */
 export const CATALOG = '_patchbay_tables';
+/** Lag samples of the domain's mirror consumer (shared/mirror/lag.ts), one row per flush per process. Not readable by the query role. */
+export const LAG = '_patchbay_lag';
 /** Settings of the domain schema kept by patchbay (the query role's password on Postgres). Not readable by the query role. */
 export const SETTINGS = '_patchbay_settings';
 

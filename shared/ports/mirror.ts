@@ -73,6 +73,22 @@ export interface QueryResult {
   truncated: boolean;
 }
 
+/** Lag samples of one process, for one domain (shared/mirror/lag.ts collects them). */
+export interface LagRecord {
+  /** Commit → row visible, ms, one per mirrored patch event. */
+  lags: number[];
+  /** Per table, the newest row written: its scope, `ii`, and when (ms since epoch). */
+  last: Record<string, { scope: string; ii: number; at: number }>;
+}
+
+/** What the admin reads about a domain's mirror (GET /v1/domains/{domain}/mirror). */
+export interface MirrorStatus {
+  /** Lag over the window: samples recorded by every process, percentiles in ms (null without samples). */
+  lag: { windowMs: number; count: number; p50: number | null; p99: number | null; max: number | null };
+  /** Per table, the newest row written within the window by the mirror consumer. */
+  tables: Record<string, { scope: string; ii: number; at: number }>;
+}
+
 export interface Mirror {
   /**
    * Makes a domain's schema hold exactly the built-in tables and `tables`: creates the schema,
@@ -113,6 +129,13 @@ export interface Mirror {
    * channel per domain schema, so a change made by any process reaches every process.
    */
   watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>>;
+  /**
+   * Stores lag samples of the domain's mirror (kept in its schema, so every process's are read
+   * together), dropping those older than `windowMs`. Nothing when the domain has no mirror.
+   */
+  recordLag(domain: string, rec: LagRecord, windowMs: number): Promise<void>;
+  /** The lag percentiles and newest rows of the last `windowMs` (all samples of every process). */
+  status(domain: string, windowMs: number): Promise<MirrorStatus>;
   /** Releases connections (PGlite: closes the database). Calls after close fail. */
   close(): Promise<void>;
 }

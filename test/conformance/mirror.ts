@@ -164,11 +164,11 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       // Undeclaring `notes` drops it; `mine` was never patchbay's, so it stays.
       expect(await m.ensure(d, {})).toEqual({ created: [], altered: [], dropped: ['notes'], backfill: [] });
       const tables = async () => (await m.adminQuery('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [s])).rows.map((r) => r[0]);
-      expect(await tables()).toEqual(['_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
+      expect(await tables()).toEqual(['_patchbay_lag', '_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
       // Declaring a table under its name is refused, and nothing changes (notes is not re-created either).
       const err = await expectCode(m.ensure(d, { ...NOTES, mine: { type: 'note', columns: { secret: { type: 'integer' } } } }), 'invalid_request');
       expect(err.details).toEqual({ table: 'mine' });
-      expect(await tables()).toEqual(['_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
+      expect(await tables()).toEqual(['_patchbay_lag', '_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
       expect((await m.adminQuery(`SELECT * FROM "${s}".mine`)).rows).toEqual([['k', 'keep me']]);
       // Upserts and removes never touch it either.
       await m.remove(d, 'k');
@@ -363,6 +363,22 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       await m.upsert(d, NOTES, scope('w', 2, { title: 'y' }));
       await new Promise((r) => setTimeout(r, 200));
       expect(seen.length).toBe(3);
+    });
+
+    it('recordLag and status: percentiles over every record of the window, the newest row per table; the query role cannot read them', async () => {
+      const m = await make();
+      const d = fresh();
+      await m.ensure(d, NOTES);
+      await m.recordLag(d, { lags: [10, 20, 30], last: { notes: { scope: 'a', ii: 1, at: 1000 }, scopes: { scope: 'a', ii: 1, at: 1000 } } }, 60_000);
+      await m.recordLag(d, { lags: [40], last: { notes: { scope: 'b', ii: 2, at: 2000 } } }, 60_000);
+      expect(await m.status(d, 60_000)).toEqual({
+        lag: { windowMs: 60_000, count: 4, p50: 20, p99: 40, max: 40 },
+        tables: { notes: { scope: 'b', ii: 2, at: 2000 }, scopes: { scope: 'a', ii: 1, at: 1000 } },
+      });
+      expect((await m.status(fresh(), 60_000)).lag).toEqual({ windowMs: 60_000, count: 0, p50: null, p99: null, max: null });
+      await m.recordLag(fresh(), { lags: [1], last: {} }, 60_000); // a domain without a mirror: nothing, no error
+      const err = await expectCode(run(m, d, 'SELECT * FROM _patchbay_lag'), 'query_failed');
+      expect(err.details).toEqual({ pgCode: '42501' });
     });
 
     it('the row cap: at most maxRows rows, with truncated set when there were more', async () => {

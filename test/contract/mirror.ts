@@ -278,5 +278,30 @@ export function mirrorContract(stack: string, start: StartMirrored): void {
       },
       SLOW,
     );
+
+    it('reports the mirror lag and the newest row per table to the domain admin only', async () => {
+      await srv.app.delivery?.idle();
+      let status: Record<string, unknown> = {};
+      await until(async () => {
+        const res = await admin.request('GET', `/v1/domains/${DOMAIN}/mirror`);
+        status = res.json;
+        return res.status === 200 && (status.lag as { count: number }).count > 0;
+      }, 'lag samples');
+      const lag = status.lag as { windowMs: number; count: number; p50: number; p99: number; max: number };
+      expect(status.mirror).toBe(true);
+      expect(lag.windowMs).toBe(300_000);
+      expect(lag.p50).toBeGreaterThanOrEqual(0);
+      expect(lag.p99).toBeGreaterThanOrEqual(lag.p50);
+      expect(lag.max).toBeGreaterThanOrEqual(lag.p99);
+      expect((status.tables as Record<string, { ii: number; scope: string; at: number }>).notes).toMatchObject({
+        ii: expect.any(Number),
+        scope: expect.any(String),
+      });
+      const refused = await bob.request('GET', `/v1/domains/${DOMAIN}/mirror`);
+      expect([refused.status, refused.json.error.code]).toEqual([403, 'forbidden']);
+      const none = await clientIn(srv.url, 'nomirror.example.com');
+      await srv.app.domains.addAdmin('nomirror.example.com', userId(none));
+      expect((await none.request('GET', '/v1/domains/nomirror.example.com/mirror')).json).toMatchObject({ mirror: false, lag: { count: 0 } });
+    });
   });
 }

@@ -22,11 +22,15 @@
  * (PATCHBAY_SSE_MAX_PER_USER, PATCHBAY_SSE_MAX_PER_INSTANCE) while open, heartbeats, and a clean
  * end after PATCHBAY_SSE_MAX_MS with a `retry:` hint. The bearer token comes in the
  * Authorization header (an SSE client over fetch, as @patchbay/client's): no stream ticket.
+ *
+ * `GET /v1/domains/{domain}/mirror`, for the domain's admins only (403 for anyone else, as every
+ * admin route), at the list rate (PATCHBAY_RATE_LIST): the mirror's lag percentiles over the last
+ * five minutes and the newest row per table (shared/domains/mirror-status.ts).
  */
 import { z } from 'zod';
 import { PatchbayError } from '../../errors.js';
 import { readBody } from '../body.js';
-import { type Ctx, domainParam, user } from '../context.js';
+import { type Ctx, domainAdmin, domainParam, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 import { SseWriter } from '../sse.js';
@@ -130,5 +134,16 @@ export const queryRoutes: Route<Ctx>[] = [
     path: '/v1/domains/{domain}/queries/{name}/events',
     name: 'queries.live',
     run: live,
+  },
+  {
+    method: 'GET',
+    path: '/v1/domains/{domain}/mirror',
+    name: 'queries.mirrorStatus',
+    run: async (ctx) => {
+      const domain = domainParam(ctx);
+      const admin = await domainAdmin(ctx, domain);
+      await ctx.deps.limits.list(admin.id);
+      sendJson(ctx.res, 200, await ctx.deps.mirrorStatus(domain));
+    },
   },
 ];

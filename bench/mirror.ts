@@ -74,7 +74,8 @@ async function embeddedApp(mirrored: boolean): Promise<{ app: App; dir: string }
   const dir = mkdtempSync(join(tmpdir(), 'patchbay-bench-mirror-app-'));
   const configs = new StaticConfigs();
   if (mirrored) configs.set(DOMAIN, loadDomainConfig(CONFIG_TEXT, { maxConfigBytes: 65_536 }));
-  const config = loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: 'error', dataDir: dir, limits: 'off', mode: 'embedded' });
+  // sqliteSync normal: the bench measures the mirror, not fsync (it makes creating 100k scopes take seconds, not minutes).
+  const config = loadConfig({}, { port: 0, host: '127.0.0.1', logLevel: 'error', dataDir: dir, limits: 'off', mode: 'embedded', sqliteSync: 'normal' });
   const app = await createApp(config, { configs, deliverLocally: true, sweeper: false });
   return { app, dir };
 }

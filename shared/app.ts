@@ -242,9 +242,14 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       if (mirror && mirrored(id)) await mirror.remove(null, id);
     },
     // Creates, access changes and renames publish no event: the mirror is told directly.
+    // Only for domains with a mirror: their active configuration, made current first (a cached read).
     onChanged: (id, domain) => {
-      if (sync && mirrored(id) && mirrorTablesOf(configs.get(domain)?.config) !== null)
-        void sync.touch(id).catch((err) => logger.error({ message: 'mirror touch failed', scope: id, err: String(err) }));
+      const s = sync;
+      if (!s || !mirrored(id)) return;
+      void (async () => {
+        await configs.prepare?.(domain);
+        if (mirrorTablesOf(configs.get(domain)?.config) !== null) await s.touch(id);
+      })().catch((err) => logger.error({ message: 'mirror touch failed', scope: id, err: String(err) }));
     },
   });
   uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config, configs);

@@ -8,7 +8,9 @@
  * `{columns, rows, truncated}` with `$REQUESTER` and `$DOMAIN` bound from the caller: a client
  * cannot supply either (in any case), another user sees only its own rows, a caller from another
  * domain runs only queries whose `domains` list matches it (`*` one label), anything else is
- * `unknown_query`.
+ * `unknown_query`. Then what no patch carries: a created scope, its access change, a tag and a
+ * delete each reach the mirror, seen by two users through a `rowsReadableOnly` query; a live query
+ * (SSE) sends its new result after a write; the admin reads the mirror lag.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client, TestServer } from '../helpers/server.js';
@@ -249,7 +251,7 @@ export function mirrorContract(stack: string, start: StartMirrored): void {
           await note(admin, 'small', 1, 1);
           const other = await bob.request('POST', '/v1/scopes', { body: { type: 'note', state: { title: 'x', n: 600, body: { words: 6 } } } });
           await live.waitFor((es) => es.filter((e) => e.type === 'result').length >= 3, 60_000);
-          expect((live.events[2]?.data.rows as unknown[][]).map((r) => r[0])).toEqual([id, other.json.id]);
+          expect((live.events[2] as { data: { rows: unknown[][] } }).data.rows.map((r) => r[0])).toEqual([id, other.json.id]);
           expect(live.events.filter((e) => e.type === 'result').length).toBe(3);
         } finally {
           live.close();

@@ -17,6 +17,8 @@ import { type ClaimProbe, NetClaimProbe } from './domains/claim-check.js';
 import { type ClaimSweep, Claims } from './domains/claims.js';
 import { ConfigVersions } from './domains/config-versions.js';
 import { Domains } from './domains/domains.js';
+import { LiveQueries } from './domains/live-queries.js';
+import { domainMirrorStatus } from './domains/mirror-status.js';
 import { MIRROR_CONSUMER, mirrored, mirrorTablesOf, prepareFixed } from './domains/mirror-step.js';
 import { NamedQueries } from './domains/queries.js';
 import { domainRules } from './domains/rules.js';
@@ -33,7 +35,8 @@ import { InternalAuth } from './http/internal-auth.js';
 import { Limits, rateRules } from './http/limits.js';
 import { createPushHandler } from './http/push.js';
 import { createLogger, type Logger } from './log.js';
-import { mirrorHandler } from './mirror/consumer.js';
+import { type MirrorSync, mirrorSync } from './mirror/consumer.js';
+import { LagRecorder } from './mirror/lag.js';
 import { LazyMirror } from './mirror/lazy.js';
 import type { FileStore } from './ports/files.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
@@ -221,16 +224,33 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   const stored = new StoredConfigs(versions, { cacheMs: config.domainCacheMs, maxConfigBytes: config.maxConfigBytes });
   // Configurations given in-process or as files win over uploaded ones (uploads are then refused: routes/config.ts).
   const configs: ActiveConfigs = fixed ?? stored;
+  const mirror = opts.mirror !== undefined ? opts.mirror : await mirrorFor(config, logger);
   const limitStore = await limitStoreFor(config, adapters);
   const limits = new Limits(limitStore, config, logger);
   let delivery: LocalDelivery | null = null; // set below, once the consumers exist
   let uploads: Uploads | undefined; // set below, once the engine exists
+  let sync: MirrorSync | null = null; // set below, once the engine and the mirror exist
+  let lag: LagRecorder | null = null;
   const engine = new Engine(adapters, config, {
     logError: (e) => logger.error(e),
     onStored: (owner, delta) => limits.stored(owner, delta),
     onPublished: (events) => delivery?.offer(events),
     rules: uploadRules(domainRules(configs)),
-    onPurge: (id) => uploads?.purge(id) ?? Promise.resolve(),
+    // A deleted scope's purge also removes its mirror rows: repeated by the sweep until it succeeds.
+    onPurge: async (id) => {
+      await uploads?.purge(id);
+      if (mirror && mirrored(id)) await mirror.remove(null, id);
+    },
+    // Creates, access changes and renames publish no event: the mirror is told directly.
+    // Only for domains with a mirror: their active configuration, made current first (a cached read).
+    onChanged: (id, domain) => {
+      const s = sync;
+      if (!s || !mirrored(id)) return;
+      void (async () => {
+        await configs.prepare?.(domain);
+        if (mirrorTablesOf(configs.get(domain)?.config) !== null) await s.touch(id);
+      })().catch((err) => logger.error({ message: 'mirror touch failed', scope: id, err: String(err) }));
+    },
   });
   uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config, configs);
   const serviceTokens = new ServiceTokens(adapters.records, {
@@ -240,7 +260,6 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   });
   const auth = new Auth(loadSecret(config), config, identity, serviceTokens);
   const domains = new Domains(adapters.records, { cacheMs: config.domainCacheMs });
-  const mirror = opts.mirror !== undefined ? opts.mirror : await mirrorFor(config, logger);
   const mirrorSource = {
     listScopes: (after: string, limit: number) => adapters.ledger.listScopes(after, limit),
     head: (id: string) => engine.head(id),
@@ -260,6 +279,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   );
   // Uploaded configurations have their mirror schema made by their apply; fixed ones by first use.
   const queries = new NamedQueries(configs, mirror, config, fixed !== undefined);
+  const liveQueries = new LiveQueries(queries, mirror, config);
   const webhooks = new Webhooks(adapters.records, engine, configs, config);
   const claims = new Claims(adapters.records, domains, engine, opts.claimProbe ?? new NetClaimProbe(), config, {
     logError: (e) => logger.error(e),
@@ -282,6 +302,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     sessions,
     tags,
     queries,
+    liveQueries,
+    mirrorStatus: (d) => domainMirrorStatus(configs, mirror, d),
     uploads,
   });
   const sweep = async () => {
@@ -322,8 +344,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
   if (mirror) {
     // Built in: the mirror (its push subscription filters out the platform's own scopes). A domain
     // has a mirror when its active configuration has `tables` or `queries`.
-    const handle = mirrorHandler({
+    lag = new LagRecorder(mirror, (e) => logger.error(e));
+    sync = mirrorSync({
       mirror,
+      lag,
       source: engine,
       tables: async (d) => {
         await configs.prepare?.(d);
@@ -331,7 +355,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       },
       ensure: fixed !== undefined, // uploaded versions: their apply's `mirror` step owns the schema
     });
-    consumers.push(new Consumer(MIRROR_CONSUMER, adapters.ledger, readLog, handle, mirrored));
+    consumers.push(new Consumer(MIRROR_CONSUMER, adapters.ledger, readLog, sync.handle, mirrored));
   }
   // Configurations not uploaded (files, in-process) have no apply to make their webhooks' secrets: made here, at start.
   if (fixed instanceof StaticConfigs)
@@ -424,6 +448,8 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       bundler.stop();
       await bundling;
       await delivery?.close();
+      lag?.close();
+      await lag?.flush();
       await mirror?.close();
       await engine.close();
       await limits.close();

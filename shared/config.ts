@@ -526,6 +526,12 @@ export const CONFIG_TABLE = {
   ),
   mirrorQueryTimeoutMs: setting('PATCHBAY_MIRROR_QUERY_TIMEOUT_MS', 5_000, int(1, 600_000), 'Statement timeout of a named query.'),
   mirrorMaxRows: setting('PATCHBAY_MIRROR_MAX_ROWS', 1_000, int(0, 100_000), 'Most rows a named query returns (more are cut, with `truncated: true`).'),
+  liveQueryIntervalMs: setting(
+    'PATCHBAY_LIVE_QUERY_INTERVAL_MS',
+    250,
+    int(0, 60_000),
+    'A live query (`GET /v1/domains/{domain}/queries/{name}/events`) runs again at most once per this interval; changes meanwhile are merged into its next run.',
+  ),
   firestoreDatabase: setting('PATCHBAY_FIRESTORE_DATABASE', '(default)', z.string().min(1), 'Firestore database id.'),
   firestoreRoot: setting('PATCHBAY_FIRESTORE_ROOT', 'scopes', z.string().regex(/^[A-Za-z0-9_-]{1,100}$/), 'Top-level Firestore collection of scope heads.'),
   firestoreDirect: setting(
@@ -689,7 +695,7 @@ export const CONFIG_SECTIONS = {
   /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
   sessions: ['sessionTimeoutMs', 'sessionMaxPerUser', 'sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes'],
   /** The queryable mirror and named queries (shared/mirror/, the Mirror port's adapters). */
-  mirror: ['mirrorUrl', 'mirrorQueryTimeoutMs', 'mirrorMaxRows'],
+  mirror: ['mirrorUrl', 'mirrorQueryTimeoutMs', 'mirrorMaxRows', 'liveQueryIntervalMs'],
   /** Uploads and downloads by signed URL (shared/uploads/, the FileStore port's adapters). */
   uploads: ['maxUploadBytes', 'uploadTypes', 'uploadUrlTtlSeconds', 'uploadGraceSeconds', 'downloadUrlTtlSeconds', 'publicUrl', 'gcsSigningKeyFile'],
   /** Live streams (shared/http/routes/events.ts). */

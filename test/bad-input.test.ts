@@ -226,6 +226,8 @@ const ROUTES: Array<{ method: string; re: RegExp }> = [
   { method: 'POST', re: /^\/v1\/domains\/[^/]+\/claim$/ },
   { method: 'GET', re: /^\/v1\/domains\/[^/]+\/claim$/ },
   { method: 'POST', re: /^\/v1\/domains\/[^/]+\/queries\/[^/]+$/ },
+  { method: 'GET', re: /^\/v1\/domains\/[^/]+\/queries\/[^/]+\/events$/ },
+  { method: 'GET', re: /^\/v1\/domains\/[^/]+\/mirror$/ },
   { method: 'GET', re: /^\/healthz$/ },
   { method: 'POST', re: /^\/v1\/sessions$/ },
   { method: 'GET', re: /^\/v1\/sessions\/[^/]+$/ },
@@ -374,6 +376,8 @@ const authRoutes = fc.constantFrom(
   { method: 'GET', path: `/v1/scopes/${ID.list}/events`, body: undefined },
   { method: 'POST', path: `/v1/scopes/${ID.main}/events/ticket`, body: undefined },
   { method: 'POST', path: '/v1/domains/default/queries/q', body: json({ params: {} }) },
+  { method: 'GET', path: '/v1/domains/default/queries/q/events?params=%7B%7D', body: undefined },
+  { method: 'GET', path: '/v1/domains/default/mirror', body: undefined },
 );
 /** Deleting a scope one does not own: bob's (readable by alice) is 403, alice's by a bad credential 401. */
 const notOwnerDelete: fc.Arbitrary<Spec> = fc.constantFrom<Spec>(

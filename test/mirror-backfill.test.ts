@@ -12,7 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PGliteMirror } from '../shared/adapters/embedded/pglite-mirror.js';
-import { BACKFILL_START, type BackfillPosition, backfill } from '../shared/mirror/backfill.js';
+import { BACKFILL_START, type BackfillPosition, backfill, backfillRate } from '../shared/mirror/backfill.js';
 import type { Mirror } from '../shared/ports/mirror.js';
 import { clientIn, upload, userId } from './contract/config.js';
 import { startServer, type TestServer } from './helpers/server.js';
@@ -44,6 +44,9 @@ function counting(real: Mirror, failFirst = 0) {
     },
     remove: (d, id) => real.remove(d, id),
     query: (d, q, l) => real.query(d, q, l),
+    watch: (d, l) => real.watch(d, l),
+    recordLag: (d, r, w) => real.recordLag(d, r, w),
+    status: (d, w) => real.status(d, w),
     close: async () => {},
   };
   return { mirror, upserts };
@@ -66,8 +69,13 @@ describe('backfill, stopped and resumed', () => {
     const domain = 'crash.example.com';
     await pglite.ensure(domain, TABLES);
     const { mirror, upserts } = counting(pglite);
+    let largest = 0;
     const source = {
-      listScopes: (after: string, limit: number) => srv.app.adapters.ledger.listScopes(after, limit),
+      listScopes: async (after: string, limit: number) => {
+        const page = await srv.app.adapters.ledger.listScopes(after, limit);
+        largest = Math.max(largest, page.length, limit);
+        return page;
+      },
       head: (id: string) => srv.app.engine.head(id),
       stateAt: (id: string, ii: number) => srv.app.engine.stateAt(id, ii),
     };
@@ -105,6 +113,11 @@ describe('backfill, stopped and resumed', () => {
     );
     expect(end.done).toBe(true);
     expect(end.rows).toBe(7);
+    // Every scope of the deployment was walked, one page (of 2) in memory at a time, with a rate to report.
+    expect(end.scanned).toBe((await srv.app.adapters.ledger.listScopes('', 1000)).length);
+    expect(largest).toBe(2);
+    expect(end.ms).toBeGreaterThan(0);
+    expect(backfillRate(end)).toBeGreaterThan(0);
     // Only the page the crash interrupted (2 scopes at most) is written again; the first page is not.
     expect([...upserts.values()].filter((n) => n > 1).length).toBeLessThanOrEqual(2);
     for (const id of firstPage) expect(upserts.get(id), id).toBe(1);
@@ -141,7 +154,7 @@ describe('an apply whose backfill fails midway', () => {
       expect(state).toMatchObject({
         status: 'done',
         steps: { mirror: 'done', activate: 'done', backfill: 'done' },
-        mirror: { created: expect.arrayContaining(['notes']), backfill: { rows: 3, done: true } },
+        mirror: { created: expect.arrayContaining(['notes']), backfill: { rows: 3, done: true, rate: expect.any(Number) } },
       });
       expect(ensures).toBe(1); // the retry did not ensure again: the checkpoint had it
       expect(upserts.size).toBe(3);

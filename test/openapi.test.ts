@@ -643,6 +643,72 @@ describe('scopes', () => {
     }
   });
 
+  it('runs a named query live (200 event stream of results); 400s bad params, 401s without a token, 403s a foreign domain, 404s an unknown query, 422s and 504s a failing first run, 429s past the query rate, 503s without a mirror', async () => {
+    const q = '/v1/domains/{domain}/queries/{name}/events';
+    const at = (name: string, opts: CallOpts = {}) => call('GET', q, { ...opts, params: { domain: 'default', name, ...(opts.params ?? {}) } });
+    const params = (p: unknown) => `?params=${encodeURIComponent(JSON.stringify(p))}`;
+    const ac = new AbortController();
+    const res = await fetch(`${srv.url}/v1/domains/default/queries/counters_from/events${params({ min: 1 })}`, {
+      headers: { authorization: `Bearer ${alice.token}` },
+      signal: ac.signal,
+    });
+    const { pointer, obj } = responseFor(q, 'GET', res.status);
+    expect(res.status).toBe(200);
+    checkHeaders(res.headers, pointer, obj, `GET ${q} 200`);
+    expect(mediaFor(res.headers, pointer, obj, `GET ${q} 200`).at(-1)).toBe('text/event-stream');
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    let text = '';
+    while (!/event: result\nid: 1\ndata: .*\n\n/.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+    const data = JSON.parse((/event: result\nid: 1\ndata: (.*)\n/.exec(text) as RegExpExecArray)[1] as string);
+    expectValid([...pointer, 'content', 'text/event-stream', 'x-sse-events', 'result'], data, 'live query result');
+    ac.abort();
+    for (const p of [{ min: 'x' }, { REQUESTER: 'x', min: 1 }]) expectError(await at('counters_from', { query: params(p) }), 400, 'invalid_params');
+    expectError(await at('counters_from', { query: '?params=%7B' }), 400, 'invalid_params');
+    expect((await at('me', { token: null })).status).toBe(401);
+    expectError(await at('me', { headers: { 'x-patchbay-domain': 'other.example.com' } }), 403, 'forbidden');
+    expectError(await at('nope'), 404, 'unknown_query');
+    expectError(await at('fails'), 422, 'query_failed');
+    expectError(await at('slow'), 504, 'query_timeout');
+    const limited = await startServer({ limits: 'on', rateQuery: { tokens: 1, windowMs: 60_000 } }, undefined, { mirror: null, configs: VALIDATED });
+    try {
+      const c = await limited.client();
+      const path = '/v1/domains/default/queries/me/events';
+      const none = await c.request('GET', path);
+      check(none, 'GET', q);
+      expectError(none, 503, 'unavailable');
+      const again = await c.request('GET', path);
+      check(again, 'GET', q);
+      expectError(again, 429, 'rate_limited');
+    } finally {
+      await limited.close();
+    }
+  });
+
+  it("reads a domain's mirror status (200) for its admins; 400s a bad domain, 401s without a token, 403s anyone else, 429s past the list rate, 503s without a mirror", async () => {
+    const m = '/v1/domains/{domain}/mirror';
+    const me = (await call('GET', '/v1/me')).json.id as string;
+    await srv.app.domains.addAdmin('default', me);
+    const ok = await call('GET', m, { params: { domain: 'default' } });
+    expect(ok.status).toBe(200);
+    expect(ok.json).toMatchObject({ mirror: true, lag: { windowMs: 300_000 } });
+    expectError(await call('GET', m, { params: { domain: 'Not%20A%20Domain' } }), 400, 'invalid_request');
+    expect((await call('GET', m, { params: { domain: 'default' }, token: null })).status).toBe(401);
+    expectError(await call('GET', m, { params: { domain: 'default' }, token: bob.token }), 403, 'forbidden');
+    const limited = await startServer({ limits: 'on', rateList: { tokens: 1, windowMs: 60_000 } }, undefined, { mirror: null, configs: VALIDATED });
+    try {
+      const c = await limited.client();
+      await limited.app.domains.addAdmin('default', (await c.request('GET', '/v1/me')).json.id);
+      const none = await c.request('GET', '/v1/domains/default/mirror');
+      check(none, 'GET', m);
+      expectError(none, 503, 'unavailable');
+      const again = await c.request('GET', '/v1/domains/default/mirror');
+      check(again, 'GET', m);
+      expectError(again, 429, 'rate_limited');
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('409s a taken id, 400s a bad id or body, 404s a missing scope, 415s a non-JSON body', async () => {
     const id = (await call('POST', '/v1/scopes', { body: { id: 'oa.taken' } })).json.id;
     const taken = await call('POST', '/v1/scopes', { body: { id }, token: bob.token });

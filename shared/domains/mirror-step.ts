@@ -23,7 +23,7 @@
  */
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
-import { BACKFILL_START, type BackfillPosition, type BackfillSource, backfill } from '../mirror/backfill.js';
+import { BACKFILL_START, type BackfillPosition, type BackfillSource, backfill, backfillRate } from '../mirror/backfill.js';
 import type { MirrorTables } from '../mirror/definitions.js';
 import type { Mirror } from '../ports/mirror.js';
 import type { DomainConfig } from './config-schema.js';
@@ -69,7 +69,7 @@ export function mirrorTablesOf(config: DomainConfig | undefined): MirrorTables |
 function reported(cp: MirrorCheckpoint): Json {
   const { created, altered, dropped, tables, position } = cp;
   const { scanned, rows, pages, done } = position;
-  return { created, altered, dropped, backfill: { tables, scanned, rows, pages, done } };
+  return { created, altered, dropped, backfill: { tables, scanned, rows, pages, done, rate: backfillRate(position) } };
 }
 
 /** Where a domain's mirror goes with a version: its tables, or null when the step has nothing to do. */

@@ -7,12 +7,14 @@
  *
  * What a caller learns: a domain without that query, or whose query does not list the caller's
  * domain, answers the same `unknown_query` (no telling which queries exist). A query marked
- * `rowsReadableOnly` is refused (`query_failed`, SQLSTATE 0A000, feature not supported) until
- * per-row access is enforced: running it unfiltered would show rows the caller may not read.
+ * `rowsReadableOnly` shows the caller only rows of scopes it may read (the mirror's row-level
+ * security, shared/mirror/sql.ts rowPolicySql).
  */
 import type { MirrorConfig } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import { prepareQuery, type QueryCaller } from '../mirror/queries.js';
+import { withBuiltins } from '../mirror/sql.js';
+import { parseQueryText } from '../mirror/sql-text.js';
 import type { Mirror, QueryResult } from '../ports/mirror.js';
 import type { ActiveConfigs } from './active.js';
 import { mirrorTablesOf } from './mirror-step.js';
@@ -32,13 +34,24 @@ export class NamedQueries {
     private readonly ensureOnUse = false,
   ) {}
 
+  /**
+   * The mirror tables a query may read (its identifiers that name one of the domain's tables),
+   * after checking that `caller` may run it with `params` (`unknown_query`, `invalid_params`).
+   */
+  async tablesRead(domain: string, name: string, params: unknown, caller: QueryCaller): Promise<string[]> {
+    await this.configs.prepare?.(domain);
+    const config = this.configs.get(domain)?.config;
+    prepareQuery(config?.queries ?? {}, domain, name, params, caller);
+    const q = config?.queries?.[name];
+    if (!q) return [];
+    const words = new Set(parseQueryText(q.sql).words);
+    return Object.keys(withBuiltins(mirrorTablesOf(config) ?? {})).filter((t) => words.has(t));
+  }
+
   async run(domain: string, name: string, params: unknown, caller: QueryCaller): Promise<QueryResult> {
     await this.configs.prepare?.(domain);
     const config = this.configs.get(domain)?.config;
     const prepared = prepareQuery(config?.queries ?? {}, domain, name, params, caller);
-    if (config?.queries?.[name]?.rowsReadableOnly) {
-      throw new PatchbayError('query_failed', 'rowsReadableOnly queries are not supported yet', { pgCode: '0A000' });
-    }
     if (this.mirror === null) throw new PatchbayError('unavailable', 'this deployment has no mirror to query');
     const tables = mirrorTablesOf(config);
     if (this.ensureOnUse && tables !== null) {

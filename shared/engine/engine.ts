@@ -65,6 +65,12 @@ export interface EngineOptions {
   onPublished?: (events: PatchEvent[]) => void;
   /** More to delete when a deleted scope is purged (an upload's file); must be repeatable (shared/engine/deleter.ts). */
   onPurge?: (id: string) => Promise<void>;
+  /**
+   * Told after a scope changed without a patch, so without an event on the bus: created (with
+   * its initial state), its access replaced, renamed. Not awaited, and not retried: what it
+   * starts must not hold up the request (the mirror, shared/mirror/consumer.ts `touch`).
+   */
+  onChanged?: (id: string, domain: string) => void;
 }
 
 export class Engine {
@@ -80,6 +86,7 @@ export class Engine {
   private readonly now: () => number;
   private readonly logError: Logger;
   private readonly rules: CommitRules;
+  private readonly changed: (id: string, domain: string) => void;
 
   constructor(ports: EnginePorts, config: EngineConfig, opts: EngineOptions = {}) {
     this.ports = ports;
@@ -93,6 +100,7 @@ export class Engine {
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
     this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
     this.rules = opts.rules ?? DEFAULT_RULES;
+    this.changed = opts.onChanged ?? (() => {});
     this.writer = new Writer(ports, config, this.reader, near, this.outbox, this.rules, this.now, opts.onStored);
   }
 
@@ -108,6 +116,7 @@ export class Engine {
     const { domain, name } = view.meta;
     if (name !== null && (await this.ports.ledger.resolveName(domain, owner, name)) !== null) throw nameTaken(domain, name);
     await this.ports.ledger.createScope({ id: view.id, meta: view.meta, initial: view.state });
+    this.changed(view.id, view.meta.domain);
     return view;
   }
 
@@ -155,6 +164,7 @@ export class Engine {
       checked = true;
       try {
         await this.ports.ledger.createScope({ id: fresh.id, meta: fresh.meta, initial: fresh.state });
+        this.changed(fresh.id, fresh.meta.domain);
         return { view: fresh, created: true };
       } catch (err) {
         // Another request took the name first: resolve again. (A renamed-away winner frees it again: try again.)
@@ -179,6 +189,7 @@ export class Engine {
       if (held !== null && held !== id) throw nameTaken(meta.domain, name);
     }
     await this.ports.ledger.rename(id, name);
+    this.changed(id, meta.domain);
     return { ...meta, name };
   }
 
@@ -203,6 +214,7 @@ export class Engine {
       if (meta.access && sameAccess(current, next)) return current;
       const stored = await this.ports.ledger.setAccess(id, next, current.rev);
       if (!stored) continue; // changed meanwhile (another request of the owner): decide again
+      this.changed(id, meta.domain);
       await this.ports.bus.signal({ scope: id, kind: 'access' }).catch((err: unknown) =>
         // Committed all the same: streams of this scope end at their length at the latest, and reconnects are checked.
         this.logError({ message: 'access signal failed', scope: id, err: String(err) }),

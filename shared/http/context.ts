@@ -8,6 +8,8 @@ import type { HttpConfig } from '../config.js';
 import type { ConfigService } from '../domains/apply.js';
 import type { Claims } from '../domains/claims.js';
 import type { Domains } from '../domains/domains.js';
+import type { LiveQueries } from '../domains/live-queries.js';
+import type { DomainMirrorStatus } from '../domains/mirror-status.js';
 import type { NamedQueries } from '../domains/queries.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
 import type { Tags } from '../domains/tags.js';
@@ -48,6 +50,10 @@ export interface HandlerDeps {
   tags: Tags;
   /** The domains' named queries over the mirror (shared/domains/queries.ts). */
   queries: NamedQueries;
+  /** A domain's mirror status for its admins (shared/domains/mirror-status.ts). */
+  mirrorStatus: (domain: string) => Promise<DomainMirrorStatus>;
+  /** Live queries over SSE (shared/domains/live-queries.ts). */
+  liveQueries: LiveQueries;
   /** Uploads and downloads by signed URL (shared/uploads/uploads.ts). */
   uploads: Uploads;
 }

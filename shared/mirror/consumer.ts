@@ -24,6 +24,8 @@ import type { Json } from '../json.js';
 import type { Head } from '../ports/ledger.js';
 import type { Mirror } from '../ports/mirror.js';
 import type { MirrorTables } from './definitions.js';
+import type { LagRecorder } from './lag.js';
+import { feeds, withBuiltins } from './sql.js';
 
 export interface MirrorConsumerOptions {
   mirror: Mirror;
@@ -38,41 +40,97 @@ export interface MirrorConsumerOptions {
    * handler still holding the previous version must not put the previous tables back then.
    */
   ensure?: boolean;
+  /** Told of each patch event's row becoming visible (mirror lag, shared/mirror/lag.ts). */
+  lag?: LagRecorder;
+}
+
+/** The mirror's two entry points: the consumer's handler, and `touch` for changes that are not patches. */
+export interface MirrorSync {
+  /** The handler for the mirror's Consumer (patch events). */
+  handle: PatchHandler;
+  /**
+   * Mirrors the scope's head again, whatever this process mirrored before: for what changes a
+   * scope without a patch, and so without an event (its creation, its access, its name). Calls
+   * for one scope run one after another, and a call made while one runs runs again after it, so
+   * the last row this process writes is built from a head read after the last change.
+   */
+  touch(id: string): Promise<void>;
 }
 
 /** The handler for the mirror's Consumer. */
 export function mirrorHandler(opts: MirrorConsumerOptions): PatchHandler {
+  return mirrorSync(opts).handle;
+}
+
+export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
   /** Definitions `ensure` was last run with, per domain (as JSON): a change runs it again. */
   const ensured = new Map<string, string>();
   /** The newest `ii` mirrored per scope by this process. Only a shortcut: forgetting costs an upsert. */
   const mirrored = new LRUCache<string, number>({ max: 10_000 });
+  /** touch: the running call per scope, and whether another was asked for meanwhile. */
+  const touching = new Map<string, { again: boolean; done: Promise<void> }>();
 
-  return async (event) => {
-    if ((mirrored.get(event.scope) ?? 0) >= event.ii) return;
+  /** Mirrors the scope at its head; returns the `ii` written (null: removed, or the domain has no mirror). */
+  const mirrorHead = async (id: string): Promise<{ domain: string; tables: string[]; ii: number } | null> => {
     let head: Head;
     try {
-      head = await opts.source.head(event.scope);
+      head = await opts.source.head(id);
     } catch (err) {
       if (!(err instanceof PatchbayError) || err.code !== 'scope_not_found') throw err;
-      await opts.mirror.remove(null, event.scope);
-      mirrored.delete(event.scope);
-      return;
+      await opts.mirror.remove(null, id);
+      mirrored.delete(id);
+      return null;
     }
     const domain = head.meta.domain;
     const tables = await opts.tables(domain);
     if (tables === null) {
       // No mirror: the scope's earlier events need nothing either (a catch-up replaying its history
       // reads the head once). Should the domain declare tables later, its apply backfills them.
-      mirrored.set(event.scope, head.ii);
-      return;
+      mirrored.set(id, head.ii);
+      return null;
     }
     const key = JSON.stringify(tables);
     if ((opts.ensure ?? true) && ensured.get(domain) !== key) {
       await opts.mirror.ensure(domain, tables);
       ensured.set(domain, key);
     }
-    const state = await opts.source.stateAt(event.scope, head.ii);
-    await opts.mirror.upsert(domain, tables, { id: event.scope, ii: head.ii, meta: head.meta, state });
-    mirrored.set(event.scope, head.ii);
+    const state = await opts.source.stateAt(id, head.ii);
+    await opts.mirror.upsert(domain, tables, { id, ii: head.ii, meta: head.meta, state });
+    mirrored.set(id, head.ii);
+    const fed = Object.entries(withBuiltins(tables))
+      .filter(([name, def]) => feeds(name, def, head.meta.type))
+      .map(([name]) => name);
+    return { domain, tables: fed, ii: head.ii };
+  };
+
+  return {
+    handle: async (event) => {
+      if ((mirrored.get(event.scope) ?? 0) >= event.ii) return;
+      const done = await mirrorHead(event.scope);
+      if (done && opts.lag) {
+        opts.lag.note(done.domain, done.tables, event.scope, done.ii, event.at);
+        await opts.lag.maybeFlush();
+      }
+    },
+    touch(id) {
+      const running = touching.get(id);
+      if (running) {
+        running.again = true;
+        return running.done;
+      }
+      const entry = { again: false, done: Promise.resolve() };
+      entry.done = (async () => {
+        try {
+          do {
+            entry.again = false;
+            await mirrorHead(id);
+          } while (entry.again);
+        } finally {
+          touching.delete(id);
+        }
+      })();
+      touching.set(id, entry);
+      return entry.done;
+    },
   };
 }

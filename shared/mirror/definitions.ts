@@ -103,7 +103,7 @@ export const querySchema = z
      * patterns where `*` stands for exactly one host label (`*.example.com`).
      */
     domains: z.array(z.string().min(1).max(253)).max(100).optional(),
-    /** The caller may only see rows of scopes they can read (enforced by the query route; to come). */
+    /** The caller sees, in every table the query reads, only rows of scopes it may read (row-level security: shared/mirror/sql.ts). */
     rowsReadableOnly: z.boolean().optional(),
   })
   .strict()

@@ -6,7 +6,7 @@
  * open it when `exists` says there is no stored mirror yet (nothing to remove).
  */
 
-import type { EnsureReport, Mirror, MirroredScope, PreparedQuery, QueryLimits, QueryResult } from '../ports/mirror.js';
+import type { EnsureReport, LagRecord, Mirror, MirroredScope, MirrorStatus, PreparedQuery, QueryLimits, QueryResult } from '../ports/mirror.js';
 import type { MirrorTables } from './definitions.js';
 
 export class LazyMirror implements Mirror {
@@ -45,6 +45,18 @@ export class LazyMirror implements Mirror {
 
   query(domain: string, q: PreparedQuery, limits: QueryLimits): Promise<QueryResult> {
     return this.get().query(domain, q, limits);
+  }
+
+  watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>> {
+    return this.get().watch(domain, listener);
+  }
+
+  recordLag(domain: string, rec: LagRecord, windowMs: number): Promise<void> {
+    return this.get().recordLag(domain, rec, windowMs);
+  }
+
+  status(domain: string, windowMs: number): Promise<MirrorStatus> {
+    return this.get().status(domain, windowMs);
   }
 
   async close(): Promise<void> {

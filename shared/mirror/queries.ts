@@ -5,8 +5,10 @@
  * against their declared types (`invalid_params`), and `$REQUESTER` / `$DOMAIN` bound from the
  * server's own knowledge of the caller. A client cannot supply those two: a parameter of either
  * name (in any case) is refused, and since every value is a bound parameter, no value can change
- * the SQL text.
+ * the SQL text. A query declared `rowsReadableOnly` carries the caller as `readableBy`: the
+ * mirror then shows it only the rows of scopes it may read (shared/ports/mirror.ts, Rows).
  */
+import { serviceUser } from '../engine/access.js';
 import { PatchbayError } from '../errors.js';
 import type { PreparedQuery } from '../ports/mirror.js';
 import { type NamedQueries, queryAllowed, SERVER_PARAMS, type SqlType } from './definitions.js';
@@ -55,5 +57,11 @@ export function prepareQuery(queries: NamedQueries, domain: string, name: string
       values.push(v === undefined ? null : paramText(p, d.type, v));
     }
   }
-  return { text: positionalText(parsed, parsed.names, types), values };
+  const text = positionalText(parsed, parsed.names, types);
+  // Per-row access: the rows of scopes the caller may read (shared/engine/access.ts); the
+  // domain's service identity reads every scope of its domain, so it sees every row.
+  if (q.rowsReadableOnly && caller.requester !== serviceUser(domain)) {
+    return { text, values, readableBy: { user: caller.requester, sameDomain: caller.domain === domain } };
+  }
+  return { text, values };
 }

@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { asPatchbayError, PatchbayError } from '../errors.js';
-import type { EnsureReport, Mirror, MirroredScope, PreparedQuery, QueryLimits, QueryResult } from '../ports/mirror.js';
+import type { EnsureReport, LagRecord, Mirror, MirroredScope, MirrorStatus, PreparedQuery, QueryLimits, QueryResult } from '../ports/mirror.js';
 import type { MirrorTables, TableDefinition } from './definitions.js';
 import {
   alterTypeSql,
@@ -21,8 +21,11 @@ import {
   feeds,
   ident,
   indexName,
+  LAG,
   literal,
+  ROW_POLICY,
   roleName,
+  rowPolicySql,
   SETTINGS,
   schemaName,
   upsertSql,
@@ -53,6 +56,12 @@ export interface SqlDriver {
    * sets the role with SET LOCAL ROLE). Always rolled back afterwards.
    */
   readOnly<T>(role: { name: string; password: string }, fn: (c: SqlConn) => Promise<T>): Promise<T>;
+  /**
+   * Calls `onNotify` with the payload of each notification on `channel` (LISTEN), and with null
+   * when some may have been missed (a listening connection lost and re-established). Resolves
+   * once listening, with the unlisten.
+   */
+  listen(channel: string, onNotify: (payload: string | null) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -75,6 +84,14 @@ function queryError(err: unknown): PatchbayError {
   return new PatchbayError('query_failed', `the query failed (SQLSTATE ${code})`, { pgCode: code });
 }
 
+/**
+ * Tells the domain's watchers (Mirror.watch) which tables this transaction changed: a
+ * notification on the schema's channel, delivered by Postgres when (and only if) it commits.
+ */
+async function notify(c: SqlConn, schema: string, tables: string[]): Promise<void> {
+  if (tables.length > 0) await c.query('SELECT pg_notify($1, $2)', [schema, tables.join(',')]);
+}
+
 interface CatalogEntry {
   def: TableDefinition;
 }
@@ -94,6 +111,7 @@ export class SqlMirror implements Mirror {
       await c.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${s}.${ident(CATALOG)} (name text PRIMARY KEY, definition jsonb NOT NULL)`);
       await c.query(`CREATE TABLE IF NOT EXISTS ${s}.${ident(SETTINGS)} (key text PRIMARY KEY, value text NOT NULL)`);
+      await c.query(`CREATE TABLE IF NOT EXISTS ${s}.${ident(LAG)} (at timestamptz NOT NULL, lags integer[] NOT NULL, last jsonb NOT NULL)`);
       const pw = await this.ensureRole(c, schema, role);
       await c.query(`GRANT USAGE ON SCHEMA ${s} TO ${ident(role)}`);
 
@@ -127,12 +145,22 @@ export class SqlMirror implements Mirror {
           [name, JSON.stringify(def)],
         );
       }
+      // Per-row access: every table gets its policy once (tables made before policies existed too).
+      const policed = new Set(
+        (await c.query('SELECT tablename FROM pg_catalog.pg_policies WHERE schemaname = $1 AND policyname = $2', [schema, ROW_POLICY])).rows.map(
+          (r) => r[0] as string,
+        ),
+      );
+      for (const name of Object.keys(wanted)) {
+        if (!policed.has(name)) for (const sql of rowPolicySql(schema, name, role)) await c.query(sql);
+      }
       for (const name of catalog.keys()) {
         if (name in wanted) continue;
         await c.query(`DROP TABLE IF EXISTS ${s}.${ident(name)}`);
         await c.query(`DELETE FROM ${s}.${ident(CATALOG)} WHERE name = $1`, [name]);
         report.dropped.push(name);
       }
+      if (report.created.length + report.altered.length + report.dropped.length > 0) await notify(c, schema, ['*']);
       return pw;
     });
     this.passwords.set(role, password);
@@ -223,11 +251,14 @@ export class SqlMirror implements Mirror {
     const schema = schemaName(domain);
     const all = withBuiltins(tables);
     await this.driver.transaction(async (c) => {
+      const changed: string[] = [];
       for (const [name, def] of Object.entries(all)) {
         if (!feeds(name, def, scope.meta.type)) continue;
         const values = [scope.id, String(scope.ii), ...Object.entries(def.columns).map(([col, d]) => columnText(col, d, scope))];
         await c.query(upsertSql(schema, name, def), values);
+        changed.push(name);
       }
+      await notify(c, schema, changed);
     });
   }
 
@@ -243,7 +274,10 @@ export class SqlMirror implements Mirror {
             );
       for (const schema of schemas) {
         const names = (await c.query(`SELECT name FROM ${ident(schema)}.${ident(CATALOG)}`)).rows.map((r) => r[0] as string);
-        for (const name of names) await c.query(deleteSql(schema, name), [id]);
+        let changed = 0;
+        for (const name of names)
+          changed += (await c.query(`WITH gone AS (${deleteSql(schema, name)} RETURNING 1) SELECT count(*)::int FROM gone`, [id])).rows[0]?.[0] as number;
+        if (changed > 0) await notify(c, schema, names);
       }
     });
   }
@@ -283,10 +317,13 @@ export class SqlMirror implements Mirror {
     const password = await this.password(schema, role);
     return this.driver.readOnly({ name: role, password }, async (c) => {
       if (!this.driver.loginRoles) await c.query(`SET LOCAL ROLE ${ident(role)}`);
-      await c.query("SELECT set_config('statement_timeout', $1, true), set_config('search_path', $2, true)", [
-        String(Math.max(1, Math.floor(limits.timeoutMs))),
-        ident(schema),
-      ]);
+      // Whose rows the tables show (their row-level security: shared/mirror/sql.ts, rowPolicySql).
+      const by = q.readableBy;
+      await c.query(
+        "SELECT set_config('statement_timeout', $1, true), set_config('search_path', $2, true), set_config('patchbay.rows', $3, true), " +
+          "set_config('patchbay.user', $4, true), set_config('patchbay.same_domain', $5, true)",
+        [String(Math.max(1, Math.floor(limits.timeoutMs))), ident(schema), by ? 'readable' : 'all', by?.user ?? '', by?.sameDomain ? 'on' : 'off'],
+      );
       // A cursor reads only what is fetched (the row cap costs nothing past it), and accepts
       // only a query (SELECT, VALUES, WITH ...), never another kind of statement.
       await c.query(`DECLARE pb_query NO SCROLL CURSOR FOR ${q.text}`, q.values);
@@ -310,6 +347,42 @@ export class SqlMirror implements Mirror {
     if (typeof pw !== 'string') throw new PatchbayError('query_failed', "the domain's mirror does not exist yet", { pgCode: '3F000' });
     this.passwords.set(role, pw);
     return pw;
+  }
+
+  async recordLag(domain: string, rec: LagRecord, windowMs: number): Promise<void> {
+    const t = `${ident(schemaName(domain))}.${ident(LAG)}`;
+    await this.driver.transaction(async (c) => {
+      if (!(await this.hasLagTable(c, domain))) return;
+      await c.query(`DELETE FROM ${t} WHERE at < now() - ($1::bigint * interval '1 millisecond')`, [String(Math.floor(windowMs))]);
+      const lags = `{${rec.lags.map((l) => Math.max(0, Math.min(2 ** 31 - 1, Math.round(l)))).join(',')}}`;
+      await c.query(`INSERT INTO ${t} (at, lags, last) VALUES (now(), $1::integer[], $2::jsonb)`, [lags, JSON.stringify(rec.last)]);
+    });
+  }
+
+  async status(domain: string, windowMs: number): Promise<MirrorStatus> {
+    const t = `${ident(schemaName(domain))}.${ident(LAG)}`;
+    const rows = await this.driver.transaction(async (c) => {
+      if (!(await this.hasLagTable(c, domain))) return [];
+      return (await c.query(`SELECT lags, last FROM ${t} WHERE at >= now() - ($1::bigint * interval '1 millisecond')`, [String(Math.floor(windowMs))])).rows;
+    });
+    const lags: number[] = [];
+    const tables: MirrorStatus['tables'] = {};
+    for (const [l, last] of rows) {
+      for (const x of l as number[]) lags.push(Number(x));
+      const parsed = (typeof last === 'string' ? JSON.parse(last) : last) as LagRecord['last'];
+      for (const [name, v] of Object.entries(parsed)) if (!tables[name] || tables[name].at < v.at) tables[name] = v;
+    }
+    lags.sort((a, b) => a - b);
+    const pct = (p: number) => (lags.length === 0 ? null : (lags[Math.min(lags.length - 1, Math.ceil((p / 100) * lags.length) - 1)] as number));
+    return { lag: { windowMs, count: lags.length, p50: pct(50), p99: pct(99), max: lags.length === 0 ? null : (lags[lags.length - 1] as number) }, tables };
+  }
+
+  private async hasLagTable(c: SqlConn, domain: string): Promise<boolean> {
+    return (await c.query('SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = $2', [schemaName(domain), LAG])).rows.length > 0;
+  }
+
+  watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>> {
+    return this.driver.listen(schemaName(domain), (payload) => listener(payload === null || payload === '' ? ['*'] : payload.split(',')));
   }
 
   /**

@@ -16,6 +16,11 @@ export interface ParsedQuery {
   parts: Array<string | { param: string }>;
   /** Distinct parameter names in order of first use. */
   names: string[];
+  /**
+   * Every identifier outside strings and comments, unquoted ones lower-cased as Postgres folds
+   * them: a superset of the tables the query reads (live queries re-run when one of them changes).
+   */
+  words: string[];
 }
 
 const IDENT_START = /[A-Za-z_]/;
@@ -25,6 +30,7 @@ const IDENT_CHAR = /[A-Za-z0-9_$]/;
 export function parseQueryText(sql: string): ParsedQuery {
   const parts: Array<string | { param: string }> = [];
   const names: string[] = [];
+  const words = new Set<string>();
   let buf = '';
   let i = 0;
   const n = sql.length;
@@ -54,6 +60,7 @@ export function parseQueryText(sql: string): ParsedQuery {
         else if (sql[j] === '"') break;
         else j += 1;
       }
+      words.add(sql.slice(i + 1, j).replace(/""/g, '"'));
       take(j + 1);
     } else if (ch === '-' && next === '-') {
       const end = sql.indexOf('\n', i);
@@ -75,6 +82,7 @@ export function parseQueryText(sql: string): ParsedQuery {
     } else if (IDENT_START.test(ch)) {
       let j = i + 1;
       while (j < n && IDENT_CHAR.test(sql[j] as string)) j += 1;
+      words.add(sql.slice(i, j).toLowerCase());
       take(j); // an identifier or keyword, `$` inside it included
     } else if (ch === '$') {
       const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(sql.slice(i));
@@ -103,7 +111,7 @@ export function parseQueryText(sql: string): ParsedQuery {
     }
   }
   if (buf) parts.push(buf);
-  return { parts, names };
+  return { parts, names, words: [...words] };
 }
 
 /**

@@ -47,6 +47,8 @@ export function roleName(domain: string): string {
 
 /** patchbay's catalog in each domain schema: the tables it created there, with the definition each was last made to. */
 export const CATALOG = '_patchbay_tables';
+/** Lag samples of the domain's mirror consumer (shared/mirror/lag.ts), one row per flush per process. Not readable by the query role. */
+export const LAG = '_patchbay_lag';
 /** Settings of the domain schema kept by patchbay (the query role's password on Postgres). Not readable by the query role. */
 export const SETTINGS = '_patchbay_settings';
 
@@ -131,4 +133,33 @@ export function upsertSql(schema: string, table: string, def: TableDefinition): 
 
 export function deleteSql(schema: string, table: string): string {
   return `DELETE FROM ${ident(schema)}.${ident(table)} WHERE id = $1`;
+}
+
+/**
+ * Per-row access (a query's `rowsReadableOnly`): the row-level security policy every mirrored
+ * table has for the domain's query role. A query transaction says whose rows it may see in
+ * settings (`patchbay.rows` = `all`, or the caller in `patchbay.user` and `patchbay.same_domain`,
+ * shared/mirror/sql-mirror.ts); unset means no row. `scopes` decides from its own owner and
+ * access, as canRead in shared/engine/access.ts does (an access of NULL is a scope stored before
+ * access existed: any signed-in user reads); every other table keeps a row when its scope's
+ * `scopes` row is visible, which that table's policy decides in turn. The owner of the tables
+ * (patchbay's own user: upserts, backfills) is not subject to it.
+ */
+export const ROW_POLICY = 'pb_rows_v1';
+
+export function rowPolicySql(schema: string, table: string, role: string): string[] {
+  const t = `${ident(schema)}.${ident(table)}`;
+  const all = "current_setting('patchbay.rows', true) = 'all'";
+  const user = "current_setting('patchbay.user', true)";
+  const cond =
+    table === 'scopes'
+      ? `${all} OR owner = ${user} OR access IS NULL OR access->>'visibility' IN ('public', 'authenticated') ` +
+        `OR (access->>'visibility' = 'domain' AND current_setting('patchbay.same_domain', true) = 'on') ` +
+        `OR (access->'readers') ? ${user} OR (access->'writers') ? ${user}`
+      : `${all} OR EXISTS (SELECT 1 FROM ${ident(schema)}.scopes pb_s WHERE pb_s.id = ${ident(table)}.id)`;
+  return [
+    `ALTER TABLE ${t} ENABLE ROW LEVEL SECURITY`,
+    `DROP POLICY IF EXISTS ${ident(ROW_POLICY)} ON ${t}`,
+    `CREATE POLICY ${ident(ROW_POLICY)} ON ${t} FOR SELECT TO ${ident(role)} USING (${cond})`,
+  ];
 }

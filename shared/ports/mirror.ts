@@ -13,6 +13,9 @@
  * - Isolation: a query runs in a read-only transaction as the domain's query role, which may read
  *   that domain's mirrored tables and nothing else patchbay created; its SQL text is fixed by the
  *   definition and every client value is a bound parameter.
+ * - Rows: a query given `readableBy` sees, in every mirrored table, only the rows of scopes that
+ *   user may read (row-level security on the query role, keyed by the `scopes` row's owner and
+ *   access); aggregates and joins see the same subset.
  * - Errors: a failing query is a PatchbayError `query_failed` carrying the SQLSTATE (`pgCode`)
  *   and never the database's message, or `query_timeout`; a database that cannot be reached is
  *   `unavailable`.
@@ -46,6 +49,13 @@ export interface EnsureReport {
 export interface PreparedQuery {
   text: string;
   values: Array<string | null>;
+  /**
+   * Per-row access (a query declared `rowsReadableOnly`): every table the query reads shows only
+   * rows of scopes `user` may read (its owner, a listed reader or writer, or let in by the scope's
+   * visibility: `domain` only when `sameDomain`, the caller acting in the scope's domain), as
+   * shared/engine/access.ts decides from the `scopes` row's owner and access. Absent: every row.
+   */
+  readableBy?: { user: string; sameDomain: boolean };
 }
 
 export interface QueryLimits {
@@ -61,6 +71,22 @@ export interface QueryResult {
   rows: Json[][];
   /** True when the query had more rows than `maxRows` (the rest were not read). */
   truncated: boolean;
+}
+
+/** Lag samples of one process, for one domain (shared/mirror/lag.ts collects them). */
+export interface LagRecord {
+  /** Commit → row visible, ms, one per mirrored patch event. */
+  lags: number[];
+  /** Per table, the newest row written: its scope, `ii`, and when (ms since epoch). */
+  last: Record<string, { scope: string; ii: number; at: number }>;
+}
+
+/** What the admin reads about a domain's mirror (GET /v1/domains/{domain}/mirror). */
+export interface MirrorStatus {
+  /** Lag over the window: samples recorded by every process, percentiles in ms (null without samples). */
+  lag: { windowMs: number; count: number; p50: number | null; p99: number | null; max: number | null };
+  /** Per table, the newest row written within the window by the mirror consumer. */
+  tables: Record<string, { scope: string; ii: number; at: number }>;
 }
 
 export interface Mirror {
@@ -93,6 +119,23 @@ export interface Mirror {
    * Throws `query_failed` (`pgCode`), `query_timeout`, or `unavailable`.
    */
   query(domain: string, q: PreparedQuery, limits: QueryLimits): Promise<QueryResult>;
+  /**
+   * Calls `listener` after each committed change to the domain's mirror (upsert, remove, ensure)
+   * with the names of the tables it changed (`*`: any of them: a schema change, or changes that
+   * may have been missed, e.g. while a lost connection was re-established). At least once per
+   * change while the watch is open, after the change is visible to queries; a listener must not
+   * assume one call per change (calls may be merged or repeated). Resolves with the unwatch once
+   * listening. For live queries (shared/domains/live-queries.ts): Postgres LISTEN/NOTIFY on a
+   * channel per domain schema, so a change made by any process reaches every process.
+   */
+  watch(domain: string, listener: (tables: string[]) => void): Promise<() => Promise<void>>;
+  /**
+   * Stores lag samples of the domain's mirror (kept in its schema, so every process's are read
+   * together), dropping those older than `windowMs`. Nothing when the domain has no mirror.
+   */
+  recordLag(domain: string, rec: LagRecord, windowMs: number): Promise<void>;
+  /** The lag percentiles and newest rows of the last `windowMs` (all samples of every process). */
+  status(domain: string, windowMs: number): Promise<MirrorStatus>;
   /** Releases connections (PGlite: closes the database). Calls after close fail. */
   close(): Promise<void>;
 }

@@ -164,11 +164,11 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       // Undeclaring `notes` drops it; `mine` was never patchbay's, so it stays.
       expect(await m.ensure(d, {})).toEqual({ created: [], altered: [], dropped: ['notes'], backfill: [] });
       const tables = async () => (await m.adminQuery('SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1', [s])).rows.map((r) => r[0]);
-      expect(await tables()).toEqual(['_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
+      expect(await tables()).toEqual(['_patchbay_lag', '_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
       // Declaring a table under its name is refused, and nothing changes (notes is not re-created either).
       const err = await expectCode(m.ensure(d, { ...NOTES, mine: { type: 'note', columns: { secret: { type: 'integer' } } } }), 'invalid_request');
       expect(err.details).toEqual({ table: 'mine' });
-      expect(await tables()).toEqual(['_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
+      expect(await tables()).toEqual(['_patchbay_lag', '_patchbay_settings', '_patchbay_tables', 'mine', 'scopes', 'tags']);
       expect((await m.adminQuery(`SELECT * FROM "${s}".mine`)).rows).toEqual([['k', 'keep me']]);
       // Upserts and removes never touch it either.
       await m.remove(d, 'k');
@@ -289,6 +289,96 @@ export function mirrorConformance(name: string, make: () => Promise<SqlMirror>, 
       }
       // The domain's own tables are readable, unqualified (search_path is the domain's schema).
       expect((await run(m, b, 'SELECT title FROM notes')).rows).toEqual([['b only']]);
+    });
+
+    it('rowsReadableOnly: every table read shows only rows of scopes the caller may read (owner, listed, visibility), aggregates too', async () => {
+      const m = await make();
+      const d = fresh();
+      await m.ensure(d, NOTES);
+      const acc = (visibility: string, readers: string[] = [], writers: string[] = []) => ({ visibility, readers, writers, rev: 1 }) as never;
+      const put = (id: string, owner: string, access: unknown) =>
+        m.upsert(d, NOTES, { ...scope(id, 1, { title: id }, 'note', owner), meta: { ...scope(id, 1, {}, 'note', owner).meta, access: access as never } });
+      await put('a-own1', 'u1', acc('private'));
+      await put('b-own2', 'u2', acc('private'));
+      await put('c-read2', 'u1', acc('private', ['u2']));
+      await put('d-write2', 'u1', acc('private', [], ['u2']));
+      await put('e-public', 'u3', acc('public'));
+      await put('f-auth', 'u3', acc('authenticated'));
+      await put('g-domain', 'u3', acc('domain'));
+      await put('h-legacy', 'u3', undefined);
+      const sql = 'SELECT n.id, s.owner FROM notes n JOIN scopes s USING (id) ORDER BY n.id';
+      const as = async (requester: string, domain: string, text = sql) => {
+        const queries = namedQueriesSchema.parse({ q: { sql: text, rowsReadableOnly: true } });
+        return (await m.query(d, prepareQuery(queries, d, 'q', {}, { requester, domain }), LIMITS)).rows.map((r) => r[0]);
+      };
+      expect(await as('u1', d)).toEqual(['a-own1', 'c-read2', 'd-write2', 'e-public', 'f-auth', 'g-domain', 'h-legacy']);
+      expect(await as('u2', d)).toEqual(['b-own2', 'c-read2', 'd-write2', 'e-public', 'f-auth', 'g-domain', 'h-legacy']);
+      // From another domain (a query listing it), `domain` visibility does not let in.
+      const other = fresh();
+      const queries = namedQueriesSchema.parse({ q: { sql, rowsReadableOnly: true, domains: [other] } });
+      expect((await m.query(d, prepareQuery(queries, d, 'q', {}, { requester: 'u9', domain: other }), LIMITS)).rows.map((r) => r[0])).toEqual([
+        'e-public',
+        'f-auth',
+        'h-legacy',
+      ]);
+      // An aggregate sees the same subset; the domain's service identity reads every scope of it.
+      expect(await as('u2', d, 'SELECT count(*)::text FROM notes')).toEqual(['7']);
+      expect(await as(`domain:${d}`, d, 'SELECT count(*)::text FROM notes')).toEqual(['8']);
+      // Without rowsReadableOnly, every row.
+      expect((await run(m, d, 'SELECT count(*)::text FROM scopes')).rows).toEqual([['8']]);
+      // A caller can neither name itself another user nor widen the filter through parameters.
+      const withParam = namedQueriesSchema.parse({
+        q: { sql: 'SELECT id FROM notes WHERE title <> $t ORDER BY id', params: { t: { type: 'text' } }, rowsReadableOnly: true },
+      });
+      const mine = await m.query(d, prepareQuery(withParam, d, 'q', { t: "' OR true --" }, { requester: 'u2', domain: d }), LIMITS);
+      expect(mine.rows.map((x) => x[0])).not.toContain('a-own1');
+    });
+
+    it('watch: told after each committed change of the domain, with the tables it changed; not after unwatch', async () => {
+      const m = await make();
+      const d = fresh();
+      const other = fresh();
+      await m.ensure(d, NOTES);
+      await m.ensure(other, NOTES);
+      const seen: string[][] = [];
+      const unwatch = await m.watch(d, (t) => seen.push(t));
+      const until = async (pred: () => boolean) => {
+        for (let i = 0; i < 100 && !pred(); i++) await new Promise((r) => setTimeout(r, 20));
+        expect(pred()).toBe(true);
+      };
+      await m.upsert(other, NOTES, scope('o', 1, { title: 'elsewhere' }));
+      await m.upsert(d, NOTES, scope('w', 1, { title: 'x' }));
+      await until(() => seen.length === 1);
+      expect(seen).toEqual([['scopes', 'notes']]);
+      // By the time it is told, a query sees the change.
+      expect((await run(m, d, 'SELECT title FROM notes')).rows).toEqual([['x']]);
+      await m.remove(d, 'w');
+      await until(() => seen.length === 2);
+      expect([...(seen[1] as string[])].sort()).toEqual(['notes', 'scopes', 'tags']);
+      await m.remove(d, 'w'); // nothing to remove: nothing changed
+      await m.ensure(d, { ...NOTES, more: { type: 'more', columns: { x: { type: 'text' } } } });
+      await until(() => seen.length === 3);
+      expect(seen[2]).toEqual(['*']);
+      await unwatch();
+      await m.upsert(d, NOTES, scope('w', 2, { title: 'y' }));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seen.length).toBe(3);
+    });
+
+    it('recordLag and status: percentiles over every record of the window, the newest row per table; the query role cannot read them', async () => {
+      const m = await make();
+      const d = fresh();
+      await m.ensure(d, NOTES);
+      await m.recordLag(d, { lags: [10, 20, 30], last: { notes: { scope: 'a', ii: 1, at: 1000 }, scopes: { scope: 'a', ii: 1, at: 1000 } } }, 60_000);
+      await m.recordLag(d, { lags: [40], last: { notes: { scope: 'b', ii: 2, at: 2000 } } }, 60_000);
+      expect(await m.status(d, 60_000)).toEqual({
+        lag: { windowMs: 60_000, count: 4, p50: 20, p99: 40, max: 40 },
+        tables: { notes: { scope: 'b', ii: 2, at: 2000 }, scopes: { scope: 'a', ii: 1, at: 1000 } },
+      });
+      expect((await m.status(fresh(), 60_000)).lag).toEqual({ windowMs: 60_000, count: 0, p50: null, p99: null, max: null });
+      await m.recordLag(fresh(), { lags: [1], last: {} }, 60_000); // a domain without a mirror: nothing, no error
+      const err = await expectCode(run(m, d, 'SELECT * FROM _patchbay_lag'), 'query_failed');
+      expect(err.details).toEqual({ pgCode: '42501' });
     });
 
     it('the row cap: at most maxRows rows, with truncated set when there were more', async () => {

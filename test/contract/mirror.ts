@@ -8,10 +8,13 @@
  * `{columns, rows, truncated}` with `$REQUESTER` and `$DOMAIN` bound from the caller: a client
  * cannot supply either (in any case), another user sees only its own rows, a caller from another
  * domain runs only queries whose `domains` list matches it (`*` one label), anything else is
- * `unknown_query`.
+ * `unknown_query`. Then what no patch carries: a created scope, its access change, a tag and a
+ * delete each reach the mirror, seen by two users through a `rowsReadableOnly` query; a live query
+ * (SSE) sends its new result after a write; the admin reads the mirror lag.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client, TestServer } from '../helpers/server.js';
+import { openSse } from '../helpers/sse.js';
 import { clientIn, upload, userId } from './config.js';
 
 export type StartMirrored = () => Promise<{ srv: TestServer; close: () => Promise<void> }>;
@@ -56,6 +59,11 @@ queries:
     sql: SELECT id, n, words FROM notes WHERE n >= $min ORDER BY n
     params:
       min: { type: integer }
+  readable:
+    sql: SELECT n.id, n.title FROM notes n JOIN scopes s USING (id) ORDER BY n.title
+    rowsReadableOnly: true
+  stars:
+    sql: SELECT target FROM tags WHERE tag_type = 'star' AND owner = $REQUESTER ORDER BY target
 `;
 
 /** Generous: PGlite's first start blocks the process for up to half a minute on a loaded machine. */
@@ -203,5 +211,99 @@ export function mirrorContract(stack: string, start: StartMirrored): void {
       },
       SLOW,
     );
+
+    it(
+      'creates, access changes, tags and deletes reach the mirror without a patch; rowsReadableOnly shows each user only what it may read',
+      async () => {
+        const titles = async (c: Client) => ((await query(c, 'readable')).json.rows as string[][]).map((r) => r[1]);
+        const id = await note(admin, 'fresh', 1, 1); // private: the domain names no default visibility
+        await until(async () => (await titles(admin)).includes('fresh'), 'the created scope in the mirror');
+        expect(await titles(admin)).toEqual(['first', 'fresh', 'second']);
+        expect(await titles(bob)).toEqual(['bobs', 'patched']); // none of the admin's private notes
+        const shared = await admin.request('PUT', `/v1/scopes/${id}/access`, { body: { visibility: 'private', readers: [userId(bob)] } });
+        expect(shared.status).toBe(200);
+        await until(async () => (await titles(bob)).includes('fresh'), 'the access change in the mirror');
+        expect(await titles(bob)).toEqual(['bobs', 'fresh', 'patched']);
+        const tag = await bob.request('POST', `/v1/scopes/${id}/tags`, { body: { tagType: 'star' } });
+        expect(tag.status).toBe(201);
+        await until(async () => JSON.stringify((await query(bob, 'stars')).json.rows) === JSON.stringify([[id]]), 'the tag in the mirror');
+        expect((await admin.request('DELETE', `/v1/scopes/${id}`)).status).toBe(204);
+        await until(async () => !(await titles(admin)).includes('fresh'), 'the deleted scope gone from the mirror');
+        expect(await titles(bob)).toEqual(['bobs', 'patched']);
+      },
+      SLOW,
+    );
+
+    it(
+      'a live query sends its result, then the new result after a write changes a table it reads; refused ones are answered before any stream',
+      async () => {
+        const url = (name: string, params?: unknown) =>
+          `${srv.url}/v1/domains/${DOMAIN}/queries/${name}/events${params === undefined ? '' : `?params=${encodeURIComponent(JSON.stringify(params))}`}`;
+        const live = openSse(url('by_min', { min: 100 }), bob.token);
+        try {
+          await live.waitFor((es) => es.some((e) => e.type === 'result'));
+          expect(live.events[0]).toMatchObject({ type: 'result', id: '1', data: { rows: [], truncated: false } });
+          expect(live.events[0]?.data.columns.map((c: { name: string }) => c.name)).toEqual(['id', 'n', 'words']);
+          const id = await note(admin, 'big', 500, 5);
+          await live.waitFor((es) => es.filter((e) => e.type === 'result').length >= 2, 60_000);
+          expect(live.events[1]).toMatchObject({ type: 'result', id: '2', data: { rows: [[id, 500, 5]] } });
+          // A write to a row it does not select re-runs it, but an unchanged result is not sent again.
+          await note(admin, 'small', 1, 1);
+          const other = await bob.request('POST', '/v1/scopes', { body: { type: 'note', state: { title: 'x', n: 600, body: { words: 6 } } } });
+          await live.waitFor((es) => es.filter((e) => e.type === 'result').length >= 3, 60_000);
+          expect((live.events[2] as { data: { rows: unknown[][] } }).data.rows.map((r) => r[0])).toEqual([id, other.json.id]);
+          expect(live.events.filter((e) => e.type === 'result').length).toBe(3);
+        } finally {
+          live.close();
+        }
+        // Refusals come as plain JSON, before any stream: the same codes as the POST.
+        const get = (name: string, params: unknown, c: Client | null) =>
+          fetch(url(name, params), { headers: c ? { authorization: `Bearer ${c.token}` } : {} }).then(async (r) => ({
+            status: r.status,
+            type: r.headers.get('content-type'),
+            body: (await r.json()) as { error: { code: string } },
+          }));
+        for (const [name, params, c, status, code] of [
+          ['by_min', { min: 1 }, null, 401, 'unauthorized'],
+          ['nope', {}, bob, 404, 'unknown_query'],
+          ['by_min', { min: 'x' }, bob, 400, 'invalid_params'],
+          ['by_min', { REQUESTER: 'x', min: 1 }, bob, 400, 'invalid_params'],
+        ] as const) {
+          const r = await get(name, params, c);
+          expect([r.status, r.body.error.code], name).toEqual([status, code]);
+          expect(r.type).toMatch(/application\/json/);
+        }
+        const bad = await fetch(`${srv.url}/v1/domains/${DOMAIN}/queries/by_min/events?params=%7Bnot-json`, {
+          headers: { authorization: `Bearer ${bob.token}` },
+        });
+        expect([bad.status, ((await bad.json()) as { error: { code: string } }).error.code]).toEqual([400, 'invalid_params']);
+      },
+      SLOW,
+    );
+
+    it('reports the mirror lag and the newest row per table to the domain admin only', async () => {
+      await srv.app.delivery?.idle();
+      let status: Record<string, unknown> = {};
+      await until(async () => {
+        const res = await admin.request('GET', `/v1/domains/${DOMAIN}/mirror`);
+        status = res.json;
+        return res.status === 200 && (status.lag as { count: number }).count > 0;
+      }, 'lag samples');
+      const lag = status.lag as { windowMs: number; count: number; p50: number; p99: number; max: number };
+      expect(status.mirror).toBe(true);
+      expect(lag.windowMs).toBe(300_000);
+      expect(lag.p50).toBeGreaterThanOrEqual(0);
+      expect(lag.p99).toBeGreaterThanOrEqual(lag.p50);
+      expect(lag.max).toBeGreaterThanOrEqual(lag.p99);
+      expect((status.tables as Record<string, { ii: number; scope: string; at: number }>).notes).toMatchObject({
+        ii: expect.any(Number),
+        scope: expect.any(String),
+      });
+      const refused = await bob.request('GET', `/v1/domains/${DOMAIN}/mirror`);
+      expect([refused.status, refused.json.error.code]).toEqual([403, 'forbidden']);
+      const none = await clientIn(srv.url, 'nomirror.example.com');
+      await srv.app.domains.addAdmin('nomirror.example.com', userId(none));
+      expect((await none.request('GET', '/v1/domains/nomirror.example.com/mirror')).json).toMatchObject({ mirror: false, lag: { count: 0 } });
+    });
   });
 }

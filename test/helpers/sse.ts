@@ -42,7 +42,7 @@ export function openSse(url: string, token?: string): SseCollector {
     },
     close: () => source.close(),
   };
-  for (const type of ['state', 'patch', 'presence']) {
+  for (const type of ['state', 'patch', 'presence', 'result', 'failed']) {
     source.addEventListener(type, (e) => {
       collector.events.push({ type, id: e.lastEventId, data: JSON.parse(e.data) });
     });

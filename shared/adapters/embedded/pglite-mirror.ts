@@ -65,6 +65,14 @@ class PgliteDriver implements SqlDriver {
     });
   }
 
+  async listen(channel: string, onNotify: (payload: string | null) => void): Promise<() => Promise<void>> {
+    // One session: it receives the notifications of its own transactions, the only ones there are.
+    const unlisten = await (await this.db()).listen(channel, (payload) => onNotify(payload));
+    return async () => {
+      if (!this.closed) await unlisten();
+    };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

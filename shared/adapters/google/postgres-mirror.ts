@@ -17,6 +17,7 @@
  * password logins from where patchbay runs for the roles it creates.
  */
 import pg from 'pg';
+import { ident } from '../../mirror/sql.js';
 import type { SqlConn, SqlDriver, SqlResult } from '../../mirror/sql-mirror.js';
 import { SqlMirror } from '../../mirror/sql-mirror.js';
 
@@ -91,10 +92,86 @@ class PgDriver implements SqlDriver {
     return this.run(pool, 'BEGIN READ ONLY', 'ROLLBACK', fn);
   }
 
+  /** Listeners per channel, served by one connection of patchbay's user (`listening`). */
+  private readonly channels = new Map<string, Set<(payload: string | null) => void>>();
+  private listening: Promise<pg.Client> | null = null;
+  private closed = false;
+
+  async listen(channel: string, onNotify: (payload: string | null) => void): Promise<() => Promise<void>> {
+    let set = this.channels.get(channel);
+    const first = set === undefined;
+    if (!set) {
+      set = new Set();
+      this.channels.set(channel, set);
+    }
+    set.add(onNotify);
+    const listeners = set;
+    try {
+      const client = await this.listener();
+      if (first) await client.query(`LISTEN ${ident(channel)}`);
+    } catch (err) {
+      listeners.delete(onNotify);
+      if (listeners.size === 0) this.channels.delete(channel);
+      throw err;
+    }
+    return async () => {
+      listeners.delete(onNotify);
+      if (listeners.size > 0 || this.channels.get(channel) !== listeners) return;
+      this.channels.delete(channel);
+      const client = await this.listening?.catch(() => null);
+      await client?.query(`UNLISTEN ${ident(channel)}`).catch(() => {});
+    };
+  }
+
+  /**
+   * The listening connection, opened on first use. When it fails, it is replaced after a second,
+   * listens again on every channel and tells every listener that it may have missed changes.
+   */
+  private listener(): Promise<pg.Client> {
+    if (this.listening) return this.listening;
+    const client = new pg.Client({ connectionString: this.opts.url, connectionTimeoutMillis: 10_000 });
+    client.on('notification', (m) => {
+      for (const l of this.channels.get(m.channel) ?? []) l(m.payload ?? '');
+    });
+    const connected = (async () => {
+      await client.connect();
+      return client;
+    })();
+    this.listening = connected;
+    connected.catch(() => {
+      if (this.listening === connected) this.listening = null;
+    });
+    client.on('error', (err) => {
+      this.opts.onError?.(err);
+      if (this.listening !== connected) return;
+      this.listening = null;
+      void client.end().catch(() => {});
+      setTimeout(() => void this.relisten(), 1000).unref();
+    });
+    return connected;
+  }
+
+  private async relisten(): Promise<void> {
+    if (this.closed || this.channels.size === 0) return;
+    try {
+      const client = await this.listener();
+      for (const channel of this.channels.keys()) await client.query(`LISTEN ${ident(channel)}`);
+    } catch (err) {
+      this.opts.onError?.(err as Error);
+      setTimeout(() => void this.relisten(), 1000).unref();
+      return;
+    }
+    for (const set of this.channels.values()) for (const l of set) l(null);
+  }
+
   async close(): Promise<void> {
+    this.closed = true;
     const pools = [this.admin, ...this.readers.values()];
     this.readers.clear();
-    await Promise.all(pools.map((p) => p.end()));
+    const listening = this.listening;
+    this.listening = null;
+    this.channels.clear();
+    await Promise.all([...pools.map((p) => p.end()), listening?.then((c) => c.end()).catch(() => {})]);
   }
 }
 

@@ -201,7 +201,7 @@ describe('npm run patchbay', () => {
   it('builds first on a fresh clone (no dist/)', async () => {
     const clone = tempDir('patchbay-clone-');
     dirs.push(clone);
-    for (const f of ['package.json', 'tsconfig.json', 'shared', 'functions', 'infra', 'bench']) cpSync(f, `${clone}/${f}`, { recursive: true });
+    for (const f of ['package.json', 'tsconfig.json', 'shared', 'functions', 'infra', 'bench', 'client']) cpSync(f, `${clone}/${f}`, { recursive: true });
     symlinkSync(`${process.cwd()}/node_modules`, `${clone}/node_modules`);
     const { code, output } = await run(['--help'], { cwd: clone, build: true });
     expect(code, output).toBe(0);

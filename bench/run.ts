@@ -23,6 +23,7 @@ import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HttpClient } from './client.js';
+import { clientFanout, clientWriteHot, clientWriteSingle, sdbWriteSinglePipelined } from './client-workloads.js';
 import { choosePinning, log, median, type NodeChild, pinSelf, Rpc, spread, startNode } from './harness.js';
 import { type Entry, judge, type Mode, type Results, type Target, writeResults } from './report.js';
 import {
@@ -80,7 +81,19 @@ const OUT = args.out ?? (QUICK ? 'bench/results/quick' : 'bench/results');
 const ROUNDS = args.rounds ? Number(args.rounds) : QUICK ? 1 : 3;
 /** Full runs discard one whole round of every workload first; quick runs only warm up briefly. */
 const WARM_ROUNDS = QUICK ? 0 : 1;
-const WORKLOADS = ['write-single', 'write-hot', 'write-many', 'fanout', 'rebuild', 'catchup'] as const;
+const WORKLOADS = [
+  'write-single',
+  'write-hot',
+  'write-many',
+  'fanout',
+  'rebuild',
+  'catchup',
+  // Through the TypeScript client (client-workloads.ts), embedded mode only.
+  'client-pipelined',
+  'client-awaited',
+  'client-hot',
+  'client-fanout',
+] as const;
 type Workload = (typeof WORKLOADS)[number];
 const only = new Set((args.only as string).split(',').filter(Boolean));
 const wanted = (w: Workload) => only.size === 0 || only.has(w);
@@ -185,6 +198,7 @@ const TARGETS: Partial<Record<string, Target>> = {
   'emulator/write-hot/firestore-rmw': { on: 'ratio', op: '>=', threshold: 5, text: '≥ 5× raw emulator transactions' },
   'embedded/write-hot/sharedb': { on: 'ratio', op: '>=', threshold: 2, text: '≥ 2× ShareDB' },
   'embedded/fanout/p99/sharedb': { on: 'ratio', op: '<=', threshold: 1, text: "≤ ShareDB's p99" },
+  'embedded/client-pipelined/sharedb': { on: 'ratio', op: '>=', threshold: 1, text: '≥ ShareDB (in-memory), same pattern' },
   'embedded/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
   'emulator/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
   'embedded/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
@@ -318,6 +332,10 @@ function workloadSize(mode: Mode, name: Workload, patches = 0): string {
     fanout: `${z.fanSubscribers} subscribers, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
     rebuild: `${n(patches)} patches`,
     catchup: `${n(patches)} patches`,
+    'client-pipelined': `${n(z.single)} patches issued at once, then synced()`,
+    'client-awaited': `${n(z.single)} sequential patches, each awaited`,
+    'client-hot': `${z.hotWriters} clients × ${n(z.hotPerWriter)} patches`,
+    'client-fanout': `${z.fanSubscribers} watching clients, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
   }[name];
   return `${what}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} (${QUICK ? 'quick' : 'full'} run)`;
 }
@@ -496,6 +514,8 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       for (const x of subjects) for (const metric of ['p50', 'p99']) for (const b of ['floor', 'sharedb']) record(mode, 'fanout', r, x.name, b, metric, 'ms');
     }
 
+    if (mode === 'embedded') await runClientWorkloads(mode, z, server.url, subject.token, sdb);
+
     if (wanted('rebuild') || wanted('catchup')) {
       const n = z.longPatches;
       const nCold = z.coldPatches;
@@ -563,6 +583,59 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
   } finally {
     for (const s of stops.reverse()) await s().catch(() => {});
     rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The client's workloads (client-workloads.ts) against the server under test, each next to ShareDB
+ * with the same pattern, in the same interleaved rounds. Embedded mode only: the issue's
+ * comparisons are with ShareDB, which keeps everything in memory on this machine.
+ */
+async function runClientWorkloads(mode: Mode, z: ModeSizes, url: string, token: string, sdb: string): Promise<void> {
+  const warm = Math.max(20, Math.round(z.single / 10));
+  const { hotWriters: w, hotPerWriter: per, fanSubscribers: fan, fanMessages: m, fanIntervalMs: iv } = z;
+  /** Each workload: ShareDB's and patchbay's run at full size (`full`) or a warm-up size, and how it is recorded. */
+  const runs: Array<{ name: Workload; sharedb: (full: boolean) => Promise<Metrics>; patchbay: (full: boolean) => Promise<Metrics>; note?: string }> = [
+    {
+      name: 'client-pipelined',
+      sharedb: async (full) => tput(await sdbWriteSinglePipelined(sdb, full ? z.single : warm)),
+      patchbay: async (full) => tput(await clientWriteSingle(url, token, full ? z.single : warm, true)),
+      note: 'patchbay: every patch committed durably (fsync), sent in POST /v1/batch requests of the patches pending at each send; ShareDB: in memory, its client composes the ops pending while one is in flight into one op',
+    },
+    {
+      name: 'client-awaited',
+      sharedb: async (full) => tput(await sdbWriteSingle(sdb, full ? z.single : warm)),
+      patchbay: async (full) => tput(await clientWriteSingle(url, token, full ? z.single : warm, false)),
+    },
+    {
+      name: 'client-hot',
+      sharedb: async (full) => tput(await sdbWriteHot(sdb, w, full ? per : 2)),
+      patchbay: async (full) => tput(await clientWriteHot(url, token, w, full ? per : 2)),
+      note: 'each patch carries its predicted index: concurrent writers conflict, fetch the missing patches and resend (no transformation); ShareDB transforms on its server',
+    },
+    {
+      name: 'client-fanout',
+      sharedb: async (full) => lat(await sdbFanout(sdb, fan, full ? m : Math.min(20, m), iv)),
+      patchbay: async (full) => lat(await clientFanout(url, token, fan, full ? m : Math.min(20, m), iv)),
+    },
+  ];
+  for (const x of runs) {
+    if (!wanted(x.name)) continue;
+    if (QUICK) {
+      await x.patchbay(false);
+      await x.sharedb(false);
+    }
+    const r = await compare(`${mode} ${x.name}`, [
+      { name: 'sharedb', run: () => x.sharedb(true) },
+      { name: 'patchbay', run: () => x.patchbay(true) },
+    ]);
+    if (x.name !== 'client-fanout') {
+      record(mode, x.name, r, 'patchbay', 'sharedb', 'throughput', 'patches/s', x.note ? { note: x.note } : {});
+      continue;
+    }
+    const lost = (r.get('patchbay')?.lost ?? []).reduce((a, b) => a + b, 0);
+    if (lost > 0) notes.push(`${mode} client-fanout: ${lost} watcher callbacks did not come within 10 s of the last send`);
+    for (const metric of ['p50', 'p99']) record(mode, x.name, r, 'patchbay', 'sharedb', metric, 'ms');
   }
 }
 

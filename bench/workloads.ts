@@ -37,7 +37,7 @@ export interface Latency {
   lost: number;
 }
 
-const rate = (ops: number, t0: number): Throughput => {
+export const rate = (ops: number, t0: number): Throughput => {
   const seconds = (performance.now() - t0) / 1000;
   return { rate: ops / seconds, ops, seconds };
 };
@@ -158,7 +158,7 @@ interface SdbClient {
   ws: WebSocket;
 }
 
-async function sdbConnect(url: string): Promise<SdbClient> {
+export async function sdbConnect(url: string): Promise<SdbClient> {
   const ws = new WebSocket(url);
   const conn = new Connection(ws);
   if (conn.state !== 'connected') {
@@ -171,9 +171,9 @@ const cb =
   (resolve: () => void, reject: (e: Error) => void) =>
   (err?: Error | null): void =>
     err ? reject(err) : resolve();
-const create = (doc: Doc, data: unknown) => new Promise<void>((res, rej) => doc.create(data, cb(res, rej)));
+export const create = (doc: Doc, data: unknown) => new Promise<void>((res, rej) => doc.create(data, cb(res, rej)));
 const subscribe = (doc: Doc) => new Promise<void>((res, rej) => doc.subscribe(cb(res, rej)));
-const submit = (doc: Doc, op: unknown[]) => new Promise<void>((res, rej) => doc.submitOp(op, cb(res, rej)));
+export const submit = (doc: Doc, op: unknown[]) => new Promise<void>((res, rej) => doc.submitOp(op, cb(res, rej)));
 
 function closeAll(clients: SdbClient[]): void {
   for (const c of clients) c.conn.close();
@@ -247,7 +247,7 @@ export async function sdbFanout(url: string, subscribers: number, messages: numb
 // ---------------------------------------------------------------------------------------------
 
 /** Calls `send(k)` for k = 1..count, the k-th no earlier than k * intervalMs after the start. */
-async function paced(count: number, intervalMs: number, send: (k: number) => Promise<void>): Promise<void> {
+export async function paced(count: number, intervalMs: number, send: (k: number) => Promise<void>): Promise<void> {
   const t0 = performance.now();
   for (let k = 1; k <= count; k++) {
     const wait = t0 + k * intervalMs - performance.now();

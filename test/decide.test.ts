@@ -8,11 +8,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
 import { canRead, canWrite } from '../shared/engine/access.js';
-import { type CommitRules, DEFAULT_RULES, decide, type GroupInput, ownerOnly, type Pending } from '../shared/engine/decide.js';
+import { type Chain, type CommitRules, DEFAULT_RULES, decide, type GroupInput, ownerOnly, type Pending } from '../shared/engine/decide.js';
 import { Engine } from '../shared/engine/engine.js';
 import { PatchbayError } from '../shared/errors.js';
 import type { Json } from '../shared/json.js';
-import type { Head } from '../shared/ports/index.js';
+import { type Head, retryKey } from '../shared/ports/index.js';
 import type { PatchRequest } from '../shared/protocol.js';
 import { tempDir, testConfig } from './helpers/server.js';
 
@@ -46,6 +46,29 @@ const nonNegative: CommitRules = {
 const codes = (d: ReturnType<typeof decide>) => d.outcomes.map((o) => ('ack' in o ? o.ack.ii : o.error.code));
 
 describe('decide', () => {
+  it('refuses the rest of a batch sequence after one of its items is refused, even when a later ii would match the head', () => {
+    // Head 4; a batch's items predicted 3, 4, 5 (another writer took 3 and 4): 3 and 4 are out of
+    // sync, and 5 equals head + 1, but it counted on them, so it must not commit before them.
+    const chain: Chain = { refused: false };
+    const item = (ii: number, n: number): Pending => ({ ...pending({ ii, patch: [{ op: 'replace', path: '/n', value: n }] }), chain });
+    const other = pending({ ii: 5, patch: [{ op: 'replace', path: '/n', value: 50 }] }); // not of the sequence
+    const group = [item(3, 1), item(4, 2), item(5, 3), other];
+    const d = decide(input(group));
+    expect(codes(d)).toEqual(['out_of_sync', 'out_of_sync', 'out_of_sync', 5]);
+    expect((d.outcomes[2] as { error: PatchbayError }).error.details).toEqual({ head: 4 });
+    expect(d.state).toEqual({ n: 50 });
+    expect(chain.refused).toBe(false); // the decision is pure: the Writer marks it once committed
+    expect(decide(input(group))).toEqual(d);
+    // A sequence refused in an earlier group stops in this one; a recognised retry still gets its ack.
+    const stopped: Chain = { refused: true };
+    const late = { ...pending({ ii: 5, session: 's1', si: 9, patch: [{ op: 'replace', path: '/n', value: 9 }] }), chain: stopped };
+    expect(codes(decide(input([late])))).toEqual(['out_of_sync']);
+    const retried = decide({ ...input([late]), retries: new Map([[retryKey('s1', 9), { ii: 3, hash: late.hash } as never]]) });
+    expect(codes(retried)).toEqual([3]);
+    // Without ii an item of a refused sequence is appended as before (ordering is asked for with ii).
+    expect(codes(decide(input([{ ...set(7), chain: stopped }])))).toEqual([5]);
+  });
+
   it('with the default rules, refuses every writer but the owner and commits the owner’s patches around them', () => {
     const d = decide(input([set(1), set(2, 'intruder'), set(3)]));
     expect(codes(d)).toEqual([5, 'forbidden', 6]);

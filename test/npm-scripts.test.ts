@@ -18,7 +18,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { alive, type NpmRun, npmRun, until } from './helpers/npm.js';
+import { alive, type NpmRun, npmRun, npmStart, until } from './helpers/npm.js';
 import { freePort, hasTool, listening } from './helpers/proc.js';
 import { tempDir } from './helpers/server.js';
 
@@ -31,24 +31,7 @@ async function start(): Promise<{ run: NpmRun; port: number }> {
   const dir = tempDir('patchbay-npm-start-');
   dirs.push(dir);
   const port = await freePort();
-  const run = npmRun('start', { PORT: String(port), PATCHBAY_HOST: '127.0.0.1', PATCHBAY_DATA_DIR: dir, PATCHBAY_LOG: 'error' });
-  try {
-    await until(
-      async () => {
-        if (run.child.exitCode !== null) throw new Error(`npm start exited: ${run.output()}`);
-        return fetch(`http://127.0.0.1:${port}/healthz`).then(
-          (r) => r.ok,
-          () => false,
-        );
-      },
-      'GET /healthz to answer',
-      30_000,
-    );
-  } catch (err) {
-    run.kill();
-    throw err;
-  }
-  return { run, port };
+  return { run: await npmStart(port, dir), port };
 }
 
 /** Sends `signal` (to npm alone, or to its whole process group) and checks everything stopped. */
@@ -218,7 +201,7 @@ describe('npm run patchbay', () => {
   it('builds first on a fresh clone (no dist/)', async () => {
     const clone = tempDir('patchbay-clone-');
     dirs.push(clone);
-    for (const f of ['package.json', 'tsconfig.json', 'shared', 'functions', 'infra', 'bench']) cpSync(f, `${clone}/${f}`, { recursive: true });
+    for (const f of ['package.json', 'tsconfig.json', 'shared', 'functions', 'infra', 'bench', 'client']) cpSync(f, `${clone}/${f}`, { recursive: true });
     symlinkSync(`${process.cwd()}/node_modules`, `${clone}/node_modules`);
     const { code, output } = await run(['--help'], { cwd: clone, build: true });
     expect(code, output).toBe(0);

@@ -22,7 +22,7 @@ import { type CheckedPatch, checkPatch } from '../patch.js';
 import type { Adapters, Head, TxView } from '../ports/index.js';
 import type { Patch, PatchRecord, PatchRequest } from '../protocol.js';
 import { AfterCommit } from './after-commit.js';
-import { type Ack, type CommitRules, type Decision, decide, type Outcome, type Pending } from './decide.js';
+import { type Ack, type Chain, type CommitRules, type Decision, decide, type Outcome, type Pending } from './decide.js';
 import type { NearCache } from './near-cache.js';
 import { ScopeQueues } from './queue.js';
 import type { Reader } from './read.js';
@@ -63,12 +63,13 @@ export class Writer {
   /**
    * Queues a patch for the scope and resolves with its ack once it is committed (and, with
    * PATCHBAY_ACK_AFTER=publish, published). `checked`: what `check` answered for this very patch
-   * (the same array), so it is not checked twice.
+   * (the same array), so it is not checked twice. `chain`: the batch sequence it belongs to
+   * (shared/engine/decide.ts `Chain`).
    */
-  submit(id: string, user: string, req: PatchRequest, domain: string, checked?: CheckedPatch): Promise<Ack> {
+  submit(id: string, user: string, req: PatchRequest, domain: string, checked?: CheckedPatch, chain?: Chain): Promise<Ack> {
     if (checked?.patch !== req.patch) this.check(req.patch);
     const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
-    const ack = this.queues.push(id, { req, user, domain, hash });
+    const ack = this.queues.push(id, { req, user, domain, hash, ...(chain ? { chain } : {}) });
     // With PATCHBAY_ACK_AFTER=publish the ack also waits for the publish (not the cache put); the
     // scope's next group commits meanwhile (the queue does not wait for them).
     if (!this.ackAfterPublish) return ack;
@@ -85,12 +86,19 @@ export class Writer {
    */
   private async commitGroup(id: string, group: Pending[]): Promise<Outcome[]> {
     try {
-      return await this.commitOnce(id, group);
+      const outcomes = await this.commitOnce(id, group);
+      // What was decided is now committed: a refused item's batch sequence stops here (decide.ts `Chain`).
+      outcomes.forEach((o, i) => {
+        const chain = group[i]?.chain;
+        if (chain && 'error' in o) chain.refused = true;
+      });
+      return outcomes;
     } catch (err) {
       if (group.length > 1 && err instanceof PatchbayError && err.details.reason === 'ledger_transaction_limit') {
         const half = Math.ceil(group.length / 2);
         return [...(await this.commitGroup(id, group.slice(0, half))), ...(await this.commitGroup(id, group.slice(half)))];
       }
+      for (const p of group) if (p.chain) p.chain.refused = true; // refused whole: their sequences stop too
       throw err;
     }
   }

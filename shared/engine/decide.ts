@@ -31,6 +31,17 @@ export interface Ack {
   duplicate?: true;
 }
 
+/**
+ * The items of one scope in one `POST /v1/batch`, in order: a sequence whose predicted indices
+ * count on each other. Once one of them is refused, every later one that has an `ii` is refused
+ * too (`out_of_sync`), so a later patch never commits before an earlier one of its sequence that
+ * was refused (its `ii` could otherwise happen to match the head another writer moved). `refused`
+ * is set only from committed decisions (Writer), so a retried ledger transaction decides the same.
+ */
+export interface Chain {
+  refused: boolean;
+}
+
 /** One queued request: the patch request, who sent it from which domain, and the hash of its patch's JSON text. */
 export interface Pending {
   req: PatchRequest;
@@ -38,6 +49,8 @@ export interface Pending {
   /** The domain (the app) the request was made in (shared/http/domain.ts). */
   domain: string;
   hash: string;
+  /** The batch sequence it belongs to, if any (see Chain). */
+  chain?: Chain;
 }
 
 export type Outcome = { ack: Ack } | { error: PatchbayError };
@@ -237,6 +250,12 @@ function runGroup(input: GroupInput, checkEach: boolean) {
   const records: PatchRecord[] = [];
   const inGroup = new Map<string, PatchRecord>();
   const outcomes: Outcome[] = [];
+  /** Chains with an item refused in this group (Chain.refused holds those refused in earlier groups). */
+  const refusedHere = new Set<Chain>();
+  const refuse = (p: Pending, error: PatchbayError): void => {
+    outcomes.push({ error });
+    if (p.chain) refusedHere.add(p.chain);
+  };
   const rebuild = (): Json => {
     let s = cloneJson(base);
     for (const r of records) s = applyPatch(s, r.patch);
@@ -250,27 +269,28 @@ function runGroup(input: GroupInput, checkEach: boolean) {
       // A tag is immutable: its index entry and its mirror row say what it was created with (shared/domains/tags.ts).
       if (head.meta.type === TAG_SCOPE_TYPE) throw new PatchbayError('forbidden', 'a tag is not patched: delete it and tag again', { id });
     } catch (err) {
-      outcomes.push({ error: asPatchbayError(err) });
+      refuse(p, asPatchbayError(err));
       continue;
     }
     if (req.session !== undefined) {
       const key = retryKey(req.session, req.si as number);
       const prior = retries.get(key) ?? inGroup.get(key);
       if (prior) {
-        outcomes.push(
-          prior.hash === p.hash
-            ? { ack: { id, ii: prior.ii, duplicate: true } }
-            : { error: new PatchbayError('duplicate_mismatch', `session ${req.session} already sent a different patch as si ${req.si}`, { ii: prior.ii }) },
-        );
+        if (prior.hash === p.hash) outcomes.push({ ack: { id, ii: prior.ii, duplicate: true } });
+        else refuse(p, new PatchbayError('duplicate_mismatch', `session ${req.session} already sent a different patch as si ${req.si}`, { ii: prior.ii }));
         continue;
       }
     }
+    if (req.ii !== undefined && p.chain && (p.chain.refused || refusedHere.has(p.chain))) {
+      refuse(p, new PatchbayError('out_of_sync', 'an earlier patch of this scope in the batch was refused, so this one was not applied', { head: next - 1 }));
+      continue;
+    }
     if (req.ii !== undefined && req.ii > next) {
-      outcomes.push({ error: new PatchbayError('replay_required', `patch ii ${req.ii} is ahead of the next index ${next}`, { expected: next }) });
+      refuse(p, new PatchbayError('replay_required', `patch ii ${req.ii} is ahead of the next index ${next}`, { expected: next }));
       continue;
     }
     if (req.ii !== undefined && req.ii < next) {
-      outcomes.push({ error: new PatchbayError('out_of_sync', `patch ii ${req.ii} is at or below head ${next - 1}`, { head: next - 1 }) });
+      refuse(p, new PatchbayError('out_of_sync', `patch ii ${req.ii} is at or below head ${next - 1}`, { head: next - 1 }));
       continue;
     }
     try {
@@ -278,7 +298,7 @@ function runGroup(input: GroupInput, checkEach: boolean) {
       if (checkEach) budget.bytes = checkState(state, limits);
       if (rules.validate) runRule(() => rules.validate?.({ id, head, ii: next, user: p.user, domain: p.domain, req, state: state as Json }));
     } catch (err) {
-      outcomes.push({ error: asPatchbayError(err) });
+      refuse(p, asPatchbayError(err));
       state = rebuild();
       budget.bytes = acceptedBytes;
       continue;

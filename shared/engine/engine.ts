@@ -33,14 +33,14 @@ import type {
 import { TAG_SCOPE_TYPE } from '../protocol.js';
 import { accessOf, type Caller, checkOwner, NEW_SCOPE_ACCESS, normalizeAccess, notFound } from './access.js';
 import { Writer } from './commit.js';
-import { type Ack, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES, runRule } from './decide.js';
+import { type Ack, type Chain, type CommitRules, checkState, DEFAULT_DOMAIN, DEFAULT_RULES, runRule } from './decide.js';
 import { Deleter } from './deleter.js';
 import { NearCache } from './near-cache.js';
 import { type Logger, Reader } from './read.js';
 import { openStream, type StreamOptions, type StreamSink } from './stream.js';
 import { Outbox } from './sweeper.js';
 
-export type { Ack, CommitRules, CreateContext, Pending } from './decide.js';
+export type { Ack, Chain, CommitRules, CreateContext, Pending } from './decide.js';
 export type { StreamSink } from './stream.js';
 
 /** The ports the engine runs on (not the control plane's records). */
@@ -273,10 +273,11 @@ export class Engine {
    * and resolves with its ack once it is committed (and, with PATCHBAY_ACK_AFTER=publish,
    * published). Requests to one scope are committed in groups, in arrival order; the cache put and
    * the publish follow the commit (shared/engine/commit.ts). `opts.checked`: what `check` answered
-   * for this patch, if called (it is then not checked again).
+   * for this patch, if called (it is then not checked again). `opts.chain`: the batch sequence
+   * it belongs to (POST /v1/batch; shared/engine/decide.ts `Chain`).
    */
-  submit(id: string, user: string, req: PatchRequest, opts: { domain?: string; checked?: CheckedPatch } = {}): Promise<Ack> {
-    return this.writer.submit(id, user, req, opts.domain ?? DEFAULT_DOMAIN, opts.checked);
+  submit(id: string, user: string, req: PatchRequest, opts: { domain?: string; checked?: CheckedPatch; chain?: Chain } = {}): Promise<Ack> {
+    return this.writer.submit(id, user, req, opts.domain ?? DEFAULT_DOMAIN, opts.checked, opts.chain);
   }
 
   /**

@@ -125,6 +125,33 @@ export function clientContract(stack: string, start: StartServer): void {
       client.close();
     });
 
+    it('the batch endpoint never commits a patch after an earlier refused one of its scope (a client’s order holds)', async () => {
+      // What the browser test caught: a client's batch predicted 1..3 while another writer took 1
+      // and 2; items 1 and 2 were out of sync, and item 3 (ii 3 = head + 1) committed before them.
+      const token = await anonymousToken(srv);
+      const call = (method: string, path: string, body?: unknown) =>
+        fetch(`${srv.url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const { id } = (await (await call('POST', '/v1/scopes', { state: { list: [] } })).json()) as { id: string };
+      for (const v of ['x1', 'x2'])
+        expect((await call('POST', `/v1/scopes/${id}/patches`, { patch: [{ op: 'add', path: '/list/-', value: v }] })).status).toBe(200);
+      const items = (k: number, from: number) =>
+        Array.from({ length: k }, (_, i) => ({ scope: id, ii: from + i, patch: [{ op: 'add', path: '/list/-', value: `b${i}` }] }));
+      const { id: elsewhere } = (await (await call('POST', '/v1/scopes', { state: { list: [] } })).json()) as { id: string };
+      const res = await call('POST', '/v1/batch', {
+        patches: [...items(3, 1), { scope: elsewhere, ii: 1, patch: [{ op: 'add', path: '/list/-', value: 'e' }] }],
+      });
+      expect(res.status).toBe(200);
+      type Results = { results: Array<{ ii?: number; error?: { code: string } }> };
+      const { results } = (await res.json()) as Results;
+      // The sequence stops at its first refusal; another scope's item in the same batch is not affected.
+      expect(results.map((r) => r.error?.code ?? r.ii)).toEqual(['out_of_sync', 'out_of_sync', 'out_of_sync', 1]);
+      expect(await serverState(srv, token, id)).toEqual(expect.objectContaining({ ii: 2, state: { list: ['x1', 'x2'] } }));
+      // Resent as the client does after catching up: all of them, in order.
+      const again = (await (await call('POST', '/v1/batch', { patches: items(3, 3) })).json()) as Results;
+      expect(again.results.map((r) => r.error?.code ?? r.ii)).toEqual([3, 4, 5]);
+      expect(await serverState(srv, token, id)).toEqual(expect.objectContaining({ ii: 5, state: { list: ['x1', 'x2', 'b0', 'b1', 'b2'] } }));
+    });
+
     it('resends after a lost answer with the same (session, si): the server acknowledges it once, applied once', async () => {
       const token = await anonymousToken(srv);
       let lose = 0;

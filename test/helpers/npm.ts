@@ -58,6 +58,31 @@ export function npmRun(script: string, env: Record<string, string>, args: string
   };
 }
 
+/**
+ * `npm start` (the server as a user runs it) on 127.0.0.1:`port` with its data in `dataDir`;
+ * resolves once GET /healthz answers, and kills it if it never does.
+ */
+export async function npmStart(port: number, dataDir: string): Promise<NpmRun> {
+  const run = npmRun('start', { PORT: String(port), PATCHBAY_HOST: '127.0.0.1', PATCHBAY_DATA_DIR: dataDir, PATCHBAY_LOG: 'error' });
+  try {
+    await until(
+      async () => {
+        if (run.child.exitCode !== null) throw new Error(`npm start exited: ${run.output()}`);
+        return fetch(`http://127.0.0.1:${port}/healthz`).then(
+          (r) => r.ok,
+          () => false,
+        );
+      },
+      'GET /healthz to answer',
+      30_000,
+    );
+  } catch (err) {
+    run.kill();
+    throw err;
+  }
+  return run;
+}
+
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);

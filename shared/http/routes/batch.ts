@@ -10,11 +10,14 @@
  * listed, so the items of one scope join its queue in that order and are decided in it by the
  * group commit (shared/engine/commit.ts), several in one ledger transaction when they arrive
  * together. A malformed item (schema) or too many items refuse the whole request before anything
- * is submitted; any other refusal is per item and leaves the other items alone (an item after a
- * refused one of the same scope usually fails its `ii` check then, as it would in separate requests).
+ * is submitted; any other refusal is per item. The items of one scope form a sequence
+ * (shared/engine/decide.ts `Chain`): after one is refused (here by a limit, or by the engine),
+ * every later one of that scope with an `ii` is refused with `out_of_sync` and not applied, so a
+ * client's pipelined patches never commit out of their order (a later item's predicted `ii` can
+ * match the head that another writer's patches moved; separate requests would commit it).
  */
 
-import type { Ack } from '../../engine/decide.js';
+import type { Ack, Chain } from '../../engine/decide.js';
 import { asPatchbayError, PatchbayError } from '../../errors.js';
 import { type CheckedPatch, cannotGrow } from '../../patch.js';
 import { type BatchRequest, batchRequestSchema } from '../../protocol.js';
@@ -53,14 +56,22 @@ export const batchRoutes: Route<Ctx>[] = [
           passed.push(failed(item.scope, err));
         }
       }
-      // Then every item that passed, into the engine in one synchronous pass (their order per scope).
+      // Then every item that passed, into the engine in one synchronous pass (their order per scope),
+      // each scope's items one sequence.
+      const chains = new Map<string, Chain>();
       const answers = req.patches.map((item, i): Promise<Result> => {
         const c = passed[i] as CheckedPatch | Result;
-        if (!('bytes' in c)) return Promise.resolve(c);
         const { scope, ...patchRequest } = item;
+        const chain = chains.get(scope) ?? { refused: false };
+        chains.set(scope, chain);
+        if (!('bytes' in c)) {
+          chain.refused = true;
+          return Promise.resolve(c);
+        }
         try {
-          return engine.submit(scope, u.id, patchRequest, { domain: u.domain, checked: c }).catch((err: unknown) => failed(scope, err));
+          return engine.submit(scope, u.id, patchRequest, { domain: u.domain, checked: c, chain }).catch((err: unknown) => failed(scope, err));
         } catch (err) {
+          chain.refused = true;
           return Promise.resolve(failed(scope, err));
         }
       });

@@ -151,6 +151,10 @@ export function serviceTokensContract(stack: string, start: StartServer, startPe
       // The API's mint never makes one: `config` is not part of its request.
       expectError(await admin.request('POST', `/v1/domains/${DOMAIN}/tokens`, { body: { name: 'x', ttlSeconds: 600, config: true } }), 400, 'invalid_request');
       expect(await everything()).toEqual(before);
+      // Its admins see which token is the deploy's.
+      const listed = (await admin.request('GET', `/v1/domains/${DOMAIN}/tokens`)).json.tokens as Array<{ id: string; config?: boolean }>;
+      expect(listed.find((t) => t.id === record.id)?.config).toBe(true);
+      expect(listed.find((t) => t.id === plainId)).not.toHaveProperty('config');
 
       // What it may do: upload its domain's configuration and read it back, with its report.
       const head = await deploy.request('GET', `/v1/domains/${DOMAIN}/config`);

@@ -3,6 +3,9 @@
  * first on PATH, whose every call is checked against the real gcloud 528 help texts:
  * - a first run creates everything in dependency order and ends with the smoke test against a
  *   real local patchbay server; a second run makes no mutating call and says so; `--plan` makes none;
+ * - the bootstrap's domains (DEPLOY_DOMAINS_FILE): a run uploads and applies the configuration and
+ *   adds the admins, the next uploads nothing; `--plan` reads no app state; an invalid
+ *   configuration stops the deploy (exit 2) before any gcloud call;
  * - a failure injected at each mutating step, then a re-run, ends in the same state as a clean run;
  * - `--check` names a deleted subscription, a changed function environment variable and a missing
  *   scheduler job, and exits 3;
@@ -311,6 +314,60 @@ describe('deploy against a simulated gcloud', () => {
     expect(none.code).toBe(0);
     expect(none.out).toMatch(/plan: 0 to create, 0 to update, 0 to delete/);
     expect(calls(copy)).toEqual([]);
+  });
+
+  it('the bootstrap brings up the domains of DEPLOY_DOMAINS_FILE: uploads and applies, then changes nothing; --plan reads no app state; an invalid configuration stops before any gcloud call (exit 2)', async () => {
+    // A server whose configuration applies run in-process, with its own record store: the deploy's `api` here.
+    const app = await startServer({ jwtSecret: JWT_KEY, domainCacheMs: 0 }, undefined, { deliverLocally: true, mirror: null });
+    try {
+      const d = dirs[0] as string;
+      writeFileSync(join(d, 'shop.yaml'), 'types:\n  order:\n    schema: { type: object }\n');
+      writeFileSync(join(d, 'domains.yaml'), 'domains:\n  shop.example.com:\n    admins: [firebase:alice]\n    config: shop.yaml\n');
+      const env = join(d, 'domains.env');
+      writeFileSync(env, `${readFileSync(envFile, 'utf8')}DEPLOY_DOMAINS_FILE=${join(d, 'domains.yaml')}\n`);
+      const copy = newState();
+      write(copy, clean.state);
+      const run = (args: string[]) =>
+        deploy(copy, ['--env', env, ...args], {
+          env: { FAKE_GCLOUD_API_URL: app.url },
+          io: { records: app.app.adapters.records, domains: { waitMs: 30_000, pollMs: 50 } },
+        });
+      const untouched = await app.app.adapters.records.get('domain', 'shop.example.com');
+      const plan = await run(['--plan']);
+      expect(plan.code, plan.err).toBe(0);
+      expect(plan.out).toContain(
+        "plan: the bootstrap would make sure of 1 domains' admins and configuration (shop.example.com); app state is not read with --plan",
+      );
+      expect(await app.app.adapters.records.get('domain', 'shop.example.com')).toEqual(untouched);
+      expect(await app.app.domainConfigs.head('shop.example.com')).toEqual({ latest: 0, active: 0 });
+
+      const first = await run([]);
+      expect(first.code, `${first.out}\n${first.err}`).toBe(0);
+      expect(first.out).toContain('bootstrap: shop.example.com: admins added: firebase:alice');
+      expect(first.out).toContain('bootstrap: shop.example.com: configuration version 1 applied');
+      expect(first.out).toContain('smoke: patch round trip ok');
+      expect(await app.app.domainConfigs.head('shop.example.com')).toEqual({ latest: 1, active: 1 });
+      expect((await app.app.adapters.records.get('domain', 'shop.example.com'))?.value).toMatchObject({ admins: ['firebase:alice'] });
+      expect(await app.app.adapters.records.list(SERVICE_TOKEN_KIND, { prefix: 'shop.example.com/', limit: 10 })).toEqual([]);
+      expect(first.out).not.toContain(JWT_KEY);
+
+      const second = await run([]);
+      expect(second.code, second.err).toBe(0);
+      expect(second.out).toContain('bootstrap: shop.example.com: configuration up to date (version 1, active); nothing uploaded');
+      expect(await app.app.domainConfigs.head('shop.example.com')).toEqual({ latest: 1, active: 1 });
+
+      writeFileSync(join(d, 'shop.yaml'), 'types:\n  order:\n    schema: { type: object }\n    extra: 1\n');
+      const stateBefore = readState(copy);
+      const callsBefore = calls(copy);
+      const bad = await run([]);
+      expect(bad.code).toBe(2);
+      expect(calls(copy)).toEqual(callsBefore);
+      expect(bad.err).toMatch(/invalid_config: .*\n +line 4, column 5: types\.order\.extra/);
+      expect(readState(copy)).toEqual(stateBefore);
+      expect(await app.app.domainConfigs.head('shop.example.com')).toEqual({ latest: 1, active: 1 });
+    } finally {
+      await app.close();
+    }
   });
 
   it('a failure injected at each mutating step, then a re-run, ends in the same state as a clean run', async () => {

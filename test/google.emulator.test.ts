@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, client, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, client, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -16,8 +16,9 @@ import type { PatchEvent } from '../shared/protocol.js';
 import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { clientContract } from './contract/client.js';
-import { configContract, failingPutOnce } from './contract/config.js';
+import { configContract, failingPutOnce, type StartDelivering } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
+import { deployBootstrapContract } from './contract/deploy-bootstrap.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
@@ -93,11 +94,11 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
     },
   );
   listingContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
-  configContract('google', async (opts = {}) => {
+  // A server whose config-apply consumer is delivered to as deployed: its subscription carries only report scopes (APPLY_FILTER).
+  const delivering: StartDelivering = async (opts = {}) => {
     const cfg = { ...stack.config(), domainCacheMs: 0 };
     const srv = await startServer(cfg, undefined, { wrap: failingPutOnce(opts.failRecordPutsOnce) });
     const push = await serveHandler(srv.app.push);
-    // As deployed: the config-apply consumer's subscription carries only report scopes (APPLY_FILTER).
     const unsubscribe = await pushSubscription(
       stack,
       cfg.pubsubTopic as string,
@@ -113,7 +114,9 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
         await srv.close();
       },
     };
-  });
+  };
+  configContract('google', delivering);
+  deployBootstrapContract('google', delivering);
   validationContract('google', (opts) => startServer(stack.config(), undefined, opts));
   // A delete made on one instance reaches the other's streams as a signal on the topic.
   deletionContract(

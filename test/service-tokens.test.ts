@@ -25,6 +25,33 @@ const store = () => new SqliteLedger(':memory:').records;
 const opts = { checkMs: 1000, maxLive: 2, maxTtlSeconds: 3600 };
 
 describe('ServiceTokens', () => {
+  it("exposes a record's `config` flag with the same cached look as isLive (one read per checkMs), and only when the mint asked for it", async () => {
+    let t = 1_000_000;
+    let reads = 0;
+    const s = store();
+    const counted = wrap(s, {
+      get: (real, kind, key) => {
+        reads++;
+        return real(kind, key);
+      },
+    });
+    const a = new ServiceTokens(s, { ...opts, now: () => t });
+    const b = new ServiceTokens(counted, { ...opts, now: () => t });
+    const deploy = await a.create('example.com', 'patchbay deploy', { name: 'deploy', ttlSeconds: 600 }, { config: true });
+    const plain = await a.create('example.com', 'u1', { name: 'w', ttlSeconds: 600 });
+    expect((await s.get(SERVICE_TOKEN_KIND, `example.com/${deploy.id}`))?.value).toMatchObject({ config: true });
+    expect((await s.get(SERVICE_TOKEN_KIND, `example.com/${plain.id}`))?.value).not.toHaveProperty('config');
+    expect(await b.live('example.com', deploy.id)).toEqual({ config: true });
+    expect(await b.live('example.com', plain.id)).toEqual({ config: false });
+    expect(await b.isLive('example.com', deploy.id)).toBe(true);
+    expect(await b.live('example.com', deploy.id)).toEqual({ config: true });
+    expect(reads).toBe(2); // one look per token, reused by both methods
+    await a.revoke('example.com', deploy.id);
+    t += 1000;
+    expect(await b.live('example.com', deploy.id)).toBeNull();
+    expect(await b.live('other.com', plain.id)).toBeNull();
+  });
+
   it('a revoke reaches another instance once its last look is checkMs old, and not before', async () => {
     let t = 1_000_000;
     const s = store();

@@ -1,9 +1,11 @@
 /**
- * The deploy's identity inside the app, for the bootstrap after the infrastructure: a short-lived
- * service token of the default domain, minted the way `POST /v1/domains/{domain}/tokens` mints
- * one (its record in the deployment's record store, shared/domains/service-tokens.ts; the JWT
- * signed with the deployment's own key, read from Secret Manager), used by the smoke test, and
- * revoked when the deploy is done with it. Neither the key nor the token is ever printed or
+ * The deploy's identity inside the app, for the bootstrap after the infrastructure: short-lived
+ * service tokens, minted the way `POST /v1/domains/{domain}/tokens` mints one (the record in the
+ * deployment's record store, shared/domains/service-tokens.ts; the JWT signed with the
+ * deployment's own key, read from Secret Manager), each revoked when the deploy is done with it:
+ * one of the default domain for the smoke test, and one per managed domain (domains.ts) whose
+ * record carries `config: true`, which the API's mint never sets: it lets the token upload and
+ * read that domain's configuration, and nothing more. Neither the key nor the token is ever printed or
  * written anywhere: both live only in this process's memory.
  *
  * The record store is the deployment's Firestore, reached with the operator's Application Default
@@ -18,7 +20,7 @@ import { DEFAULT_DOMAIN } from '../../shared/protocol.js';
 import type { Gcloud } from './gcloud.js';
 import type { DeployConfig } from './settings.js';
 
-/** How long the smoke test's token lives (it is revoked at once after; this bounds a crash). */
+/** How long the deploy's tokens live (it is revoked at once after; this bounds a crash). */
 export const SMOKE_TOKEN_TTL_S = 600;
 
 export interface RecordAccess {
@@ -39,8 +41,18 @@ export interface MintedToken {
   revoke(): Promise<void>;
 }
 
-/** Mints a service token of the default domain for the deploy; `jwtSecretId` is the Secret Manager secret of PATCHBAY_JWT_SECRET. */
-export async function mintDeployToken(cfg: DeployConfig, gcloud: Gcloud, records: RecordStore, jwtSecretId: string): Promise<MintedToken> {
+/**
+ * Mints a service token for the deploy (by default of the default domain, for the smoke test);
+ * `jwtSecretId` is the Secret Manager secret of PATCHBAY_JWT_SECRET; `opts.config` makes it
+ * config-capable (its record says so).
+ */
+export async function mintDeployToken(
+  cfg: DeployConfig,
+  gcloud: Gcloud,
+  records: RecordStore,
+  jwtSecretId: string,
+  opts: { domain?: string; name?: string; config?: boolean } = {},
+): Promise<MintedToken> {
   const key = await gcloud.text(['secrets', 'versions', 'access', 'latest', `--secret=${jwtSecretId}`]);
   if (key === null || key === '') throw new Error(`secret ${jwtSecretId} has no value`);
   const tokens = new ServiceTokens(records, {
@@ -48,11 +60,13 @@ export async function mintDeployToken(cfg: DeployConfig, gcloud: Gcloud, records
     maxLive: cfg.config.maxServiceTokens,
     maxTtlSeconds: cfg.config.serviceTokenMaxTtlSeconds,
   });
-  const domain = DEFAULT_DOMAIN;
-  const record = await tokens.create(domain, 'patchbay deploy', {
-    name: 'deploy smoke test',
-    ttlSeconds: Math.min(SMOKE_TOKEN_TTL_S, cfg.config.serviceTokenMaxTtlSeconds),
-  });
+  const domain = opts.domain ?? DEFAULT_DOMAIN;
+  const record = await tokens.create(
+    domain,
+    'patchbay deploy',
+    { name: opts.name ?? 'deploy smoke test', ttlSeconds: Math.min(SMOKE_TOKEN_TTL_S, cfg.config.serviceTokenMaxTtlSeconds) },
+    { config: opts.config === true },
+  );
   const auth = new Auth(loadSecret({ jwtSecret: key, dataDir: '.', mode: 'google' }), cfg.config);
   const token = await auth.issueService(domain, record.id, record.expires);
   return {

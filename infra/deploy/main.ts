@@ -1,7 +1,8 @@
 /**
  * `npm run deploy`: the deploy pipeline's command line. Reads the env file, builds the desired
  * state (desired.ts), reconciles it with the live project through gcloud (reconcile.ts), then runs
- * the bootstrap (today: a service token of its own, bootstrap.ts, and the smoke test with it). HELP is the reference for every flag and exit code.
+ * the bootstrap: the managed domains' admins and configurations (domains.ts, with config-capable
+ * tokens of its own, bootstrap.ts), then the smoke test with a service token of its own. HELP is the reference for every flag and exit code.
  * `main` takes its surroundings as arguments (environment, output, gcloud runner, consumers,
  * confirmation) so tests run it in-process against a simulated gcloud.
  */
@@ -12,6 +13,7 @@ import { BUILT_IN_CONSUMERS } from '../../shared/domains/consumers.js';
 import type { RecordStore } from '../../shared/ports/records.js';
 import { deploymentRecords, type MintedToken, mintDeployToken, type RecordAccess } from './bootstrap.js';
 import { desiredState, sourceHash } from './desired.js';
+import { bootstrapDomains, loadDomainsFile, type ManagedDomain } from './domains.js';
 import { Gcloud, GcloudError, type Runner, spawnRunner } from './gcloud.js';
 import { KINDS } from './kinds/index.js';
 import type { Context, Resource } from './model.js';
@@ -41,8 +43,12 @@ usage: npm run deploy -- --project P --region R [--env FILE] [--plan | --check] 
   destroy         delete everything patchbay created (like --prune with an empty configuration)
   -h, --help      print this help
 
-exit codes: 0 done (or no drift); 1 a gcloud call, a blocked change or the smoke test failed;
-  2 a usage or configuration error; 3 --check found drift.
+After the infrastructure, the bootstrap makes sure of the domains DEPLOY_DOMAINS_FILE lists (their
+admins, and their configuration uploaded and applied), then runs the smoke test.
+
+exit codes: 0 done (or no drift); 1 a gcloud call, a blocked change, a domain's bootstrap or the
+  smoke test failed; 2 a usage or configuration error (an invalid domain configuration included,
+  found before anything is touched); 3 --check found drift.
 
 deploy settings (in the env file):
 ${Object.values(DEPLOY_TABLE)
@@ -61,6 +67,8 @@ export interface MainIO {
   confirm?: (doomed: Step[]) => Promise<boolean>;
   /** The deployment's record store, for the bootstrap (default: its Firestore, with the operator's credentials). */
   records?: RecordStore;
+  /** How long the bootstrap waits for a domain's configuration to apply (tests make it fast). */
+  domains?: { waitMs?: number; pollMs?: number };
   /** Smoke test retries (tests make them fast). */
   smoke?: { attempts?: number; delayMs?: number };
 }
@@ -99,8 +107,10 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
   const mode: Mode = v.check ? 'check' : v.plan ? 'plan' : 'apply';
 
   let cfg: DeployConfig;
+  let managed: ManagedDomain[];
   try {
     cfg = deployConfig({ project: v.project, region: v.region }, v.env ? readEnvFile(v.env) : {});
+    managed = cfg.deploy.domainsFile === '' ? [] : loadDomainsFile(cfg.deploy.domainsFile, cfg.config);
   } catch (e) {
     if (e instanceof SettingsError) {
       err(`deploy: ${e.message}`);
@@ -141,6 +151,11 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
     }
     if (mode === 'plan') {
       out(`plan: ${summary}`);
+      if (!destroy && managed.length > 0) {
+        out(
+          `plan: the bootstrap would make sure of ${managed.length} domains' admins and configuration (${managed.map((d) => d.domain).join(', ')}); app state is not read with --plan`,
+        );
+      }
       return 0;
     }
     out(
@@ -152,32 +167,61 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
       err(`deploy: ${outcome.blocked} resources differ in ways gcloud cannot change in place (see "blocked" above)`);
       return 1;
     }
-    if (destroy || v['no-smoke'] || cfg.deploy.smoke === 'off') return 0;
+    const smoke = !(v['no-smoke'] || cfg.deploy.smoke === 'off');
+    if (destroy || (!smoke && managed.length === 0)) return 0;
     const live = await gcloud.describe<{ url?: string; serviceConfig?: { uri?: string } }>(['functions', 'describe', 'api', `--region=${cfg.region}`, '--v2']);
     const url = live?.serviceConfig?.uri ?? live?.url;
     if (!url) {
-      err('deploy: the api function has no URL; smoke test not run');
+      err('deploy: the api function has no URL; bootstrap and smoke test not run');
       return 1;
     }
-    // The bootstrap: the deploy's own service token (never printed), for the smoke test; revoked after.
     let access: RecordAccess | undefined;
-    let minted: MintedToken | undefined;
+    const records = () => {
+      if (io.records) return io.records;
+      access ??= deploymentRecords(cfg);
+      return access.records;
+    };
     try {
-      if (!io.records) access = deploymentRecords(cfg);
-      const records = io.records ?? (access as RecordAccess).records;
-      minted = await mintDeployToken(cfg, gcloud, records, JWT_SECRET_ID);
-      out(`bootstrap: service token minted for the smoke test (domain ${minted.domain}, expires in 10 minutes, revoked after)`);
-    } catch (e) {
-      out(`bootstrap: no service token for the smoke test (${(e as Error).message.split('\n')[0]}); is "gcloud auth application-default login" done?`);
-    }
-    try {
-      const smoke = await smokeTest(url, { ...io.smoke, ...(minted ? { token: minted } : {}) });
-      for (const l of smoke.lines) out(l);
-      return smoke.ok ? 0 : 1;
+      // The bootstrap's domains (domains.ts): each with the deploy's config-capable token of its own, never printed, revoked after.
+      if (managed.length > 0) {
+        let done: boolean;
+        try {
+          done = await bootstrapDomains(managed, {
+            base: url,
+            records: records(),
+            mint: (domain) => mintDeployToken(cfg, gcloud, records(), JWT_SECRET_ID, { domain, name: 'deploy configuration', config: true }),
+            out,
+            ...io.domains,
+          });
+        } catch (e) {
+          if (e instanceof GcloudError) throw e;
+          err(`deploy: the bootstrap of the domains failed (${(e as Error).message.split('\n')[0]}); is "gcloud auth application-default login" done?`);
+          return 1;
+        }
+        if (!done) {
+          err('deploy: the bootstrap of the domains failed (see above); fix the cause and run the same command again');
+          return 1;
+        }
+      }
+      if (!smoke) return 0;
+      // The deploy's own service token of the default domain (never printed), for the smoke test; revoked after.
+      let minted: MintedToken | undefined;
+      try {
+        minted = await mintDeployToken(cfg, gcloud, records(), JWT_SECRET_ID);
+        out(`bootstrap: service token minted for the smoke test (domain ${minted.domain}, expires in 10 minutes, revoked after)`);
+      } catch (e) {
+        out(`bootstrap: no service token for the smoke test (${(e as Error).message.split('\n')[0]}); is "gcloud auth application-default login" done?`);
+      }
+      try {
+        const result = await smokeTest(url, { ...io.smoke, ...(minted ? { token: minted } : {}) });
+        for (const l of result.lines) out(l);
+        return result.ok ? 0 : 1;
+      } finally {
+        await minted
+          ?.revoke()
+          .catch((e: unknown) => err(`deploy: the smoke test's service token was not revoked (${(e as Error).message}); it expires by itself`));
+      }
     } finally {
-      await minted
-        ?.revoke()
-        .catch((e: unknown) => err(`deploy: the smoke test's service token was not revoked (${(e as Error).message}); it expires by itself`));
       await access?.close().catch(() => {});
     }
   } catch (e) {

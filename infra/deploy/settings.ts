@@ -42,6 +42,12 @@ export const DEPLOY_TABLE = {
       ),
     doc: "Origins whose browsers may PUT and GET files in the bucket with signed URLs (the bucket's CORS). Empty: those of PATCHBAY_CORS_ORIGINS.",
   },
+  domainsFile: {
+    env: 'DEPLOY_DOMAINS_FILE',
+    default: '',
+    schema: z.string(),
+    doc: 'YAML file of the domains the bootstrap manages: their admins and configuration (docs/deploy.md). Empty: none.',
+  },
   smoke: { env: 'DEPLOY_SMOKE', default: 'on', schema: z.enum(['on', 'off']), doc: 'Whether the deploy ends with the smoke test against `api`.' },
 } as const;
 

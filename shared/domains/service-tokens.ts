@@ -6,6 +6,11 @@
  * one record per token in the RecordStore, kind `service-token`, key `<domain>/<id>`, holding
  * `{id, domain, name, creator, created, expires}`.
  *
+ * A record may also carry `config: true`: the token may then upload and read its own domain's
+ * configuration (shared/http/routes/config.ts), and nothing more than any other service token. Only
+ * the deploy sets it (infra/deploy/bootstrap.ts writes the record itself, for its own short-lived
+ * token); `POST /v1/domains/{domain}/tokens` never does.
+ *
  * Revocation deletes the record. A service token is accepted only while its record exists and has
  * not expired (`isLive`, asked on every request that carries one). Each instance trusts its last
  * look at a record for PATCHBAY_SERVICE_TOKEN_CHECK_MS, so a revoked token stops working on every
@@ -37,6 +42,14 @@ export interface ServiceTokenRecord {
   created: number;
   /** ms since epoch: the token is refused from then on. */
   expires: number;
+  /** The deploy's own tokens only: may upload and read the domain's configuration (see the top of this file). */
+  config?: true;
+}
+
+/** What a live token may do beyond any service identity (its record's flags). */
+export interface LiveServiceToken {
+  /** The record carries `config: true`. */
+  config: boolean;
 }
 
 export interface ServiceTokensOptions {
@@ -58,7 +71,7 @@ const keyOf = (domain: string, id: string) => `${domain}/${id}`;
 
 export class ServiceTokens {
   /** The last look at each token's record: live (until `at + checkMs`) or gone for good. */
-  private readonly checked = new LRUCache<string, { live: boolean; at: number }>({ max: CHECKED_MAX });
+  private readonly checked = new LRUCache<string, { live: LiveServiceToken | null; at: number }>({ max: CHECKED_MAX });
 
   constructor(
     private readonly records: RecordStore,
@@ -73,8 +86,9 @@ export class ServiceTokens {
    * Stores the record of a new token of `domain`, minted by `creator`, valid for `ttlSeconds`;
    * the caller signs the token (Auth.issueService). Refuses, storing nothing: a lifetime past
    * PATCHBAY_SERVICE_TOKEN_MAX_TTL_S (`invalid_request`), a domain at its cap (`quota_exceeded`).
+   * `opts.config` marks the record config-capable: the deploy's alone, never from a request.
    */
-  async create(domain: string, creator: string, req: { name: string; ttlSeconds: number }): Promise<ServiceTokenRecord> {
+  async create(domain: string, creator: string, req: { name: string; ttlSeconds: number }, opts: { config?: boolean } = {}): Promise<ServiceTokenRecord> {
     if (req.ttlSeconds > this.opts.maxTtlSeconds) {
       throw new PatchbayError('invalid_request', `a service token lives at most ${this.opts.maxTtlSeconds} seconds`, {
         issues: [{ path: ['ttlSeconds'], message: `at most ${this.opts.maxTtlSeconds}` }],
@@ -90,10 +104,18 @@ export class ServiceTokens {
         actual: live.length,
       });
     }
-    const record: ServiceTokenRecord = { id: randomUUID(), domain, name: req.name, creator, created: now, expires: now + req.ttlSeconds * 1000 };
+    const record: ServiceTokenRecord = {
+      id: randomUUID(),
+      domain,
+      name: req.name,
+      creator,
+      created: now,
+      expires: now + req.ttlSeconds * 1000,
+      ...(opts.config ? { config: true as const } : {}),
+    };
     const stored = await this.records.put(SERVICE_TOKEN_KIND, keyOf(domain, record.id), record as unknown as Json, 0);
     if (!stored) throw new PatchbayError('internal', 'a new service token id was taken'); // 122 random bits
-    this.checked.set(keyOf(domain, record.id), { live: true, at: now });
+    this.checked.set(keyOf(domain, record.id), { live: { config: record.config === true }, at: now });
     // Housekeeping, after the token exists: the expired records of the domain go.
     for (const r of all) if (r.value.expires <= now) await this.records.delete(SERVICE_TOKEN_KIND, r.key, r.rev).catch(() => false);
     return record;
@@ -114,7 +136,7 @@ export class ServiceTokens {
       const stored = await this.records.get(SERVICE_TOKEN_KIND, key);
       if (!stored) break;
       if (await this.records.delete(SERVICE_TOKEN_KIND, key, stored.rev)) {
-        this.checked.set(key, { live: false, at: this.now() });
+        this.checked.set(key, { live: null, at: this.now() });
         return stored.value as unknown as ServiceTokenRecord;
       }
     }
@@ -123,12 +145,21 @@ export class ServiceTokens {
 
   /** Whether the token `id` of `domain` may still be used: its record exists and has not expired (see the top of this file). */
   async isLive(domain: string, id: string): Promise<boolean> {
+    return (await this.live(domain, id)) !== null;
+  }
+
+  /**
+   * The token `id` of `domain` with its record's flags while it may still be used; null once it
+   * may not (no record, or expired). The same cached look as `isLive`: no extra read.
+   */
+  async live(domain: string, id: string): Promise<LiveServiceToken | null> {
     const key = keyOf(domain, id);
     const now = this.now();
     const hit = this.checked.get(key);
-    if (hit && (!hit.live || now - hit.at < this.opts.checkMs)) return hit.live;
+    if (hit && (hit.live === null || now - hit.at < this.opts.checkMs)) return hit.live;
     const stored = await this.records.get(SERVICE_TOKEN_KIND, key);
-    const live = stored !== null && (stored.value as unknown as ServiceTokenRecord).expires > now;
+    const record = stored === null ? null : (stored.value as unknown as ServiceTokenRecord);
+    const live = record !== null && record.expires > now ? { config: record.config === true } : null;
     this.checked.set(key, { live, at: now });
     return live;
   }

@@ -46,11 +46,16 @@ export interface User {
   profile?: Profile;
   /** A service token's id (its `jti`), checked for revocation on every use. */
   tokenId?: string;
+  /**
+   * A service token whose record carries `config: true` (the deploy's own): it may use its
+   * domain's configuration routes (shared/http/context.ts `domainAdmin`), nothing else.
+   */
+  config?: true;
 }
 
-/** Whether a service token is still live (shared/domains/service-tokens.ts `ServiceTokens.isLive`). */
+/** A service token while it is live, with its record's flags; null once revoked or expired (shared/domains/service-tokens.ts `ServiceTokens.live`). */
 export interface ServiceTokenCheck {
-  isLive(domain: string, id: string): Promise<boolean>;
+  live(domain: string, id: string): Promise<{ config: boolean } | null>;
 }
 
 /** Whether the user signed in anonymously (patchbay's anonymous users, or Firebase's `anonymous` provider). */
@@ -172,13 +177,14 @@ export class Auth {
     const m = header === undefined ? null : /^Bearer +([A-Za-z0-9_.-]+)$/i.exec(header.trim());
     if (!m) throw new PatchbayError('unauthorized', 'send Authorization: Bearer <token>');
     const v = await this.verify(m[1] as string, AUD_USER);
-    if (v.kind === 'service') await this.checkService(v);
+    const service = v.kind === 'service' ? await this.checkService(v) : null;
     return {
       id: v.id,
       kind: v.kind,
       domain: resolveDomain(rd, v.domain),
       ...(v.profile ? { profile: v.profile } : {}),
       ...(v.tokenId ? { tokenId: v.tokenId } : {}),
+      ...(service?.config ? { config: true as const } : {}),
     };
   }
 
@@ -207,9 +213,10 @@ export class Auth {
     return this.firebase?.close() ?? Promise.resolve();
   }
 
-  /** Throws `unauthorized` unless the service token `v` is still live (its record exists, unexpired). */
-  private async checkService(v: Verified): Promise<void> {
-    if (this.services && v.domain !== undefined && v.tokenId !== undefined && (await this.services.isLive(v.domain, v.tokenId))) return;
+  /** The flags of the service token `v`; throws `unauthorized` unless it is still live (its record exists, unexpired). */
+  private async checkService(v: Verified): Promise<{ config: boolean }> {
+    const live = this.services && v.domain !== undefined && v.tokenId !== undefined ? await this.services.live(v.domain, v.tokenId) : null;
+    if (live) return live;
     throw new PatchbayError('unauthorized', 'invalid credential: this service token was revoked');
   }
 

@@ -14,7 +14,7 @@ import type { NamedQueries } from '../domains/queries.js';
 import type { ServiceTokens } from '../domains/service-tokens.js';
 import type { Tags } from '../domains/tags.js';
 import type { Webhooks } from '../domains/webhooks.js';
-import { type Caller, checkRead } from '../engine/access.js';
+import { type Caller, checkRead, serviceUser } from '../engine/access.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -93,13 +93,16 @@ export function domainParam(ctx: Ctx): string {
 /**
  * The caller, if it administers `domain` (as the Domains cache says); 403 `forbidden` otherwise,
  * for a domain nobody claimed too. A service identity is never an admin, whatever a list says:
- * a leaked worker token must not manage its domain.
+ * a leaked worker token must not manage its domain. The one exception is asked for by the
+ * configuration routes alone (`configToken`): the deploy's own config-capable token of that very
+ * domain (its record carries `config: true`, shared/domains/service-tokens.ts), which uploads the
+ * domain's configuration and reads it back.
  */
-export async function domainAdmin(ctx: Ctx, domain: string): Promise<User> {
+export async function domainAdmin(ctx: Ctx, domain: string, opts: { configToken?: boolean } = {}): Promise<User> {
   const u = await user(ctx);
-  if (u.kind === 'service' || !(await ctx.deps.domains.isAdmin(domain, u.id))) {
-    throw new PatchbayError('forbidden', `only an admin of ${domain} may do this`, { domain });
-  }
+  const allowed =
+    u.kind === 'service' ? opts.configToken === true && u.config === true && u.id === serviceUser(domain) : await ctx.deps.domains.isAdmin(domain, u.id);
+  if (!allowed) throw new PatchbayError('forbidden', `only an admin of ${domain} may do this`, { domain });
   return u;
 }
 

@@ -10,6 +10,10 @@
  * - a revoked, expired, tampered or forged token (one naming a `domain:` user without being a
  *   service token) is refused, and so is a stream ticket of a revoked token; with two instances,
  *   a revoke on one is refused by the other within PATCHBAY_SERVICE_TOKEN_CHECK_MS;
+ * - the deploy's config-capable token (its record carries `config: true`, which only the deploy
+ *   writes) uploads and reads its own domain's configuration, and nothing more: it is refused on
+ *   another domain's configuration and on every other admin route, and an ordinary service token
+ *   is refused on the configuration routes; each refusal stores nothing;
  * - CORS: an origin the domain's record allows is echoed with `Vary: Origin`, preflights too;
  *   other origins get no CORS headers; the operator's list still applies.
  */
@@ -113,6 +117,57 @@ export function serviceTokensContract(stack: string, start: StartServer, startPe
       expect(await stored()).toEqual(before);
       expect((await svc.request('GET', '/v1/me')).status).toBe(200);
       await admin.request('DELETE', `/v1/domains/${DOMAIN}/tokens/${id}`);
+    });
+
+    it("lets only the deploy's config-capable token of the domain upload and read its configuration, and nothing else (403, nothing stored)", async () => {
+      const CONFIG = 'types:\n  note:\n    schema: { type: object }\n';
+      const yaml = { 'content-type': 'application/yaml' };
+      // What only the deploy does: a record carrying `config: true`, written directly.
+      const record = await srv.app.serviceTokens.create(DOMAIN, 'patchbay deploy', { name: 'deploy', ttlSeconds: 600 }, { config: true });
+      const deploy = withToken(srv.url, await srv.app.auth.issueService(DOMAIN, record.id, record.expires));
+      const { id: plainId, client: plain } = await mint('plain');
+      const everything = async () => ({
+        mine: await stored(),
+        heads: [await srv.app.domainConfigs.head(DOMAIN), await srv.app.domainConfigs.head(OTHER)],
+        other: await srv.app.adapters.records.get('domain', OTHER),
+      });
+      const before = await everything();
+      // An ordinary service token of the domain: no configuration routes.
+      expectError(await plain.request('PUT', `/v1/domains/${DOMAIN}/config?replaces=0`, { raw: CONFIG, headers: yaml }), 403, 'forbidden');
+      expectError(await plain.request('GET', `/v1/domains/${DOMAIN}/config`), 403, 'forbidden');
+      expectError(await plain.request('GET', `/v1/domains/${DOMAIN}/config/versions/1`), 403, 'forbidden');
+      // The config-capable token: not on another domain's configuration...
+      expectError(await deploy.request('PUT', `/v1/domains/${OTHER}/config?replaces=0`, { raw: CONFIG, headers: yaml }), 403, 'forbidden');
+      expectError(await deploy.request('GET', `/v1/domains/${OTHER}/config`), 403, 'forbidden');
+      expectError(await deploy.request('GET', `/v1/domains/${OTHER}/config/versions/1`), 403, 'forbidden');
+      // ...and on no other admin route of its own domain.
+      expectError(await deploy.request('POST', `/v1/domains/${DOMAIN}/tokens`, { body: { name: 'x', ttlSeconds: 600 } }), 403, 'forbidden');
+      expectError(await deploy.request('GET', `/v1/domains/${DOMAIN}/tokens`), 403, 'forbidden');
+      expectError(await deploy.request('DELETE', `/v1/domains/${DOMAIN}/tokens/${plainId}`), 403, 'forbidden');
+      expectError(await deploy.request('GET', `/v1/domains/${DOMAIN}`), 403, 'forbidden');
+      expectError(await deploy.request('PUT', `/v1/domains/${DOMAIN}/origins`, { body: { origins: [APP] } }), 403, 'forbidden');
+      expectError(await deploy.request('GET', `/v1/domains/${DOMAIN}/webhooks`), 403, 'forbidden');
+      expectError(await deploy.request('GET', `/v1/domains/${DOMAIN}/webhooks/hook/dead`), 403, 'forbidden');
+      // The API's mint never makes one: `config` is not part of its request.
+      expectError(await admin.request('POST', `/v1/domains/${DOMAIN}/tokens`, { body: { name: 'x', ttlSeconds: 600, config: true } }), 400, 'invalid_request');
+      expect(await everything()).toEqual(before);
+      // Its admins see which token is the deploy's.
+      const listed = (await admin.request('GET', `/v1/domains/${DOMAIN}/tokens`)).json.tokens as Array<{ id: string; config?: boolean }>;
+      expect(listed.find((t) => t.id === record.id)?.config).toBe(true);
+      expect(listed.find((t) => t.id === plainId)).not.toHaveProperty('config');
+
+      // What it may do: upload its domain's configuration and read it back, with its report.
+      const head = await deploy.request('GET', `/v1/domains/${DOMAIN}/config`);
+      expect(head.status, head.text).toBe(200);
+      const put = await deploy.request('PUT', `/v1/domains/${DOMAIN}/config?replaces=${head.json.latest}`, { raw: CONFIG, headers: yaml });
+      expect(put.status, put.text).toBe(202);
+      const version = await deploy.request('GET', `/v1/domains/${DOMAIN}/config/versions/${put.json.version}`);
+      expect(version.status, version.text).toBe(200);
+      expect(version.json).toMatchObject({ text: CONFIG, uploadedBy: `domain:${DOMAIN}` });
+      expect((await deploy.request('GET', `/v1/scopes/${put.json.report}`)).status).toBe(200);
+      await srv.app.serviceTokens.revoke(DOMAIN, record.id);
+      await admin.request('DELETE', `/v1/domains/${DOMAIN}/tokens/${plainId}`);
+      expectError(await deploy.request('GET', `/v1/domains/${DOMAIN}/config`), 401, 'unauthorized');
     });
 
     it('refuses a bad request, a lifetime past the maximum and a domain at its cap, storing nothing', async () => {

@@ -1,6 +1,7 @@
 /**
  * Route group `config`: a domain's configuration, for the domain's admins only (anyone else:
- * 403 `forbidden`, whether or not the domain exists).
+ * 403 `forbidden`, whether or not the domain exists), and for the deploy's own config-capable
+ * service token of the domain (shared/http/context.ts `domainAdmin`; no other service token).
  * - `PUT /v1/domains/{domain}/config?replaces=<n>`: uploads a new version (YAML or JSON text, at
  *   most PATCHBAY_MAX_CONFIG_BYTES) replacing version n (0 for the first): 202 with its number and
  *   its report scope, whose progress the admin streams (`GET /v1/scopes/{report}/events`). An
@@ -18,10 +19,17 @@ import type { Route } from '../router.js';
 
 const TEXT_TYPES = new Set(['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'application/json', 'text/plain']);
 
-/** The caller, if it administers the domain in the path (anyone else: 403 `forbidden`). */
+/** The caller, if it administers the domain in the path (anyone else, every service identity included: 403 `forbidden`). */
 export async function admin(ctx: Ctx): Promise<{ domain: string; userId: string }> {
   const domain = domainParam(ctx);
   const u = await domainAdmin(ctx, domain);
+  return { domain, userId: u.id };
+}
+
+/** The caller, if it administers the domain in the path or holds its deploy's config-capable token (anyone else: 403 `forbidden`). */
+async function configAdmin(ctx: Ctx): Promise<{ domain: string; userId: string }> {
+  const domain = domainParam(ctx);
+  const u = await domainAdmin(ctx, domain, { configToken: true });
   return { domain, userId: u.id };
 }
 
@@ -31,7 +39,7 @@ export const configRoutes: Route<Ctx>[] = [
     path: '/v1/domains/{domain}/config',
     name: 'config.put',
     run: async (ctx) => {
-      const { domain, userId } = await admin(ctx);
+      const { domain, userId } = await configAdmin(ctx);
       const raw = ctx.url.searchParams.get('replaces');
       if (raw === null) {
         throw new PatchbayError('invalid_request', 'name the version this upload replaces: ?replaces=<n> (0 for the first)', {
@@ -60,7 +68,7 @@ export const configRoutes: Route<Ctx>[] = [
     path: '/v1/domains/{domain}/config',
     name: 'config.get',
     run: async (ctx) => {
-      const { domain } = await admin(ctx);
+      const { domain } = await configAdmin(ctx);
       const head = await ctx.deps.domainConfigs.head(domain);
       const report = (n: number) => (n > 0 ? reportId(domain, n) : null);
       sendJson(ctx.res, 200, { domain, latest: head.latest, active: head.active, latestReport: report(head.latest), activeReport: report(head.active) });
@@ -71,7 +79,7 @@ export const configRoutes: Route<Ctx>[] = [
     path: '/v1/domains/{domain}/config/versions/{version}',
     name: 'config.version',
     run: async (ctx) => {
-      const { domain } = await admin(ctx);
+      const { domain } = await configAdmin(ctx);
       const n = parseIndex(pathParam(ctx, 1), 'version');
       const v = await ctx.deps.domainConfigs.version(domain, n);
       if (!v) throw new PatchbayError('not_found', `${domain} has no configuration version ${n}`, { domain, version: n });

@@ -29,6 +29,7 @@ import { WEBHOOKS_CONSUMER, Webhooks, webhookScope } from './domains/webhooks.js
 import { Consumer, type PatchHandler } from './engine/consumer.js';
 import { Engine } from './engine/engine.js';
 import { LocalDelivery } from './engine/local-delivery.js';
+import { PatchbayError } from './errors.js';
 import { Auth, loadSecret } from './http/auth.js';
 import { createHandler, type Handler } from './http/handler.js';
 import { InternalAuth } from './http/internal-auth.js';
@@ -42,6 +43,7 @@ import type { FileStore } from './ports/files.js';
 import type { Adapters, IdentityProvider } from './ports/index.js';
 import type { LimitStore } from './ports/limits.js';
 import type { Mirror } from './ports/mirror.js';
+import type { PatchEvent } from './protocol.js';
 import type { PresenceStore } from './ports/presence.js';
 import { CloseHooks } from './sessions/close-hooks.js';
 import { Presence } from './sessions/presence.js';
@@ -345,17 +347,29 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     // Built in: the mirror (its push subscription filters out the platform's own scopes). A domain
     // has a mirror when its active configuration has `tables` or `queries`.
     lag = new LagRecorder(mirror, (e) => logger.error(e));
+    const tables = async (d: string) => {
+      await configs.prepare?.(d);
+      return mirrorTablesOf(configs.get(d)?.config);
+    };
     sync = mirrorSync({
       mirror,
       lag,
       source: engine,
-      tables: async (d) => {
-        await configs.prepare?.(d);
-        return mirrorTablesOf(configs.get(d)?.config);
-      },
+      tables,
       ensure: fixed !== undefined, // uploaded versions: their apply's `mirror` step owns the schema
     });
-    consumers.push(new Consumer(MIRROR_CONSUMER, adapters.ledger, readLog, sync.handle, mirrored));
+    // Only scopes of a domain with a mirror (or gone: their rows go) are its business: the others are
+    // skipped without a cursor write, which cost every patch of every scope a durable transaction
+    // (an fsync, embedded) for nothing. A domain that declares tables later is backfilled by its apply.
+    const mirrorWants = async (e: PatchEvent): Promise<boolean> => {
+      try {
+        return (await tables((await engine.head(e.scope)).meta.domain)) !== null;
+      } catch (err) {
+        if (err instanceof PatchbayError && err.code === 'scope_not_found') return true;
+        throw err;
+      }
+    };
+    consumers.push(new Consumer(MIRROR_CONSUMER, adapters.ledger, readLog, sync.handle, mirrored, mirrorWants));
   }
   // Configurations not uploaded (files, in-process) have no apply to make their webhooks' secrets: made here, at start.
   if (fixed instanceof StaticConfigs)

@@ -208,8 +208,18 @@ export function applyPatch(doc: Json, patch: Patch, budget?: Budget): Json {
     }
     const applied = op.op === 'add' || op.op === 'replace' ? { ...op, value: cloneJson(op.value as Json) } : op;
     try {
-      current = fjp.applyOperation(current, applied as fjp.Operation, true, true, true, i).newDocument as Json;
+      if (op.op === 'move') {
+        // RFC 6902 §4.4: a remove from `from`, then an add at `path` in the document the remove left.
+        // fast-json-patch checks `path` in the document before the remove, so a target whose parent
+        // the remove shifts away (move /0 to /1/0 in [0, [0], 0]) was "added" to a number: nothing.
+        current = fjp.applyOperation(current, { op: 'remove', path: op.from as string }, true, true, true, i).newDocument as Json;
+        resolve(current, op.path, i, true);
+        current = fjp.applyOperation(current, { op: 'add', path: op.path, value: incoming }, true, true, true, i).newDocument as Json;
+      } else {
+        current = fjp.applyOperation(current, applied as fjp.Operation, true, true, true, i).newDocument as Json;
+      }
     } catch (err) {
+      if (err instanceof PatchbayError) throw err;
       const message = err instanceof Error ? (err.message.split('\n')[0] ?? 'cannot apply') : 'cannot apply';
       throw failed(i, message);
     }

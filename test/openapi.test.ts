@@ -945,7 +945,7 @@ describe('patches', () => {
     limits.add(batch.json.error.limit);
     limits.add('maxConfigBytes'); // reported by a configuration upload: the 'domain configuration' block checks it
     // Reported by the sessions routes: the 'sessions and presence' block checks each.
-    for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'closeInfoBytes']) limits.add(l);
+    for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'sessionMaxInfoBytes']) limits.add(l);
     limits.add('maxUploadBytes'); // reported by uploads: the 'uploads' block checks it
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
@@ -1615,7 +1615,7 @@ describe('sessions and presence', () => {
       const info = await c.request('DELETE', `${S}/${id}`, { body: { info: 'x'.repeat(5000) } }); // 5
       check(info, 'DELETE', ONE);
       expectError(info, 413, 'too_large');
-      expect(info.json.error).toMatchObject({ limit: 'closeInfoBytes', max: 4096 });
+      expect(info.json.error).toMatchObject({ limit: 'sessionMaxInfoBytes', max: 4096 });
       expect((await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id } })).status).toBe(200); // presence 1
       const status = await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id, status: 'x'.repeat(1100) } });
       check(status, 'PUT', P);

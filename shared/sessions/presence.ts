@@ -13,9 +13,6 @@ import type { Json } from '../json.js';
 import type { Bus } from '../ports/bus.js';
 import type { PresenceEntry, PresenceStore } from '../ports/presence.js';
 
-/** Most entries a presence read answers (and a stream diffs). */
-export const PRESENCE_LIST_MAX = 1000;
-
 /** An entry as clients see it (no `expires`: that is the session's). */
 export interface PresenceView {
   user: string;
@@ -31,6 +28,8 @@ export class Presence {
     readonly store: PresenceStore,
     private readonly bus: Bus,
     private readonly logError: (e: Record<string, unknown>) => void,
+    /** PATCHBAY_PRESENCE_MAX_LISTED: most entries a read answers (and a stream diffs). */
+    private readonly maxListed: number,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -58,7 +57,7 @@ export class Presence {
   }
 
   async list(scope: string): Promise<PresenceView[]> {
-    return (await this.store.list(scope, PRESENCE_LIST_MAX)).map(presenceView);
+    return (await this.store.list(scope, this.maxListed)).map(presenceView);
   }
 
   private async signal(scope: string): Promise<void> {

@@ -602,6 +602,12 @@ export const CONFIG_TABLE = {
     'Time after an upload URL expires before the sweep marks its upload `expired` (a PUT that started in time may still be finishing).',
   ),
   downloadUrlTtlSeconds: setting('PATCHBAY_DOWNLOAD_URL_TTL_S', 900, int(1, 7 * 24 * 3600), 'How long a download URL works, in seconds.'),
+  publicDownloadUrlTtlSeconds: setting(
+    'PATCHBAY_PUBLIC_DOWNLOAD_URL_TTL_S',
+    7 * 24 * 3600,
+    int(0, 7 * 24 * 3600),
+    "How long a public upload's download URL works, in seconds (at most 7 days, Cloud Storage's limit for V4 URLs). Such a URL is the same for every caller for half that time (its signing time is rounded down to a multiple of it), and its file may be cached publicly (`Cache-Control: public, max-age=<half>`), so browsers and CDNs reuse it; it keeps working until it expires even if the scope is made private meanwhile. 0: public files get short URLs like private ones (PATCHBAY_DOWNLOAD_URL_TTL_S, `Cache-Control: private`).",
+  ),
   publicUrl: setting(
     'PATCHBAY_PUBLIC_URL',
     '',
@@ -718,7 +724,16 @@ export const CONFIG_SECTIONS = {
   /** The queryable mirror and named queries (shared/mirror/, the Mirror port's adapters). */
   mirror: ['mirrorUrl', 'mirrorQueryTimeoutMs', 'mirrorMaxRows'],
   /** Uploads and downloads by signed URL (shared/uploads/, the FileStore port's adapters). */
-  uploads: ['maxUploadBytes', 'uploadTypes', 'uploadUrlTtlSeconds', 'uploadGraceSeconds', 'downloadUrlTtlSeconds', 'publicUrl', 'gcsSigningKeyFile'],
+  uploads: [
+    'maxUploadBytes',
+    'uploadTypes',
+    'uploadUrlTtlSeconds',
+    'uploadGraceSeconds',
+    'downloadUrlTtlSeconds',
+    'publicDownloadUrlTtlSeconds',
+    'publicUrl',
+    'gcsSigningKeyFile',
+  ],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */

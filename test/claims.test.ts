@@ -8,6 +8,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPublicAddress, NetClaimProbe, ProbeFailed, WELL_KNOWN_MAX_BYTES } from '../shared/domains/claim-check.js';
 import { CLAIM_KIND, Claims, claimableDomain, isLocalhost, KEEP_FINISHED_MS } from '../shared/domains/claims.js';
+import type { Json } from '../shared/json.js';
+import { type PutOptions, RECORD_TTL_GRACE_MS, type RecordStore } from '../shared/ports/records.js';
 import { claimsContract } from './contract/claims.js';
 import { startServer } from './helpers/server.js';
 
@@ -132,6 +134,33 @@ describe('the sweep keeps finished claims a day', () => {
       expect(await claims.sweep()).toEqual({ checked: 0, succeeded: 0, timedOut: 0, removed: 1 });
       expect(await app.adapters.records.get(CLAIM_KIND, 'firebase:zoe/app.localhost')).toBeNull();
       expect(await app.domains.isAdmin('app.localhost', 'firebase:zoe')).toBe(true);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a finished claim is put with an expiry a day past its deletion (the Firestore TTL backstop); a pending one with none', async () => {
+    const srv = await startServer({ claimLocalhost: 'on' });
+    try {
+      const t = Date.now();
+      const { app } = srv;
+      const base = app.adapters.records;
+      const puts: Array<{ status: unknown; expireAt: number | undefined }> = [];
+      const spy: RecordStore = {
+        get: (kind, key) => base.get(kind, key),
+        delete: (kind, key, rev) => base.delete(kind, key, rev),
+        list: (kind, opts) => base.list(kind, opts),
+        put: (kind: string, key: string, value: Json, rev: number, opts?: PutOptions) => {
+          if (kind === CLAIM_KIND) puts.push({ status: (value as { status?: unknown }).status, expireAt: opts?.expireAt });
+          return base.put(kind, key, value, rev, opts);
+        },
+      };
+      const claims = new Claims(spy, app.domains, app.engine, { wellKnown: async () => '', txt: async () => [] }, app.config, { now: () => t });
+      const { claim } = await claims.start('app.localhost', { id: 'firebase:zoe', anonymous: false });
+      expect(claim.status).toBe('success');
+      expect(puts.length).toBeGreaterThan(0);
+      for (const p of puts) expect(p.expireAt, String(p.status)).toBe(p.status === 'pending' ? undefined : t + KEEP_FINISHED_MS + RECORD_TTL_GRACE_MS);
+      expect(puts.at(-1)?.status).toBe('success');
     } finally {
       await srv.close();
     }

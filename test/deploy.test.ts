@@ -17,6 +17,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnRunner } from '../infra/deploy/gcloud.js';
 import { FUNCTION_NAMES } from '../infra/deploy/kinds/functions.js';
 import { type MainIO, main } from '../infra/deploy/main.js';
+import { adaptersFor } from '../shared/app.js';
+import { SERVICE_TOKEN_KIND } from '../shared/domains/service-tokens.js';
+import { createLogger } from '../shared/log.js';
+import type { RecordStore } from '../shared/ports/records.js';
 import {
   calls,
   checkFlags,
@@ -33,28 +37,39 @@ import {
   stateDir,
 } from './helpers/fake-gcloud/index.js';
 import { hasTool } from './helpers/proc.js';
-import { startServer, type TestServer, tempDir } from './helpers/server.js';
+import { startServer, type TestServer, tempDir, testConfig } from './helpers/server.js';
 
 const PROJECT = 'pb-test-project';
 const REGION = 'europe-west1';
 const TOKEN = 'upstash-token-do-not-print-7f3a';
+const UPSTASH_URL = 'https://eu1-test.upstash.io';
+/** The deployment's JWT key: the env file gives it, so the local server the smoke test calls shares it. */
+const JWT_KEY = 'jwt-key-of-the-test-deployment-do-not-print-4e1b0c';
+const MIRROR_URL = 'postgres://mirror:pg-password-do-not-print-51c2@10.0.0.5:5432/mirror';
 const BASE = ['--project', PROJECT, '--region', REGION];
 
 const dirs: string[] = [];
 let server: TestServer;
+let records: RecordStore;
 let envFile: string;
 
 beforeAll(async () => {
-  server = await startServer();
   const d = tempDir('patchbay-deploy-env-');
   dirs.push(d);
+  // The server the smoke test calls, and the record store the deploy mints its service token in: the same.
+  const config = testConfig({ jwtSecret: JWT_KEY, dataDir: join(d, 'data') });
+  const adapters = await adaptersFor(config, createLogger('off'));
+  records = adapters.records;
+  server = await startServer({ jwtSecret: JWT_KEY, dataDir: config.dataDir }, adapters);
   envFile = join(d, 'test.env');
   writeFileSync(
     envFile,
     [
       '# a deployment of the tests',
-      'UPSTASH_REDIS_REST_URL=https://eu1-test.upstash.io',
+      `UPSTASH_REDIS_REST_URL=${UPSTASH_URL}`,
       `UPSTASH_REDIS_REST_TOKEN=${TOKEN}`,
+      `PATCHBAY_MIRROR_URL=${MIRROR_URL}`,
+      `PATCHBAY_JWT_SECRET=${JWT_KEY}`,
       'PATCHBAY_CORS_ORIGINS=https://app.example.com,https://admin.example.com',
       'PATCHBAY_MAX_OPS=500',
       '',
@@ -98,7 +113,9 @@ async function deploy(
     err: (l) => err.push(l),
     runner: opts.spawn ? spawnRunner(env) : inProcessRunner(env),
     consumers: opts.consumers ?? ['config-apply', 'mirror', 'webhooks'],
-    smoke: { attempts: 1, delayMs: 0 },
+    // Two tries: a keep-alive connection the server closed while a long test left it idle fails the first fetch.
+    smoke: { attempts: 2, delayMs: 0 },
+    records,
     confirm: async () => false,
     ...(opts.io ?? {}),
   });
@@ -110,7 +127,8 @@ const write = (dir: string, state: FakeState) => writeFileSync(join(dir, 'state.
 /** The state without what differs between equivalent deployments (generated secret values). */
 function comparable(state: FakeState): FakeState {
   const s = structuredClone(state);
-  for (const secret of Object.values(s.secrets) as Array<{ versions: string[] }>) secret.versions = secret.versions.map((v) => (v === TOKEN ? v : 'generated'));
+  for (const secret of Object.values(s.secrets) as Array<{ versions: string[] }>)
+    secret.versions = secret.versions.map((v) => ([TOKEN, MIRROR_URL, UPSTASH_URL, JWT_KEY].includes(v) ? v : 'generated'));
   return s;
 }
 
@@ -124,15 +142,21 @@ describe('deploy against a simulated gcloud', () => {
     const afterFirst = calls(dir);
     const second = await deploy(dir, []);
     clean = { dir, state: readState(dir), calls: afterFirst, first, second };
-  });
+  }, 300_000); // about a hundred gcloud processes: slow on a loaded machine
 
-  it('a first run creates everything, in dependency order, and ends with the smoke test', () => {
+  it('a first run creates everything, in dependency order, and ends with the smoke test', async () => {
     const { first, calls: made, state } = clean;
     expect(first.code, first.err).toBe(0);
     // Field settings exist from the start (indexed): they are updated, never created.
-    expect(first.out).toMatch(/done: \d+ created, 2 updated, 0 deleted/);
+    expect(first.out).toMatch(/done: \d+ created, 5 updated, 0 deleted/); // and the 3 TTL policies
     expect(first.out).toContain('smoke: GET /healthz ok');
-    expect(first.out).toMatch(/smoke: patch round trip ok \(scope patchbay-smoke-\d+, ii 1\)/);
+    // With a service token the deploy minted for itself, revoked after: the domain keeps no live token.
+    expect(first.out).toContain('bootstrap: service token minted for the smoke test (domain default');
+    expect(first.out).toMatch(/smoke: patch round trip ok as a service token of domain default \(scope patchbay-smoke-\d+, ii 1, deleted\)/);
+    expect(await records.list(SERVICE_TOKEN_KIND, { prefix: 'default/', limit: 10 })).toEqual([]);
+    // The scope it made is gone again.
+    const smokeId = /scope (patchbay-smoke-\d+)/.exec(first.out)?.[1] as string;
+    await expect(server.app.engine.getScope(smokeId)).rejects.toMatchObject({ code: expect.stringMatching(/^scope_(not_found|deleted)$/) });
     const at = (pred: (c: string[]) => boolean, what: string) => {
       const i = made.findIndex(pred);
       expect(i, what).toBeGreaterThanOrEqual(0);
@@ -174,7 +198,13 @@ describe('deploy against a simulated gcloud', () => {
     });
     expect(Object.keys(api.environmentVariables)).not.toContain('UPSTASH_REDIS_REST_TOKEN');
     expect(Object.keys(api.environmentVariables)).not.toContain('PATCHBAY_JWT_SECRET');
-    expect(api.secretEnvironmentVariables.map((s: { key: string }) => s.key).sort()).toEqual(['PATCHBAY_JWT_SECRET', 'UPSTASH_REDIS_REST_TOKEN']);
+    for (const name of ['UPSTASH_REDIS_REST_URL', 'PATCHBAY_MIRROR_URL']) expect(Object.keys(api.environmentVariables)).not.toContain(name);
+    expect(api.secretEnvironmentVariables.map((s: { key: string }) => s.key).sort()).toEqual([
+      'PATCHBAY_JWT_SECRET',
+      'PATCHBAY_MIRROR_URL',
+      'UPSTASH_REDIS_REST_TOKEN',
+      'UPSTASH_REDIS_REST_URL',
+    ]);
     expect(state.functions.bundle.serviceConfig.serviceAccountEmail).toBe(`patchbay-bundler@${PROJECT}.iam.gserviceaccount.com`);
     // The configuration applier's subscription carries only report scopes (APPLY_FILTER); the others every message.
     expect(state.subscriptions['patchbay-push-config-apply'].filter).toBe('hasPrefix(attributes.scope, "sys:config:")');
@@ -196,22 +226,65 @@ describe('deploy against a simulated gcloud', () => {
       serviceAccountEmail: `patchbay-invoker@${PROJECT}.iam.gserviceaccount.com`,
       audience: `https://${REGION}-${PROJECT}.cloudfunctions.net/sweep`,
     });
-    expect(state.buckets[`${PROJECT}-patchbay`].cors_config[0].origin).toEqual(['https://app.example.com', 'https://admin.example.com']);
+    // Browser uploads: the CORS a signed PUT's preflight needs, and the finalize notification pushed to push/uploads.
+    expect(state.buckets[`${PROJECT}-patchbay`].cors_config).toEqual([
+      {
+        origin: ['https://app.example.com', 'https://admin.example.com'],
+        method: ['GET', 'HEAD', 'PUT'],
+        responseHeader: ['Content-Type', 'Content-MD5', 'x-goog-content-length-range'],
+        maxAgeSeconds: 3600,
+      },
+    ]);
+    expect(state.notifications[`${PROJECT}-patchbay`]).toEqual([
+      expect.objectContaining({
+        topic: `//pubsub.googleapis.com/projects/${PROJECT}/topics/patchbay-patches-uploads`,
+        event_types: ['OBJECT_FINALIZE'],
+        payload_format: 'JSON_API_V1',
+        object_name_prefix: 'uploads/',
+      }),
+    ]);
+    expect(state.policies['pubsub topics/patchbay-patches-uploads'].bindings).toEqual([
+      { role: 'roles/pubsub.publisher', members: ['serviceAccount:service-123456789012@gs-project-accounts.iam.gserviceaccount.com'] },
+    ]);
+    expect(state.subscriptions['patchbay-push-uploads']).toMatchObject({
+      topic: `projects/${PROJECT}/topics/patchbay-patches-uploads`,
+      pushConfig: {
+        pushEndpoint: `https://${REGION}-${PROJECT}.cloudfunctions.net/push/uploads`,
+        oidcToken: { audience: `https://${REGION}-${PROJECT}.cloudfunctions.net/push/uploads` },
+      },
+      deadLetterPolicy: { deadLetterTopic: `projects/${PROJECT}/topics/patchbay-patches-dead-letters`, maxDeliveryAttempts: 20 },
+    });
+    expect(state.subscriptions['patchbay-push-uploads'].enableMessageOrdering).toBeUndefined();
+    expect(Object.keys(state.subscriptions).sort()).toEqual([
+      'patchbay-push-config-apply',
+      'patchbay-push-mirror',
+      'patchbay-push-uploads',
+      'patchbay-push-webhooks',
+    ]);
     expect(state.policies['run services/api'].bindings).toEqual([{ role: 'roles/run.invoker', members: ['allUsers'] }]);
     expect(state.policies['run services/push'].bindings).toEqual([
       { role: 'roles/run.invoker', members: [`serviceAccount:patchbay-invoker@${PROJECT}.iam.gserviceaccount.com`] },
     ]);
     expect(Object.values(state.indexes).map((i) => (i as { group: string }).group)).toEqual(['scopes', 'scopes', 'scopes']);
     expect(state.fields['(default)/log.patch']).toEqual({ indexConfig: {} });
+    // TTL backstops on the record kinds that expire (their records carry expireAt: shared/ports/records.ts).
+    expect(state.ttls).toEqual({
+      '(default)/session': { field: 'expireAt' },
+      '(default)/claim': { field: 'expireAt' },
+      '(default)/webhook-attempts': { field: 'expireAt' },
+    });
   });
 
   it('secret values go to Secret Manager on stdin and are never printed', () => {
     const { state, first, calls: made } = clean;
     expect(state.secrets['patchbay-upstash-token'].versions).toEqual([TOKEN]);
     const jwt = state.secrets['patchbay-jwt-secret'].versions[0] as string;
-    expect(jwt.length).toBeGreaterThanOrEqual(64);
+    expect(jwt).toBe(JWT_KEY);
+    expect(state.secrets['patchbay-mirror-url'].versions).toEqual([MIRROR_URL]);
     for (const text of [first.out, first.err, clean.second.out, JSON.stringify(made)]) {
       expect(text).not.toContain(TOKEN);
+      expect(text).not.toContain('pg-password-do-not-print');
+      expect(text).not.toMatch(/eyJ[A-Za-z0-9_-]{8,}\./); // no token (the smoke test's service token) either
       expect(text).not.toContain(jwt);
     }
   });
@@ -255,7 +328,7 @@ describe('deploy against a simulated gcloud', () => {
       expect(comparable(readState(dir)), `state after a failure at step ${at} and a re-run`).toEqual(comparable(clean.state));
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 300_000); // a deploy and a re-run per mutating step
 
   it('--check finds a deleted subscription, a changed function environment variable and a missing scheduler job', async () => {
     const dir = newState();
@@ -269,6 +342,7 @@ describe('deploy against a simulated gcloud', () => {
     delete drifted.policies['pubsub subscriptions/patchbay-push-webhooks']; // its IAM policy goes with it
     drifted.functions.push.serviceConfig.environmentVariables.PATCHBAY_MAX_OPS = '5';
     delete drifted.jobs['patchbay-sweep'];
+    delete drifted.ttls['(default)/session'];
     write(dir, drifted);
     const check = await deploy(dir, ['--check']);
     expect(check.code).toBe(3);
@@ -276,13 +350,15 @@ describe('deploy against a simulated gcloud', () => {
     expect(check.out).toMatch(/drift: differs function push: env .*"PATCHBAY_MAX_OPS":"5".* -> .*"PATCHBAY_MAX_OPS":"500"/);
     expect(check.out).toContain('drift: missing scheduler-job patchbay-sweep');
     expect(check.out).toContain('drift: missing binding subscription/patchbay-push-webhooks/roles/pubsub.subscriber/');
-    expect(check.out).toContain('check: 4 differences');
+    expect(check.out).toContain('drift: differs firestore-ttl session.expireAt: enabled false -> true');
+    expect(check.out).toContain('check: 5 differences');
     expect(calls(dir)).toEqual([]);
 
     // A deploy repairs exactly that.
     const fix = await deploy(dir, ['--no-smoke']);
     expect(fix.code, fix.err).toBe(0);
     expect(calls(dir).map((c) => c.slice(0, 4).join(' '))).toEqual([
+      'firestore fields ttls update',
       'functions deploy push --gen2',
       'pubsub subscriptions create patchbay-push-webhooks',
       'pubsub subscriptions add-iam-policy-binding patchbay-push-webhooks',
@@ -316,8 +392,13 @@ describe('deploy against a simulated gcloud', () => {
         .sort(),
     ).toEqual(['pubsub subscriptions delete patchbay-push-webhooks', 'pubsub topics delete patchbay-old'].sort());
     const after = readState(dir);
-    expect(Object.keys(after.topics).sort()).toEqual(['patchbay-patches', 'patchbay-patches-dead-letters', 'someone-elses']);
-    expect(Object.keys(after.subscriptions).sort()).toEqual(['patchbay-push-config-apply', 'patchbay-push-mirror', 'patchbay-sse-instance1']);
+    expect(Object.keys(after.topics).sort()).toEqual(['patchbay-patches', 'patchbay-patches-dead-letters', 'patchbay-patches-uploads', 'someone-elses']);
+    expect(Object.keys(after.subscriptions).sort()).toEqual([
+      'patchbay-push-config-apply',
+      'patchbay-push-mirror',
+      'patchbay-push-uploads',
+      'patchbay-sse-instance1',
+    ]);
     expect(Object.keys(after.jobs).sort()).toEqual(['patchbay-bundle', 'patchbay-sweep', 'their-job']);
 
     // Without --prune, an unwanted resource is only reported by --check.
@@ -330,6 +411,20 @@ describe('deploy against a simulated gcloud', () => {
     const state = structuredClone(clean.state);
     state.topics['someone-elses'] = {};
     write(dir, state);
+    // Without --yes it asks first; refused, it deletes nothing.
+    let asked = 0;
+    const refused = await deploy(dir, ['destroy'], {
+      io: {
+        confirm: async (doomed) => {
+          asked = doomed.length;
+          return false;
+        },
+      },
+    });
+    expect(refused.code).toBe(0);
+    expect(asked).toBeGreaterThan(20);
+    expect(refused.out).toContain('prune: not confirmed; deleted nothing');
+    expect(calls(dir)).toEqual([]);
     const gone = await deploy(dir, ['destroy', '--yes']);
     expect(gone.code, gone.err).toBe(0);
     const after = readState(dir);
@@ -343,6 +438,7 @@ describe('deploy against a simulated gcloud', () => {
     // Kept: the data (Firestore, the bucket) and the APIs.
     expect(Object.keys(after.databases)).toEqual(['(default)']);
     expect(Object.keys(after.buckets)).toEqual([`${PROJECT}-patchbay`]);
+    expect(after.notifications[`${PROJECT}-patchbay`]).toEqual([]); // the bucket stays; its notification to a deleted topic goes
     expect(Object.keys(after.services).length).toBe(Object.keys(clean.state.services).length);
     const made = calls(dir).length;
     const again = await deploy(dir, ['destroy', '--yes']);
@@ -363,11 +459,52 @@ describe('deploy against a simulated gcloud', () => {
       'PATCHBAY_MAXOPS is not a setting',
       'FIRESTORE_EMULATOR_HOST is for local development only',
       'DEPLOY_RUNTIME="nodejs18"',
-      'UPSTASH_REDIS_REST_URL must be set',
     ])
       expect(text).toContain(name);
     expect(await main(['--region', REGION], { env: fakeEnv(dir), err: () => {}, out: () => {} })).toBe(2);
     expect(readState(dir).services).toEqual({});
+  });
+
+  it('without a mirror database there is no mirror subscription nor secret; a first deploy without the Upstash URL stops naming it', async () => {
+    const d = tempDir('patchbay-deploy-env-');
+    dirs.push(d);
+    const bare = join(d, 'bare.env');
+    writeFileSync(bare, `UPSTASH_REDIS_REST_TOKEN=${TOKEN}\n`);
+    const dir = newState();
+    const out: string[] = [];
+    const io = { env: fakeEnv(dir), runner: inProcessRunner(fakeEnv(dir)), out: (l: string) => out.push(l), err: (l: string) => out.push(l) };
+    const plan = await main([...BASE, '--env', bare, '--plan'], io);
+    expect(plan, out.join('\n')).toBe(0);
+    expect(out.join('\n')).not.toContain('patchbay-push-mirror');
+    expect(out.join('\n')).not.toContain('patchbay-mirror-url');
+    expect(out.join('\n')).toContain('create  subscription patchbay-push-webhooks');
+    out.length = 0;
+    const code = await main([...BASE, '--env', bare, '--no-smoke'], io);
+    expect(code).toBe(2);
+    expect(out.join('\n')).toContain('secret patchbay-upstash-url does not exist yet: set UPSTASH_REDIS_REST_URL in the env file');
+    // Stopped at that secret: what came before it is there, nothing after it.
+    expect(readState(dir).secrets['patchbay-upstash-url']).toBeUndefined();
+    expect(readState(dir).functions).toEqual({});
+  });
+
+  it('without a record store to mint a service token in, the smoke test signs in anonymously and says why', async () => {
+    const dir = newState();
+    write(dir, clean.state);
+    const broken: RecordStore = {
+      get: async () => {
+        throw new Error('Could not load the default credentials');
+      },
+      put: async () => null,
+      delete: async () => false,
+      list: async () => {
+        throw new Error('Could not load the default credentials');
+      },
+    };
+    const run = await deploy(dir, [], { io: { records: broken } });
+    expect(run.code, `${run.out}\n${run.err}`).toBe(0);
+    expect(run.out).toContain('bootstrap: no service token for the smoke test (Could not load the default credentials)');
+    expect(run.out).toMatch(/smoke: patch round trip ok as an anonymous user \(scope patchbay-smoke-\d+, ii 1, deleted\)/);
+    expect(calls(dir)).toEqual([]);
   });
 
   it('a blocked change (a subscription without ordering) is reported and not forced', async () => {

@@ -13,14 +13,16 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { resolve } from 'node:path';
-import type { Firestore } from '@google-cloud/firestore';
+import { type Firestore, Timestamp } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FirestoreLedger, type FirestoreLedgerOptions } from '../shared/adapters/google/firestore/ledger.js';
 import { FirestoreRecords } from '../shared/adapters/google/firestore/records.js';
+import { ATTEMPTS_EXPIRE_MS, ATTEMPTS_KIND, eventKey, WebhookRecords } from '../shared/domains/webhook-records.js';
 import { PatchbayError } from '../shared/errors.js';
 import type { Json } from '../shared/json.js';
 import type { Plan } from '../shared/ports/index.js';
 import { retryKey } from '../shared/ports/index.js';
+import { RECORD_TTL_FIELD } from '../shared/ports/records.js';
 import type { PatchRecord, ScopeMeta } from '../shared/protocol.js';
 import { ledgerConformance } from './conformance/ledger/index.js';
 import { createOrResolve } from './conformance/ledger/names.js';
@@ -260,6 +262,34 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('FirestoreLedge
   ledgerConformance('FirestoreLedger', async () => ledger());
   ledgerConformance('FirestoreLedger (transactions only)', async () => ledger({ directCommits: false }));
   recordsConformance('FirestoreRecords', async () => new FirestoreRecords(db, newRoot()));
+
+  it('a record put with an expiry carries the timestamp field its TTL policy reads; a put without one clears it', async () => {
+    const root = newRoot();
+    const records = new FirestoreRecords(db, root);
+    const doc = (kind: string, key: string) =>
+      db
+        .collection(root)
+        .doc('~records')
+        .collection(kind)
+        .doc(`k${encodeURIComponent(key)}`);
+    const at = T0 + 86_400_000;
+    expect(await records.put('session', 's1', { state: 'closed' }, 0, { expireAt: at })).toEqual({ key: 's1', value: { state: 'closed' }, rev: 1 });
+    const field = (await doc('session', 's1').get()).get(RECORD_TTL_FIELD);
+    expect(field).toBeInstanceOf(Timestamp);
+    expect((field as Timestamp).toMillis()).toBe(at);
+    expect(await records.get('session', 's1')).toEqual({ key: 's1', value: { state: 'closed' }, rev: 1 }); // not part of the record
+    await records.put('session', 's1', { state: 'open' }, 1);
+    expect((await doc('session', 's1').get()).get(RECORD_TTL_FIELD)).toBeUndefined();
+    // A refused put (wrong revision) changes nothing, the expiry included.
+    expect(await records.put('session', 's1', { state: 'closed' }, 1, { expireAt: at })).toBeNull();
+    expect((await doc('session', 's1').get()).get(RECORD_TTL_FIELD)).toBeUndefined();
+    // The webhooks' failed attempts expire after Pub/Sub would have stopped redelivering.
+    const before = Date.now();
+    expect(await new WebhookRecords(records).putAttempts('d.example', 'h', 'scope1', 3, { attempts: 1, lastError: null, done: false }, 0)).toBe(true);
+    const expires = ((await doc(ATTEMPTS_KIND, eventKey('d.example', 'h', 'scope1', 3)).get()).get(RECORD_TTL_FIELD) as Timestamp).toMillis();
+    expect(expires).toBeGreaterThanOrEqual(before + ATTEMPTS_EXPIRE_MS);
+    expect(expires).toBeLessThanOrEqual(Date.now() + ATTEMPTS_EXPIRE_MS);
+  });
 
   it('a plan re-run after another transaction moved the head applies once, at the new head', async () => {
     const root = newRoot();

@@ -9,18 +9,26 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { CLAIM_KIND } from '../../shared/domains/claims.js';
 import { BUILT_IN_CONSUMERS } from '../../shared/domains/consumers.js';
+import { MIRROR_CONSUMER } from '../../shared/domains/mirror-step.js';
+import { ATTEMPTS_KIND } from '../../shared/domains/webhook-records.js';
+import { RECORD_TTL_FIELD } from '../../shared/ports/records.js';
+import { SESSION_KIND } from '../../shared/sessions/sessions.js';
+import { UPLOAD_PREFIX } from '../../shared/uploads/rules.js';
+import { objectKey, UPLOADS_PUSH } from '../../shared/uploads/uploads.js';
 import { type BindingProps, bindingName, type TargetType } from './kinds/bindings.js';
 import type { BucketProps } from './kinds/bucket.js';
-import type { DatabaseProps, FieldProps, IndexField, IndexProps } from './kinds/firestore.js';
+import type { DatabaseProps, FieldProps, IndexField, IndexProps, TtlProps } from './kinds/firestore.js';
 import { indexName } from './kinds/firestore.js';
 import type { FunctionProps } from './kinds/functions.js';
+import { type NotificationProps, notificationName, uploadsTopic } from './kinds/notifications.js';
 import type { SubscriptionProps, TopicProps } from './kinds/pubsub.js';
 import type { JobProps } from './kinds/scheduler.js';
 import { hashValue, type SecretProps } from './kinds/secrets.js';
 import type { AccountProps } from './kinds/service-accounts.js';
 import { LABEL, MARK, type Resource } from './model.js';
-import { type DeployConfig, SECRETS } from './settings.js';
+import { type DeployConfig, secretsOf } from './settings.js';
 
 export interface ModelInput {
   cfg: DeployConfig;
@@ -38,7 +46,7 @@ const APIS: Record<string, string> = {
   'firestore.googleapis.com': 'the ledger',
   'pubsub.googleapis.com': 'fan-out of committed patches',
   'storage.googleapis.com': 'cold storage and uploads',
-  'secretmanager.googleapis.com': 'the JWT key and the Upstash token',
+  'secretmanager.googleapis.com': 'the JWT key, the Upstash URL and token, the mirror Postgres URL',
   'cloudfunctions.googleapis.com': 'the functions',
   'run.googleapis.com': '2nd gen functions run on Cloud Run',
   'cloudbuild.googleapis.com': 'builds the functions from source',
@@ -47,6 +55,19 @@ const APIS: Record<string, string> = {
 };
 
 /** The files whose contents make up the functions' source hash. */
+/**
+ * The record kinds whose records are put with an expiry (PutOptions.expireAt), each with why it
+ * expires: each gets a TTL policy on its collection group, a backstop to the sweep that deletes them.
+ */
+export const EXPIRING_RECORD_KINDS: Record<string, string> = {
+  [SESSION_KIND]: 'closed sessions (the sweep deletes them an hour after they close)',
+  [CLAIM_KIND]: 'finished domain claims (the sweep deletes them a day after)',
+  [ATTEMPTS_KIND]: "a webhook delivery's failed attempts, once Pub/Sub stopped redelivering it",
+};
+
+/** The headers a signed upload PUT carries (shared/adapters/google/gcs-files.ts): the bucket's CORS allows them. */
+export const UPLOAD_HEADERS = ['Content-Type', 'Content-MD5', 'x-goog-content-length-range'] as const;
+
 const SOURCE_ROOTS = ['shared', 'functions', 'package.json', 'package-lock.json', 'tsconfig.json'];
 
 /** A short hash of the deployable source (label values are at most 63 lowercase characters). */
@@ -122,6 +143,10 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
     const p: FieldProps = { database: config.firestoreDatabase, collectionGroup: group(f.collectionGroup), field: f.fieldPath, indexed: f.indexes.length > 0 };
     add('firestore-field', `${p.collectionGroup}.${p.field}`, p, [db], 'large JSON text, never queried: no index entries to pay for');
   }
+  for (const [kind, why] of Object.entries(EXPIRING_RECORD_KINDS)) {
+    const p: TtlProps = { database: config.firestoreDatabase, collectionGroup: kind, field: RECORD_TTL_FIELD, enabled: true };
+    add('firestore-ttl', `${kind}.${RECORD_TTL_FIELD}`, p, [db], `expires ${why}`);
+  }
   // Both runtimes read and write the ledger (the bundler moves cold pointers and trims the log).
   bind('project', project, 'roles/datastore.user', member(accounts.api), [apiSa, db], 'api: the ledger');
   bind('project', project, 'roles/datastore.user', member(accounts.bundler), [bundlerSa, db], 'bundler: cold pointers, trimming');
@@ -140,7 +165,7 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
   bind('service-account', accounts.invoker, 'roles/iam.serviceAccountTokenCreator', pubsubAgent, [invokerSa], 'Pub/Sub agent: push OIDC tokens');
 
   // Cold storage.
-  const corsOrigins = config.corsOrigins === '*' ? ['*'] : config.corsOrigins;
+  const uploadOrigins = deploy.uploadOrigins !== '' ? deploy.uploadOrigins.split(',') : config.corsOrigins === '*' ? ['*'] : config.corsOrigins;
   const bucket = add<BucketProps>(
     'bucket',
     config.bucket,
@@ -150,21 +175,53 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
       publicAccessPrevention: 'enforced',
       // Bundles and snapshots stay (guarantee 6); interrupted uploads are cleaned after a day.
       lifecycle: [{ action: { type: 'AbortIncompleteMultipartUpload' }, condition: { age: 1 } }],
-      // Browsers upload and download with signed URLs from the origins allowed to call the API.
-      cors: corsOrigins.length === 0 ? [] : [{ origin: corsOrigins, method: ['GET', 'PUT'], responseHeader: ['Content-Type'], maxAgeSeconds: 3600 }],
+      // Browsers upload (PUT) and download (GET, HEAD) with signed URLs (shared/adapters/google/gcs-files.ts)
+      // from the origins of DEPLOY_UPLOAD_ORIGINS (default: those allowed to call the API). A PUT
+      // sends the headers its URL was signed with, so the preflight must allow them.
+      cors:
+        uploadOrigins.length === 0 ? [] : [{ origin: uploadOrigins, method: ['GET', 'HEAD', 'PUT'], responseHeader: [...UPLOAD_HEADERS], maxAgeSeconds: 3600 }],
       labels,
     },
     [api('storage.googleapis.com')],
     'bundles, snapshots, uploads',
   );
   // The api reads bundles and snapshots (history, rebuilds); the bundler writes them.
-  bind('bucket', `gs://${config.bucket}`, 'roles/storage.objectViewer', member(accounts.api), [bucket, apiSa], 'api: read cold storage');
   bind('bucket', `gs://${config.bucket}`, 'roles/storage.objectAdmin', member(accounts.bundler), [bucket, bundlerSa], 'bundler: write cold storage');
+  // ...and, for uploads, signs their URLs (signBlob as itself), reads an object's metadata when a
+  // notification was missed, and deletes the objects of expired, failed and deleted uploads.
+  bind('bucket', `gs://${config.bucket}`, 'roles/storage.objectUser', member(accounts.api), [bucket, apiSa], 'api: read cold storage, uploads');
+  bind('service-account', accounts.api, 'roles/iam.serviceAccountTokenCreator', member(accounts.api), [apiSa], 'api: sign upload URLs as itself (signBlob)');
+  // Cloud Storage announces each finished upload on its own topic; push delivers it to push/uploads.
+  const uploadsTopicName = uploadsTopic(config.pubsubTopic);
+  const uploadsTopicId = add<TopicProps>(
+    'topic',
+    uploadsTopicName,
+    { labels },
+    [api('pubsub.googleapis.com')],
+    'finished uploads (Cloud Storage notifications)',
+  );
+  const gcsAgent = `serviceAccount:service-${projectNumber}@gs-project-accounts.iam.gserviceaccount.com`;
+  const gcsPublishes = bind(
+    'topic',
+    uploadsTopicName,
+    'roles/pubsub.publisher',
+    gcsAgent,
+    [uploadsTopicId],
+    'Cloud Storage agent: publish upload notifications',
+  );
+  const note: NotificationProps = {
+    bucket: config.bucket,
+    topic: uploadsTopicName,
+    eventTypes: ['OBJECT_FINALIZE'],
+    payloadFormat: 'JSON_API_V1',
+    objectPrefix: objectKey(UPLOAD_PREFIX),
+  };
+  add('bucket-notification', notificationName(note), note, [bucket, uploadsTopicId, gcsPublishes], 'marks an upload ready as soon as its object lands');
 
   // Secrets: every function loads the whole configuration, so both runtimes read both.
   const secretDeps: string[] = [];
   const secretEnv: Record<string, string> = {};
-  for (const s of SECRETS) {
+  for (const s of secretsOf(cfg)) {
     const given = cfg.secretValues[s.env];
     const p: SecretProps = { labels, setting: s.env, generate: s.generate, ...(given !== undefined && !s.generate ? { value: hashValue(given) } : {}) };
     const id = add('secret', s.id, p, [api('secretmanager.googleapis.com')], s.why);
@@ -222,18 +279,18 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
   const sweepInvoker = invokes('sweep', sweepFn);
   const bundleInvoker = invokes('bundle', bundleFn);
 
-  for (const consumer of consumers) {
-    const name = `patchbay-push-${consumer}`;
+  // One push subscription per consumer (the mirror's only with a mirror database), and the uploads'.
+  const push = (name: string, topicName: string, topicId: string, target: string, ordering: boolean, filter: string, why: string) => {
     const sub = add<SubscriptionProps>(
       'subscription',
       name,
       {
-        topic: config.pubsubTopic,
-        pushEndpoint: `${functionsBase}/push/${consumer}`,
+        topic: topicName,
+        pushEndpoint: `${functionsBase}/push/${target}`,
         serviceAccount: accounts.invoker,
-        audience: `${config.oidcAudience}/push/${consumer}`,
-        ordering: true,
-        filter: BUILT_IN_CONSUMERS[consumer]?.filter ?? '',
+        audience: `${config.oidcAudience}/push/${target}`,
+        ordering,
+        filter,
         deadLetterTopic: deadName,
         maxDeliveryAttempts: 20,
         minRetryDelay: '10s',
@@ -241,11 +298,18 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
         ackDeadline: 60,
         labels,
       },
-      [topic, dead, pushInvoker],
-      `push consumer ${consumer}`,
+      [topicId, dead, pushInvoker],
+      why,
     );
     bind('subscription', name, 'roles/pubsub.subscriber', pubsubAgent, [sub], 'Pub/Sub agent: acknowledge what it dead-letters');
+  };
+  const mirrorOn = cfg.secretValues.PATCHBAY_MIRROR_URL !== undefined;
+  for (const consumer of consumers) {
+    if (consumer === MIRROR_CONSUMER && !mirrorOn) continue;
+    push(`patchbay-push-${consumer}`, config.pubsubTopic, topic, consumer, true, BUILT_IN_CONSUMERS[consumer]?.filter ?? '', `push consumer ${consumer}`);
   }
+  // Unordered: each notification stands alone (an upload's object is written once).
+  push(`patchbay-push-${UPLOADS_PUSH}`, uploadsTopicName, uploadsTopicId, UPLOADS_PUSH, false, '', 'upload notifications to push/uploads');
 
   const job = (name: string, fnName: string, schedule: string, deadline: number, dep: string, why: string) =>
     add<JobProps>(

@@ -1,7 +1,7 @@
 /**
  * `npm run deploy`: the deploy pipeline's command line. Reads the env file, builds the desired
  * state (desired.ts), reconciles it with the live project through gcloud (reconcile.ts), then runs
- * the bootstrap (today: the smoke test). HELP is the reference for every flag and exit code.
+ * the bootstrap (today: a service token of its own, bootstrap.ts, and the smoke test with it). HELP is the reference for every flag and exit code.
  * `main` takes its surroundings as arguments (environment, output, gcloud runner, consumers,
  * confirmation) so tests run it in-process against a simulated gcloud.
  */
@@ -9,16 +9,19 @@ import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import { consumers as registered } from '../../functions/consumers.js';
 import { BUILT_IN_CONSUMERS } from '../../shared/domains/consumers.js';
+import type { RecordStore } from '../../shared/ports/records.js';
+import { deploymentRecords, type MintedToken, mintDeployToken, type RecordAccess } from './bootstrap.js';
 import { desiredState, sourceHash } from './desired.js';
 import { Gcloud, GcloudError, type Runner, spawnRunner } from './gcloud.js';
 import { KINDS } from './kinds/index.js';
 import type { Context, Resource } from './model.js';
 import { describeStep, type Mode, reconcile, type Step } from './reconcile.js';
-import { DEPLOY_TABLE, type DeployConfig, deployConfig, readEnvFile, SettingsError } from './settings.js';
+import { DEPLOY_TABLE, type DeployConfig, deployConfig, readEnvFile, SECRETS, SettingsError } from './settings.js';
 import { smokeTest } from './smoke.js';
 
 export const HELP = `patchbay deploy: creates or updates everything a patchbay deployment needs on Google Cloud,
-with the gcloud CLI on PATH (run \`gcloud auth login\` first). Idempotent: it reads each resource,
+with the gcloud CLI on PATH (run \`gcloud auth login\` first, and \`gcloud auth application-default login\`
+for the bootstrap's own service token). Idempotent: it reads each resource,
 creates it when missing, updates it when it differs, and otherwise leaves it alone.
 
 usage: npm run deploy -- --project P --region R [--env FILE] [--plan | --check] [--prune [--yes]]
@@ -56,6 +59,8 @@ export interface MainIO {
   consumers?: string[];
   /** Asked before deletions without --yes (default: a y/N question on the terminal). */
   confirm?: (doomed: Step[]) => Promise<boolean>;
+  /** The deployment's record store, for the bootstrap (default: its Firestore, with the operator's credentials). */
+  records?: RecordStore;
   /** Smoke test retries (tests make them fast). */
   smoke?: { attempts?: number; delayMs?: number };
 }
@@ -154,17 +159,42 @@ export async function main(argv: string[], io: MainIO = {}): Promise<number> {
       err('deploy: the api function has no URL; smoke test not run');
       return 1;
     }
-    const smoke = await smokeTest(url, io.smoke);
-    for (const l of smoke.lines) out(l);
-    return smoke.ok ? 0 : 1;
+    // The bootstrap: the deploy's own service token (never printed), for the smoke test; revoked after.
+    let access: RecordAccess | undefined;
+    let minted: MintedToken | undefined;
+    try {
+      if (!io.records) access = deploymentRecords(cfg);
+      const records = io.records ?? (access as RecordAccess).records;
+      minted = await mintDeployToken(cfg, gcloud, records, JWT_SECRET_ID);
+      out(`bootstrap: service token minted for the smoke test (domain ${minted.domain}, expires in 10 minutes, revoked after)`);
+    } catch (e) {
+      out(`bootstrap: no service token for the smoke test (${(e as Error).message.split('\n')[0]}); is "gcloud auth application-default login" done?`);
+    }
+    try {
+      const smoke = await smokeTest(url, { ...io.smoke, ...(minted ? { token: minted } : {}) });
+      for (const l of smoke.lines) out(l);
+      return smoke.ok ? 0 : 1;
+    } finally {
+      await minted
+        ?.revoke()
+        .catch((e: unknown) => err(`deploy: the smoke test's service token was not revoked (${(e as Error).message}); it expires by itself`));
+      await access?.close().catch(() => {});
+    }
   } catch (e) {
     if (e instanceof GcloudError) {
       err(`deploy: ${e.message}\nnothing after this step was done; fix the cause and run the same command again`);
       return 1;
     }
+    if (e instanceof SettingsError) {
+      err(`deploy: ${e.message}\nnothing after this step was done; fix the env file and run the same command again`);
+      return 2;
+    }
     throw e;
   }
 }
+
+/** The Secret Manager secret of the JWT key (settings.ts, SECRETS). */
+const JWT_SECRET_ID = SECRETS.find((s) => s.env === 'PATCHBAY_JWT_SECRET')?.id as string;
 
 /** How --check names each kind of difference. */
 const DRIFT: Record<string, string> = { create: 'missing', update: 'differs', delete: 'unwanted', blocked: 'differs (not changeable in place)' };

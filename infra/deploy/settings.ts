@@ -31,6 +31,17 @@ export const DEPLOY_TABLE = {
   source: { env: 'DEPLOY_SOURCE', default: '.', schema: z.string().min(1), doc: 'The directory uploaded as the functions source (the repository root).' },
   sweepSchedule: { env: 'DEPLOY_SWEEP_SCHEDULE', default: '* * * * *', schema: z.string().min(9), doc: 'Cron schedule of the outbox sweeper.' },
   bundleSchedule: { env: 'DEPLOY_BUNDLE_SCHEDULE', default: '*/5 * * * *', schema: z.string().min(9), doc: 'Cron schedule of the bundler.' },
+  uploadOrigins: {
+    env: 'DEPLOY_UPLOAD_ORIGINS',
+    default: '',
+    schema: z
+      .string()
+      .regex(
+        /^((\*)|(https?:\/\/[a-z0-9.-]+(:[0-9]+)?)(,https?:\/\/[a-z0-9.-]+(:[0-9]+)?)*)?$/,
+        'must be * or comma-separated origins like https://app.example.com',
+      ),
+    doc: "Origins whose browsers may PUT and GET files in the bucket with signed URLs (the bucket's CORS). Empty: those of PATCHBAY_CORS_ORIGINS.",
+  },
   smoke: { env: 'DEPLOY_SMOKE', default: 'on', schema: z.enum(['on', 'off']), doc: 'Whether the deploy ends with the smoke test against `api`.' },
 } as const;
 
@@ -38,9 +49,18 @@ export type DeploySettings = { -readonly [K in keyof typeof DEPLOY_TABLE]: strin
 
 /** The secrets: the setting they feed, their Secret Manager id, and where their value comes from. */
 export const SECRETS = [
-  { env: 'PATCHBAY_JWT_SECRET', id: 'patchbay-jwt-secret', generate: true, why: 'HMAC key of the tokens patchbay issues' },
-  { env: 'UPSTASH_REDIS_REST_TOKEN', id: 'patchbay-upstash-token', generate: false, why: 'Upstash Redis REST token (hot cache, limits)' },
+  { env: 'PATCHBAY_JWT_SECRET', id: 'patchbay-jwt-secret', generate: true, optional: false, why: 'HMAC key of the tokens patchbay issues' },
+  { env: 'UPSTASH_REDIS_REST_URL', id: 'patchbay-upstash-url', generate: false, optional: false, why: 'Upstash Redis REST URL (hot cache, limits)' },
+  { env: 'UPSTASH_REDIS_REST_TOKEN', id: 'patchbay-upstash-token', generate: false, optional: false, why: 'Upstash Redis REST token (hot cache, limits)' },
+  // The mirror's Postgres (issue 10) is external: only its connection URL (with its password) is kept here.
+  { env: 'PATCHBAY_MIRROR_URL', id: 'patchbay-mirror-url', generate: false, optional: true, why: 'connection URL of the Postgres of the queryable mirror' },
 ] as const;
+
+/**
+ * The secrets a deployment has: every one that is not optional, and an optional one (the mirror's
+ * Postgres) only when the env file gives its value; without it that feature is off.
+ */
+export const secretsOf = (cfg: Pick<DeployConfig, 'secretValues'>) => SECRETS.filter((s) => !s.optional || cfg.secretValues[s.env] !== undefined);
 
 /** Settings the deployer decides itself; the env file may not set them. */
 const DECIDED = ['PATCHBAY_MODE', 'PATCHBAY_GCP_PROJECT', 'PORT', 'PATCHBAY_HOST', 'PATCHBAY_DATA_DIR'];
@@ -123,7 +143,9 @@ export function deployConfig(target: Target, file: Record<string, string>): Depl
   env.PATCHBAY_OIDC_EMAILS ??= accounts.invoker;
   let config: Config | undefined;
   try {
-    const placeholders = Object.fromEntries(SECRETS.map((s) => [s.env, secretValues[s.env] ?? 'x'.repeat(48)]));
+    // Absent values of secrets that exist already are fine (the deploy keeps them): a stand-in checks the rest.
+    const standIn: Record<string, string> = { UPSTASH_REDIS_REST_URL: 'https://stand-in.upstash.io', PATCHBAY_MIRROR_URL: '' };
+    const placeholders = Object.fromEntries(SECRETS.map((s) => [s.env, secretValues[s.env] ?? standIn[s.env] ?? 'x'.repeat(48)]));
     config = loadConfig({ ...env, ...placeholders });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;

@@ -1,10 +1,11 @@
 /**
  * The smoke test a deploy ends with: `GET /healthz` on the deployed `api`, then one patch round
- * trip (sign in, create a scope, patch it, read it back at the acknowledged index). Its result is
- * printed; a failure fails the deploy (exit 1) after the infrastructure is in place, so a re-run
- * retries only the checks. The round trip uses an anonymous token for now (service tokens are
- * being built); with PATCHBAY_ANONYMOUS_AUTH=false it is skipped, and says so. Each run leaves
- * one small scope named `patchbay-smoke-<time>` (scopes cannot be deleted yet).
+ * trip (sign in, create a scope, patch it, read it back at the acknowledged index, delete it).
+ * Its result is printed; a failure fails the deploy (exit 1) after the infrastructure is in place,
+ * so a re-run retries only the checks. The round trip uses the service token the deploy minted
+ * for itself (bootstrap.ts), or, when none could be minted, an anonymous token (skipped, and
+ * saying so, with PATCHBAY_ANONYMOUS_AUTH=false). A run that fails midway may leave its scope
+ * `patchbay-smoke-<time>` behind.
  */
 
 export interface SmokeResult {
@@ -28,7 +29,10 @@ async function call(base: string, method: string, path: string, body?: unknown, 
 }
 
 /** Runs the checks against `base` (the api function's URL); `attempts` covers a cold start. */
-export async function smokeTest(base: string, opts: { attempts?: number; delayMs?: number } = {}): Promise<SmokeResult> {
+export async function smokeTest(
+  base: string,
+  opts: { attempts?: number; delayMs?: number; token?: { token: string; domain: string } } = {},
+): Promise<SmokeResult> {
   const lines: string[] = [];
   const started = Date.now();
   let health: { status: number; json: unknown } | undefined;
@@ -45,12 +49,16 @@ export async function smokeTest(base: string, opts: { attempts?: number; delayMs
   }
   if (health?.status !== 200) return { ok: false, lines: [`smoke: GET ${base}/healthz failed: ${lastError}`] };
   lines.push(`smoke: GET /healthz ok`);
-  const auth = await call(base, 'POST', '/v1/auth/anonymous');
-  if (auth.status !== 200) {
-    lines.push(`smoke: patch round trip skipped: anonymous sign-in answered ${auth.status} (a service token will replace it)`);
-    return { ok: true, lines };
+  let token = opts.token?.token;
+  const as = opts.token ? `a service token of domain ${opts.token.domain}` : 'an anonymous user';
+  if (token === undefined) {
+    const auth = await call(base, 'POST', '/v1/auth/anonymous');
+    if (auth.status !== 200) {
+      lines.push(`smoke: patch round trip skipped: no service token, and anonymous sign-in answered ${auth.status}`);
+      return { ok: true, lines };
+    }
+    token = (auth.json as { token: string }).token;
   }
-  const token = (auth.json as { token: string }).token;
   const id = `patchbay-smoke-${Date.now()}`;
   const steps: Array<[string, () => Promise<boolean>]> = [
     ['create', async () => (await call(base, 'POST', '/v1/scopes', { id, state: {} }, token)).status === 201],
@@ -69,10 +77,11 @@ export async function smokeTest(base: string, opts: { attempts?: number; delayMs
         return r.status === 200 && j.ii === 1 && j.state?.ok === true;
       },
     ],
+    ['delete', async () => (await call(base, 'DELETE', `/v1/scopes/${id}`, undefined, token)).status === 204],
   ];
   for (const [name, step] of steps) {
     if (!(await step())) return { ok: false, lines: [...lines, `smoke: patch round trip failed at ${name} (scope ${id})`] };
   }
-  lines.push(`smoke: patch round trip ok (scope ${id}, ii 1) in ${Date.now() - started} ms`);
+  lines.push(`smoke: patch round trip ok as ${as} (scope ${id}, ii 1, deleted) in ${Date.now() - started} ms`);
   return { ok: true, lines };
 }

@@ -29,7 +29,7 @@ import type { Config } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import { asPatchbayError, PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
-import type { RecordStore, StoredRecord } from '../ports/records.js';
+import { type PutOptions, RECORD_TTL_GRACE_MS, type RecordStore, type StoredRecord } from '../ports/records.js';
 import { DOMAIN } from '../protocol.js';
 import { type ClaimProbe, ProbeFailed, TXT_LABEL, WELL_KNOWN_PATH } from './claim-check.js';
 import type { Domains } from './domains.js';
@@ -41,6 +41,8 @@ export const SYSTEM_OWNER = 'system:patchbay';
 export const REPORT_TYPE = 'application/json;type=patchbay-claim-report';
 /** A finished claim's record is deleted by the sweep this long after it finished. */
 export const KEEP_FINISHED_MS = 24 * 3_600_000;
+/** A finished claim is the sweep's to delete after KEEP_FINISHED_MS; on Firestore it also expires a day later (a backstop). */
+const expiry = (c: { finished: number | null }): PutOptions => (c.finished === null ? {} : { expireAt: c.finished + KEEP_FINISHED_MS + RECORD_TTL_GRACE_MS });
 /** The sweep checks this many pending claims at once, and starts none after SWEEP_BUDGET_MS. */
 const SWEEP_CONCURRENCY = 8;
 const SWEEP_BUDGET_MS = 30_000;
@@ -236,7 +238,7 @@ export class Claims {
         last: null,
         finished: admin ? now : null,
       };
-      const stored = await this.records.put(CLAIM_KIND, key, fresh as unknown as Json, existing?.rev ?? 0);
+      const stored = await this.records.put(CLAIM_KIND, key, fresh as unknown as Json, existing?.rev ?? 0, expiry(fresh));
       if (!stored) continue; // a concurrent request of the same user moved it: answer from what it stored
       await this.writeReport(stored);
       return { claim: admin ? fresh : await this.checkStored(stored), created: true };
@@ -372,7 +374,7 @@ export class Claims {
       if (!current) throw new PatchbayError('claim_not_found', 'the claim is gone');
       const next = fn(asClaim(current));
       if (next === null) return asClaim(current);
-      const stored = await this.records.put(CLAIM_KIND, key, next as unknown as Json, current.rev);
+      const stored = await this.records.put(CLAIM_KIND, key, next as unknown as Json, current.rev, expiry(next));
       if (!stored) continue;
       await this.writeReport(stored);
       return next;

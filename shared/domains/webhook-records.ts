@@ -7,7 +7,8 @@
  *   configuration, so a webhook that comes back keeps its secret.
  * - `webhook-attempts` `<domain>/<name>/<scope>/<ii>`: the failed attempts at one delivery (and
  *   `done` once a retry of the event need not send it again). Exists only while the
- *   delivery is failing: removed when the event is done for every webhook.
+ *   delivery is failing: removed when the event is done for every webhook; on Firestore they also
+ *   expire ATTEMPTS_EXPIRE_MS after the last attempt (an event Pub/Sub gave up on leaves them).
  * - `webhook-dead` `<domain>/<name>/<scope>/<ii>`: a dead letter, a patch given up after
  *   PATCHBAY_WEBHOOK_MAX_ATTEMPTS failures. Kept; the admin lists them.
  * - `webhook-state` `<domain>/<name>`: the delivery state the admin sees (last delivered patch
@@ -25,6 +26,8 @@ export const SECRET_KIND = 'webhook-secret';
 export const ATTEMPTS_KIND = 'webhook-attempts';
 export const DEAD_KIND = 'webhook-dead';
 export const STATE_KIND = 'webhook-state';
+/** Failed attempts expire (Firestore TTL) this long after the last: longer than Pub/Sub redelivers a message (7 days). */
+export const ATTEMPTS_EXPIRE_MS = 8 * 24 * 3_600_000;
 
 export interface WebhookSecret {
   secret: string;
@@ -115,7 +118,9 @@ export class WebhookRecords {
 
   /** Stores the attempts of a delivery from revision `rev`; false when another delivery moved them (it is retried). */
   async putAttempts(domain: string, name: string, scope: string, ii: number, value: Attempts, rev: number): Promise<boolean> {
-    return (await this.records.put(ATTEMPTS_KIND, eventKey(domain, name, scope, ii), value as unknown as Json, rev)) !== null;
+    // A backstop on Firestore: an event Pub/Sub stopped redelivering (it keeps a message 7 days) leaves its attempts behind.
+    const expireAt = Date.now() + ATTEMPTS_EXPIRE_MS;
+    return (await this.records.put(ATTEMPTS_KIND, eventKey(domain, name, scope, ii), value as unknown as Json, rev, { expireAt })) !== null;
   }
 
   async dropAttempts(domain: string, name: string, scope: string, ii: number, rev: number): Promise<void> {

@@ -33,15 +33,33 @@ export interface ListOptions {
   limit: number;
 }
 
+export interface PutOptions {
+  /**
+   * When the record may go (ms since the epoch): from then on the store may delete it at any
+   * moment, without a revision check, or keep it. Only for records whose owner deletes them
+   * itself (a sweep) and merely wants a backstop: the owner must not rely on either outcome.
+   * Firestore keeps it as the timestamp field `expireAt` (RECORD_TTL_FIELD), which the TTL policy
+   * the deploy sets on the kind's collection group reads (infra/deploy/desired.ts,
+   * EXPIRING_RECORD_KINDS); the SQLite store ignores it. A later put without it clears it.
+   */
+  expireAt?: number;
+}
+
+/** The field a Firestore TTL policy reads (PutOptions.expireAt). */
+export const RECORD_TTL_FIELD = 'expireAt';
+/** How long after its owner would have deleted it a record is left to a TTL backstop (Firestore deletes within about a day of the expiry). */
+export const RECORD_TTL_GRACE_MS = 24 * 3_600_000;
+
 export interface RecordStore {
   /** The record of `kind` under `key`, or null when there is none. */
   get(kind: string, key: string): Promise<StoredRecord | null>;
   /**
    * Stores `value` under (kind, key) at revision expectedRev + 1, if the stored revision is
    * `expectedRev` (0: only if no record exists), in one atomic step, and returns the record as
-   * stored. When the revision is not `expectedRev`, changes nothing and returns null.
+   * stored. When the revision is not `expectedRev`, changes nothing and returns null. `opts`:
+   * an expiry (PutOptions).
    */
-  put(kind: string, key: string, value: Json, expectedRev: number): Promise<StoredRecord | null>;
+  put(kind: string, key: string, value: Json, expectedRev: number, opts?: PutOptions): Promise<StoredRecord | null>;
   /** Removes the record if its revision is `expectedRev`; returns whether it did (false: it moved, or there is none). */
   delete(kind: string, key: string, expectedRev: number): Promise<boolean>;
   /**

@@ -22,7 +22,8 @@
  * - a close hook is delivered at least once, with the same `webhook-id` (`session:<id>`) each
  *   time, so a receiver that drops duplicates by it sees it once; a hook that keeps failing is
  *   given up after PATCHBAY_WEBHOOK_MAX_ATTEMPTS (its error stays on the record).
- * Closed records are kept PATCHBAY_SESSION_CLOSED_KEEP_MS (a late heartbeat learns `session_closed`), then deleted.
+ * Closed records are kept PATCHBAY_SESSION_CLOSED_KEEP_MS (a late heartbeat learns `session_closed`), then deleted;
+ * on Firestore they also expire a day later, a backstop should no sweep get to them (PutOptions).
  *
  * Cost: the sweep pages through every session record (open ones and those closed recently).
  */
@@ -32,7 +33,7 @@ import type { SessionsConfig, WebhooksConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
-import type { RecordStore, StoredRecord } from '../ports/records.js';
+import { RECORD_TTL_GRACE_MS, type RecordStore, type StoredRecord } from '../ports/records.js';
 import type { PatchRequest } from '../protocol.js';
 
 type Patch = PatchRequest['patch'];
@@ -48,7 +49,8 @@ export const CLOSE_LEASE_MS = 30_000;
 /** A reason is a short word: it travels to the close hooks (the info's cap is PATCHBAY_SESSION_MAX_INFO_BYTES). */
 export const MAX_REASON = 128;
 
-const KIND = 'session';
+export const SESSION_KIND = 'session';
+const KIND = SESSION_KIND;
 const BY_USER = 'session-user';
 
 export interface Guarantee {
@@ -414,7 +416,9 @@ export class Sessions {
       const current = r.value as unknown as SessionValue;
       const next = change(current);
       if (next === current) return next;
-      if (await this.records.put(KIND, id, next as unknown as Json, r.rev)) return next;
+      // A closed record is the sweep's to delete after PATCHBAY_SESSION_CLOSED_KEEP_MS; a TTL backstop a day later.
+      const expireAt = next.state === 'closed' ? (next.closed ?? this.now()) + this.config.sessionClosedKeepMs + RECORD_TTL_GRACE_MS : undefined;
+      if (await this.records.put(KIND, id, next as unknown as Json, r.rev, { expireAt })) return next;
     }
     throw new PatchbayError('unavailable', `session ${id} keeps changing; retry`);
   }

@@ -1,13 +1,12 @@
 /**
- * Firestore, three kinds:
+ * Firestore, four kinds:
  * - `firestore-database`: the Native-mode database the ledger lives in. Its location and type
  *   cannot change once created (reported as blocked); never deleted by `--prune` (it holds the data).
  * - `firestore-index`: a composite index the ledger's queries need (firestore.indexes.json, the
  *   same file the emulator setup reads). Deleted by `--prune` only on patchbay's collection groups.
  * - `firestore-field`: a single-field index setting; patchbay turns indexing off for large JSON
  *   text fields that are never queried (the same file's fieldOverrides). Never pruned.
- * TTL policies: nothing patchbay stores expires by a field today (retry records go with the log
- * they belong to), so there is no TTL kind yet; see docs/deploy.md.
+ * - `firestore-ttl`: a TTL policy on the record kinds whose records expire (below).
  */
 import { compareProps, type Kind, last } from '../model.js';
 
@@ -141,6 +140,66 @@ export const fields: Kind<FieldProps> = {
         `--database=${r.props.database}`,
         `--collection-group=${r.props.collectionGroup}`,
         r.props.indexed ? '--clear-exemption' : '--disable-indexes',
+        '--async',
+      ],
+    },
+  ],
+  // Never missing (see observe): only updated.
+  create: () => [],
+};
+
+export interface TtlProps {
+  database: string;
+  /** A record kind's collection (`<root>/~records/<kind>`): a collection group of that name. */
+  collectionGroup: string;
+  field: string;
+  enabled: boolean;
+}
+
+interface LiveTtl {
+  name: string;
+  ttlConfig?: { state?: string };
+}
+
+/**
+ * Kind `firestore-ttl`: a TTL policy, which has Firestore delete a document (within about a day)
+ * once the timestamp in its `field` has passed. patchbay sets one on the record kinds whose
+ * records carry an expiry (shared/ports/records.ts, PutOptions): a backstop to the sweeps that
+ * delete them. Read per collection group (`gcloud firestore fields ttls list`); a group without
+ * the policy is "live" as disabled, so the policy is only ever updated (enabled). Never pruned.
+ */
+export const ttls: Kind<TtlProps> = {
+  kind: 'firestore-ttl',
+  async observe({ gcloud }, wanted) {
+    const out = new Map<string, TtlProps>();
+    for (const r of wanted) {
+      const { database, collectionGroup, field } = r.props;
+      const list = await gcloud.json<LiveTtl[] | null>([
+        'firestore',
+        'fields',
+        'ttls',
+        'list',
+        `--database=${database}`,
+        `--collection-group=${collectionGroup}`,
+      ]);
+      const found = (list ?? []).find((f) => last(f.name) === field);
+      // CREATING: enabled, still being applied (not drift).
+      const enabled = found !== undefined && ['ACTIVE', 'CREATING'].includes(found.ttlConfig?.state ?? '');
+      out.set(r.name, { database, collectionGroup, field, enabled });
+    }
+    return out;
+  },
+  update: (_ctx, r) => [
+    {
+      args: [
+        'firestore',
+        'fields',
+        'ttls',
+        'update',
+        r.props.field,
+        `--database=${r.props.database}`,
+        `--collection-group=${r.props.collectionGroup}`,
+        r.props.enabled ? '--enable-ttl' : '--disable-ttl',
         '--async',
       ],
     },

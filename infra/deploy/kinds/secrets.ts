@@ -7,6 +7,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { compareProps, type Kind, LABEL, last } from '../model.js';
+import { SettingsError } from '../settings.js';
 
 export interface SecretProps {
   labels: Record<string, string>;
@@ -32,7 +33,7 @@ function valueFor(values: Record<string, string>, r: { name: string; props: Secr
   const given = values[r.props.setting];
   if (given !== undefined) return given;
   if (r.props.generate) return randomBytes(48).toString('base64url');
-  throw new Error(`secret ${r.name} does not exist yet: set ${r.props.setting} in the env file`);
+  throw new SettingsError(`secret ${r.name} does not exist yet: set ${r.props.setting} in the env file`);
 }
 
 export const secrets: Kind<SecretProps> = {

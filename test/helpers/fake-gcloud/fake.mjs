@@ -13,7 +13,8 @@
  *   fails (exit 1, nothing changes). Delete that file to restart the count.
  * - `FAKE_GCLOUD_API_URL`: the URL `functions describe api` reports (a local test server).
  * - Like the real services, it refuses what would fail for real: a deploy whose runtime account
- *   cannot read its secrets, a subscription on a missing topic, a binding on a missing resource.
+ *   cannot read its secrets, a subscription on a missing topic, a binding on a missing resource,
+ *   a bucket notification to a topic Cloud Storage's agent may not publish to.
  */
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -39,9 +40,11 @@ const emptyState = () => ({
   databases: {},
   indexes: {},
   fields: {},
+  ttls: {},
   topics: {},
   subscriptions: {},
   buckets: {},
+  notifications: {},
   secrets: {},
   functions: {},
   jobs: {},
@@ -297,6 +300,31 @@ function handle(command, pos, flags, state, stdin, env) {
       if (flags['clear-exemption']) delete state.fields[key];
       return;
     }
+    case 'firestore fields ttls list': {
+      need(state.databases, flags.database, 'database');
+      const t = state.ttls?.[`${flags.database}/${flags['collection-group']}`];
+      return t
+        ? [
+            {
+              name: `projects/${P}/databases/${flags.database}/collectionGroups/${flags['collection-group']}/fields/${t.field}`,
+              ttlConfig: { state: 'ACTIVE' },
+            },
+          ]
+        : [];
+    }
+    case 'firestore fields ttls update': {
+      need(state.databases, flags.database, 'database');
+      const key = `${flags.database}/${flags['collection-group']}`;
+      state.ttls ??= {};
+      if (flags['enable-ttl']) {
+        // Firestore allows one TTL field per collection group.
+        if (state.ttls[key] && state.ttls[key].field !== pos[0])
+          throw new Exit(1, `FAILED_PRECONDITION: ${key} already has the TTL field ${state.ttls[key].field}`);
+        state.ttls[key] = { field: pos[0] };
+      }
+      if (flags['disable-ttl']) delete state.ttls[key];
+      return;
+    }
     case 'pubsub topics list':
       return Object.entries(state.topics).map(([t, v]) => ({ name: `projects/${P}/topics/${t}`, ...v }));
     case 'pubsub topics create':
@@ -351,6 +379,39 @@ function handle(command, pos, flags, state, stdin, env) {
       if (flags['cors-file']) b.cors_config = JSON.parse(readFileSync(flags['cors-file'], 'utf8'));
       if (flags['clear-cors']) delete b.cors_config;
       if (flags['update-labels']) b.labels = { ...(b.labels ?? {}), ...labelsOf(flags['update-labels']) };
+      return;
+    }
+    case 'storage buckets notifications list': {
+      const name = pos[0].slice(5);
+      need(state.buckets, name, 'bucket');
+      return (state.notifications?.[name] ?? []).map((n) => ({ 'Bucket URL': `gs://${name}`, 'Notification Configuration': n }));
+    }
+    case 'storage buckets notifications create': {
+      const name = pos[0].slice(5);
+      need(state.buckets, name, 'bucket');
+      need(state.topics, flags.topic, 'topic');
+      const agent = `serviceAccount:service-${state.projectNumber}@gs-project-accounts.iam.gserviceaccount.com`;
+      const publishers = state.policies[`pubsub topics/${flags.topic}`]?.bindings.find((b) => b.role === 'roles/pubsub.publisher')?.members ?? [];
+      if (!flags['skip-topic-setup']) throw new Exit(2, 'fake gcloud: pass --skip-topic-setup (the deployer grants the publisher role itself)');
+      if (!publishers.includes(agent)) throw new Exit(1, `PERMISSION_DENIED: ${agent} cannot publish to topic ${flags.topic}`);
+      state.notifications ??= {};
+      state.notifications[name] ??= [];
+      state.notifications[name].push({
+        id: String(state.nextId++),
+        kind: 'storage#notification',
+        topic: `//pubsub.googleapis.com/projects/${P}/topics/${flags.topic}`,
+        event_types: String(flags['event-types']).split(','),
+        payload_format: { json: 'JSON_API_V1', none: 'NONE' }[flags['payload-format'] ?? 'json'],
+        ...(flags['object-prefix'] ? { object_name_prefix: flags['object-prefix'] } : {}),
+      });
+      return;
+    }
+    case 'storage buckets notifications delete': {
+      const m = /^projects\/_\/buckets\/([^/]+)\/notificationConfigs\/(.+)$/.exec(pos[0]);
+      if (!m) throw new Exit(1, `INVALID_ARGUMENT: not a notification configuration URL: ${pos[0]}`);
+      const list = state.notifications?.[m[1]] ?? [];
+      if (!list.some((n) => n.id === m[2])) throw notFound(`notification ${pos[0]}`);
+      state.notifications[m[1]] = list.filter((n) => n.id !== m[2]);
       return;
     }
     case 'storage buckets delete':

@@ -10,11 +10,15 @@
  * The guarantee kept here (compare-and-set): a put reads the record and writes it in one
  * transaction, conditional on what it read; a delete is conditional on the update time of the
  * revision it checked. So a record changes only from the revision its writer expected.
+ *
+ * A put with an expiry also writes `expireAt` (RECORD_TTL_FIELD), a timestamp: the field the TTL
+ * policies of the expiring kinds read (set by the deploy). A put without one writes no such field,
+ * so the record never expires.
  */
-import { type DocumentData, FieldPath, type Firestore } from '@google-cloud/firestore';
+import { type DocumentData, FieldPath, type Firestore, Timestamp } from '@google-cloud/firestore';
 import type { Json } from '../../../json.js';
-import type { ListOptions, RecordStore, StoredRecord } from '../../../ports/records.js';
-import { checkRecord } from '../../../ports/records.js';
+import type { ListOptions, PutOptions, RecordStore, StoredRecord } from '../../../ports/records.js';
+import { checkRecord, RECORD_TTL_FIELD } from '../../../ports/records.js';
 import { FAILED_PRECONDITION, hasCode, NOT_FOUND } from './codec.js';
 
 const docKey = (key: string): string => `k${encodeURIComponent(key)}`;
@@ -39,13 +43,18 @@ export class FirestoreRecords implements RecordStore {
     return toRecord((await this.kind(kind).doc(docKey(key)).get()).data());
   }
 
-  async put(kind: string, key: string, value: Json, expectedRev: number): Promise<StoredRecord | null> {
+  async put(kind: string, key: string, value: Json, expectedRev: number, opts: PutOptions = {}): Promise<StoredRecord | null> {
     const text = checkRecord(kind, key, value);
     const ref = this.kind(kind).doc(docKey(key));
     return this.db.runTransaction(async (tx) => {
       const current = toRecord((await tx.get(ref)).data());
       if ((current?.rev ?? 0) !== expectedRev) return null;
-      const next = { key, value: text, rev: expectedRev + 1 };
+      const next = {
+        key,
+        value: text,
+        rev: expectedRev + 1,
+        ...(opts.expireAt !== undefined ? { [RECORD_TTL_FIELD]: Timestamp.fromMillis(opts.expireAt) } : {}),
+      };
       tx.set(ref, next);
       return { key, value: JSON.parse(text) as Json, rev: next.rev };
     });

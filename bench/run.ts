@@ -12,16 +12,21 @@
  * through the ledger port and runs rebuild and the raw Firestore baselines; in emulator mode the
  * stand-ins (stack.ts), a child that starts the emulators, redis-server and the gateways.
  *
- * Options: --quick, --modes embedded,emulator, --only write-single,fanout,..., --rounds N,
+ * Options: --quick, --modes embedded,emulator, --only write-single,fanout,presence,signing,..., --rounds N,
  * --no-pin, --out DIR (default bench/results, or bench/results/quick with --quick).
  *
  * Nothing here asserts a threshold: targets are reported with each result.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Storage } from '@google-cloud/storage';
+import { FsBlobStore } from '../shared/adapters/embedded/fs-blobs.js';
+import { SignedFiles } from '../shared/adapters/embedded/signed-files.js';
+import { GcsFiles } from '../shared/adapters/google/gcs-files.js';
 import { HttpClient } from './client.js';
 import { clientFanout, clientWriteHot, clientWriteSingle, sdbWriteSinglePipelined } from './client-workloads.js';
 import { choosePinning, log, median, type NodeChild, pinSelf, Rpc, spread, startNode } from './harness.js';
@@ -30,6 +35,9 @@ import {
   httpCatchup,
   httpCreateScopes,
   httpFanout,
+  httpPresenceFanout,
+  httpReadyUpload,
+  httpSignDownloads,
   httpWriteHot,
   httpWriteMany,
   httpWriteSingle,
@@ -37,6 +45,7 @@ import {
   sdbFanout,
   sdbWriteHot,
   sdbWriteSingle,
+  signerRate,
   type Throughput,
 } from './workloads.js';
 
@@ -86,6 +95,8 @@ const WORKLOADS = [
   'write-hot',
   'write-many',
   'fanout',
+  'presence',
+  'signing',
   'rebuild',
   'catchup',
   // Through the TypeScript client (client-workloads.ts), embedded mode only.
@@ -116,6 +127,10 @@ interface ModeSizes {
   coldPatches: number;
   bundleEvery: number;
   warmSingle: number;
+  /** Signed download URLs: concurrent API callers, requests each, and URLs from the signer alone. */
+  signClients: number;
+  signPerClient: number;
+  signerN: number;
 }
 
 const SIZES: Record<Mode, ModeSizes> = QUICK
@@ -135,6 +150,9 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 20_000,
         bundleEvery: 20_000,
         warmSingle: 100,
+        signClients: 8,
+        signPerClient: 25,
+        signerN: 2000,
       },
       emulator: {
         single: 40,
@@ -151,6 +169,9 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 2_000,
         bundleEvery: 2_000,
         warmSingle: 10,
+        signClients: 8,
+        signPerClient: 10,
+        signerN: 500,
       },
     }
   : {
@@ -169,6 +190,9 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 100_000,
         bundleEvery: 100_000,
         warmSingle: 500,
+        signClients: 16,
+        signPerClient: 250,
+        signerN: 20000,
       },
       emulator: {
         single: 300,
@@ -189,6 +213,9 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 100_000,
         bundleEvery: 5_000,
         warmSingle: 50,
+        signClients: 16,
+        signPerClient: 50,
+        signerN: 5000,
       },
     };
 
@@ -330,6 +357,8 @@ function workloadSize(mode: Mode, name: Workload, patches = 0): string {
     'write-hot': `${z.hotWriters} writers × ${n(z.hotPerWriter)} patches`,
     'write-many': `${z.manyWriters} writers × ${n(z.manyPerWriter)} patches over ${n(z.manyScopes)} scopes`,
     fanout: `${z.fanSubscribers} subscribers, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
+    presence: `${z.fanSubscribers} subscribers, ${n(z.fanMessages)} presence updates every ${z.fanIntervalMs} ms (baseline: as many patches, same stream count)`,
+    signing: `${z.signClients} callers × ${n(z.signPerClient)} download URLs (signer alone: ${n(z.signerN)} URLs)`,
     rebuild: `${n(patches)} patches`,
     catchup: `${n(patches)} patches`,
     'client-pipelined': `${n(z.single)} patches issued at once, then synced()`,
@@ -514,6 +543,46 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
       for (const x of subjects) for (const metric of ['p50', 'p99']) for (const b of ['floor', 'sharedb']) record(mode, 'fanout', r, x.name, b, metric, 'ms');
     }
 
+    if (wanted('presence')) {
+      // Presence updates against patches, to the same number of streams on the same server in the
+      // same rounds: what a presence change costs to reach its watchers next to a committed patch.
+      const { fanSubscribers: n, fanMessages: m, fanIntervalMs: iv } = z;
+      const systems: System[] = [
+        { name: 'patch-fanout', run: async () => lat(await httpFanout(subject, n, m, iv)) },
+        { name: 'patchbay', run: async () => lat(await httpPresenceFanout(subject, n, m, iv)) },
+      ];
+      if (QUICK) await httpPresenceFanout(subject, n, Math.min(10, m), iv);
+      const r = await compare(`${mode} presence`, systems);
+      const lost = (r.get('patchbay')?.lost ?? []).reduce((a, b) => a + b, 0);
+      if (lost > 0)
+        notes.push(
+          `${mode} presence: ${lost} presence updates did not arrive as their own event (coalesced by a stream that re-read late, or not within 10 s)`,
+        );
+      for (const metric of ['p50', 'p99'])
+        record(mode, 'presence', r, 'patchbay', 'patch-fanout', metric, 'ms', {
+          note: 'presence update (PUT …/presence) to the `presence` event in each stream opened with ?presence=1; baseline: patch fan-out to as many streams, same server, same rounds',
+        });
+    }
+
+    if (wanted('signing')) {
+      // Issuance through the API (auth, the scope's head, the signature) next to the signer alone.
+      const upload = await httpReadyUpload(subject);
+      const signer = await signerFor(mode, env);
+      const { signClients: w, signPerClient: per, signerN } = z;
+      const systems: System[] = [
+        { name: 'signer', run: async () => tput(await signerRate(signer, signerN)) },
+        { name: 'patchbay', run: async () => tput(await httpSignDownloads(subject, upload, w, per)) },
+      ];
+      if (QUICK) await httpSignDownloads(subject, upload, w, 5);
+      const r = await compare(`${mode} signing`, systems);
+      record(mode, 'signing', r, 'patchbay', 'signer', 'throughput', 'URLs/s', {
+        note:
+          mode === 'embedded'
+            ? 'GET /v1/uploads/{id}/download of a private upload (HMAC-SHA256 token); baseline: SignedFiles.signDownload alone, one after another, in the load generator'
+            : 'GET /v1/uploads/{id}/download of a private upload (Cloud Storage V4, RSA-SHA256 offline with PATCHBAY_GCS_SIGNING_KEY_FILE); baseline: GcsFiles.signDownload alone, one after another, in the load generator',
+      });
+    }
+
     if (mode === 'embedded') await runClientWorkloads(mode, z, server.url, subject.token, sdb);
 
     if (wanted('rebuild') || wanted('catchup')) {
@@ -637,6 +706,19 @@ async function runClientWorkloads(mode: Mode, z: ModeSizes, url: string, token: 
     if (lost > 0) notes.push(`${mode} client-fanout: ${lost} watcher callbacks did not come within 10 s of the last send`);
     for (const metric of ['p50', 'p99']) record(mode, x.name, r, 'patchbay', 'sharedb', metric, 'ms');
   }
+}
+
+/** The signer of `mode` alone, in this process: HMAC embedded, Cloud Storage V4 with the stack's key on the emulators. */
+async function signerFor(mode: Mode, env: Record<string, string>): Promise<(expires: number) => Promise<unknown>> {
+  if (mode === 'embedded') {
+    // Signing reads no blob: the store is the mode's data directory, removed with it.
+    const files = new SignedFiles(new FsBlobStore(join(env.PATCHBAY_DATA_DIR as string, 'signer')), randomBytes(32));
+    return (expires) => files.signDownload('uploads/00000000-0000-0000-0000-000000000000', { expires, contentType: 'text/plain' });
+  }
+  const key = JSON.parse(readFileSync(env.PATCHBAY_GCS_SIGNING_KEY_FILE as string, 'utf8')) as { client_email: string; private_key: string };
+  const storage = new Storage({ projectId: env.PATCHBAY_GCP_PROJECT, credentials: key });
+  const files = new GcsFiles(storage.bucket(env.PATCHBAY_BUCKET as string));
+  return (expires) => files.signDownload('uploads/00000000-0000-0000-0000-000000000000', { expires, contentType: 'text/plain' });
 }
 
 async function main(): Promise<void> {

@@ -9,6 +9,12 @@
  *   fanout        N SSE subscribers on one scope; one writer sends paced patches; latency from
  *                 just before the send to the parse of the event in each subscriber
  *   catchup       SSE from since=0 on a long scope until its head arrives
+ *   presence      N SSE subscribers with `?presence=1` on one scope; one session sends paced
+ *                 presence updates (`PUT .../presence`, status {k}); latency from just before the
+ *                 send to the parse of the `presence` event carrying k in each subscriber
+ *   signing       W clients asking `GET /v1/uploads/{id}/download` of one ready private upload
+ *                 (a signed URL each: HMAC embedded, Cloud Storage V4 offline on the emulators),
+ *                 next to the signer alone in this process
  *
  * Every writer waits for its ack before sending again (ShareDB's client composes ops sent while
  * one is in flight, which would change the work; HTTP clients behave the same way here).
@@ -124,6 +130,83 @@ export async function httpFanout(c: HttpClient, subscribers: number, messages: n
     for (const s of streams) s.close();
   }
   return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), samples: lat.length, lost: subscribers * messages - lat.length };
+}
+
+/**
+ * Presence fan-out: like httpFanout, but the change is a presence update of one session (never a
+ * patch), and each subscriber's stream re-reads the scope's presence on the signal. A stream may
+ * coalesce updates that come faster than it re-reads (docs/uploads-and-sessions.md): those count
+ * as lost, and the paced interval keeps them rare.
+ */
+export async function httpPresenceFanout(c: HttpClient, subscribers: number, messages: number, intervalMs: number): Promise<Latency> {
+  const { id } = await c.createScope({});
+  const session = (await c.ok('POST', '/v1/sessions')).id as string;
+  const path = `/v1/scopes/${encodeURIComponent(id)}/presence`;
+  const sendAt = new Float64Array(messages + 1);
+  const lat: number[] = [];
+  let synced = 0;
+  let onSynced = () => {};
+  let onAll = () => {};
+  const streams = Array.from(
+    { length: subscribers },
+    () =>
+      new SseStream(c.base, c.token, `/v1/scopes/${encodeURIComponent(id)}/events?presence=1`, (e) => {
+        if (e.type !== 'presence') return;
+        const d = JSON.parse(e.data) as { action: string; status?: { k?: number } };
+        if (d.action === 'sync') {
+          if (++synced === subscribers) onSynced();
+        } else if ((d.action === 'join' || d.action === 'update') && typeof d.status?.k === 'number') {
+          lat.push(performance.now() - (sendAt[d.status.k] as number));
+          if (lat.length === subscribers * messages) onAll();
+        }
+      }),
+  );
+  try {
+    await Promise.all(streams.map((s) => s.ready));
+    if (synced < subscribers) await withTimeout(new Promise<void>((r) => (onSynced = r)), 30_000, 'subscribers did not all receive their presence sync');
+    const all = new Promise<void>((r) => (onAll = r));
+    await paced(messages, intervalMs, async (k) => {
+      sendAt[k] = performance.now();
+      await c.ok('PUT', path, { session, status: { k } });
+    });
+    await Promise.race([all, sleep(10_000)]);
+  } finally {
+    for (const s of streams) s.close();
+    await c.call('DELETE', `/v1/sessions/${session}`);
+  }
+  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), samples: lat.length, lost: subscribers * messages - lat.length };
+}
+
+/**
+ * A ready private upload of `c`'s, for the signing workload: created, its bytes PUT through the
+ * signed URL (embedded: this server; emulators: the GCS stand-in, which checks the signature),
+ * then completed (the emulators send no finalize notification here).
+ */
+export async function httpReadyUpload(c: HttpClient): Promise<string> {
+  const up = (await c.ok('POST', '/v1/uploads', { type: 'text/plain', size: 5 })) as { id: string; url: string; headers: Record<string, string> };
+  const res = await fetch(up.url, { method: 'PUT', headers: up.headers, body: 'hello' });
+  if (!res.ok) throw new Error(`upload PUT: ${res.status} ${await res.text()}`);
+  await c.ok('POST', `/v1/uploads/${encodeURIComponent(up.id)}/complete`);
+  return up.id;
+}
+
+/** Signed download URLs issued through the API: `clients` concurrent callers, `perClient` each. */
+export async function httpSignDownloads(c: HttpClient, id: string, clients: number, perClient: number): Promise<Throughput> {
+  const path = `/v1/uploads/${encodeURIComponent(id)}/download`;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      for (let i = 0; i < perClient; i++) await c.ok('GET', path);
+    }),
+  );
+  return rate(clients * perClient, t0);
+}
+
+/** The signer alone (a FileStore's signDownload, in this process): `n` private download URLs, one after another. */
+export async function signerRate(sign: (expires: number) => Promise<unknown>, n: number): Promise<Throughput> {
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await sign(Date.now() + 900_000);
+  return rate(n, t0);
 }
 
 /** SSE from since=0 until event `head` arrives; every event 1..head must arrive once, in order. */

@@ -287,7 +287,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     logError: (e) => logger.error(e),
   });
   const presenceStore = await presenceStoreFor(config);
-  const presence = new Presence(presenceStore, adapters.bus, (e) => logger.error(e));
+  const presence = new Presence(presenceStore, adapters.bus, (e) => logger.error(e), config.presenceMaxListed);
   const sessions = new Sessions(adapters.records, engine, presence, new CloseHooks(webhooks.records, configs, config), config, (e) => logger.error(e));
   const tags = new Tags(adapters.records, engine);
   const handler = createHandler({

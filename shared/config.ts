@@ -227,6 +227,18 @@ export const CONFIG_TABLE = {
     int(0, 100),
     "Most guarantees one session may hold (413 `too_large`, `sessionMaxGuarantees`); each guarantee's patch is also held to PATCHBAY_MAX_PATCH_BYTES.",
   ),
+  sessionMaxInfoBytes: setting(
+    'PATCHBAY_SESSION_MAX_INFO_BYTES',
+    4096,
+    int(0, 64 * KiB),
+    "Largest `info` a session's close may carry (`DELETE /v1/sessions/{id}`), as JSON text (413 `too_large`, `sessionMaxInfoBytes`); it is kept on the session record and sent in every close hook.",
+  ),
+  sessionClosedKeepMs: setting(
+    'PATCHBAY_SESSION_CLOSED_KEEP_MS',
+    3_600_000,
+    int(0, 7 * 24 * 3_600_000),
+    "How long a closed session's record is kept (ms) before the sweep deletes it: until then a late heartbeat or write naming it learns `409 session_closed`, and `GET /v1/sessions/{id}` shows what its close did; after, `404 session_not_found`.",
+  ),
   presenceMaxStatusBytes: setting(
     'PATCHBAY_PRESENCE_MAX_STATUS_BYTES',
     1024,
@@ -238,6 +250,12 @@ export const CONFIG_TABLE = {
     32,
     int(1, 1000),
     'Most scopes one session may be present in at once (413 `too_large`, `presenceMaxScopes`).',
+  ),
+  presenceMaxListed: setting(
+    'PATCHBAY_PRESENCE_MAX_LISTED',
+    1000,
+    int(1, 10_000),
+    'Most presence entries `GET /v1/scopes/{id}/presence` answers and a stream with `?presence=1` follows, per scope (the oldest first; later joiners are not shown).',
   ),
   rateSession: setting(
     'PATCHBAY_RATE_SESSION',
@@ -590,6 +608,12 @@ export const CONFIG_TABLE = {
     'Time after an upload URL expires before the sweep marks its upload `expired` (a PUT that started in time may still be finishing).',
   ),
   downloadUrlTtlSeconds: setting('PATCHBAY_DOWNLOAD_URL_TTL_S', 900, int(1, 7 * 24 * 3600), 'How long a download URL works, in seconds.'),
+  publicDownloadUrlTtlSeconds: setting(
+    'PATCHBAY_PUBLIC_DOWNLOAD_URL_TTL_S',
+    7 * 24 * 3600,
+    int(0, 7 * 24 * 3600),
+    "How long a public upload's download URL works, in seconds (at most 7 days, Cloud Storage's limit for V4 URLs). Such a URL is the same for every caller for half that time (its signing time is rounded down to a multiple of it), and its file may be cached publicly (`Cache-Control: public, max-age=<half>`), so browsers and CDNs reuse it; it keeps working until it expires even if the scope is made private meanwhile. 0: public files get short URLs like private ones (PATCHBAY_DOWNLOAD_URL_TTL_S, `Cache-Control: private`).",
+  ),
   publicUrl: setting(
     'PATCHBAY_PUBLIC_URL',
     '',
@@ -693,11 +717,29 @@ export const CONFIG_SECTIONS = {
   /** Webhooks: delivery of committed patches to a domain's endpoints (shared/domains/webhooks.ts). */
   webhooks: ['webhookMaxAttempts', 'webhookTimeoutMs', 'webhookMaxResponseBytes', 'webhookPrivateAddresses'],
   /** Sessions, their guarantees and close hooks, and presence (shared/sessions/). */
-  sessions: ['sessionTimeoutMs', 'sessionMaxPerUser', 'sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes'],
+  sessions: [
+    'sessionTimeoutMs',
+    'sessionMaxPerUser',
+    'sessionMaxGuarantees',
+    'sessionMaxInfoBytes',
+    'sessionClosedKeepMs',
+    'presenceMaxStatusBytes',
+    'presenceMaxScopes',
+    'presenceMaxListed',
+  ],
   /** The queryable mirror and named queries (shared/mirror/, the Mirror port's adapters). */
   mirror: ['mirrorUrl', 'mirrorQueryTimeoutMs', 'mirrorMaxRows', 'liveQueryIntervalMs'],
   /** Uploads and downloads by signed URL (shared/uploads/, the FileStore port's adapters). */
-  uploads: ['maxUploadBytes', 'uploadTypes', 'uploadUrlTtlSeconds', 'uploadGraceSeconds', 'downloadUrlTtlSeconds', 'publicUrl', 'gcsSigningKeyFile'],
+  uploads: [
+    'maxUploadBytes',
+    'uploadTypes',
+    'uploadUrlTtlSeconds',
+    'uploadGraceSeconds',
+    'downloadUrlTtlSeconds',
+    'publicDownloadUrlTtlSeconds',
+    'publicUrl',
+    'gcsSigningKeyFile',
+  ],
   /** Live streams (shared/http/routes/events.ts). */
   sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */

@@ -1011,7 +1011,7 @@ describe('patches', () => {
     limits.add(batch.json.error.limit);
     limits.add('maxConfigBytes'); // reported by a configuration upload: the 'domain configuration' block checks it
     // Reported by the sessions routes: the 'sessions and presence' block checks each.
-    for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'closeInfoBytes']) limits.add(l);
+    for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'sessionMaxInfoBytes']) limits.add(l);
     limits.add('maxUploadBytes'); // reported by uploads: the 'uploads' block checks it
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
@@ -1681,7 +1681,7 @@ describe('sessions and presence', () => {
       const info = await c.request('DELETE', `${S}/${id}`, { body: { info: 'x'.repeat(5000) } }); // 5
       check(info, 'DELETE', ONE);
       expectError(info, 413, 'too_large');
-      expect(info.json.error).toMatchObject({ limit: 'closeInfoBytes', max: 4096 });
+      expect(info.json.error).toMatchObject({ limit: 'sessionMaxInfoBytes', max: 4096 });
       expect((await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id } })).status).toBe(200); // presence 1
       const status = await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id, status: 'x'.repeat(1100) } });
       check(status, 'PUT', P);
@@ -1745,6 +1745,15 @@ describe('uploads', () => {
     return check(res, method, template);
   };
   const filePath = (url: string) => new URL(url).pathname;
+  /** `GET /v1/uploads/{id}/file`, its redirect not followed. */
+  const fileRedirect = async (id: string, token: string | null): Promise<Res> => {
+    const res = await fetch(`${up.url}/v1/uploads/${encodeURIComponent(id)}/file`, {
+      redirect: 'manual',
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
+    const text = await res.text();
+    return check({ status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined }, 'GET', '/v1/uploads/{id}/file');
+  };
 
   it('starts an upload (201), stores it through the signed URL (200), completes (200) and downloads (200, the file)', async () => {
     const created = await at('POST', '/v1/uploads', { body: { name: 'a.txt', type: 'text/plain', size: 5 } });
@@ -1752,6 +1761,7 @@ describe('uploads', () => {
     expectValid(['components', 'schemas', 'UploadRequest'], { name: 'a.txt', type: 'text/plain', size: 5 }, 'body');
     const { id, url, headers } = created.json;
     expectError(await at('GET', '/v1/uploads/{id}/download', { id }), 409, 'upload_incomplete');
+    expectError(await fileRedirect(id, owner.token), 409, 'upload_incomplete');
     expectError(await at('POST', '/v1/uploads/{id}/complete', { id }), 409, 'upload_incomplete');
     const stored = await at('PUT', '/v1/files/{token}', { path: filePath(url), raw: 'hello', headers, token: null });
     expect(stored.status).toBe(200);
@@ -1760,6 +1770,12 @@ describe('uploads', () => {
     expect(dl.status).toBe(200);
     const file = await at('GET', '/v1/files/{token}', { path: filePath(dl.json.url), token: null });
     expect(file.text).toBe('hello');
+    const redirect = await fileRedirect(id, owner.token);
+    expect(redirect.status).toBe(302);
+    expect(redirect.headers.get('location')).toMatch(/\/v1\/files\//);
+    expectError(await fileRedirect(id, other.token), 404, 'scope_not_found');
+    expectError(await fileRedirect(id, null), 401, 'unauthorized');
+    expectError(await fileRedirect(BAD_ID, owner.token), 400, 'invalid_request');
     // Shared with every signed-in user: another may download it, but completing it is the owner's (403).
     await request(up.url, 'PUT', `/v1/scopes/${encodeURIComponent(id)}/access`, {
       token: owner.token,

@@ -35,7 +35,11 @@
  *   does (infra/local/gcs-signed-urls.ts): tampered, expired and wrong-method requests are refused;
  *   a body outside `x-goog-content-length-range` (when sent) is 400 EntityTooLarge.
  *
- * Not supported (501, or ignored where harmless): object PATCH/PUT metadata, compose, copy/rewrite,
+ * - Object `PATCH` (`/storage/v1/b/B/o/O`, JSON): changes `cacheControl`, `contentType`,
+ *   `contentDisposition`, `contentLanguage`, `metadata` (metageneration + 1). Media downloads
+ *   answer the object's `cacheControl`, or `private, max-age=0` as for a non-public object.
+ *
+ * Not supported (501, or ignored where harmless): object PUT metadata, compose, copy/rewrite,
  * ACLs, IAM, notifications (tests post the finalize notification themselves), HMAC keys, V2 signed URLs and the rest of the XML API, `matchGlob`, object versioning
  * (`versions` is ignored: only live objects exist), reading old generations, `fields`/`projection`
  * (full resources are always returned: a superset), decompressive transcoding (gzip objects are
@@ -350,6 +354,20 @@ class Store {
     return obj;
   }
 
+  /** Changes an object's metadata (the fields an upload may set); the bytes and generation stay. */
+  async patch(bucketName: string, name: string, meta: Record<string, unknown>, conditions: URLSearchParams): Promise<StoredObject> {
+    const bucket = this.bucket(bucketName);
+    const current = bucket.objects.get(name);
+    if (!current) throw notFound(`No such object: ${bucketName}/${name}`);
+    const failure = preconditionFailure(conditions, current, false);
+    if (failure) throw failure;
+    const draft = draftFrom(meta, current.contentType);
+    const obj: StoredObject = { ...current, ...draft, metageneration: current.metageneration + 1, updated: new Date().toISOString() };
+    bucket.objects.set(name, obj);
+    await this.persist(bucketName, name, obj, undefined);
+    return obj;
+  }
+
   async remove(bucketName: string, name: string, conditions: URLSearchParams): Promise<void> {
     const bucket = this.bucket(bucketName);
     const current = bucket.objects.get(name);
@@ -644,6 +662,10 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       } else {
         const name = decode(bm[3]);
         if (method === 'GET' || method === 'HEAD') return getObject(req, res, bucketName, name, q, base, media);
+        if (method === 'PATCH') {
+          const meta = JSON.parse((await readBody(req, 1024 * 1024)).toString('utf8') || '{}') as Record<string, unknown>;
+          return sendJson(res, 200, objectResource(base, bucketName, await store.patch(bucketName, name, meta, q)));
+        }
         if (method === 'DELETE') {
           await store.remove(bucketName, name, q);
           res.writeHead(204).end();
@@ -722,7 +744,7 @@ export async function startGcsServer(opts: GcsServerOptions = {}): Promise<GcsSe
       etag: `"${etag(obj)}"`,
       'last-modified': new Date(obj.updated).toUTCString(),
       'accept-ranges': 'bytes',
-      'cache-control': 'private, max-age=0',
+      'cache-control': obj.cacheControl ?? 'private, max-age=0',
     };
     if (obj.contentEncoding) headers['content-encoding'] = obj.contentEncoding;
     let status = 200;

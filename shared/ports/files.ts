@@ -10,7 +10,10 @@
  *   the MD5 when one is given; `headers` are what the client must send with it.
  * - `stat` describes the object as stored (its size, base64 MD5, content type), or null when no
  *   object is there. `delete` of a missing object is not an error.
- * - Signing reads no object and writes nothing: an unused URL leaves nothing behind.
+ * - Signing reads no object and writes nothing: an unused URL leaves nothing behind (except a
+ *   public download, which may set the object's caching metadata first, see DownloadGrant).
+ * - A download URL is a function of its grant: the same key and grant give the same URL, so a
+ *   grant whose `from` and `expires` are rounded gives every caller one URL, which caches reuse.
  */
 export interface SignedUrl {
   url: string;
@@ -38,11 +41,25 @@ export interface UploadGrant {
   md5?: string;
 }
 
+export interface DownloadGrant {
+  /** Ms since epoch. */
+  expires: number;
+  contentType: string;
+  /** When the URL starts working, ms since epoch (default: now); a public URL is dated at the start of its window, so it is the same all window long. */
+  from?: number;
+  /**
+   * Set for a public file: its bytes may be cached by anyone this many seconds
+   * (`Cache-Control: public, max-age=N`; embedded: in the token; Cloud Storage: the object's
+   * `cacheControl` metadata, set when it is not so already). Unset: `Cache-Control: private, max-age=0`.
+   */
+  publicCacheSeconds?: number;
+}
+
 export interface FileStore {
   /** A URL through which one `PUT` stores the object at `key`. */
   signUpload(key: string, grant: UploadGrant): Promise<SignedUrl>;
   /** A URL through which `GET` reads the object at `key` until `expires`. */
-  signDownload(key: string, opts: { expires: number; contentType: string }): Promise<SignedUrl>;
+  signDownload(key: string, grant: DownloadGrant): Promise<SignedUrl>;
   stat(key: string): Promise<FileInfo | null>;
   delete(key: string): Promise<void>;
   /** Present when this server answers the signed URLs itself (embedded: `/v1/files/{token}`). */
@@ -58,6 +75,10 @@ export interface FileGrant {
   maxBytes?: number;
   /** PUT: the base64 MD5 the bytes must have. */
   md5?: string;
+  /** GET: how long the bytes may be cached publicly (DownloadGrant.publicCacheSeconds). */
+  publicCacheSeconds?: number;
+  /** When the grant ends, ms since epoch. */
+  expires: number;
 }
 
 /** The serving half of a self-served file store. */

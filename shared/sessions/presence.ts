@@ -13,9 +13,6 @@ import type { Json } from '../json.js';
 import type { Bus } from '../ports/bus.js';
 import type { PresenceEntry, PresenceStore } from '../ports/presence.js';
 
-/** Most entries a presence read answers (and a stream diffs). */
-export const PRESENCE_LIST_MAX = 1000;
-
 /** An entry as clients see it (no `expires`: that is the session's). */
 export interface PresenceView {
   user: string;
@@ -31,6 +28,8 @@ export class Presence {
     readonly store: PresenceStore,
     private readonly bus: Bus,
     private readonly logError: (e: Record<string, unknown>) => void,
+    /** PATCHBAY_PRESENCE_MAX_LISTED: most entries a read answers (and a stream diffs). */
+    private readonly maxListed: number,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -57,8 +56,32 @@ export class Presence {
     );
   }
 
-  async list(scope: string): Promise<PresenceView[]> {
-    return (await this.store.list(scope, PRESENCE_LIST_MAX)).map(presenceView);
+  /** Ticks of this instance's clock for `list`'s `after`: a read, and a stream's receipt of a signal. */
+  private ticks = 0;
+  /** The read of each scope's presence in flight, and the tick it started at. */
+  private readonly reading = new Map<string, { started: number; read: Promise<PresenceView[]> }>();
+
+  /** Now, on the clock `list(scope, after)` compares against: take it when a signal arrives. */
+  mark(): number {
+    return ++this.ticks;
+  }
+
+  /**
+   * The scope's entries, oldest first. With `after` (a `mark()` taken when a change's signal
+   * arrived), a read of the scope already in flight that started after that mark is shared
+   * instead of a new one: it started after the change was stored, so it sees it. So the streams
+   * of one scope on this instance, all woken by one signal, cost one store read, not one each.
+   */
+  async list(scope: string, after?: number): Promise<PresenceView[]> {
+    const current = this.reading.get(scope);
+    if (after !== undefined && current !== undefined && current.started > after) return current.read;
+    const entry = { started: ++this.ticks, read: this.store.list(scope, this.maxListed).then((es) => es.map(presenceView)) };
+    this.reading.set(scope, entry);
+    try {
+      return await entry.read;
+    } finally {
+      if (this.reading.get(scope) === entry) this.reading.delete(scope);
+    }
   }
 
   private async signal(scope: string): Promise<void> {

@@ -22,7 +22,7 @@
  * - a close hook is delivered at least once, with the same `webhook-id` (`session:<id>`) each
  *   time, so a receiver that drops duplicates by it sees it once; a hook that keeps failing is
  *   given up after PATCHBAY_WEBHOOK_MAX_ATTEMPTS (its error stays on the record).
- * Closed records are kept CLOSED_KEEP_MS (a late heartbeat learns `session_closed`), then deleted;
+ * Closed records are kept PATCHBAY_SESSION_CLOSED_KEEP_MS (a late heartbeat learns `session_closed`), then deleted;
  * on Firestore they also expire a day later, a backstop should no sweep get to them (PutOptions).
  *
  * Cost: the sweep pages through every session record (open ones and those closed recently).
@@ -46,11 +46,8 @@ export const SESSION_ID = /^sess_[0-9a-f]{32}$/;
 export const isSessionId = (s: string | undefined): s is string => s !== undefined && SESSION_ID.test(s);
 /** How long a closer holds the close work before a sweep may take it over. */
 export const CLOSE_LEASE_MS = 30_000;
-/** How long a closed session's record is kept. */
-export const CLOSED_KEEP_MS = 3_600_000;
-/** A reason and info are small: they travel to the close hooks. */
+/** A reason is a short word: it travels to the close hooks (the info's cap is PATCHBAY_SESSION_MAX_INFO_BYTES). */
 export const MAX_REASON = 128;
-export const MAX_INFO_BYTES = 4096;
 
 export const SESSION_KIND = 'session';
 const KIND = SESSION_KIND;
@@ -123,6 +120,11 @@ export class Sessions {
   /** PATCHBAY_SESSION_TIMEOUT_MS. */
   get timeoutMs(): number {
     return this.config.sessionTimeoutMs;
+  }
+
+  /** PATCHBAY_SESSION_MAX_INFO_BYTES. */
+  get maxInfoBytes(): number {
+    return this.config.sessionMaxInfoBytes;
   }
 
   /** PATCHBAY_PRESENCE_MAX_STATUS_BYTES. */
@@ -290,7 +292,7 @@ export class Sessions {
     const s = r.value as unknown as SessionValue;
     const now = this.now();
     if (s.state === 'closed') {
-      if ((s.closed ?? 0) + CLOSED_KEEP_MS < now && (await this.records.delete(KIND, r.key, r.rev))) out.purged++;
+      if ((s.closed ?? 0) + this.config.sessionClosedKeepMs < now && (await this.records.delete(KIND, r.key, r.rev))) out.purged++;
       return;
     }
     if (s.state === 'open' && s.expires > now) return;
@@ -414,8 +416,8 @@ export class Sessions {
       const current = r.value as unknown as SessionValue;
       const next = change(current);
       if (next === current) return next;
-      // A closed record is the sweep's to delete after CLOSED_KEEP_MS; a TTL backstop a day later.
-      const expireAt = next.state === 'closed' ? (next.closed ?? this.now()) + CLOSED_KEEP_MS + RECORD_TTL_GRACE_MS : undefined;
+      // A closed record is the sweep's to delete after PATCHBAY_SESSION_CLOSED_KEEP_MS; a TTL backstop a day later.
+      const expireAt = next.state === 'closed' ? (next.closed ?? this.now()) + this.config.sessionClosedKeepMs + RECORD_TTL_GRACE_MS : undefined;
       if (await this.records.put(KIND, id, next as unknown as Json, r.rev, { expireAt })) return next;
     }
     throw new PatchbayError('unavailable', `session ${id} keeps changing; retry`);

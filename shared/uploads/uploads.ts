@@ -189,11 +189,26 @@ export class Uploads {
     }
   }
 
-  /** A signed GET URL for a ready upload (`upload_incomplete` otherwise); the caller's read access is the route's to check. */
-  async download(id: string): Promise<SignedUrl> {
+  /**
+   * A signed GET URL for a ready upload (`upload_incomplete` otherwise); the caller's read access
+   * is the route's to check. A `public` scope's file (with PATCHBAY_PUBLIC_DOWNLOAD_URL_TTL_S
+   * set) gets a long-lived, cacheable URL: signed as of the start of the current window (half
+   * the TTL), so every caller in that window gets the same URL, which then works at least
+   * another half TTL; the bytes may be cached publicly for half the TTL, so no cache outlives
+   * the URL it was filled through. Private files get a short URL of their own.
+   */
+  async download(id: string, opts: { public?: boolean } = {}): Promise<SignedUrl & { cache: 'public' | 'private'; windowEnd?: number }> {
     const { state } = await this.state(id);
     if (state.status !== 'ready') throw new PatchbayError('upload_incomplete', `the upload is ${state.status}, not ready`, { id, status: state.status });
-    return this.files.signDownload(state.object, { expires: this.now() + this.config.downloadUrlTtlSeconds * 1000, contentType: state.type });
+    const ttl = this.config.publicDownloadUrlTtlSeconds;
+    if (opts.public && ttl > 0) {
+      const half = Math.max(1, Math.floor(ttl / 2));
+      const from = Math.floor(this.now() / 1000 / half) * half * 1000;
+      const url = await this.files.signDownload(state.object, { from, expires: from + ttl * 1000, contentType: state.type, publicCacheSeconds: half });
+      return { ...url, cache: 'public', windowEnd: from + half * 1000 };
+    }
+    const url = await this.files.signDownload(state.object, { expires: this.now() + this.config.downloadUrlTtlSeconds * 1000, contentType: state.type });
+    return { ...url, cache: 'private' };
   }
 
   /** Deletes the object of a deleted upload scope (the deleter's purge; repeatable). */

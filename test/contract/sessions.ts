@@ -9,7 +9,9 @@
  * that verifies it with the `standardwebhooks` library, and its guarantees are applied once even
  * when the instance that closed it dies (a restart on the same storage, the sweep finishing the
  * work) or dies between a guarantee's commit and its record (the retry key makes the re-run a
- * duplicate). Presence joins, updates and leaves reach two clients' streams. Refusals change nothing.
+ * duplicate), and likewise for a session closed by timeout after the instance holding its stream
+ * was killed and the sweeper that took its close died mid-way. Presence joins, updates and leaves
+ * reach two clients' streams. Refusals change nothing.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -98,7 +100,14 @@ export function sessionsContract(stack: string, start: StartSessions): void {
 
     beforeAll(async () => {
       rx = await startReceiver();
-      h = await start({ sessionTimeoutMs: TIMEOUT, sessionMaxPerUser: 3, sessionMaxGuarantees: 3, presenceMaxStatusBytes: 64, domainCacheMs: 0 });
+      h = await start({
+        sessionTimeoutMs: TIMEOUT,
+        sessionMaxPerUser: 3,
+        sessionMaxGuarantees: 3,
+        sessionMaxInfoBytes: 256,
+        presenceMaxStatusBytes: 64,
+        domainCacheMs: 0,
+      });
       const admin = await someone();
       await h.srv.app.domains.addAdmin(DOMAIN, userId(admin));
       const config = `webhooks:
@@ -223,7 +232,11 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       });
       expect((await a.request('POST', `/v1/sessions/${id}/guarantees`, { body: { scope } })).status).toBe(400);
       expect((await a.request('DELETE', `/v1/sessions/${id}/guarantees/g_0000000000000000`)).status).toBe(404);
-      expect((await a.request('DELETE', `/v1/sessions/${id}`, { body: { info: 'x'.repeat(5000) } })).status).toBe(413);
+      expect((await a.request('DELETE', `/v1/sessions/${id}`, { body: { info: 'x'.repeat(300) } })).json.error).toMatchObject({
+        code: 'too_large',
+        limit: 'sessionMaxInfoBytes',
+        max: 256,
+      });
       expect((await a.request('DELETE', `/v1/sessions/${id}`, { body: { reason: 1 } })).status).toBe(400);
       expect((await a.request('GET', `/v1/sessions/${id}`)).text).toBe(full);
       expect(full).not.toBe(before);
@@ -286,6 +299,55 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       const view = (await request(h.srv.url, 'GET', `/v1/scopes/${scope}`, { token: a.token })).json;
       expect(view).toMatchObject({ ii: 1, state: { log: ['bye'] } });
     }, 30_000);
+
+    it('closes by timeout a session whose instance was killed, and again after its sweeper died mid-close: the guarantee once, one signed hook, a leave', async () => {
+      const a = await someone();
+      const scope = await createScope(a, { log: [] });
+      const id = await openSession(a);
+      await a.request('POST', `/v1/sessions/${id}/guarantees`, { body: { scope, patch: [{ op: 'add', path: '/log/-', value: 'gone' }] } });
+      expect((await a.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session: id, status: 'here' } })).status).toBe(200);
+      // The session lives on the stream that names it, on the instance about to be killed; another instance (Google) watches the scope.
+      const held = openSse(`${h.srv.url}/v1/scopes/${scope}/events?session=${id}`, a.token);
+      streams.push(held);
+      await held.waitFor((evs) => evs.some((e) => e.type === 'state'));
+      const separatePeer = h.peer !== h.srv; // embedded: one process, its presence in memory dies with it
+      const watcher = openSse(`${h.peer.url}/v1/scopes/${scope}/events?presence=1`, a.token);
+      streams.push(watcher);
+      const leaves = () => watcher.events.filter((e) => e.type === 'presence' && e.data.action === 'leave' && e.data.session === id);
+      if (separatePeer) await watcher.waitFor((evs) => evs.some((e) => e.type === 'presence' && e.data.action === 'sync' && e.data.present.length === 1));
+      rx.status = 500; // the close hook fails for now
+      await h.restart(); // the instance is gone, and its stream with it: nothing keeps the session alive
+      held.close();
+      await sleep(TIMEOUT + 500);
+      const first = await h.srv.app.sweep();
+      expect(first.sessions.timedOut).toBeGreaterThanOrEqual(1);
+      const closing = await recordOf(id);
+      expect(closing).toMatchObject({ state: 'closing', reason: 'timeout', ran: [expect.objectContaining({ ok: true, ii: 1 })] });
+      if (separatePeer) await watcher.waitFor(() => leaves().length === 1);
+      // That sweeper dies after the guarantee committed but before it recorded so, and before the hook went out.
+      const rec = await h.srv.app.adapters.records.get('session', id);
+      expect(await h.srv.app.adapters.records.put('session', id, { ...(rec?.value as object), ran: [], lease: 0 }, rec?.rev as number)).not.toBeNull();
+      await h.restart();
+      rx.status = 204;
+      // Sweeps on two instances race to finish it: one takes the lease.
+      await Promise.all([h.srv.app.sweep(), h.peer.app.sweep()]);
+      await waitFor(() => hooksFor(id).length >= 1, 'the timeout close hook');
+      await Promise.all([h.srv.app.sweep(), h.peer.app.sweep()]);
+      await sleep(300);
+      expect(hooksFor(id)).toHaveLength(1);
+      const d = hooksFor(id)[0] as Delivery;
+      expect(new Webhook(secret).verify(d.body, d.headers)).toMatchObject({
+        type: 'session.closed',
+        data: { session: id, reason: 'timeout', user: userId(a) },
+      });
+      const after = await recordOf(id);
+      expect(after).toMatchObject({ state: 'closed', reason: 'timeout', hooksDone: ['closes'] });
+      expect(after.ran).toEqual([expect.objectContaining({ ok: true, ii: 1 })]); // the re-run was recognised as the same write
+      const view = (await request(h.srv.url, 'GET', `/v1/scopes/${scope}`, { token: a.token })).json;
+      expect(view).toMatchObject({ ii: 1, state: { log: ['gone'] } });
+      expect((await request(h.srv.url, 'GET', `/v1/scopes/${scope}/presence`, { token: a.token })).json.present).toEqual([]);
+      if (separatePeer) expect(leaves()).toHaveLength(1);
+    }, 40_000);
 
     it('closes once when a close and sweeps on two instances race for an expired session', async () => {
       const a = await someone();

@@ -7,7 +7,9 @@
  * scope compared before and after): client patches of an upload scope, a stranger's download
  * (404) and an anonymous one (401), a wrong method, a wrong content type, a tampered or expired
  * URL, a size over the limit, a type not allowed, the file-bytes quota. An upload never finished
- * expires at the sweep; deleting the scope deletes the file.
+ * expires at the sweep; deleting the scope deletes the file. A public file gets one long-lived
+ * URL for every caller (cacheable, `Cache-Control: public` on the file, bounded by the URL's life);
+ * a private one short URLs whose file is `private, max-age=0`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../shared/config.js';
@@ -45,6 +47,9 @@ export function uploadsContract(stack: string, h: UploadsHarness): void {
       expect(res.status, res.text).toBe(201);
       return res.json as { id: string; url: string; method: string; headers: Record<string, string>; expires: number; state: Record<string, unknown> };
     };
+    /** `GET /v1/uploads/{id}/file` without following its redirect. */
+    const fileOf = (id: string, c: Client | null) =>
+      fetch(`${srv.url}/v1/uploads/${id}/file`, { redirect: 'manual', headers: c ? { authorization: `Bearer ${c.token}` } : {} });
     const stored = async (id: string) => {
       const res = await alice.request('GET', `/v1/scopes/${id}`);
       return { status: res.status, state: res.json?.state, ii: res.json?.ii };
@@ -110,6 +115,52 @@ export function uploadsContract(stack: string, h: UploadsHarness): void {
       const open = await bob.request('GET', `/v1/uploads/${up.id}/download`, { token: null });
       expect(open.status).toBe(200);
       expect(await (await fetch(open.json.url)).text()).toBe('secret');
+    });
+
+    it('gives a public file one long-lived cacheable URL for everyone, and private files short private ones', async () => {
+      const up = await create({ type: 'image/png' });
+      expect((await put(up, bytes('pixels'))).status).toBe(200);
+      await h.land(srv, up.id);
+      // Private: a short URL of its own, neither it nor the file cacheable, and `/file` redirects readers only.
+      const mine = await alice.request('GET', `/v1/uploads/${up.id}/download`);
+      expect(mine.json).toMatchObject({ cache: 'private' });
+      expect(mine.headers.get('cache-control')).toBe('private, no-store');
+      expect(mine.json.expires).toBeLessThanOrEqual(Date.now() + 900_000 + 1000);
+      expect((await fetch(mine.json.url)).headers.get('cache-control')).toBe('private, max-age=0');
+      expect((await fileOf(up.id, bob)).status).toBe(404);
+      const redirect = await fileOf(up.id, alice);
+      expect(redirect.status).toBe(302);
+      expect(redirect.headers.get('cache-control')).toBe('private, no-store');
+      expect(await (await fetch(redirect.headers.get('location') as string)).text()).toBe('pixels');
+
+      // Public: the same URL for every caller, token or none, valid at least half of PATCHBAY_PUBLIC_DOWNLOAD_URL_TTL_S (7 days).
+      expect((await alice.request('PUT', `/v1/scopes/${up.id}/access`, { body: { visibility: 'public', readers: [], writers: [] } })).status).toBe(200);
+      const path = `/v1/uploads/${up.id}/download`;
+      const [a, b, anon] = [await alice.request('GET', path), await bob.request('GET', path), await alice.request('GET', path, { token: null })];
+      for (const r of [a, b, anon]) {
+        expect(r.status, r.text).toBe(200);
+        expect(r.json).toMatchObject({ cache: 'public', url: a.json.url, expires: a.json.expires });
+        expect(r.headers.get('cache-control')).toMatch(/^public, max-age=\d+$/);
+      }
+      const halfWeek = 302_400;
+      expect(a.json.expires - Date.now()).toBeGreaterThan(halfWeek * 1000 - 5000);
+      expect(a.json.url).not.toBe(mine.json.url);
+      const file = await fetch(a.json.url);
+      expect(await file.text()).toBe('pixels');
+      const maxAge = Number(/^public, max-age=(\d+)$/.exec(file.headers.get('cache-control') ?? '')?.[1]);
+      expect(maxAge).toBeGreaterThan(0);
+      expect(maxAge).toBeLessThanOrEqual(halfWeek); // no cache outlives the URL it was filled through
+      const open = await fileOf(up.id, null);
+      expect(open.status).toBe(302);
+      expect(open.headers.get('location')).toBe(a.json.url);
+      expect(open.headers.get('cache-control')).toMatch(/^public, max-age=\d+$/);
+
+      // Private again: no token no file, and readers get short private URLs whose file is not cacheable.
+      expect((await alice.request('PUT', `/v1/scopes/${up.id}/access`, { body: { visibility: 'private', readers: [], writers: [] } })).status).toBe(200);
+      expect((await fileOf(up.id, null)).status).toBe(401);
+      const again = await alice.request('GET', `/v1/uploads/${up.id}/download`);
+      expect(again.json.cache).toBe('private');
+      expect((await fetch(again.json.url)).headers.get('cache-control')).toBe('private, max-age=0');
     });
 
     it('refuses a wrong method, a wrong content type and a tampered URL, storing nothing', async () => {

@@ -2,7 +2,8 @@
  * The embedded file store: uploads and downloads through HMAC-signed URLs that the same HTTP
  * server answers (`PUT` and `GET /v1/files/{token}`, shared/http/routes/files.ts), with the bytes
  * in the local blob store. A token is `<claims>.<mac>`: base64url JSON claims (key, method,
- * content type, expiry in seconds, largest size, MD5) and an HMAC-SHA256 over them with a key
+ * content type, expiry in seconds, largest size, MD5; for downloads the start and how long a
+ * public file may be cached) and an HMAC-SHA256 over them with a key
  * derived from the server's secret, so any change to a claim is refused, as Cloud Storage refuses
  * a tampered V4 URL. The content type is kept beside the object (`<key>.meta`), since the blob
  * store keeps bytes only.
@@ -11,7 +12,7 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { PatchbayError } from '../../errors.js';
 import type { BlobStore } from '../../ports/blobs.js';
-import type { FileGrant, FileInfo, FileServer, FileStore, SignedUrl, UploadGrant } from '../../ports/files.js';
+import type { DownloadGrant, FileGrant, FileInfo, FileServer, FileStore, SignedUrl, UploadGrant } from '../../ports/files.js';
 
 const claimsSchema = z.strictObject({
   k: z.string().min(1),
@@ -20,6 +21,10 @@ const claimsSchema = z.strictObject({
   e: z.number().int(),
   n: z.number().int().min(0).optional(),
   h: z.string().optional(),
+  /** GET: when the URL starts working, seconds (a public URL's window start). */
+  f: z.number().int().optional(),
+  /** GET: how long the bytes may be cached publicly, seconds. */
+  c: z.number().int().min(1).optional(),
 });
 type FileClaims = z.infer<typeof claimsSchema>;
 
@@ -65,8 +70,15 @@ export class SignedFiles implements FileStore, FileServer {
     return { url: this.sign(claims), method: 'PUT', headers, expires: claims.e * 1000 };
   }
 
-  async signDownload(key: string, opts: { expires: number; contentType: string }): Promise<SignedUrl> {
-    const claims: FileClaims = { k: key, m: 'GET', t: opts.contentType, e: Math.floor(opts.expires / 1000) };
+  async signDownload(key: string, grant: DownloadGrant): Promise<SignedUrl> {
+    const claims: FileClaims = {
+      k: key,
+      m: 'GET',
+      t: grant.contentType,
+      e: Math.floor(grant.expires / 1000),
+      ...(grant.from !== undefined && { f: Math.floor(grant.from / 1000) }),
+      ...(grant.publicCacheSeconds !== undefined && { c: grant.publicCacheSeconds }),
+    };
     return { url: this.sign(claims), method: 'GET', headers: {}, expires: claims.e * 1000 };
   }
 
@@ -88,10 +100,13 @@ export class SignedFiles implements FileStore, FileServer {
     }
     if (claims.m !== method && !(claims.m === 'GET' && method === 'HEAD')) throw denied(`signed for ${claims.m}, not ${method}`);
     if (claims.e * 1000 <= this.now()) throw denied('expired');
+    if (claims.f !== undefined && claims.f * 1000 > this.now() + 60_000) throw denied('not valid yet');
     return {
       key: claims.k,
       method: claims.m,
       contentType: claims.t,
+      expires: claims.e * 1000,
+      ...(claims.c !== undefined && { publicCacheSeconds: claims.c }),
       ...(claims.n !== undefined && { maxBytes: claims.n }),
       ...(claims.h !== undefined && { md5: claims.h }),
     };

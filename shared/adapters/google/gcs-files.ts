@@ -8,18 +8,25 @@
  * bound to its content type, its size range (`x-goog-content-length-range: 0,<max>`) and, when
  * given, its MD5: all signed headers, so Cloud Storage refuses a PUT without them or outside them.
  * The size is checked again when the object lands (shared/uploads/uploads.ts).
+ * A public download is signed as of its window's start (`accessibleAt`), so the URL is the same
+ * all window long; Cloud Storage serves an object's own `cacheControl` metadata, so before the
+ * first public URL of an object this instance sets it to `public, max-age=<N>` (and back to
+ * `private, max-age=0` before a private URL of an object it made public).
  * The client finds a local stand-in through STORAGE_EMULATOR_HOST, and then signs URLs for it.
  */
 import { readFileSync } from 'node:fs';
 import { type Bucket, Storage } from '@google-cloud/storage';
+import { LRUCache } from 'lru-cache';
 import type { GoogleConfig, UploadsConfig } from '../../config.js';
-import type { FileInfo, FileStore, SignedUrl, UploadGrant } from '../../ports/files.js';
+import type { DownloadGrant, FileInfo, FileStore, SignedUrl, UploadGrant } from '../../ports/files.js';
 
 function statusOf(err: unknown): number | undefined {
   const e = err as { code?: unknown; response?: { status?: unknown } } | null;
   for (const v of [e?.code, e?.response?.status]) if (typeof v === 'number') return v;
   return undefined;
 }
+
+const PRIVATE = 'private, max-age=0';
 
 export class GcsFiles implements FileStore {
   constructor(
@@ -52,9 +59,30 @@ export class GcsFiles implements FileStore {
     return { url, method: 'PUT', headers, expires: grant.expires };
   }
 
-  async signDownload(key: string, opts: { expires: number; contentType: string }): Promise<SignedUrl> {
-    const [url] = await this.bucket.file(this.objectName(key)).getSignedUrl({ version: 'v4', action: 'read', expires: opts.expires });
-    return { url, method: 'GET', headers: {}, expires: opts.expires };
+  /** The Cache-Control this instance last set on an object (a public download sets it once, not per URL). */
+  private readonly caching = new LRUCache<string, string>({ max: 10_000 });
+
+  async signDownload(key: string, grant: DownloadGrant): Promise<SignedUrl> {
+    const file = this.bucket.file(this.objectName(key));
+    const want = grant.publicCacheSeconds === undefined ? PRIVATE : `public, max-age=${grant.publicCacheSeconds}`;
+    // Set for public files; reset only where this instance made it public (other objects are private by default).
+    if (want !== PRIVATE || this.caching.has(key)) {
+      if (this.caching.get(key) !== want) {
+        try {
+          await file.setMetadata({ cacheControl: want });
+        } catch (err) {
+          if (statusOf(err) !== 404) throw err; // gone: the URL will answer 404, as it should
+        }
+        this.caching.set(key, want);
+      }
+    }
+    const [url] = await file.getSignedUrl({
+      version: 'v4',
+      action: 'read',
+      expires: grant.expires,
+      ...(grant.from !== undefined && { accessibleAt: new Date(grant.from) }),
+    });
+    return { url, method: 'GET', headers: {}, expires: grant.expires };
   }
 
   async stat(key: string): Promise<FileInfo | null> {
@@ -68,6 +96,7 @@ export class GcsFiles implements FileStore {
   }
 
   async delete(key: string): Promise<void> {
+    this.caching.delete(key);
     try {
       await this.bucket.file(this.objectName(key)).delete();
     } catch (err) {

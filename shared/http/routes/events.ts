@@ -92,10 +92,11 @@ async function serveStream(
   let known: Map<string, PresenceView> | null = null;
   let presenceChain: Promise<void> = Promise.resolve();
   const presenceChanged = () => {
+    const signalled = sessions.presence.mark(); // a read started after this sees the change: the scope's streams share one
     presenceChain = presenceChain
       .then(async () => {
         if (gone || known === null) return;
-        const now = new Map((await sessions.presence.list(id)).map((e) => [e.session, e]));
+        const now = new Map((await sessions.presence.list(id, signalled)).map((e) => [e.session, e]));
         for (const [s, e] of now) {
           const was = known.get(s);
           if (!was) await sse.event('presence', JSON.stringify({ action: 'join', ...e }));

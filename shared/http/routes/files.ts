@@ -3,13 +3,14 @@
  * answered by the same server. `PUT /v1/files/{token}` stores an upload's bytes if the token is
  * ours, for PUT, unexpired, and the request's `Content-Type` (and `Content-MD5`, when signed) are
  * the signed ones, within the signed size; the upload is then ready (or failed) at once.
- * `GET /v1/files/{token}` answers the bytes. A refused token is 403 `forbidden`, as Cloud Storage
+ * `GET /v1/files/{token}` answers the bytes (`Cache-Control: public` for a public file's URL,
+ * bounded by the URL's end; `private, max-age=0` otherwise). A refused token is 403 `forbidden`, as Cloud Storage
  * refuses a bad signature; on the Google stack these routes do not exist (404). The request log
  * writes the path with the token redacted (respond.ts `redact`).
  */
 import { createHash } from 'node:crypto';
 import { PatchbayError } from '../../errors.js';
-import type { FileServer } from '../../ports/files.js';
+import type { FileGrant, FileServer } from '../../ports/files.js';
 import { uploadOfObject } from '../../uploads/uploads.js';
 import { readRaw } from '../body.js';
 import type { Ctx } from '../context.js';
@@ -63,7 +64,7 @@ export const fileRoutes: Route<Ctx>[] = [
       ctx.res.writeHead(200, {
         'content-type': found.contentType,
         'content-length': String(found.data.byteLength),
-        'cache-control': 'private, max-age=0',
+        'cache-control': cacheControl(grant),
         'x-content-type-options': 'nosniff',
         'content-disposition': 'attachment',
       });
@@ -71,3 +72,13 @@ export const fileRoutes: Route<Ctx>[] = [
     },
   },
 ];
+
+/**
+ * A public file's bytes may be cached by anyone, but never past its URL's end (a cache then
+ * holds nothing the URL would not give); anything else is private and not cached.
+ */
+function cacheControl(grant: FileGrant): string {
+  if (grant.publicCacheSeconds === undefined) return 'private, max-age=0';
+  const left = Math.floor((grant.expires - Date.now()) / 1000);
+  return `public, max-age=${Math.max(0, Math.min(grant.publicCacheSeconds, left))}`;
+}

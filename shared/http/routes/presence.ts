@@ -2,7 +2,7 @@
  * Route group `presence` (issue 15, item 9; docs/uploads-and-sessions.md): who is watching a
  * scope, for its readers only (404 `scope_not_found` for anyone else, as for the scope itself).
  * - `GET /v1/scopes/{id}/presence`: `{scope, present: [{user, session, since, status}]}`, oldest
- *   first (at most PRESENCE_LIST_MAX). A public scope's presence needs no token.
+ *   first (at most PATCHBAY_PRESENCE_MAX_LISTED). A public scope's presence needs no token.
  * - `PUT /v1/scopes/{id}/presence` `{session, status?}`: joins the caller's open session to the
  *   scope, or updates its status (JSON, at most PATCHBAY_PRESENCE_MAX_STATUS_BYTES), at the
  *   user's presence rate (PATCHBAY_RATE_PRESENCE). The entry lasts as long as the session: it

@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { PatchbayError } from '../../errors.js';
 import type { Json } from '../../json.js';
 import { jsonValue, patchSchema, SCOPE_ID } from '../../protocol.js';
-import { MAX_INFO_BYTES, MAX_REASON, sessionView } from '../../sessions/sessions.js';
+import { MAX_REASON, sessionView } from '../../sessions/sessions.js';
 import { readBody } from '../body.js';
 import { type Ctx, checkedParam, readableHead, user } from '../context.js';
 import { sendJson } from '../respond.js';
@@ -80,8 +80,9 @@ export const sessionRoutes: Route<Ctx>[] = [
       const hasBody = ctx.req.headers['content-length'] !== undefined && ctx.req.headers['content-length'] !== '0';
       const body = hasBody || ctx.req.headers['transfer-encoding'] !== undefined ? await readBody(ctx.req, closeSchema, ctx.deps.config) : {};
       const info: Json = body.info ?? null;
-      if (Buffer.byteLength(JSON.stringify(info)) > MAX_INFO_BYTES) {
-        throw new PatchbayError('too_large', `a close's info is at most ${MAX_INFO_BYTES} bytes of JSON`, { limit: 'closeInfoBytes', max: MAX_INFO_BYTES });
+      const max = ctx.deps.sessions.maxInfoBytes;
+      if (Buffer.byteLength(JSON.stringify(info)) > max) {
+        throw new PatchbayError('too_large', `a close's info is at most ${max} bytes of JSON`, { limit: 'sessionMaxInfoBytes', max });
       }
       const v = await ctx.deps.sessions.close(id, u.id, body.reason ?? 'closed', info);
       sendJson(ctx.res, 200, sessionView(id, v));

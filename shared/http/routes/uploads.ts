@@ -4,7 +4,10 @@
  * (`POST /v1/uploads/{id}/complete`, the owner: marks it ready if its object is there, else 409
  * `upload_incomplete`; needed only where no notification arrives), and downloading
  * (`GET /v1/uploads/{id}/download`: a signed GET URL for whoever may read the scope, 404 for
- * anyone else as for any scope, no token needed for a public one). The state machine and the
+ * anyone else as for any scope, no token needed for a public one; `GET /v1/uploads/{id}/file`:
+ * the same, as a 302 to the URL, for `<img src>`). A public scope's file gets a long-lived URL,
+ * the same for every caller for half its life, and both answers may be cached publicly until
+ * then (shared/uploads/uploads.ts `download`). The state machine and the
  * limits are shared/uploads/uploads.ts; the embedded signed URLs are answered by routes/files.ts.
  * Signed URLs are not logged (the request log records routes and scopes only).
  */
@@ -54,10 +57,35 @@ export const uploadRoutes: Route<Ctx>[] = [
     name: 'uploads.download',
     run: async (ctx) => {
       const id = scopeId(ctx);
-      const caller = await reader(ctx);
-      await readableHead(ctx, id, caller);
-      const url = await ctx.deps.uploads.download(id);
-      sendJson(ctx.res, 200, { id, ...shown(ctx, url) });
+      const url = await downloadFor(ctx, id);
+      sendJson(ctx.res, 200, { id, ...shown(ctx, url), cache: url.cache }, answerCache(url));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/uploads/{id}/file',
+    name: 'uploads.file',
+    run: async (ctx) => {
+      const id = scopeId(ctx);
+      const url = await downloadFor(ctx, id);
+      ctx.res.writeHead(302, { location: shown(ctx, url).url, 'content-length': '0', ...answerCache(url) });
+      ctx.res.end();
     },
   },
 ];
+
+/** The download of an upload for this request's caller: 404 for anyone who may not read it, as for any scope; public scopes get the cacheable URL. */
+async function downloadFor(ctx: Ctx, id: string) {
+  const head = await readableHead(ctx, id, await reader(ctx));
+  return ctx.deps.uploads.download(id, { public: head.meta.access?.visibility === 'public' });
+}
+
+/**
+ * How long the answer naming a URL may be reused: a public file's URL until its window ends (the
+ * next caller would get the next window's URL), by anyone; a private one by nobody.
+ */
+function answerCache(url: { cache: 'public' | 'private'; windowEnd?: number; expires: number }): Record<string, string> {
+  if (url.cache === 'private') return { 'cache-control': 'private, no-store' };
+  const windowEnd = url.windowEnd ?? url.expires;
+  return { 'cache-control': `public, max-age=${Math.max(0, Math.floor((windowEnd - Date.now()) / 1000))}` };
+}

@@ -26,6 +26,7 @@ import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import type { Transport } from './http.js';
+import type { OfflineStore, SavedPending, SavedScope } from './offline.js';
 import { backoff, ScopeStream, type StreamStatus } from './stream.js';
 
 /** The server's acknowledgement of one patch: the index it was committed at. */
@@ -79,6 +80,8 @@ export interface ScopeContext {
   session: string;
   nextSi(): number;
   onClose(scope: LiveScope): void;
+  /** The client's storage (./offline.ts), when it has one: every change is stored, and nothing is sent before it is. */
+  store?: OfflineStore;
 }
 
 export class LiveScope extends Emitter<ScopeEvents> {
@@ -103,17 +106,25 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private syncWaiters: Array<{ resolve(): void; reject(err: PatchbayClientError): void }> = [];
   private readonly stream: ScopeStream;
   private settleReady!: { resolve(s: Json): void; reject(e: PatchbayClientError): void };
+  /** What stays stored once the scope is closed (its pending patches are resent when it is opened again). */
+  private lastSaved: SavedScope | undefined;
 
   constructor(
     readonly id: string,
     private readonly ctx: ScopeContext,
-    initial?: { ii: number; state: Json },
+    initial?: { ii: number; state: Json; pending?: SavedPending[] },
   ) {
     super();
     this.ready = new Promise<Json>((resolve, reject) => {
       this.settleReady = { resolve, reject };
     });
     this.ready.catch(() => {}); // a caller who never awaits it must not see an unhandled rejection
+    if (initial?.pending?.length) {
+      // Restored from storage (./offline.ts): no caller awaits them; they may have reached the
+      // server before the restart (`sent`), so only the server's answer may drop them.
+      this.pending = initial.pending.map((p) => ({ patch: p.patch, si: p.si, sent: true, resolve() {}, reject() {} }));
+      queueMicrotask(() => void this.flush());
+    }
     if (initial) this.setConfirmed(initial.ii, initial.state);
     this.stream = new ScopeStream(ctx.transport, `/v1/scopes/${encodeURIComponent(id)}/events`, {
       lastId: () => this.confirmed?.ii,
@@ -203,6 +214,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   /** Stops the stream; patches not yet acknowledged are given up (their promises reject with `closed`). */
   close(): void {
     if (this.closed) return;
+    this.lastSaved = this.saved();
     this.closed = true;
     this.stream.close();
     const err = new PatchbayClientError('closed', 'the scope was closed');
@@ -231,8 +243,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
     this.confirmed = { ii, state };
     this.ii = ii;
     this.state = state;
-    this.settleReady.resolve(state);
-    for (const w of this.watchers) w(state, null);
+    if (this.pending.length > 0) this.rebase(); // patches restored from storage, on top of the state stored with them
+    this.settleReady.resolve(this.state);
+    for (const w of this.watchers) w(this.state, null);
     this.checkSynced();
   }
 
@@ -344,6 +357,8 @@ export class LiveScope extends Emitter<ScopeEvents> {
     let attempt = 0;
     try {
       for (;;) {
+        // Nothing leaves before it is stored with its si (./offline.ts): a restart resends it, never re-numbers it.
+        if (this.ctx.store) await this.ctx.store.durable();
         if (this.closed) break;
         const batch = this.pending.filter((x) => x.ack === undefined).slice(0, this.batchMax);
         if (batch.length === 0) break;
@@ -437,6 +452,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private acked(p: Pending, ack: Ack): void {
     p.ack = ack.ii;
     p.resolve(ack);
+    this.persist();
     const c = this.confirmed as { ii: number; state: Json };
     if (ack.ii <= c.ii) {
       // A resend acknowledged as a duplicate whose event came first (and was taken for another
@@ -466,9 +482,23 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private notify(patch: Patch | null): void {
     const state = this.state as Json;
     for (const w of this.watchers) w(state, patch);
+    this.persist();
+  }
+
+  /** What storage keeps of this scope: the confirmed state and the patches not acknowledged yet. */
+  private saved(): SavedScope | undefined {
+    if (this.closed) return this.lastSaved;
+    const c = this.confirmed;
+    if (!c) return undefined;
+    return { ii: c.ii, state: c.state, pending: this.pending.filter((p) => p.ack === undefined).map((p) => ({ patch: p.patch, si: p.si })) };
+  }
+
+  private persist(): void {
+    if (this.ctx.store && this.confirmed && !this.closed) this.ctx.store.scope(this.id, () => this.saved());
   }
 
   private checkSynced(): void {
+    this.persist();
     if (this.pending.length > 0 || !this.confirmed) return;
     const waiters = this.syncWaiters;
     this.syncWaiters = [];

@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, client, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, client (and its offline queue), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -26,6 +26,7 @@ import { namesContract } from './contract/names.js';
 import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
+import { stateAtContract } from './contract/state-at.js';
 import { tagsContract } from './contract/tags.js';
 import { uploadsContract } from './contract/uploads.js';
 import { validationContract } from './contract/validation.js';
@@ -84,6 +85,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   sseContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientOfflineContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // Two instances on one namespace (Firestore root, Pub/Sub topic): an access change made on one
   // reaches the other's streams as a signal on the topic.
   sharingContract(

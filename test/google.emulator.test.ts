@@ -16,6 +16,7 @@ import type { PatchEvent } from '../shared/protocol.js';
 import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { clientContract } from './contract/client.js';
+import { clientHistoryContract } from './contract/client-history.js';
 import { clientOfflineContract } from './contract/client-offline.js';
 import { configContract, failingPutOnce } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
@@ -85,6 +86,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   sseContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientOfflineContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // Two instances on one namespace (Firestore root, Pub/Sub topic): an access change made on one
   // reaches the other's streams as a signal on the topic.

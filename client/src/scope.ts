@@ -25,6 +25,7 @@ import { applyPatch } from './apply.js';
 import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
+import { UndoStack } from './history.js';
 import type { Transport } from './http.js';
 import type { OfflineStore, SavedPending, SavedScope } from './offline.js';
 import { backoff, ScopeStream, type StreamStatus } from './stream.js';
@@ -38,7 +39,7 @@ export interface Ack {
 }
 
 /** A committed patch, as streams and history carry it. */
-interface PatchEventData {
+export interface PatchEventData {
   ii: number;
   patch: Patch;
   at?: number;
@@ -106,6 +107,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private syncWaiters: Array<{ resolve(): void; reject(err: PatchbayClientError): void }> = [];
   private readonly stream: ScopeStream;
   private settleReady!: { resolve(s: Json): void; reject(e: PatchbayClientError): void };
+  private readonly undoStack = new UndoStack();
+  /** Set while `undo()`/`redo()` sends its inverse through `patch()`. */
+  private recording: 'undo' | 'redo' | undefined;
   /** What stays stored once the scope is closed (its pending patches are resent when it is opened again). */
   private lastSaved: SavedScope | undefined;
 
@@ -164,6 +168,8 @@ export class LiveScope extends Emitter<ScopeEvents> {
     // it conflicts: the same failure is also a `conflict` or `error` event. Awaiting it still throws.
     promise.catch(() => {});
     this.pending.push(p);
+    if (this.recording) this.undoStack.did(this.recording, this.state, patch, next, promise);
+    else this.undoStack.made(this.state, patch, next, promise);
     this.state = next;
     this.notify(patch);
     queueMicrotask(() => void this.flush());
@@ -194,6 +200,68 @@ export class LiveScope extends Emitter<ScopeEvents> {
       exact = JSON.stringify(applyPatch(before, ops)) === JSON.stringify(after);
     } catch {}
     return this.patch(exact ? ops : [{ op: 'replace', path: '', value: after }]);
+  }
+
+  /**
+   * Undoes this client's last own patch (not undone yet, not refused) with a new patch: its inverse,
+   * computed from the state it applied to, sent like any patch (ordered, checked, retried). Each
+   * place it restores is first tested to still hold what the patch put there, so if someone else
+   * changed the same place since, the undo rejects with `patch_failed` (at once when this client
+   * already sees their change; else as a `conflict`, like any patch) and changes nothing.
+   * Resolves with its ack, or null when there is nothing to undo.
+   */
+  undo(): Promise<Ack | null> {
+    return this.revert('undo');
+  }
+
+  /** Redoes the last undone patch (as `undo()` does, the other way); null when there is nothing to redo. A new patch of this client's clears the redos. */
+  redo(): Promise<Ack | null> {
+    return this.revert('redo');
+  }
+
+  /** Whether `undo()` / `redo()` has something to send. */
+  get canUndo(): boolean {
+    return this.undoStack.canUndo();
+  }
+
+  get canRedo(): boolean {
+    return this.undoStack.canRedo();
+  }
+
+  private async revert(which: 'undo' | 'redo'): Promise<Ack | null> {
+    if (this.state === undefined) await this.ready;
+    const inverse = this.undoStack.take(which);
+    if (!inverse) return null;
+    this.recording = which; // patch() records synchronously, before it returns
+    let sent: Promise<Ack>;
+    try {
+      sent = this.patch(inverse);
+    } finally {
+      this.recording = undefined;
+    }
+    return sent;
+  }
+
+  /**
+   * The committed patches `from..to` (inclusive; default the whole log), from the log tail and
+   * cold storage alike (`GET /v1/scopes/{id}/patches`).
+   */
+  async history(range: { from?: number; to?: number } = {}): Promise<PatchEventData[]> {
+    const q = new URLSearchParams();
+    if (range.from !== undefined) q.set('from', String(range.from));
+    if (range.to !== undefined) q.set('to', String(range.to));
+    const res = await this.ctx.transport.send('GET', `/v1/scopes/${encodeURIComponent(this.id)}/patches${q.size > 0 ? `?${q}` : ''}`);
+    if (!res.ok) throw await errorFrom(res);
+    return (await res.text())
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as PatchEventData);
+  }
+
+  /** The server's state of this scope at index `ii` (0: the initial state), rebuilt by the server (`GET /v1/scopes/{id}/at/{ii}`). */
+  async stateAt(ii: number): Promise<Json> {
+    const body = await this.ctx.transport.json<{ state: Json }>('GET', `/v1/scopes/${encodeURIComponent(this.id)}/at/${ii}`);
+    return body.state;
   }
 
   /** Calls `watcher` with the current state (at once, or when ready) and after every change; returns the unsubscribe function. */

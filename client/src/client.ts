@@ -66,7 +66,9 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     super();
     this.transport = new Transport(opts);
     this.session = restored?.client?.session ?? randomId();
-    this.si = restored?.client?.si ?? 0;
+    // Past every si stored anywhere: a crash can leave a scope's record (holding a patch and its
+    // si) written and the client record of the same write pass not yet.
+    this.si = Math.max(restored?.client?.si ?? 0, ...[...(restored?.scopes.values() ?? [])].flatMap((s) => s.pending.map((p) => p.si)));
     this.store = restored?.store;
     this.saved = restored?.scopes ?? new Map();
   }

@@ -7,21 +7,33 @@
  * before the restart (its answer lost) is acknowledged as a duplicate and applied once; a patch
  * made after the restart is never mistaken for an old one; a stored scope is ready without the network.
  */
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileStorage } from '../../client/src/file-storage.js';
-import { type Ack, createClient, type LiveScope, memoryStorage, openClient, type Patch, type PatchbayClient } from '../../client/src/index.js';
-import { removeTempDirs, type TestServer, tempDir } from '../helpers/server.js';
+import {
+  type Ack,
+  type ClientStorage,
+  createClient,
+  type LiveScope,
+  memoryStorage,
+  openClient,
+  type Patch,
+  type PatchbayClient,
+} from '../../client/src/index.js';
+import { type TestServer, tempDir } from '../helpers/server.js';
 import { anonymousToken, history, serverState, until } from './client.js';
 import type { StartServer } from './http.js';
 
 type Mode = 'online' | 'offline' | 'lose-answers';
 
 /** A fetch with a switch: offline fails every request and cuts the streams; lose-answers lets writes commit and loses their answers. */
-export function switchable(): { fetch: typeof fetch; set(mode: Mode): void; duplicates: number } {
+export function switchable(): { fetch: typeof fetch; set(mode: Mode): void; duplicates: number; writes: number } {
   let mode: Mode = 'online';
   const streams = new Set<AbortController>();
   const sw = {
     duplicates: 0,
+    /** Writes whose answer was lost (the server committed them). */
+    writes: 0,
     set(m: Mode) {
       mode = m;
       if (m === 'offline') for (const a of streams) a.abort();
@@ -37,6 +49,7 @@ export function switchable(): { fetch: typeof fetch; set(mode: Mode): void; dupl
       const res = await fetch(input, init);
       const write = init?.method === 'POST' && (url.endsWith('/patches') || url.endsWith('/v1/batch'));
       if (write && mode === 'lose-answers') {
+        sw.writes++;
         await res.body?.cancel();
         throw new TypeError('fetch failed (answer lost)');
       }
@@ -61,10 +74,16 @@ export function clientOfflineContract(stack: string, start: StartServer): void {
     });
     afterAll(async () => {
       for (const c of clients) c.close();
-      removeTempDirs();
+      // Only this suite's own directories: the stack's (its signing key...) outlive it.
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
       await srv.close();
     });
-    const dir = () => tempDir('patchbay-client-store-');
+    const dirs: string[] = [];
+    const dir = () => {
+      const d = tempDir('patchbay-client-store-');
+      dirs.push(d);
+      return d;
+    };
 
     it('writes made offline are applied locally at once, and go out once when the network is back', async () => {
       const token = await anonymousToken(srv);
@@ -149,6 +168,31 @@ export function clientOfflineContract(stack: string, start: StartServer): void {
       expect((await ack).ii).toBe(2);
       await offline.synced();
       expect((await serverState(srv, token, s.id)).state).toEqual({ log: [1, 2] });
+    });
+
+    it("a new patch after a restart takes an si past every stored patch's, even when the client record lagged behind", async () => {
+      const token = await anonymousToken(srv);
+      const inner = memoryStorage();
+      // A crash between the two writes of one pass: the scope record (with the patch and its si) is stored, the client record is not.
+      let frozen = false;
+      const storage: ClientStorage = { ...inner, set: async (key, value) => (frozen && key.endsWith('client') ? undefined : inner.set(key, value)) };
+      const net = switchable();
+      const before = await openClient({ url: srv.url, token, storage, fetch: net.fetch });
+      clients.push(before);
+      const s = await before.create({ state: { log: [] } });
+      await s.patch(add(1));
+      frozen = true;
+      net.set('lose-answers');
+      void s.patch(add(2)); // committed, its answer lost; si 2 stored only in the scope's record
+      await until(() => net.writes > 0, 'the write reached the server');
+      net.set('offline');
+      const after = await openClient({ url: srv.url, token, storage });
+      clients.push(after);
+      await after.synced();
+      const again = after.scope(s.id);
+      const fresh = await again.patch(add(3));
+      expect(fresh.duplicate).toBeUndefined();
+      expect((await history(srv, token, s.id)).map((r) => r.patch)).toEqual([add(1), add(2), add(3)]);
     });
 
     it('without a token, the anonymous user is stored too: a restart resends as the same user', async () => {

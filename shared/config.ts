@@ -312,6 +312,12 @@ export const CONFIG_TABLE = {
     rate,
     "Pages of `GET /v1/scopes` (a user's scopes) per user, as `<tokens>/<window>` (`60/1m`). 429 `rate_limited`.",
   ),
+  rateStateAt: setting(
+    'PATCHBAY_RATE_STATE_AT',
+    { tokens: 120, windowMs: 60_000 },
+    rate,
+    "A scope's state at a past index (`GET /v1/scopes/{id}/at/{ii}`, each a rebuild from the nearest snapshot, bundles and the log) per user, or per client address for a public scope read without a token, as `<tokens>/<window>` (`120/1m`). 429 `rate_limited`.",
+  ),
   rateQuery: setting(
     'PATCHBAY_RATE_QUERY',
     { tokens: 120, windowMs: 60_000 },
@@ -687,6 +693,7 @@ export const CONFIG_SECTIONS = {
     'rateWrite',
     'rateWriteKiB',
     'rateList',
+    'rateStateAt',
     'rateQuery',
     'rateClaim',
     'rateServiceTokens',

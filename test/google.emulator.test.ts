@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, client, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, client (and its offline queue), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -16,6 +16,8 @@ import type { PatchEvent } from '../shared/protocol.js';
 import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { clientContract } from './contract/client.js';
+import { clientHistoryContract } from './contract/client-history.js';
+import { clientOfflineContract } from './contract/client-offline.js';
 import { configContract, failingPutOnce, type StartDelivering } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { deployBootstrapContract } from './contract/deploy-bootstrap.js';
@@ -26,6 +28,7 @@ import { namesContract } from './contract/names.js';
 import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
 import { sseContract } from './contract/sse.js';
+import { stateAtContract } from './contract/state-at.js';
 import { tagsContract } from './contract/tags.js';
 import { uploadsContract } from './contract/uploads.js';
 import { validationContract } from './contract/validation.js';
@@ -83,6 +86,9 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   httpContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   sseContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientOfflineContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // Two instances on one namespace (Firestore root, Pub/Sub topic): an access change made on one
   // reaches the other's streams as a signal on the topic.
   sharingContract(

@@ -1041,6 +1041,28 @@ describe('patches', () => {
     expectError(await call('GET', '/v1/scopes/{id}/patches', { id: BAD_ID }), 400, 'invalid_request');
     expectError(await call('GET', '/v1/scopes/{id}/patches', { id: MISSING }), 404, 'scope_not_found');
   });
+
+  it('serves the state at a past index (200), 400s an index past head or not an index, 401s without a token, 404s a missing scope, 429s past the rate', async () => {
+    const at = '/v1/scopes/{id}/at/{ii}';
+    const res = await call('GET', at, { id, params: { ii: '1' }, token: bob.token });
+    expect(res.status).toBe(200);
+    expect(res.json.ii).toBe(1);
+    expectError(await call('GET', at, { id, params: { ii: '99' } }), 400, 'invalid_request');
+    expectError(await call('GET', at, { id, params: { ii: '01' } }), 400, 'invalid_request');
+    expectError(await call('GET', at, { id, params: { ii: '0' }, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', at, { id: MISSING, params: { ii: '0' } }), 404, 'scope_not_found');
+    const limited = await startServer({ limits: 'on', rateStateAt: { tokens: 1, windowMs: 60_000 } });
+    try {
+      const c = await limited.client();
+      const s = (await c.request('POST', '/v1/scopes', { body: { state: {} } })).json.id as string;
+      expect((await c.request('GET', `/v1/scopes/${s}/at/0`)).status).toBe(200);
+      const refused = await c.request('GET', `/v1/scopes/${s}/at/0`);
+      check(refused, 'GET', at);
+      expectError(refused, 429, 'rate_limited');
+    } finally {
+      await limited.close();
+    }
+  });
 });
 
 interface SseBlock {

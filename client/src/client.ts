@@ -5,9 +5,11 @@
  */
 import type { Json } from '../../shared/json.js';
 import { Emitter } from './emitter.js';
-import type { PatchbayClientError } from './errors.js';
+import { errorFrom, PatchbayClientError } from './errors.js';
 import { type TokenProvider, Transport } from './http.js';
+import { OfflineStore, type Restored, type SavedScope } from './offline.js';
 import { type ConflictEvent, LiveScope } from './scope.js';
+import type { ClientStorage } from './storage.js';
 import type { StreamStatus } from './stream.js';
 
 export interface ClientOptions {
@@ -19,6 +21,13 @@ export interface ClientOptions {
   domain?: string;
   /** A `fetch` to use instead of the global one. */
   fetch?: typeof fetch;
+}
+
+export interface OfflineOptions extends ClientOptions {
+  /** Where pending patches, the retry session and scopes' last states are kept (./storage.ts). */
+  storage: ClientStorage;
+  /** Prefix of this client's keys in `storage` (default `patchbay:`): one per app and server sharing a store. */
+  storageKey?: string;
 }
 
 export interface AccessOptions {
@@ -48,11 +57,20 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   private si = 0;
   private readonly scopes = new Map<string, LiveScope>();
   private readonly transport: Transport;
+  private readonly store: OfflineStore | undefined;
+  /** Scopes' records found in storage at open, used when each is first opened. */
+  private readonly saved: Map<string, SavedScope>;
 
-  constructor(opts: ClientOptions) {
+  /** Use `createClient`, or `openClient` for a client with storage. */
+  constructor(opts: ClientOptions, restored?: Restored & { store: OfflineStore }) {
     super();
     this.transport = new Transport(opts);
-    this.session = randomId();
+    this.session = restored?.client?.session ?? randomId();
+    // Past every si stored anywhere: a crash can leave a scope's record (holding a patch and its
+    // si) written and the client record of the same write pass not yet.
+    this.si = Math.max(restored?.client?.si ?? 0, ...[...(restored?.scopes.values() ?? [])].flatMap((s) => s.pending.map((p) => p.si)));
+    this.store = restored?.store;
+    this.saved = restored?.scopes ?? new Map();
   }
 
   /** Creates a scope (`POST /v1/scopes`) and opens it live, already `ready` with the created state. */
@@ -90,15 +108,36 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     return this.transport.json<T>(method, path, body);
   }
 
-  private open(id: string, initial?: { ii: number; state: Json }): LiveScope {
+  /** The token this client signed in with anonymously (kept in storage, so a restart is the same user). */
+  anonymousToken: string | undefined;
+
+  /** @internal A storage adapter failed: an `error` event (the write goes on; it is not stored). */
+  storageFailed(err: PatchbayClientError): void {
+    this.emit('error', err);
+  }
+
+  /** @internal Stores the client record (session, last si, anonymous token) with the next write. */
+  remember(): void {
+    this.store?.client(() => ({ session: this.session, si: this.si, token: this.anonymousToken }));
+  }
+
+  private open(id: string, fresh?: { ii: number; state: Json }): LiveScope {
     const existing = this.scopes.get(id);
     if (existing) return existing;
+    // From storage: the last confirmed state and the patches still to send (fresh from the server: nothing was pending on it).
+    const initial = fresh ?? this.saved.get(id);
+    this.saved.delete(id);
     const scope = new LiveScope(
       id,
       {
         transport: this.transport,
         session: this.session,
-        nextSi: () => ++this.si,
+        nextSi: () => {
+          const si = ++this.si;
+          this.remember();
+          return si;
+        },
+        store: this.store,
         onClose: (s) => {
           if (this.scopes.get(s.id) === s) this.scopes.delete(s.id);
         },
@@ -116,6 +155,66 @@ export class PatchbayClient extends Emitter<ClientEvents> {
 /** A client of `opts.url`. */
 export function createClient(opts: ClientOptions): PatchbayClient {
   return new PatchbayClient(opts);
+}
+
+/**
+ * A client whose writes survive a reload or a restart (./offline.ts): it reads `opts.storage`
+ * first, keeps its retry session and `si` from there, and opens at once every scope with patches
+ * still to send, which are resent with their original `(session, si)` (the server acknowledges one
+ * it already committed as a duplicate). A scope opened later starts from its stored state, so it
+ * is `ready` (and writable) without the network. Without `token`, the anonymous token it signs in
+ * with is stored too.
+ *
+ * @example
+ * const client = await openClient({ url, storage: indexedDbStorage() });
+ */
+export async function openClient(opts: OfflineOptions): Promise<PatchbayClient> {
+  let client: PatchbayClient | undefined;
+  const store = new OfflineStore(opts.storage, opts.storageKey ?? 'patchbay:', (err) =>
+    client?.storageFailed(new PatchbayClientError('storage_error', `storage: ${err instanceof Error ? err.message : String(err)}`)),
+  );
+  const restored = await store.load();
+  let stored = restored.client?.token;
+  const token: string | TokenProvider | undefined =
+    opts.token ??
+    (async () => {
+      if (stored !== undefined) {
+        const t = stored;
+        stored = undefined; // asked again (after a 401): it expired, sign in afresh
+        return t;
+      }
+      const t = await signInAnonymously(opts);
+      const c = client as PatchbayClient;
+      c.anonymousToken = t;
+      c.remember();
+      await store.durable();
+      return t;
+    });
+  client = new PatchbayClient({ ...opts, token }, { ...restored, store });
+  client.anonymousToken = opts.token === undefined ? restored.client?.token : undefined;
+  for (const [id, s] of restored.scopes) if (s.pending.length > 0) client.scope(id);
+  return client;
+}
+
+async function signInAnonymously(opts: ClientOptions): Promise<string> {
+  const f = opts.fetch ?? fetch;
+  const headers: Record<string, string> = {};
+  if (opts.domain !== undefined) {
+    headers['x-patchbay-domain'] = opts.domain;
+    headers['content-type'] = 'application/json';
+  }
+  let res: Response;
+  try {
+    res = await f(`${opts.url.replace(/\/+$/, '')}/v1/auth/anonymous`, {
+      method: 'POST',
+      headers,
+      body: opts.domain === undefined ? undefined : JSON.stringify({ domain: opts.domain }),
+    });
+  } catch (err) {
+    throw new PatchbayClientError('network_error', `POST /v1/auth/anonymous: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (!res.ok) throw await errorFrom(res);
+  return ((await res.json()) as { token: string }).token;
 }
 
 /** 128 random bits, hex (crypto.getRandomValues exists in browsers, secure or not, and in Node 20). */

@@ -13,8 +13,19 @@ export type { ErrorCode } from '../../shared/errors.js';
 export type { Json } from '../../shared/json.js';
 export type { Operation, Patch, PatchEvent } from '../../shared/wire.js';
 export { applyPatch } from './apply.js';
-export { type AccessOptions, type ClientEvents, type ClientOptions, type CreateOptions, createClient, PatchbayClient } from './client.js';
+export {
+  type AccessOptions,
+  type ClientEvents,
+  type ClientOptions,
+  type CreateOptions,
+  createClient,
+  type OfflineOptions,
+  openClient,
+  PatchbayClient,
+} from './client.js';
 export { type ClientErrorCode, PatchbayClientError } from './errors.js';
+export { invert } from './history.js';
 export type { TokenProvider } from './http.js';
-export { type Ack, type ConflictEvent, LiveScope, type ScopeEvents, type Watcher } from './scope.js';
+export { type Ack, type ConflictEvent, LiveScope, type PatchEventData, type ScopeEvents, type Watcher } from './scope.js';
+export { type ClientStorage, indexedDbStorage, memoryStorage } from './storage.js';
 export type { StreamStatus } from './stream.js';

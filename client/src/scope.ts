@@ -25,7 +25,9 @@ import { applyPatch } from './apply.js';
 import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
+import { UndoStack } from './history.js';
 import type { Transport } from './http.js';
+import type { OfflineStore, SavedPending, SavedScope } from './offline.js';
 import { backoff, ScopeStream, type StreamStatus } from './stream.js';
 
 /** The server's acknowledgement of one patch: the index it was committed at. */
@@ -37,7 +39,7 @@ export interface Ack {
 }
 
 /** A committed patch, as streams and history carry it. */
-interface PatchEventData {
+export interface PatchEventData {
   ii: number;
   patch: Patch;
   at?: number;
@@ -79,6 +81,8 @@ export interface ScopeContext {
   session: string;
   nextSi(): number;
   onClose(scope: LiveScope): void;
+  /** The client's storage (./offline.ts), when it has one: every change is stored, and nothing is sent before it is. */
+  store?: OfflineStore;
 }
 
 export class LiveScope extends Emitter<ScopeEvents> {
@@ -103,17 +107,28 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private syncWaiters: Array<{ resolve(): void; reject(err: PatchbayClientError): void }> = [];
   private readonly stream: ScopeStream;
   private settleReady!: { resolve(s: Json): void; reject(e: PatchbayClientError): void };
+  private readonly undoStack = new UndoStack();
+  /** Set while `undo()`/`redo()` sends its inverse through `patch()`. */
+  private recording: 'undo' | 'redo' | undefined;
+  /** What stays stored once the scope is closed (its pending patches are resent when it is opened again). */
+  private lastSaved: SavedScope | undefined;
 
   constructor(
     readonly id: string,
     private readonly ctx: ScopeContext,
-    initial?: { ii: number; state: Json },
+    initial?: { ii: number; state: Json; pending?: SavedPending[] },
   ) {
     super();
     this.ready = new Promise<Json>((resolve, reject) => {
       this.settleReady = { resolve, reject };
     });
     this.ready.catch(() => {}); // a caller who never awaits it must not see an unhandled rejection
+    if (initial?.pending?.length) {
+      // Restored from storage (./offline.ts): no caller awaits them; they may have reached the
+      // server before the restart (`sent`), so only the server's answer may drop them.
+      this.pending = initial.pending.map((p) => ({ patch: p.patch, si: p.si, sent: true, resolve() {}, reject() {} }));
+      queueMicrotask(() => void this.flush());
+    }
     if (initial) this.setConfirmed(initial.ii, initial.state);
     this.stream = new ScopeStream(ctx.transport, `/v1/scopes/${encodeURIComponent(id)}/events`, {
       lastId: () => this.confirmed?.ii,
@@ -153,6 +168,8 @@ export class LiveScope extends Emitter<ScopeEvents> {
     // it conflicts: the same failure is also a `conflict` or `error` event. Awaiting it still throws.
     promise.catch(() => {});
     this.pending.push(p);
+    if (this.recording) this.undoStack.did(this.recording, this.state, patch, next, promise);
+    else this.undoStack.made(this.state, patch, next, promise);
     this.state = next;
     this.notify(patch);
     queueMicrotask(() => void this.flush());
@@ -185,6 +202,68 @@ export class LiveScope extends Emitter<ScopeEvents> {
     return this.patch(exact ? ops : [{ op: 'replace', path: '', value: after }]);
   }
 
+  /**
+   * Undoes this client's last own patch (not undone yet, not refused) with a new patch: its inverse,
+   * computed from the state it applied to, sent like any patch (ordered, checked, retried). Each
+   * place it restores is first tested to still hold what the patch put there, so if someone else
+   * changed the same place since, the undo rejects with `patch_failed` (at once when this client
+   * already sees their change; else as a `conflict`, like any patch) and changes nothing.
+   * Resolves with its ack, or null when there is nothing to undo.
+   */
+  undo(): Promise<Ack | null> {
+    return this.revert('undo');
+  }
+
+  /** Redoes the last undone patch (as `undo()` does, the other way); null when there is nothing to redo. A new patch of this client's clears the redos. */
+  redo(): Promise<Ack | null> {
+    return this.revert('redo');
+  }
+
+  /** Whether `undo()` / `redo()` has something to send. */
+  get canUndo(): boolean {
+    return this.undoStack.canUndo();
+  }
+
+  get canRedo(): boolean {
+    return this.undoStack.canRedo();
+  }
+
+  private async revert(which: 'undo' | 'redo'): Promise<Ack | null> {
+    if (this.state === undefined) await this.ready;
+    const inverse = this.undoStack.take(which);
+    if (!inverse) return null;
+    this.recording = which; // patch() records synchronously, before it returns
+    let sent: Promise<Ack>;
+    try {
+      sent = this.patch(inverse);
+    } finally {
+      this.recording = undefined;
+    }
+    return sent;
+  }
+
+  /**
+   * The committed patches `from..to` (inclusive; default the whole log), from the log tail and
+   * cold storage alike (`GET /v1/scopes/{id}/patches`).
+   */
+  async history(range: { from?: number; to?: number } = {}): Promise<PatchEventData[]> {
+    const q = new URLSearchParams();
+    if (range.from !== undefined) q.set('from', String(range.from));
+    if (range.to !== undefined) q.set('to', String(range.to));
+    const res = await this.ctx.transport.send('GET', `/v1/scopes/${encodeURIComponent(this.id)}/patches${q.size > 0 ? `?${q}` : ''}`);
+    if (!res.ok) throw await errorFrom(res);
+    return (await res.text())
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => JSON.parse(l) as PatchEventData);
+  }
+
+  /** The server's state of this scope at index `ii` (0: the initial state), rebuilt by the server (`GET /v1/scopes/{id}/at/{ii}`). */
+  async stateAt(ii: number): Promise<Json> {
+    const body = await this.ctx.transport.json<{ state: Json }>('GET', `/v1/scopes/${encodeURIComponent(this.id)}/at/${ii}`);
+    return body.state;
+  }
+
   /** Calls `watcher` with the current state (at once, or when ready) and after every change; returns the unsubscribe function. */
   watch(watcher: Watcher): () => void {
     this.watchers.add(watcher);
@@ -203,6 +282,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   /** Stops the stream; patches not yet acknowledged are given up (their promises reject with `closed`). */
   close(): void {
     if (this.closed) return;
+    this.lastSaved = this.saved();
     this.closed = true;
     this.stream.close();
     const err = new PatchbayClientError('closed', 'the scope was closed');
@@ -231,8 +311,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
     this.confirmed = { ii, state };
     this.ii = ii;
     this.state = state;
-    this.settleReady.resolve(state);
-    for (const w of this.watchers) w(state, null);
+    if (this.pending.length > 0) this.rebase(); // patches restored from storage, on top of the state stored with them
+    this.settleReady.resolve(this.state);
+    for (const w of this.watchers) w(this.state, null);
     this.checkSynced();
   }
 
@@ -344,6 +425,8 @@ export class LiveScope extends Emitter<ScopeEvents> {
     let attempt = 0;
     try {
       for (;;) {
+        // Nothing leaves before it is stored with its si (./offline.ts): a restart resends it, never re-numbers it.
+        if (this.ctx.store) await this.ctx.store.durable();
         if (this.closed) break;
         const batch = this.pending.filter((x) => x.ack === undefined).slice(0, this.batchMax);
         if (batch.length === 0) break;
@@ -437,6 +520,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private acked(p: Pending, ack: Ack): void {
     p.ack = ack.ii;
     p.resolve(ack);
+    this.persist();
     const c = this.confirmed as { ii: number; state: Json };
     if (ack.ii <= c.ii) {
       // A resend acknowledged as a duplicate whose event came first (and was taken for another
@@ -466,9 +550,23 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private notify(patch: Patch | null): void {
     const state = this.state as Json;
     for (const w of this.watchers) w(state, patch);
+    this.persist();
+  }
+
+  /** What storage keeps of this scope: the confirmed state and the patches not acknowledged yet. */
+  private saved(): SavedScope | undefined {
+    if (this.closed) return this.lastSaved;
+    const c = this.confirmed;
+    if (!c) return undefined;
+    return { ii: c.ii, state: c.state, pending: this.pending.filter((p) => p.ack === undefined).map((p) => ({ patch: p.patch, si: p.si })) };
+  }
+
+  private persist(): void {
+    if (this.ctx.store && this.confirmed && !this.closed) this.ctx.store.scope(this.id, () => this.saved());
   }
 
   private checkSynced(): void {
+    this.persist();
     if (this.pending.length > 0 || !this.confirmed) return;
     const waiters = this.syncWaiters;
     this.syncWaiters = [];

@@ -45,6 +45,7 @@ export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
     write: config.rateWrite,
     writeKiB: config.rateWriteKiB,
     list: config.rateList,
+    stateAt: config.rateStateAt,
     query: config.rateQuery,
     claim: config.rateClaim,
     serviceTokens: config.rateServiceTokens,
@@ -137,6 +138,11 @@ export class Limits {
   /** Before listing the user's scopes (a page of `GET /v1/scopes`): the user's list rate. */
   async list(user: string): Promise<void> {
     if (this.on) await this.rate('list', user);
+  }
+
+  /** Before rebuilding a state at a past index: the user's rate, or the client address's without a token. */
+  async stateAt(user: string | null, req: IncomingMessage): Promise<void> {
+    if (this.on) await this.rate('stateAt', user ?? `addr:${this.clientAddress(req)}`);
   }
 
   /** Before running a named query (`POST /v1/domains/{domain}/queries/{name}`): the user's query rate. */

@@ -15,7 +15,7 @@ import type { TestServer } from '../helpers/server.js';
 import type { StartServer } from './http.js';
 
 /** Polls until `pred` holds (bounded). */
-async function until(pred: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+export async function until(pred: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pred()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -23,7 +23,7 @@ async function until(pred: () => boolean, what: string, timeoutMs = 15_000): Pro
   }
 }
 
-async function history(srv: TestServer, token: string, id: string): Promise<Array<{ ii: number; patch: Patch }>> {
+export async function history(srv: TestServer, token: string, id: string): Promise<Array<{ ii: number; patch: Patch }>> {
   const res = await fetch(`${srv.url}/v1/scopes/${id}/patches`, { headers: { authorization: `Bearer ${token}` } });
   return (await res.text())
     .split('\n')
@@ -31,12 +31,12 @@ async function history(srv: TestServer, token: string, id: string): Promise<Arra
     .map((l) => JSON.parse(l));
 }
 
-async function serverState(srv: TestServer, token: string, id: string): Promise<{ ii: number; state: Json }> {
+export async function serverState(srv: TestServer, token: string, id: string): Promise<{ ii: number; state: Json }> {
   const res = await fetch(`${srv.url}/v1/scopes/${id}`, { headers: { authorization: `Bearer ${token}` } });
   return (await res.json()) as { ii: number; state: Json };
 }
 
-async function anonymousToken(srv: TestServer): Promise<string> {
+export async function anonymousToken(srv: TestServer): Promise<string> {
   const res = await fetch(`${srv.url}/v1/auth/anonymous`, { method: 'POST' });
   return ((await res.json()) as { token: string }).token;
 }

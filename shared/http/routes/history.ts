@@ -1,9 +1,18 @@
 /**
- * Route group `history`: `GET /v1/scopes/{id}/patches?from=a&to=b`, a scope's patches as NDJSON
- * (one `{ii, patch, at, by}` per line) from the log tail and cold storage alike, written with
- * back-pressure and stopped when the client leaves. Readers only (no token for a public scope).
+ * Route group `history`, readers only (no token for a public scope; a caller who may not read the
+ * scope learns `scope_not_found`, as for a missing one: shared/engine/access.ts):
+ * - `GET /v1/scopes/{id}/patches?from=a&to=b`, a scope's patches as NDJSON (one `{ii, patch, at,
+ *   by}` per line) from the log tail and cold storage alike, written with back-pressure and
+ *   stopped when the client leaves;
+ * - `GET /v1/scopes/{id}/at/{ii}`, the scope's state at any index 0..head (`{id, ii, state}`),
+ *   rebuilt from the latest snapshot at or below it, bundles and the log (shared/engine/read.ts,
+ *   guarantee 2), rate-limited per user (or client address) by PATCHBAY_RATE_STATE_AT. A past
+ *   state is not put in the hot cache (it holds the head's). An index past head is a 400
+ *   `invalid_request` with `head`; nothing is read or written for a refused request.
  */
-import { type Ctx, intParam, readableHead, reader, scopeId } from '../context.js';
+import { PatchbayError } from '../../errors.js';
+import { type Ctx, intParam, parseIndex, pathParam, readableHead, reader, scopeId } from '../context.js';
+import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 import { drained } from '../sse.js';
 
@@ -26,6 +35,28 @@ export const historyRoutes: Route<Ctx>[] = [
         if (ctx.res.destroyed) return;
       }
       ctx.res.end();
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/scopes/{id}/at/{ii}',
+    name: 'scopes.at',
+    run: async (ctx) => {
+      const id = scopeId(ctx);
+      const ii = parseIndex(pathParam(ctx, 1), 'ii');
+      const caller = await reader(ctx);
+      const head = await readableHead(ctx, id, caller);
+      if (ii > head.ii) {
+        throw new PatchbayError('invalid_request', `ii ${ii} is past the scope's head ${head.ii}`, {
+          head: head.ii,
+          issues: [{ path: ['ii'], message: `at most ${head.ii}` }],
+        });
+      }
+      await ctx.deps.limits.stateAt(caller?.id ?? null, ctx.req);
+      ctx.log.ii = ii;
+      const state = await ctx.deps.engine.stateAt(id, ii, { cache: ii === head.ii, trimmed: head.trimmed });
+      // A past state never changes: the ETag names it for good.
+      sendJson(ctx.res, 200, { id, ii, state }, { etag: `"${ii}"`, 'cache-control': 'private, no-cache' });
     },
   },
 ];

@@ -21,6 +21,7 @@ import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
+import { muxContract } from './contract/mux.js';
 import { namesContract } from './contract/names.js';
 import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
@@ -82,6 +83,14 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   httpContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   sseContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  muxContract(
+    'google',
+    (overrides) => startServer({ ...stack.config(), ...overrides }),
+    async () => {
+      const shared = stack.config();
+      return [await startServer({ ...shared, sseRetryMs: 50 }), await startServer({ ...shared, sseRetryMs: 50 })];
+    },
+  );
   // Two instances on one namespace (Firestore root, Pub/Sub topic): an access change made on one
   // reaches the other's streams as a signal on the topic.
   sharingContract(

@@ -21,7 +21,7 @@ type Fault = 'none' | 'lose-request' | 'lose-answer';
 function faulty(faults: Fault[], cutAfterMs: () => number): typeof fetch {
   return async (input, init) => {
     const url = String(input);
-    if (url.endsWith('/events')) {
+    if (/\/events(\?|$)/.test(url)) {
       const cut = AbortSignal.timeout(cutAfterMs());
       return fetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, cut]) : cut });
     }

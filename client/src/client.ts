@@ -7,8 +7,9 @@ import type { Json } from '../../shared/json.js';
 import { Emitter } from './emitter.js';
 import type { PatchbayClientError } from './errors.js';
 import { type TokenProvider, Transport } from './http.js';
+import { type MuxMode, type MuxOptions, MuxStream } from './mux.js';
 import { type ConflictEvent, LiveScope } from './scope.js';
-import type { StreamStatus } from './stream.js';
+import type { StreamHandlers, StreamStatus } from './stream.js';
 
 export interface ClientOptions {
   /** The server's base URL, e.g. `https://patchbay.example.com`. */
@@ -19,6 +20,11 @@ export interface ClientOptions {
   domain?: string;
   /** A `fetch` to use instead of the global one. */
   fetch?: typeof fetch;
+  /**
+   * All scopes on one connection (`GET /v1/events`, client/src/mux.ts), with long polling when a
+   * proxy buffers the stream: on by default; options tune it; `false` gives each scope its own stream.
+   */
+  multiplex?: boolean | MuxOptions;
 }
 
 export interface AccessOptions {
@@ -40,6 +46,8 @@ export interface ClientEvents extends Record<string, unknown> {
   error: PatchbayClientError & { scope?: string };
   /** A scope's stream changed state (`connecting`, `online`, `reconnecting`, `closed`). */
   status: { scope: string; status: StreamStatus };
+  /** How events arrive now (multiplexed client): `stream`, `polling` (a proxy buffers the stream), `idle`. */
+  transport: MuxMode;
 }
 
 export class PatchbayClient extends Emitter<ClientEvents> {
@@ -48,11 +56,21 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   private si = 0;
   private readonly scopes = new Map<string, LiveScope>();
   private readonly transport: Transport;
+  private readonly mux: MuxStream | undefined;
 
   constructor(opts: ClientOptions) {
     super();
     this.transport = new Transport(opts);
     this.session = randomId();
+    if (opts.multiplex !== false) {
+      this.mux = new MuxStream(this.transport, opts.multiplex === true ? {} : opts.multiplex);
+      this.mux.onMode = (mode) => this.emit('transport', mode);
+    }
+  }
+
+  /** How events arrive now: `stream`, `polling`, or `idle` (no scope open, or each scope on its own stream). */
+  get transportMode(): MuxMode {
+    return this.mux?.currentMode ?? 'idle';
   }
 
   /** Creates a scope (`POST /v1/scopes`) and opens it live, already `ready` with the created state. */
@@ -102,6 +120,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
         onClose: (s) => {
           if (this.scopes.get(s.id) === s) this.scopes.delete(s.id);
         },
+        ...(this.mux ? { subscribe: (sid: string, handlers: StreamHandlers) => (this.mux as MuxStream).subscribe(sid, handlers) } : {}),
       },
       initial,
     );

@@ -16,5 +16,6 @@ export { applyPatch } from './apply.js';
 export { type AccessOptions, type ClientEvents, type ClientOptions, type CreateOptions, createClient, PatchbayClient } from './client.js';
 export { type ClientErrorCode, PatchbayClientError } from './errors.js';
 export type { TokenProvider } from './http.js';
+export type { MuxMode, MuxOptions } from './mux.js';
 export { type Ack, type ConflictEvent, LiveScope, type ScopeEvents, type Watcher } from './scope.js';
 export type { StreamStatus } from './stream.js';

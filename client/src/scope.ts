@@ -26,7 +26,7 @@ import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import type { Transport } from './http.js';
-import { backoff, ScopeStream, type StreamStatus } from './stream.js';
+import { backoff, ScopeStream, type StreamHandlers, type StreamStatus } from './stream.js';
 
 /** The server's acknowledgement of one patch: the index it was committed at. */
 export interface Ack {
@@ -79,6 +79,8 @@ export interface ScopeContext {
   session: string;
   nextSi(): number;
   onClose(scope: LiveScope): void;
+  /** Follows the scope's events on a shared connection; without it the scope opens its own stream. */
+  subscribe?(id: string, handlers: StreamHandlers): { close(): void };
 }
 
 export class LiveScope extends Emitter<ScopeEvents> {
@@ -101,7 +103,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private catchingUp: Promise<void> | undefined;
   private readonly watchers = new Set<Watcher>();
   private syncWaiters: Array<{ resolve(): void; reject(err: PatchbayClientError): void }> = [];
-  private readonly stream: ScopeStream;
+  private readonly stream: { close(): void };
   private settleReady!: { resolve(s: Json): void; reject(e: PatchbayClientError): void };
 
   constructor(
@@ -115,7 +117,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
     });
     this.ready.catch(() => {}); // a caller who never awaits it must not see an unhandled rejection
     if (initial) this.setConfirmed(initial.ii, initial.state);
-    this.stream = new ScopeStream(ctx.transport, `/v1/scopes/${encodeURIComponent(id)}/events`, {
+    const handlers: StreamHandlers = {
       lastId: () => this.confirmed?.ii,
       onEvent: (type, data) => this.onStreamEvent(type, data),
       onStatus: (s) => {
@@ -126,7 +128,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
         this.settleReady.reject(err);
         this.emit('error', err);
       },
-    });
+    };
+    // The client's shared connection (client/src/mux.ts) when it has one, else a stream of its own.
+    this.stream = ctx.subscribe ? ctx.subscribe(id, handlers) : new ScopeStream(ctx.transport, `/v1/scopes/${encodeURIComponent(id)}/events`, handlers);
   }
 
   /**

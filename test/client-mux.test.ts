@@ -7,7 +7,7 @@
  * randomised (full jitter).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClient, type LiveScope, type MuxMode } from '../client/src/index.js';
+import { createClient, type LiveScope, type TabMode } from '../client/src/index.js';
 import { backoff } from '../client/src/stream.js';
 import { startProxy, type TestProxy } from './helpers/proxy.js';
 import { type Client, startServer, type TestServer } from './helpers/server.js';
@@ -92,7 +92,7 @@ describe('client: many scopes, one connection', () => {
   it('behind a proxy that buffers SSE: falls back to long polling and receives every patch, then streams again', async () => {
     proxy.buffer = true;
     const ids = await Promise.all(Array.from({ length: 3 }, () => newScope()));
-    const modes: MuxMode[] = [];
+    const modes: TabMode[] = [];
     const client = createClient({ url: proxy.url, multiplex: { heartbeatTimeoutMs: 600, pollWaitMs: 1500, streamRetryMs: 2500 } });
     client.on('transport', (m) => modes.push(m));
     const seen = new Map<string, number[]>();

@@ -7,9 +7,10 @@ import type { Json } from '../../shared/json.js';
 import { Emitter } from './emitter.js';
 import type { PatchbayClientError } from './errors.js';
 import { type TokenProvider, Transport } from './http.js';
-import { type MuxMode, type MuxOptions, MuxStream } from './mux.js';
+import { type MuxOptions, MuxStream } from './mux.js';
 import { type ConflictEvent, LiveScope } from './scope.js';
 import type { StreamHandlers, StreamStatus } from './stream.js';
+import { canShareTabs, type TabMode, TabShare } from './tabs.js';
 
 export interface ClientOptions {
   /** The server's base URL, e.g. `https://patchbay.example.com`. */
@@ -25,6 +26,12 @@ export interface ClientOptions {
    * proxy buffers the stream: on by default; options tune it; `false` gives each scope its own stream.
    */
   multiplex?: boolean | MuxOptions;
+  /**
+   * Share the connection with the origin's other tabs (of the same user) where the browser has Web
+   * Locks and BroadcastChannel (client/src/tabs.ts): on by default with `multiplex`; `false` keeps
+   * one connection per tab.
+   */
+  shareTabs?: boolean;
 }
 
 export interface AccessOptions {
@@ -46,8 +53,8 @@ export interface ClientEvents extends Record<string, unknown> {
   error: PatchbayClientError & { scope?: string };
   /** A scope's stream changed state (`connecting`, `online`, `reconnecting`, `closed`). */
   status: { scope: string; status: StreamStatus };
-  /** How events arrive now (multiplexed client): `stream`, `polling` (a proxy buffers the stream), `idle`. */
-  transport: MuxMode;
+  /** How events arrive now (multiplexed client): `stream`, `polling` (a proxy buffers the stream), `shared` (relayed by another tab), `idle`. */
+  transport: TabMode;
 }
 
 export class PatchbayClient extends Emitter<ClientEvents> {
@@ -56,20 +63,23 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   private si = 0;
   private readonly scopes = new Map<string, LiveScope>();
   private readonly transport: Transport;
-  private readonly mux: MuxStream | undefined;
+  /** The shared connection (this tab's, or this origin's tabs'), unless each scope has its own stream. */
+  private readonly mux: MuxStream | TabShare | undefined;
 
   constructor(opts: ClientOptions) {
     super();
     this.transport = new Transport(opts);
     this.session = randomId();
     if (opts.multiplex !== false) {
-      this.mux = new MuxStream(this.transport, opts.multiplex === true ? {} : opts.multiplex);
-      this.mux.onMode = (mode) => this.emit('transport', mode);
+      const muxOptions = opts.multiplex === true ? {} : opts.multiplex;
+      this.mux = opts.shareTabs !== false && canShareTabs() ? new TabShare(this.transport, muxOptions) : new MuxStream(this.transport, muxOptions);
+      this.mux.onMode = (mode: TabMode) => this.emit('transport', mode);
     }
   }
 
-  /** How events arrive now: `stream`, `polling`, or `idle` (no scope open, or each scope on its own stream). */
-  get transportMode(): MuxMode {
+  /** How events arrive now: `stream`, `polling`, `shared` (relayed by another tab), or `idle` (no scope open, or each scope on its own stream). */
+  get transportMode(): TabMode {
+    if (this.mux instanceof TabShare) return this.mux.mode;
     return this.mux?.currentMode ?? 'idle';
   }
 
@@ -120,7 +130,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
         onClose: (s) => {
           if (this.scopes.get(s.id) === s) this.scopes.delete(s.id);
         },
-        ...(this.mux ? { subscribe: (sid: string, handlers: StreamHandlers) => (this.mux as MuxStream).subscribe(sid, handlers) } : {}),
+        ...(this.mux ? { subscribe: (sid: string, handlers: StreamHandlers) => (this.mux as MuxStream | TabShare).subscribe(sid, handlers) } : {}),
       },
       initial,
     );

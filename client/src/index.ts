@@ -19,3 +19,4 @@ export type { TokenProvider } from './http.js';
 export type { MuxMode, MuxOptions } from './mux.js';
 export { type Ack, type ConflictEvent, LiveScope, type ScopeEvents, type Watcher } from './scope.js';
 export type { StreamStatus } from './stream.js';
+export type { TabMode } from './tabs.js';

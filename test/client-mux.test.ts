@@ -60,9 +60,12 @@ describe('client: many scopes, one connection', () => {
       const s21 = client.scope(late);
       await s21.ready;
       for (const s of scopes.slice(0, 10)) s.close();
+      const again = client.scope(ids[0] as string); // closed just now, followed again at once: removed, then added
+      await again.ready;
       await append(late, 7);
       await append(ids[15] as string, 2);
-      await until(() => s21.ii === 1 && scopes[15]?.ii === 2, 'the added scope and a kept one live');
+      await append(ids[0] as string, 2);
+      await until(() => s21.ii === 1 && scopes[15]?.ii === 2 && again.ii === 2, 'the added scope, a kept one and the one followed again live');
       expect(s21.state).toEqual({ n: [7] });
       expect(proxy.streamsTotal - before.total).toBe(1); // never a second stream
       expect(srv.app.limits.openStreams - before.open).toBe(1);

@@ -212,21 +212,31 @@ export class MuxStream {
     const scope = (JSON.parse(data) as { scope?: string }).scope;
     if (scope === undefined) return;
     if (type === 'removed') {
-      this.stream?.carries.delete(scope);
+      // One this client removed was taken out of `carries` when it asked (it may have been added back since).
       const { error } = JSON.parse(data) as { error?: { code: string; message: string } };
-      if (error) this.fatal(scope, new PatchbayClientError(error.code as PatchbayClientError['code'], error.message, 0, { scope }));
+      if (!error) return;
+      this.stream?.carries.delete(scope);
+      this.fatal(scope, new PatchbayClientError(error.code as PatchbayClientError['code'], error.message, 0, { scope }));
       return;
     }
     if (type === 'added') return;
     this.scopes.get(scope)?.on.onEvent(type, data);
   }
 
+  /** Changes in flight, one at a time: a remove then an add of one scope must reach the stream in that order. */
+  private changes: Promise<void> = Promise.resolve();
+
   /** Changes the open stream; a change that fails is made at the next open instead (every open sends the whole set). */
-  private async change(body: { add?: Array<{ scope: string; since?: number }>; remove?: string[] }): Promise<void> {
+  private change(body: { add?: Array<{ scope: string; since?: number }>; remove?: string[] }): Promise<void> {
     const stream = this.stream;
-    if (!stream) return;
+    if (!stream) return Promise.resolve();
     for (const p of body.add ?? []) stream.carries.add(p.scope);
     for (const s of body.remove ?? []) stream.carries.delete(s);
+    this.changes = this.changes.then(() => (this.stream === stream ? this.send(stream, body) : undefined));
+    return this.changes;
+  }
+
+  private async send(stream: { id: string }, body: { add?: Array<{ scope: string; since?: number }>; remove?: string[] }): Promise<void> {
     try {
       const res = await this.transport.send('POST', `/v1/events/${stream.id}`, { body });
       if (res.ok) return;

@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, client, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, client, multiplexed stream and long polling, client shared connection, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits and domain-claims contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -16,6 +16,7 @@ import type { PatchEvent } from '../shared/protocol.js';
 import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { clientContract } from './contract/client.js';
+import { clientMuxContract } from './contract/client-mux.js';
 import { configContract, failingPutOnce } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { httpContract } from './contract/http.js';
@@ -83,6 +84,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   httpContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   sseContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientMuxContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   muxContract(
     'google',
     (overrides) => startServer({ ...stack.config(), ...overrides }),

@@ -269,6 +269,12 @@ export const CONFIG_TABLE = {
     rate,
     'Presence updates (`PUT /v1/scopes/{id}/presence`) per user, as `<tokens>/<window>` (`600/1m`: 10 a second sustained, for cursors). 429 `rate_limited`.',
   ),
+  rateStreamControl: setting(
+    'PATCHBAY_RATE_STREAM_CONTROL',
+    { tokens: 120, windowMs: 60_000 },
+    rate,
+    'Changes to a multiplexed stream (`POST /v1/events/{stream}`: scopes added or removed) per user or, without a token, per address, as `<tokens>/<window>` (`120/1m`). 429 `rate_limited`.',
+  ),
   maxGroup: setting('PATCHBAY_MAX_GROUP', 256, int(1, 10000), 'Most patches committed in one group (one ledger transaction) for a hot scope.'),
   ackAfter: setting(
     'PATCHBAY_ACK_AFTER',
@@ -383,6 +389,18 @@ export const CONFIG_TABLE = {
   sseMaxMs: setting('PATCHBAY_SSE_MAX_MS', 300_000, int(1000), 'An SSE stream ends cleanly after this long (keep it below the platform request timeout).'),
   sseHeartbeatMs: setting('PATCHBAY_SSE_HEARTBEAT_MS', 15_000, int(100), 'Interval of SSE heartbeat comment lines.'),
   sseRetryMs: setting('PATCHBAY_SSE_RETRY_MS', 1000, int(0), '`retry:` hint sent to SSE clients.'),
+  sseMaxScopes: setting(
+    'PATCHBAY_SSE_MAX_SCOPES',
+    100,
+    int(1, 1000),
+    'Most scopes one multiplexed stream (`GET /v1/events`) carries, at open and after additions (413 `too_large`). The stream takes one stream slot whatever its number of scopes.',
+  ),
+  historyWaitMaxMs: setting(
+    'PATCHBAY_HISTORY_WAIT_MAX_MS',
+    25_000,
+    int(0, 600_000),
+    'Longest a history request with `wait` (long polling) is held waiting for a patch; a longer `wait` is cut to this (0: `wait` is ignored). Keep it below the platform request timeout.',
+  ),
   publishMarkMs: setting(
     'PATCHBAY_PUBLISH_MARK_MS',
     100,
@@ -700,6 +718,7 @@ export const CONFIG_SECTIONS = {
     'rateSession',
     'ratePresence',
     'rateUpload',
+    'rateStreamControl',
     'quotaScopes',
     'quotaBytes',
     'quotaFileBytes',
@@ -747,8 +766,8 @@ export const CONFIG_SECTIONS = {
     'publicUrl',
     'gcsSigningKeyFile',
   ],
-  /** Live streams (shared/http/routes/events.ts). */
-  sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs'],
+  /** Live streams (shared/http/routes/events.ts, mux.ts) and long polling (history.ts). */
+  sse: ['sseMaxMs', 'sseHeartbeatMs', 'sseRetryMs', 'sseMaxScopes', 'historyWaitMaxMs'],
   /** Cold storage, retention and the bundler (shared/cold/). */
   cold: [
     'bundlePatches',

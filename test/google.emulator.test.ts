@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, client (and its offline queue), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, client (its offline queue, history, multiplexed stream and long polling, shared connection), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -17,6 +17,7 @@ import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { clientContract } from './contract/client.js';
 import { clientHistoryContract } from './contract/client-history.js';
+import { clientMuxContract } from './contract/client-mux.js';
 import { clientOfflineContract } from './contract/client-offline.js';
 import { configContract, failingPutOnce, type StartDelivering } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
@@ -24,6 +25,7 @@ import { deployBootstrapContract } from './contract/deploy-bootstrap.js';
 import { httpContract } from './contract/http.js';
 import { limitsContract } from './contract/limits.js';
 import { listingContract } from './contract/listing.js';
+import { muxContract } from './contract/mux.js';
 import { namesContract } from './contract/names.js';
 import { sessionsContract } from './contract/sessions.js';
 import { sharingContract } from './contract/sharing.js';
@@ -89,6 +91,15 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   clientOfflineContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientMuxContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  muxContract(
+    'google',
+    (overrides) => startServer({ ...stack.config(), ...overrides }),
+    async () => {
+      const shared = stack.config();
+      return [await startServer({ ...shared, sseRetryMs: 50 }), await startServer({ ...shared, sseRetryMs: 50 })];
+    },
+  );
   // Two instances on one namespace (Firestore root, Pub/Sub topic): an access change made on one
   // reaches the other's streams as a signal on the topic.
   sharingContract(

@@ -1013,6 +1013,7 @@ describe('patches', () => {
     // Reported by the sessions routes: the 'sessions and presence' block checks each.
     for (const l of ['sessionMaxGuarantees', 'presenceMaxStatusBytes', 'presenceMaxScopes', 'sessionMaxInfoBytes']) limits.add(l);
     limits.add('maxUploadBytes'); // reported by uploads: the 'uploads' block checks it
+    limits.add('sseMaxScopes'); // reported by multiplexed streams: the 'multiplexed streams' block checks it
     // Every limit the spec's enum names is one the server reports, and no other.
     const tooLarge = at(['components', 'schemas', 'TooLargeError', 'allOf', '1', 'properties', 'error', 'properties', 'limit']);
     expect([...limits].sort()).toEqual([...(tooLarge.enum as string[])].sort());
@@ -1073,11 +1074,11 @@ interface SseBlock {
 }
 
 /** A raw SSE reader over fetch: checks the response head against the spec, then yields blocks. */
-async function openRaw(path: string, headers: Record<string, string>) {
+async function openRaw(path: string, headers: Record<string, string>, template = '/v1/scopes/{id}/events') {
   const ac = new AbortController();
   const res = await fetch(srv.url + path, { headers, signal: ac.signal });
-  const what = `GET /v1/scopes/{id}/events ${res.status}`;
-  const { pointer, obj } = responseFor('/v1/scopes/{id}/events', 'GET', res.status);
+  const what = `GET ${template} ${res.status}`;
+  const { pointer, obj } = responseFor(template, 'GET', res.status);
   expect(res.status).toBe(200);
   checkHeaders(res.headers, pointer, obj, what);
   const media = mediaFor(res.headers, pointer, obj, what);
@@ -1117,7 +1118,7 @@ async function openRaw(path: string, headers: Record<string, string>) {
     expect(block.id).toBe(String(data.ii));
     return { event: block.event, data };
   };
-  return { next, nextEvent, close: () => ac.abort() };
+  return { next, nextEvent, media, close: () => ac.abort() };
 }
 
 /** Collects `count` events with a real EventSource client (no Authorization header: tickets only). */
@@ -1865,6 +1866,99 @@ describe('uploads', () => {
       'not_found',
     );
     expectError(await at('GET', '/v1/files/{token}', { server: googleLike, path: '/v1/files/x.y', token: null }), 404, 'not_found');
+  });
+});
+
+describe('multiplexed streams and long polling', () => {
+  /** Opens `GET /v1/events?<query>` (its head checked against the spec) and reads events, each validated against its documented schema. */
+  async function openMuxRaw(query: string, token: string) {
+    const raw = await openRaw(`/v1/events?${query}`, { authorization: `Bearer ${token}` }, '/v1/events');
+    const nextEvent = async (): Promise<{ event: string; id?: string; data: Obj }> => {
+      let block = await raw.next();
+      while (block.event === undefined) block = await raw.next();
+      expect(Object.keys(at([...raw.media, 'x-sse-events'])), 'a documented event type').toContain(block.event);
+      const data = JSON.parse(block.data ?? '');
+      expectValid([...raw.media, 'x-sse-events', block.event], data, `SSE ${block.event} data`);
+      if (block.event === 'state' || block.event === 'patch') expect(block.id).toBe(`${data.scope}@${data.ii}`);
+      return { event: block.event, id: block.id, data };
+    };
+    return { nextEvent, close: raw.close };
+  }
+
+  it('streams many scopes (stream, state, patch, added, removed events as documented) and takes changes (202)', async () => {
+    const a = await newScope();
+    const b = await newScope();
+    const m = await openMuxRaw(`scopes=${a}`, alice.token);
+    try {
+      const first = await m.nextEvent();
+      expect(first.event).toBe('stream');
+      const stream = first.data.stream as string;
+      expect((await m.nextEvent()).event).toBe('state');
+      const changed = await call('POST', '/v1/events/{stream}', { params: { stream }, body: { add: [{ scope: b, since: 0 }], remove: [a] } });
+      expect(changed.status).toBe(202);
+      expect((await m.nextEvent()).data).toEqual({ scope: a });
+      expect((await m.nextEvent()).data).toEqual({ scope: b });
+      await call('POST', '/v1/scopes/{id}/patches', { id: b, body: { patch: [{ op: 'add', path: '/x', value: 1 }] } });
+      const p = await m.nextEvent();
+      expect([p.event, p.data.scope, p.data.ii]).toEqual(['patch', b, 1]);
+      await call('POST', '/v1/events/{stream}', { params: { stream }, body: { add: [{ scope: a, since: 0 }] } });
+      expect((await m.nextEvent()).event).toBe('added');
+    } finally {
+      m.close();
+    }
+    const other = (await call('POST', '/v1/scopes', { body: {}, token: bob.token })).json.id as string; // private: alice may not read it
+    const stream = '0'.repeat(32);
+    expectError(await call('POST', '/v1/events/{stream}', { params: { stream: 'x' }, body: { remove: [a] } }), 400, 'invalid_request');
+    expectError(await call('POST', '/v1/events/{stream}', { params: { stream }, body: {} }), 400, 'invalid_request');
+    expectError(await call('POST', '/v1/events/{stream}', { params: { stream }, body: { add: [{ scope: other }] } }), 404, 'scope_not_found');
+    expectError(await call('POST', '/v1/events/{stream}', { params: { stream }, body: { add: [{ scope: other }] }, token: null }), 401, 'unauthorized');
+    expectError(await call('POST', '/v1/events/{stream}', { params: { stream }, body: { add: [{ scope: b, since: 9 }] } }), 409, 'out_of_sync');
+    const many = Array.from({ length: 101 }, (_, i) => `s${i}`);
+    expectError(await call('POST', '/v1/events/{stream}', { params: { stream }, body: { remove: many } }), 413, 'too_large');
+    expectError(await call('GET', '/v1/events', { query: '' }), 400, 'invalid_request');
+    expectError(await call('GET', '/v1/events', { query: `?scopes=${b}&presence=1` }), 400, 'invalid_request');
+    expectError(await call('GET', '/v1/events', { query: `?scopes=${other}` }), 404, 'scope_not_found');
+    expectError(await call('GET', '/v1/events', { query: `?scopes=${b}`, token: null }), 401, 'unauthorized');
+    expectError(await call('GET', '/v1/events', { query: `?scopes=${b}@9` }), 409, 'out_of_sync');
+    const tooMany = await call('GET', '/v1/events', { query: `?scopes=${many.join(',')}` });
+    expectError(tooMany, 413, 'too_large');
+    expect(tooMany.json.error).toMatchObject({ limit: 'sseMaxScopes', max: 100, actual: 101 });
+    expectError(await call('GET', '/v1/scopes/{id}/patches', { id: b, query: '?wait=x' }), 400, 'invalid_request');
+  });
+
+  it('429s past the stream cap or the change rate, 503s a full instance (also a waiting history request)', async () => {
+    const limited = await startServer({ limits: 'on', sseMaxPerUser: 1, rateStreamControl: { tokens: 1, windowMs: 60_000 } });
+    const full = await startServer({ sseMaxPerInstance: 1 });
+    const open: AbortController[] = [];
+    const hold = async (url: string, token: string, id: string) => {
+      const abort = new AbortController();
+      open.push(abort);
+      const res = await fetch(`${url}/v1/events?scopes=${id}`, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
+      expect(res.status).toBe(200);
+    };
+    const at = (url: string, method: Method, template: string, path: string, token: string, body?: unknown) =>
+      request(url, method, path, { body, token }).then((r) => check(r, method, template));
+    try {
+      for (const server of [limited, full]) {
+        const u = await newClient(server.url);
+        const id = (await request(server.url, 'POST', '/v1/scopes', { body: {}, token: u.token })).json.id as string;
+        await hold(server.url, u.token, id);
+        const [status, code] = server === limited ? [429, 'rate_limited'] : [503, 'unavailable'];
+        expectError(await at(server.url, 'GET', '/v1/events', `/v1/events?scopes=${id}`, u.token), status, code);
+        expectError(await at(server.url, 'GET', '/v1/scopes/{id}/patches', `/v1/scopes/${id}/patches?from=1&wait=5000`, u.token), status, code);
+        if (server === limited) {
+          const stream = '0'.repeat(32);
+          expect((await at(server.url, 'POST', '/v1/events/{stream}', `/v1/events/${stream}`, u.token, { remove: [id] })).status).toBe(202);
+          const refused = await at(server.url, 'POST', '/v1/events/{stream}', `/v1/events/${stream}`, u.token, { remove: [id] });
+          expectError(refused, 429, 'rate_limited');
+          expect(refused.json.error.limit).toBe('streamControl');
+        }
+      }
+    } finally {
+      for (const a of open) a.abort();
+      await limited.close();
+      await full.close();
+    }
   });
 });
 

@@ -7,10 +7,12 @@ import type { Json } from '../../shared/json.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import { type TokenProvider, Transport } from './http.js';
+import { type MuxOptions, MuxStream } from './mux.js';
 import { OfflineStore, type Restored, type SavedScope } from './offline.js';
 import { type ConflictEvent, LiveScope } from './scope.js';
 import type { ClientStorage } from './storage.js';
-import type { StreamStatus } from './stream.js';
+import type { StreamHandlers, StreamStatus } from './stream.js';
+import { canShareTabs, type TabMode, TabShare } from './tabs.js';
 
 export interface ClientOptions {
   /** The server's base URL, e.g. `https://patchbay.example.com`. */
@@ -21,6 +23,17 @@ export interface ClientOptions {
   domain?: string;
   /** A `fetch` to use instead of the global one. */
   fetch?: typeof fetch;
+  /**
+   * All scopes on one connection (`GET /v1/events`, client/src/mux.ts), with long polling when a
+   * proxy buffers the stream: on by default; options tune it; `false` gives each scope its own stream.
+   */
+  multiplex?: boolean | MuxOptions;
+  /**
+   * Share the connection with the origin's other tabs (of the same user) where the browser has Web
+   * Locks and BroadcastChannel (client/src/tabs.ts): on by default with `multiplex`; `false` keeps
+   * one connection per tab.
+   */
+  shareTabs?: boolean;
 }
 
 export interface OfflineOptions extends ClientOptions {
@@ -49,6 +62,8 @@ export interface ClientEvents extends Record<string, unknown> {
   error: PatchbayClientError & { scope?: string };
   /** A scope's stream changed state (`connecting`, `online`, `reconnecting`, `closed`). */
   status: { scope: string; status: StreamStatus };
+  /** How events arrive now (multiplexed client): `stream`, `polling` (a proxy buffers the stream), `shared` (relayed by another tab), `idle`. */
+  transport: TabMode;
 }
 
 export class PatchbayClient extends Emitter<ClientEvents> {
@@ -60,6 +75,8 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   private readonly store: OfflineStore | undefined;
   /** Scopes' records found in storage at open, used when each is first opened. */
   private readonly saved: Map<string, SavedScope>;
+  /** The shared connection (this tab's, or this origin's tabs'), unless each scope has its own stream. */
+  private readonly mux: MuxStream | TabShare | undefined;
 
   /** Use `createClient`, or `openClient` for a client with storage. */
   constructor(opts: ClientOptions, restored?: Restored & { store: OfflineStore }) {
@@ -71,6 +88,17 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     this.si = Math.max(restored?.client?.si ?? 0, ...[...(restored?.scopes.values() ?? [])].flatMap((s) => s.pending.map((p) => p.si)));
     this.store = restored?.store;
     this.saved = restored?.scopes ?? new Map();
+    if (opts.multiplex !== false) {
+      const muxOptions = opts.multiplex === true ? {} : opts.multiplex;
+      this.mux = opts.shareTabs !== false && canShareTabs() ? new TabShare(this.transport, muxOptions) : new MuxStream(this.transport, muxOptions);
+      this.mux.onMode = (mode: TabMode) => this.emit('transport', mode);
+    }
+  }
+
+  /** How events arrive now: `stream`, `polling`, `shared` (relayed by another tab), or `idle` (no scope open, or each scope on its own stream). */
+  get transportMode(): TabMode {
+    if (this.mux instanceof TabShare) return this.mux.mode;
+    return this.mux?.currentMode ?? 'idle';
   }
 
   /** Creates a scope (`POST /v1/scopes`) and opens it live, already `ready` with the created state. */
@@ -141,6 +169,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
         onClose: (s) => {
           if (this.scopes.get(s.id) === s) this.scopes.delete(s.id);
         },
+        ...(this.mux ? { subscribe: (sid: string, handlers: StreamHandlers) => (this.mux as MuxStream | TabShare).subscribe(sid, handlers) } : {}),
       },
       initial,
     );

@@ -26,6 +26,8 @@ export {
 export { type ClientErrorCode, PatchbayClientError } from './errors.js';
 export { invert } from './history.js';
 export type { TokenProvider } from './http.js';
+export type { MuxMode, MuxOptions } from './mux.js';
 export { type Ack, type ConflictEvent, LiveScope, type PatchEventData, type ScopeEvents, type Watcher } from './scope.js';
 export { type ClientStorage, indexedDbStorage, memoryStorage } from './storage.js';
 export type { StreamStatus } from './stream.js';
+export type { TabMode } from './tabs.js';

@@ -28,7 +28,7 @@ import { errorFrom, PatchbayClientError } from './errors.js';
 import { UndoStack } from './history.js';
 import type { Transport } from './http.js';
 import type { OfflineStore, SavedPending, SavedScope } from './offline.js';
-import { backoff, ScopeStream, type StreamStatus } from './stream.js';
+import { backoff, ScopeStream, type StreamHandlers, type StreamStatus } from './stream.js';
 
 /** The server's acknowledgement of one patch: the index it was committed at. */
 export interface Ack {
@@ -83,6 +83,8 @@ export interface ScopeContext {
   onClose(scope: LiveScope): void;
   /** The client's storage (./offline.ts), when it has one: every change is stored, and nothing is sent before it is. */
   store?: OfflineStore;
+  /** Follows the scope's events on a shared connection; without it the scope opens its own stream. */
+  subscribe?(id: string, handlers: StreamHandlers): { close(): void };
 }
 
 export class LiveScope extends Emitter<ScopeEvents> {
@@ -105,7 +107,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private catchingUp: Promise<void> | undefined;
   private readonly watchers = new Set<Watcher>();
   private syncWaiters: Array<{ resolve(): void; reject(err: PatchbayClientError): void }> = [];
-  private readonly stream: ScopeStream;
+  private readonly stream: { close(): void };
   private settleReady!: { resolve(s: Json): void; reject(e: PatchbayClientError): void };
   private readonly undoStack = new UndoStack();
   /** Set while `undo()`/`redo()` sends its inverse through `patch()`. */
@@ -130,7 +132,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
       queueMicrotask(() => void this.flush());
     }
     if (initial) this.setConfirmed(initial.ii, initial.state);
-    this.stream = new ScopeStream(ctx.transport, `/v1/scopes/${encodeURIComponent(id)}/events`, {
+    const handlers: StreamHandlers = {
       lastId: () => this.confirmed?.ii,
       onEvent: (type, data) => this.onStreamEvent(type, data),
       onStatus: (s) => {
@@ -141,7 +143,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
         this.settleReady.reject(err);
         this.emit('error', err);
       },
-    });
+    };
+    // The client's shared connection (client/src/mux.ts) when it has one, else a stream of its own.
+    this.stream = ctx.subscribe ? ctx.subscribe(id, handlers) : new ScopeStream(ctx.transport, `/v1/scopes/${encodeURIComponent(id)}/events`, handlers);
   }
 
   /**

@@ -316,6 +316,25 @@ export class Engine {
    * Streams a scope: without `since`, a `state` at head then every later patch; with `since`,
    * every patch after it. Resolves once subscribed and caught up; the returned function stops it.
    */
+  /**
+   * Sends `data` to the multiplexed stream listening on `key` (`mux/<id>`), on whichever instance
+   * serves it: a bus `control` signal, best-effort (shared/ports/bus.ts).
+   */
+  control(key: string, data: string): Promise<void> {
+    return this.ports.bus.signal({ scope: key, kind: 'control', data });
+  }
+
+  /** Calls `onData` with each control message sent to `key` after this call; returns the unsubscribe. */
+  onControl(key: string, onData: (data: string) => void): Promise<() => Promise<void>> {
+    return this.ports.bus.subscribe(
+      key,
+      () => {},
+      (s) => {
+        if (s.kind === 'control' && s.data !== undefined) onData(s.data);
+      },
+    );
+  }
+
   openStream(id: string, since: number | undefined, sink: StreamSink, opts: StreamOptions = {}): Promise<() => Promise<void>> {
     return openStream(
       {

@@ -52,6 +52,7 @@ export function rateRules(config: QuotaLimitsConfig): Record<string, RateRule> {
     session: config.rateSession,
     presence: config.ratePresence,
     upload: config.rateUpload,
+    streamControl: config.rateStreamControl,
   };
 }
 
@@ -165,6 +166,11 @@ export class Limits {
     if (this.on) await this.rate('presence', user);
   }
 
+  /** Before changing a multiplexed stream (`POST /v1/events/{stream}`): the rate of its user, or of the address without one. */
+  async streamControl(key: string): Promise<void> {
+    if (this.on) await this.rate('streamControl', key);
+  }
+
   /** Before minting a service token (`POST /v1/domains/{domain}/tokens`): the admin's mint rate. */
   async mintServiceToken(user: string): Promise<void> {
     if (this.on) await this.rate('serviceTokens', user);
@@ -234,6 +240,11 @@ export class Limits {
       this.streams -= 1;
       if (slot) void this.guard(() => this.store.release(key, slot as string), undefined);
     };
+  }
+
+  /** Streams (and long polls) this instance serves now. */
+  get openStreams(): number {
+    return this.streams;
   }
 
   /** Sends the pending usage deltas now (also what `close` does). */

@@ -98,6 +98,26 @@ export class SseWriter {
   }
 }
 
+/**
+ * A stream's end as its client sees it, listened for from this call: `finished` resolves when the
+ * client hangs up or `finish()` is called; `gone()` says whether the client hung up. Listen before
+ * anything is sent: a client that hangs up during catch-up must stop it. `goneAlready` is true
+ * when the client hung up before this call (while the route checked its credential and took its
+ * stream slots): the route must then return, or it would hold them for a whole stream's length.
+ */
+export function streamEnd(res: ServerResponse): { finished: Promise<void>; finish(): void; gone(): boolean; goneAlready: boolean } {
+  let gone = false;
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  res.once('close', () => {
+    gone = true;
+    finish();
+  });
+  return { finished, finish, gone: () => gone, goneAlready: res.closed || res.req.socket?.destroyed === true };
+}
+
 /** Resolves when `res` can take more data, or has closed; leaves no listener behind. */
 export function drained(res: ServerResponse): Promise<void> {
   if (res.destroyed || res.writableEnded) return Promise.resolve();

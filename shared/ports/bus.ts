@@ -13,10 +13,17 @@ export type Listener = (event: PatchEvent) => void;
  * lost access), `deleted` (the scope was deleted: every stream of it ends), `presence` (who is
  * watching it changed: each stream re-reads the scope's presence and sends what differs). It carries no content: a subscriber reads what it needs from the ledger, so a
  * signal that arrives late, twice or out of order against another one is harmless.
+ *
+ * `control` is the one kind with content: a message to a multiplexed stream (its `scope` is the
+ * stream's key, `stream:<id>`, never a scope id), naming scopes to add or remove, in `data`
+ * (JSON text, opaque to the bus). Like every signal it is best-effort; its sender
+ * (shared/http/routes/mux.ts) says so to its client.
  */
 export interface ScopeSignal {
   scope: string;
-  kind: 'access' | 'deleted' | 'presence';
+  kind: 'access' | 'deleted' | 'presence' | 'control';
+  /** Only for `control`: its content, delivered as sent. */
+  data?: string;
 }
 export type SignalListener = (signal: ScopeSignal) => void;
 

@@ -192,6 +192,21 @@ export function busConformance(name: string, make: () => Promise<Bus>): void {
       expect(got.every((s) => s.scope === scope)).toBe(true);
     });
 
+    it('a control signal arrives with its data as sent', async () => {
+      const bus = await open();
+      const key = `stream:${newScope()}`;
+      const got: ScopeSignal[] = [];
+      await bus.subscribe(
+        key,
+        () => {},
+        (s) => got.push(s),
+      );
+      const data = JSON.stringify({ add: [{ scope: 'a', since: 3 }], remove: ['b'], by: 'u1' });
+      await bus.signal({ scope: key, kind: 'control', data });
+      await waitFor('the control signal', () => got.length > 0);
+      expect(got[0]).toEqual({ scope: key, kind: 'control', data });
+    });
+
     it('a batch of 50 events arrives complete and in order', async () => {
       const bus = await open();
       const scope = newScope();

@@ -220,7 +220,7 @@ export function clientContract(stack: string, start: StartServer): void {
       let release: () => void = () => {};
       const gate = new Promise<void>((r) => (release = r));
       const held: typeof fetch = async (input, init) => {
-        if (String(input).endsWith('/events')) await gate;
+        if (/\/events(\?|$)/.test(String(input))) await gate;
         return fetch(input, init);
       };
       const a = createClient({ url: srv.url, token, fetch: held });
@@ -259,7 +259,7 @@ export function clientContract(stack: string, start: StartServer): void {
       const token = await anonymousToken(srv);
       let opens = 0;
       const counting: typeof fetch = (input, init) => {
-        if (String(input).endsWith('/events')) opens++;
+        if (/\/events(\?|$)/.test(String(input))) opens++;
         return fetch(input, init);
       };
       const watcher = createClient({ url: srv.url, token, fetch: counting });

@@ -10,7 +10,7 @@ export type Fault = 'none' | 'lose-request' | 'lose-answer';
 export function faulty(faults: Fault[], cutAfterMs: () => number): typeof fetch {
   return async (input, init) => {
     const url = String(input);
-    if (url.endsWith('/events')) {
+    if (/\/events(\?|$)/.test(url)) {
       const cut = AbortSignal.timeout(cutAfterMs());
       return fetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, cut]) : cut });
     }

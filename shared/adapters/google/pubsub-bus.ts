@@ -132,7 +132,7 @@ export class PubSubBus implements Bus {
   async signal(signal: ScopeSignal): Promise<void> {
     if (this.closed) throw new Error('the Pub/Sub bus is closed');
     const message = {
-      data: Buffer.from(JSON.stringify({ scope: signal.scope, signal: signal.kind })),
+      data: Buffer.from(JSON.stringify({ scope: signal.scope, signal: signal.kind, ...(signal.data === undefined ? {} : { data: signal.data }) })),
       scope: signal.scope,
       attributes: { scope: signal.scope, signal: signal.kind },
     };
@@ -280,7 +280,11 @@ export class PubSubBus implements Bus {
     const kind = m.attributes.signal;
     if (kind !== undefined) {
       if (kind === 'access' || kind === 'deleted' || kind === 'presence') this.fanOut(scope, set, (l) => l.signal?.({ scope, kind }));
-      else this.log.error({ message: 'pubsub signal of an unknown kind; dropped', scope, kind, messageId: m.id });
+      else if (kind === 'control') {
+        const data = controlData(m.data);
+        if (data === undefined) this.log.error({ message: 'pubsub control signal without data; dropped', scope, messageId: m.id });
+        else this.fanOut(scope, set, (l) => l.signal?.({ scope, kind, data }));
+      } else this.log.error({ message: 'pubsub signal of an unknown kind; dropped', scope, kind, messageId: m.id });
       return;
     }
     let event: PatchEvent;
@@ -331,5 +335,15 @@ export class PubSubBus implements Bus {
     await this.topic.flush().catch((err) => this.log.error({ message: 'pubsub flush on close failed', err: String(err) }));
     if (sub) await sub.close().catch((err) => this.log.error({ message: 'pubsub stream close failed', err: String(err) }));
     if (this.created) await this.deleteSubscription();
+  }
+}
+
+/** The content of a `control` signal's message (`{scope, signal, data}`), or undefined when it has none. */
+function controlData(raw: Buffer): string | undefined {
+  try {
+    const data = (JSON.parse(raw.toString('utf8')) as { data?: unknown }).data;
+    return typeof data === 'string' ? data : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -12,7 +12,7 @@ import type { PresenceView } from '../../sessions/presence.js';
 import { type Ctx, intParam, parseIndex, readableHead, reader, scopeId, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
-import { patchFrame, SseWriter } from '../sse.js';
+import { patchFrame, SseWriter, streamEnd } from '../sse.js';
 
 /** Thrown into a stream's catch-up when its client has gone, to stop it. */
 class ClientGone extends Error {}
@@ -68,23 +68,11 @@ async function serveStream(
     ctx.res.end();
     return;
   }
-  // Listen for the client leaving before anything is sent: a client that hangs up during
-  // catch-up must stop the catch-up and release its subscription.
-  let gone = false;
-  let finish: () => void = () => {};
-  const finished = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
-  ctx.res.once('close', () => {
-    gone = true;
-    finish();
-  });
-  // A client that hung up while the route was still checking its credential and taking its
-  // stream slots closed the socket before the listener above existed: without this check its
-  // stream would hold those slots and a bus subscription for a whole stream's length.
-  if (ctx.res.closed || ctx.req.socket.destroyed) return;
+  // Listen for the client leaving before anything is sent (streamEnd says why).
+  const { finished, finish, gone, goneAlready } = streamEnd(ctx.res);
+  if (goneAlready) return;
   const send = async (type: string, data: string, ii: number) => {
-    if (gone) throw new ClientGone();
+    if (gone()) throw new ClientGone();
     sse.start(config.sseRetryMs);
     await sse.event(type, data, ii);
   };
@@ -95,7 +83,7 @@ async function serveStream(
     const signalled = sessions.presence.mark(); // a read started after this sees the change: the scope's streams share one
     presenceChain = presenceChain
       .then(async () => {
-        if (gone || known === null) return;
+        if (gone() || known === null) return;
         const now = new Map((await sessions.presence.list(id, signalled)).map((e) => [e.session, e]));
         for (const [s, e] of now) {
           const was = known.get(s);
@@ -117,7 +105,7 @@ async function serveStream(
         // Live patches are written within the bus's dispatch: one frame per event for every
         // stream (patchFrame), and a promise only when this socket's buffer is full.
         patch: (e) => {
-          if (gone) throw new ClientGone();
+          if (gone()) throw new ClientGone();
           sse.start(config.sseRetryMs);
           return sse.frame(patchFrame(e));
         },
@@ -135,7 +123,7 @@ async function serveStream(
   if (withPresence) {
     presenceChain = presenceChain.then(async () => {
       const present = await sessions.presence.list(id).catch(() => []);
-      if (gone) return;
+      if (gone()) return;
       known = new Map(present.map((e) => [e.session, e]));
       await sse.event('presence', JSON.stringify({ action: 'sync', present }));
     });

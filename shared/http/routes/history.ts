@@ -1,4 +1,5 @@
 /**
+/**
  * Route group `history`, readers only (no token for a public scope; a caller who may not read the
  * scope learns `scope_not_found`, as for a missing one: shared/engine/access.ts):
  * - `GET /v1/scopes/{id}/patches?from=a&to=b`, a scope's patches as NDJSON (one `{ii, patch, at,
@@ -9,7 +10,15 @@
  *   guarantee 2), rate-limited per user (or client address) by PATCHBAY_RATE_STATE_AT. A past
  *   state is not put in the hot cache (it holds the head's). An index past head is a 400
  *   `invalid_request` with `head`; nothing is read or written for a refused request.
+ *
+ * Long polling: with `wait=ms`, a history request that finds no patch at or after `from` is held
+ * until one is committed (then answered as if it had just arrived), the client leaves, or `wait`
+ * (cut to PATCHBAY_HISTORY_WAIT_MAX_MS) passes (then an empty answer). It waits on the engine's
+ * stream of the scope (shared/engine/stream.ts: subscribed before it reads the head, so a patch
+ * committed meanwhile is not missed), and takes a stream slot while it waits, as a stream does.
+ * A client behind a proxy that buffers SSE (no heartbeat ever arrives) follows a scope this way.
  */
+import type { Caller } from '../../engine/access.js';
 import { PatchbayError } from '../../errors.js';
 import { type Ctx, intParam, parseIndex, pathParam, readableHead, reader, scopeId } from '../context.js';
 import { sendJson } from '../respond.js';
@@ -23,9 +32,15 @@ export const historyRoutes: Route<Ctx>[] = [
     name: 'patches.history',
     run: async (ctx) => {
       const id = scopeId(ctx);
-      await readableHead(ctx, id, await reader(ctx));
+      const caller = await reader(ctx);
+      const head = await readableHead(ctx, id, caller);
       const from = intParam(ctx.url, 'from') ?? 1;
       const to = intParam(ctx.url, 'to');
+      const wait = Math.min(intParam(ctx.url, 'wait') ?? 0, ctx.deps.config.historyWaitMaxMs);
+      if (wait > 0 && head.ii < from && (to === undefined || to >= from) && ctx.req.method !== 'HEAD') {
+        await waitForPatch(ctx, id, head.ii, from, wait, caller);
+        if (ctx.res.destroyed) return;
+      }
       const records = await ctx.deps.engine.history(id, from, to);
       ctx.res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store' });
       if (ctx.req.method === 'HEAD') return void ctx.res.end();
@@ -60,3 +75,41 @@ export const historyRoutes: Route<Ctx>[] = [
     },
   },
 ];
+
+/**
+ * Resolves when a patch at or after `from` has been committed, the client has left, the scope's
+ * stream ended (its reader lost access, it was deleted: the answer is then whatever history
+ * says), or `wait` ms passed.
+ */
+async function waitForPatch(ctx: Ctx, id: string, head: number, from: number, wait: number, caller: Caller | null): Promise<void> {
+  const { engine, limits } = ctx.deps;
+  const release = await limits.openStream(caller?.id ?? `addr:${limits.clientAddress(ctx.req)}`);
+  let done: () => void = () => {};
+  const arrived = new Promise<void>((resolve) => {
+    done = resolve;
+  });
+  const timer = setTimeout(done, wait);
+  ctx.res.once('close', done);
+  let stop: (() => Promise<void>) | undefined;
+  try {
+    stop = await engine.openStream(
+      id,
+      head,
+      {
+        state: () => {},
+        patch: (e) => {
+          if (e.ii >= from) done();
+        },
+        failed: done,
+        revoked: done,
+      },
+      { reader: caller },
+    );
+    await arrived;
+  } finally {
+    clearTimeout(timer);
+    ctx.res.off('close', done);
+    await stop?.();
+    release();
+  }
+}

@@ -12,6 +12,7 @@ import { fileRoutes } from './files.js';
 import { healthRoutes } from './health.js';
 import { historyRoutes } from './history.js';
 import { meRoutes } from './me.js';
+import { muxRoutes } from './mux.js';
 import { nameRoutes } from './names.js';
 import { patchRoutes } from './patches.js';
 import { presenceRoutes } from './presence.js';
@@ -33,6 +34,7 @@ export const ROUTES: readonly Route<Ctx>[] = [
   ...batchRoutes,
   ...historyRoutes,
   ...eventRoutes,
+  ...muxRoutes,
   ...presenceRoutes,
   ...sessionRoutes,
   ...configRoutes,

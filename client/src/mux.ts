@@ -1,0 +1,310 @@
+/**
+ * All of a client's scopes on one connection: the multiplexed stream (`GET /v1/events`), with
+ * scopes added and removed while it is open (`POST /v1/events/{stream}`), and long polling of
+ * history (`GET /v1/scopes/{id}/patches?wait=`) when streaming does not get through.
+ *
+ * Loss: none. Every (re)open sends each scope's position (the last index it applied, from
+ * `StreamHandlers.lastId`), polling asks for the patches after it, and a scope drops what it
+ * already has by index; so a drop, a switch between streaming and polling, or a change that was
+ * lost while reconnecting costs repeats, never a patch.
+ *
+ * Reconnects wait a random delay under a doubling cap (full jitter, `backoff`), so a deployment
+ * restart or the platform's stream timeout does not bring every client back in the same second.
+ *
+ * Buffering proxies: a proxy that holds a stream's body back until it ends shows as a stream where
+ * nothing (not even the server's heartbeat) arrives for `heartbeatTimeoutMs`. The client then
+ * drops the stream and long-polls each scope's history instead, trying the stream again after
+ * `streamRetryMs`. Polling opens one request per scope: in a browser limited to six connections
+ * per origin, many scopes then take turns.
+ */
+import { createParser } from 'eventsource-parser';
+import { errorFrom, PatchbayClientError } from './errors.js';
+import type { Transport } from './http.js';
+import { backoff, type StreamHandlers } from './stream.js';
+
+export interface MuxOptions {
+  /** A stream on which nothing arrives this long is given up for long polling (default 45 000 ms: three server heartbeats). */
+  heartbeatTimeoutMs?: number;
+  /** `wait` of each long poll (default 25 000 ms; the server cuts it to PATCHBAY_HISTORY_WAIT_MAX_MS). */
+  pollWaitMs?: number;
+  /** After falling back to polling, try the stream again after this long (default 60 000 ms; 0: never). */
+  streamRetryMs?: number;
+}
+
+/** How the scopes' events arrive now: `stream` (one multiplexed stream), `polling` (history with `wait`), `idle` (no scope). */
+export type MuxMode = 'idle' | 'stream' | 'polling';
+
+export interface Subscription {
+  close(): void;
+}
+
+interface Entry {
+  id: string;
+  on: StreamHandlers;
+  /** Set while a poll of this scope runs (polling mode). */
+  poll?: AbortController;
+}
+
+export class MuxStream {
+  private readonly scopes = new Map<string, Entry>();
+  private mode: MuxMode = 'idle';
+  private conn: AbortController | undefined;
+  /** The open stream's id and the scopes it carries (as opened, then as changed). */
+  private stream: { id: string; carries: Set<string> } | undefined;
+  private attempt = 0;
+  private running = false;
+  private readonly heartbeatTimeoutMs: number;
+  private readonly pollWaitMs: number;
+  private readonly streamRetryMs: number;
+  /** Told of each mode change (the client's `transport` event). */
+  onMode: (mode: MuxMode) => void = () => {};
+
+  constructor(
+    private readonly transport: Transport,
+    opts: MuxOptions = {},
+  ) {
+    this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 45_000;
+    this.pollWaitMs = opts.pollWaitMs ?? 25_000;
+    this.streamRetryMs = opts.streamRetryMs ?? 60_000;
+  }
+
+  get currentMode(): MuxMode {
+    return this.mode;
+  }
+
+  /** Follows scope `id`: its events go to `on`, on the shared connection. */
+  subscribe(id: string, on: StreamHandlers): Subscription {
+    const entry: Entry = { id, on };
+    this.scopes.set(id, entry);
+    on.onStatus(this.mode === 'idle' ? 'connecting' : this.mode === 'polling' || this.stream ? 'online' : 'connecting');
+    if (this.mode === 'polling') void this.pollScope(entry);
+    else if (this.stream) void this.change({ add: [position(id, on.lastId())] });
+    if (!this.running) void this.run();
+    return {
+      close: () => {
+        if (this.scopes.get(id) !== entry) return;
+        this.scopes.delete(id);
+        entry.poll?.abort();
+        on.onStatus('closed');
+        if (this.scopes.size === 0)
+          this.conn?.abort(); // nothing left to carry: the loop ends
+        else if (this.stream?.carries.has(id)) void this.change({ remove: [id] });
+      },
+    };
+  }
+
+  private setMode(mode: MuxMode): void {
+    if (mode === this.mode) return;
+    this.mode = mode;
+    this.onMode(mode);
+  }
+
+  private status(s: 'connecting' | 'online' | 'reconnecting'): void {
+    for (const e of this.scopes.values()) e.on.onStatus(s);
+  }
+
+  private fatal(id: string, err: PatchbayClientError): void {
+    const e = this.scopes.get(id);
+    if (!e) return;
+    this.scopes.delete(id);
+    e.poll?.abort();
+    e.on.onStatus('closed');
+    e.on.onFatal(err);
+  }
+
+  /** The connection loop: streams while there are scopes; falls back to polling when nothing gets through. */
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.scopes.size > 0) {
+        this.status(this.attempt === 0 ? 'connecting' : 'reconnecting');
+        const outcome = await this.connect().catch((err: unknown) => err);
+        if (this.scopes.size === 0) break;
+        if (outcome === 'silent') {
+          await this.pollAll();
+          this.attempt = 0;
+          continue;
+        }
+        if (outcome instanceof PatchbayClientError) {
+          const scope = outcome.details.scope;
+          if (typeof scope === 'string' && !outcome.retryable) {
+            this.fatal(scope, outcome); // that scope cannot be streamed: reopen without it, at once
+            continue;
+          }
+          if (!outcome.retryable && outcome.code !== 'unauthorized') {
+            for (const id of [...this.scopes.keys()]) this.fatal(id, outcome);
+            break;
+          }
+        }
+        this.status('reconnecting');
+        await sleep(backoff(this.attempt++));
+      }
+    } finally {
+      this.running = false;
+      this.stream = undefined;
+      this.setMode('idle');
+    }
+  }
+
+  /**
+   * One stream: resolves when the server ends it (or it was closed), `'silent'` when nothing
+   * arrived for `heartbeatTimeoutMs`; rejects with the error answer or the network failure.
+   */
+  private async connect(): Promise<'ended' | 'silent'> {
+    const conn = new AbortController();
+    this.conn = conn;
+    let silent = false;
+    let watchdog: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        silent = true;
+        conn.abort();
+      }, this.heartbeatTimeoutMs);
+    };
+    const carries = new Set(this.scopes.keys());
+    const query = [...this.scopes.values()].map((e) => position(e.id, e.on.lastId())).map((p) => (p.since === undefined ? p.scope : `${p.scope}@${p.since}`));
+    arm();
+    try {
+      const res = await this.transport.send('GET', `/v1/events?scopes=${query.map(encodeURIComponent).join(',')}`, {
+        headers: { accept: 'text/event-stream' },
+        signal: conn.signal,
+      });
+      if (!res.ok || !res.body) throw await errorFrom(res);
+      const parser = createParser({ onEvent: (e) => this.onEvent(e.event ?? 'message', e.data, carries) });
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) return 'ended';
+          arm();
+          parser.feed(value);
+        }
+      } finally {
+        reader.releaseLock();
+      }
+    } catch (err) {
+      if (silent) return 'silent';
+      if (conn.signal.aborted) return 'ended';
+      throw err instanceof PatchbayClientError
+        ? err
+        : new PatchbayClientError('network_error', `stream dropped: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      clearTimeout(watchdog);
+      this.stream = undefined;
+      if (this.conn === conn) this.conn = undefined;
+    }
+  }
+
+  private onEvent(type: string, data: string, carries: Set<string>): void {
+    if (type === 'stream') {
+      const id = (JSON.parse(data) as { stream: string }).stream;
+      this.stream = { id, carries };
+      this.attempt = 0; // it opened: the next drop starts the backoff afresh
+      this.setMode('stream');
+      this.status('online');
+      // Scopes subscribed or closed while it opened: change it now.
+      const add = [...this.scopes.values()].filter((e) => !carries.has(e.id)).map((e) => position(e.id, e.on.lastId()));
+      const remove = [...carries].filter((s) => !this.scopes.has(s));
+      if (add.length > 0 || remove.length > 0) void this.change({ add, remove });
+      return;
+    }
+    const scope = (JSON.parse(data) as { scope?: string }).scope;
+    if (scope === undefined) return;
+    if (type === 'removed') {
+      // One this client removed was taken out of `carries` when it asked (it may have been added back since).
+      const { error } = JSON.parse(data) as { error?: { code: string; message: string } };
+      if (!error) return;
+      this.stream?.carries.delete(scope);
+      this.fatal(scope, new PatchbayClientError(error.code as PatchbayClientError['code'], error.message, 0, { scope }));
+      return;
+    }
+    if (type === 'added') return;
+    this.scopes.get(scope)?.on.onEvent(type, data);
+  }
+
+  /** Changes in flight, one at a time: a remove then an add of one scope must reach the stream in that order. */
+  private changes: Promise<void> = Promise.resolve();
+
+  /** Changes the open stream; a change that fails is made at the next open instead (every open sends the whole set). */
+  private change(body: { add?: Array<{ scope: string; since?: number }>; remove?: string[] }): Promise<void> {
+    const stream = this.stream;
+    if (!stream) return Promise.resolve();
+    for (const p of body.add ?? []) stream.carries.add(p.scope);
+    for (const s of body.remove ?? []) stream.carries.delete(s);
+    this.changes = this.changes.then(() => (this.stream === stream ? this.send(stream, body) : undefined));
+    return this.changes;
+  }
+
+  private async send(stream: { id: string }, body: { add?: Array<{ scope: string; since?: number }>; remove?: string[] }): Promise<void> {
+    try {
+      const res = await this.transport.send('POST', `/v1/events/${stream.id}`, { body });
+      if (res.ok) return;
+      const err = await errorFrom(res);
+      const scope = err.details.scope;
+      if (typeof scope === 'string' && !err.retryable) this.fatal(scope, err);
+      else this.conn?.abort(); // reopen with the whole set
+    } catch {
+      this.conn?.abort();
+    }
+  }
+
+  // --- long polling --------------------------------------------------------------------------
+
+  /** Polls every scope until `streamRetryMs` passes (then the loop tries the stream again) or none is left. */
+  private async pollAll(): Promise<void> {
+    this.setMode('polling');
+    this.status('online');
+    for (const e of this.scopes.values()) void this.pollScope(e);
+    const until = this.streamRetryMs > 0 ? Date.now() + this.streamRetryMs : Number.POSITIVE_INFINITY;
+    while (this.scopes.size > 0 && Date.now() < until) await sleep(Math.min(250, until - Date.now()));
+    for (const e of this.scopes.values()) e.poll?.abort();
+  }
+
+  /** One scope's long polls: its state first when it has none, then history after its last index, each held by the server until a patch comes. */
+  private async pollScope(entry: Entry): Promise<void> {
+    if (entry.poll) return;
+    const ac = new AbortController();
+    entry.poll = ac;
+    const path = `/v1/scopes/${encodeURIComponent(entry.id)}`;
+    let attempt = 0;
+    try {
+      while (!ac.signal.aborted && this.scopes.get(entry.id) === entry) {
+        try {
+          const last = entry.on.lastId();
+          if (last === undefined) {
+            const res = await this.transport.send('GET', path, { signal: ac.signal });
+            if (!res.ok) throw await errorFrom(res);
+            const body = (await res.json()) as { ii: number; state: unknown };
+            entry.on.onEvent('state', JSON.stringify({ ii: body.ii, state: body.state }));
+          } else {
+            const res = await this.transport.send('GET', `${path}/patches?from=${last + 1}&wait=${this.pollWaitMs}`, { signal: ac.signal });
+            if (!res.ok) throw await errorFrom(res);
+            const text = await res.text();
+            if (ac.signal.aborted) return;
+            for (const line of text.split('\n')) if (line.trim() !== '') entry.on.onEvent('patch', line);
+          }
+          attempt = 0;
+        } catch (err) {
+          if (ac.signal.aborted) return;
+          const e = err instanceof PatchbayClientError ? err : new PatchbayClientError('network_error', String(err));
+          if (!e.retryable && e.code !== 'unauthorized') {
+            this.fatal(entry.id, e);
+            return;
+          }
+          await sleep(backoff(attempt++));
+        }
+      }
+    } finally {
+      if (entry.poll === ac) entry.poll = undefined;
+    }
+  }
+}
+
+function position(scope: string, since: number | undefined): { scope: string; since?: number } {
+  return since === undefined ? { scope } : { scope, since };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

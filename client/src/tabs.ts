@@ -1,0 +1,268 @@
+/**
+ * One connection for all of an origin's tabs, where the browser offers Web Locks and
+ * BroadcastChannel: the tab holding the lock (the leader) runs the multiplexed stream
+ * (client/src/mux.ts) for every scope any tab follows, and relays its events over a
+ * BroadcastChannel; the other tabs (followers) send it what they follow. When the leader goes
+ * (closed, crashed, navigated away), the browser gives the lock to a waiting tab, which becomes
+ * the leader, opens the stream itself and asks the others to tell it their scopes again.
+ *
+ * Tabs share only when they act as the same user (the channel is named by the server URL and the
+ * token's `sub`): a tab signed in as someone else keeps its own connection.
+ *
+ * Loss: none. A follower takes a scope's state itself (`GET /v1/scopes/{id}`) when it has none,
+ * then applies the relayed patches; a patch past the next index makes the scope read the gap from
+ * history (client/src/scope.ts), and one it has is dropped by index. So a follower that joins late,
+ * or misses events while a new leader takes over, catches up from history.
+ */
+import { errorFrom, PatchbayClientError } from './errors.js';
+import type { Transport } from './http.js';
+import { type MuxMode, type MuxOptions, MuxStream, type Subscription } from './mux.js';
+import type { StreamHandlers, StreamStatus } from './stream.js';
+
+/** How this tab gets events: as the leader (`MuxMode` of its stream), or relayed (`shared`). */
+export type TabMode = MuxMode | 'shared';
+
+type Message =
+  | { t: 'leader'; tab: string }
+  | { t: 'sub'; tab: string; scope: string; since?: number }
+  | { t: 'unsub'; tab: string; scope: string }
+  | { t: 'event'; scope: string; type: string; data: string }
+  | { t: 'status'; scope: string; status: StreamStatus }
+  | { t: 'fatal'; scope: string; code: string; message: string; status: number; details: Record<string, unknown> };
+
+/** What is used of Web Locks and BroadcastChannel (typed here: the client also compiles against Node's types, which lack them). */
+interface Locks {
+  request(name: string, options: { ifAvailable?: boolean }, callback: (lock: unknown) => Promise<void> | undefined): Promise<unknown>;
+}
+interface Channel {
+  onmessage: ((e: { data: unknown }) => void) | null;
+  postMessage(message: unknown): void;
+  close(): void;
+}
+const env = globalThis as unknown as { navigator?: { locks?: Locks }; BroadcastChannel?: new (name: string) => Channel };
+
+/** Whether this environment can share a connection among tabs (a browser with Web Locks and BroadcastChannel). */
+export function canShareTabs(): boolean {
+  return env.BroadcastChannel !== undefined && env.navigator?.locks !== undefined;
+}
+
+/** A scope the leader carries: the tabs that follow it, and the last index its stream brought. */
+interface Carried {
+  tabs: Set<string>;
+  last: number | undefined;
+  sub: Subscription;
+}
+
+export class TabShare {
+  private readonly tab = randomTab();
+  /** This tab's scopes, by id. */
+  private readonly mine = new Map<string, StreamHandlers>();
+  private channel: Channel | undefined;
+  private ready: Promise<void>;
+  private leader: MuxStream | undefined;
+  /** Leader only: the scopes it carries for the tabs. */
+  private readonly carried = new Map<string, Carried>();
+  private closed = false;
+  private releaseLock: () => void = () => {};
+  onMode: (mode: TabMode) => void = () => {};
+
+  constructor(
+    private readonly transport: Transport,
+    private readonly muxOptions: MuxOptions = {},
+  ) {
+    this.ready = this.start();
+    this.ready.catch(() => {});
+  }
+
+  get mode(): TabMode {
+    return this.leader ? this.leader.currentMode : 'shared';
+  }
+
+  subscribe(id: string, on: StreamHandlers): Subscription {
+    this.mine.set(id, on);
+    on.onStatus('connecting');
+    void this.ready.then(() => this.follow(id, on));
+    return {
+      close: () => {
+        if (this.mine.get(id) !== on) return;
+        this.mine.delete(id);
+        on.onStatus('closed');
+        void this.ready.then(() => {
+          if (this.leader) this.drop(this.tab, id);
+          else this.post({ t: 'unsub', tab: this.tab, scope: id });
+        });
+      },
+    };
+  }
+
+  /** Leaves the channel and gives up the lead (another tab takes it). */
+  close(): void {
+    this.closed = true;
+    this.releaseLock();
+    for (const c of this.carried.values()) c.sub.close();
+    this.carried.clear();
+    this.channel?.close();
+  }
+
+  private async start(): Promise<void> {
+    const token = await this.transport.token();
+    const name = `patchbay:${this.transport.base}:${subjectOf(token)}`;
+    const channel = new (env.BroadcastChannel as new (name: string) => Channel)(name);
+    this.channel = channel;
+    channel.onmessage = (e) => this.onMessage(e.data as Message);
+    const locks = env.navigator?.locks as Locks;
+    /** Leads while it holds the lock: until this tab closes or goes. */
+    const hold = (): Promise<void> | undefined => {
+      if (this.closed) return undefined;
+      this.lead();
+      return new Promise<void>((resolve) => {
+        this.releaseLock = resolve;
+      });
+    };
+    // Decided before the first scope is followed: lead now if no tab does, else follow and wait in
+    // the browser's queue for the lock.
+    const leading = await new Promise<boolean>((decided) => {
+      void locks.request(name, { ifAvailable: true }, (lock) => {
+        decided(lock !== null);
+        return lock === null ? undefined : hold();
+      });
+    });
+    if (!leading) void locks.request(name, {}, hold);
+  }
+
+  private post(m: Message): void {
+    if (!this.closed) this.channel?.postMessage(m);
+  }
+
+  /** This tab became the leader: it carries its own scopes and asks the other tabs for theirs. */
+  private lead(): void {
+    this.leader = new MuxStream(this.transport, this.muxOptions);
+    this.leader.onMode = (m) => this.onMode(m);
+    this.onMode(this.leader.currentMode);
+    for (const [id, on] of this.mine) this.carry(this.tab, id, on.lastId());
+    this.post({ t: 'leader', tab: this.tab });
+  }
+
+  /** A scope of this tab: carried here when leading, else asked of the leader (with its state fetched here when it has none). */
+  private follow(id: string, on: StreamHandlers): void {
+    if (this.mine.get(id) !== on) return;
+    if (this.leader) {
+      this.carry(this.tab, id, on.lastId());
+      return;
+    }
+    this.post({ t: 'sub', tab: this.tab, scope: id, ...(on.lastId() === undefined ? {} : { since: on.lastId() }) });
+    if (on.lastId() === undefined) void this.fetchState(id, on);
+  }
+
+  private async fetchState(id: string, on: StreamHandlers): Promise<void> {
+    try {
+      const res = await this.transport.send('GET', `/v1/scopes/${encodeURIComponent(id)}`);
+      if (!res.ok) throw await errorFrom(res);
+      const body = (await res.json()) as { ii: number; state: unknown };
+      if (this.mine.get(id) === on) on.onEvent('state', JSON.stringify({ ii: body.ii, state: body.state }));
+    } catch (err) {
+      const e = err instanceof PatchbayClientError ? err : new PatchbayClientError('network_error', String(err));
+      if (e.retryable) setTimeout(() => this.mine.get(id) === on && on.lastId() === undefined && void this.fetchState(id, on), 1000);
+      else if (this.mine.get(id) === on) {
+        this.mine.delete(id);
+        on.onStatus('closed');
+        on.onFatal(e);
+      }
+    }
+  }
+
+  private onMessage(m: Message): void {
+    if (this.closed) return;
+    switch (m.t) {
+      case 'leader':
+        // A new leader: tell it this tab's scopes again (it does not know them).
+        if (this.leader) return;
+        for (const [id, on] of this.mine) this.follow(id, on);
+        return;
+      case 'sub':
+        if (this.leader) this.carry(m.tab, m.scope, m.since);
+        return;
+      case 'unsub':
+        if (this.leader) this.drop(m.tab, m.scope);
+        return;
+      case 'event':
+        if (!this.leader) this.mine.get(m.scope)?.onEvent(m.type, m.data);
+        return;
+      case 'status':
+        if (!this.leader) this.mine.get(m.scope)?.onStatus(m.status);
+        return;
+      case 'fatal': {
+        if (this.leader) return;
+        const on = this.mine.get(m.scope);
+        if (!on) return;
+        this.mine.delete(m.scope);
+        on.onStatus('closed');
+        on.onFatal(new PatchbayClientError(m.code as PatchbayClientError['code'], m.message, m.status, m.details));
+        return;
+      }
+    }
+  }
+
+  /** Leader: `tab` follows scope `id` (from `since`, for a scope not carried yet). */
+  private carry(tab: string, id: string, since: number | undefined): void {
+    const c = this.carried.get(id);
+    if (c) {
+      c.tabs.add(tab);
+      if (tab !== this.tab && this.leader?.currentMode !== 'idle') this.post({ t: 'status', scope: id, status: 'online' });
+      return;
+    }
+    const entry: Carried = { tabs: new Set([tab]), last: since, sub: { close() {} } };
+    this.carried.set(id, entry);
+    entry.sub = (this.leader as MuxStream).subscribe(id, {
+      lastId: () => entry.last,
+      onEvent: (type, data) => {
+        const ii = (JSON.parse(data) as { ii?: number }).ii;
+        if (typeof ii === 'number' && (entry.last === undefined || ii > entry.last)) entry.last = ii;
+        if (entry.tabs.has(this.tab)) this.mine.get(id)?.onEvent(type, data);
+        this.post({ t: 'event', scope: id, type, data });
+      },
+      onStatus: (status) => {
+        if (status === 'closed') return;
+        if (entry.tabs.has(this.tab)) this.mine.get(id)?.onStatus(status);
+        this.post({ t: 'status', scope: id, status });
+      },
+      onFatal: (err) => {
+        this.carried.delete(id);
+        const on = this.mine.get(id);
+        if (on && entry.tabs.has(this.tab)) {
+          this.mine.delete(id);
+          on.onStatus('closed');
+          on.onFatal(err);
+        }
+        this.post({ t: 'fatal', scope: id, code: err.code, message: err.message, status: err.status, details: err.details });
+      },
+    });
+  }
+
+  /** Leader: `tab` no longer follows `id`; the stream stops carrying it when no tab does. */
+  private drop(tab: string, id: string): void {
+    const c = this.carried.get(id);
+    if (!c) return;
+    c.tabs.delete(tab);
+    if (c.tabs.size > 0) return;
+    this.carried.delete(id);
+    c.sub.close();
+  }
+}
+
+/** The token's `sub` when it is a JWT, else the token itself hashed into a short tag (tabs of one user share). */
+function subjectOf(token: string): string {
+  try {
+    const payload = token.split('.')[1] ?? '';
+    const json = atob(payload.replace(/-/g, '+').replace(/_/g, '/'));
+    const sub = (JSON.parse(json) as { sub?: unknown }).sub;
+    if (typeof sub === 'string') return sub;
+  } catch {}
+  let h = 0;
+  for (let i = 0; i < token.length; i++) h = (Math.imul(h, 31) + token.charCodeAt(i)) | 0;
+  return `t${(h >>> 0).toString(36)}`;
+}
+
+function randomTab(): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('');
+}

@@ -1,0 +1,267 @@
+/**
+ * Route group `mux`: many scopes on one SSE connection (browsers allow six HTTP/1.1 connections
+ * per origin, so a page watching twenty scopes cannot open a stream for each).
+ *
+ * `GET /v1/events?scopes=a,b@5` opens a multiplexed stream: for each listed scope what its own
+ * stream (`GET /v1/scopes/{id}/events`) would send, from the engine's per-scope stream
+ * (shared/engine/stream.ts, so guarantee 4 holds per scope as it does there), each event naming its
+ * scope: `state` `{scope, ii, state}` for a scope listed without a position, `patch`
+ * `{scope, ii, patch, at, by}` with `id: <scope>@<ii>`. `scope@n` resumes that scope after `n`.
+ * Positions are per scope and the client sends them all when it (re)opens; `Last-Event-ID`
+ * (`<scope>@<ii>`, what an EventSource sends back) raises its scope's position, so a browser's
+ * own reconnect loses nothing either (other scopes may repeat patches, which a client drops by ii).
+ *
+ * The first event, `stream` `{stream}`, names the stream; `POST /v1/events/{stream}` adds scopes
+ * (`{add: [{scope, since?}]}`) and removes them (`{remove: [scope]}`) while it is open. That
+ * request may reach another instance than the stream: it checks the caller's access to every
+ * added scope (the rules of the single stream: 404 for a scope the caller may not read, 401
+ * without a token for one that is not public) and then hands the change to the stream through
+ * the bus (a `control` signal, shared/ports/bus.ts), answering 202. The stream applies it only
+ * for the user who opened it, checks access again when it opens the scope, and answers on the
+ * stream: `added` `{scope}` once the scope is live (after its catch-up), `removed` `{scope,
+ * error?}` when it was removed, could not be added (the error: `scope_not_found`, `too_large`
+ * past PATCHBAY_SSE_MAX_SCOPES...) or its reader lost access or it was deleted. A change sent
+ * while the stream is reconnecting is lost: a client reopens with its whole current set.
+ *
+ * Opening checks every listed scope before anything is sent: one the caller may not read fails
+ * the request as the single stream would (404 `scope_not_found`, 401), and a position past a
+ * scope's head fails with 409 `out_of_sync`; each error names its `scope`. The stream takes one
+ * stream slot (PATCHBAY_SSE_MAX_PER_USER, PATCHBAY_SSE_MAX_PER_INSTANCE) whatever its number
+ * of scopes, sends heartbeats, and ends before PATCHBAY_SSE_MAX_MS with a `retry:` hint; if any
+ * of its scope streams fails (the log could not be read), the whole stream ends, to be reopened
+ * with the positions the client has. Presence is not carried (use a scope's own stream).
+ */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { Caller } from '../../engine/access.js';
+import { PatchbayError } from '../../errors.js';
+import type { Head } from '../../ports/index.js';
+import type { PatchEvent } from '../../protocol.js';
+import { SCOPE_ID } from '../../protocol.js';
+import { readBody } from '../body.js';
+import { type Ctx, checkedParam, parseIndex, readableHead, reader } from '../context.js';
+import { sendJson } from '../respond.js';
+import type { Route } from '../router.js';
+import { SseWriter, streamEnd } from '../sse.js';
+
+/** A stream's id: 128 random bits, hex. Knowing it is not enough to change the stream: its user must match. */
+const STREAM_ID = /^[0-9a-f]{32}$/;
+/** The bus key of a stream's control messages: `/` is not in a scope id, so no scope shares it. */
+const controlKey = (stream: string) => `mux/${stream}`;
+
+interface Position {
+  scope: string;
+  since?: number;
+}
+
+/** What `POST /v1/events/{stream}` sends the stream through the bus. */
+interface Control {
+  by: string | null;
+  add: Position[];
+  remove: string[];
+}
+
+const scopeIdSchema = z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}');
+const controlBody = z
+  .strictObject({
+    add: z.array(z.strictObject({ scope: scopeIdSchema, since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional() })).optional(),
+    remove: z.array(scopeIdSchema).optional(),
+  })
+  .refine((b) => (b.add?.length ?? 0) + (b.remove?.length ?? 0) > 0, 'name a scope to add or remove');
+
+function invalid(path: string, message: string): PatchbayError {
+  return new PatchbayError('invalid_request', `${path} ${message}`, { issues: [{ path: [path], message }] });
+}
+
+/** `scopes=a,b@5`: ids, each with an optional position; no duplicates, at most `max`. */
+export function parseScopes(raw: string | null, max: number): Position[] {
+  if (raw === null || raw === '') throw invalid('scopes', 'must list at least one scope (scopes=a,b@5)');
+  const items = raw.split(',');
+  if (items.length > max) {
+    throw new PatchbayError('too_large', `a stream carries at most ${max} scopes`, { limit: 'sseMaxScopes', max, actual: items.length });
+  }
+  const seen = new Set<string>();
+  return items.map((item) => {
+    const at = item.lastIndexOf('@');
+    const scope = at < 0 ? item : item.slice(0, at);
+    if (!SCOPE_ID.test(scope)) throw invalid('scopes', `names an invalid scope id: ${JSON.stringify(scope.slice(0, 140))}`);
+    if (seen.has(scope)) throw invalid('scopes', `names ${scope} twice`);
+    seen.add(scope);
+    return at < 0 ? { scope } : { scope, since: parseIndex(item.slice(at + 1), 'scopes') };
+  });
+}
+
+/** Rethrows `err` with the scope it is about among its details. */
+function naming(scope: string, err: unknown): never {
+  if (err instanceof PatchbayError) throw new PatchbayError(err.code, err.message, { ...err.details, scope });
+  throw err;
+}
+
+/** The caller may read `p.scope` and `p.since` is not past its head (the checks of a single stream's open). */
+async function checkPosition(ctx: Ctx, p: Position, caller: Caller | null): Promise<Head> {
+  try {
+    const head = await readableHead(ctx, p.scope, caller);
+    if (p.since !== undefined && p.since > head.ii) {
+      throw new PatchbayError('out_of_sync', `position ${p.since} is past head ${head.ii}`, { head: head.ii });
+    }
+    return head;
+  } catch (err) {
+    naming(p.scope, err);
+  }
+}
+
+function frame(type: string, data: unknown, id?: string): string {
+  return `event: ${type}\n${id === undefined ? '' : `id: ${id}\n`}data: ${JSON.stringify(data)}\n\n`;
+}
+
+function errorData(err: unknown): { code: string; message: string } {
+  return err instanceof PatchbayError ? { code: err.code, message: err.message } : { code: 'internal', message: 'the scope could not be streamed' };
+}
+
+async function open(ctx: Ctx): Promise<void> {
+  const { config, limits } = ctx.deps;
+  const caller = await reader(ctx);
+  const positions = parseScopes(ctx.url.searchParams.get('scopes'), config.sseMaxScopes);
+  const lastEventId = ctx.req.headers['last-event-id'];
+  if (typeof lastEventId === 'string' && lastEventId !== '') {
+    const at = lastEventId.lastIndexOf('@');
+    const p = at < 0 ? undefined : positions.find((q) => q.scope === lastEventId.slice(0, at));
+    if (p === undefined) throw invalid('Last-Event-ID', 'must be <scope>@<ii> of a listed scope');
+    const ii = parseIndex(lastEventId.slice(at + 1), 'Last-Event-ID');
+    if (p.since === undefined || ii > p.since) p.since = ii;
+  }
+  if (ctx.url.searchParams.has('presence')) throw invalid('presence', 'is not carried by a multiplexed stream; use the scope’s own stream');
+  await Promise.all(positions.map((p) => checkPosition(ctx, p, caller)));
+  const release = await limits.openStream(caller?.id ?? `addr:${limits.clientAddress(ctx.req)}`);
+  try {
+    await serve(ctx, positions, caller);
+  } finally {
+    release();
+  }
+}
+
+async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Promise<void> {
+  const { engine, config, logger } = ctx.deps;
+  const sse = new SseWriter(ctx.res);
+  if (ctx.req.method === 'HEAD') {
+    sse.start(config.sseRetryMs);
+    ctx.res.end();
+    return;
+  }
+  const end = streamEnd(ctx.res);
+  if (end.goneAlready) return;
+  const { finished, finish } = end;
+  /** The client left, or the stream is ending: nothing more is sent or opened. */
+  let ending = false;
+  const gone = () => ending || end.gone();
+
+  const streamId = randomBytes(16).toString('hex');
+  /** The scopes carried, by id: the stop of each one's engine stream once open (undefined while opening). */
+  const scopes = new Map<string, (() => Promise<void>) | undefined>();
+  const write = (text: string): Promise<void> | undefined => (gone() ? undefined : sse.frame(text));
+
+  /** Opens one scope's engine stream; on failure tells the client (`removed` with the error) and forgets it. */
+  const add = async (p: Position): Promise<void> => {
+    scopes.set(p.scope, undefined);
+    let stopped = false;
+    try {
+      const stop = await engine.openStream(
+        p.scope,
+        p.since,
+        {
+          state: (ii, state) => write(frame('state', { scope: p.scope, ii, state }, `${p.scope}@${ii}`)),
+          patch: (e: PatchEvent) => write(frame('patch', { scope: p.scope, ii: e.ii, patch: e.patch, at: e.at, by: e.by }, `${p.scope}@${e.ii}`)),
+          failed: () => finish(), // the client reopens with the positions it has
+          revoked: () => {
+            stopped = true;
+            void drop(p.scope, { code: 'scope_not_found', message: `scope ${p.scope} not found` });
+          },
+        },
+        { reader: caller },
+      );
+      if (stopped || gone() || !scopes.has(p.scope)) {
+        await stop(); // removed, or the stream ended, while it opened
+        return;
+      }
+      scopes.set(p.scope, stop);
+    } catch (err) {
+      scopes.delete(p.scope);
+      if (!(err instanceof PatchbayError)) logger.error({ message: 'mux: a scope stream did not open', scope: p.scope, err: String(err) });
+      await write(frame('removed', { scope: p.scope, error: errorData(err) }));
+    }
+  };
+  const drop = async (scope: string, error?: { code: string; message: string }): Promise<void> => {
+    if (!scopes.has(scope)) return;
+    const stop = scopes.get(scope);
+    scopes.delete(scope);
+    await stop?.();
+    await write(frame('removed', error ? { scope, error } : { scope }));
+  };
+  /** Control messages, one at a time, in the order the bus brings them (ordered per key). */
+  let controls: Promise<void> = Promise.resolve();
+  const onControl = (data: string) => {
+    controls = controls.then(async () => {
+      let c: Control;
+      try {
+        c = JSON.parse(data) as Control;
+      } catch {
+        return;
+      }
+      if (gone() || c.by !== (caller?.id ?? null)) return; // another user's message for this id: ignored
+      for (const scope of c.remove ?? []) await drop(scope);
+      for (const p of c.add ?? []) {
+        if (gone()) return;
+        if (scopes.has(p.scope)) continue;
+        if (scopes.size >= config.sseMaxScopes) {
+          await write(frame('removed', { scope: p.scope, error: { code: 'too_large', message: `a stream carries at most ${config.sseMaxScopes} scopes` } }));
+          continue;
+        }
+        await add(p);
+        if (scopes.get(p.scope) !== undefined) await write(frame('added', { scope: p.scope }));
+      }
+    });
+  };
+  const stopControl = await engine.onControl(controlKey(streamId), onControl);
+  try {
+    sse.start(config.sseRetryMs);
+    await write(frame('stream', { stream: streamId }));
+    await Promise.all(positions.map((p) => add(p)));
+    const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
+    let limit: NodeJS.Timeout | undefined;
+    await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
+    clearTimeout(limit);
+    clearInterval(heartbeat);
+  } finally {
+    ending = true;
+    await stopControl();
+    await controls;
+    await Promise.all([...scopes.values()].map((stop) => stop?.()));
+    sse.end(config.sseRetryMs);
+  }
+}
+
+async function control(ctx: Ctx): Promise<void> {
+  const { config, limits, engine } = ctx.deps;
+  const stream = checkedParam(ctx, 0, 'stream', STREAM_ID, 'a stream id is 32 hex digits');
+  const caller = await reader(ctx);
+  await limits.streamControl(caller?.id ?? `addr:${limits.clientAddress(ctx.req)}`);
+  const body = await readBody(ctx.req, controlBody, config);
+  const add = body.add ?? [];
+  const remove = body.remove ?? [];
+  if (add.length > config.sseMaxScopes || remove.length > config.sseMaxScopes) {
+    throw new PatchbayError('too_large', `a stream carries at most ${config.sseMaxScopes} scopes`, {
+      limit: 'sseMaxScopes',
+      max: config.sseMaxScopes,
+      actual: Math.max(add.length, remove.length),
+    });
+  }
+  await Promise.all(add.map((p) => checkPosition(ctx, p, caller)));
+  const message: Control = { by: caller?.id ?? null, add, remove };
+  await engine.control(controlKey(stream), JSON.stringify(message));
+  sendJson(ctx.res, 202, { stream, add: add.map((p) => p.scope), remove });
+}
+
+export const muxRoutes: Route<Ctx>[] = [
+  { method: 'GET', path: '/v1/events', name: 'events.mux', run: open },
+  { method: 'POST', path: '/v1/events/{stream}', name: 'events.mux.control', run: control },
+];

@@ -1,0 +1,118 @@
+/**
+ * One connection for an origin's tabs (client/src/tabs.ts), in a real browser: headless Chromium
+ * (test/helpers/browser.ts) loads two pages of one origin that use the client (bundled from
+ * client/src with rolldown) against the real server, as one user. The server serves one stream for
+ * both; both pages see every patch of their scopes; when the leading page closes, the other takes
+ * over with a stream of its own and misses nothing. Skipped with a warning where Chromium is
+ * missing (failing under CI).
+ */
+import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Browser, Page } from 'playwright-core';
+import { rolldown } from 'rolldown';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHROMIUM_PATH, launchBrowser } from './helpers/browser.js';
+import { type Client, request, startServer, type TestServer } from './helpers/server.js';
+
+const missing = !existsSync(CHROMIUM_PATH);
+if (missing && process.env.CI) throw new Error(`Chromium is required under CI (${CHROMIUM_PATH}); install the chromium package`);
+if (missing) console.warn(`skipping test/client-tabs.test.ts: no Chromium at ${CHROMIUM_PATH}`);
+
+async function until(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe.skipIf(missing)('client: one connection for an origin’s tabs (Chromium)', () => {
+  let srv: TestServer;
+  let browser: Browser;
+  let site: Server;
+  let origin: string;
+  let writer: Client;
+
+  beforeAll(async () => {
+    srv = await startServer({ sseHeartbeatMs: 200 });
+    writer = await srv.client();
+    const bundle = await rolldown({ input: 'client/src/index.ts', platform: 'browser', logLevel: 'silent' });
+    const { output } = await bundle.generate({ format: 'esm' });
+    const code = output[0].code;
+    site = createServer((req, res) => {
+      if (req.url === '/client.js') {
+        res.writeHead(200, { 'content-type': 'text/javascript' });
+        res.end(code);
+      } else {
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end('<!doctype html><title>tab</title><script type="module">import * as pb from "/client.js"; window.pb = pb;</script>');
+      }
+    });
+    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
+    origin = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+    browser = await launchBrowser();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    site?.close();
+    await srv?.close();
+  });
+
+  /** Opens a page of the origin whose client follows `ids` as the user of `token`. */
+  async function tab(context: Awaited<ReturnType<Browser['newContext']>>, token: string, ids: string[]): Promise<Page> {
+    const page = await context.newPage();
+    await page.goto(`${origin}/`);
+    await page.waitForFunction(() => 'pb' in globalThis);
+    await page.evaluate(
+      async ({ url, token, ids }) => {
+        const { createClient } = (globalThis as unknown as { pb: typeof import('../client/src/index.js') }).pb;
+        const client = createClient({ url, token });
+        const scopes = ids.map((id: string) => client.scope(id));
+        (globalThis as unknown as { tab: unknown }).tab = { client, scopes };
+        await Promise.all(scopes.map((s: { ready: Promise<unknown> }) => s.ready));
+      },
+      { url: srv.url, token, ids },
+    );
+    return page;
+  }
+  /** The `ii` of each of a page's scopes, and how its client gets events. */
+  const look = (page: Page) =>
+    page.evaluate(() => {
+      const t = (globalThis as unknown as { tab: { client: { transportMode: string }; scopes: Array<{ id: string; ii: number }> } }).tab;
+      return { mode: t.client.transportMode, ii: Object.fromEntries(t.scopes.map((s) => [s.id, s.ii])) };
+    });
+
+  it('two pages of one origin share one stream, and the survivor takes over when the leader closes', async () => {
+    // One user in both pages (sharing is per user), signed in for the pages' origin.
+    const signIn = await request(srv.url, 'POST', '/v1/auth/anonymous', { headers: { origin } });
+    expect(signIn.status).toBe(200);
+    const token = signIn.json.token as string;
+    const make = async () => (await writer.request('POST', '/v1/scopes', { body: { state: { n: 0 }, access: { visibility: 'public' } } })).json.id as string;
+    const [a, b, c] = [await make(), await make(), await make()] as [string, string, string];
+    const bump = (id: string, n: number) => writer.request('POST', `/v1/scopes/${id}/patches`, { body: { patch: [{ op: 'replace', path: '/n', value: n }] } });
+
+    const before = srv.app.limits.openStreams;
+    const context = await browser.newContext();
+    try {
+      const first = await tab(context, token, [a, b]);
+      const second = await tab(context, token, [b, c]);
+      await until(async () => (await look(first)).mode === 'stream', 'the first page leading, on a stream');
+      expect((await look(second)).mode).toBe('shared');
+      expect(srv.app.limits.openStreams - before).toBe(1);
+      for (const id of [a, b, c]) await bump(id, 1);
+      await until(async () => Object.values((await look(first)).ii).every((ii) => ii === 1), 'the first page live');
+      await until(async () => Object.values((await look(second)).ii).every((ii) => ii === 1), 'the second page live, by relay');
+      expect(srv.app.limits.openStreams - before).toBe(1);
+
+      await first.close(); // the leader goes: its lock is released, the second page leads
+      await until(async () => (await look(second)).mode === 'stream', 'the second page leading');
+      for (const id of [b, c]) await bump(id, 2);
+      await until(async () => Object.values((await look(second)).ii).every((ii) => ii === 2), 'the second page on its own stream');
+      await until(() => srv.app.limits.openStreams - before === 1, 'one stream left');
+    } finally {
+      await context.close();
+    }
+    await until(() => srv.app.limits.openStreams === before, 'every stream closed');
+  });
+});

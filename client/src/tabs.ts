@@ -41,9 +41,13 @@ interface Channel {
 }
 const env = globalThis as unknown as { navigator?: { locks?: Locks }; BroadcastChannel?: new (name: string) => Channel };
 
-/** Whether this environment can share a connection among tabs (a browser with Web Locks and BroadcastChannel). */
+/**
+ * Whether this environment can share a connection among tabs (a browser with Web Locks and
+ * BroadcastChannel). Checked by shape: some DOM implementations (happy-dom) define
+ * `navigator.locks` as null.
+ */
 export function canShareTabs(): boolean {
-  return env.BroadcastChannel !== undefined && env.navigator?.locks !== undefined;
+  return typeof env.BroadcastChannel === 'function' && typeof env.navigator?.locks?.request === 'function';
 }
 
 /** A scope the leader carries: the tabs that follow it, and the last index its stream brought. */

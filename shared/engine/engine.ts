@@ -44,7 +44,7 @@ export type { Ack, CommitRules, CreateContext, Pending } from './decide.js';
 export type { StreamSink } from './stream.js';
 
 /** The ports the engine runs on (not the control plane's records). */
-export type EnginePorts = Pick<Adapters, 'ledger' | 'cache' | 'bus' | 'blobs'>;
+export type EnginePorts = Pick<Adapters, 'ledger' | 'cache' | 'bus' | 'blobs' | 'leaders'>;
 
 export interface ScopeView {
   id: string;
@@ -93,7 +93,7 @@ export class Engine {
     this.reader = new Reader(ports, this.cold, near, config, this.logError);
     this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
     this.rules = opts.rules ?? DEFAULT_RULES;
-    this.writer = new Writer(ports, config, this.reader, near, this.outbox, this.rules, this.now, opts.onStored);
+    this.writer = new Writer(ports, config, this.reader, near, this.outbox, this.rules, this.now, opts.onStored, this.logError);
   }
 
   /**
@@ -328,7 +328,7 @@ export class Engine {
   }
 
   async close(): Promise<void> {
-    await this.writer.idle();
+    await this.writer.close();
     await this.outbox.flush();
   }
 }

@@ -25,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { HttpClient } from './client.js';
 import { choosePinning, log, median, type NodeChild, pinSelf, Rpc, spread, startNode } from './harness.js';
 import { type Entry, judge, type Mode, type Results, type Target, writeResults } from './report.js';
+import { type Fleet, scaleHot, scaleMany, startFleet } from './scale-out.js';
 import {
   httpCatchup,
   httpCreateScopes,
@@ -80,7 +81,7 @@ const OUT = args.out ?? (QUICK ? 'bench/results/quick' : 'bench/results');
 const ROUNDS = args.rounds ? Number(args.rounds) : QUICK ? 1 : 3;
 /** Full runs discard one whole round of every workload first; quick runs only warm up briefly. */
 const WARM_ROUNDS = QUICK ? 0 : 1;
-const WORKLOADS = ['write-single', 'write-hot', 'write-many', 'fanout', 'rebuild', 'catchup'] as const;
+const WORKLOADS = ['write-single', 'write-hot', 'write-many', 'fanout', 'rebuild', 'catchup', 'scale-hot', 'scale-many'] as const;
 type Workload = (typeof WORKLOADS)[number];
 const only = new Set((args.only as string).split(',').filter(Boolean));
 const wanted = (w: Workload) => only.size === 0 || only.has(w);
@@ -103,6 +104,13 @@ interface ModeSizes {
   coldPatches: number;
   bundleEvery: number;
   warmSingle: number;
+  /** Scale-out (emulator only): writers on one hot scope over K instances, and patches each. */
+  scaleWriters: number;
+  scalePerWriter: number;
+  /** Scale-out write-many: writers over this many scopes, over 1 or 4 instances. */
+  scaleManyScopes: number;
+  scaleManyWriters: number;
+  scaleManyPerWriter: number;
 }
 
 const SIZES: Record<Mode, ModeSizes> = QUICK
@@ -122,6 +130,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 20_000,
         bundleEvery: 20_000,
         warmSingle: 100,
+        scaleWriters: 32,
+        scalePerWriter: 2,
+        scaleManyScopes: 50,
+        scaleManyWriters: 32,
+        scaleManyPerWriter: 2,
       },
       emulator: {
         single: 40,
@@ -138,6 +151,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 2_000,
         bundleEvery: 2_000,
         warmSingle: 10,
+        scaleWriters: 32,
+        scalePerWriter: 3,
+        scaleManyScopes: 100,
+        scaleManyWriters: 64,
+        scaleManyPerWriter: 2,
       },
     }
   : {
@@ -156,6 +174,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 100_000,
         bundleEvery: 100_000,
         warmSingle: 500,
+        scaleWriters: 32,
+        scalePerWriter: 2,
+        scaleManyScopes: 50,
+        scaleManyWriters: 32,
+        scaleManyPerWriter: 2,
       },
       emulator: {
         single: 300,
@@ -176,6 +199,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         coldPatches: 100_000,
         bundleEvery: 5_000,
         warmSingle: 50,
+        scaleWriters: 32,
+        scalePerWriter: 25,
+        scaleManyScopes: 400,
+        scaleManyWriters: 64,
+        scaleManyPerWriter: 10,
       },
     };
 
@@ -189,6 +217,9 @@ const TARGETS: Partial<Record<string, Target>> = {
   'emulator/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
   'embedded/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
   'emulator/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
+  'emulator/scale-hot/K=1': { on: 'ratio', op: '>=', threshold: 0.8, text: '≥ 0.8× one instance' },
+  'emulator/scale-hot/p99/K=1': { on: 'value', op: '<=', threshold: 500, text: 'cross-instance p99 ≤ 500 ms' },
+  'emulator/scale-many/K=1': { on: 'ratio', op: '>=', threshold: 2, text: '≥ 2× one instance' },
 };
 
 /**
@@ -318,6 +349,8 @@ function workloadSize(mode: Mode, name: Workload, patches = 0): string {
     fanout: `${z.fanSubscribers} subscribers, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
     rebuild: `${n(patches)} patches`,
     catchup: `${n(patches)} patches`,
+    'scale-hot': `${z.scaleWriters} writers × ${n(z.scalePerWriter)} patches on one scope, spread over the instances, a stream on each`,
+    'scale-many': `${z.scaleManyWriters} writers × ${n(z.scaleManyPerWriter)} patches over ${n(z.scaleManyScopes)} scopes, spread over the instances`,
   }[name];
   return `${what}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} (${QUICK ? 'quick' : 'full'} run)`;
 }
@@ -560,9 +593,59 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         }
       }
     }
+
+    if (mode === 'emulator' && (wanted('scale-hot') || wanted('scale-many'))) await runScaleOut(env, z, pinServer);
   } finally {
     for (const s of stops.reverse()) await s().catch(() => {});
     rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Scale-out (issue 18): K ∈ {1, 2, 4} API processes on the emulator stack, each K on a namespace
+ * of its own, measured in the same interleaved rounds (bench/scale-out.ts).
+ */
+async function runScaleOut(env: Record<string, string>, z: ModeSizes, pinServer: string | null): Promise<void> {
+  const ks = [1, 2, 4];
+  const fleets = new Map<number, Fleet>();
+  try {
+    for (const k of ks) {
+      log(`emulator scale-out: starting ${k} API process${k === 1 ? '' : 'es'}`);
+      fleets.set(k, await startFleet(k, env, `scale${k}`, pinServer));
+    }
+    const fleet = (k: number) => (fleets.get(k) as Fleet).clients;
+    if (wanted('scale-hot')) {
+      for (const k of ks) await scaleHot(fleet(k), z.scaleWriters, 1); // each fleet's emulator connections and leases warm up
+      const systems: System[] = ks.map((k) => ({
+        name: `K=${k}`,
+        run: async () => {
+          const r = await scaleHot(fleet(k), z.scaleWriters, z.scalePerWriter);
+          return { throughput: r.rate, p50: r.p50, p99: r.p99, lost: r.lost };
+        },
+      }));
+      const r = await compare('emulator scale-hot', systems);
+      const lost = ks.flatMap((k) => r.get(`K=${k}`)?.lost ?? []).reduce((a, b) => a + b, 0);
+      if (lost > 0) notes.push(`emulator scale-hot: ${lost} cross-instance receipts did not arrive within 10 s of the last ack`);
+      for (const k of ks) {
+        record('emulator', 'scale-hot', r, `K=${k}`, 'K=1', 'throughput', 'acks/s', {
+          note: `${k} API process${k === 1 ? '' : 'es'} on one emulator stack; baseline: one process, same rounds.`,
+        });
+        for (const metric of ['p50', 'p99']) record('emulator', 'scale-hot', r, `K=${k}`, 'K=1', metric, 'ms');
+      }
+    }
+    if (wanted('scale-many')) {
+      const scopes = await httpCreateScopes(fleet(1)[0] as HttpClient, z.scaleManyScopes);
+      const scopes4 = await httpCreateScopes(fleet(4)[0] as HttpClient, z.scaleManyScopes);
+      // The fleets are on different namespaces, so each writes its own copy of the scopes (same user).
+      const systems: System[] = [
+        { name: 'K=1', run: async () => tput(await scaleMany(fleet(1), scopes, z.scaleManyWriters, z.scaleManyPerWriter)) },
+        { name: 'K=4', run: async () => tput(await scaleMany(fleet(4), scopes4, z.scaleManyWriters, z.scaleManyPerWriter)) },
+      ];
+      const r = await compare('emulator scale-many', systems);
+      record('emulator', 'scale-many', r, 'K=4', 'K=1', 'throughput', 'patches/s', { note: '4 API processes against 1, same rounds.' });
+    }
+  } finally {
+    for (const f of fleets.values()) await f.stop().catch(() => {});
   }
 }
 

@@ -134,14 +134,14 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('scope leaders 
     );
     try {
       const req = JSON.stringify({ patch: [{ op: 'add', path: '/x', value: 1 }], ii: 0 });
-      const sent = await lb.send(id, { req, user: 'u2', domain: 'default' }, 10_000);
+      const sent = await lb.send(id, { req, user: 'u2', domain: 'default', retriable: false }, 10_000);
       expect(sent.outcome).toEqual({ ack: { id, ii: 7, echo: req } });
       expect(got).toHaveLength(1);
-      expect(got[0]).toMatchObject({ req, user: 'u2', domain: 'default', claimed: 0 });
+      expect(got[0]).toMatchObject({ req, user: 'u2', domain: 'default', retriable: false, claimed: 0 });
       // Two at once, and an error outcome round-trips.
       const [x, y] = await Promise.all([
-        lb.send(id, { req: '1', user: 'u2', domain: 'd' }, 10_000),
-        lb.send(id, { req: '2', user: 'u3', domain: 'd' }, 10_000),
+        lb.send(id, { req: '1', user: 'u2', domain: 'd', retriable: true }, 10_000),
+        lb.send(id, { req: '2', user: 'u3', domain: 'd', retriable: false }, 10_000),
       ]);
       expect([x.outcome, y.outcome]).toEqual([{ ack: { id, ii: 7, echo: '1' } }, { ack: { id, ii: 7, echo: '2' } }]);
       expect(got).toHaveLength(3);
@@ -163,7 +163,7 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('scope leaders 
       (r) => claimedByA.push(...r),
       () => {},
     );
-    const waiting = lb.send(id, { req: '"r"', user: 'u2', domain: 'd' }, 800);
+    const waiting = lb.send(id, { req: '"r"', user: 'u2', domain: 'd', retriable: false }, 800);
     await expect.poll(() => claimedByA.length, { timeout: 5000 }).toBe(1);
     stopA(); // A "dies" without answering
     const timedOut = await waiting;
@@ -181,7 +181,7 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('scope leaders 
       () => {},
     );
     try {
-      const again = await lb.send(id, { req: '"r"', user: 'u2', domain: 'd' }, 5000, timedOut.key);
+      const again = await lb.send(id, { req: '"r"', user: 'u2', domain: 'd', retriable: false }, 5000, timedOut.key);
       expect(again.outcome).toEqual({ error: { code: 'unavailable', message: 'm', details: {} } });
       expect(seen).toEqual([expect.objectContaining({ key: timedOut.key, claimed: first.epoch })]);
     } finally {

@@ -95,7 +95,12 @@ export class Leading {
       // Another instance leads (or this one now does, and its listener answers what it sent earlier).
       const left = deadline - this.now();
       if (left <= 0) throw new PatchbayError('unavailable', `scope ${id}'s leader did not answer in time; retry`, { id });
-      const sent = await this.leaders.send(id, { req: JSON.stringify(p.req), user: p.user, domain: p.domain }, Math.min(left, this.config.writeLeaseMs), key);
+      const sent = await this.leaders.send(
+        id,
+        { req: JSON.stringify(p.req), user: p.user, domain: p.domain, retriable: p.req.session !== undefined },
+        Math.min(left, this.config.writeLeaseMs),
+        key,
+      );
       key = sent.key;
       if (sent.outcome) return fromOutcome(sent.outcome);
       this.others.delete(id); // no answer within a lease: ask the lease again

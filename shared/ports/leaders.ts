@@ -36,6 +36,11 @@ export interface HandedRequest {
   req: string;
   user: string;
   domain: string;
+  /**
+   * Whether committing the request twice is harmless: it has a (session, si), so a second commit
+   * is recognised as a retry. Such requests are not claimed (one write less per request).
+   */
+  retriable: boolean;
 }
 
 /** A request document as the leader's listener sees it. */
@@ -43,8 +48,9 @@ export interface InboxRequest extends HandedRequest {
   /** Its document id (unique per request). */
   key: string;
   /**
-   * The epoch of the leader that claimed it, 0 when none did. A claim older than the listener's
-   * epoch without an answer means an earlier leader may or may not have committed it.
+   * The epoch of the leader that claimed it, 0 when none did (a retriable request is never
+   * claimed). A claim older than the listener's epoch without an answer means an earlier leader
+   * may or may not have committed it.
    */
   claimed: number;
 }
@@ -75,8 +81,8 @@ export interface ScopeLeaders {
   send(id: string, request: HandedRequest, waitMs: number, key?: string): Promise<{ key: string; outcome: HandedOutcome | null }>;
   /**
    * Listens to scope `id`'s inbox while this instance leads it at `epoch`: `onRequests` gets every
-   * unanswered request, once per listener, in creation order, after this listener claimed them for
-   * `epoch` (`claimed` is the claim found before). Returns the function that stops listening.
+   * unanswered request, once per listener, in creation order, after this listener claimed the ones
+   * not retriable for `epoch` (`claimed` is the claim found before). Returns the function that stops listening.
    */
   listen(id: string, epoch: number, onRequests: (requests: InboxRequest[]) => void, onError: (err: unknown) => void): () => void;
   /** Writes the outcome of request `key` of scope `id` (several at once: one batch). */

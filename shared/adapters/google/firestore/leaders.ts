@@ -10,8 +10,8 @@
  * one can commit nothing, whether it knows it lost the lease or not.
  *
  * The inbox (<root>/{id}/inbox/{key}): a request document {req, user, domain, from, at, done:
- * false, claimed: 0}. The leader's listener (a query on `done == false`) claims each new request
- * for its epoch in one batch and hands them over; `answer` sets {done: true, outcome} in one batch.
+ * false, claimed: 0, retriable}. The leader's listener (a query on `done == false`) claims each new
+ * request that is not retriable (no (session, si)) for its epoch, in one batch, and hands them over; `answer` sets {done: true, outcome} in one batch.
  * A sender listens, per scope, to the answered requests it sent (`from == instance`, `done ==
  * true`: two equality filters, which Firestore serves from its single-field indexes), and deletes
  * each request document once it has read its outcome.
@@ -55,12 +55,15 @@ export class FirestoreLeaders implements ScopeLeaders {
     const headRef = this.docs.head(id);
     return this.docs.db.runTransaction(
       async (tx) => {
-        const [lease, head] = await tx.getAll(ref, headRef, { fieldMask: ['holder', 'expires', 'epoch', WEPOCH, DELETED] });
-        if (!isLive(head)) throw notFound(id);
+        const [lease] = await tx.getAll(ref);
         const current = { holder: lease?.get('holder') as string | undefined, expires: num(lease?.get('expires')), epoch: num(lease?.get('epoch')) };
         const expires = now + ttlMs;
+        // Held by another: answered without reading the head, which its leader is writing (on the
+        // emulator, a read in a transaction holds the head's lock against the leader's commits).
         if (current.holder !== undefined && current.holder !== holder && current.expires > now)
           return { mine: false, holder: current.holder, expires: current.expires };
+        const [head] = await tx.getAll(headRef, { fieldMask: [WEPOCH, DELETED] });
+        if (!isLive(head)) throw notFound(id);
         const wepoch = num(head.get(WEPOCH));
         if (current.holder === holder && current.epoch === wepoch && current.expires > now) {
           tx.update(ref, { expires });
@@ -111,10 +114,16 @@ export class FirestoreLeaders implements ScopeLeaders {
     const answered = new Promise<HandedOutcome>((resolve) => listener.waiters.set(k, { resolve }));
     await listener.ready;
     if (key === undefined) {
-      await this.docs
-        .inbox(id)
-        .doc(k)
-        .create({ req: request.req, user: request.user, domain: request.domain, from: this.instance, at: Date.now(), done: false, claimed: 0 });
+      await this.docs.inbox(id).doc(k).create({
+        req: request.req,
+        user: request.user,
+        domain: request.domain,
+        retriable: request.retriable,
+        from: this.instance,
+        at: Date.now(),
+        done: false,
+        claimed: 0,
+      });
     } else {
       // Waiting again: the answer may have come while nobody waited (the listener then dropped it).
       const [snap] = await this.docs.db.getAll(this.docs.inbox(id).doc(k));
@@ -207,23 +216,30 @@ export class FirestoreLeaders implements ScopeLeaders {
     };
   }
 
-  /** Claims requests for `epoch` (one batch; one at a time when a sender deleted its request meanwhile). */
+  /**
+   * Claims the requests that are not retriable for `epoch` (one batch; one at a time when a sender
+   * deleted its request meanwhile, and those are dropped); the retriable ones pass as they are.
+   */
   private async claim(docs: QueryDocumentSnapshot[], epoch: number): Promise<InboxRequest[]> {
     const as = (d: QueryDocumentSnapshot): InboxRequest => ({
       key: d.id,
       req: d.get('req') as string,
       user: d.get('user') as string,
       domain: d.get('domain') as string,
+      retriable: d.get('retriable') === true,
       claimed: num(d.get('claimed')),
     });
+    const toClaim = docs.filter((d) => d.get('retriable') !== true);
+    if (toClaim.length === 0) return docs.map(as);
     const batch = this.docs.db.batch();
-    for (const d of docs) batch.update(d.ref, { claimed: epoch });
+    for (const d of toClaim) batch.update(d.ref, { claimed: epoch });
     try {
       await batch.commit();
       return docs.map(as);
     } catch {
-      const each = await Promise.allSettled(docs.map((d) => d.ref.update({ claimed: epoch })));
-      return docs.filter((_, i) => each[i]?.status === 'fulfilled').map(as);
+      const each = await Promise.allSettled(toClaim.map((d) => d.ref.update({ claimed: epoch })));
+      const lost = new Set(toClaim.filter((_, i) => each[i]?.status !== 'fulfilled').map((d) => d.id));
+      return docs.filter((d) => !lost.has(d.id)).map(as);
     }
   }
 

@@ -42,8 +42,10 @@ interface Led {
   last: number;
   /** Requests of the scope in this instance's queue. */
   inflight: number;
-  stopListening: () => void;
+  stopListening: () => Promise<void>;
   timer: NodeJS.Timeout;
+  /** Whether a renewal is under way. */
+  renewing: boolean;
   /** Answers of handed requests waiting for the next batch. */
   answers: Array<{ key: string; outcome: HandedOutcome }>;
 }
@@ -52,7 +54,7 @@ export class Leading {
   private readonly led = new Map<string, Led>();
   /** Leases another instance holds, until when (ms): requests go to the inbox without asking. */
   private readonly others = new Map<string, number>();
-  /** Lease operations in progress (acquire, release), one per scope at a time. */
+  /** Lease operations in progress (acquire, release), one per scope at a time; requests wait for them. */
   private readonly busy = new Map<string, Promise<unknown>>();
   /** Answer batches being written. */
   private readonly writing = new Set<Promise<void>>();
@@ -141,8 +143,9 @@ export class Leading {
       expires: answer.expires,
       last: this.now(),
       inflight: 0,
+      renewing: false,
       answers: [],
-      stopListening: () => {},
+      stopListening: async () => {},
       timer: setInterval(() => this.tick(id, led), Math.max(100, Math.floor(this.config.writeLeaseMs / 3))),
     };
     led.timer.unref();
@@ -193,7 +196,8 @@ export class Leading {
       this.localTracked(id, led, p).then(
         (ack) => this.queueAnswer(id, led, r.key, { ack }),
         (err: unknown) => {
-          if (isLeaseLost(err)) return; // nothing written; the next leader answers it (it is still in the inbox)
+          // Nothing written: the claim is given back, and the next leader answers it (it is still in the inbox).
+          if (isLeaseLost(err)) return void this.leaders.unclaim(id, [r.key]).catch(() => {});
           this.queueAnswer(id, led, r.key, toOutcome(err));
         },
       );
@@ -219,37 +223,53 @@ export class Leading {
 
   /** Every third of a lease: renew it while the scope is written, release it once idle. */
   private tick(id: string, led: Led): void {
-    if (this.led.get(id) !== led || this.busy.has(id)) return;
+    if (this.led.get(id) !== led || this.busy.has(id) || led.renewing) return;
     const now = this.now();
     if (led.inflight === 0 && led.answers.length === 0 && now - led.last >= this.config.writeLeaseIdleMs) {
-      this.release(id, led);
+      void this.release(id, led);
       return;
     }
-    const renewing = this.leaders.renew(id, this.holder, led.epoch, this.config.writeLeaseMs, now).then(
-      (ok) => {
-        if (ok) led.expires = now + this.config.writeLeaseMs;
-        else this.drop(id, led);
-      },
-      (err: unknown) => this.logError({ message: `renewing the write lease of scope ${id} failed`, error: String(err) }),
-    );
-    this.busy.set(id, renewing);
-    void renewing.finally(() => this.busy.get(id) === renewing && this.busy.delete(id));
+    led.renewing = true;
+    this.leaders
+      .renew(id, this.holder, led.epoch, this.config.writeLeaseMs, now)
+      .then(
+        (ok) => {
+          if (ok) led.expires = now + this.config.writeLeaseMs;
+          else this.drop(id, led);
+        },
+        (err: unknown) => this.logError({ message: `renewing the write lease of scope ${id} failed`, error: String(err) }),
+      )
+      .finally(() => {
+        led.renewing = false;
+      });
   }
 
-  /** Stops leading `id` here (the lease passed on, or is being released). */
+  /** Stops leading `id` here: the lease passed on (commits would be refused by the fence anyway). */
   private drop(id: string, led: Led): void {
     if (this.led.get(id) !== led) return;
     this.led.delete(id);
     clearInterval(led.timer);
-    led.stopListening();
+    void led.stopListening();
   }
 
-  /** Stops leading `id` and gives its lease back, so another instance can take it at once. */
+  /**
+   * Gives the lease of `id` back, so another instance can take it at once: first stops listening
+   * (claims not yet handed over are given back), lets the scope's requests here finish and their
+   * answers go out (still fenced by the lease), then releases it. New requests wait for the release.
+   */
   private release(id: string, led: Led): Promise<void> {
-    this.drop(id, led);
-    const releasing = this.leaders
-      .release(id, this.holder, led.epoch)
-      .catch((err: unknown) => this.logError({ message: `releasing the write lease of scope ${id} failed`, error: String(err) }));
+    if (this.led.get(id) !== led) return Promise.resolve();
+    clearInterval(led.timer);
+    const releasing = (async () => {
+      await led.stopListening();
+      while (led.inflight > 0 || led.answers.length > 0) await new Promise((r) => setTimeout(r, 5));
+      await Promise.all([...this.writing]);
+      this.led.delete(id);
+      await this.leaders.release(id, this.holder, led.epoch);
+    })().catch((err: unknown) => {
+      this.led.delete(id);
+      this.logError({ message: `releasing the write lease of scope ${id} failed`, error: String(err) });
+    });
     this.busy.set(id, releasing);
     void releasing.finally(() => this.busy.get(id) === releasing && this.busy.delete(id));
     return releasing;
@@ -261,10 +281,9 @@ export class Leading {
    */
   async close(drained: () => Promise<void>): Promise<void> {
     this.closed = true;
-    for (const led of this.led.values()) led.stopListening(); // no more handed requests; the leases still fence the last commits
+    // No more handed requests (claims not handed over are given back); the leases still fence the last commits.
+    await Promise.all([...this.led.values()].map((led) => led.stopListening()));
     await drained();
-    await new Promise((r) => setImmediate(r)); // the last answers' batch starts
-    await Promise.all([...this.writing]);
     await Promise.all([...this.busy.values()].map((b) => b.catch(() => {})));
     await Promise.all([...this.led].map(([id, led]) => this.release(id, led)));
   }

@@ -84,7 +84,15 @@ export interface ScopeLeaders {
    * unanswered request, once per listener, in creation order, after this listener claimed the ones
    * not retriable for `epoch` (`claimed` is the claim found before). Returns the function that stops listening.
    */
-  listen(id: string, epoch: number, onRequests: (requests: InboxRequest[]) => void, onError: (err: unknown) => void): () => void;
+  listen(id: string, epoch: number, onRequests: (requests: InboxRequest[]) => void, onError: (err: unknown) => void): () => Promise<void>;
+  /**
+   * Gives back this instance's claims on requests `keys` of scope `id` (their commit was refused
+   * by the fence, so nothing of them was written), unless another leader claimed them since.
+   * The function `listen` returned does this for claims it had not handed over yet, before it
+   * resolves; so a leader that stops listening and then releases its lease leaves no claim of a
+   * request it never decided.
+   */
+  unclaim(id: string, keys: string[]): Promise<void>;
   /** Writes the outcome of request `key` of scope `id` (several at once: one batch). */
   answer(id: string, answers: Array<{ key: string; outcome: HandedOutcome }>): Promise<void>;
 }

@@ -17,7 +17,7 @@
  * each request document once it has read its outcome.
  */
 import { randomUUID } from 'node:crypto';
-import type { DocumentReference, QueryDocumentSnapshot } from '@google-cloud/firestore';
+import type { DocumentReference, QueryDocumentSnapshot, Timestamp, WriteResult } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
 import type { HandedOutcome, HandedRequest, InboxRequest, LeaseAnswer, ScopeLeaders } from '../../../ports/leaders.js';
 import { DELETED, isLive, notFound, num, WEPOCH } from './codec.js';
@@ -40,6 +40,8 @@ interface AnswerListener {
 
 export class FirestoreLeaders implements ScopeLeaders {
   private readonly answers = new Map<string, AnswerListener>();
+  /** The update time of each claim this instance wrote and has not answered or given back (`scope/key`). */
+  private readonly claims = new Map<string, Timestamp>();
 
   constructor(
     private readonly docs: Layout,
@@ -188,8 +190,9 @@ export class FirestoreLeaders implements ScopeLeaders {
     l.linger.unref();
   }
 
-  listen(id: string, epoch: number, onRequests: (requests: InboxRequest[]) => void, onError: (err: unknown) => void): () => void {
+  listen(id: string, epoch: number, onRequests: (requests: InboxRequest[]) => void, onError: (err: unknown) => void): () => Promise<void> {
     const seen = new Set<string>();
+    const claiming = new Set<Promise<void>>();
     let stopped = false;
     const stop = this.docs
       .inbox(id)
@@ -198,29 +201,54 @@ export class FirestoreLeaders implements ScopeLeaders {
         (snap) => {
           for (const c of snap.docChanges()) if (c.type === 'removed') seen.delete(c.doc.id); // answered: never pending again
           const fresh = snap.docs.filter((d) => !seen.has(d.id));
-          if (fresh.length === 0) return;
+          if (fresh.length === 0 || stopped) return;
           for (const d of fresh) seen.add(d.id);
           fresh.sort((a, b) => num(a.get('at')) - num(b.get('at')) || a.createTime.toMillis() - b.createTime.toMillis());
-          this.claim(fresh, epoch).then(
-            (claimed) => {
-              if (!stopped && claimed.length > 0) onRequests(claimed);
+          const claimed = this.claim(id, fresh, epoch).then(
+            async (requests) => {
+              // Stopped meanwhile: nothing was done with them, so the claims are given back.
+              if (stopped)
+                await this.unclaim(
+                  id,
+                  requests.map((r) => r.key),
+                );
+              else if (requests.length > 0) onRequests(requests);
             },
             (err) => onError(err),
           );
+          claiming.add(claimed);
+          void claimed.finally(() => claiming.delete(claimed));
         },
         (err) => onError(err),
       );
-    return () => {
+    return async () => {
       stopped = true;
       stop();
+      await Promise.all([...claiming]);
     };
+  }
+
+  async unclaim(id: string, keys: string[]): Promise<void> {
+    await Promise.all(
+      keys.map(async (key) => {
+        const at = this.claims.get(`${id}/${key}`);
+        this.claims.delete(`${id}/${key}`);
+        if (!at) return;
+        // Only while nobody touched it since our claim (a later leader's claim wins).
+        await this.docs
+          .inbox(id)
+          .doc(key)
+          .update({ claimed: 0 }, { lastUpdateTime: at })
+          .catch(() => {});
+      }),
+    );
   }
 
   /**
    * Claims the requests that are not retriable for `epoch` (one batch; one at a time when a sender
    * deleted its request meanwhile, and those are dropped); the retriable ones pass as they are.
    */
-  private async claim(docs: QueryDocumentSnapshot[], epoch: number): Promise<InboxRequest[]> {
+  private async claim(id: string, docs: QueryDocumentSnapshot[], epoch: number): Promise<InboxRequest[]> {
     const as = (d: QueryDocumentSnapshot): InboxRequest => ({
       key: d.id,
       req: d.get('req') as string,
@@ -233,18 +261,25 @@ export class FirestoreLeaders implements ScopeLeaders {
     if (toClaim.length === 0) return docs.map(as);
     const batch = this.docs.db.batch();
     for (const d of toClaim) batch.update(d.ref, { claimed: epoch });
+    const remember = (d: QueryDocumentSnapshot, r: PromiseSettledResult<WriteResult> | WriteResult | undefined) => {
+      const w = r && 'status' in r ? (r.status === 'fulfilled' ? r.value : undefined) : r;
+      if (w) this.claims.set(`${id}/${d.id}`, w.writeTime);
+      return w !== undefined;
+    };
     try {
-      await batch.commit();
+      const results = await batch.commit();
+      toClaim.forEach((d, i) => remember(d, results[i]));
       return docs.map(as);
     } catch {
       const each = await Promise.allSettled(toClaim.map((d) => d.ref.update({ claimed: epoch })));
-      const lost = new Set(toClaim.filter((_, i) => each[i]?.status !== 'fulfilled').map((d) => d.id));
+      const lost = new Set(toClaim.filter((d, i) => !remember(d, each[i])).map((d) => d.id));
       return docs.filter((d) => !lost.has(d.id)).map(as);
     }
   }
 
   async answer(id: string, answers: Array<{ key: string; outcome: HandedOutcome }>): Promise<void> {
     if (answers.length === 0) return;
+    for (const a of answers) this.claims.delete(`${id}/${a.key}`);
     const batch = this.docs.db.batch();
     for (const a of answers) batch.update(this.docs.inbox(id).doc(a.key), { done: true, outcome: JSON.stringify(a.outcome) });
     try {

@@ -21,7 +21,7 @@
  * committed again when it has a (session, si), which recognises it if the earlier leader committed
  * it; without one, nobody can tell, and it is answered `unavailable`.
  */
-import { asPatchbayError, type ErrorCode, PatchbayError } from '../errors.js';
+import { asPatchbayError, type ErrorCode, isBackendError, PatchbayError } from '../errors.js';
 import type { HandedOutcome, InboxRequest, ScopeLeaders } from '../ports/leaders.js';
 import { isLeaseLost } from '../ports/leaders.js';
 import type { PatchRequest } from '../protocol.js';
@@ -84,7 +84,16 @@ export class Leading {
     let key: string | undefined; // set once the request is in the inbox
     for (;;) {
       if (this.closed) throw new PatchbayError('unavailable', 'this instance is shutting down; retry');
-      const led = await this.lead(id);
+      let led: Led | null;
+      try {
+        led = await this.lead(id);
+      } catch (err) {
+        // Taking the lease failed on the backend (contention between instances taking it at once):
+        // nothing was written; ask again shortly, within the request's time.
+        if (err instanceof PatchbayError || !isBackendError(err) || this.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 20 + Math.random() * 100));
+        continue;
+      }
       if (led && key === undefined) {
         try {
           return await this.localTracked(id, led, p);

@@ -268,7 +268,7 @@ export class FirestoreLeaders implements ScopeLeaders {
     };
     try {
       const results = await batch.commit();
-      toClaim.forEach((d, i) => remember(d, results[i]));
+      for (const [i, d] of toClaim.entries()) remember(d, results[i]);
       return docs.map(as);
     } catch {
       const each = await Promise.allSettled(toClaim.map((d) => d.ref.update({ claimed: epoch })));

@@ -31,6 +31,7 @@ import { HttpClient } from './client.js';
 import { clientFanout, clientWriteHot, clientWriteSingle, sdbWriteSinglePipelined } from './client-workloads.js';
 import { choosePinning, log, median, type NodeChild, pinSelf, Rpc, spread, startNode } from './harness.js';
 import { type Entry, judge, type Mode, type Results, type Target, writeResults } from './report.js';
+import { type Fleet, scaleHot, scaleMany, startFleet } from './scale-out.js';
 import {
   httpCatchup,
   httpCreateScopes,
@@ -104,6 +105,9 @@ const WORKLOADS = [
   'client-awaited',
   'client-hot',
   'client-fanout',
+  // Scale-out (emulator mode only): K API processes on one set of emulators.
+  'scale-hot',
+  'scale-many',
 ] as const;
 type Workload = (typeof WORKLOADS)[number];
 const only = new Set((args.only as string).split(',').filter(Boolean));
@@ -131,6 +135,13 @@ interface ModeSizes {
   signClients: number;
   signPerClient: number;
   signerN: number;
+  /** Scale-out (emulator only): writers on one hot scope over K instances, and patches each. */
+  scaleWriters: number;
+  scalePerWriter: number;
+  /** Scale-out write-many: writers over this many scopes, over 1 or 4 instances. */
+  scaleManyScopes: number;
+  scaleManyWriters: number;
+  scaleManyPerWriter: number;
 }
 
 const SIZES: Record<Mode, ModeSizes> = QUICK
@@ -153,6 +164,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         signClients: 8,
         signPerClient: 25,
         signerN: 2000,
+        scaleWriters: 32,
+        scalePerWriter: 2,
+        scaleManyScopes: 50,
+        scaleManyWriters: 32,
+        scaleManyPerWriter: 2,
       },
       emulator: {
         single: 40,
@@ -172,6 +188,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         signClients: 8,
         signPerClient: 10,
         signerN: 500,
+        scaleWriters: 32,
+        scalePerWriter: 3,
+        scaleManyScopes: 100,
+        scaleManyWriters: 64,
+        scaleManyPerWriter: 2,
       },
     }
   : {
@@ -193,6 +214,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         signClients: 16,
         signPerClient: 250,
         signerN: 20000,
+        scaleWriters: 32,
+        scalePerWriter: 2,
+        scaleManyScopes: 50,
+        scaleManyWriters: 32,
+        scaleManyPerWriter: 2,
       },
       emulator: {
         single: 300,
@@ -216,6 +242,11 @@ const SIZES: Record<Mode, ModeSizes> = QUICK
         signClients: 16,
         signPerClient: 50,
         signerN: 5000,
+        scaleWriters: 32,
+        scalePerWriter: 25,
+        scaleManyScopes: 400,
+        scaleManyWriters: 64,
+        scaleManyPerWriter: 10,
       },
     };
 
@@ -230,6 +261,9 @@ const TARGETS: Partial<Record<string, Target>> = {
   'emulator/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
   'embedded/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
   'emulator/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
+  'emulator/scale-hot/K=1': { on: 'ratio', op: '>=', threshold: 0.8, text: '≥ 0.8× one instance' },
+  'emulator/scale-hot/p99/K=1': { on: 'value', op: '<=', threshold: 500, text: 'cross-instance p99 ≤ 500 ms' },
+  'emulator/scale-many/K=1': { on: 'ratio', op: '>=', threshold: 2, text: '≥ 2× one instance' },
 };
 
 /**
@@ -365,6 +399,8 @@ function workloadSize(mode: Mode, name: Workload, patches = 0): string {
     'client-awaited': `${n(z.single)} sequential patches, each awaited`,
     'client-hot': `${z.hotWriters} clients × ${n(z.hotPerWriter)} patches`,
     'client-fanout': `${z.fanSubscribers} watching clients, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
+    'scale-hot': `${z.scaleWriters} writers × ${n(z.scalePerWriter)} patches on one scope, spread over the instances, a stream on each`,
+    'scale-many': `${z.scaleManyWriters} writers × ${n(z.scaleManyPerWriter)} patches over ${n(z.scaleManyScopes)} scopes, spread over the instances`,
   }[name];
   return `${what}, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'} (${QUICK ? 'quick' : 'full'} run)`;
 }
@@ -649,6 +685,8 @@ async function runMode(mode: Mode, base: Baselines, pinServer: string | null): P
         }
       }
     }
+
+    if (mode === 'emulator' && (wanted('scale-hot') || wanted('scale-many'))) await runScaleOut(env, z, pinServer);
   } finally {
     for (const s of stops.reverse()) await s().catch(() => {});
     rmSync(dataDir, { recursive: true, force: true });
@@ -719,6 +757,54 @@ async function signerFor(mode: Mode, env: Record<string, string>): Promise<(expi
   const storage = new Storage({ projectId: env.PATCHBAY_GCP_PROJECT, credentials: key });
   const files = new GcsFiles(storage.bucket(env.PATCHBAY_BUCKET as string));
   return (expires) => files.signDownload('uploads/00000000-0000-0000-0000-000000000000', { expires, contentType: 'text/plain' });
+}
+
+/**
+ * Scale-out (issue 18): K ∈ {1, 2, 4} API processes on the emulator stack, each K on a namespace
+ * of its own, measured in the same interleaved rounds (bench/scale-out.ts).
+ */
+async function runScaleOut(env: Record<string, string>, z: ModeSizes, pinServer: string | null): Promise<void> {
+  const ks = [1, 2, 4];
+  const fleets = new Map<number, Fleet>();
+  try {
+    for (const k of ks) {
+      log(`emulator scale-out: starting ${k} API process${k === 1 ? '' : 'es'}`);
+      fleets.set(k, await startFleet(k, env, `scale${k}`, pinServer));
+    }
+    const fleet = (k: number) => (fleets.get(k) as Fleet).clients;
+    if (wanted('scale-hot')) {
+      for (const k of ks) await scaleHot(fleet(k), z.scaleWriters, 1); // each fleet's emulator connections and leases warm up
+      const systems: System[] = ks.map((k) => ({
+        name: `K=${k}`,
+        run: async () => {
+          const r = await scaleHot(fleet(k), z.scaleWriters, z.scalePerWriter);
+          return { throughput: r.rate, p50: r.p50, p99: r.p99, lost: r.lost };
+        },
+      }));
+      const r = await compare('emulator scale-hot', systems);
+      const lost = ks.flatMap((k) => r.get(`K=${k}`)?.lost ?? []).reduce((a, b) => a + b, 0);
+      if (lost > 0) notes.push(`emulator scale-hot: ${lost} cross-instance receipts did not arrive within 10 s of the last ack`);
+      for (const k of ks) {
+        record('emulator', 'scale-hot', r, `K=${k}`, 'K=1', 'throughput', 'acks/s', {
+          note: `${k} API process${k === 1 ? '' : 'es'} on one emulator stack; baseline: one process, same rounds.`,
+        });
+        for (const metric of ['p50', 'p99']) record('emulator', 'scale-hot', r, `K=${k}`, 'K=1', metric, 'ms');
+      }
+    }
+    if (wanted('scale-many')) {
+      const scopes = await httpCreateScopes(fleet(1)[0] as HttpClient, z.scaleManyScopes);
+      const scopes4 = await httpCreateScopes(fleet(4)[0] as HttpClient, z.scaleManyScopes);
+      // The fleets are on different namespaces, so each writes its own copy of the scopes (same user).
+      const systems: System[] = [
+        { name: 'K=1', run: async () => tput(await scaleMany(fleet(1), scopes, z.scaleManyWriters, z.scaleManyPerWriter)) },
+        { name: 'K=4', run: async () => tput(await scaleMany(fleet(4), scopes4, z.scaleManyWriters, z.scaleManyPerWriter)) },
+      ];
+      const r = await compare('emulator scale-many', systems);
+      record('emulator', 'scale-many', r, 'K=4', 'K=1', 'throughput', 'patches/s', { note: '4 API processes against 1, same rounds.' });
+    }
+  } finally {
+    for (const f of fleets.values()) await f.stop().catch(() => {});
+  }
 }
 
 async function main(): Promise<void> {

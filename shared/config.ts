@@ -407,6 +407,30 @@ export const CONFIG_TABLE = {
     int(0, 60_000),
     'Published watermarks are written at most this often per scope (one ledger write instead of one per group).',
   ),
+  scopeLeaders: setting(
+    'PATCHBAY_SCOPE_LEADERS',
+    true as boolean,
+    bool,
+    "Google mode: each scope is committed by one instance at a time, its leader, which holds the scope's write lease; the others hand their requests to it (docs/architecture.md, 'Scope leaders'). Off: every instance commits to every scope (hot scopes then contend across instances). Embedded mode has one process, always the leader.",
+  ),
+  writeLeaseMs: setting(
+    'PATCHBAY_WRITE_LEASE_MS',
+    10_000,
+    int(1000, 600_000),
+    "How long a scope's write lease lasts; its leader renews it every third of this while it writes. A leader that dies or stops answering is replaced after at most this long.",
+  ),
+  writeLeaseIdleMs: setting(
+    'PATCHBAY_WRITE_LEASE_IDLE_MS',
+    5_000,
+    int(0, 600_000),
+    "A leader releases a scope's write lease after this long without a write to it, so the scope's next writer's instance leads it (0: release as soon as its queue is empty).",
+  ),
+  handoverTimeoutMs: setting(
+    'PATCHBAY_HANDOVER_TIMEOUT_MS',
+    30_000,
+    int(1000, 600_000),
+    "A request handed to a scope's leader and not answered within this is refused with `503 unavailable` (the leader may still commit it: a retry with the same (session, si) is recognised).",
+  ),
   sweepIntervalMs: setting('PATCHBAY_SWEEP_INTERVAL_MS', 10_000, int(100), 'How often the outbox sweeper looks for committed but unpublished patches.'),
   domainCacheMs: setting(
     'PATCHBAY_DOMAIN_CACHE_MS',
@@ -702,7 +726,19 @@ export const CONFIG_SECTIONS = {
     'maxListPage',
   ],
   /** The write path, the near cache and the outbox (shared/engine/). */
-  engine: ['maxGroup', 'ackAfter', 'nearCacheBytes', 'publishMarkMs', 'sweepIntervalMs', 'sweepAgeMs', 'deleteRetentionMs'],
+  engine: [
+    'maxGroup',
+    'ackAfter',
+    'nearCacheBytes',
+    'publishMarkMs',
+    'sweepIntervalMs',
+    'sweepAgeMs',
+    'deleteRetentionMs',
+    'scopeLeaders',
+    'writeLeaseMs',
+    'writeLeaseIdleMs',
+    'handoverTimeoutMs',
+  ],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */
   quotas: [
     'limits',

@@ -13,31 +13,52 @@
  * group too big for one ledger transaction is committed as two halves, in order. A request is
  * acknowledged when PATCHBAY_ACK_AFTER says: at the commit, or once its group is published; the
  * cache put and the publish follow the commit in commit order (shared/engine/after-commit.ts).
+ * When several instances share the ledger, a scope's requests are committed by its leader only
+ * (shared/engine/leading.ts), each commit fenced by the leader's lease epoch.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Config } from '../config.js';
 import { PatchbayError } from '../errors.js';
 import { jsonHeapBytes } from '../json.js';
 import { type CheckedPatch, checkPatch } from '../patch.js';
 import type { Adapters, Head, TxView } from '../ports/index.js';
+import { leaseLost } from '../ports/leaders.js';
 import type { Patch, PatchRecord, PatchRequest } from '../protocol.js';
 import { AfterCommit } from './after-commit.js';
 import { type Ack, type Chain, type CommitRules, type Decision, decide, type Outcome, type Pending } from './decide.js';
+import { Leading } from './leading.js';
 import type { NearCache } from './near-cache.js';
 import { ScopeQueues } from './queue.js';
 import type { Reader } from './read.js';
 import type { Outbox } from './sweeper.js';
 
-export type WriterConfig = Pick<Config, 'maxGroup' | 'ackAfter' | 'maxStateBytes' | 'maxValueDepth' | 'maxOps' | 'maxPatchBytes' | 'maxPathDepth'>;
+export type WriterConfig = Pick<
+  Config,
+  | 'maxGroup'
+  | 'ackAfter'
+  | 'maxStateBytes'
+  | 'maxValueDepth'
+  | 'maxOps'
+  | 'maxPatchBytes'
+  | 'maxPathDepth'
+  | 'scopeLeaders'
+  | 'writeLeaseMs'
+  | 'writeLeaseIdleMs'
+  | 'handoverTimeoutMs'
+>;
+
+const hashOf = (patch: Patch): string => createHash('sha256').update(JSON.stringify(patch)).digest('base64url');
 
 export class Writer {
   private readonly queues: ScopeQueues<Pending, Ack>;
   private readonly after: AfterCommit;
   /** Whether an ack waits for its publish (PATCHBAY_ACK_AFTER, resolved by loadConfig). */
   private readonly ackAfterPublish: boolean;
+  /** Scope leaders (./leading.ts): null when this process commits every scope (embedded, or PATCHBAY_SCOPE_LEADERS off). */
+  private readonly leading: Leading | null;
 
   constructor(
-    private readonly ports: Pick<Adapters, 'ledger'>,
+    private readonly ports: Pick<Adapters, 'ledger' | 'leaders'>,
     private readonly config: WriterConfig,
     private readonly reader: Reader,
     private readonly near: NearCache,
@@ -46,6 +67,7 @@ export class Writer {
     private readonly now: () => number,
     /** Told, after each commit, how much the state of a scope of `owner` grew (quotas). */
     private readonly onStored: (owner: string, delta: number) => void = () => {},
+    logError: (e: Record<string, unknown>) => void = () => {},
   ) {
     this.queues = new ScopeQueues(config.maxGroup, (id, group) => this.commitGroup(id, group));
     this.ackAfterPublish = config.ackAfter === 'publish';
@@ -53,6 +75,18 @@ export class Writer {
       cache: (id, ii, state, bytes) => reader.putCache(id, ii, state, bytes),
       publish: (id, records) => outbox.publish(id, records),
     });
+    this.leading =
+      ports.leaders && config.scopeLeaders
+        ? new Leading(
+            ports.leaders,
+            randomUUID(),
+            config,
+            (id, p) => this.local(id, p),
+            (req) => hashOf(req.patch),
+            logError,
+            now,
+          )
+        : null;
   }
 
   /** Checks a patch against the limits (shared/patch.ts `checkPatch`), with this writer's config. */
@@ -68,8 +102,15 @@ export class Writer {
    */
   submit(id: string, user: string, req: PatchRequest, domain: string, checked?: CheckedPatch, chain?: Chain): Promise<Ack> {
     if (checked?.patch !== req.patch) this.check(req.patch);
-    const hash = createHash('sha256').update(JSON.stringify(req.patch)).digest('base64url');
-    const ack = this.queues.push(id, { req, user, domain, hash, ...(chain ? { chain } : {}) });
+    // A batch's chain (decide.ts) is an in-memory object: it keeps the batch's order on the leader
+    // it was made on; a request handed over to another instance's leader travels without it.
+    const p: Pending = { req, user, domain, hash: hashOf(req.patch), ...(chain ? { chain } : {}) };
+    return this.leading ? this.leading.submit(id, p) : this.local(id, p);
+  }
+
+  /** Queues a request in this instance's queue of the scope (as its leader, when scopes are led). */
+  private local(id: string, p: Pending): Promise<Ack> {
+    const ack = this.queues.push(id, p);
     // With PATCHBAY_ACK_AFTER=publish the ack also waits for the publish (not the cache put); the
     // scope's next group commits meanwhile (the queue does not wait for them).
     if (!this.ackAfterPublish) return ack;
@@ -106,12 +147,19 @@ export class Writer {
   private async commitOnce(id: string, group: Pending[]): Promise<Outcome[]> {
     const now = this.now();
     let before = { owner: '', size: 0 };
-    const { records, outcomes, state, size } = await this.ports.ledger.commit(id, async (view) => {
-      before = view.head.meta; // the head of the attempt that commits: the last one planned
-      const planned = await this.plan(id, view.head, group, view, now);
-      const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
-      return { records: planned.records, meta, result: planned };
-    });
+    // Led scopes: fenced by this instance's lease epoch, so a leader that lost its lease writes nothing.
+    const fence = this.leading?.fence(id);
+    if (this.leading && fence === undefined) throw leaseLost(id, undefined);
+    const { records, outcomes, state, size } = await this.ports.ledger.commit(
+      id,
+      async (view) => {
+        before = view.head.meta; // the head of the attempt that commits: the last one planned
+        const planned = await this.plan(id, view.head, group, view, now);
+        const meta = planned.records.length > 0 ? { updated: now, size: planned.size } : undefined;
+        return { records: planned.records, meta, result: planned };
+      },
+      fence,
+    );
     if (records.length > 0) {
       const last = records[records.length - 1] as PatchRecord;
       // Measured once for both caches that keep this state (the near cache and, embedded, the hot
@@ -144,5 +192,11 @@ export class Writer {
   async idle(): Promise<void> {
     await this.queues.idle();
     await this.after.idle();
+  }
+
+  /** Shutdown: answers what is queued, and gives back the scopes this instance leads (their leases). */
+  async close(): Promise<void> {
+    if (this.leading) await this.leading.close(() => this.idle());
+    await this.idle();
   }
 }

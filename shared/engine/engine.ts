@@ -44,7 +44,7 @@ export type { Ack, Chain, CommitRules, CreateContext, Pending } from './decide.j
 export type { StreamSink } from './stream.js';
 
 /** The ports the engine runs on (not the control plane's records). */
-export type EnginePorts = Pick<Adapters, 'ledger' | 'cache' | 'bus' | 'blobs'>;
+export type EnginePorts = Pick<Adapters, 'ledger' | 'cache' | 'bus' | 'blobs' | 'leaders'>;
 
 export interface ScopeView {
   id: string;
@@ -101,7 +101,7 @@ export class Engine {
     this.outbox = new Outbox(ports, config, (id, from, to) => this.readLog(id, from, to), this.logError, opts.onPublished);
     this.rules = opts.rules ?? DEFAULT_RULES;
     this.changed = opts.onChanged ?? (() => {});
-    this.writer = new Writer(ports, config, this.reader, near, this.outbox, this.rules, this.now, opts.onStored);
+    this.writer = new Writer(ports, config, this.reader, near, this.outbox, this.rules, this.now, opts.onStored, this.logError);
   }
 
   /**
@@ -360,7 +360,7 @@ export class Engine {
   }
 
   async close(): Promise<void> {
-    await this.writer.idle();
+    await this.writer.close();
     await this.outbox.flush();
   }
 }

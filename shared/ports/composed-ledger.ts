@@ -55,8 +55,8 @@ export class ComposedLedger implements Ledger {
     return this.roles.log.getInitial(id);
   }
 
-  commit<T>(id: string, plan: Plan<T>): Promise<T> {
-    return this.roles.log.commit(id, plan);
+  commit<T>(id: string, plan: Plan<T>, fence?: number): Promise<T> {
+    return this.roles.log.commit(id, plan, fence);
   }
 
   setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {

@@ -1,6 +1,7 @@
 import type { BlobStore } from './blobs.js';
 import type { Bus } from './bus.js';
 import type { HotCache } from './cache.js';
+import type { ScopeLeaders } from './leaders.js';
 import type { Ledger } from './ledger.js';
 import type { RecordStore } from './records.js';
 
@@ -9,6 +10,7 @@ export type { Bus, Listener, ScopeSignal, SignalListener } from './bus.js';
 export type { CachedState, HotCache } from './cache.js';
 export { ComposedLedger, type LedgerRoles } from './composed-ledger.js';
 export type { IdentityProvider, Profile, VerifiedIdentity } from './identity.js';
+export type { HandedOutcome, HandedRequest, InboxRequest, LeaseAnswer, ScopeLeaders } from './leaders.js';
 export type {
   ColdPointers,
   CommitPlan,
@@ -42,4 +44,9 @@ export interface Adapters {
   blobs: BlobStore;
   /** The control plane's records (domains, claims, service tokens, configuration versions). */
   records: RecordStore;
+  /**
+   * Scope leaders: present when several instances share the ledger (Google), so each scope is
+   * committed by one of them at a time (shared/engine/leading.ts); absent embedded.
+   */
+  leaders?: ScopeLeaders;
 }

@@ -190,8 +190,13 @@ export interface ScopeLog extends LogReader {
   /**
    * Runs `plan` against the current head and atomically appends its records and moves the head
    * to the last record's index. Throws `scope_not_found` when the scope does not exist.
+   * `fence`: the write-lease epoch the caller holds (shared/ports/leaders.ts): the commit then
+   * happens only while the scope's write epoch is still `fence`, and otherwise writes nothing and
+   * throws `unavailable` with `details.reason` `write_lease_lost`. Only ledgers shared by several
+   * instances have write leases (Firestore); callers of the others (SQLite, one process) never
+   * pass a fence.
    */
-  commit<T>(id: string, plan: Plan<T>): Promise<T>;
+  commit<T>(id: string, plan: Plan<T>, fence?: number): Promise<T>;
   /**
    * Replaces the scope's access (`meta.access`) with `access` at revision `expectedRev + 1`, if
    * its stored revision is still `expectedRev` (a scope stored without access is at revision 0),

@@ -4,6 +4,7 @@
  * PUBSUB_EMULATOR_HOST and STORAGE_EMULATOR_HOST by themselves (see infra/local/dev-cloud.ts).
  * Loaded with a dynamic import, so embedded mode never loads a Google SDK.
  */
+import { randomUUID } from 'node:crypto';
 import { Firestore } from '@google-cloud/firestore';
 import { PubSub } from '@google-cloud/pubsub';
 import { Storage } from '@google-cloud/storage';
@@ -24,8 +25,11 @@ export function googleAdapters(config: GoogleConfig, logger: Pick<Logger, 'error
   const pubsub = new PubSub({ projectId: config.gcpProject });
   const storage = new Storage({ projectId: config.gcpProject });
   const bus = new PubSubBus(pubsub, { topic: config.pubsubTopic, subscriptionPrefix: config.pubsubSubscriptionPrefix, logger });
+  const ledger = new FirestoreLedger(firestore, { root: config.firestoreRoot, directCommits: config.firestoreDirect });
   return {
-    ledger: new FirestoreLedger(firestore, { root: config.firestoreRoot, directCommits: config.firestoreDirect }),
+    ledger,
+    // Whether scopes are led (PATCHBAY_SCOPE_LEADERS) is the engine's choice: the port is always there.
+    leaders: ledger.leaders(randomUUID()),
     records: new FirestoreRecords(firestore, config.firestoreRoot),
     cache: new UpstashCache({ url: config.upstashUrl, token: config.upstashToken }, { prefix: config.cachePrefix, ttlSeconds: config.cacheTtlSeconds }),
     bus: {

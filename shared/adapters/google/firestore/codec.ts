@@ -14,7 +14,12 @@ import type { Patch, PatchRecord, ScopeAccess, ScopeMeta } from '../../../protoc
  * The head document's fields that make a Head (the rest of a Head lives in other documents), and
  * `deleted`, which only a tombstone has (./delete.ts): read with them to tell one apart.
  */
-export const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta', 'deleted'];
+export const HEAD_FIELDS = ['id', 'ii', 'epoch', 'lease', 'meta', 'deleted', 'wepoch'];
+/**
+ * The head's write epoch: the epoch of the scope's write lease (./leaders.ts), 0 before any. A
+ * commit fenced by an epoch commits only while this is still that epoch.
+ */
+export const WEPOCH = 'wepoch';
 /** The tombstone's mark (`deleted: {at, purged}`): a field only a deleted scope's head document has. */
 export const DELETED = 'deleted';
 /** The head document's fields that make a ScopeListing. */

@@ -30,7 +30,7 @@
 import { randomUUID } from 'node:crypto';
 import type { DocumentReference, DocumentSnapshot, Timestamp } from '@google-cloud/firestore';
 import { type Head, type Plan, retryKey } from '../../../ports/index.js';
-import { ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION, HEAD_FIELDS, hasCode, isLive, NOT_FOUND, toHead } from './codec.js';
+import { ABORTED, ALREADY_EXISTS, FAILED_PRECONDITION, HEAD_FIELDS, hasCode, isLive, NOT_FOUND, num, toHead, WEPOCH } from './codec.js';
 import type { Layout } from './layout.js';
 import { fits, type Limits, runPlan, type Write, writesFor } from './plan.js';
 
@@ -49,6 +49,8 @@ export interface KnownHead {
   /** The head document's fields (published, bundled and trimmed are not in it: 0). */
   head: Head;
   version: Timestamp;
+  /** The head's write epoch at that version (./leaders.ts). */
+  wepoch: number;
 }
 
 export type DirectOutcome<T> = { done: true; result: T } | { done: false };
@@ -72,7 +74,7 @@ export class DirectCommits {
    * nothing, or the batch would be too large with its absence checks. A failure of the batch
    * itself is not retried (it may have been applied: see the top of this file).
    */
-  async commit<T>(id: string, plan: Plan<T>): Promise<DirectOutcome<T>> {
+  async commit<T>(id: string, plan: Plan<T>, fence?: number): Promise<DirectOutcome<T>> {
     const until = this.contended.get(id);
     if (until !== undefined) {
       if (until >= Date.now()) return { done: false };
@@ -88,8 +90,11 @@ export class DirectCommits {
         return { done: false }; // nothing written; the transaction's loop handles backend failures
       }
       if (!isLive(snap) || !snap.updateTime) return { done: false }; // the transaction says scope_not_found
-      k = { head: toHead(snap, 0, undefined), version: snap.updateTime };
+      k = { head: toHead(snap, 0, undefined), version: snap.updateTime, wepoch: num(snap.get(WEPOCH)) };
     }
+    // A fenced commit builds only on a head at its epoch; the batch's version precondition then
+    // keeps it so. Otherwise the transaction decides, and refuses it (./commit-transaction.ts).
+    if (fence !== undefined && k.wepoch !== fence) return { done: false };
     // No retry document is read here: the plan is told none of the keys it asks about is
     // recorded, and the batch checks that answer for each of them (see the top of this file).
     const asked = new Map<string, DocumentReference>();
@@ -132,7 +137,7 @@ export class DirectCommits {
       if (!hasCode(err, ALREADY_EXISTS)) this.markContended(id);
       return { done: false };
     }
-    this.remember(id, { head: { ...k.head, ii: w.ii, meta: w.meta }, version }); // k.head: a plain copy (runPlan's has getters)
+    this.remember(id, { head: { ...k.head, ii: w.ii, meta: w.meta }, version, wepoch: k.wepoch }); // k.head: a plain copy (runPlan's has getters)
     return { done: true, result: planned.result };
   }
 

@@ -8,13 +8,16 @@
  * documents and moves the head. Firestore re-runs the transaction, plan included, when another
  * transaction touched the head in between, so the plan always decides against the head it is
  * committed on, and `findRetries`' answers (read inside the transaction) hold when it commits. A
- * plan too large for one transaction is refused before anything is written (./plan.ts).
+ * plan too large for one transaction is refused before anything is written (./plan.ts). A commit
+ * fenced by a write-lease epoch (./leaders.ts) reads the head's write epoch in the same
+ * transaction and writes nothing unless it is still that epoch.
  */
 import type { DocumentReference, DocumentSnapshot, Transaction } from '@google-cloud/firestore';
 import { isBackendError, PatchbayError } from '../../../errors.js';
 import { type Plan, retryKey } from '../../../ports/index.js';
+import { leaseLost } from '../../../ports/leaders.js';
 import type { PatchRecord } from '../../../protocol.js';
-import { ABORTED, HEAD_FIELDS, hasCode, isLive, notFound, toHead, toRecord } from './codec.js';
+import { ABORTED, HEAD_FIELDS, hasCode, isLive, notFound, num, toHead, toRecord, WEPOCH } from './codec.js';
 import type { Layout } from './layout.js';
 import { type Limits, runPlan, writesFor } from './plan.js';
 
@@ -35,12 +38,12 @@ export class TransactionCommits {
    * queued any write. An ambiguous commit surfaces as an error (503 unavailable); the client
    * retries, and a retry with (session, si) is recognised.
    */
-  async commit<T>(id: string, plan: Plan<T>): Promise<T> {
+  async commit<T>(id: string, plan: Plan<T>, fence?: number): Promise<T> {
     const headRef = this.docs.head(id);
     for (let attempt = 1; ; attempt++) {
       let wrote = false;
       try {
-        return await this.commitOnce(id, headRef, plan, () => {
+        return await this.commitOnce(id, headRef, plan, fence, () => {
           wrote = true;
         });
       } catch (err) {
@@ -54,11 +57,13 @@ export class TransactionCommits {
     }
   }
 
-  private commitOnce<T>(id: string, headRef: DocumentReference, plan: Plan<T>, onWrites: () => void): Promise<T> {
+  private commitOnce<T>(id: string, headRef: DocumentReference, plan: Plan<T>, fence: number | undefined, onWrites: () => void): Promise<T> {
     return this.docs.db.runTransaction(
       async (tx) => {
         const [snap] = await tx.getAll(headRef, { fieldMask: HEAD_FIELDS });
         if (!isLive(snap)) throw notFound(id); // missing, or a tombstone (a delete won the head: ./delete.ts)
+        // The fence: read in this transaction, so a lease taken after this read conflicts with it.
+        if (fence !== undefined && num(snap.get(WEPOCH)) !== fence) throw leaseLost(id, fence);
         const { head, planned } = await runPlan(this.docs, id, (keys) => this.findRetries(tx, id, keys), toHead(snap, 0, undefined), plan);
         const { records, result } = planned;
         if (records.length === 0) return result;

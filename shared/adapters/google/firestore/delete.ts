@@ -14,14 +14,14 @@
  * purged with the rest) or is retried after it and finds the tombstone. The lease holder is
  * fenced the same way (ColdPointers re-read the head inside their transactions).
  *
- * The purge deletes the log, retry and cursor documents under the head in batches of at most
+ * The purge deletes the log, retry, cursor and inbox documents under the head (and the write lease) in batches of at most
  * `maxWrites` (Firestore's limit per commit), each batch all or nothing, so a crash between
  * batches leaves a tombstone with fewer documents, which the next purge finishes. It works only
  * on a tombstone: a live scope's documents are never touched.
  */
 import type { DocumentReference, DocumentSnapshot, Query } from '@google-cloud/firestore';
 import type { Deletions, Head, Tombstone } from '../../../ports/index.js';
-import { DELETED, HEAD_FIELDS, isLive, num, POINTER_FIELDS, toHead } from './codec.js';
+import { DELETED, HEAD_FIELDS, isLive, num, POINTER_FIELDS, toHead, WEPOCH } from './codec.js';
 import type { HeadWriterOptions } from './cold.js';
 import type { Layout } from './layout.js';
 
@@ -60,7 +60,16 @@ export class FirestoreDeletions implements Deletions {
         if (nameRef && held?.exists && held.get('scope') === id) tx.delete(nameRef);
         const mark: DeletedMark = { at, purged: false };
         // set() without merge replaces the whole document: ii, meta (the listings' fields) and the initial state go.
-        tx.set(ref, { id, owner: head.meta.owner, domain: head.meta.domain, epoch: head.epoch + 1, lease: null, [DELETED]: mark });
+        // The write epoch stays (./leaders.ts): a leader of the scope's past can never commit again.
+        tx.set(ref, {
+          id,
+          owner: head.meta.owner,
+          domain: head.meta.domain,
+          epoch: head.epoch + 1,
+          lease: null,
+          [WEPOCH]: num(h.get(WEPOCH)),
+          [DELETED]: mark,
+        });
         tx.delete(docs.outbox(id));
         tx.delete(docs.pointer(id));
         return head;
@@ -73,9 +82,9 @@ export class FirestoreDeletions implements Deletions {
     const { docs } = this;
     const [h] = await docs.db.getAll(docs.head(id), { fieldMask: [DELETED] });
     if (!markOf(h)) return true; // no tombstone: nothing of ours to purge (a live scope is never touched)
-    let left = Math.max(1, Math.min(limit, this.opts.maxWrites - 2)); // the batch also deletes the outbox and the pointer
+    let left = Math.max(1, Math.min(limit, this.opts.maxWrites - 3)); // the batch also deletes the outbox, the pointer and the write lease
     const refs: DocumentReference[] = [];
-    const collections: Query[] = [docs.logs(id), docs.retries(id), docs.cursors(id)];
+    const collections: Query[] = [docs.logs(id), docs.retries(id), docs.cursors(id), docs.inbox(id)];
     for (const c of collections) {
       if (left <= 0) break;
       const page = await c.select().limit(left).get();
@@ -83,7 +92,7 @@ export class FirestoreDeletions implements Deletions {
       left -= page.size;
     }
     // The tombstone transaction deleted these; a purge deletes them again, in case (idempotent).
-    refs.push(docs.outbox(id), docs.pointer(id));
+    refs.push(docs.outbox(id), docs.pointer(id), docs.writeLease(id));
     const batch = docs.db.batch();
     for (const r of refs) batch.delete(r);
     await batch.commit();

@@ -9,12 +9,14 @@
  *   <root>/~cold/pointers/{id}     cold storage: id, bundled, trimmed (missing: both 0)
  *   <root>/{id}/cursors/{consumer} a consumer's cursor {consumer, scope, ii}, even for unknown ids
  *   <root>/~names/names/{key}      the scope a (domain, owner, name) names: {domain, owner, name, scope}
+ *   <root>/~leaders/leases/{id}    a scope's write lease: {id, holder, expires, epoch} (./leaders.ts)
+ *   <root>/{id}/inbox/{key}        a request handed to the scope's leader, then its outcome (./leaders.ts)
  *
  * A deleted scope's head document is replaced by its tombstone {id, owner, domain, epoch, lease:
  * null, deleted: {at, purged}} (./delete.ts) until the purge and the retention period are over.
  *
  * The guarantee kept here: distinct scope ids (and sessions) map to distinct document ids, and
- * none collides with `~outbox`, `~cold` or `~names`. Ids that are not valid document ids (`.`, `..`,
+ * none collides with `~outbox`, `~cold`, `~names` or `~leaders`. Ids that are not valid document ids (`.`, `..`,
  * `__x__`, or with other characters) are escaped with a `~` prefix, which no valid id starts with.
  *
  * A name's key (`nameKey`) is its three parts, each as its UTF-8 bytes with every byte outside
@@ -111,6 +113,16 @@ export class Layout {
       .doc('~names')
       .collection('names')
       .doc(nameKey(domain, owner, name));
+  }
+
+  /** The scope's write lease (./leaders.ts); the head keeps only its epoch (`wepoch`). */
+  writeLease(id: string): DocumentReference {
+    return this.scopes().doc('~leaders').collection('leases').doc(docId(id));
+  }
+
+  /** Requests handed to the scope's leader (./leaders.ts). */
+  inbox(id: string): CollectionReference {
+    return this.head(id).collection('inbox');
   }
 
   cursor(consumer: string, id: string): DocumentReference {

@@ -12,16 +12,19 @@
  *   ./outbox.ts              the published watermark and `listUnpublished`
  *   ./cold.ts                the lease, `bundled` and `trimmed` (guarantee 6)
  *   ./cursors.ts             consumer cursors
+ *   ./leaders.ts             the scope write lease (fencing commits) and the inbox of handed-over requests
  *   ./delete.ts              tombstones and the purge of a deleted scope
  */
 import type { Firestore } from '@google-cloud/firestore';
 import { ComposedLedger } from '../../../ports/index.js';
+import type { ScopeLeaders } from '../../../ports/leaders.js';
 import { FirestoreColdPointers } from './cold.js';
 import { DirectCommits } from './commit-direct.js';
 import { TransactionCommits } from './commit-transaction.js';
 import { FirestoreCursors } from './cursors.js';
 import { FirestoreDeletions } from './delete.js';
 import { Layout } from './layout.js';
+import { FirestoreLeaders } from './leaders.js';
 import { FirestoreScopeLog } from './log.js';
 import { FirestoreNames } from './names.js';
 import { FirestoreOutbox } from './outbox.js';
@@ -51,6 +54,9 @@ export interface FirestoreLedgerOptions {
 }
 
 export class FirestoreLedger extends ComposedLedger {
+  /** The scope leaders on this ledger's documents, for an instance named `instance` (unique per process). */
+  readonly leaders: (instance: string) => ScopeLeaders;
+
   constructor(db: Firestore, opts: FirestoreLedgerOptions = {}) {
     const docs = new Layout(db, opts.root ?? 'scopes');
     const limits = { maxWrites: opts.maxWrites ?? 500, maxBytes: opts.maxBytes ?? 4_000_000 };
@@ -74,5 +80,7 @@ export class FirestoreLedger extends ComposedLedger {
       // The Firestore client belongs to whoever constructed this ledger: it is not terminated here.
       close: async () => {},
     });
+    // A takeover writes the head's write epoch: its next direct commit must read it first.
+    this.leaders = (instance) => new FirestoreLeaders(docs, instance, maxAttempts, (id) => direct?.forget(id));
   }
 }

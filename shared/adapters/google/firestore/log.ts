@@ -79,7 +79,7 @@ export class FirestoreScopeLog implements ScopeLog {
       }
     }
     const head: Head = { id, ii: 0, epoch: 0, lease: null, published: 0, bundled: 0, trimmed: 0, meta: { ...meta } };
-    this.direct?.remember(id, { head: { ...head, meta: { ...meta } }, version });
+    this.direct?.remember(id, { head: { ...head, meta: { ...meta } }, version, wepoch: 0 });
     return head;
   }
 
@@ -104,13 +104,13 @@ export class FirestoreScopeLog implements ScopeLog {
     return JSON.parse(h.get('initial')) as Json;
   }
 
-  async commit<T>(id: string, plan: Plan<T>): Promise<T> {
+  async commit<T>(id: string, plan: Plan<T>, fence?: number): Promise<T> {
     if (this.direct) {
-      const direct = await this.direct.commit(id, plan);
+      const direct = await this.direct.commit(id, plan, fence);
       if (direct.done) return direct.result;
       this.direct.forget(id); // the transaction below returns no version to build on
     }
-    return this.transactions.commit(id, plan);
+    return this.transactions.commit(id, plan, fence);
   }
 
   async setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {

@@ -1,0 +1,114 @@
+/**
+ * The scale-out workloads (issue 18): several API processes sharing one set of emulators and
+ * stand-ins, as Cloud Run's instances of one service share Firestore, Pub/Sub, Redis and storage.
+ *
+ *   scale-hot   W writers on one hot scope, writer w sending through instance w mod K, and one
+ *               stream on every instance; throughput (acks/s) and the delivery latency of each
+ *               patch to the streams of the other instances (from just before the send to the
+ *               parse of the event; for K = 1, the one instance's stream)
+ *   scale-many  W writers across S scopes (no ii), writer w through instance w mod K
+ *
+ * `startInstances` starts K servers with a namespace of their own on the stack (collection,
+ * topic, subscriptions, cache keys), so runs for different K never share a scope or a lease.
+ */
+import { HttpClient, SseStream } from './client.js';
+import { type NodeChild, quantile, startNode } from './harness.js';
+import type { Latency, Throughput } from './workloads.js';
+
+export interface Fleet {
+  /** One client per instance, all with the same user's token. */
+  clients: HttpClient[];
+  stop(): Promise<void>;
+}
+
+/** Starts `k` API processes on one namespace of the stack (`env`: the stack's and the bench's). */
+export async function startFleet(k: number, env: Record<string, string>, ns: string, cpu: string | null): Promise<Fleet> {
+  const fenv = {
+    ...env,
+    PATCHBAY_FIRESTORE_ROOT: `bench${ns}`,
+    PATCHBAY_CACHE_PREFIX: `pb:${ns}:`,
+    PATCHBAY_PUBSUB_TOPIC: `patches-${ns}`,
+    PATCHBAY_PUBSUB_SUBSCRIPTION_PREFIX: `sse-${ns}`,
+  };
+  const procs: NodeChild[] = await Promise.all(Array.from({ length: k }, () => startNode('dist/functions/serve.js', [], { env: fenv, cpu })));
+  const first = await HttpClient.signIn(procs[0]?.url as string);
+  const clients = [first, ...procs.slice(1).map((p) => new HttpClient(p.url, first.token))];
+  return {
+    clients,
+    async stop() {
+      for (const c of clients) c.close();
+      await Promise.all(procs.map((p) => p.stop()));
+    },
+  };
+}
+
+export interface ScaleHot extends Throughput, Latency {}
+
+export async function scaleHot(clients: HttpClient[], writers: number, perWriter: number): Promise<ScaleHot> {
+  const k = clients.length;
+  const first = clients[0] as HttpClient;
+  const { id } = await first.createScope({ list: [] });
+  const total = writers * perWriter;
+  const sendAt = new Float64Array(total);
+  const via = new Int32Array(total);
+  const lat: number[] = [];
+  // Every stream sees every patch; the receipts counted are those on another instance than the sender's.
+  const expected = k === 1 ? total : total * (k - 1);
+  let onAll = () => {};
+  let states = 0;
+  let onStates = () => {};
+  const streams = clients.map(
+    (c, s) =>
+      new SseStream(c.base, c.token, `/v1/scopes/${encodeURIComponent(id)}/events`, (e) => {
+        if (e.type === 'state') {
+          if (++states === k) onStates();
+          return;
+        }
+        if (e.type !== 'patch') return;
+        const m = (JSON.parse(e.data) as { patch: Array<{ value: number }> }).patch[0]?.value as number;
+        if (k > 1 && via[m] === s) return;
+        lat.push(performance.now() - (sendAt[m] as number));
+        if (lat.length === expected) onAll();
+      }),
+  );
+  try {
+    await Promise.all(streams.map((s) => s.ready));
+    if (states < k) await Promise.race([new Promise<void>((r) => (onStates = r)), sleep(30_000)]);
+    const all = new Promise<void>((r) => (onAll = r));
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: writers }, async (_, w) => {
+        const c = clients[w % k] as HttpClient;
+        for (let i = 0; i < perWriter; i++) {
+          const m = w * perWriter + i;
+          via[m] = w % k;
+          sendAt[m] = performance.now();
+          await c.patch(id, [{ op: 'add', path: '/list/-', value: m }]);
+        }
+      }),
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    await Promise.race([all, sleep(10_000)]);
+    return { rate: total / seconds, ops: total, seconds, p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), samples: lat.length, lost: expected - lat.length };
+  } finally {
+    for (const s of streams) s.close();
+  }
+}
+
+export async function scaleMany(clients: HttpClient[], scopes: string[], writers: number, perWriter: number): Promise<Throughput> {
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: writers }, async (_, w) => {
+      const c = clients[w % clients.length] as HttpClient;
+      let x = (w * 2654435761) >>> 0;
+      for (let i = 0; i < perWriter; i++) {
+        x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+        await c.patch(scopes[x % scopes.length] as string, [{ op: 'replace', path: '/n', value: i }]);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  return { rate: (writers * perWriter) / seconds, ops: writers * perWriter, seconds };
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());

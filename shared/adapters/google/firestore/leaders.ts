@@ -1,0 +1,300 @@
+/**
+ * The Firestore ledger's scope leaders (shared/ports/leaders.ts): the write lease and the inbox.
+ *
+ * The lease has its own document (<root>/~leaders/leases/{id}: holder, expires, epoch), so a
+ * renewal never touches the head; the head keeps only the lease's epoch (`wepoch`), written when a
+ * new holder takes the lease, in the same transaction that writes the lease document. A commit
+ * fenced by an epoch checks `wepoch` (./commit-transaction.ts reads it in its transaction;
+ * ./commit-direct.ts builds only on a head version at that epoch, and the batch's version
+ * precondition fails once a takeover wrote the head): so once a new holder has the lease, the old
+ * one can commit nothing, whether it knows it lost the lease or not.
+ *
+ * The inbox (<root>/{id}/inbox/{key}): a request document {req, user, domain, from, at, done:
+ * false, claimed: 0, retriable}. The leader's listener (a query on `done == false`) claims each new
+ * request that is not retriable (no (session, si)) for its epoch, in one batch, and hands them over; `answer` sets {done: true, outcome} in one batch.
+ * A sender listens, per scope, to the answered requests it sent (`from == instance`, `done ==
+ * true`: two equality filters, which Firestore serves from its single-field indexes), and deletes
+ * each request document once it has read its outcome.
+ */
+import { randomUUID } from 'node:crypto';
+import type { DocumentReference, QueryDocumentSnapshot, Timestamp, WriteResult } from '@google-cloud/firestore';
+import { PatchbayError } from '../../../errors.js';
+import type { HandedOutcome, HandedRequest, InboxRequest, LeaseAnswer, ScopeLeaders } from '../../../ports/leaders.js';
+import { DELETED, isLive, notFound, num, WEPOCH } from './codec.js';
+import type { Layout } from './layout.js';
+
+/** How long a sender's per-scope answer listener stays open after its last request was answered. */
+const ANSWER_LINGER_MS = 10_000;
+
+interface Waiter {
+  resolve: (outcome: HandedOutcome) => void;
+}
+
+/** A sender's listener to the answers of the requests it sent to one scope. */
+interface AnswerListener {
+  waiters: Map<string, Waiter>;
+  stop: () => void;
+  linger?: NodeJS.Timeout;
+  ready: Promise<void>;
+}
+
+export class FirestoreLeaders implements ScopeLeaders {
+  private readonly answers = new Map<string, AnswerListener>();
+  /** The update time of each claim this instance wrote and has not answered or given back (`scope/key`). */
+  private readonly claims = new Map<string, Timestamp>();
+
+  constructor(
+    private readonly docs: Layout,
+    /** This instance's name in `from` (unique per process). */
+    private readonly instance: string,
+    private readonly maxAttempts: number,
+    /** Told before a takeover writes the head: its version changes (./commit-direct.ts must read it again). */
+    private readonly onHeadWrite: (id: string) => void,
+  ) {}
+
+  acquire(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseAnswer> {
+    const ref = this.docs.writeLease(id);
+    const headRef = this.docs.head(id);
+    return this.docs.db.runTransaction(
+      async (tx) => {
+        const [lease] = await tx.getAll(ref);
+        const current = { holder: lease?.get('holder') as string | undefined, expires: num(lease?.get('expires')), epoch: num(lease?.get('epoch')) };
+        const expires = now + ttlMs;
+        // Held by another: answered without reading the head, which its leader is writing (on the
+        // emulator, a read in a transaction holds the head's lock against the leader's commits).
+        if (current.holder !== undefined && current.holder !== holder && current.expires > now)
+          return { mine: false, holder: current.holder, expires: current.expires };
+        const [head] = await tx.getAll(headRef, { fieldMask: [WEPOCH, DELETED] });
+        if (!isLive(head)) throw notFound(id);
+        const wepoch = num(head.get(WEPOCH));
+        if (current.holder === holder && current.epoch === wepoch && current.expires > now) {
+          tx.update(ref, { expires });
+          return { mine: true, epoch: current.epoch, expires };
+        }
+        // A new holder (or ours again after it lapsed or was released): a new epoch, on the head too.
+        const epoch = Math.max(current.epoch, wepoch) + 1;
+        this.onHeadWrite(id);
+        tx.set(ref, { id, holder, expires, epoch });
+        tx.update(headRef, { [WEPOCH]: epoch });
+        return { mine: true, epoch, expires };
+      },
+      { maxAttempts: this.maxAttempts },
+    );
+  }
+
+  renew(id: string, holder: string, epoch: number, ttlMs: number, now = Date.now()): Promise<boolean> {
+    return this.onLease(id, holder, epoch, (ref, update) => update(ref, { expires: now + ttlMs }));
+  }
+
+  async release(id: string, holder: string, epoch: number): Promise<void> {
+    // The epoch stays: the next holder takes epoch + 1.
+    await this.onLease(id, holder, epoch, (ref, update) => update(ref, { expires: 0 }));
+  }
+
+  /** One transaction on the lease document: `write` runs only while `holder` holds it at `epoch`. */
+  private onLease(
+    id: string,
+    holder: string,
+    epoch: number,
+    write: (ref: DocumentReference, update: (ref: DocumentReference, data: Record<string, unknown>) => void) => void,
+  ): Promise<boolean> {
+    const ref = this.docs.writeLease(id);
+    return this.docs.db.runTransaction(
+      async (tx) => {
+        const [lease] = await tx.getAll(ref);
+        if (!lease?.exists || lease.get('holder') !== holder || num(lease.get('epoch')) !== epoch) return false;
+        write(ref, (r, data) => tx.update(r, data));
+        return true;
+      },
+      { maxAttempts: this.maxAttempts },
+    );
+  }
+
+  async send(id: string, request: HandedRequest, waitMs: number, key?: string): Promise<{ key: string; outcome: HandedOutcome | null }> {
+    const listener = this.answerListener(id);
+    const k = key ?? randomUUID();
+    const answered = new Promise<HandedOutcome>((resolve) => listener.waiters.set(k, { resolve }));
+    await listener.ready;
+    if (key === undefined) {
+      await this.docs.inbox(id).doc(k).create({
+        req: request.req,
+        user: request.user,
+        domain: request.domain,
+        retriable: request.retriable,
+        from: this.instance,
+        at: Date.now(),
+        done: false,
+        claimed: 0,
+      });
+    } else {
+      // Waiting again: the answer may have come while nobody waited (the listener then dropped it).
+      const [snap] = await this.docs.db.getAll(this.docs.inbox(id).doc(k));
+      if (snap?.get('done') === true) this.settle(id, k, snap.get('outcome') as string);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([answered, new Promise<null>((r) => (timer = setTimeout(() => r(null), waitMs)))]);
+    clearTimeout(timer);
+    if (outcome === null) listener.waiters.delete(k);
+    this.maybeStop(id, listener);
+    return { key: k, outcome };
+  }
+
+  private settle(id: string, key: string, text: string): void {
+    const w = this.answers.get(id)?.waiters.get(key);
+    if (!w) return;
+    this.answers.get(id)?.waiters.delete(key);
+    w.resolve(JSON.parse(text) as HandedOutcome);
+    // Read: the request document has done its job.
+    this.docs
+      .inbox(id)
+      .doc(key)
+      .delete()
+      .catch(() => {});
+  }
+
+  private answerListener(id: string): AnswerListener {
+    const existing = this.answers.get(id);
+    if (existing) {
+      clearTimeout(existing.linger);
+      existing.linger = undefined;
+      return existing;
+    }
+    let ready!: () => void;
+    const l: AnswerListener = { waiters: new Map(), stop: () => {}, ready: new Promise<void>((r) => (ready = r)) };
+    l.stop = this.docs
+      .inbox(id)
+      .where('from', '==', this.instance)
+      .where('done', '==', true)
+      .onSnapshot(
+        (snap) => {
+          ready();
+          for (const c of snap.docChanges()) if (c.type !== 'removed') this.settle(id, c.doc.id, c.doc.get('outcome') as string);
+        },
+        () => {
+          // The listener broke (the stream's own retries gave up): waiters time out and wait again.
+          ready();
+          if (this.answers.get(id) === l) this.answers.delete(id);
+        },
+      );
+    this.answers.set(id, l);
+    return l;
+  }
+
+  private maybeStop(id: string, l: AnswerListener): void {
+    if (l.waiters.size > 0 || l.linger) return;
+    l.linger = setTimeout(() => {
+      if (l.waiters.size > 0 || this.answers.get(id) !== l) return;
+      this.answers.delete(id);
+      l.stop();
+    }, ANSWER_LINGER_MS);
+    l.linger.unref();
+  }
+
+  listen(id: string, epoch: number, onRequests: (requests: InboxRequest[]) => void, onError: (err: unknown) => void): () => Promise<void> {
+    const seen = new Set<string>();
+    const claiming = new Set<Promise<void>>();
+    let stopped = false;
+    const stop = this.docs
+      .inbox(id)
+      .where('done', '==', false)
+      .onSnapshot(
+        (snap) => {
+          for (const c of snap.docChanges()) if (c.type === 'removed') seen.delete(c.doc.id); // answered: never pending again
+          const fresh = snap.docs.filter((d) => !seen.has(d.id));
+          if (fresh.length === 0 || stopped) return;
+          for (const d of fresh) seen.add(d.id);
+          fresh.sort((a, b) => num(a.get('at')) - num(b.get('at')) || a.createTime.toMillis() - b.createTime.toMillis());
+          const claimed = this.claim(id, fresh, epoch).then(
+            async (requests) => {
+              // Stopped meanwhile: nothing was done with them, so the claims are given back.
+              if (stopped)
+                await this.unclaim(
+                  id,
+                  requests.map((r) => r.key),
+                );
+              else if (requests.length > 0) onRequests(requests);
+            },
+            (err) => onError(err),
+          );
+          claiming.add(claimed);
+          void claimed.finally(() => claiming.delete(claimed));
+        },
+        (err) => onError(err),
+      );
+    return async () => {
+      stopped = true;
+      stop();
+      await Promise.all([...claiming]);
+    };
+  }
+
+  async unclaim(id: string, keys: string[]): Promise<void> {
+    await Promise.all(
+      keys.map(async (key) => {
+        const at = this.claims.get(`${id}/${key}`);
+        this.claims.delete(`${id}/${key}`);
+        if (!at) return;
+        // Only while nobody touched it since our claim (a later leader's claim wins).
+        await this.docs
+          .inbox(id)
+          .doc(key)
+          .update({ claimed: 0 }, { lastUpdateTime: at })
+          .catch(() => {});
+      }),
+    );
+  }
+
+  /**
+   * Claims the requests that are not retriable for `epoch` (one batch; one at a time when a sender
+   * deleted its request meanwhile, and those are dropped); the retriable ones pass as they are.
+   */
+  private async claim(id: string, docs: QueryDocumentSnapshot[], epoch: number): Promise<InboxRequest[]> {
+    const as = (d: QueryDocumentSnapshot): InboxRequest => ({
+      key: d.id,
+      req: d.get('req') as string,
+      user: d.get('user') as string,
+      domain: d.get('domain') as string,
+      retriable: d.get('retriable') === true,
+      claimed: num(d.get('claimed')),
+    });
+    const toClaim = docs.filter((d) => d.get('retriable') !== true);
+    if (toClaim.length === 0) return docs.map(as);
+    const batch = this.docs.db.batch();
+    for (const d of toClaim) batch.update(d.ref, { claimed: epoch });
+    const remember = (d: QueryDocumentSnapshot, r: PromiseSettledResult<WriteResult> | WriteResult | undefined) => {
+      const w = r && 'status' in r ? (r.status === 'fulfilled' ? r.value : undefined) : r;
+      if (w) this.claims.set(`${id}/${d.id}`, w.writeTime);
+      return w !== undefined;
+    };
+    try {
+      const results = await batch.commit();
+      for (const [i, d] of toClaim.entries()) remember(d, results[i]);
+      return docs.map(as);
+    } catch {
+      const each = await Promise.allSettled(toClaim.map((d) => d.ref.update({ claimed: epoch })));
+      const lost = new Set(toClaim.filter((d, i) => !remember(d, each[i])).map((d) => d.id));
+      return docs.filter((d) => !lost.has(d.id)).map(as);
+    }
+  }
+
+  async answer(id: string, answers: Array<{ key: string; outcome: HandedOutcome }>): Promise<void> {
+    if (answers.length === 0) return;
+    for (const a of answers) this.claims.delete(`${id}/${a.key}`);
+    const batch = this.docs.db.batch();
+    for (const a of answers) batch.update(this.docs.inbox(id).doc(a.key), { done: true, outcome: JSON.stringify(a.outcome) });
+    try {
+      await batch.commit();
+    } catch (err) {
+      // A sender gave up and deleted its request: answer the others one by one.
+      const each = await Promise.allSettled(
+        answers.map((a) =>
+          this.docs
+            .inbox(id)
+            .doc(a.key)
+            .update({ done: true, outcome: JSON.stringify(a.outcome) }),
+        ),
+      );
+      if (each.every((r) => r.status === 'rejected')) throw err instanceof Error ? err : new PatchbayError('unavailable', String(err));
+    }
+  }
+}

@@ -1,0 +1,309 @@
+/**
+ * Scope leaders, the engine's half (the port: shared/ports/leaders.ts). When several instances
+ * share one ledger, each scope is committed by one instance at a time, the holder of its write
+ * lease; its group queue (./queue.ts) then holds every writer of the scope, whichever instance
+ * they reached, and its commits never contend with another instance's.
+ *
+ * A request for a scope: when this instance leads the scope, or the lease is free (then it takes
+ * it), the request goes to the local queue, and its commit is fenced by the lease's epoch; when
+ * another instance leads it, the request is handed over through the scope's inbox and answered
+ * with the leader's outcome. Nothing is decided here: the leader's engine decides a handed request
+ * exactly as the instance it reached would have (same ack, same error, same retry recognition).
+ *
+ * The lease moves: a leader renews it every third of PATCHBAY_WRITE_LEASE_MS while it writes, and
+ * releases it after PATCHBAY_WRITE_LEASE_IDLE_MS without a write, or on close (SIGTERM); a leader
+ * that dies stops renewing, and once its lease lapsed the next request takes it. A handed request
+ * not answered within a lease's time makes its sender try to take the lease (a dead leader's
+ * requests stay in the inbox, and the new leader answers them). A commit refused by the fence
+ * (this instance lost the lease) wrote nothing, and its request is routed again.
+ *
+ * A request an earlier leader claimed but never answered (it died between commit and answer) is
+ * committed again when it has a (session, si), which recognises it if the earlier leader committed
+ * it; without one, nobody can tell, and it is answered `unavailable`.
+ */
+import { asPatchbayError, type ErrorCode, isBackendError, PatchbayError } from '../errors.js';
+import type { HandedOutcome, InboxRequest, ScopeLeaders } from '../ports/leaders.js';
+import { isLeaseLost } from '../ports/leaders.js';
+import type { PatchRequest } from '../protocol.js';
+import type { Ack, Pending } from './decide.js';
+
+export interface LeadingConfig {
+  writeLeaseMs: number;
+  writeLeaseIdleMs: number;
+  handoverTimeoutMs: number;
+}
+
+/** A scope this instance leads. */
+interface Led {
+  epoch: number;
+  /** When the lease lapses, as of its last renewal (ms, this instance's clock). */
+  expires: number;
+  /** Last time a request for the scope arrived or was answered. */
+  last: number;
+  /** Requests of the scope in this instance's queue. */
+  inflight: number;
+  stopListening: () => Promise<void>;
+  timer: NodeJS.Timeout;
+  /** Whether a renewal is under way. */
+  renewing: boolean;
+  /** Answers of handed requests waiting for the next batch. */
+  answers: Array<{ key: string; outcome: HandedOutcome }>;
+}
+
+export class Leading {
+  private readonly led = new Map<string, Led>();
+  /** Leases another instance holds, until when (ms): requests go to the inbox without asking. */
+  private readonly others = new Map<string, number>();
+  /** Lease operations in progress (acquire, release), one per scope at a time; requests wait for them. */
+  private readonly busy = new Map<string, Promise<unknown>>();
+  /** Answer batches being written. */
+  private readonly writing = new Set<Promise<void>>();
+  private closed = false;
+
+  constructor(
+    private readonly leaders: ScopeLeaders,
+    /** This instance's name as a lease holder (unique per process). */
+    readonly holder: string,
+    private readonly config: LeadingConfig,
+    /** Submits a request to this instance's queue (its commit is fenced by `fence(id)`). */
+    private readonly local: (id: string, p: Pending) => Promise<Ack>,
+    /** The hash of a patch request's patch (as ./commit.ts computes it). */
+    private readonly hashOf: (req: PatchRequest) => string,
+    private readonly logError: (e: Record<string, unknown>) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The epoch to fence a commit of scope `id` with: undefined when this instance does not lead it. */
+  fence(id: string): number | undefined {
+    return this.led.get(id)?.epoch;
+  }
+
+  /** Answers a request for scope `id` with its leader's outcome (see the top of this file). */
+  async submit(id: string, p: Pending): Promise<Ack> {
+    const deadline = this.now() + this.config.handoverTimeoutMs;
+    let key: string | undefined; // set once the request is in the inbox
+    for (;;) {
+      if (this.closed) throw new PatchbayError('unavailable', 'this instance is shutting down; retry');
+      let led: Led | null;
+      try {
+        led = await this.lead(id);
+      } catch (err) {
+        // Taking the lease failed on the backend (contention between instances taking it at once):
+        // nothing was written; ask again shortly, within the request's time.
+        if (err instanceof PatchbayError || !isBackendError(err) || this.now() >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 20 + Math.random() * 100));
+        continue;
+      }
+      if (led && key === undefined) {
+        try {
+          return await this.localTracked(id, led, p);
+        } catch (err) {
+          if (!isLeaseLost(err)) throw err;
+          this.drop(id, led); // nothing was written: route it again
+          continue;
+        }
+      }
+      // Another instance leads (or this one now does, and its listener answers what it sent earlier).
+      const left = deadline - this.now();
+      if (left <= 0) throw new PatchbayError('unavailable', `scope ${id}'s leader did not answer in time; retry`, { id });
+      const sent = await this.leaders.send(
+        id,
+        { req: JSON.stringify(p.req), user: p.user, domain: p.domain, retriable: p.req.session !== undefined },
+        Math.min(left, this.config.writeLeaseMs),
+        key,
+      );
+      key = sent.key;
+      if (sent.outcome) return fromOutcome(sent.outcome);
+      this.others.delete(id); // no answer within a lease: ask the lease again
+    }
+  }
+
+  /** This instance's lease on `id` when it holds or can take it; null when another instance holds it. */
+  private async lead(id: string): Promise<Led | null> {
+    for (;;) {
+      const running = this.busy.get(id);
+      if (running) {
+        await running.catch(() => {});
+        continue;
+      }
+      const led = this.led.get(id);
+      if (led) return led;
+      const until = this.others.get(id);
+      if (until !== undefined && until > this.now()) return null;
+      const acquiring = this.acquire(id);
+      this.busy.set(id, acquiring);
+      try {
+        return await acquiring;
+      } finally {
+        this.busy.delete(id);
+      }
+    }
+  }
+
+  private async acquire(id: string): Promise<Led | null> {
+    const answer = await this.leaders.acquire(id, this.holder, this.config.writeLeaseMs, this.now());
+    if (!answer.mine) {
+      this.others.set(id, answer.expires);
+      return null;
+    }
+    this.others.delete(id);
+    const led: Led = {
+      epoch: answer.epoch,
+      expires: answer.expires,
+      last: this.now(),
+      inflight: 0,
+      renewing: false,
+      answers: [],
+      stopListening: async () => {},
+      timer: setInterval(() => this.tick(id, led), Math.max(100, Math.floor(this.config.writeLeaseMs / 3))),
+    };
+    led.timer.unref();
+    this.led.set(id, led);
+    led.stopListening = this.leaders.listen(
+      id,
+      led.epoch,
+      (requests) => this.handle(id, led, requests),
+      (err) => {
+        // Without its inbox listener the leader would not see handed requests: let another lead.
+        this.logError({ message: `inbox listener of scope ${id} failed; releasing its lease`, error: String(err) });
+        this.release(id, led);
+      },
+    );
+    return led;
+  }
+
+  private async localTracked(id: string, led: Led, p: Pending): Promise<Ack> {
+    led.inflight++;
+    led.last = this.now();
+    try {
+      return await this.local(id, p);
+    } finally {
+      led.inflight--;
+      led.last = this.now();
+    }
+  }
+
+  /** Handed requests the listener claimed for this leader: each committed here, then answered. */
+  private handle(id: string, led: Led, requests: InboxRequest[]): void {
+    for (const r of requests) {
+      const req = JSON.parse(r.req) as PatchRequest;
+      if (r.claimed > 0 && r.claimed < led.epoch && req.session === undefined) {
+        // An earlier leader claimed it and died unanswered: it may have committed it, and nothing recognises it.
+        this.queueAnswer(
+          id,
+          led,
+          r.key,
+          toOutcome(
+            new PatchbayError('unavailable', 'the request may or may not have been committed (its leader stopped); read the scope before sending it again', {
+              id,
+            }),
+          ),
+        );
+        continue;
+      }
+      const p: Pending = { req, user: r.user, domain: r.domain, hash: this.hashOf(req) };
+      this.localTracked(id, led, p).then(
+        (ack) => this.queueAnswer(id, led, r.key, { ack }),
+        (err: unknown) => {
+          // Nothing written: the claim is given back, and the next leader answers it (it is still in the inbox).
+          if (isLeaseLost(err)) return void this.leaders.unclaim(id, [r.key]).catch(() => {});
+          this.queueAnswer(id, led, r.key, toOutcome(err));
+        },
+      );
+    }
+  }
+
+  /** Answers go out in batches: a group's answers settle in one turn, and are written together. */
+  private queueAnswer(id: string, led: Led, key: string, outcome: HandedOutcome): void {
+    led.answers.push({ key, outcome });
+    if (led.answers.length > 1) return;
+    const written = new Promise<void>((resolve) =>
+      setImmediate(() => {
+        const answers = led.answers.splice(0);
+        this.leaders
+          .answer(id, answers)
+          .catch((err: unknown) => this.logError({ message: `answering handed requests of scope ${id} failed`, error: String(err) }))
+          .finally(resolve);
+      }),
+    );
+    this.writing.add(written);
+    void written.finally(() => this.writing.delete(written));
+  }
+
+  /** Every third of a lease: renew it while the scope is written, release it once idle. */
+  private tick(id: string, led: Led): void {
+    if (this.led.get(id) !== led || this.busy.has(id) || led.renewing) return;
+    const now = this.now();
+    if (led.inflight === 0 && led.answers.length === 0 && now - led.last >= this.config.writeLeaseIdleMs) {
+      void this.release(id, led);
+      return;
+    }
+    led.renewing = true;
+    this.leaders
+      .renew(id, this.holder, led.epoch, this.config.writeLeaseMs, now)
+      .then(
+        (ok) => {
+          if (ok) led.expires = now + this.config.writeLeaseMs;
+          else this.drop(id, led);
+        },
+        (err: unknown) => this.logError({ message: `renewing the write lease of scope ${id} failed`, error: String(err) }),
+      )
+      .finally(() => {
+        led.renewing = false;
+      });
+  }
+
+  /** Stops leading `id` here: the lease passed on (commits would be refused by the fence anyway). */
+  private drop(id: string, led: Led): void {
+    if (this.led.get(id) !== led) return;
+    this.led.delete(id);
+    clearInterval(led.timer);
+    void led.stopListening();
+  }
+
+  /**
+   * Gives the lease of `id` back, so another instance can take it at once: first stops listening
+   * (claims not yet handed over are given back), lets the scope's requests here finish and their
+   * answers go out (still fenced by the lease), then releases it. New requests wait for the release.
+   */
+  private release(id: string, led: Led): Promise<void> {
+    if (this.led.get(id) !== led) return Promise.resolve();
+    clearInterval(led.timer);
+    const releasing = (async () => {
+      await led.stopListening();
+      while (led.inflight > 0 || led.answers.length > 0) await new Promise((r) => setTimeout(r, 5));
+      await Promise.all([...this.writing]);
+      this.led.delete(id);
+      await this.leaders.release(id, this.holder, led.epoch);
+    })().catch((err: unknown) => {
+      this.led.delete(id);
+      this.logError({ message: `releasing the write lease of scope ${id} failed`, error: String(err) });
+    });
+    this.busy.set(id, releasing);
+    void releasing.finally(() => this.busy.get(id) === releasing && this.busy.delete(id));
+    return releasing;
+  }
+
+  /**
+   * Shutdown (SIGTERM): takes no more requests, lets `drained` (the local queues) finish, answers
+   * what was handed, and releases every lease, so the scopes' next writers lead at once.
+   */
+  async close(drained: () => Promise<void>): Promise<void> {
+    this.closed = true;
+    // No more handed requests (claims not handed over are given back); the leases still fence the last commits.
+    await Promise.all([...this.led.values()].map((led) => led.stopListening()));
+    await drained();
+    await Promise.all([...this.busy.values()].map((b) => b.catch(() => {})));
+    await Promise.all([...this.led].map(([id, led]) => this.release(id, led)));
+  }
+}
+
+function toOutcome(err: unknown): HandedOutcome {
+  const e = asPatchbayError(err);
+  return { error: { code: e.code, message: e.message, details: e.details } };
+}
+
+function fromOutcome(o: HandedOutcome): Ack {
+  if ('ack' in o) return o.ack as Ack;
+  throw new PatchbayError(o.error.code as ErrorCode, o.error.message, o.error.details);
+}

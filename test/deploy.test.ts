@@ -151,7 +151,8 @@ describe('deploy against a simulated gcloud', () => {
     const { first, calls: made, state } = clean;
     expect(first.code, first.err).toBe(0);
     // Field settings exist from the start (indexed): they are updated, never created.
-    expect(first.out).toMatch(/done: \d+ created, 5 updated, 0 deleted/); // and the 3 TTL policies
+    // 5 index exemptions (firestore.indexes.json) and the 3 TTL policies.
+    expect(first.out).toMatch(/done: \d+ created, 8 updated, 0 deleted/);
     expect(first.out).toContain('smoke: GET /healthz ok');
     // With a service token the deploy minted for itself, revoked after: the domain keeps no live token.
     expect(first.out).toContain('bootstrap: service token minted for the smoke test (domain default');

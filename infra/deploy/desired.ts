@@ -66,6 +66,16 @@ export const EXPIRING_RECORD_KINDS: Record<string, string> = {
 };
 
 /** The headers a signed upload PUT carries (shared/adapters/google/gcs-files.ts): the bucket's CORS allows them. */
+/** Why each index exemption of firestore.indexes.json is there (its fieldOverrides). */
+const FIELD_WHY: Record<string, string> = {
+  'log.patch': 'large JSON text, never queried: no index entries to pay for',
+  'scopes.initial': 'large JSON text, never queried: no index entries to pay for',
+  // A leader's inbox (shared/adapters/google/firestore/leaders.ts) is queried by `from` and `done` only.
+  'inbox.at': 'an increasing timestamp, never queried: indexed, it would cap the inbox at about 500 writes/s',
+  'inbox.req': 'the handed-over request, never queried: no index entries to pay for',
+  'inbox.outcome': "the leader's answer as JSON text, never queried: no index entries to pay for",
+};
+
 export const UPLOAD_HEADERS = ['Content-Type', 'Content-MD5', 'x-goog-content-length-range'] as const;
 
 const SOURCE_ROOTS = ['shared', 'functions', 'package.json', 'package-lock.json', 'tsconfig.json'];
@@ -141,7 +151,13 @@ export function desiredState({ cfg, consumers, projectNumber, source }: ModelInp
   }
   for (const f of file.fieldOverrides) {
     const p: FieldProps = { database: config.firestoreDatabase, collectionGroup: group(f.collectionGroup), field: f.fieldPath, indexed: f.indexes.length > 0 };
-    add('firestore-field', `${p.collectionGroup}.${p.field}`, p, [db], 'large JSON text, never queried: no index entries to pay for');
+    add(
+      'firestore-field',
+      `${p.collectionGroup}.${p.field}`,
+      p,
+      [db],
+      FIELD_WHY[`${f.collectionGroup}.${f.fieldPath}`] ?? 'never queried: no index entries to pay for',
+    );
   }
   for (const [kind, why] of Object.entries(EXPIRING_RECORD_KINDS)) {
     const p: TtlProps = { database: config.firestoreDatabase, collectionGroup: kind, field: RECORD_TTL_FIELD, enabled: true };

@@ -50,6 +50,11 @@ export interface EmulatorLagOptions {
 const MEASURED = 'emu.example.com';
 const WARM = 'emu-warm.example.com';
 
+const pct = (xs: number[], p: number): number | null => {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number;
+};
 const ms = (n: number | null) => (n === null ? 'n/a' : `${n.toFixed(1)} ms`);
 
 /** Why the section cannot run here, or null. */
@@ -60,12 +65,14 @@ export function emulatorLagUnavailable(): string | null {
 }
 
 /** W writers × P patches on one scope of `domain`, through the engine; patches/s (also the embedded section's, bench/mirror.ts). */
-export async function writeHot(app: App, id: string, domain: string, writers: number, perWriter: number): Promise<number> {
+export async function writeHot(app: App, id: string, domain: string, writers: number, perWriter: number, onAck?: (ii: number) => void): Promise<number> {
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: writers }, async (_, w) => {
-      for (let i = 0; i < perWriter; i++)
-        await app.engine.submit(id, 'bench-user', { patch: [{ op: 'replace', path: '/n', value: w * perWriter + i }] }, { domain });
+      for (let i = 0; i < perWriter; i++) {
+        const ack = await app.engine.submit(id, 'bench-user', { patch: [{ op: 'replace', path: '/n', value: w * perWriter + i }] }, { domain });
+        onAck?.(ack.ii);
+      }
     }),
   );
   return (writers * perWriter) / ((performance.now() - t0) / 1000);
@@ -156,15 +163,48 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
     await writeHot(off, 'hot', MEASURED, o.writers, o.perWriter);
     await visibleAt(WARM, (await on.engine.head(`hot-${WARM}`)).ii);
 
-    const withMirror = await writeHot(on, `hot-${MEASURED}`, MEASURED, o.writers, o.perWriter);
+    // Seen from outside too, for every patch: its answer → a row at or past its `ii` visible,
+    // the row's `_ii` polled every 10 ms while the round runs (an upper bound by up to a poll).
+    const answered = new Map<number, number>();
+    const seen: number[] = [];
+    let visible = await rowIi(MEASURED);
+    let writing = true;
+    let last = performance.now();
+    const poller = (async () => {
+      while (writing || answered.size > 0) {
+        const now = await rowIi(MEASURED);
+        const t = performance.now();
+        if (now > visible) {
+          visible = now;
+          for (const [ii, at] of answered)
+            if (ii <= visible) {
+              seen.push(t - at);
+              answered.delete(ii);
+            }
+        }
+        if (!writing && performance.now() - last > 60_000) break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    const onAck = (ii: number) => {
+      last = performance.now();
+      if (ii <= visible) seen.push(0);
+      else answered.set(ii, last);
+    };
+    const withMirror = await writeHot(on, `hot-${MEASURED}`, MEASURED, o.writers, o.perWriter, onAck);
+    writing = false;
     const headIi = (await on.engine.head(`hot-${MEASURED}`)).ii;
     const drain = await visibleAt(MEASURED, headIi);
+    await poller;
     const without = await writeHot(off, 'hot', MEASURED, o.writers, o.perWriter);
     await new Promise((r) => setTimeout(r, FLUSH_MS * 2)); // the lag recorder's timer writes the last samples
     const s = await mirror.status(MEASURED, LAG_WINDOW_MS);
     const n = o.writers * o.perWriter;
     o.say(
       `  mirror lag (commit → row visible, Pub/Sub push to the consumer, Postgres), ${s.lag.count} samples for ${n} patches: p50 ${ms(s.lag.p50)}, p99 ${ms(s.lag.p99)}, max ${ms(s.lag.max)}`,
+    );
+    o.say(
+      `  seen from outside (each patch's answer → a row at or past it, polled every 10 ms), ${seen.length} of ${n} patches: p50 ${ms(pct(seen, 50))}, p99 ${ms(pct(seen, 99))}, max ${ms(pct(seen, 100))}${answered.size > 0 ? `; ${answered.size} never seen within 60 s` : ''}`,
     );
     o.say(`  the last write's answer → its row visible in Postgres: ${drain === null ? 'not within 60 s' : ms(drain)}`);
     o.say(

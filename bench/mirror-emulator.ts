@@ -119,7 +119,12 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
     const mirror = on.mirror as Mirror;
 
     // The mirror consumer's push endpoint, and its subscription as deployed (ordered, filtered).
-    const server = createServer((req, res) => void on.push(req, res));
+    // Each push delivery's time in the handler (consumer: cursor read and advance, head read, upsert).
+    const pushes: Array<{ at: number; ms: number; ok: boolean }> = [];
+    const server = createServer((req, res) => {
+      const t = performance.now();
+      void on.push(req, res).finally(() => pushes.push({ at: t, ms: performance.now() - t, ok: res.statusCode < 300 }));
+    });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     stops.push(async () => {
       server.closeAllConnections();
@@ -162,6 +167,14 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
     await writeHot(on, `hot-${WARM}`, WARM, o.writers, o.perWriter);
     await writeHot(off, 'hot', MEASURED, o.writers, o.perWriter);
     await visibleAt(WARM, (await on.engine.head(`hot-${WARM}`)).ii);
+    // The row is at the head long before the warm-up's last events are delivered (each is still
+    // pushed, its cursor advanced): wait for the deliveries to stop, so the round has the consumer alone.
+    for (let n = -1, quiet = 0; quiet < 3 && performance.now() - t0 < 300_000; ) {
+      await new Promise((r) => setTimeout(r, 500));
+      quiet = pushes.length === n ? quiet + 1 : 0;
+      n = pushes.length;
+    }
+    const warmDeliveries = pushes.length;
 
     // Seen from outside too, for every patch: its answer → a row at or past its `ii` visible,
     // the row's `_ii` polled every 10 ms while the round runs (an upper bound by up to a poll).
@@ -191,11 +204,18 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
       if (ii <= visible) seen.push(0);
       else answered.set(ii, last);
     };
+    pushes.length = 0;
+    const roundStart = performance.now();
     const withMirror = await writeHot(on, `hot-${MEASURED}`, MEASURED, o.writers, o.perWriter, onAck);
     writing = false;
     const headIi = (await on.engine.head(`hot-${MEASURED}`)).ii;
     const drain = await visibleAt(MEASURED, headIi);
     await poller;
+    const drained = performance.now();
+    const inRound = pushes.filter((p) => p.at >= roundStart && p.at <= drained);
+    const handled = inRound.map((p) => p.ms);
+    const refused = inRound.filter((p) => !p.ok).length;
+    const busy = handled.reduce((a, b) => a + b, 0);
     const without = await writeHot(off, 'hot', MEASURED, o.writers, o.perWriter);
     await new Promise((r) => setTimeout(r, FLUSH_MS * 2)); // the lag recorder's timer writes the last samples
     const s = await mirror.status(MEASURED, LAG_WINDOW_MS);
@@ -207,6 +227,10 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
       `  seen from outside (each patch's answer → a row at or past it, polled every 10 ms), ${seen.length} of ${n} patches: p50 ${ms(pct(seen, 50))}, p99 ${ms(pct(seen, 99))}, max ${ms(pct(seen, 100))}${answered.size > 0 ? `; ${answered.size} never seen within 60 s` : ''}`,
     );
     o.say(`  the last write's answer → its row visible in Postgres: ${drain === null ? 'not within 60 s' : ms(drain)}`);
+    o.say(`  (the warm-up's ${warmDeliveries} deliveries were over before the round)`);
+    o.say(
+      `  push deliveries to the mirror consumer from the round's start to the row at the head: ${handled.length} (${refused} answered non-2xx, so redelivered), ${ms(pct(handled, 50))} p50 / ${ms(pct(handled, 99))} p99 each in the handler, handler time ${((100 * busy) / (drained - roundStart)).toFixed(0)}% of the wall time (over 100%: deliveries overlap) of ${ms(drained - roundStart)}`,
+    );
     o.say(
       `  write-hot throughput with the mirror ${withMirror.toFixed(0)} patches/s vs without (baseline, same stack) ${without.toFixed(0)} patches/s = ${(withMirror / without).toFixed(2)}x`,
     );

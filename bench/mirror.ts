@@ -14,9 +14,15 @@
  *   listScopes pages, a head read and a state read per scope, one upsert transaction per scope)
  *   into PGlite and into Postgres, rows/s. Baseline: the ledger walk alone (the same pages,
  *   head and state reads, no mirror write).
- * Run: `npm run bench:mirror [-- --quick] [--scopes N] [--backfill B] [--queries Q]`. Prints the
- * results; asserts nothing (the issue's targets: lag p99 ≤ 100 ms embedded, query p50 ≤ 5 ms).
- * Not measured here: lag on the emulator stack (test/mirror.emulator.test.ts runs that stack).
+ * - lag under write-hot on the emulator stack (bench/mirror-emulator.ts): the same domain and
+ *   write-hot on a Google-mode app (Firestore and Pub/Sub emulators, the Upstash and GCS
+ *   stand-ins) with a private Postgres as its mirror, fed by a Pub/Sub push subscription to the
+ *   app's `mirror` consumer; p50/p99 from the consumer's samples. Baseline: write-hot throughput
+ *   on the same stack with no mirror. Needs gcloud, redis-server and Postgres (else skipped).
+ * Run: `npm run bench:mirror [-- --quick] [--scopes N] [--backfill B] [--queries Q] [--writers W]
+ * [--per-writer P] [--emu-writers W] [--emu-per-writer P] [--only lag,emulator,query,backfill]`.
+ * Prints the results; asserts nothing (the issue's targets: lag p99 ≤ 100 ms embedded, ≤ 1 s on
+ * the emulator stack, query p50 ≤ 5 ms).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,6 +42,7 @@ import { prepareQuery } from '../shared/mirror/queries.js';
 import { schemaName } from '../shared/mirror/sql.js';
 import type { SqlMirror } from '../shared/mirror/sql-mirror.js';
 import type { Mirror } from '../shared/ports/mirror.js';
+import { emulatorLagUnavailable, lagOnEmulators, writeHot } from './mirror-emulator.js';
 
 const QUICK = process.argv.includes('--quick');
 const arg = (name: string, full: number, quick: number): number => {
@@ -47,6 +54,14 @@ const BACKFILL = arg('backfill', 100_000, 500);
 const QUERIES = arg('queries', 2_000, 200);
 const WRITERS = arg('writers', 32, 8);
 const PER_WRITER = arg('per-writer', 100, 10);
+// The emulator stack's write-hot size, as `npm run bench` sizes it there (32 × 25; Firestore's emulator is slow).
+const EMU_WRITERS = arg('emu-writers', 32, 4);
+const EMU_PER_WRITER = arg('emu-per-writer', 25, 5);
+const ONLY = (() => {
+  const i = process.argv.indexOf('--only');
+  return i > 0 ? new Set((process.argv[i + 1] ?? '').split(',')) : null;
+})();
+const runs = (section: 'lag' | 'emulator' | 'query' | 'backfill') => ONLY === null || ONLY.has(section);
 const OWNERS = 1_000;
 const DOMAIN = 'bench.example.com';
 
@@ -80,18 +95,6 @@ async function embeddedApp(mirrored: boolean): Promise<{ app: App; dir: string }
   return { app, dir };
 }
 
-/** W writers × P patches on one scope, through the engine; patches/s. */
-async function writeHot(app: App, id: string): Promise<number> {
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: WRITERS }, async (_, w) => {
-      for (let i = 0; i < PER_WRITER; i++)
-        await app.engine.submit(id, 'bench-user', { patch: [{ op: 'replace', path: '/n', value: w * PER_WRITER + i }] }, { domain: DOMAIN });
-    }),
-  );
-  return (WRITERS * PER_WRITER) / ((performance.now() - t0) / 1000);
-}
-
 async function lagUnderWriteHot(): Promise<void> {
   const on = await embeddedApp(true);
   const off = await embeddedApp(false);
@@ -101,13 +104,13 @@ async function lagUnderWriteHot(): Promise<void> {
     for (const x of [on, off]) await x.app.engine.createScope('bench-user', { id: 'hot', type: 'hot', state: { n: 0 } }, { domain: DOMAIN });
     await on.app.delivery?.idle();
     // Warm-up, then a round each.
-    await writeHot(on.app, 'hot');
-    await writeHot(off.app, 'hot');
+    await writeHot(on.app, 'hot', DOMAIN, WRITERS, PER_WRITER);
+    await writeHot(off.app, 'hot', DOMAIN, WRITERS, PER_WRITER);
     await on.app.delivery?.idle();
     await new Promise((r) => setTimeout(r, FLUSH_MS * 2));
     const before = await mirror.status(DOMAIN, LAG_WINDOW_MS);
-    const withMirror = await writeHot(on.app, 'hot');
-    const without = await writeHot(off.app, 'hot');
+    const withMirror = await writeHot(on.app, 'hot', DOMAIN, WRITERS, PER_WRITER);
+    const without = await writeHot(off.app, 'hot', DOMAIN, WRITERS, PER_WRITER);
     await on.app.delivery?.idle();
     await new Promise((r) => setTimeout(r, FLUSH_MS * 2));
     const after = await mirror.status(DOMAIN, LAG_WINDOW_MS);
@@ -215,54 +218,66 @@ async function backfillBench(app: App, targets: Array<{ name: string; mirror: Mi
 
 async function main(): Promise<void> {
   say(`mirror bench (${QUICK ? 'quick' : 'full'}): ${new Date().toISOString()}`);
-  await lagUnderWriteHot();
+  if (runs('lag')) await lagUnderWriteHot();
 
   const dir = mkdtempSync(join(tmpdir(), 'patchbay-bench-mirror-'));
   const pgAvailable = postgresBin('initdb') !== null;
   const local = pgAvailable ? await startPostgres() : null;
   const pgMirror = local ? new PostgresMirror({ url: local.url }) : null;
   try {
-    // PGlite: the baseline runs on the same directory, opened directly once the mirror has closed
-    // it (one PGlite per directory), after the named runs.
-    const lite2 = new PGliteMirror(join(dir, 'pglite'));
-    const db = { current: null as PGlite | null };
-    await queryBench(
-      'PGlite',
-      lite2,
-      async (text, values) => {
-        db.current ??= await (async () => {
-          await lite2.close();
-          const d = await PGlite.create({ dataDir: join(dir, 'pglite') });
-          await d.query(`SET search_path TO "${schemaName('q.example.com')}"`);
-          return d;
-        })();
-        await db.current.query(text, values);
-      },
-      'q.example.com',
-    );
-    await db.current?.close();
-    if (pgMirror && local) {
-      const client = new pg.Client({ connectionString: local.url });
-      await client.connect();
-      await client.query(`SET search_path TO "${schemaName(DOMAIN)}"`);
-      await queryBench('local Postgres 15', pgMirror, (text, values) => client.query(text, values), DOMAIN);
-      await client.end();
-    } else say('named query on Postgres: skipped (no initdb on this machine)');
-
-    const bf = await embeddedApp(false);
-    const bfLite = new PGliteMirror(join(dir, 'backfill-pglite'));
-    try {
-      await backfillBench(bf.app, [{ name: 'PGlite', mirror: bfLite }, ...(pgMirror ? [{ name: 'local Postgres 15', mirror: pgMirror }] : [])]);
-    } finally {
-      await bfLite.close();
-      await bf.app.close();
-      rmSync(bf.dir, { recursive: true, force: true });
+    if (runs('emulator')) {
+      say(`lag under write-hot (emulator stack, ${EMU_WRITERS} writers × ${EMU_PER_WRITER} patches on one scope):`);
+      const missing = emulatorLagUnavailable() ?? (local ? null : 'no initdb (Postgres)');
+      if (missing || !local) say(`  skipped: ${missing}`);
+      else await lagOnEmulators({ writers: EMU_WRITERS, perWriter: EMU_PER_WRITER, configText: CONFIG_TEXT, postgresUrl: local.url, say });
+    }
+    if (runs('query')) await namedQueries(dir, pgMirror, local);
+    if (runs('backfill')) {
+      const bf = await embeddedApp(false);
+      const bfLite = new PGliteMirror(join(dir, 'backfill-pglite'));
+      try {
+        await backfillBench(bf.app, [{ name: 'PGlite', mirror: bfLite }, ...(pgMirror ? [{ name: 'local Postgres 15', mirror: pgMirror }] : [])]);
+      } finally {
+        await bfLite.close();
+        await bf.app.close();
+        rmSync(bf.dir, { recursive: true, force: true });
+      }
     }
   } finally {
     await pgMirror?.close();
     await local?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The named-query section: PGlite, then the local Postgres when there is one. */
+async function namedQueries(dir: string, pgMirror: PostgresMirror | null, local: { url: string } | null): Promise<void> {
+  // PGlite: the baseline runs on the same directory, opened directly once the mirror has closed
+  // it (one PGlite per directory), after the named runs.
+  const lite2 = new PGliteMirror(join(dir, 'pglite'));
+  const db = { current: null as PGlite | null };
+  await queryBench(
+    'PGlite',
+    lite2,
+    async (text, values) => {
+      db.current ??= await (async () => {
+        await lite2.close();
+        const d = await PGlite.create({ dataDir: join(dir, 'pglite') });
+        await d.query(`SET search_path TO "${schemaName('q.example.com')}"`);
+        return d;
+      })();
+      await db.current.query(text, values);
+    },
+    'q.example.com',
+  );
+  await db.current?.close();
+  if (pgMirror && local) {
+    const client = new pg.Client({ connectionString: local.url });
+    await client.connect();
+    await client.query(`SET search_path TO "${schemaName(DOMAIN)}"`);
+    await queryBench('local Postgres 15', pgMirror, (text, values) => client.query(text, values), DOMAIN);
+    await client.end();
+  } else say('named query on Postgres: skipped (no initdb on this machine)');
 }
 
 void main().catch((err) => {

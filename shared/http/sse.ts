@@ -55,6 +55,22 @@ export class SseWriter {
     this.res.write(`retry: ${retryMs}\n\n`);
   }
 
+  /**
+   * Keeps the open stream alive until `finished` resolves or `maxMs` (PATCHBAY_SSE_MAX_MS) passes,
+   * with a heartbeat comment every `heartbeatMs` (PATCHBAY_SSE_HEARTBEAT_MS) so proxies and the
+   * client see it is alive; leaves no timer behind.
+   */
+  async hold(finished: Promise<void>, heartbeatMs: number, maxMs: number): Promise<void> {
+    const heartbeat = setInterval(() => void this.comment('hb'), heartbeatMs);
+    let limit: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, maxMs)))]);
+    } finally {
+      clearTimeout(limit);
+      clearInterval(heartbeat);
+    }
+  }
+
   /** `data` is JSON text: it has no newlines, so one `data:` line carries it. */
   async event(type: string, data: string, id?: number): Promise<void> {
     await this.write(eventText(type, data, id));

@@ -129,7 +129,6 @@ async function serveStream(
     });
     presenceChanged(); // a change between the subscription and the read above
   }
-  const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
   const keepAlive =
     session !== null && caller !== null
       ? setInterval(
@@ -140,10 +139,7 @@ async function serveStream(
           Math.max(250, Math.floor(sessions.timeoutMs / 3)),
         )
       : undefined;
-  let limit: NodeJS.Timeout | undefined;
-  await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
-  clearTimeout(limit);
-  clearInterval(heartbeat);
+  await sse.hold(finished, config.sseHeartbeatMs, config.sseMaxMs);
   clearInterval(keepAlive);
   await stop();
   await presenceChain;

@@ -226,11 +226,7 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
     sse.start(config.sseRetryMs);
     await write(frame('stream', { stream: streamId }));
     await Promise.all(positions.map((p) => add(p)));
-    const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
-    let limit: NodeJS.Timeout | undefined;
-    await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
-    clearTimeout(limit);
-    clearInterval(heartbeat);
+    await sse.hold(finished, config.sseHeartbeatMs, config.sseMaxMs);
   } finally {
     ending = true;
     await stopControl();

@@ -33,7 +33,7 @@ import { readBody } from '../body.js';
 import { type Ctx, domainAdmin, domainParam, user } from '../context.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
-import { SseWriter } from '../sse.js';
+import { SseWriter, streamEnd } from '../sse.js';
 
 const QUERY_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
@@ -70,19 +70,11 @@ async function live(ctx: Ctx): Promise<void> {
   const params = paramsOf(ctx.url);
   const release = await limits.openStream(caller.id);
   const sse = new SseWriter(ctx.res);
-  let gone = false;
-  let finish: () => void = () => {};
-  const finished = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
-  ctx.res.once('close', () => {
-    gone = true;
-    finish();
-  });
+  const { finished, finish, gone, goneAlready } = streamEnd(ctx.res);
   let seq = 0;
   let stop: () => Promise<void> = async () => {};
   try {
-    if (ctx.res.closed || ctx.req.socket.destroyed) return;
+    if (goneAlready) return;
     stop = await liveQueries.open(
       domain,
       name,
@@ -90,23 +82,19 @@ async function live(ctx: Ctx): Promise<void> {
       { requester: caller.id, domain: caller.domain },
       {
         result: async (r) => {
-          if (gone) return;
+          if (gone()) return;
           sse.start(config.sseRetryMs);
           seq += 1;
           await sse.event('result', JSON.stringify(r), seq);
         },
         failed: (err) => {
-          if (!gone) void sse.event('failed', JSON.stringify(err.toBody())).finally(finish);
+          if (!gone()) void sse.event('failed', JSON.stringify(err.toBody())).finally(finish);
           else finish();
           logger.error({ message: 'live query failed', domain, query: name, code: err.code });
         },
       },
     );
-    const heartbeat = setInterval(() => void sse.comment('hb'), config.sseHeartbeatMs);
-    let limit: NodeJS.Timeout | undefined;
-    await Promise.race([finished, new Promise<void>((resolve) => (limit = setTimeout(resolve, config.sseMaxMs)))]);
-    clearTimeout(limit);
-    clearInterval(heartbeat);
+    await sse.hold(finished, config.sseHeartbeatMs, config.sseMaxMs);
   } finally {
     await stop();
     release();

@@ -24,6 +24,14 @@ const STATE = 1 * MiB;
 const SCOPES = 160;
 /** What the garbage collector may hold beyond live data (V8 grows the heap well before it collects). */
 const MARGIN = 112 * MiB;
+/**
+ * The server's V8 heap is capped well below the states it is given (160 MiB): a cache that kept
+ * them (by count, or with a wrong byte estimate) runs out of heap and the process dies, whatever
+ * the machine's load; the byte-bounded caches fit, and the collector runs before the RSS grows.
+ */
+// Checked: with PATCHBAY_TEST_CACHE_BYTES=2000000000 (a cache that keeps every state) the server
+// dies of heap exhaustion within about 12 s and this test fails; with the bounds its RSS grew 27 MB.
+const HEAP_CAP_MB = Number(process.env.PATCHBAY_TEST_HEAP_CAP_MB ?? 96);
 
 const dataDir = tempDir('patchbay-memory-');
 let child: ChildProcess;
@@ -47,6 +55,8 @@ beforeAll(async () => {
     PATCHBAY_BUNDLE_INTERVAL_MS: '0',
     // One user creates 160 MiB of state here: far past the default quotas, which are not under test.
     PATCHBAY_LIMITS: 'off',
+    NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-old-space-size=${HEAP_CAP_MB}`.trim(),
+    ...(process.env.PATCHBAY_TEST_CACHE_BYTES ? { PATCHBAY_CACHE_BYTES: process.env.PATCHBAY_TEST_CACHE_BYTES } : {}),
   });
   child = s.child;
   client = await newClient(s.url);

@@ -46,9 +46,12 @@ export function switchable(): { fetch: typeof fetch; set(mode: Mode): void; dupl
         streams.add(ac);
         return fetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, ac.signal]) : ac.signal });
       }
+      // The mode when the request left decides: an answer to a write sent while answers were being
+      // lost is lost too when it arrives after a switch (the process it would reach is gone).
+      const sentIn = mode;
       const res = await fetch(input, init);
       const write = init?.method === 'POST' && (url.endsWith('/patches') || url.endsWith('/v1/batch'));
-      if (write && mode === 'lose-answers') {
+      if (write && (sentIn === 'lose-answers' || mode !== 'online')) {
         sw.writes++;
         await res.body?.cancel();
         throw new TypeError('fetch failed (answer lost)');

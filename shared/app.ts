@@ -380,7 +380,7 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
       // Nor to make their mirror tables and backfill them: done here too, in the background.
       const c = fixed.get(d)?.config;
       if (mirror && mirrorTablesOf(c) !== null && c)
-        void prepareFixed(mirrorDeps, d, c).catch((err) => logger.error({ message: 'mirror backfill failed', domain: d, err: String(err) }));
+        void prepareFixed(mirrorDeps, d, c, adapters.records).catch((err) => logger.error({ message: 'mirror backfill failed', domain: d, err: String(err) }));
     }
   if (opts.deliverLocally ?? config.mode === 'embedded') {
     delivery = new LocalDelivery(

@@ -12,6 +12,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PGliteMirror } from '../shared/adapters/embedded/pglite-mirror.js';
+import type { DomainConfig } from '../shared/domains/config-schema.js';
+import { FIXED_BACKFILL_KIND, prepareFixed } from '../shared/domains/mirror-step.js';
 import { BACKFILL_START, type BackfillPosition, backfill, backfillRate } from '../shared/mirror/backfill.js';
 import type { Mirror } from '../shared/ports/mirror.js';
 import { clientIn, upload, userId } from './contract/config.js';
@@ -123,6 +125,49 @@ describe('backfill, stopped and resumed', () => {
     for (const id of firstPage) expect(upserts.get(id), id).toBe(1);
     const rows = await pglite.query(domain, { text: 'SELECT id FROM notes ORDER BY id', values: [] }, { timeoutMs: 5000, maxRows: 100 });
     expect(rows.rows.map((r) => r[0])).toEqual([...ids].sort());
+  }, 180_000);
+  it("a file configuration's backfill (no apply) resumes at its next start from the saved page, and is not walked again once done", async () => {
+    const domain = 'fixed.example.com';
+    const mine = await clientIn(srv.url, domain);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await mine.request('POST', '/v1/scopes', { body: { type: 'note', state: { title: `f${i}` } } })).json.id);
+    const records = srv.app.adapters.records;
+    const source = {
+      listScopes: (after: string, limit: number) => srv.app.adapters.ledger.listScopes(after, limit),
+      head: (id: string) => srv.app.engine.head(id),
+      stateAt: (id: string, ii: number) => srv.app.engine.stateAt(id, ii),
+    };
+    const config = { tables: TABLES } as unknown as DomainConfig;
+    // The first start dies at the domain's third row: after the page holding its first rows was saved.
+    const dying = counting(pglite);
+    let rowsSeen = 0;
+    const failing: Mirror = {
+      ...dying.mirror,
+      upsert: async (d, t, row) => {
+        if (d === domain && ++rowsSeen === 3) throw new Error('injected: the process died');
+        return dying.mirror.upsert(d, t, row);
+      },
+    };
+    const deps = (mirror: Mirror) => ({ mirror, source, accepts: () => true, settleMs: 0, pageSize: 1 });
+    await expect(prepareFixed(deps(failing), domain, config, records)).rejects.toThrow(/process died/);
+    const saved = (await records.get(FIXED_BACKFILL_KIND, domain))?.value as unknown as { position: BackfillPosition; tables: string[] };
+    expect(saved.tables).toContain('notes');
+    expect(saved.position.rows).toBe(2);
+    const firstRows = new Set([...dying.upserts.keys()].filter((id) => ids.includes(id)));
+    expect(firstRows.size).toBe(2);
+    // The next start: `ensure` finds nothing changed, the saved walk goes on from its page.
+    const next = counting(pglite);
+    expect(await prepareFixed(deps(next.mirror), domain, config, records)).toBe(3);
+    for (const id of firstRows) expect(next.upserts.has(id), id).toBe(false);
+    const rows = await pglite.query(domain, { text: 'SELECT id FROM notes ORDER BY id', values: [] }, { timeoutMs: 5000, maxRows: 100 });
+    expect(rows.rows.map((r) => r[0])).toEqual([...ids].sort());
+    // Done: a third start walks nothing.
+    const third = counting(pglite);
+    expect(await prepareFixed(deps(third.mirror), domain, config, records)).toBe(0);
+    expect(third.upserts.size).toBe(0);
+    // Other table definitions (a new column) start a new walk.
+    const wider = { tables: { notes: { ...TABLES.notes, columns: { ...TABLES.notes.columns, n: { type: 'integer' as const } } } } } as unknown as DomainConfig;
+    expect(await prepareFixed(deps(counting(pglite).mirror), domain, wider, records)).toBe(5);
   }, 180_000);
 });
 

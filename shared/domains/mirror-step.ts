@@ -21,11 +21,13 @@
  * declared tables are dropped (the built-in `scopes` and `tags` stay). A deployment without a
  * mirror (Google without PATCHBAY_MIRROR_URL) skips the step and says so in the report.
  */
+import { createHash } from 'node:crypto';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import { BACKFILL_START, type BackfillPosition, type BackfillSource, backfill, backfillRate } from '../mirror/backfill.js';
 import type { MirrorTables } from '../mirror/definitions.js';
 import type { Mirror } from '../ports/mirror.js';
+import type { RecordStore } from '../ports/records.js';
 import type { DomainConfig } from './config-schema.js';
 
 /** The mirror's push consumer (shared/mirror/consumer.ts, registered in shared/app.ts). */
@@ -149,19 +151,64 @@ export async function backfillStep(
   );
 }
 
+/** Record kind of a fixed configuration's backfill progress (key: the domain). */
+export const FIXED_BACKFILL_KIND = 'mirror-fixed-backfill';
+
+/** What a fixed configuration's backfill saves after every page. */
+interface FixedBackfill {
+  /** Which tables' definitions the progress is for (a digest of them: another set starts over). */
+  digest: string;
+  /** The tables to backfill, as `ensure` reported them at the first start. */
+  tables: string[];
+  position: BackfillPosition;
+}
+
 /**
  * For a configuration that no apply prepares (files, in-process: shared/domains/active.ts
  * StaticConfigs): at start, makes the domain's schema match its tables and backfills what that
- * changed. Not resumable: a process that stops midway leaves those tables partly filled until
- * their scopes are written again (the next start's `ensure` finds nothing changed).
+ * changed. Resumable: what `ensure` reported and the position after every page are saved in a
+ * record (`FIXED_BACKFILL_KIND`, one per domain) before the walk goes on, so a process that stops
+ * midway starts again at its next start from the saved page (a second `ensure` would report
+ * nothing left to backfill); tables that `ensure` reports then are added and the walk starts over.
+ * A record saved for other table definitions is replaced. Without `records`, not resumable.
+ * Returns the rows written by this call.
  */
-export async function prepareFixed(deps: MirrorStepDeps, domain: string, config: DomainConfig): Promise<number> {
+export async function prepareFixed(deps: MirrorStepDeps, domain: string, config: DomainConfig, records?: RecordStore): Promise<number> {
   const tables = mirrorTablesOf(config);
   if (tables === null || deps.mirror === null) return 0;
+  const digest = createHash('sha256').update(stableJson(tables)).digest('base64url');
+  let stored = records ? await records.get(FIXED_BACKFILL_KIND, domain) : null;
+  const saved = stored && (stored.value as unknown as FixedBackfill).digest === digest ? (stored.value as unknown as FixedBackfill) : null;
   const ensured = await deps.mirror.ensure(domain, tables);
-  const end = await backfill(deps.mirror, deps.source, domain, tables, ensured.backfill, BACKFILL_START, async () => {}, {
+  const fresh = ensured.backfill.filter((t) => !saved?.tables.includes(t));
+  let progress: FixedBackfill =
+    saved && fresh.length === 0
+      ? saved
+      : { digest, tables: [...new Set([...(saved && !saved.position.done ? saved.tables : []), ...ensured.backfill])], position: BACKFILL_START };
+  if (progress.position.done) return 0;
+  const save = async (next: FixedBackfill): Promise<void> => {
+    progress = next;
+    if (!records) return;
+    // One process prepares a domain at a time per start; a racing instance's record is taken as is (both walks are idempotent upserts).
+    const written = await records.put(FIXED_BACKFILL_KIND, domain, next as unknown as Json, stored?.rev ?? 0);
+    stored = written ?? (await records.get(FIXED_BACKFILL_KIND, domain));
+  };
+  if (progress !== saved) await save(progress);
+  const before = progress.position.rows;
+  const end = await backfill(deps.mirror, deps.source, domain, tables, progress.tables, progress.position, (position) => save({ ...progress, position }), {
     accepts: deps.accepts,
     pageSize: deps.pageSize,
   });
-  return end.rows;
+  return end.rows - before;
+}
+
+/** JSON with object keys sorted: the same tables give the same text whatever their key order. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v !== null && typeof v === 'object')
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(v);
 }

@@ -255,6 +255,11 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
     },
   });
   uploads = new Uploads(engine, opts.files ?? (await fileStoreFor(config, adapters)), adapters.records, limits, config, configs);
+  // Embedded counters live in memory: the file bytes the stored uploads hold are counted in at start (Upstash keeps them on Google).
+  if (config.mode === 'embedded' && config.limits === 'on') {
+    const files = await uploads.fileUsage((after, n) => adapters.ledger.listScopes(after, n));
+    for (const [owner, bytes] of files) limits.files(owner, bytes);
+  }
   const serviceTokens = new ServiceTokens(adapters.records, {
     checkMs: config.serviceTokenCheckMs,
     maxLive: config.maxServiceTokens,

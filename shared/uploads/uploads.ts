@@ -135,6 +135,35 @@ export class Uploads {
   }
 
   /** The upload's state, or `scope_not_found` for a scope that is not an upload. */
+  /**
+   * Every user's file bytes as the stored uploads say (pending: the size declared, ready: the size
+   * stored; expired, failed and deleted ones hold none), which is what `create`, `landed`, the
+   * sweep and `release` count as they go: what embedded mode seeds its in-memory counters with at
+   * start, so the file-bytes quota survives a restart. Reads the upload scopes only (their ids
+   * sort together under `upload:`), one page at a time.
+   */
+  async fileUsage(listScopes: (after: string, limit: number) => Promise<Array<{ id: string }>>): Promise<Map<string, number>> {
+    const totals = new Map<string, number>();
+    let after = UPLOAD_PREFIX;
+    for (;;) {
+      const page = await listScopes(after, 500);
+      for (const { id } of page) {
+        if (!isUploadScope(id)) return totals;
+        let found: Awaited<ReturnType<Uploads['state']>>;
+        try {
+          found = await this.state(id);
+        } catch (err) {
+          if (err instanceof PatchbayError && err.code === 'scope_not_found') continue; // deleted meanwhile
+          throw err;
+        }
+        const { state, owner } = found;
+        if (state.status === 'pending' || state.status === 'ready') totals.set(owner, (totals.get(owner) ?? 0) + (state.size ?? 0));
+      }
+      if (page.length < 500) return totals;
+      after = (page[page.length - 1] as { id: string }).id;
+    }
+  }
+
   async state(id: string): Promise<{ state: UploadState; owner: string; domain: string }> {
     if (!isUploadScope(id)) throw new PatchbayError('scope_not_found', `${id} is not an upload`, { id });
     const view = await this.engine.getScope(id);

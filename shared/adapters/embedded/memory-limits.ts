@@ -2,7 +2,8 @@
  * The embedded limit store: token buckets, usage counters and slots in this process's memory.
  * Buckets and slots are lost on restart, which forgives a client its recent requests and streams
  * (the streams died with the process anyway). Usage counters are seeded at start from the stored
- * scopes (see `seedUsage`), so quotas survive restarts.
+ * scopes (see `seedUsage`), and file bytes from the stored uploads (`Uploads.fileUsage`, called by
+ * shared/app.ts), so quotas survive restarts.
  *
  * Buckets use the same discrete refill as `@upstash/ratelimit`'s token bucket (one token each
  * `windowMs / tokens` ms, counted from the last refill), so both adapters answer alike.

@@ -7,7 +7,9 @@
  * Records (the RecordStore, every change a compare-and-set): kind `session`, key the id, the
  * session with its guarantees and the scopes it is present in; kind `session-user`, key
  * `<user>/<id>`, one per session not yet closed, which counts a user's open sessions
- * (PATCHBAY_SESSION_MAX_PER_USER).
+ * (PATCHBAY_SESSION_MAX_PER_USER); kind `session-due`, key `<ms, 15 digits>/<id>`: when the sweep
+ * should look at the session next (open: its expiry as of the last look; closing: its close lease;
+ * closed: when its record is to be deleted).
  *
  * Close exactly once: open → closing is one compare-and-set, so of a racing close, heartbeat and
  * sweep exactly one closes, and only that one runs the close work, holding a lease on it
@@ -25,7 +27,12 @@
  * Closed records are kept PATCHBAY_SESSION_CLOSED_KEEP_MS (a late heartbeat learns `session_closed`), then deleted;
  * on Firestore they also expire a day later, a backstop should no sweep get to them (PutOptions).
  *
- * Cost: the sweep pages through every session record (open ones and those closed recently).
+ * Cost: the sweep reads only the due entries up to now, in time order, and each one's session:
+ * an open session is looked at about once per PATCHBAY_SESSION_TIMEOUT_MS however often the
+ * sweep runs, and a heartbeat writes only the session record (the sweep moves a due entry the
+ * heartbeats made stale). Opening writes one due entry; each step of a close writes the next.
+ * Records from before the index existed are indexed by one full pass, once per deployment (a
+ * marker record says it was done).
  */
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -52,6 +59,12 @@ export const MAX_REASON = 128;
 export const SESSION_KIND = 'session';
 const KIND = SESSION_KIND;
 const BY_USER = 'session-user';
+/** When to look at a session next: key `dueKey(at, id)`, ordered by time. */
+export const SESSION_DUE_KIND = 'session-due';
+const DUE = SESSION_DUE_KIND;
+/** Marks the one full pass that indexed the records written before the due index. */
+const INDEXED = { kind: 'session-due-indexed', key: 'v1' } as const;
+const dueKey = (at: number, id: string): string => `${String(Math.max(0, Math.floor(at))).padStart(15, '0')}/${id}`;
 
 export interface Guarantee {
   id: string;
@@ -161,8 +174,9 @@ export class Sessions {
       hookAttempts: 0,
       hookError: null,
     };
-    // The index first: a crash between the two leaves an index entry without a session, which `openOf` drops.
+    // The indexes first: a crash in between leaves entries without a session, which `openOf` and the sweep drop.
     await this.records.put(BY_USER, `${user}/${id}`, { opened: now }, 0);
+    await this.records.put(DUE, dueKey(value.expires, id), {}, 0);
     await this.records.put(KIND, id, value as unknown as Json, 0);
     return { id, expires: value.expires };
   }
@@ -269,23 +283,75 @@ export class Sessions {
 
   /**
    * Closes the sessions that expired (reason `timeout`), finishes the close work of those whose
-   * closer's lease lapsed, and deletes the records of sessions closed long ago. Answers counts.
+   * closer's lease lapsed, and deletes the records of sessions closed long ago. Reads the due
+   * entries up to now (and, once per deployment, every record: `indexAll`). Answers counts.
    */
   async sweep(): Promise<{ timedOut: number; finished: number; purged: number }> {
     const out = { timedOut: 0, finished: 0, purged: 0 };
+    if (!this.indexed) this.indexed = await this.indexAll(out);
+    const now = this.now();
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.records.list(DUE, { limit: 200, ...(after ? { after } : {}) });
+      for (const e of page) {
+        if (Number(e.key.slice(0, 15)) > now) return out; // in time order: the rest is not due
+        try {
+          await this.sweepDue(e, out);
+        } catch (err) {
+          this.logError({ message: 'session sweep failed', session: e.key.slice(16), err: String(err) }); // the entry stays: the next sweep retries
+        }
+      }
+      if (page.length < 200) return out;
+      after = (page[page.length - 1] as StoredRecord).key;
+    }
+  }
+
+  /** Whether the records written before the due index have been indexed (known to this process). */
+  private indexed = false;
+
+  /**
+   * The one pass over every session record that gives each a due entry (sweeping it as it goes),
+   * for records written before the index existed; then a marker record, so later processes skip
+   * it. Returns whether the index is complete.
+   */
+  private async indexAll(out: { timedOut: number; finished: number; purged: number }): Promise<boolean> {
+    if (await this.records.get(INDEXED.kind, INDEXED.key)) return true;
     let after: string | undefined;
     for (;;) {
       const page = await this.records.list(KIND, { limit: 200, ...(after ? { after } : {}) });
       for (const r of page) {
         try {
           await this.sweepOne(r, out);
+          await this.schedule(r.key);
         } catch (err) {
           this.logError({ message: 'session sweep failed', session: r.key, err: String(err) });
+          return false; // not marked: the next sweep passes again
         }
       }
-      if (page.length < 200) return out;
+      if (page.length < 200) break;
       after = (page[page.length - 1] as StoredRecord).key;
     }
+    await this.records.put(INDEXED.kind, INDEXED.key, { at: this.now() }, 0);
+    return true;
+  }
+
+  /** One due entry: its session swept, the entry moved to when the session is due next (or dropped with it). */
+  private async sweepDue(e: StoredRecord, out: { timedOut: number; finished: number; purged: number }): Promise<void> {
+    const id = e.key.slice(16);
+    const r = await this.records.get(KIND, id);
+    if (r) await this.sweepOne(r, out);
+    const next = r ? await this.schedule(id) : null;
+    if (next !== e.key) await this.records.delete(DUE, e.key, e.rev);
+  }
+
+  /** Writes the due entry of session `id` as it is now (create-only: one already there is kept); its key, or null when the record is gone. */
+  private async schedule(id: string, value?: SessionValue): Promise<string | null> {
+    const v = value ?? ((await this.records.get(KIND, id))?.value as unknown as SessionValue | undefined);
+    if (!v) return null;
+    const at = v.state === 'open' ? v.expires : v.state === 'closing' ? v.lease : (v.closed ?? this.now()) + this.config.sessionClosedKeepMs;
+    const key = dueKey(at, id);
+    await this.records.put(DUE, key, {}, 0);
+    return key;
   }
 
   private async sweepOne(r: StoredRecord, out: { timedOut: number; finished: number; purged: number }): Promise<void> {
@@ -418,7 +484,12 @@ export class Sessions {
       if (next === current) return next;
       // A closed record is the sweep's to delete after PATCHBAY_SESSION_CLOSED_KEEP_MS; a TTL backstop a day later.
       const expireAt = next.state === 'closed' ? (next.closed ?? this.now()) + this.config.sessionClosedKeepMs + RECORD_TTL_GRACE_MS : undefined;
-      if (await this.records.put(KIND, id, next as unknown as Json, r.rev, { expireAt })) return next;
+      if (await this.records.put(KIND, id, next as unknown as Json, r.rev, { expireAt })) {
+        // A close's steps (closing with a lease, a retry's lease, closed) are rare: each gets its due entry now, so
+        // the sweep finds it when its lease lapses. An open session's (heartbeats) is moved by the sweep instead.
+        if (next.state !== 'open' && (next.state !== current.state || next.lease !== current.lease)) await this.schedule(id, next);
+        return next;
+      }
     }
     throw new PatchbayError('unavailable', `session ${id} keeps changing; retry`);
   }

@@ -285,6 +285,7 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       expect(await h.srv.app.adapters.records.put('session', id, died, rec?.rev as number)).not.toBeNull();
       await h.restart();
       rx.status = 204;
+      await sleep(1100); // the sweep looks at a closing session when its lease lapses: the failed hook's retry, 1 s on
       const swept = await h.srv.app.sweep();
       expect(swept.sessions.finished).toBeGreaterThanOrEqual(1); // with the sessions earlier tests left to time out
       const after = await recordOf(id);
@@ -329,6 +330,7 @@ export function sessionsContract(stack: string, start: StartSessions): void {
       expect(await h.srv.app.adapters.records.put('session', id, { ...(rec?.value as object), ran: [], lease: 0 }, rec?.rev as number)).not.toBeNull();
       await h.restart();
       rx.status = 204;
+      await sleep(1100); // the sweep looks at a closing session when its lease lapses: the failed hook's retry, 1 s on
       // Sweeps on two instances race to finish it: one takes the lease.
       await Promise.all([h.srv.app.sweep(), h.peer.app.sweep()]);
       await waitFor(() => hooksFor(id).length >= 1, 'the timeout close hook');

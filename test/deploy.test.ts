@@ -151,8 +151,8 @@ describe('deploy against a simulated gcloud', () => {
     const { first, calls: made, state } = clean;
     expect(first.code, first.err).toBe(0);
     // Field settings exist from the start (indexed): they are updated, never created.
-    // 5 index exemptions (firestore.indexes.json) and the 3 TTL policies.
-    expect(first.out).toMatch(/done: \d+ created, 8 updated, 0 deleted/);
+    // 6 index exemptions (firestore.indexes.json) and the 3 TTL policies.
+    expect(first.out).toMatch(/done: \d+ created, 9 updated, 0 deleted/);
     expect(first.out).toContain('smoke: GET /healthz ok');
     // With a service token the deploy minted for itself, revoked after: the domain keeps no live token.
     expect(first.out).toContain('bootstrap: service token minted for the smoke test (domain default');

@@ -36,6 +36,8 @@ const HEAP_CAP_MB = Number(process.env.PATCHBAY_TEST_HEAP_CAP_MB ?? 96);
 const dataDir = tempDir('patchbay-memory-');
 let child: ChildProcess;
 let client: Client;
+/** The end of the server's stderr: what it said if it died (V8's "heap out of memory"). */
+let stderr = '';
 
 /** The server process's resident set, in bytes (Linux /proc). */
 function rss(): number {
@@ -59,6 +61,9 @@ beforeAll(async () => {
     ...(process.env.PATCHBAY_TEST_CACHE_BYTES ? { PATCHBAY_CACHE_BYTES: process.env.PATCHBAY_TEST_CACHE_BYTES } : {}),
   });
   child = s.child;
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr = (stderr + c.toString()).slice(-4000);
+  });
   client = await newClient(s.url);
 });
 
@@ -86,9 +91,17 @@ it.skipIf(!existsSync('/proc/self/status'))(
     const base = rss();
     let peak = base;
     for (let i = 0; i < SCOPES; i++) {
-      await bigScope(i);
+      try {
+        await bigScope(i);
+      } catch (err) {
+        // Dead of heap exhaustion (the cap below the states given): say so rather than a bare fetch error.
+        if (child.exitCode !== null || child.signalCode !== null)
+          throw new Error(`the server died at scope ${i} (${child.exitCode ?? child.signalCode}): ${stderr}`);
+        throw err;
+      }
       peak = Math.max(peak, rss());
     }
+    expect(child.exitCode, stderr).toBeNull();
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const settled = rss();
     const mb = (n: number) => `${Math.round(n / MiB)} MB`;

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PGliteMirror } from '../shared/adapters/embedded/pglite-mirror.js';
 import type { DomainConfig } from '../shared/domains/config-schema.js';
 import { FIXED_BACKFILL_KIND, prepareFixed } from '../shared/domains/mirror-step.js';
+import type { Json } from '../shared/json.js';
 import { BACKFILL_START, type BackfillPosition, backfill, backfillRate } from '../shared/mirror/backfill.js';
 import type { Mirror } from '../shared/ports/mirror.js';
 import { clientIn, upload, userId } from './contract/config.js';
@@ -168,6 +169,12 @@ describe('backfill, stopped and resumed', () => {
     // Other table definitions (a new column) start a new walk.
     const wider = { tables: { notes: { ...TABLES.notes, columns: { ...TABLES.notes.columns, n: { type: 'integer' as const } } } } } as unknown as DomainConfig;
     expect(await prepareFixed(deps(counting(pglite).mirror), domain, wider, records)).toBe(5);
+    // A start that died inside `ensure` (its record says so; a second `ensure` reports nothing): every table again.
+    const inEnsure = await records.get(FIXED_BACKFILL_KIND, domain);
+    await records.put(FIXED_BACKFILL_KIND, domain, { tables: null, position: BACKFILL_START } as unknown as Json, inEnsure?.rev as number);
+    const again = counting(pglite);
+    expect(await prepareFixed(deps(again.mirror), domain, wider, records)).toBe(5);
+    expect(new Set(again.upserts.keys())).toEqual(new Set(ids));
   }, 180_000);
 });
 

@@ -74,6 +74,8 @@ const FIELD_WHY: Record<string, string> = {
   'inbox.at': 'an increasing timestamp, never queried: indexed, it would cap the inbox at about 500 writes/s',
   'inbox.req': 'the handed-over request, never queried: no index entries to pay for',
   'inbox.outcome': "the leader's answer as JSON text, never queried: no index entries to pay for",
+  // Sessions' due index (shared/sessions/sessions.ts) is listed by document id only.
+  'session-due.key': 'an increasing time key, never queried (listed by document id): indexed, it would cap session opens at about 500/s',
 };
 
 export const UPLOAD_HEADERS = ['Content-Type', 'Content-MD5', 'x-goog-content-length-range'] as const;

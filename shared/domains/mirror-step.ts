@@ -21,11 +21,10 @@
  * declared tables are dropped (the built-in `scopes` and `tags` stay). A deployment without a
  * mirror (Google without PATCHBAY_MIRROR_URL) skips the step and says so in the report.
  */
-import { createHash } from 'node:crypto';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import { BACKFILL_START, type BackfillPosition, type BackfillSource, backfill, backfillRate } from '../mirror/backfill.js';
-import type { MirrorTables } from '../mirror/definitions.js';
+import { BUILTIN_TABLES, type MirrorTables } from '../mirror/definitions.js';
 import type { Mirror } from '../ports/mirror.js';
 import type { RecordStore } from '../ports/records.js';
 import type { DomainConfig } from './config-schema.js';
@@ -154,61 +153,55 @@ export async function backfillStep(
 /** Record kind of a fixed configuration's backfill progress (key: the domain). */
 export const FIXED_BACKFILL_KIND = 'mirror-fixed-backfill';
 
-/** What a fixed configuration's backfill saves after every page. */
+/** What a fixed configuration's backfill saves: before `ensure` (tables null), then after every page. */
 interface FixedBackfill {
-  /** Which tables' definitions the progress is for (a digest of them: another set starts over). */
-  digest: string;
-  /** The tables to backfill, as `ensure` reported them at the first start. */
-  tables: string[];
+  /** The tables being backfilled; null while `ensure` runs (what it reports would be lost with the process). */
+  tables: string[] | null;
   position: BackfillPosition;
 }
 
 /**
  * For a configuration that no apply prepares (files, in-process: shared/domains/active.ts
  * StaticConfigs): at start, makes the domain's schema match its tables and backfills what that
- * changed. Resumable: what `ensure` reported and the position after every page are saved in a
- * record (`FIXED_BACKFILL_KIND`, one per domain) before the walk goes on, so a process that stops
- * midway starts again at its next start from the saved page (a second `ensure` would report
- * nothing left to backfill); tables that `ensure` reports then are added and the walk starts over.
- * A record saved for other table definitions is replaced. Without `records`, not resumable.
- * Returns the rows written by this call.
+ * changed. Resumable, with a record per domain (`FIXED_BACKFILL_KIND`): written before `ensure`
+ * (tables unknown: a process that dies then has the next start walk every table, since a second
+ * `ensure` reports nothing), then with the tables and the position after every page. At start:
+ * - the last start died in `ensure`: every table (declared and built-in) from the start;
+ * - `ensure` reports tables (new, altered, or all of them for a mirror database that was
+ *   replaced): those and an unfinished walk's tables that still exist, from the start;
+ * - it reports nothing and a walk is unfinished: that walk, from its saved page;
+ * - otherwise nothing.
+ * Without `records`, not resumable. Returns the rows written by this call.
  */
 export async function prepareFixed(deps: MirrorStepDeps, domain: string, config: DomainConfig, records?: RecordStore): Promise<number> {
   const tables = mirrorTablesOf(config);
   if (tables === null || deps.mirror === null) return 0;
-  const digest = createHash('sha256').update(stableJson(tables)).digest('base64url');
+  const names = new Set([...Object.keys(tables), ...BUILTIN_TABLES]);
   let stored = records ? await records.get(FIXED_BACKFILL_KIND, domain) : null;
-  const saved = stored && (stored.value as unknown as FixedBackfill).digest === digest ? (stored.value as unknown as FixedBackfill) : null;
-  const ensured = await deps.mirror.ensure(domain, tables);
-  const fresh = ensured.backfill.filter((t) => !saved?.tables.includes(t));
-  let progress: FixedBackfill =
-    saved && fresh.length === 0
-      ? saved
-      : { digest, tables: [...new Set([...(saved && !saved.position.done ? saved.tables : []), ...ensured.backfill])], position: BACKFILL_START };
-  if (progress.position.done) return 0;
+  const saved = stored ? (stored.value as unknown as FixedBackfill) : null;
   const save = async (next: FixedBackfill): Promise<void> => {
-    progress = next;
     if (!records) return;
-    // One process prepares a domain at a time per start; a racing instance's record is taken as is (both walks are idempotent upserts).
+    // One process prepares a domain per start; a racing instance's record is taken as is (both walks are idempotent upserts).
     const written = await records.put(FIXED_BACKFILL_KIND, domain, next as unknown as Json, stored?.rev ?? 0);
     stored = written ?? (await records.get(FIXED_BACKFILL_KIND, domain));
   };
-  if (progress !== saved) await save(progress);
-  const before = progress.position.rows;
-  const end = await backfill(deps.mirror, deps.source, domain, tables, progress.tables, progress.position, (position) => save({ ...progress, position }), {
+  await save({ tables: null, position: BACKFILL_START });
+  const ensured = await deps.mirror.ensure(domain, tables);
+  const unfinished = saved && !saved.position.done ? (saved.tables ?? [...names]).filter((t) => names.has(t)) : [];
+  let progress: FixedBackfill;
+  if (saved && saved.tables === null) progress = { tables: [...names], position: BACKFILL_START };
+  else if (ensured.backfill.length > 0) progress = { tables: [...new Set([...unfinished, ...ensured.backfill])], position: BACKFILL_START };
+  else if (saved && !saved.position.done) progress = { tables: unfinished, position: saved.position };
+  else {
+    await save(saved ?? { tables: [], position: { ...BACKFILL_START, done: true } });
+    return 0;
+  }
+  await save(progress);
+  const walk = progress;
+  const before = walk.position.rows;
+  const end = await backfill(deps.mirror, deps.source, domain, tables, walk.tables ?? [], walk.position, (position) => save({ ...walk, position }), {
     accepts: deps.accepts,
     pageSize: deps.pageSize,
   });
   return end.rows - before;
-}
-
-/** JSON with object keys sorted: the same tables give the same text whatever their key order. */
-function stableJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
-  if (v !== null && typeof v === 'object')
-    return `{${Object.keys(v)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
-  return JSON.stringify(v);
 }

@@ -31,8 +31,9 @@
  * an open session is looked at about once per PATCHBAY_SESSION_TIMEOUT_MS however often the
  * sweep runs, and a heartbeat writes only the session record (the sweep moves a due entry the
  * heartbeats made stale). Opening writes one due entry; each step of a close writes the next.
- * Records from before the index existed are indexed by one full pass, once per deployment (a
- * marker record says it was done).
+ * A full pass gives every record its due entry every INDEX_PASS_MS (6 h; a marker record says
+ * when it last ran): records from before the index existed, and sessions an older revision opened
+ * during a deploy.
  */
 import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -62,8 +63,10 @@ const BY_USER = 'session-user';
 /** When to look at a session next: key `dueKey(at, id)`, ordered by time. */
 export const SESSION_DUE_KIND = 'session-due';
 const DUE = SESSION_DUE_KIND;
-/** Marks the one full pass that indexed the records written before the due index. */
+/** When the last pass that gave every session record its due entry ran (`indexAll`). */
 const INDEXED = { kind: 'session-due-indexed', key: 'v1' } as const;
+/** How often that pass runs: the longest a session opened without a due entry (by an older revision, during a deploy) goes unswept. */
+export const INDEX_PASS_MS = 6 * 3_600_000;
 const dueKey = (at: number, id: string): string => `${String(Math.max(0, Math.floor(at))).padStart(15, '0')}/${id}`;
 
 export interface Guarantee {
@@ -284,11 +287,11 @@ export class Sessions {
   /**
    * Closes the sessions that expired (reason `timeout`), finishes the close work of those whose
    * closer's lease lapsed, and deletes the records of sessions closed long ago. Reads the due
-   * entries up to now (and, once per deployment, every record: `indexAll`). Answers counts.
+   * entries up to now (and, every INDEX_PASS_MS, every record: `indexAll`). Answers counts.
    */
   async sweep(): Promise<{ timedOut: number; finished: number; purged: number }> {
     const out = { timedOut: 0, finished: 0, purged: 0 };
-    if (!this.indexed) this.indexed = await this.indexAll(out);
+    await this.indexAll();
     const now = this.now();
     let after: string | undefined;
     for (;;) {
@@ -306,33 +309,30 @@ export class Sessions {
     }
   }
 
-  /** Whether the records written before the due index have been indexed (known to this process). */
-  private indexed = false;
-
   /**
-   * The one pass over every session record that gives each a due entry (sweeping it as it goes),
-   * for records written before the index existed; then a marker record, so later processes skip
-   * it. Returns whether the index is complete.
+   * The pass over every session record that gives each its due entry (create-only: one already
+   * there is kept), when none ran in the last INDEX_PASS_MS (a marker record says when one did):
+   * it indexes the records written before the due index existed, and those an instance of an
+   * older revision opened without one during a deploy, within INDEX_PASS_MS. It sweeps nothing
+   * itself (the due entries it writes are swept next), and a record it fails on is logged and
+   * left for the next pass.
    */
-  private async indexAll(out: { timedOut: number; finished: number; purged: number }): Promise<boolean> {
-    if (await this.records.get(INDEXED.kind, INDEXED.key)) return true;
+  private async indexAll(): Promise<void> {
+    const marker = await this.records.get(INDEXED.kind, INDEXED.key);
+    if (marker && (marker.value as { at: number }).at + INDEX_PASS_MS > this.now()) return;
+    const started = this.now();
     let after: string | undefined;
     for (;;) {
       const page = await this.records.list(KIND, { limit: 200, ...(after ? { after } : {}) });
       for (const r of page) {
-        try {
-          await this.sweepOne(r, out);
-          await this.schedule(r.key);
-        } catch (err) {
-          this.logError({ message: 'session sweep failed', session: r.key, err: String(err) });
-          return false; // not marked: the next sweep passes again
-        }
+        await this.schedule(r.key, r.value as unknown as SessionValue).catch((err: unknown) =>
+          this.logError({ message: 'session indexing failed', session: r.key, err: String(err) }),
+        );
       }
       if (page.length < 200) break;
       after = (page[page.length - 1] as StoredRecord).key;
     }
-    await this.records.put(INDEXED.kind, INDEXED.key, { at: this.now() }, 0);
-    return true;
+    await this.records.put(INDEXED.kind, INDEXED.key, { at: started }, marker?.rev ?? 0); // lost to a racing pass: theirs counts
   }
 
   /** One due entry: its session swept, the entry moved to when the session is due next (or dropped with it). */
@@ -402,7 +402,8 @@ export class Sessions {
     const attempts = v.hookAttempts + (sent.pending.length > 0 ? 1 : 0);
     const giveUp = sent.pending.length > 0 && attempts >= this.config.webhookMaxAttempts;
     if (sent.pending.length > 0 && !giveUp) {
-      // Retried by a sweep once this lapses: the lease is shortened to a backoff that doubles per attempt (1 s .. 60 s).
+      // Retried by a sweep once this lapses: the lease is shortened to a backoff that doubles per attempt (1 s .. 60 s);
+      // its due entry is written with it (`update`), so the sweep looks then (test/contract/sessions.ts waits the first 1 s).
       const retryAt = this.now() + Math.min(60_000, 1000 * 2 ** (attempts - 1));
       return this.update(id, (cur) => ({
         ...cur,
@@ -487,7 +488,10 @@ export class Sessions {
       if (await this.records.put(KIND, id, next as unknown as Json, r.rev, { expireAt })) {
         // A close's steps (closing with a lease, a retry's lease, closed) are rare: each gets its due entry now, so
         // the sweep finds it when its lease lapses. An open session's (heartbeats) is moved by the sweep instead.
-        if (next.state !== 'open' && (next.state !== current.state || next.lease !== current.lease)) await this.schedule(id, next);
+        if (next.state !== 'open' && (next.state !== current.state || next.lease !== current.lease)) {
+          // The change is made: an entry that fails here leaves the older one (at or before this), which the sweep moves.
+          await this.schedule(id, next).catch((err: unknown) => this.logError({ message: 'session due entry failed', session: id, err: String(err) }));
+        }
         return next;
       }
     }

@@ -134,11 +134,10 @@ export class Uploads {
     return { id, upload, state };
   }
 
-  /** The upload's state, or `scope_not_found` for a scope that is not an upload. */
   /**
    * Every user's file bytes as the stored uploads say (pending: the size declared, ready: the size
    * stored; expired, failed and deleted ones hold none), which is what `create`, `landed`, the
-   * sweep and `release` count as they go: what embedded mode seeds its in-memory counters with at
+   * sweep and `deleted` count as they go: what embedded mode seeds its in-memory counters with at
    * start, so the file-bytes quota survives a restart. Reads the upload scopes only (their ids
    * sort together under `upload:`), one page at a time.
    */
@@ -164,6 +163,7 @@ export class Uploads {
     }
   }
 
+  /** The upload's state, or `scope_not_found` for a scope that is not an upload. */
   async state(id: string): Promise<{ state: UploadState; owner: string; domain: string }> {
     if (!isUploadScope(id)) throw new PatchbayError('scope_not_found', `${id} is not an upload`, { id });
     const view = await this.engine.getScope(id);

@@ -12,11 +12,13 @@ import { patchSchema } from '../shared/protocol.js';
 import { clientContract } from './contract/client.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientOfflineContract } from './contract/client-offline.js';
+import { clientSessionsContract } from './contract/client-sessions.js';
 import { startServer } from './helpers/server.js';
 
 clientContract('embedded', (overrides) => startServer(overrides));
 clientOfflineContract('embedded', (overrides) => startServer(overrides));
 clientHistoryContract('embedded', (overrides) => startServer(overrides));
+clientSessionsContract('embedded', (overrides) => startServer(overrides));
 
 describe("the client's local apply runs the RFC 6902 fixtures as the server does", () => {
   interface Case {

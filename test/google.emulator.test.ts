@@ -19,6 +19,7 @@ import { clientContract } from './contract/client.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientMuxContract } from './contract/client-mux.js';
 import { clientOfflineContract } from './contract/client-offline.js';
+import { clientSessionsContract } from './contract/client-sessions.js';
 import { configContract, failingPutOnce, type StartDelivering } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { deployBootstrapContract } from './contract/deploy-bootstrap.js';
@@ -92,6 +93,8 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientMuxContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  // Uploads through the GCS stand-in's signed URLs, made ready by the client's `complete` (no finalize notification posted).
+  clientSessionsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
   muxContract(
     'google',
     (overrides) => startServer({ ...stack.config(), ...overrides }),

@@ -9,12 +9,18 @@ import { describe, expect, it } from 'vitest';
 import { loadDomainConfig, StaticConfigs } from '../shared/domains/active.js';
 import { MIRROR_CONSUMER } from '../shared/domains/mirror-step.js';
 import { LazyMirror } from '../shared/mirror/lazy.js';
+import { clientQueriesContract } from './contract/client-queries.js';
 import { clientIn } from './contract/config.js';
 import { mirrorContract } from './contract/mirror.js';
 import { request, startServer, tempDir } from './helpers/server.js';
 
 mirrorContract('embedded', async () => {
   const srv = await startServer({ domainCacheMs: 0 }, undefined, { deliverLocally: true });
+  return { srv, close: () => srv.close() };
+});
+
+clientQueriesContract('embedded', async (overrides) => {
+  const srv = await startServer({ domainCacheMs: 0, ...overrides }, undefined, { deliverLocally: true });
   return { srv, close: () => srv.close() };
 });
 

@@ -77,6 +77,21 @@ export function clientSessionsContract(stack: string, start: StartServer): void 
       expect((await refusal(a.downloadUrl('upload:00000000-0000-4000-8000-000000000000'))).code).toBe('scope_not_found');
     });
 
+    it('says upload_failed when the file that landed is not the one declared (a fetch that loses the last byte of the PUT)', async () => {
+      const lossy: typeof fetch = async (input, init) => {
+        if (init?.method === 'PUT' && init.body instanceof Uint8Array) return fetch(input, { ...init, body: init.body.slice(0, -1) });
+        return fetch(input, init);
+      };
+      const c = createClient({ url: srv.url, token: alice.token, multiplex: false, fetch: lossy });
+      const err = await refusal(c.upload(new TextEncoder().encode('hello'), { type: 'text/plain' }));
+      expect(err.code).toBe('upload_failed');
+      const id = err.details.id as string;
+      expect(err.details.state).toMatchObject({ status: 'failed', error: 'size_mismatch' });
+      expect((await alice.request('GET', `/v1/scopes/${id}`)).json.state).toMatchObject({ status: 'failed', error: 'size_mismatch' });
+      expect((await refusal(a.downloadUrl(id))).code).toBe('upload_incomplete');
+      c.close();
+    });
+
     it('keeps a session open on heartbeats past several timeouts; a session nobody keeps alive leaves presence meanwhile', async () => {
       const scope = await a.create({ state: {}, access: { visibility: 'authenticated' } });
       const s = await a.openSession();

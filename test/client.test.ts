@@ -1,6 +1,7 @@
 /**
  * The TypeScript client (client/, `@patchbay/client`): its contract against the real embedded
- * server (test/contract/client.ts; the emulator stack runs it too), the RFC 6902 fixtures through
+ * server (test/contract/client.ts, and its uploads, sessions and presence in
+ * test/contract/client-sessions.ts; the emulator stack runs both), the RFC 6902 fixtures through
  * its local apply with the server's results, and the package's build.
  */
 import { readFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, client (its offline queue, history, multiplexed stream and long polling, shared connection), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, client (its offline queue, history, multiplexed stream and long polling, shared connection, uploads, sessions and presence), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;

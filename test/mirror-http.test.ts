@@ -1,5 +1,6 @@
 /**
- * The queryable mirror over HTTP on the embedded stack (test/contract/mirror.ts): PGlite under the
+ * The queryable mirror over HTTP on the embedded stack (test/contract/mirror.ts, and the client's
+ * queries in test/contract/client-queries.ts): PGlite under the
  * server's data directory, in-process delivery. Also: a server whose domains declare no mirror
  * never starts PGlite (it takes seconds), and its query route says `unknown_query`; a
  * configuration given in-process (no apply) has its tables made and backfilled at start.

@@ -1,5 +1,6 @@
 /**
- * The queryable mirror over HTTP on the Google stack (test/contract/mirror.ts): Firestore and
+ * The queryable mirror over HTTP on the Google stack (test/contract/mirror.ts, and the client's
+ * queries in test/contract/client-queries.ts): Firestore and
  * Pub/Sub emulators, Redis, and a private Postgres cluster as PATCHBAY_MIRROR_URL. As deployed,
  * the built-in consumers get push subscriptions with their filters (shared/domains/consumers.ts):
  * `config-apply` only report scopes, `mirror` everything but the platform's own scopes. Skipped

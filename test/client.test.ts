@@ -1,6 +1,7 @@
 /**
  * The TypeScript client (client/, `@patchbay/client`): its contract against the real embedded
- * server (test/contract/client.ts; the emulator stack runs it too), the RFC 6902 fixtures through
+ * server (test/contract/client.ts, and its uploads, sessions and presence in
+ * test/contract/client-sessions.ts; the emulator stack runs both), the RFC 6902 fixtures through
  * its local apply with the server's results, and the package's build.
  */
 import { readFileSync } from 'node:fs';
@@ -12,11 +13,13 @@ import { patchSchema } from '../shared/protocol.js';
 import { clientContract } from './contract/client.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientOfflineContract } from './contract/client-offline.js';
+import { clientSessionsContract } from './contract/client-sessions.js';
 import { startServer } from './helpers/server.js';
 
 clientContract('embedded', (overrides) => startServer(overrides));
 clientOfflineContract('embedded', (overrides) => startServer(overrides));
 clientHistoryContract('embedded', (overrides) => startServer(overrides));
+clientSessionsContract('embedded', (overrides) => startServer(overrides));
 
 describe("the client's local apply runs the RFC 6902 fixtures as the server does", () => {
   interface Case {

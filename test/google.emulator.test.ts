@@ -1,7 +1,7 @@
 /**
  * The Google stack end to end, on the real Firestore and Pub/Sub emulators, a real redis-server
  * behind the Upstash REST gateway, and the project's Cloud Storage server:
- * - the same v1 HTTP, SSE, client (its offline queue, history, multiplexed stream and long polling, shared connection), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
+ * - the same v1 HTTP, SSE, client (its offline queue, history, multiplexed stream and long polling, shared connection, uploads, sessions and presence), state-at-index, sharing, listing, named scopes, tags, validation, configuration, webhooks, limits, domain-claims and deploy-bootstrap contract suites as embedded mode (identical behaviour on both
  *   stacks; the limits' counters in Redis, through the Upstash gateway);
  * - a patch travels HTTP → Firestore → Pub/Sub push → subscriber, in order, through redeliveries;
  * - guarantee 5: a crash between commit and publish still delivers the patch once the sweeper runs;
@@ -19,6 +19,7 @@ import { clientContract } from './contract/client.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientMuxContract } from './contract/client-mux.js';
 import { clientOfflineContract } from './contract/client-offline.js';
+import { clientSessionsContract } from './contract/client-sessions.js';
 import { configContract, failingPutOnce, type StartDelivering } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
 import { deployBootstrapContract } from './contract/deploy-bootstrap.js';
@@ -92,6 +93,8 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientMuxContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  // Uploads through the GCS stand-in's signed URLs, made ready by the client's `complete` (no finalize notification posted).
+  clientSessionsContract('google', (overrides) => startServer({ ...stack.config(), limitsPrefix: `pb:lim:${randomUUID().slice(0, 8)}:`, ...overrides }));
   muxContract(
     'google',
     (overrides) => startServer({ ...stack.config(), ...overrides }),

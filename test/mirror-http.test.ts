@@ -1,5 +1,6 @@
 /**
- * The queryable mirror over HTTP on the embedded stack (test/contract/mirror.ts): PGlite under the
+ * The queryable mirror over HTTP on the embedded stack (test/contract/mirror.ts, and the client's
+ * queries in test/contract/client-queries.ts): PGlite under the
  * server's data directory, in-process delivery. Also: a server whose domains declare no mirror
  * never starts PGlite (it takes seconds), and its query route says `unknown_query`; a
  * configuration given in-process (no apply) has its tables made and backfilled at start.
@@ -9,12 +10,18 @@ import { describe, expect, it } from 'vitest';
 import { loadDomainConfig, StaticConfigs } from '../shared/domains/active.js';
 import { MIRROR_CONSUMER } from '../shared/domains/mirror-step.js';
 import { LazyMirror } from '../shared/mirror/lazy.js';
+import { clientQueriesContract } from './contract/client-queries.js';
 import { clientIn } from './contract/config.js';
 import { mirrorContract } from './contract/mirror.js';
 import { request, startServer, tempDir } from './helpers/server.js';
 
 mirrorContract('embedded', async () => {
   const srv = await startServer({ domainCacheMs: 0 }, undefined, { deliverLocally: true });
+  return { srv, close: () => srv.close() };
+});
+
+clientQueriesContract('embedded', async (overrides) => {
+  const srv = await startServer({ domainCacheMs: 0, ...overrides }, undefined, { deliverLocally: true });
   return { srv, close: () => srv.close() };
 });
 

@@ -1,5 +1,6 @@
 /**
- * The queryable mirror over HTTP on the Google stack (test/contract/mirror.ts): Firestore and
+ * The queryable mirror over HTTP on the Google stack (test/contract/mirror.ts, and the client's
+ * queries in test/contract/client-queries.ts): Firestore and
  * Pub/Sub emulators, Redis, and a private Postgres cluster as PATCHBAY_MIRROR_URL. As deployed,
  * the built-in consumers get push subscriptions with their filters (shared/domains/consumers.ts):
  * `config-apply` only report scopes, `mirror` everything but the platform's own scopes. Skipped
@@ -8,7 +9,9 @@
 import { randomUUID } from 'node:crypto';
 import { PubSub } from '@google-cloud/pubsub';
 import { afterAll, beforeAll, describe } from 'vitest';
+import type { Config } from '../shared/config.js';
 import { BUILT_IN_CONSUMERS } from '../shared/domains/consumers.js';
+import { clientQueriesContract } from './contract/client-queries.js';
 import { mirrorContract } from './contract/mirror.js';
 import { type GoogleStack, startGoogleStack } from './helpers/google.js';
 import { type LocalPostgres, noPostgres, startPostgres } from './helpers/postgres.js';
@@ -28,8 +31,8 @@ describe.skipIf(skip)('the mirror on the Google stack', () => {
     await stack?.stop();
   });
 
-  mirrorContract('google', async () => {
-    const cfg = { ...stack.config(), domainCacheMs: 0, mirrorUrl: pg.url };
+  const startMirrored = async (overrides: Partial<Config> = {}) => {
+    const cfg = { ...stack.config(), domainCacheMs: 0, mirrorUrl: pg.url, ...overrides };
     const srv = await startServer(cfg);
     const push = await serveHandler(srv.app.push);
     const pubsub = new PubSub({ projectId: stack.projectId });
@@ -53,5 +56,7 @@ describe.skipIf(skip)('the mirror on the Google stack', () => {
         await srv.close();
       },
     };
-  });
+  };
+  mirrorContract('google', () => startMirrored());
+  clientQueriesContract('google', startMirrored);
 });

@@ -9,10 +9,14 @@ import { errorFrom, PatchbayClientError } from './errors.js';
 import { type TokenProvider, Transport } from './http.js';
 import { type MuxOptions, MuxStream } from './mux.js';
 import { OfflineStore, type Restored, type SavedScope } from './offline.js';
+import { type PresenceEntry, readPresence, watchPresence } from './presence.js';
+import { type QueryParams, type QueryResult, runQuery, watchQuery } from './queries.js';
 import { type ConflictEvent, LiveScope } from './scope.js';
+import { Session } from './sessions.js';
 import type { ClientStorage } from './storage.js';
 import type { StreamHandlers, StreamStatus } from './stream.js';
 import { canShareTabs, type TabMode, TabShare } from './tabs.js';
+import { downloadUrl, type UploadOptions, type UploadState, upload } from './uploads.js';
 
 export interface ClientOptions {
   /** The server's base URL, e.g. `https://patchbay.example.com`. */
@@ -129,6 +133,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   /** Closes every open scope (their streams; unacknowledged patches are given up). */
   close(): void {
     for (const s of [...this.scopes.values()]) s.close();
+    this.closeWatches();
   }
 
   /** A call of the HTTP API with this client's credentials; resolves with the JSON answer, rejects with a PatchbayClientError. */
@@ -178,6 +183,84 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     scope.on('status', (status) => this.emit('status', { scope: id, status }));
     this.scopes.set(id, scope);
     return scope;
+  }
+
+  // Named queries, uploads, sessions and presence: thin calls of their endpoints (./queries.ts,
+  // ./uploads.ts, ./sessions.ts, ./presence.ts). What `close()` also ends: live queries, presence
+  // watches, and open sessions (closed on the server, not awaited: `await session.close()` first to wait).
+  private readonly watches = new Set<() => void>();
+  private readonly sessions = new Set<Session>();
+
+  /** Runs a domain's named query (`$REQUESTER` and `$DOMAIN` are bound by the server). */
+  query(domain: string, name: string, params?: QueryParams): Promise<QueryResult> {
+    return runQuery(this.transport, domain, name, params);
+  }
+
+  /**
+   * A live query: `callback` with its result at once and whenever a change gives a new one
+   * (again after a reconnect). A refusal, or a later run that fails, ends it and goes to `onError`
+   * (default: the client's `error` event). Returns the function that ends it.
+   */
+  watchQuery(
+    domain: string,
+    name: string,
+    params: QueryParams | undefined,
+    callback: (result: QueryResult) => void,
+    onError?: (err: PatchbayClientError) => void,
+  ): () => void {
+    return this.watching((stop) => watchQuery(this.transport, domain, name, params, callback, this.failed(stop, onError)));
+  }
+
+  /** Uploads a file through a signed URL; resolves when it is `ready` with the upload scope's id and state. */
+  upload(data: Blob | ArrayBuffer | Uint8Array, opts?: UploadOptions): Promise<{ id: string; state: UploadState }> {
+    return upload(this.transport, data, opts);
+  }
+
+  /** A signed URL to download an upload (short-lived unless the upload is public). */
+  downloadUrl(id: string): Promise<string> {
+    return downloadUrl(this.transport, id);
+  }
+
+  /** Opens a session (./sessions.ts), kept alive by heartbeats until it is closed, or the client is. */
+  async openSession(): Promise<Session> {
+    const opened = await this.transport.json<{ id: string; expires: number; timeoutMs: number }>('POST', '/v1/sessions');
+    const s = new Session(this.transport, opened, (x) => this.sessions.delete(x));
+    this.sessions.add(s);
+    return s;
+  }
+
+  /** Who is present in a scope now (its readers only), oldest first. */
+  presence(scope: string): Promise<PresenceEntry[]> {
+    return readPresence(this.transport, scope);
+  }
+
+  /** Calls `callback` with a scope's presence whenever it changes (on a stream of its own). Returns the function that stops it. */
+  watchPresence(scope: string, callback: (present: PresenceEntry[]) => void, onError?: (err: PatchbayClientError) => void): () => void {
+    return this.watching((stop) => watchPresence(this.transport, scope, callback, this.failed(stop, onError)));
+  }
+
+  private watching(start: (stop: () => void) => () => void): () => void {
+    let end = () => {};
+    const stop = () => {
+      this.watches.delete(stop);
+      end();
+    };
+    this.watches.add(stop);
+    end = start(stop);
+    return stop;
+  }
+
+  private failed(stop: () => void, onError?: (err: PatchbayClientError) => void) {
+    return (err: PatchbayClientError) => {
+      stop();
+      if (onError) onError(err);
+      else this.emit('error', err);
+    };
+  }
+
+  private closeWatches(): void {
+    for (const stop of [...this.watches]) stop();
+    for (const s of [...this.sessions]) void s.close().catch(() => {});
   }
 }
 

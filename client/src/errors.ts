@@ -2,14 +2,15 @@
  * The client's one error type: what the server answered (`code` from the server's closed table,
  * shared/errors.ts, with its `status` and details), or one of the client's own codes for what
  * never reached an answer (`network_error`), was given up (`closed`), or a storage adapter that
- * failed (`storage_error`, ./offline.ts).
+ * failed (`storage_error`, ./offline.ts), or a file the storage or the
+ * server refused after the upload started (`upload_failed`, ./uploads.ts).
  */
 import type { ErrorCode } from '../../shared/errors.js';
 
-export type ClientErrorCode = ErrorCode | 'network_error' | 'closed' | 'storage_error';
+export type ClientErrorCode = ErrorCode | 'network_error' | 'closed' | 'storage_error' | 'upload_failed';
 
 export class PatchbayClientError extends Error {
-  /** The server's error code, or the client's own (`network_error`, `closed`, `storage_error`). */
+  /** The server's error code, or the client's own (`network_error`, `closed`, `storage_error`, `upload_failed`). */
   readonly code: ClientErrorCode;
   /** The HTTP status, or 0 when no answer arrived. */
   readonly status: number;

@@ -18,7 +18,8 @@ export interface TransportOptions {
 
 export class Transport {
   readonly base: string;
-  private readonly fetchFn: typeof fetch;
+  /** The `fetch` in use (options' or the global one), for requests that take no token (signed URLs). */
+  readonly fetchFn: typeof fetch;
   private current: Promise<string> | undefined;
 
   constructor(private readonly opts: TransportOptions) {

@@ -1,0 +1,69 @@
+/**
+ * Named queries over a domain's mirror (docs/domains.md): one run (`POST
+ * /v1/domains/{domain}/queries/{name}`) and a live query (`GET …/events?params=`, SSE: a `result`
+ * event first and again whenever the result changes; `failed` and the end when a later run
+ * fails). A live query is not resumable: after a drop (or the server's clean end at
+ * PATCHBAY_SSE_MAX_MS) the stream reconnects with the client's backoff (./stream.ts) and its
+ * first event is the current result, so nothing is missed, only possibly repeated. Refusals are
+ * PatchbayClientErrors with the server's code: `unknown_query`, `invalid_params`, `query_failed`
+ * (with `pgCode`), `query_timeout`, `unavailable`, `rate_limited`.
+ */
+import type { Json } from '../../shared/json.js';
+import { PatchbayClientError } from './errors.js';
+import type { Transport } from './http.js';
+import { ScopeStream } from './stream.js';
+
+/** A query's answer: columns (name and Postgres type) and rows (one array per row, in column order). */
+export interface QueryResult {
+  columns: Array<{ name: string; type: string }>;
+  rows: Json[][];
+  /** More rows matched than the server answers (its row limit). */
+  truncated: boolean;
+}
+
+/** The parameters a query declares (`$name` in its SQL); `$REQUESTER` and `$DOMAIN` are the server's. */
+export type QueryParams = Record<string, Json>;
+
+const path = (domain: string, name: string) => `/v1/domains/${encodeURIComponent(domain)}/queries/${encodeURIComponent(name)}`;
+
+/** Runs a named query once. */
+export function runQuery(transport: Transport, domain: string, name: string, params?: QueryParams): Promise<QueryResult> {
+  return transport.json<QueryResult>('POST', path(domain, name), params === undefined ? {} : { params });
+}
+
+/**
+ * Watches a named query: `onResult` with each new result (the first one once the stream opens,
+ * again after each reconnect); `onError` once if the query is refused or a later run fails, after
+ * which the watch has ended. Returns the function that ends it.
+ */
+export function watchQuery(
+  transport: Transport,
+  domain: string,
+  name: string,
+  params: QueryParams | undefined,
+  onResult: (result: QueryResult) => void,
+  onError: (err: PatchbayClientError) => void,
+): () => void {
+  const query = params === undefined ? '' : `?params=${encodeURIComponent(JSON.stringify(params))}`;
+  let ended = false;
+  const end = (err?: PatchbayClientError) => {
+    if (ended) return;
+    ended = true;
+    stream.close();
+    if (err) onError(err);
+  };
+  const stream: ScopeStream = new ScopeStream(transport, `${path(domain, name)}/events${query}`, {
+    lastId: () => undefined, // results are not resumable: each connection starts with the current one
+    onEvent(type, data) {
+      if (ended) return;
+      if (type === 'result') onResult(JSON.parse(data) as QueryResult);
+      else if (type === 'failed') {
+        const { code, message, ...details } = (JSON.parse(data) as { error: { code: string; message?: string } }).error;
+        end(new PatchbayClientError(code as PatchbayClientError['code'], message ?? code, 0, details));
+      }
+    },
+    onStatus() {},
+    onFatal: (err) => end(err),
+  });
+  return () => end();
+}

@@ -4,9 +4,10 @@
  * ./stream.ts, relayed by ./tabs.ts) see. One state per client, whatever the number of scopes.
  *
  * - `connecting`: nothing has reached the server yet (the state a client starts in).
- * - `online`: the server answers: a request got an answer (any status but 502/503/504) or a
- *   stream opened.
- * - `reconnecting`: while `online`, a request got no answer (or a 502/503/504) with no stream up,
+ * - `online`: the server answers: a request got an answer (any status: a 404 or the server's own
+ *   `unavailable` is an answer) or a stream opened.
+ * - `reconnecting`: while `online`, a request got no answer (or a gateway's: a 502/503/504 that is
+ *   not the server's JSON error, i.e. a proxy or load balancer that cannot reach it) with no stream up,
  *   or the stream dropped with an error: the client retries (randomised backoff) and does not know
  *   yet whether the server is gone.
  * - `offline`: an attempt that started after that also failed (or the first attempt from
@@ -42,10 +43,14 @@ export class Connection extends Emitter<{ change: ConnectionChange }> {
     return this.epoch;
   }
 
-  /** An answer arrived: `status` is its HTTP status (a gateway's 502/503/504 is a failure). */
-  answered(status: number, mark: number): void {
-    if (status === 502 || status === 503 || status === 504) this.failed(mark, new PatchbayClientError('unavailable', `HTTP ${status}`, status));
-    else this.set('online');
+  /**
+   * An answer arrived, with its HTTP status and content type. A 502/503/504 that is not JSON comes
+   * from a gateway that cannot reach the server (the server's own errors are JSON): a failure.
+   */
+  answered(status: number, type: string | null, mark: number): void {
+    if ((status === 502 || status === 503 || status === 504) && !type?.includes('json')) {
+      this.failed(mark, new PatchbayClientError('unavailable', `HTTP ${status} from a gateway`, status));
+    } else this.set('online');
   }
 
   /** An attempt (request or stream) that started at `mark` got no answer, or a stream dropped. */

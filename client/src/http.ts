@@ -69,7 +69,7 @@ export class Transport {
       this.conn.failed(mark, e);
       throw e;
     }
-    this.conn.answered(res.status, mark);
+    this.conn.answered(res.status, res.headers.get('content-type'), mark);
     return res;
   }
 

@@ -9,8 +9,9 @@
  * - The client's connection state follows the server going away and coming back (a real proxy
  *   that cuts every connection and refuses new ones, then listens again): `reconnecting` when the
  *   stream drops, `offline` when a retry fails too, `online` when it answers again, each once
- *   (no flapping while retries fail, none on the server's clean stream ends), and a write whose
- *   answer is lost while the stream is up changes nothing.
+ *   (no flapping while retries fail, none on the server's clean stream ends); a gateway that
+ *   answers 502 for the server counts as the server gone; a write whose answer is lost while the
+ *   stream is up changes nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConnectionStatus, createClient, type PatchbayClient, PatchbayClientError } from '../../client/src/index.js';
@@ -166,6 +167,28 @@ export function clientApiContract(stack: string, start: StartServer): void {
         client.close();
       });
     }
+
+    it('a gateway answering 502 for the server is the server gone; its JSON errors are answers', async () => {
+      const token = await anonymousToken(srv);
+      const client = track(createClient({ url: proxy.url, token }));
+      const seen = events(client);
+      const s = await client.create({ state: { n: 0 } });
+      await until(() => client.transportMode === 'stream', 'the shared stream');
+      proxy.gateway = 502;
+      try {
+        proxy.cut();
+        await until(() => client.status === 'offline', 'offline behind the gateway');
+        expect(seen).toEqual(['online', 'reconnecting', 'offline']);
+      } finally {
+        proxy.gateway = undefined;
+      }
+      await until(() => client.status === 'online', 'online again');
+      // The server's own refusals (a JSON error) are answers: still online.
+      expect(await client.scope({ name: 'nothing here' }).catch((e: unknown) => e)).toMatchObject({ code: 'scope_not_found' });
+      await s.patch([{ op: 'replace', path: '/n', value: 1 }]);
+      expect(seen).toEqual(['online', 'reconnecting', 'offline', 'online']);
+      client.close();
+    });
 
     it('a write whose answer is lost while the stream is up changes nothing', async () => {
       const token = await anonymousToken(srv);

@@ -4,10 +4,7 @@
  */
 import { z } from 'zod';
 import type { Json } from './json.js';
-import type { Patch, PatchEvent } from './wire.js';
-
-/** A scope id: `[A-Za-z0-9_.:-]{1,128}`, except `.` and `..`, which no URL can carry. */
-export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
+import { type Patch, type PatchEvent, SCOPE_ID } from './wire.js';
 
 /**
  * A domain (the app a token and a scope belong to): a lower-case host name, with a port when the
@@ -16,7 +13,7 @@ export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
 export const DOMAIN = /^(?=.{1,253}(:|$))[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?$/;
 export const domainSchema = z.string().regex(DOMAIN, 'must be a lower-case host name, optionally with :port');
 
-export { OPS, type Operation, type OpName, type Patch, type PatchEvent } from './wire.js';
+export { OPS, type Operation, type OpName, type Patch, type PatchEvent, SCOPE_ID } from './wire.js';
 
 /** A JSON Pointer (RFC 6901): empty, or `/`-separated segments where `~` only appears as `~0`/`~1`. */
 const pointer = z.string().regex(/^(\/([^~]|~[01])*)*$/, 'must be a JSON Pointer ("" or "/a/b", with ~0 and ~1 escapes)');

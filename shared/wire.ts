@@ -6,6 +6,9 @@
  */
 import type { Json } from './json.js';
 
+/** A scope id: `[A-Za-z0-9_.:-]{1,128}`, except `.` and `..`, which no URL can carry. */
+export const SCOPE_ID = /^(?!\.\.?$)[A-Za-z0-9_.:-]{1,128}$/;
+
 export const OPS = ['add', 'remove', 'replace', 'move', 'copy', 'test'] as const;
 export type OpName = (typeof OPS)[number];
 

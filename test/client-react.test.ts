@@ -3,9 +3,13 @@
  * into a happy-dom document (a DOM in Node; the client underneath speaks to the real embedded
  * server over real sockets). What it must do: `useScope(id)` renders `loading`, then the scope's
  * state, and re-renders on this component's patches (at once, optimistically) and on other
- * writers' (from the stream); `useScope({name})` opens the caller's named scope; a scope that
- * cannot be read renders `error` with the server's code; components using one scope share one
- * live scope, closed after the last unmounts; `useScope` without a provider throws.
+ * writers' (from the stream); `useScope({name})` opens an existing named scope (`error` with
+ * `scope_not_found` otherwise) and `{name, create}` (or the older `{name, state}`) the caller's, created
+ * when missing; a scope that cannot be read renders `error` with the server's code; components
+ * using one scope share one live scope, closed after the last unmounts, and not while it is held
+ * under another reference (its id and its name); a name resolved after its component unmounted
+ * is closed; `useConnection()` renders the client's connection state; `useScope` without a
+ * provider throws.
  */
 import { Window } from 'happy-dom';
 import type { ReactNode } from 'react';
@@ -111,6 +115,57 @@ it('opens a named scope, and renders error with the code for a scope it cannot r
   await until(() => (el.textContent ?? '').includes('prefs:online:dark'), 'the named scope');
   await until(() => (el.textContent ?? '').includes('m:error:scope_not_found'), 'the error');
   unmount();
+});
+
+it('opens by { name } (existing only) and { name, create }; keeps a scope held under its id and its name; closes one resolved after unmount', async () => {
+  function Named(props: { name: string; create?: boolean }) {
+    const { state, status, error, scope } = hooks.useScope<{ v: number }>(
+      props.create ? { name: props.name, create: { state: { v: 1 } } } : { name: props.name },
+    );
+    const connection = hooks.useConnection();
+    return React.createElement('p', null, `${props.name}:${status}:${error?.code ?? ''}:${state?.v ?? ''}:${scope?.id ?? ''}:${connection}`);
+  }
+  const { el, unmount } = mount([
+    React.createElement(Named, { key: 'a', name: 'absent' }),
+    React.createElement(Named, { key: 'c', name: 'made', create: true }),
+  ]);
+  const text = () => el.textContent ?? '';
+  await until(() => text().includes('absent:error:scope_not_found'), 'a name that names nothing');
+  await until(() => /made:online::1:[^:]+:online/.test(text()), 'the created named scope, and the client online');
+  const id = /made:online::1:([^:]+):/.exec(text())?.[1] as string;
+  const live = client.scope(id);
+  // The same scope by id in another component: unmounting the named one must not close it.
+  function ById(props: { id: string }) {
+    const { status } = hooks.useScope(props.id);
+    return React.createElement('p', null, `i:${status}`);
+  }
+  const byId = mount(React.createElement(ById, { id }));
+  await until(() => (byId.el.textContent ?? '').includes('i:online'), 'the scope by id');
+  unmount();
+  await new Promise((r) => setTimeout(r, 1300)); // past the close delay
+  expect(live.status).not.toBe('closed');
+  byId.unmount();
+  await until(() => live.status === 'closed', 'closed after the last holder');
+
+  // Unmounted while the name resolves (slower than the close delay): the scope it resolves to is
+  // closed, not left open with no component holding it.
+  const slow = createClient({
+    url: srv.url,
+    token,
+    fetch: async (input, init) => {
+      if (String(input).includes('/v1/names/')) await new Promise((r) => setTimeout(r, 1500));
+      return fetch(input, init);
+    },
+  });
+  const gone = document.createElement('div');
+  const root = ReactDOM.createRoot(gone as unknown as Element);
+  root.render(React.createElement(hooks.PatchbayProvider, { client: slow }, React.createElement(Named, { name: 'made' })));
+  await new Promise((r) => setTimeout(r, 50));
+  root.unmount();
+  await new Promise((r) => setTimeout(r, 2500)); // the close delay passed, then the name resolved
+  const after = slow.scope(id);
+  expect(after.status).toBe('connecting'); // a new live scope: the late one was closed (an open one would be online)
+  slow.close();
 });
 
 it('throws without a provider', () => {

@@ -3,7 +3,8 @@
  * (test/helpers/browser.ts) loads two pages of one origin that use the client (bundled from
  * client/src with rolldown) against the real server, as one user. The server serves one stream for
  * both; both pages see every patch of their scopes; when the leading page closes, the other takes
- * over with a stream of its own and misses nothing. Skipped with a warning where Chromium is
+ * over with a stream of its own and misses nothing; a page served by another hears the connection
+ * state from it (client.status and its events), though it sends nothing itself. Skipped with a warning where Chromium is
  * missing (failing under CI).
  */
 import { existsSync } from 'node:fs';
@@ -13,6 +14,7 @@ import type { Browser, Page } from 'playwright-core';
 import { rolldown } from 'rolldown';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHROMIUM_PATH, launchBrowser } from './helpers/browser.js';
+import { startProxy } from './helpers/proxy.js';
 import { type Client, request, startServer, type TestServer } from './helpers/server.js';
 
 const missing = !existsSync(CHROMIUM_PATH);
@@ -59,8 +61,8 @@ describe.skipIf(missing)('client: one connection for an origin’s tabs (Chromiu
     await srv?.close();
   });
 
-  /** Opens a page of the origin whose client follows `ids` as the user of `token`. */
-  async function tab(context: Awaited<ReturnType<Browser['newContext']>>, token: string, ids: string[]): Promise<Page> {
+  /** Opens a page of the origin whose client follows `ids` as the user of `token` (through `url`, default the server's). */
+  async function tab(context: Awaited<ReturnType<Browser['newContext']>>, token: string, ids: string[], url = srv.url): Promise<Page> {
     const page = await context.newPage();
     await page.goto(`${origin}/`);
     await page.waitForFunction(() => 'pb' in globalThis);
@@ -69,10 +71,12 @@ describe.skipIf(missing)('client: one connection for an origin’s tabs (Chromiu
         const { createClient } = (globalThis as unknown as { pb: typeof import('../client/src/index.js') }).pb;
         const client = createClient({ url, token });
         const scopes = ids.map((id: string) => client.scope(id));
-        (globalThis as unknown as { tab: unknown }).tab = { client, scopes };
+        const seen: string[] = [];
+        for (const e of ['online', 'reconnecting', 'offline'] as const) client.on(e, () => seen.push(e));
+        (globalThis as unknown as { tab: unknown }).tab = { client, scopes, seen };
         await Promise.all(scopes.map((s: { ready: Promise<unknown> }) => s.ready));
       },
-      { url: srv.url, token, ids },
+      { url, token, ids },
     );
     return page;
   }
@@ -114,5 +118,38 @@ describe.skipIf(missing)('client: one connection for an origin’s tabs (Chromiu
       await context.close();
     }
     await until(() => srv.app.limits.openStreams === before, 'every stream closed');
+  });
+
+  it('a page served by another hears the connection state from it: reconnecting, offline, online', async () => {
+    const proxy = await startProxy(srv.url);
+    const signIn = await request(srv.url, 'POST', '/v1/auth/anonymous', { headers: { origin } });
+    const token = signIn.json.token as string;
+    const id = (await writer.request('POST', '/v1/scopes', { body: { state: { n: 0 }, access: { visibility: 'public' } } })).json.id as string;
+    const context = await browser.newContext();
+    const status = (page: Page) =>
+      page.evaluate(() => {
+        const t = (globalThis as unknown as { tab: { client: { status: string; transportMode: string }; seen: string[] } }).tab;
+        return { status: t.client.status, mode: t.client.transportMode, seen: [...t.seen] };
+      });
+    try {
+      const leader = await tab(context, token, [id], proxy.url);
+      const follower = await tab(context, token, [id], proxy.url);
+      await until(async () => (await status(leader)).mode === 'stream', 'the first page leading');
+      await until(async () => (await status(follower)).status === 'online', 'the second page online');
+      expect((await status(follower)).mode).toBe('shared');
+      await proxy.stop(); // the follower sends nothing: only the leader's stream sees the server go
+      try {
+        await until(async () => (await status(follower)).status === 'offline', 'the follower offline, by relay');
+        expect((await status(follower)).seen).toEqual(['online', 'reconnecting', 'offline']);
+      } finally {
+        await proxy.resume();
+      }
+      await until(async () => (await status(follower)).status === 'online', 'the follower online again');
+      expect((await status(follower)).seen).toEqual(['online', 'reconnecting', 'offline', 'online']);
+      expect((await status(leader)).seen).toEqual(['online', 'reconnecting', 'offline', 'online']);
+    } finally {
+      await context.close();
+      await proxy.close();
+    }
   });
 });

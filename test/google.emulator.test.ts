@@ -16,6 +16,7 @@ import type { PatchEvent } from '../shared/protocol.js';
 import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { clientContract } from './contract/client.js';
+import { clientApiContract } from './contract/client-api.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientMuxContract } from './contract/client-mux.js';
 import { clientOfflineContract } from './contract/client-offline.js';
@@ -91,6 +92,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   clientContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientOfflineContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientApiContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientMuxContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // Uploads through the GCS stand-in's signed URLs, made ready by the client's `complete` (no finalize notification posted).

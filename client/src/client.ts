@@ -4,6 +4,8 @@
  * `si`, so `(session, si)` names it across resends), and the live scopes it has opened.
  */
 import type { Json } from '../../shared/json.js';
+import { SCOPE_ID } from '../../shared/wire.js';
+import type { ConnectionChange, ConnectionStatus } from './connection.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import { type TokenProvider, Transport } from './http.js';
@@ -61,6 +63,14 @@ export interface CreateOptions {
   access?: AccessOptions;
 }
 
+/**
+ * What `client.scope()` opens: a scope id (a bare string is always an id: `[A-Za-z0-9_.:-]{1,128}`),
+ * `{ id }`, or `{ name }`: the scope of that name, `owner`'s (default: the caller's) in `domain`
+ * (default: the caller's), which must exist (`GET /v1/names/{name}`); with `create`, the
+ * caller's own, created from it when there is none (`PUT /v1/names/{name}`).
+ */
+export type ScopeRef = string | { id: string } | { name: string; owner?: string; domain?: string; create?: Omit<CreateOptions, 'id' | 'name'> | true };
+
 export interface ClientEvents extends Record<string, unknown> {
   conflict: ConflictEvent & { scope: string };
   error: PatchbayClientError & { scope?: string };
@@ -68,6 +78,12 @@ export interface ClientEvents extends Record<string, unknown> {
   status: { scope: string; status: StreamStatus };
   /** How events arrive now (multiplexed client): `stream`, `polling` (a proxy buffers the stream), `shared` (relayed by another tab), `idle`. */
   transport: TabMode;
+  /** The server answers again (a request was answered, or a stream opened) after `connecting`, `reconnecting` or `offline` (./connection.ts). */
+  online: ConnectionChange;
+  /** The connection was lost (no answer, a gateway error, a dropped stream) and the client is retrying. */
+  reconnecting: ConnectionChange;
+  /** A retry failed too, or the first attempt did: the server cannot be reached; retries go on and writes queue. */
+  offline: ConnectionChange;
 }
 
 export class PatchbayClient extends Emitter<ClientEvents> {
@@ -97,6 +113,14 @@ export class PatchbayClient extends Emitter<ClientEvents> {
       this.mux = opts.shareTabs !== false && canShareTabs() ? new TabShare(this.transport, muxOptions) : new MuxStream(this.transport, muxOptions);
       this.mux.onMode = (mode: TabMode) => this.emit('transport', mode);
     }
+    this.transport.conn.on('change', (c) => {
+      if (c.status !== 'connecting') this.emit(c.status, c);
+    });
+  }
+
+  /** The connection as a whole (./connection.ts): `connecting`, `online`, `reconnecting` or `offline`; each change but the first is an event of that name. */
+  get status(): ConnectionStatus {
+    return this.transport.conn.status;
   }
 
   /** How events arrive now: `stream`, `polling`, `shared` (relayed by another tab), or `idle` (no scope open, or each scope on its own stream). */
@@ -112,17 +136,58 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * The caller's scope of this name in its domain, created from `opts` when there is none
-   * (`PUT /v1/names/{name}`: concurrent calls get one id), opened live and already `ready`.
+   * The caller's scope of this name in its domain, created from `opts` when there is none:
+   * `scope({ name, create: opts })` (kept for existing callers).
    */
-  async named(name: string, opts: Omit<CreateOptions, 'id' | 'name'> = {}): Promise<LiveScope> {
-    const body = await this.transport.json<{ id: string; ii: number; state: Json }>('PUT', `/v1/names/${encodeURIComponent(name)}`, opts);
-    return this.open(body.id, { ii: body.ii, state: body.state });
+  named(name: string, opts: Omit<CreateOptions, 'id' | 'name'> = {}): Promise<LiveScope> {
+    return this.scope({ name, create: opts });
   }
 
-  /** The live scope of this id (one per id while open): its stream opens now. */
-  scope(id: string): LiveScope {
+  /**
+   * A live scope (one per id while open). By id (a bare string, or `{ id }`): returned at once,
+   * its stream opens now; an id the server could not accept throws `invalid_request`. By name
+   * (`{ name, owner?, domain? }`, or `{ name, create }`; see ScopeRef): a promise, resolved once
+   * the name is (the scope then already `ready`), rejected with `scope_not_found` when no scope of
+   * that name is readable (nothing stays open: a later call resolves afresh), or with `closed`
+   * when the client was closed meanwhile (the resolved scope is not opened).
+   *
+   * @example
+   * const doc = client.scope(id);
+   * const prefs = await client.scope({ name: 'prefs', create: { state: { theme: 'dark' } } });
+   */
+  scope(ref: string | { id: string }): LiveScope;
+  scope(ref: { name: string; owner?: string; domain?: string; create?: Omit<CreateOptions, 'id' | 'name'> | true }): Promise<LiveScope>;
+  scope(ref: ScopeRef): LiveScope | Promise<LiveScope>;
+  scope(ref: ScopeRef): LiveScope | Promise<LiveScope> {
+    if (typeof ref !== 'string' && 'name' in ref) return this.byName(ref);
+    const id = typeof ref === 'string' ? ref : ref.id;
+    if (typeof id !== 'string' || !SCOPE_ID.test(id)) {
+      // Refused here: sent on the shared stream, it would fail every scope of it.
+      throw new PatchbayClientError('invalid_request', `not a scope id: ${JSON.stringify(id)} (open a scope by name with { name })`, 0, { id });
+    }
     return this.open(id);
+  }
+
+  /** Bumped by close(): a name resolved after it is not opened. */
+  private epoch = 0;
+
+  private async byName(ref: { name: string; owner?: string; domain?: string; create?: Omit<CreateOptions, 'id' | 'name'> | true }): Promise<LiveScope> {
+    const epoch = this.epoch;
+    const path = `/v1/names/${encodeURIComponent(ref.name)}`;
+    let body: { id: string; ii: number; state: Json };
+    if (ref.create !== undefined) {
+      if (ref.owner !== undefined || ref.domain !== undefined) {
+        throw new PatchbayClientError('invalid_request', 'create makes the caller’s own scope in its domain: give no owner or domain with it', 0);
+      }
+      body = await this.transport.json('PUT', path, ref.create === true ? {} : ref.create);
+    } else {
+      const q = new URLSearchParams();
+      if (ref.owner !== undefined) q.set('owner', ref.owner);
+      if (ref.domain !== undefined) q.set('domain', ref.domain);
+      body = await this.transport.json('GET', q.size > 0 ? `${path}?${q}` : path);
+    }
+    if (epoch !== this.epoch) throw new PatchbayClientError('closed', 'the client was closed while the name was resolved');
+    return this.open(body.id, { ii: body.ii, state: body.state });
   }
 
   /** Resolves when every open scope's local patches are acknowledged. */
@@ -132,6 +197,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
 
   /** Closes every open scope (their streams; unacknowledged patches are given up). */
   close(): void {
+    this.epoch++;
     for (const s of [...this.scopes.values()]) s.close();
     this.closeWatches();
   }

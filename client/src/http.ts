@@ -4,6 +4,7 @@
  * Firebase ID token), or absent: then the client signs in anonymously (`POST /v1/auth/anonymous`)
  * once and keeps that user.
  */
+import { Connection } from './connection.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 
 export type TokenProvider = () => string | Promise<string>;
@@ -21,6 +22,8 @@ export class Transport {
   /** The `fetch` in use (options' or the global one), for requests that take no token (signed URLs). */
   readonly fetchFn: typeof fetch;
   private current: Promise<string> | undefined;
+  /** The client's connection state, fed by every request here and by the streams (./connection.ts). */
+  readonly conn = new Connection();
 
   constructor(private readonly opts: TransportOptions) {
     this.base = opts.url.replace(/\/+$/, '');
@@ -57,12 +60,18 @@ export class Transport {
     if (init.token) headers.authorization = `Bearer ${init.token}`;
     if (this.opts.domain !== undefined) headers['x-patchbay-domain'] = this.opts.domain;
     if (init.body !== undefined) headers['content-type'] = 'application/json';
+    const mark = this.conn.mark();
+    let res: Response;
     try {
-      return await this.fetchFn(this.base + path, { method, headers, body: init.body, signal: init.signal });
+      res = await this.fetchFn(this.base + path, { method, headers, body: init.body, signal: init.signal });
     } catch (err) {
       if (init.signal?.aborted) throw new PatchbayClientError('closed', 'the request was cancelled');
-      throw new PatchbayClientError('network_error', `${method} ${path}: ${err instanceof Error ? err.message : String(err)}`);
+      const e = new PatchbayClientError('network_error', `${method} ${path}: ${err instanceof Error ? err.message : String(err)}`);
+      this.conn.failed(mark, e);
+      throw e;
     }
+    this.conn.answered(res.status, res.headers.get('content-type'), mark);
+    return res;
   }
 
   /**

@@ -22,7 +22,9 @@ export {
   type OfflineOptions,
   openClient,
   PatchbayClient,
+  type ScopeRef,
 } from './client.js';
+export type { ConnectionChange, ConnectionStatus } from './connection.js';
 export { type ClientErrorCode, PatchbayClientError } from './errors.js';
 export { invert } from './history.js';
 export type { TokenProvider } from './http.js';

@@ -153,6 +153,8 @@ export class MuxStream {
   private async connect(): Promise<'ended' | 'silent'> {
     const conn = new AbortController();
     this.conn = conn;
+    const link = this.transport.conn;
+    const mark = link.mark();
     let silent = false;
     let watchdog: ReturnType<typeof setTimeout> | undefined;
     const arm = () => {
@@ -184,12 +186,15 @@ export class MuxStream {
         reader.releaseLock();
       }
     } catch (err) {
+      link.streamDown(this);
       if (silent) return 'silent';
       if (conn.signal.aborted) return 'ended';
-      throw err instanceof PatchbayClientError
-        ? err
-        : new PatchbayClientError('network_error', `stream dropped: ${err instanceof Error ? err.message : String(err)}`);
+      if (err instanceof PatchbayClientError) throw err; // an answer or a failed request: the transport saw it
+      const dropped = new PatchbayClientError('network_error', `stream dropped: ${err instanceof Error ? err.message : String(err)}`);
+      link.failed(mark, dropped);
+      throw dropped;
     } finally {
+      link.streamDown(this);
       clearTimeout(watchdog);
       this.stream = undefined;
       if (this.conn === conn) this.conn = undefined;
@@ -201,6 +206,7 @@ export class MuxStream {
       const id = (JSON.parse(data) as { stream: string }).stream;
       this.stream = { id, carries };
       this.attempt = 0; // it opened: the next drop starts the backoff afresh
+      this.transport.conn.streamUp(this);
       this.setMode('stream');
       this.status('online');
       // Scopes subscribed or closed while it opened: change it now.

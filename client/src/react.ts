@@ -3,11 +3,15 @@
  * dependency: this entry imports it, the main entry does not.
  *
  * - `<PatchbayProvider client={client}>` makes a client available below it.
- * - `useScope(idOrName)` opens the scope (an id, or `{ name, state?, type? }` for the caller's
- *   named scope, created when missing), re-renders on every change of its optimistic state and of
- *   its connection, and answers `{ state, patch, draft, status, error, ii, scope }`. Components
- *   using the same scope share one live scope (one stream); it is closed a moment after the last
- *   of them unmounts (so React's StrictMode remounts and quick navigations do not reopen it).
+ * - `useScope(idOrName)` opens the scope (what `client.scope()` takes: an id, `{ name }` for a
+ *   named scope that must exist, `{ name, create }` for the caller's own, created when missing; the
+ *   older `{ name, state?, type? }` still creates), re-renders on every change of its optimistic
+ *   state and of its connection, and answers `{ state, patch, draft, status, error, ii, scope }`.
+ *   Components using the same scope share one live scope (one stream); it is closed a moment after
+ *   the last of them unmounts (so React's StrictMode remounts and quick navigations do not reopen
+ *   it), and not while another component holds it under another reference (an id and a name).
+ * - `useConnection()`: the client's connection state (`client.status`: `connecting`, `online`,
+ *   `reconnecting`, `offline`), re-rendering when it changes.
  *
  * @example
  * function Todo({ id }: { id: string }) {
@@ -19,7 +23,8 @@
 import { createContext, createElement, type ReactNode, useCallback, useContext, useEffect, useMemo, useRef, useSyncExternalStore } from 'react';
 import type { Json } from '../../shared/json.js';
 import type { Patch } from '../../shared/wire.js';
-import type { PatchbayClient } from './client.js';
+import type { ScopeRef as ClientScopeRef, PatchbayClient } from './client.js';
+import type { ConnectionStatus } from './connection.js';
 import { PatchbayClientError } from './errors.js';
 import type { Ack, LiveScope } from './scope.js';
 import type { StreamStatus } from './stream.js';
@@ -57,7 +62,8 @@ export interface ScopeView<T> {
   scope: LiveScope | undefined;
 }
 
-export type ScopeRef = string | { name: string; state?: Json; type?: string };
+/** What `client.scope()` takes, or the older `{ name, state?, type? }` (the caller's named scope, created from them when missing). */
+export type ScopeRef = ClientScopeRef | { name: string; state?: Json; type?: string };
 
 interface Snapshot {
   state: Json | undefined;
@@ -71,11 +77,17 @@ class Shared {
   snapshot: Snapshot = { state: undefined, ii: 0, status: 'loading', error: undefined };
   scope: LiveScope | undefined;
   users = 0;
+  /** Released before its scope opened: the scope is closed when it does (no half-open scope). */
+  released = false;
   private readonly listeners = new Set<() => void>();
 
-  constructor(open: Promise<LiveScope>) {
+  constructor(open: Promise<LiveScope>, others: () => Iterable<Shared>) {
     open.then(
       (scope) => {
+        if (this.released) {
+          if (![...others()].some((o) => o.scope === scope)) scope.close();
+          return;
+        }
         this.scope = scope;
         scope.watch((state) => this.set({ state, ii: scope.ii, status: scope.state === undefined ? 'loading' : scope.status }));
         scope.on('status', (status) => this.set({ status: this.snapshot.state === undefined ? 'loading' : status }));
@@ -104,7 +116,17 @@ const CLOSE_DELAY_MS = 1000;
 const shared = new WeakMap<PatchbayClient, Map<string, Shared>>();
 
 function keyOf(ref: ScopeRef): string {
-  return typeof ref === 'string' ? `id:${ref}` : `name:${ref.name}`;
+  if (typeof ref === 'string') return `id:${ref}`;
+  if ('id' in ref) return `id:${ref.id}`;
+  const { owner, domain } = ref as { owner?: string; domain?: string };
+  return `name:${JSON.stringify([ref.name, owner ?? null, domain ?? null])}`;
+}
+
+/** The client's reference: the older `{ name, state?, type? }` is `{ name, create: { state, type } }`. */
+function clientRef(ref: ScopeRef): ClientScopeRef {
+  if (typeof ref === 'string' || !('name' in ref) || 'create' in ref || !('state' in ref || 'type' in ref)) return ref as ClientScopeRef;
+  const { state, type } = ref as { state?: Json; type?: string };
+  return { name: ref.name, create: { state, type } };
 }
 
 function acquire(client: PatchbayClient, ref: ScopeRef): Shared {
@@ -116,8 +138,14 @@ function acquire(client: PatchbayClient, ref: ScopeRef): Shared {
   const key = keyOf(ref);
   let s = byKey.get(key);
   if (!s) {
-    const open = typeof ref === 'string' ? Promise.resolve(client.scope(ref)) : client.named(ref.name, { state: ref.state, type: ref.type });
-    s = new Shared(open);
+    const m = byKey;
+    let open: Promise<LiveScope>;
+    try {
+      open = Promise.resolve(client.scope(clientRef(ref)));
+    } catch (err) {
+      open = Promise.reject(err); // an id the server could not accept: shown as the hook's error
+    }
+    s = new Shared(open, () => m.values());
     byKey.set(key, s);
   }
   return s;
@@ -129,7 +157,9 @@ function release(client: PatchbayClient, ref: ScopeRef, s: Shared): void {
     const byKey = shared.get(client);
     if (s.users > 0 || byKey?.get(keyOf(ref)) !== s) return;
     byKey.delete(keyOf(ref));
-    s.scope?.close();
+    s.released = true;
+    // Another component may hold the same live scope under another reference (its id, its name).
+    if (s.scope && ![...byKey.values()].some((o) => o.scope === s.scope)) s.scope.close();
   }, CLOSE_DELAY_MS);
 }
 
@@ -156,6 +186,21 @@ export function useScope<T = any>(ref: ScopeRef): ScopeView<T> {
     [s],
   );
   return { state: snap.state as T | undefined, ii: snap.ii, status: snap.status, error: snap.error, patch, draft, scope: s.scope };
+}
+
+/** The client's connection state (`client.status`), re-rendering when it changes (./connection.ts). */
+export function useConnection(): ConnectionStatus {
+  const client = usePatchbay();
+  const subscribe = useCallback(
+    (listener: () => void) => {
+      const offs = (['online', 'reconnecting', 'offline'] as const).map((e) => client.on(e, listener));
+      return () => {
+        for (const off of offs) off();
+      };
+    },
+    [client],
+  );
+  return useSyncExternalStore(subscribe, () => client.status);
 }
 
 function toClientError(err: unknown): PatchbayClientError {

@@ -70,12 +70,15 @@ export class ScopeStream {
 
   /** One connection: resolves when the server ends it, rejects on an error answer or a network failure. */
   private async connect(): Promise<void> {
+    const link = this.transport.conn;
+    const mark = link.mark();
     const last = this.on.lastId();
     const headers: Record<string, string> = { accept: 'text/event-stream' };
     if (last !== undefined) headers['last-event-id'] = String(last);
     const res = await this.transport.send('GET', this.path, { headers, signal: this.abort.signal });
     if (!res.ok || !res.body) throw await errorFrom(res);
     this.attempt = 0; // it opened: the next drop starts the backoff afresh
+    link.streamUp(this);
     this.on.onStatus('online');
     const parser = createParser({
       onEvent: (e) => this.on.onEvent(e.event ?? 'message', e.data),
@@ -88,9 +91,13 @@ export class ScopeStream {
         parser.feed(value);
       }
     } catch (err) {
+      link.streamDown(this);
       if (this.closed) return;
-      throw new PatchbayClientError('network_error', `stream dropped: ${err instanceof Error ? err.message : String(err)}`);
+      const dropped = new PatchbayClientError('network_error', `stream dropped: ${err instanceof Error ? err.message : String(err)}`);
+      link.failed(mark, dropped);
+      throw dropped;
     } finally {
+      link.streamDown(this);
       reader.releaseLock();
     }
   }

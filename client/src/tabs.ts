@@ -14,6 +14,7 @@
  * history (client/src/scope.ts), and one it has is dropped by index. So a follower that joins late,
  * or misses events while a new leader takes over, catches up from history.
  */
+import type { ConnectionStatus } from './connection.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import type { Transport } from './http.js';
 import { type MuxMode, type MuxOptions, MuxStream, type Subscription } from './mux.js';
@@ -28,6 +29,8 @@ type Message =
   | { t: 'unsub'; tab: string; scope: string }
   | { t: 'event'; scope: string; type: string; data: string }
   | { t: 'status'; scope: string; status: StreamStatus }
+  /** The leader's connection state (./connection.ts): the followers' own. */
+  | { t: 'link'; status: ConnectionStatus }
   | { t: 'fatal'; scope: string; code: string; message: string; status: number; details: Record<string, unknown> };
 
 /** What is used of Web Locks and BroadcastChannel (typed here: the client also compiles against Node's types, which lack them). */
@@ -140,6 +143,9 @@ export class TabShare {
 
   /** This tab became the leader: it carries its own scopes and asks the other tabs for theirs. */
   private lead(): void {
+    const link = this.transport.conn;
+    link.relay('connecting'); // no longer another tab's stream
+    link.on('change', ({ status }) => this.post({ t: 'link', status }));
     this.leader = new MuxStream(this.transport, this.muxOptions);
     this.leader.onMode = (m) => this.onMode(m);
     this.onMode(this.leader.currentMode);
@@ -184,7 +190,9 @@ export class TabShare {
         for (const [id, on] of this.mine) this.follow(id, on);
         return;
       case 'sub':
-        if (this.leader) this.carry(m.tab, m.scope, m.since);
+        if (!this.leader) return;
+        this.carry(m.tab, m.scope, m.since);
+        this.post({ t: 'link', status: this.transport.conn.status });
         return;
       case 'unsub':
         if (this.leader) this.drop(m.tab, m.scope);
@@ -194,6 +202,9 @@ export class TabShare {
         return;
       case 'status':
         if (!this.leader) this.mine.get(m.scope)?.onStatus(m.status);
+        return;
+      case 'link':
+        if (!this.leader) this.transport.conn.relay(m.status);
         return;
       case 'fatal': {
         if (this.leader) return;

@@ -41,7 +41,8 @@ export function switchable(): { fetch: typeof fetch; set(mode: Mode): void; dupl
     fetch: (async (input, init) => {
       if (mode === 'offline') throw new TypeError('fetch failed (offline)');
       const url = String(input);
-      if (url.endsWith('/events')) {
+      if (new URL(url).pathname.endsWith('/events')) {
+        // a scope's stream, or the shared one (/v1/events?scopes=)
         const ac = new AbortController();
         streams.add(ac);
         return fetch(input, { ...init, signal: init?.signal ? AbortSignal.any([init.signal, ac.signal]) : ac.signal });

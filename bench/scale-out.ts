@@ -5,7 +5,9 @@
  *   scale-hot   W writers on one hot scope, writer w sending through instance w mod K, and one
  *               stream on every instance; throughput (acks/s) and the delivery latency of each
  *               patch to the streams of the other instances (from just before the send to the
- *               parse of the event; for K = 1, the one instance's stream)
+ *               parse of the event; for K = 1, the one instance's stream), and the same receipts
+ *               measured from the writer's ack instead (`acked`: what delivery adds after the
+ *               write; negative when the event arrived before the ack did)
  *   scale-many  W writers across S scopes (no ii), writer w through instance w mod K
  *
  * `startInstances` starts K servers with a namespace of their own on the stack (collection,
@@ -42,7 +44,11 @@ export async function startFleet(k: number, env: Record<string, string>, ns: str
   };
 }
 
-export interface ScaleHot extends Throughput, Latency {}
+export interface ScaleHot extends Throughput, Latency {
+  /** p50 and p99 of each receipt's time after its writer's ack (ms). */
+  acked50: number;
+  acked99: number;
+}
 
 export async function scaleHot(clients: HttpClient[], writers: number, perWriter: number): Promise<ScaleHot> {
   const k = clients.length;
@@ -51,7 +57,10 @@ export async function scaleHot(clients: HttpClient[], writers: number, perWriter
   const total = writers * perWriter;
   const sendAt = new Float64Array(total);
   const via = new Int32Array(total);
+  const ackAt = new Float64Array(total);
   const lat: number[] = [];
+  /** Each receipt counted in `lat`: its patch and when it arrived. */
+  const got: Array<[number, number]> = [];
   // Every stream sees every patch; the receipts counted are those on another instance than the sender's.
   const expected = k === 1 ? total : total * (k - 1);
   let onAll = () => {};
@@ -67,7 +76,9 @@ export async function scaleHot(clients: HttpClient[], writers: number, perWriter
         if (e.type !== 'patch') return;
         const m = (JSON.parse(e.data) as { patch: Array<{ value: number }> }).patch[0]?.value as number;
         if (k > 1 && via[m] === s) return;
-        lat.push(performance.now() - (sendAt[m] as number));
+        const now = performance.now();
+        lat.push(now - (sendAt[m] as number));
+        got.push([m, now]);
         if (lat.length === expected) onAll();
       }),
   );
@@ -84,12 +95,24 @@ export async function scaleHot(clients: HttpClient[], writers: number, perWriter
           via[m] = w % k;
           sendAt[m] = performance.now();
           await c.patch(id, [{ op: 'add', path: '/list/-', value: m }]);
+          ackAt[m] = performance.now();
         }
       }),
     );
     const seconds = (performance.now() - t0) / 1000;
     await Promise.race([all, sleep(10_000)]);
-    return { rate: total / seconds, ops: total, seconds, p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), samples: lat.length, lost: expected - lat.length };
+    const acked = got.map(([m, t]) => t - (ackAt[m] as number));
+    return {
+      rate: total / seconds,
+      ops: total,
+      seconds,
+      p50: quantile(lat, 0.5),
+      p99: quantile(lat, 0.99),
+      acked50: quantile(acked, 0.5),
+      acked99: quantile(acked, 0.99),
+      samples: lat.length,
+      lost: expected - lat.length,
+    };
   } finally {
     for (const s of streams) s.close();
   }

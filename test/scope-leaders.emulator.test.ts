@@ -88,6 +88,29 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('scope leaders 
     expect(await failure(la.acquire('no-such-scope', 'A', 10_000))).toMatchObject({ code: 'scope_not_found' });
   });
 
+  it('gives a lease that several instances ask for at once to exactly one of them, fresh or released, and writes its epoch to the head', async () => {
+    const { a, id, root } = await twoInstances();
+    // Four instances (two clients each): a transaction per acquirer deadlocked here for seconds.
+    const clients = [db, other, emu.firestore(), emu.firestore()];
+    const leaders = clients.map((c, i) => new FirestoreLedger(c, { root }).leaders(`I${i}`));
+    for (const round of [1, 2]) {
+      const now = Date.now();
+      const answers = await Promise.all(leaders.map((l, i) => l.acquire(id, `I${i}`, 10_000, now)));
+      const mine = answers.flatMap((x, i) => (x.mine ? [{ i, epoch: x.epoch }] : []));
+      expect(mine).toHaveLength(1);
+      const winner = mine[0] as { i: number; epoch: number };
+      // Round 1: a fresh lease (epoch 1); round 2: after the winner released it (the next epoch).
+      expect(winner.epoch).toBe(round);
+      for (const x of answers) if (!x.mine) expect(x).toEqual({ mine: false, holder: `I${winner.i}`, expires: now + 10_000 });
+      // The head carries the winner's epoch: its commits pass the fence, and nobody else's would.
+      expect((await a.getHead(id))?.ii).toBe(round - 1);
+      const fenced = await failure(a.commit(id, append(id), winner.epoch + 1));
+      expect(isLeaseLost(fenced)).toBe(true);
+      expect(await a.commit(id, append(id), winner.epoch)).toBe(round);
+      await (leaders[winner.i] as (typeof leaders)[number]).release(id, `I${winner.i}`, winner.epoch);
+    }
+  });
+
   it('refuses a fenced commit once the lease moved on, on the direct way and in the transaction, and writes nothing', async () => {
     for (const directCommits of [true, false]) {
       const { a, b, id, la, lb } = await twoInstances({ directCommits });
@@ -118,6 +141,11 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('scope leaders 
     const { id, root, la, lb } = await twoInstances();
     const { epoch } = (await la.acquire(id, 'A', 10_000)) as { epoch: number };
     const got: InboxRequest[] = [];
+    /** Each request document's creation time, as a watcher of the inbox saw it. */
+    const created = new Map<string, string>();
+    const unwatch = db.collection(`${root}/${id}/inbox`).onSnapshot((snap) => {
+      for (const c of snap.docChanges()) if (c.type === 'added') created.set(c.doc.id, c.doc.createTime.toDate().toISOString() + c.doc.createTime.nanoseconds);
+    });
     const stop = la.listen(
       id,
       epoch,
@@ -145,11 +173,16 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('scope leaders 
       ]);
       expect([x.outcome, y.outcome]).toEqual([{ ack: { id, ii: 7, echo: '1' } }, { ack: { id, ii: 7, echo: '2' } }]);
       expect(got).toHaveLength(3);
+      // Sent together, they were created in one batch (one commit time), not one write each.
+      expect(created.get(x.key)).toBeDefined();
+      expect(created.get(x.key)).toBe(created.get(y.key));
+      expect(created.get(x.key)).not.toBe(created.get(sent.key));
       // The sender deleted its answered requests.
       await new Promise((r) => setTimeout(r, 300));
       expect((await db.collection(`${root}/${id}/inbox`).get()).size).toBe(0);
     } finally {
       stop();
+      unwatch();
     }
   }, 30_000);
 

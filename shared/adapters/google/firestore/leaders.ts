@@ -3,7 +3,8 @@
  *
  * The lease has its own document (<root>/~leaders/leases/{id}: holder, expires, epoch), so a
  * renewal never touches the head; the head keeps only the lease's epoch (`wepoch`), written when a
- * new holder takes the lease, in the same transaction that writes the lease document. A commit
+ * new holder takes the lease, in the same atomic write as the lease document (a batch conditional
+ * on both documents' versions as read: see `acquire`). A commit
  * fenced by an epoch checks `wepoch` (./commit-transaction.ts reads it in its transaction;
  * ./commit-direct.ts builds only on a head version at that epoch, and the batch's version
  * precondition fails once a takeover wrote the head): so once a new holder has the lease, the old
@@ -17,10 +18,10 @@
  * each request document once it has read its outcome.
  */
 import { randomUUID } from 'node:crypto';
-import type { DocumentReference, QueryDocumentSnapshot, Timestamp, WriteResult } from '@google-cloud/firestore';
+import type { DocumentReference, QueryDocumentSnapshot, Timestamp, WriteBatch, WriteResult } from '@google-cloud/firestore';
 import { PatchbayError } from '../../../errors.js';
 import type { HandedOutcome, HandedRequest, InboxRequest, LeaseAnswer, ScopeLeaders } from '../../../ports/leaders.js';
-import { DELETED, isLive, notFound, num, WEPOCH } from './codec.js';
+import { ABORTED, ALREADY_EXISTS, DELETED, FAILED_PRECONDITION, hasCode, isLive, notFound, num, WEPOCH } from './codec.js';
 import type { Layout } from './layout.js';
 
 /** How long a sender's per-scope answer listener stays open after its last request was answered. */
@@ -42,6 +43,16 @@ export class FirestoreLeaders implements ScopeLeaders {
   private readonly answers = new Map<string, AnswerListener>();
   /** The update time of each claim this instance wrote and has not answered or given back (`scope/key`). */
   private readonly claims = new Map<string, Timestamp>();
+  /**
+   * Request documents to create, grouped per scope: the requests a scope's writers send while the
+   * previous group is being written go out together in one batch (like the leader's claims and
+   * answers), so a hot scope costs the inbox a few writes per group instead of one per request.
+   */
+  private readonly creates = new WriteGroups<{ key: string; data: Record<string, unknown> }>((id, items) =>
+    this.writeEach(items, (batch, { key, data }) => batch.create(this.docs.inbox(id).doc(key), data)),
+  );
+  /** Answered request documents to delete, grouped per scope the same way. */
+  private readonly deletes = new WriteGroups<string>((id, keys) => this.writeEach(keys, (batch, key) => batch.delete(this.docs.inbox(id).doc(key))));
 
   constructor(
     private readonly docs: Layout,
@@ -52,34 +63,73 @@ export class FirestoreLeaders implements ScopeLeaders {
     private readonly onHeadWrite: (id: string) => void,
   ) {}
 
-  acquire(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseAnswer> {
+  /**
+   * Writes `items` in one batch; when the batch fails, each alone, so one item's failure (e.g. its
+   * document is gone) fails only its own caller. Settles with each item's result, in order.
+   */
+  private async writeEach<T>(items: T[], add: (batch: WriteBatch, item: T) => void): Promise<Array<PromiseSettledResult<unknown>>> {
+    const batch = this.docs.db.batch();
+    for (const item of items) add(batch, item);
+    try {
+      const results = await batch.commit();
+      return results.map((value) => ({ status: 'fulfilled', value }));
+    } catch (err) {
+      if (items.length === 1) return [{ status: 'rejected', reason: err }];
+      return Promise.allSettled(
+        items.map((item) => {
+          const one = this.docs.db.batch();
+          add(one, item);
+          return one.commit();
+        }),
+      );
+    }
+  }
+
+  /**
+   * Optimistic, without a transaction: reads the lease and the head, then writes both in one batch
+   * conditional on neither having changed since (the lease created if it never existed); a batch
+   * refused for that means another instance moved first, so it looks again. Instances that find
+   * a fresh scope's lease free at once then settle it in one round (one batch wins, the others
+   * read the winner) instead of deadlocking on the two documents' locks: on the emulator, which
+   * locks pessimistically, K transactions taking one lease took 3-10 s before this.
+   */
+  async acquire(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseAnswer> {
     const ref = this.docs.writeLease(id);
     const headRef = this.docs.head(id);
-    return this.docs.db.runTransaction(
-      async (tx) => {
-        const [lease] = await tx.getAll(ref);
-        const current = { holder: lease?.get('holder') as string | undefined, expires: num(lease?.get('expires')), epoch: num(lease?.get('epoch')) };
-        const expires = now + ttlMs;
-        // Held by another: answered without reading the head, which its leader is writing (on the
-        // emulator, a read in a transaction holds the head's lock against the leader's commits).
-        if (current.holder !== undefined && current.holder !== holder && current.expires > now)
-          return { mine: false, holder: current.holder, expires: current.expires };
-        const [head] = await tx.getAll(headRef, { fieldMask: [WEPOCH, DELETED] });
-        if (!isLive(head)) throw notFound(id);
-        const wepoch = num(head.get(WEPOCH));
-        if (current.holder === holder && current.epoch === wepoch && current.expires > now) {
-          tx.update(ref, { expires });
-          return { mine: true, epoch: current.epoch, expires };
-        }
+    for (let attempt = 1; ; attempt++) {
+      const [lease] = await this.docs.db.getAll(ref);
+      const current = { holder: lease?.get('holder') as string | undefined, expires: num(lease?.get('expires')), epoch: num(lease?.get('epoch')) };
+      const expires = now + ttlMs;
+      // Held by another: answered without reading the head, which its leader is writing.
+      if (current.holder !== undefined && current.holder !== holder && current.expires > now)
+        return { mine: false, holder: current.holder, expires: current.expires };
+      const [head] = await this.docs.db.getAll(headRef, { fieldMask: [WEPOCH, DELETED] });
+      if (!isLive(head)) throw notFound(id);
+      const wepoch = num(head.get(WEPOCH));
+      const batch = this.docs.db.batch();
+      let answer: LeaseAnswer;
+      if (lease?.exists && current.holder === holder && current.epoch === wepoch && current.expires > now) {
+        batch.update(ref, { expires }, { lastUpdateTime: lease.updateTime });
+        answer = { mine: true, epoch: current.epoch, expires };
+      } else {
         // A new holder (or ours again after it lapsed or was released): a new epoch, on the head too.
         const epoch = Math.max(current.epoch, wepoch) + 1;
+        const data = { id, holder, expires, epoch };
+        if (lease?.exists) batch.update(ref, data, { lastUpdateTime: lease.updateTime });
+        else batch.create(ref, data);
+        batch.update(headRef, { [WEPOCH]: epoch }, { lastUpdateTime: head.updateTime });
         this.onHeadWrite(id);
-        tx.set(ref, { id, holder, expires, epoch });
-        tx.update(headRef, { [WEPOCH]: epoch });
-        return { mine: true, epoch, expires };
-      },
-      { maxAttempts: this.maxAttempts },
-    );
+        answer = { mine: true, epoch, expires };
+      }
+      try {
+        await batch.commit();
+        return answer;
+      } catch (err) {
+        // Another instance took or renewed the lease, or the head moved (a commit, a takeover): look again.
+        const moved = hasCode(err, FAILED_PRECONDITION) || hasCode(err, ALREADY_EXISTS) || hasCode(err, ABORTED);
+        if (!moved || attempt >= this.maxAttempts) throw err;
+      }
+    }
   }
 
   renew(id: string, holder: string, epoch: number, ttlMs: number, now = Date.now()): Promise<boolean> {
@@ -116,15 +166,18 @@ export class FirestoreLeaders implements ScopeLeaders {
     const answered = new Promise<HandedOutcome>((resolve) => listener.waiters.set(k, { resolve }));
     await listener.ready;
     if (key === undefined) {
-      await this.docs.inbox(id).doc(k).create({
-        req: request.req,
-        user: request.user,
-        domain: request.domain,
-        retriable: request.retriable,
-        from: this.instance,
-        at: Date.now(),
-        done: false,
-        claimed: 0,
+      await this.creates.add(id, {
+        key: k,
+        data: {
+          req: request.req,
+          user: request.user,
+          domain: request.domain,
+          retriable: request.retriable,
+          from: this.instance,
+          at: Date.now(),
+          done: false,
+          claimed: 0,
+        },
       });
     } else {
       // Waiting again: the answer may have come while nobody waited (the listener then dropped it).
@@ -144,12 +197,8 @@ export class FirestoreLeaders implements ScopeLeaders {
     if (!w) return;
     this.answers.get(id)?.waiters.delete(key);
     w.resolve(JSON.parse(text) as HandedOutcome);
-    // Read: the request document has done its job.
-    this.docs
-      .inbox(id)
-      .doc(key)
-      .delete()
-      .catch(() => {});
+    // Read: the request document has done its job (a lost delete leaves an answered document behind, which nothing reads).
+    this.deletes.add(id, key).catch(() => {});
   }
 
   private answerListener(id: string): AnswerListener {
@@ -298,3 +347,59 @@ export class FirestoreLeaders implements ScopeLeaders {
     }
   }
 }
+
+/**
+ * Writes grouped per scope, one group in flight per scope at a time: what is added while a group
+ * is being written waits for it and goes out as the next group (at most MAX_BATCH items, the
+ * Firestore batch limit); what is added while none is in flight waits one turn of the event loop,
+ * so the requests of one burst leave together. `write` settles each item's result, in order.
+ */
+class WriteGroups<T> {
+  private readonly waiting = new Map<string, Array<{ item: T; resolve: (v: unknown) => void; reject: (e: unknown) => void }>>();
+  private readonly busy = new Set<string>();
+
+  constructor(private readonly write: (id: string, items: T[]) => Promise<Array<PromiseSettledResult<unknown>>>) {}
+
+  add(id: string, item: T): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      let queue = this.waiting.get(id);
+      if (!queue) {
+        queue = [];
+        this.waiting.set(id, queue);
+      }
+      queue.push({ item, resolve, reject });
+      if (queue.length === 1 && !this.busy.has(id)) setImmediate(() => this.flush(id));
+    });
+  }
+
+  private flush(id: string): void {
+    const queue = this.waiting.get(id);
+    if (!queue || queue.length === 0 || this.busy.has(id)) return;
+    const group = queue.splice(0, MAX_BATCH);
+    if (queue.length === 0) this.waiting.delete(id);
+    this.busy.add(id);
+    this.write(
+      id,
+      group.map((g) => g.item),
+    )
+      .then(
+        (results) => {
+          for (const [i, g] of group.entries()) {
+            const r = results[i];
+            if (r?.status === 'fulfilled') g.resolve(r.value);
+            else g.reject(r?.reason);
+          }
+        },
+        (err: unknown) => {
+          for (const g of group) g.reject(err);
+        },
+      )
+      .finally(() => {
+        this.busy.delete(id);
+        this.flush(id);
+      });
+  }
+}
+
+/** Firestore's limit of writes in one batch. */
+const MAX_BATCH = 500;

@@ -6,6 +6,7 @@
  * log when the cache is cold or behind (guarantee 2); the sweeper publishes what was committed
  * but never published (guarantee 5's "eventually published").
  */
+import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
 import { Engine, type EnginePorts } from '../shared/engine/engine.js';
@@ -83,6 +84,17 @@ describe('group commit', () => {
     const view = await engine.getScope('s');
     // Arrival order is commit order: value i was appended by the i-th request.
     expect(view.state).toEqual({ list: Array.from({ length: 32 }, (_, i) => i) });
+  });
+
+  // A retry is recognised by this hash against records written by any earlier version: its
+  // format (sha256 of the patch's JSON text, base64url) must never change, however it is computed.
+  it('records the sha256 (base64url) of the patch JSON text as the retry hash', async () => {
+    const { engine, adapters } = setup();
+    await engine.createScope('u', { id: 's', state: { n: 0 } });
+    const patch = [{ op: 'replace' as const, path: '/n', value: 'é ✓ 𝄞' }];
+    await engine.submit('s', 'u', { patch, session: 'sess-h', si: 1 });
+    const [record] = await adapters.ledger.readLog('s', 1, 1);
+    expect(record?.hash).toBe(createHash('sha256').update(JSON.stringify(patch)).digest('base64url'));
   });
 
   it('checks each request of a group in order: a failure in the middle changes nothing and spares its neighbours', async () => {

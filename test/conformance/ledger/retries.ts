@@ -47,6 +47,30 @@ export function retriesConformance({ open, create }: Harness): void {
       expect(elsewhere.size).toBe(0);
     });
 
+    // The embedded ledger reads a session's keys as one si range when they are close together:
+    // records in the range that were not asked about must not be answered, close or far apart.
+    it('findRetries answers exactly the keys asked about, whether they are consecutive, have gaps or are far apart', async () => {
+      const l = await open();
+      const { id, head } = await create(l);
+      const e = head.epoch;
+      const sis = [1, 2, 3, 4, 5, 7, 1_000_000];
+      const recorded = sis.map((si, i) => record(id, i + 1, e, { session: 'sess-a', si, hash: `h-${si}` }));
+      await l.commit(id, async () => ({ records: recorded, result: null }));
+      const ask = async (keys: Array<{ session: string; si: number }>) => l.commit(id, async (view) => ({ records: [], result: await view.findRetries(keys) }));
+      const k = (...list: number[]) => list.map((si) => ({ session: 'sess-a', si }));
+
+      const gaps = await ask(k(1, 3, 5, 6, 8));
+      expect([...gaps.keys()].sort()).toEqual([retryKey('sess-a', 1), retryKey('sess-a', 3), retryKey('sess-a', 5)].sort());
+      expect(gaps.get(retryKey('sess-a', 3))).toEqual(recorded[2]);
+
+      const far = await ask([...k(2, 1_000_000, 999_999), { session: 'sess-b', si: 2 }]);
+      expect([...far.keys()].sort()).toEqual([retryKey('sess-a', 2), retryKey('sess-a', 1_000_000)].sort());
+      expect(far.get(retryKey('sess-a', 1_000_000))).toEqual(recorded[6]);
+
+      const repeated = await ask(k(4, 4, 7));
+      expect([...repeated.keys()].sort()).toEqual([retryKey('sess-a', 4), retryKey('sess-a', 7)].sort());
+    });
+
     // What findRetries answers must hold when the plan's records commit, also for a key the
     // plan then refuses without writing: a retry carrying its original ii (now <= head) is
     // refused as out_of_sync unless it is found, and its group also appends a new patch.

@@ -91,6 +91,8 @@ export class SqliteScopeLog implements ScopeLog {
          ORDER BY id LIMIT @limit`,
       ),
       retry: db.prepare<[string, string, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si = ?'),
+      // A session's keys of one group, which a client numbers consecutively: one index range scan.
+      retryRange: db.prepare<[string, string, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND session = ? AND si >= ? AND si <= ?'),
       log: db.prepare<[string, number, number, number], PatchRow>('SELECT * FROM patches WHERE scope = ? AND ii >= ? AND ii <= ? ORDER BY ii LIMIT ?'),
       // What a rebuild reads: the same rows as `log`, two columns, as arrays (no object per row).
       patches: db
@@ -132,14 +134,7 @@ export class SqliteScopeLog implements ScopeLog {
       const head = this.heads.orThrow(id);
       const { records, meta, result } = await plan({
         head,
-        findRetries: async (keys) => {
-          const found = new Map<string, PatchRecord>();
-          for (const k of keys) {
-            const row = this.stmt.retry.get(id, k.session, k.si);
-            if (row) found.set(retryKey(k.session, k.si), toRecord(row));
-          }
-          return found;
-        },
+        findRetries: async (keys) => this.findRetries(id, keys),
       });
       if (records.length === 0) return result;
       records.forEach((r, i) => {
@@ -167,6 +162,42 @@ export class SqliteScopeLog implements ScopeLog {
       if (written) return result;
       // The head moved under the plan (another writer on this file, a lease taken): plan again.
     }
+  }
+
+  /**
+   * The records of `keys` on scope `id`. A batch of one client's patches asks about one session's
+   * consecutive si values: those are read in one range scan of the retry index (rows in the range
+   * that were not asked about are left out), instead of one lookup per key (in a profile, 100
+   * lookups took as long as deciding the 100 patches). Keys spread too thinly for a range are
+   * looked up one by one.
+   */
+  private findRetries(id: string, keys: ReadonlyArray<{ session: string; si: number }>): Map<string, PatchRecord> {
+    const found = new Map<string, PatchRecord>();
+    const bySession = new Map<string, Set<number>>();
+    for (const k of keys) {
+      const sis = bySession.get(k.session) ?? new Set<number>();
+      sis.add(k.si);
+      bySession.set(k.session, sis);
+    }
+    for (const [session, sis] of bySession) {
+      let lo = Number.POSITIVE_INFINITY;
+      let hi = Number.NEGATIVE_INFINITY;
+      for (const si of sis) {
+        if (si < lo) lo = si;
+        if (si > hi) hi = si;
+      }
+      // At most about as many rows read as asked about (plus a little): else one lookup each.
+      if (hi - lo + 1 <= 2 * sis.size + 16) {
+        for (const row of this.stmt.retryRange.all(id, session, lo, hi))
+          if (sis.has(row.si as number)) found.set(retryKey(session, row.si as number), toRecord(row));
+        continue;
+      }
+      for (const si of sis) {
+        const row = this.stmt.retry.get(id, session, si);
+        if (row) found.set(retryKey(session, si), toRecord(row));
+      }
+    }
+    return found;
   }
 
   async setAccess(id: string, access: Omit<ScopeAccess, 'rev'>, expectedRev: number): Promise<ScopeAccess | null> {

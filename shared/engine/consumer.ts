@@ -24,6 +24,14 @@
  * cursor starts at 0; an entry younger than the retention cannot have outlived the scope it was
  * read for (the app passes half the retention, at most 10 s).
  *
+ * While a burst lasts, its events reach the consumer more slowly than they are written (Pub/Sub
+ * pushes a scope's messages one at a time), and every one queued behind a catch-up is a
+ * duplicate: the first event past the cursor, which would catch up again, waits for the queue to
+ * drain down to it. So a duplicate that arrives `refreshMs` or more after the scope's last catch-up
+ * in this process catches up all the same (a head read, and a write only if the head moved): the
+ * mirror then follows the head within about `refreshMs` however long the queue, at the cost of at
+ * most one catch-up per `refreshMs` per scope, and only while its events keep coming.
+ *
  * A consumer may want only some scopes (`accepts`, by id): the others are acknowledged as
  * skipped, without a cursor write (on Google its push subscription filters them out already).
  * `wants` is a finer filter, asked per event when the answer needs a read (the webhooks consumer:
@@ -41,17 +49,23 @@ export type PatchHandler = (event: PatchEvent) => Promise<void>;
 
 /**
  * A coalescing consumer's handler (see the top of this file): brings what it keeps for the event's
- * scope to the scope's state at an `ii` at or past `event.ii` and returns that `ii`, or null when
+ * scope to the scope's state at an `ii` at or past `event.ii` (and `cursor`, the consumer's, which
+ * says what it keeps already: a head not past it needs no write) and returns that `ii`, or null when
  * the scope no longer exists (what it kept of it removed; no cursor is written then). Throws to be
  * called again later.
  */
-export type CatchUpHandler = (event: PatchEvent) => Promise<number | null>;
+export type CatchUpHandler = (event: PatchEvent, cursor: number) => Promise<number | null>;
 
 export interface Coalescing {
   catchUp: CatchUpHandler;
   /** How long a cursor this process moved is trusted without a read (default 0: never; see the top of this file). */
   cacheMs?: number;
+  /** A duplicate arriving this long after the scope's last catch-up here catches up again (default REFRESH_MS; see the top of this file). */
+  refreshMs?: number;
 }
+
+/** Default `refreshMs`: the lag a burst's queued events add at most, while they keep arriving. */
+export const REFRESH_MS = 100;
 
 export interface Delivery {
   /** Indices handled by this delivery, in order (gap fill first). Empty for a duplicate. */
@@ -66,8 +80,9 @@ export interface Delivery {
 type ReadLog = (id: string, from: number, to: number) => AsyncIterable<PatchRecord>;
 
 export class Consumer {
-  /** Cursors this process moved, per scope, while younger than `cacheMs` (coalescing only). */
-  private readonly known: LRUCache<string, number> | null;
+  /** Cursors this process moved, per scope, and when it last caught the scope up, while younger than `cacheMs` (coalescing only). */
+  private readonly known: LRUCache<string, { ii: number; at: number }> | null;
+  private readonly refreshMs: number;
 
   constructor(
     readonly name: string,
@@ -81,12 +96,15 @@ export class Consumer {
   ) {
     const ttl = typeof handler === 'function' ? 0 : Math.floor(handler.cacheMs ?? 0);
     this.known = ttl > 0 ? new LRUCache({ max: 10_000, ttl }) : null;
+    this.refreshMs = typeof handler === 'function' ? Number.POSITIVE_INFINITY : (handler.refreshMs ?? REFRESH_MS);
   }
 
   async deliver(event: PatchEvent): Promise<Delivery> {
-    if ((this.known?.get(event.scope) ?? 0) >= event.ii) return { handled: [], duplicate: true };
+    const known = this.known?.get(event.scope);
+    const refresh = known !== undefined && known.ii >= event.ii;
+    if (refresh && performance.now() - known.at < this.refreshMs) return { handled: [], duplicate: true };
     if (!this.accepts(event.scope) || !(await this.wants(event))) return { handled: [], duplicate: false, skipped: true };
-    if (typeof this.handler !== 'function') return this.coalesce(event, this.handler.catchUp);
+    if (typeof this.handler !== 'function') return this.coalesce(event, this.handler.catchUp, refresh);
     let cursor = await this.ledger.getCursor(this.name, event.scope);
     if (event.ii <= cursor) return { handled: [], duplicate: true };
     const handled: number[] = [];
@@ -105,18 +123,27 @@ export class Consumer {
     return { handled, duplicate: false };
   }
 
-  /** One call of a coalescing handler, one cursor move (see the top of this file). `handled` is the `ii` it reached. */
-  private async coalesce(event: PatchEvent, catchUp: CatchUpHandler): Promise<Delivery> {
+  /**
+   * One call of a coalescing handler, at most one cursor move (see the top of this file). `handled`
+   * is the `ii` it reached. `refresh`: a duplicate that catches up all the same.
+   */
+  private async coalesce(event: PatchEvent, catchUp: CatchUpHandler, refresh: boolean): Promise<Delivery> {
     const started = performance.now();
     const cursor = await this.ledger.getCursor(this.name, event.scope);
     // Not remembered: nothing here says the scope still exists (see the top of this file).
-    if (event.ii <= cursor) return { handled: [], duplicate: true };
-    const reached = await catchUp(event);
+    if (event.ii <= cursor && !refresh) return { handled: [], duplicate: true };
+    const reached = await catchUp(event, cursor);
     // Gone: no cursor is written, so none outlives the purge of the scope's cursors (its id may be
     // created again later). The scope's later events remove again, which changes nothing.
     if (reached === null) return { handled: [], duplicate: false, gone: true };
-    if (reached < event.ii) {
-      throw new PatchbayError('internal', `consumer ${this.name} caught ${event.scope} up to ${reached}, behind the event's ${event.ii}`);
+    if (reached < Math.max(event.ii, cursor)) {
+      throw new PatchbayError('internal', `consumer ${this.name} caught ${event.scope} up to ${reached}, behind ${Math.max(event.ii, cursor)}`);
+    }
+    // The handler saw the scope exist after `started`, so the scope was deleted (if at all) after
+    // `started`, and its id cannot return before `started` + the retention.
+    if (reached <= cursor) {
+      this.remember(event.scope, cursor, started);
+      return { handled: [], duplicate: true };
     }
     if (!(await this.ledger.advanceCursor(this.name, event.scope, cursor, reached))) {
       // Moved meanwhile by another delivery of the scope: fine if it covers this event.
@@ -125,17 +152,15 @@ export class Consumer {
       }
       return { handled: [], duplicate: true };
     }
-    // The handler saw the scope exist after `started`, so the scope was deleted (if at all) after
-    // `started`, and its id cannot return before `started` + the retention.
     this.remember(event.scope, reached, started);
-    return { handled: [reached], duplicate: false };
+    return { handled: [reached], duplicate: event.ii <= cursor };
   }
 
-  /** Remembers a cursor moved after `since` (ms, performance.now), until `cacheMs` after `since`. */
+  /** Remembers a cursor moved (or confirmed) after `since` (ms, performance.now), until `cacheMs` after `since`. */
   private remember(scope: string, cursor: number, since: number): void {
     if (!this.known) return;
     const left = (this.known.ttl ?? 0) - (performance.now() - since);
-    if (left > 0 && cursor > (this.known.get(scope) ?? 0)) this.known.set(scope, cursor, { ttl: Math.floor(left) });
+    if (left > 0 && cursor >= (this.known.get(scope)?.ii ?? 0)) this.known.set(scope, { ii: cursor, at: since }, { ttl: Math.floor(left) });
   }
 
   private async handleOne(handler: PatchHandler, event: PatchEvent, cursor: number): Promise<number> {

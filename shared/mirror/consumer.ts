@@ -58,9 +58,9 @@ export interface MirrorSync {
   touch(id: string): Promise<void>;
 }
 
-/** The handler for the mirror's Consumer (coalescing; `cacheMs` as in shared/engine/consumer.ts). */
-export function mirrorHandler(opts: MirrorConsumerOptions, cacheMs = 0): Coalescing {
-  return { catchUp: mirrorSync(opts).catchUp, cacheMs };
+/** The handler for the mirror's Consumer (coalescing; `cacheMs` and `refreshMs` as in shared/engine/consumer.ts). */
+export function mirrorHandler(opts: MirrorConsumerOptions, tuning: Omit<Coalescing, 'catchUp'> = {}): Coalescing {
+  return { catchUp: mirrorSync(opts).catchUp, ...tuning };
 }
 
 export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
@@ -73,7 +73,7 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
    * Mirrors the scope at its head; returns the `ii` written (`tables` null: the domain has no
    * mirror, nothing written), or null when the scope is gone (its rows removed).
    */
-  const mirrorHead = async (id: string): Promise<{ domain: string; tables: string[] | null; ii: number } | null> => {
+  const mirrorHead = async (id: string, above = 0): Promise<{ domain: string; tables: string[] | null; ii: number; updated: number } | null> => {
     let head: Head;
     try {
       head = await opts.source.head(id);
@@ -84,11 +84,10 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
     }
     const domain = head.meta.domain;
     const tables = await opts.tables(domain);
-    if (tables === null) {
-      // No mirror: the scope's earlier events need nothing either (a catch-up replaying its history
-      // reads the head once). Should the domain declare tables later, its apply backfills them.
-      return { domain, tables: null, ii: head.ii };
-    }
+    // No mirror: the scope's earlier events need nothing either (a catch-up replaying its history
+    // reads the head once). Should the domain declare tables later, its apply backfills them.
+    // Or a head not past `above` (the Consumer's cursor): the mirror holds it already.
+    if (tables === null || head.ii <= above) return { domain, tables: null, ii: head.ii, updated: head.meta.updated };
     const key = JSON.stringify(tables);
     if ((opts.ensure ?? true) && ensured.get(domain) !== key) {
       await opts.mirror.ensure(domain, tables);
@@ -99,15 +98,17 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
     const fed = Object.entries(withBuiltins(tables))
       .filter(([name, def]) => feeds(name, def, head.meta.type))
       .map(([name]) => name);
-    return { domain, tables: fed, ii: head.ii };
+    return { domain, tables: fed, ii: head.ii, updated: head.meta.updated };
   };
 
   // Always reads the head: the Consumer takes a returned `ii` as proof that the scope existed after
   // it asked (shared/engine/consumer.ts), so no process-local shortcut answers for an event.
-  const catchUp: CatchUpHandler = async (event) => {
-    const done = await mirrorHead(event.scope);
+  const catchUp: CatchUpHandler = async (event, cursor) => {
+    const done = await mirrorHead(event.scope, cursor);
     if (done?.tables && opts.lag) {
-      opts.lag.note(done.domain, done.tables, event.scope, done.ii, event.at);
+      // The lag of the event; for a duplicate that caught up all the same (shared/engine/consumer.ts),
+      // of the head's own patch (its commit time is the scope's `updated`).
+      opts.lag.note(done.domain, done.tables, event.scope, done.ii, event.ii > cursor ? event.at : done.updated);
       await opts.lag.maybeFlush();
     }
     return done === null ? null : done.ii;

@@ -73,7 +73,7 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
    * Mirrors the scope at its head; returns the `ii` written (`tables` null: the domain has no
    * mirror, nothing written), or null when the scope is gone (its rows removed).
    */
-  const mirrorHead = async (id: string, above = 0): Promise<{ domain: string; tables: string[] | null; ii: number; updated: number } | null> => {
+  const mirrorHead = async (id: string, above = -1): Promise<{ domain: string; tables: string[] | null; ii: number; updated: number } | null> => {
     let head: Head;
     try {
       head = await opts.source.head(id);
@@ -86,7 +86,7 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
     const tables = await opts.tables(domain);
     // No mirror: the scope's earlier events need nothing either (a catch-up replaying its history
     // reads the head once). Should the domain declare tables later, its apply backfills them.
-    // Or a head not past `above` (the Consumer's cursor): the mirror holds it already.
+    // Or a head not past `above` (the Consumer's cursor; `touch` passes none: a new scope's head is 0): the mirror holds it already.
     if (tables === null || head.ii <= above) return { domain, tables: null, ii: head.ii, updated: head.meta.updated };
     const key = JSON.stringify(tables);
     if ((opts.ensure ?? true) && ensured.get(domain) !== key) {

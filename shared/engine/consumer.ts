@@ -68,7 +68,7 @@ export interface Coalescing {
 export const REFRESH_MS = 100;
 
 export interface Delivery {
-  /** Indices handled by this delivery, in order (gap fill first). Empty for a duplicate. */
+  /** Indices handled by this delivery, in order (gap fill first); a coalescing consumer's: the `ii` it caught up to. Empty for a duplicate. */
   handled: number[];
   duplicate: boolean;
   /** The scope is not one this consumer accepts: nothing was handled or recorded. */
@@ -135,7 +135,10 @@ export class Consumer {
     const reached = await catchUp(event, cursor);
     // Gone: no cursor is written, so none outlives the purge of the scope's cursors (its id may be
     // created again later). The scope's later events remove again, which changes nothing.
-    if (reached === null) return { handled: [], duplicate: false, gone: true };
+    if (reached === null) {
+      this.known?.delete(event.scope);
+      return { handled: [], duplicate: false, gone: true };
+    }
     if (reached < Math.max(event.ii, cursor)) {
       throw new PatchbayError('internal', `consumer ${this.name} caught ${event.scope} up to ${reached}, behind ${Math.max(event.ii, cursor)}`);
     }

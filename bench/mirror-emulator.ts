@@ -169,11 +169,14 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
     await visibleAt(WARM, (await on.engine.head(`hot-${WARM}`)).ii);
     // The row is at the head long before the warm-up's last events are delivered (each is still
     // pushed, its cursor advanced): wait for the deliveries to stop, so the round has the consumer alone.
-    for (let n = -1, quiet = 0; quiet < 3 && performance.now() - t0 < 300_000; ) {
-      await new Promise((r) => setTimeout(r, 500));
-      quiet = pushes.length === n ? quiet + 1 : 0;
-      n = pushes.length;
-    }
+    const quiet = async () => {
+      for (let n = -1, still = 0; still < 3 && performance.now() - t0 < 300_000; ) {
+        await new Promise((r) => setTimeout(r, 500));
+        still = pushes.length === n ? still + 1 : 0;
+        n = pushes.length;
+      }
+    };
+    await quiet();
     const warmDeliveries = pushes.length;
 
     // Seen from outside too, for every patch: its answer → a row at or past its `ii` visible,
@@ -216,6 +219,11 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
     const handled = inRound.map((p) => p.ms);
     const refused = inRound.filter((p) => !p.ok).length;
     const busy = handled.reduce((a, b) => a + b, 0);
+    // Every delivery of the round, up to the last (the events queued behind the row's catch-up):
+    // the consumer's rate, in events per second of the round.
+    await quiet();
+    const round = pushes.filter((p) => p.at >= roundStart);
+    const lastDone = Math.max(...round.map((p) => p.at + p.ms));
     const without = await writeHot(off, 'hot', MEASURED, o.writers, o.perWriter);
     await new Promise((r) => setTimeout(r, FLUSH_MS * 2)); // the lag recorder's timer writes the last samples
     const s = await mirror.status(MEASURED, LAG_WINDOW_MS);
@@ -230,6 +238,9 @@ export async function lagOnEmulators(o: EmulatorLagOptions): Promise<void> {
     o.say(`  (the warm-up's ${warmDeliveries} deliveries were over before the round)`);
     o.say(
       `  push deliveries to the mirror consumer from the round's start to the row at the head: ${handled.length} (${refused} answered non-2xx, so redelivered), ${ms(pct(handled, 50))} p50 / ${ms(pct(handled, 99))} p99 each in the handler, handler time ${((100 * busy) / (drained - roundStart)).toFixed(0)}% of the wall time (over 100%: deliveries overlap) of ${ms(drained - roundStart)}`,
+    );
+    o.say(
+      `  every delivery of the round: ${round.length} events in ${ms(lastDone - roundStart)} from the round's start = ${((1000 * round.length) / (lastDone - roundStart)).toFixed(0)} events/s (writes: ${withMirror.toFixed(0)} patches/s)`,
     );
     o.say(
       `  write-hot throughput with the mirror ${withMirror.toFixed(0)} patches/s vs without (baseline, same stack) ${without.toFixed(0)} patches/s = ${(withMirror / without).toFixed(2)}x`,

@@ -374,7 +374,10 @@ export async function createApp(config: Config, opts: AppOptions = {}): Promise<
         throw err;
       }
     };
-    consumers.push(new Consumer(MIRROR_CONSUMER, adapters.ledger, readLog, sync.handle, mirrored, mirrorWants));
+    // Coalescing (shared/engine/consumer.ts): one catch-up to the head per burst, the cursors it moved
+    // trusted for half the id reservation of deleted scopes, at most 10 s.
+    const cacheMs = Math.min(10_000, config.deleteRetentionMs / 2);
+    consumers.push(new Consumer(MIRROR_CONSUMER, adapters.ledger, readLog, { catchUp: sync.catchUp, cacheMs }, mirrored, mirrorWants));
   }
   // Configurations not uploaded (files, in-process) have no apply to make their webhooks' secrets: made here, at start.
   if (fixed instanceof StaticConfigs)

@@ -4,12 +4,13 @@
  * several scopes; a failing handler is called again with the same patch until it succeeds, and
  * nothing after it is handled first; a restart (a new delivery over the same ledger, which never
  * saw the commits) catches up from the cursors; and through the app, an embedded server delivers
- * to its consumers by itself.
+ * to its consumers by itself. A coalescing consumer (the mirror's kind) is called far less often
+ * than once per patch, ends at the head, and a failing catch-up moves no cursor.
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache, SqliteLedger } from '../shared/adapters/embedded/index.js';
-import { Consumer, type PatchHandler } from '../shared/engine/consumer.js';
+import { type Coalescing, Consumer, type PatchHandler } from '../shared/engine/consumer.js';
 import { Engine } from '../shared/engine/engine.js';
 import { LocalDelivery } from '../shared/engine/local-delivery.js';
 import type { PatchEvent } from '../shared/protocol.js';
@@ -20,7 +21,7 @@ afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-function setup(handlers: Record<string, PatchHandler>, ledger = new SqliteLedger(':memory:')) {
+function setup(handlers: Record<string, PatchHandler | Coalescing>, ledger = new SqliteLedger(':memory:')) {
   let delivery: LocalDelivery | null = null;
   const engine = new Engine({ ledger, cache: new MemoryCache(), bus: new LocalBus(), blobs: new FsBlobStore(tempDir()) }, testConfig(), {
     logError: () => {},
@@ -85,6 +86,36 @@ describe('LocalDelivery', () => {
     await delivery.idle();
     expect(failures).toBe(3);
     expect(seen).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('a coalescing consumer: a burst costs a few catch-ups to the head, each one cursor move; a failed one moves nothing', async () => {
+    let engine: Engine | null = null;
+    const calls: Array<[string, number, number]> = [];
+    let failures = 0;
+    const catchUp = async (e: PatchEvent) => {
+      if (e.scope === 'flaky' && failures < 2) {
+        failures++;
+        throw new Error('down');
+      }
+      const head = (await (engine as Engine).head(e.scope)).ii;
+      calls.push([e.scope, e.ii, head]);
+      return head;
+    };
+    const s = setup({ m: { catchUp, cacheMs: 10_000 } });
+    engine = s.engine;
+    for (const id of ['hot', 'flaky']) await engine.createScope('u', { id });
+    await Promise.all(['hot', 'flaky'].flatMap((id) => Array.from({ length: 40 }, (_, i) => (engine as Engine).submit(id, 'u', patch(i)))));
+    await engine.settled();
+    await s.delivery.idle();
+    expect(failures).toBe(2);
+    for (const id of ['hot', 'flaky']) {
+      const mine = calls.filter(([scope]) => scope === id);
+      expect(mine.length).toBeLessThan(40);
+      expect(mine.at(-1)?.[2]).toBe(40);
+      for (const [, ii, head] of mine) expect(head).toBeGreaterThanOrEqual(ii);
+      // One cursor move per successful catch-up, to the head it reached.
+      expect(await s.ledger.getCursor('m', id)).toBe(40);
+    }
   });
 
   it('after a restart, catch-up delivers from each cursor what the old process never delivered', async () => {

@@ -1,7 +1,7 @@
 /**
- * The mirror consumer: a push consumer's handler (shared/engine/consumer.ts; delivered in-process
- * by LocalDelivery embedded, by Pub/Sub push on Google) that keeps each domain's mirror equal to
- * its scopes.
+ * The mirror consumer: a coalescing push consumer's handler (shared/engine/consumer.ts; delivered
+ * in-process by LocalDelivery embedded, by Pub/Sub push on Google) that keeps each domain's mirror
+ * equal to its scopes.
  *
  * For a patch event of a scope it reads the scope's head and its state at the head's `ii` (cheap:
  * the engine's near cache holds it after a local commit), makes sure the domain's schema matches
@@ -9,16 +9,17 @@
  * `ii`. Mirroring the head rather than the event's own `ii` is what makes this safe however events
  * arrive: the row written is always a true state of the scope (guarantee 2) at some `ii` at or past
  * the event, and the mirror keeps the newest row (shared/ports/mirror.ts, Order). So duplicates,
- * reordering, gaps (which the Consumer fills from the log first) and restarts (it catches up from
- * its cursor) all end with the rows at the head. Events at or below an `ii` this process already
- * mirrored are skipped.
+ * reordering, gaps (the state at head folds the missing patches) and restarts (the Consumer
+ * catches up from its cursor) all end with the rows at the head. It returns the `ii` it mirrored
+ * and the Consumer moves its cursor there at once: the events of a burst queued behind this one
+ * are then duplicates, so a hot scope costs one upsert and one cursor move per catch-up, not per
+ * patch (docs/mirror.md, "Mirror lag").
  *
  * A scope that no longer exists (`scope_not_found`: deleted) has its rows removed from every
  * domain's mirror (the event does not say which domain it was in). A failure throws, so the
  * Consumer does not move its cursor and the event is delivered again.
  */
-import { LRUCache } from 'lru-cache';
-import type { PatchHandler } from '../engine/consumer.js';
+import type { CatchUpHandler, Coalescing } from '../engine/consumer.js';
 import { PatchbayError } from '../errors.js';
 import type { Json } from '../json.js';
 import type { Head } from '../ports/ledger.js';
@@ -46,8 +47,8 @@ export interface MirrorConsumerOptions {
 
 /** The mirror's two entry points: the consumer's handler, and `touch` for changes that are not patches. */
 export interface MirrorSync {
-  /** The handler for the mirror's Consumer (patch events). */
-  handle: PatchHandler;
+  /** The handler for the mirror's Consumer (patch events): mirrors the head, returns the `ii` mirrored (null: the scope is gone). */
+  catchUp: CatchUpHandler;
   /**
    * Mirrors the scope's head again, whatever this process mirrored before: for what changes a
    * scope without a patch, and so without an event (its creation, its access, its name). Calls
@@ -57,38 +58,36 @@ export interface MirrorSync {
   touch(id: string): Promise<void>;
 }
 
-/** The handler for the mirror's Consumer. */
-export function mirrorHandler(opts: MirrorConsumerOptions): PatchHandler {
-  return mirrorSync(opts).handle;
+/** The handler for the mirror's Consumer (coalescing; `cacheMs` and `refreshMs` as in shared/engine/consumer.ts). */
+export function mirrorHandler(opts: MirrorConsumerOptions, tuning: Omit<Coalescing, 'catchUp'> = {}): Coalescing {
+  return { catchUp: mirrorSync(opts).catchUp, ...tuning };
 }
 
 export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
   /** Definitions `ensure` was last run with, per domain (as JSON): a change runs it again. */
   const ensured = new Map<string, string>();
-  /** The newest `ii` mirrored per scope by this process. Only a shortcut: forgetting costs an upsert. */
-  const mirrored = new LRUCache<string, number>({ max: 10_000 });
   /** touch: the running call per scope, and whether another was asked for meanwhile. */
   const touching = new Map<string, { again: boolean; done: Promise<void> }>();
 
-  /** Mirrors the scope at its head; returns the `ii` written (null: removed, or the domain has no mirror). */
-  const mirrorHead = async (id: string): Promise<{ domain: string; tables: string[]; ii: number } | null> => {
+  /**
+   * Mirrors the scope at its head; returns the `ii` written (`tables` null: the domain has no
+   * mirror, nothing written), or null when the scope is gone (its rows removed).
+   */
+  const mirrorHead = async (id: string, above = -1): Promise<{ domain: string; tables: string[] | null; ii: number; updated: number } | null> => {
     let head: Head;
     try {
       head = await opts.source.head(id);
     } catch (err) {
       if (!(err instanceof PatchbayError) || err.code !== 'scope_not_found') throw err;
       await opts.mirror.remove(null, id);
-      mirrored.delete(id);
       return null;
     }
     const domain = head.meta.domain;
     const tables = await opts.tables(domain);
-    if (tables === null) {
-      // No mirror: the scope's earlier events need nothing either (a catch-up replaying its history
-      // reads the head once). Should the domain declare tables later, its apply backfills them.
-      mirrored.set(id, head.ii);
-      return null;
-    }
+    // No mirror: the scope's earlier events need nothing either (a catch-up replaying its history
+    // reads the head once). Should the domain declare tables later, its apply backfills them.
+    // Or a head not past `above` (the Consumer's cursor; `touch` passes none: a new scope's head is 0): the mirror holds it already.
+    if (tables === null || head.ii <= above) return { domain, tables: null, ii: head.ii, updated: head.meta.updated };
     const key = JSON.stringify(tables);
     if ((opts.ensure ?? true) && ensured.get(domain) !== key) {
       await opts.mirror.ensure(domain, tables);
@@ -96,22 +95,27 @@ export function mirrorSync(opts: MirrorConsumerOptions): MirrorSync {
     }
     const state = await opts.source.stateAt(id, head.ii);
     await opts.mirror.upsert(domain, tables, { id, ii: head.ii, meta: head.meta, state });
-    mirrored.set(id, head.ii);
     const fed = Object.entries(withBuiltins(tables))
       .filter(([name, def]) => feeds(name, def, head.meta.type))
       .map(([name]) => name);
-    return { domain, tables: fed, ii: head.ii };
+    return { domain, tables: fed, ii: head.ii, updated: head.meta.updated };
+  };
+
+  // Always reads the head: the Consumer takes a returned `ii` as proof that the scope existed after
+  // it asked (shared/engine/consumer.ts), so no process-local shortcut answers for an event.
+  const catchUp: CatchUpHandler = async (event, cursor) => {
+    const done = await mirrorHead(event.scope, cursor);
+    if (done?.tables && opts.lag) {
+      // The lag of the event; for a duplicate that caught up all the same (shared/engine/consumer.ts),
+      // of the head's own patch (its commit time is the scope's `updated`).
+      opts.lag.note(done.domain, done.tables, event.scope, done.ii, event.ii > cursor ? event.at : done.updated);
+      await opts.lag.maybeFlush();
+    }
+    return done === null ? null : done.ii;
   };
 
   return {
-    handle: async (event) => {
-      if ((mirrored.get(event.scope) ?? 0) >= event.ii) return;
-      const done = await mirrorHead(event.scope);
-      if (done && opts.lag) {
-        opts.lag.note(done.domain, done.tables, event.scope, done.ii, event.at);
-        await opts.lag.maybeFlush();
-      }
-    },
+    catchUp,
     touch(id) {
       const running = touching.get(id);
       if (running) {

@@ -15,7 +15,8 @@
  * Retention (PATCHBAY_DELETE_RETENTION_MS): a purged tombstone deleted longer ago is dropped by
  * the sweep, after one more pass over cold storage (for objects a crashed bundler wrote after
  * the purge: shared/cold/bundler.ts deletes what it wrote when it learns of the delete, but a
- * crash can stop it first) and the hot cache, and the id is free again.
+ * crash can stop it first), the ledger's part and `onPurge` (a consumer's cursor and mirror row
+ * written late) and the hot cache, and the id is free again.
  */
 import type { ColdStore } from '../cold/store.js';
 import type { Config } from '../config.js';
@@ -76,6 +77,11 @@ export class Deleter {
         try {
           if (!t.purged) await this.purge(t.id);
           if (t.deleted < before) {
+            // Once more before the id is free: a consumer that read the live head before the delete
+            // can have written its cursor (a scope's first) and mirror row after the purge; a new
+            // scope of this id must not meet them (its first events taken for duplicates).
+            while (!(await this.ledger.purgeScope(t.id, PURGE_CHUNK))) {}
+            await this.onPurge(t.id);
             await this.cold.deleteScope(t.id);
             await this.cache.delete(t.id); // an entry a late cache put left must not meet a new scope of this id
             await this.ledger.dropTombstone(t.id, before);

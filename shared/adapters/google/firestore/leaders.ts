@@ -48,8 +48,9 @@ export class FirestoreLeaders implements ScopeLeaders {
    * previous group is being written go out together in one batch (like the leader's claims and
    * answers), so a hot scope costs the inbox a few writes per group instead of one per request.
    */
-  private readonly creates = new WriteGroups<{ key: string; data: Record<string, unknown> }>((id, items) =>
-    this.writeEach(items, (batch, { key, data }) => batch.create(this.docs.inbox(id).doc(key), data)),
+  private readonly creates = new WriteGroups<{ key: string; data: Record<string, unknown> }>(
+    (id, items) => this.writeEach(items, (batch, { key, data }) => batch.create(this.docs.inbox(id).doc(key), data)),
+    ({ data }) => (data.req as string).length + 512,
   );
   /** Answered request documents to delete, grouped per scope the same way. */
   private readonly deletes = new WriteGroups<string>((id, keys) => this.writeEach(keys, (batch, key) => batch.delete(this.docs.inbox(id).doc(key))));
@@ -75,11 +76,13 @@ export class FirestoreLeaders implements ScopeLeaders {
       return results.map((value) => ({ status: 'fulfilled', value }));
     } catch (err) {
       if (items.length === 1) return [{ status: 'rejected', reason: err }];
+      // The batch may have been applied though its answer failed (UNAVAILABLE, DEADLINE_EXCEEDED):
+      // a create then finds its document there. Its key is a fresh random id, so it is ours: done.
       return Promise.allSettled(
         items.map((item) => {
           const one = this.docs.db.batch();
           add(one, item);
-          return one.commit();
+          return one.commit().catch((err: unknown) => (hasCode(err, ALREADY_EXISTS) ? [] : Promise.reject(err)));
         }),
       );
     }
@@ -96,8 +99,15 @@ export class FirestoreLeaders implements ScopeLeaders {
   async acquire(id: string, holder: string, ttlMs: number, now = Date.now()): Promise<LeaseAnswer> {
     const ref = this.docs.writeLease(id);
     const headRef = this.docs.head(id);
+    // A refusal while the lease stayed as read means only the head moved (a lapsed leader's last
+    // commit, a rename): not a rival taker, so it does not use up an attempt (up to a bound), or a
+    // busy head could starve the takeover and fail every request meanwhile.
+    let leaseSeen: Timestamp | undefined;
+    let headOnly = 0;
     for (let attempt = 1; ; attempt++) {
       const [lease] = await this.docs.db.getAll(ref);
+      if (leaseSeen !== undefined && lease?.updateTime?.isEqual(leaseSeen) && headOnly++ < HEAD_MOVES) attempt--;
+      leaseSeen = lease?.updateTime;
       const current = { holder: lease?.get('holder') as string | undefined, expires: num(lease?.get('expires')), epoch: num(lease?.get('epoch')) };
       const expires = now + ttlMs;
       // Held by another: answered without reading the head, which its leader is writing.
@@ -166,19 +176,26 @@ export class FirestoreLeaders implements ScopeLeaders {
     const answered = new Promise<HandedOutcome>((resolve) => listener.waiters.set(k, { resolve }));
     await listener.ready;
     if (key === undefined) {
-      await this.creates.add(id, {
-        key: k,
-        data: {
-          req: request.req,
-          user: request.user,
-          domain: request.domain,
-          retriable: request.retriable,
-          from: this.instance,
-          at: Date.now(),
-          done: false,
-          claimed: 0,
-        },
-      });
+      try {
+        await this.creates.add(id, {
+          key: k,
+          data: {
+            req: request.req,
+            user: request.user,
+            domain: request.domain,
+            retriable: request.retriable,
+            from: this.instance,
+            at: Date.now(),
+            done: false,
+            claimed: 0,
+          },
+        });
+      } catch (err) {
+        // Not created: nobody will answer it, so its waiter goes (and the answer listener with the last one).
+        listener.waiters.delete(k);
+        this.maybeStop(id, listener);
+        throw err;
+      }
     } else {
       // Waiting again: the answer may have come while nobody waited (the listener then dropped it).
       const [snap] = await this.docs.db.getAll(this.docs.inbox(id).doc(k));
@@ -351,14 +368,18 @@ export class FirestoreLeaders implements ScopeLeaders {
 /**
  * Writes grouped per scope, one group in flight per scope at a time: what is added while a group
  * is being written waits for it and goes out as the next group (at most MAX_BATCH items, the
- * Firestore batch limit); what is added while none is in flight waits one turn of the event loop,
+ * Firestore batch limit, and under MAX_BATCH_BYTES); what is added while none is in flight waits one turn of the event loop,
  * so the requests of one burst leave together. `write` settles each item's result, in order.
  */
 class WriteGroups<T> {
   private readonly waiting = new Map<string, Array<{ item: T; resolve: (v: unknown) => void; reject: (e: unknown) => void }>>();
   private readonly busy = new Set<string>();
 
-  constructor(private readonly write: (id: string, items: T[]) => Promise<Array<PromiseSettledResult<unknown>>>) {}
+  constructor(
+    private readonly write: (id: string, items: T[]) => Promise<Array<PromiseSettledResult<unknown>>>,
+    /** An item's size in a batch, bytes (a group stays under MAX_BATCH_BYTES; one item alone always goes). */
+    private readonly bytes: (item: T) => number = () => 0,
+  ) {}
 
   add(id: string, item: T): Promise<unknown> {
     return new Promise((resolve, reject) => {
@@ -375,7 +396,12 @@ class WriteGroups<T> {
   private flush(id: string): void {
     const queue = this.waiting.get(id);
     if (!queue || queue.length === 0 || this.busy.has(id)) return;
-    const group = queue.splice(0, MAX_BATCH);
+    let n = 0;
+    for (let total = 0; n < Math.min(queue.length, MAX_BATCH); n++) {
+      total += this.bytes((queue[n] as { item: T }).item);
+      if (n > 0 && total > MAX_BATCH_BYTES) break;
+    }
+    const group = queue.splice(0, n);
     if (queue.length === 0) this.waiting.delete(id);
     this.busy.add(id);
     this.write(
@@ -403,3 +429,7 @@ class WriteGroups<T> {
 
 /** Firestore's limit of writes in one batch. */
 const MAX_BATCH = 500;
+/** Below Firestore's 10 MiB per commit: a group of large requests (patches up to PATCHBAY_MAX_PATCH_BYTES each) is split. */
+const MAX_BATCH_BYTES = 9 * 1024 * 1024;
+/** Refusals of a takeover caused only by the head moving that do not use up an attempt. */
+const HEAD_MOVES = 20;

@@ -189,6 +189,33 @@ export function clientMuxContract(stack: string, start: StartServer): void {
       }
     });
 
+    it('presence of a scope it may not read fails alone (scope_not_found); the other watches go on on the stream', async () => {
+      proxy.buffer = false;
+      const open = await newScope();
+      const privateId = (await writer.request('POST', '/v1/scopes', { body: { state: {} } })).json.id as string;
+      const client = createClient({ url: proxy.url }); // another (anonymous) user
+      const lists: unknown[][] = [];
+      const errors: string[] = [];
+      try {
+        client.watchPresence(open, (present) => lists.push(present));
+        client.watchPresence(
+          privateId,
+          () => errors.push('told presence'),
+          (err) => errors.push(err.code),
+        );
+        await until(() => errors.length > 0 && lists.length > 0, 'the refusal and the readable scope’s list');
+        expect(errors).toEqual(['scope_not_found']);
+        const session = (await writer.request('POST', '/v1/sessions')).json.id as string;
+        expect((await writer.request('PUT', `/v1/scopes/${open}/presence`, { body: { session } })).status).toBe(200);
+        await until(() => lists.at(-1)?.length === 1, 'the join on the readable scope');
+        expect((await writer.request('DELETE', `/v1/sessions/${session}`, { body: {} })).status).toBe(200);
+        expect(errors).toEqual(['scope_not_found']);
+        expect(client.transportMode).toBe('stream');
+      } finally {
+        client.close();
+      }
+    });
+
     it('waits a random delay under a doubling cap before reconnecting (full jitter)', () => {
       for (const attempt of [0, 3, 10]) {
         const cap = Math.min(10_000, 250 * 2 ** attempt);

@@ -120,6 +120,58 @@ describe.skipIf(missing)('client: one connection for an origin’s tabs (Chromiu
     await until(() => srv.app.limits.openStreams === before, 'every stream closed');
   });
 
+  it('presence watched in two pages rides the one shared stream: relayed to the follower, kept when the leader goes', async () => {
+    const signIn = await request(srv.url, 'POST', '/v1/auth/anonymous', { headers: { origin } });
+    const token = signIn.json.token as string;
+    const make = async () => (await writer.request('POST', '/v1/scopes', { body: { state: { n: 0 }, access: { visibility: 'public' } } })).json.id as string;
+    const [a, b, c] = [await make(), await make(), await make()] as [string, string, string];
+    const session = (await writer.request('POST', '/v1/sessions')).json.id as string;
+    const join = async (id: string, status: string) =>
+      expect((await writer.request('PUT', `/v1/scopes/${id}/presence`, { body: { session, status } })).status).toBe(200);
+    await join(a, 'before');
+    const watch = (page: Page, ids: string[]) =>
+      page.evaluate((ids) => {
+        const t = (
+          globalThis as unknown as {
+            tab: { client: { watchPresence: (id: string, cb: (list: Array<{ status: unknown }>) => void) => unknown }; present?: Record<string, unknown> };
+          }
+        ).tab;
+        t.present ??= {};
+        const present = t.present;
+        for (const id of ids) t.client.watchPresence(id, (list: Array<{ status: unknown }>) => (present[id] = list.map((p) => p.status)));
+      }, ids);
+    const presentIn = (page: Page) => page.evaluate(() => (globalThis as unknown as { tab: { present: Record<string, unknown> } }).tab.present);
+    /** Whether the page's lists are `want` (whatever order its scopes were first told in). */
+    const shows = async (page: Page, want: Record<string, unknown>) => {
+      const sorted = (o: Record<string, unknown>) => JSON.stringify(Object.entries(o).sort(([x], [y]) => (x < y ? -1 : 1)));
+      return sorted(await presentIn(page)) === sorted(want);
+    };
+    const before = srv.app.limits.openStreams;
+    const context = await browser.newContext();
+    try {
+      const first = await tab(context, token, []);
+      await watch(first, [a, b]);
+      await until(async () => shows(first, { [a]: ['before'], [b]: [] }), 'the leader’s first lists');
+      const second = await tab(context, token, []);
+      await watch(second, [a, c]); // a is watched already: the leader tells it the list it holds
+      await until(async () => shows(second, { [a]: ['before'], [c]: [] }), 'the follower’s first lists, by relay');
+      expect(srv.app.limits.openStreams - before).toBe(1);
+      await join(c, 'in c');
+      await join(a, 'moved');
+      await until(async () => shows(second, { [a]: ['moved'], [c]: ['in c'] }), 'the follower hears the changes');
+      await until(async () => shows(first, { [a]: ['moved'], [b]: [] }), 'the leader too');
+      expect(srv.app.limits.openStreams - before).toBe(1);
+      await first.close();
+      await until(async () => (await look(second)).mode === 'stream', 'the second page leading');
+      expect((await writer.request('DELETE', `/v1/sessions/${session}`, { body: {} })).status).toBe(200);
+      await until(async () => shows(second, { [a]: [], [c]: [] }), 'the leaves, on the new leader’s stream');
+      await until(() => srv.app.limits.openStreams - before === 1, 'one stream left');
+    } finally {
+      await context.close();
+    }
+    await until(() => srv.app.limits.openStreams === before, 'every stream closed');
+  });
+
   it('a page served by another hears the connection state from it: reconnecting, offline, online', async () => {
     const proxy = await startProxy(srv.url);
     const signIn = await request(srv.url, 'POST', '/v1/auth/anonymous', { headers: { origin } });

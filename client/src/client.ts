@@ -300,9 +300,9 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     return readPresence(this.transport, scope);
   }
 
-  /** Calls `callback` with a scope's presence whenever it changes (on a stream of its own). Returns the function that stops it. */
+  /** Calls `callback` with a scope's presence whenever it changes (on the shared connection when multiplexed, else a stream of its own). Returns the function that stops it. */
   watchPresence(scope: string, callback: (present: PresenceEntry[]) => void, onError?: (err: PatchbayClientError) => void): () => void {
-    return this.watching((stop) => watchPresence(this.transport, scope, callback, this.failed(stop, onError)));
+    return this.watching((stop) => watchPresence(this.transport, scope, callback, this.failed(stop, onError), this.mux));
   }
 
   private watching(start: (stop: () => void) => () => void): () => void {

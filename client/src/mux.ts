@@ -16,6 +16,11 @@
  * drops the stream and long-polls each scope's history instead, trying the stream again after
  * `streamRetryMs`. Polling opens one request per scope: in a browser limited to six connections
  * per origin, many scopes then take turns.
+ *
+ * Presence (`watchPresence`): the stream also carries the presence of the scopes watched
+ * (`presence=a,b` on open, `presence: true`/`false` in a change), a scope watched only for its
+ * presence riding the stream like any other (its patches' index kept so a reopen resumes after
+ * them). Polling carries no presence: watchers hear again (a new `sync`) once the stream is back.
  */
 import { createParser } from 'eventsource-parser';
 import { errorFrom, PatchbayClientError } from './errors.js';
@@ -45,12 +50,26 @@ interface Entry {
   poll?: AbortController;
 }
 
+/** A scope's presence watchers, and the last index its stream brought when no scope subscription keeps it. */
+interface Watched {
+  watchers: Set<PresenceWatcher>;
+  last?: number;
+}
+
+export interface PresenceWatcher {
+  /** A `presence` event's data (with its `scope`). */
+  onPresence(data: string): void;
+  onFatal(err: PatchbayClientError): void;
+}
+
 export class MuxStream {
   private readonly scopes = new Map<string, Entry>();
+  /** The scopes whose presence is watched. */
+  private readonly watched = new Map<string, Watched>();
   private mode: MuxMode = 'idle';
   private conn: AbortController | undefined;
   /** The open stream's id and the scopes it carries (as opened, then as changed). */
-  private stream: { id: string; carries: Set<string> } | undefined;
+  private stream: { id: string; carries: Set<string>; presence: Set<string> } | undefined;
   private attempt = 0;
   private running = false;
   private readonly heartbeatTimeoutMs: number;
@@ -78,7 +97,11 @@ export class MuxStream {
     this.scopes.set(id, entry);
     on.onStatus(this.mode === 'idle' ? 'connecting' : this.mode === 'polling' || this.stream ? 'online' : 'connecting');
     if (this.mode === 'polling') void this.pollScope(entry);
-    else if (this.stream) void this.change({ add: [position(id, on.lastId())] });
+    else if (this.stream) {
+      // One carried already (for its presence) is taken out and added back from this subscription's position.
+      const add = { ...this.position(id), ...(this.watched.has(id) ? { presence: true } : {}) };
+      void this.change(this.stream.carries.has(id) ? { remove: [id], add: [add] } : { add: [add] });
+    }
     if (!this.running) void this.run();
     return {
       close: () => {
@@ -86,11 +109,54 @@ export class MuxStream {
         this.scopes.delete(id);
         entry.poll?.abort();
         on.onStatus('closed');
-        if (this.scopes.size === 0)
-          this.conn?.abort(); // nothing left to carry: the loop ends
-        else if (this.stream?.carries.has(id)) void this.change({ remove: [id] });
+        if (this.watched.has(id)) this.keepLast(id, on.lastId());
+        else this.leave(id);
       },
     };
+  }
+
+  /** Watches scope `id`'s presence on the shared connection: each `presence` event to `w`. */
+  watchPresence(id: string, w: PresenceWatcher): Subscription {
+    const known = this.watched.get(id);
+    const entry = known ?? { watchers: new Set<PresenceWatcher>() };
+    entry.watchers.add(w);
+    if (!known) {
+      this.watched.set(id, entry);
+      if (this.stream) void this.change({ add: [{ ...this.position(id), presence: true }] });
+      if (!this.running) void this.run();
+    }
+    return {
+      close: () => {
+        if (!entry.watchers.delete(w) || entry.watchers.size > 0 || this.watched.get(id) !== entry) return;
+        this.watched.delete(id);
+        if (this.scopes.has(id)) {
+          if (this.stream?.presence.has(id)) void this.change({ add: [{ scope: id, presence: false }] });
+        } else this.leave(id);
+      },
+    };
+  }
+
+  /** Nothing follows `id` any more: the stream stops carrying it (or ends, with nothing left). */
+  private leave(id: string): void {
+    if (this.scopes.size === 0 && this.watched.size === 0)
+      this.conn?.abort(); // nothing left to carry: the loop ends
+    else if (this.stream?.carries.has(id)) void this.change({ remove: [id] });
+  }
+
+  private keepLast(id: string, last: number | undefined): void {
+    const w = this.watched.get(id);
+    if (w && typeof last === 'number' && (w.last === undefined || last > w.last)) w.last = last;
+  }
+
+  /** Scope `id`'s position: its subscription's, or (watched for presence only) the last index seen. */
+  private position(id: string): { scope: string; since?: number } {
+    const e = this.scopes.get(id);
+    return position(id, e ? e.on.lastId() : this.watched.get(id)?.last);
+  }
+
+  /** Every scope carried: subscribed, or watched for presence. */
+  private get followed(): Set<string> {
+    return new Set([...this.scopes.keys(), ...this.watched.keys()]);
   }
 
   private setMode(mode: MuxMode): void {
@@ -104,6 +170,9 @@ export class MuxStream {
   }
 
   private fatal(id: string, err: PatchbayClientError): void {
+    const w = this.watched.get(id);
+    this.watched.delete(id);
+    for (const watcher of w?.watchers ?? []) watcher.onFatal(err);
     const e = this.scopes.get(id);
     if (!e) return;
     this.scopes.delete(id);
@@ -116,10 +185,10 @@ export class MuxStream {
   private async run(): Promise<void> {
     this.running = true;
     try {
-      while (this.scopes.size > 0) {
+      while (this.followed.size > 0) {
         this.status(this.attempt === 0 ? 'connecting' : 'reconnecting');
         const outcome = await this.connect().catch((err: unknown) => err);
-        if (this.scopes.size === 0) break;
+        if (this.followed.size === 0) break;
         if (outcome === 'silent') {
           await this.pollAll();
           this.attempt = 0;
@@ -132,7 +201,7 @@ export class MuxStream {
             continue;
           }
           if (!outcome.retryable && outcome.code !== 'unauthorized') {
-            for (const id of [...this.scopes.keys()]) this.fatal(id, outcome);
+            for (const id of this.followed) this.fatal(id, outcome);
             break;
           }
         }
@@ -164,16 +233,18 @@ export class MuxStream {
         conn.abort();
       }, this.heartbeatTimeoutMs);
     };
-    const carries = new Set(this.scopes.keys());
-    const query = [...this.scopes.values()].map((e) => position(e.id, e.on.lastId())).map((p) => (p.since === undefined ? p.scope : `${p.scope}@${p.since}`));
+    const carries = this.followed;
+    const presence = new Set(this.watched.keys());
+    const query = [...carries].map((id) => this.position(id)).map((p) => (p.since === undefined ? p.scope : `${p.scope}@${p.since}`));
+    const withPresence = presence.size > 0 ? `&presence=${[...presence].map(encodeURIComponent).join(',')}` : '';
     arm();
     try {
-      const res = await this.transport.send('GET', `/v1/events?scopes=${query.map(encodeURIComponent).join(',')}`, {
+      const res = await this.transport.send('GET', `/v1/events?scopes=${query.map(encodeURIComponent).join(',')}${withPresence}`, {
         headers: { accept: 'text/event-stream' },
         signal: conn.signal,
       });
       if (!res.ok || !res.body) throw await errorFrom(res);
-      const parser = createParser({ onEvent: (e) => this.onEvent(e.event ?? 'message', e.data, carries) });
+      const parser = createParser({ onEvent: (e) => this.onEvent(e.event ?? 'message', e.data, carries, presence) });
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       try {
         for (;;) {
@@ -201,17 +272,22 @@ export class MuxStream {
     }
   }
 
-  private onEvent(type: string, data: string, carries: Set<string>): void {
+  private onEvent(type: string, data: string, carries: Set<string>, presence: Set<string>): void {
     if (type === 'stream') {
       const id = (JSON.parse(data) as { stream: string }).stream;
-      this.stream = { id, carries };
+      this.stream = { id, carries, presence };
       this.attempt = 0; // it opened: the next drop starts the backoff afresh
       this.transport.conn.streamUp(this);
       this.setMode('stream');
       this.status('online');
       // Scopes subscribed or closed while it opened: change it now.
-      const add = [...this.scopes.values()].filter((e) => !carries.has(e.id)).map((e) => position(e.id, e.on.lastId()));
-      const remove = [...carries].filter((s) => !this.scopes.has(s));
+      const followed = this.followed;
+      const add = [...followed]
+        .filter((s) => !carries.has(s) || this.watched.has(s) !== presence.has(s))
+        .map((s) =>
+          carries.has(s) ? { scope: s, presence: this.watched.has(s) } : { ...this.position(s), ...(this.watched.has(s) ? { presence: true } : {}) },
+        );
+      const remove = [...carries].filter((s) => !followed.has(s));
       if (add.length > 0 || remove.length > 0) void this.change({ add, remove });
       return;
     }
@@ -226,23 +302,36 @@ export class MuxStream {
       return;
     }
     if (type === 'added') return;
-    this.scopes.get(scope)?.on.onEvent(type, data);
+    if (type === 'presence') {
+      for (const w of this.watched.get(scope)?.watchers ?? []) w.onPresence(data);
+      return;
+    }
+    const e = this.scopes.get(scope);
+    if (e) e.on.onEvent(type, data);
+    else this.keepLast(scope, (JSON.parse(data) as { ii?: number }).ii);
   }
 
   /** Changes in flight, one at a time: a remove then an add of one scope must reach the stream in that order. */
   private changes: Promise<void> = Promise.resolve();
 
   /** Changes the open stream; a change that fails is made at the next open instead (every open sends the whole set). */
-  private change(body: { add?: Array<{ scope: string; since?: number }>; remove?: string[] }): Promise<void> {
+  private change(body: Change): Promise<void> {
     const stream = this.stream;
     if (!stream) return Promise.resolve();
-    for (const p of body.add ?? []) stream.carries.add(p.scope);
-    for (const s of body.remove ?? []) stream.carries.delete(s);
+    for (const s of body.remove ?? []) {
+      stream.carries.delete(s);
+      stream.presence.delete(s);
+    }
+    for (const p of body.add ?? []) {
+      stream.carries.add(p.scope);
+      if (p.presence === true) stream.presence.add(p.scope);
+      if (p.presence === false) stream.presence.delete(p.scope);
+    }
     this.changes = this.changes.then(() => (this.stream === stream ? this.send(stream, body) : undefined));
     return this.changes;
   }
 
-  private async send(stream: { id: string }, body: { add?: Array<{ scope: string; since?: number }>; remove?: string[] }): Promise<void> {
+  private async send(stream: { id: string }, body: Change): Promise<void> {
     try {
       const res = await this.transport.send('POST', `/v1/events/${stream.id}`, { body });
       if (res.ok) return;
@@ -263,7 +352,7 @@ export class MuxStream {
     this.status('online');
     for (const e of this.scopes.values()) void this.pollScope(e);
     const until = this.streamRetryMs > 0 ? Date.now() + this.streamRetryMs : Number.POSITIVE_INFINITY;
-    while (this.scopes.size > 0 && Date.now() < until) await sleep(Math.min(250, until - Date.now()));
+    while (this.followed.size > 0 && Date.now() < until) await sleep(Math.min(250, until - Date.now()));
     for (const e of this.scopes.values()) e.poll?.abort();
   }
 
@@ -305,6 +394,12 @@ export class MuxStream {
       if (entry.poll === ac) entry.poll = undefined;
     }
   }
+}
+
+/** A change of the open stream (`POST /v1/events/{stream}`). */
+interface Change {
+  add?: Array<{ scope: string; since?: number; presence?: boolean }>;
+  remove?: string[];
 }
 
 function position(scope: string, since: number | undefined): { scope: string; since?: number } {

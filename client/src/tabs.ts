@@ -13,11 +13,15 @@
  * then applies the relayed patches; a patch past the next index makes the scope read the gap from
  * history (client/src/scope.ts), and one it has is dropped by index. So a follower that joins late,
  * or misses events while a new leader takes over, catches up from history.
+ *
+ * Presence (`watchPresence`) is carried the same way: the leader watches a scope's presence on its
+ * stream for every tab that asks (`psub`), relays each `presence` event, and keeps the scope's
+ * current list so a tab that asks later gets a `sync` of it at once.
  */
 import type { ConnectionStatus } from './connection.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import type { Transport } from './http.js';
-import { type MuxMode, type MuxOptions, MuxStream, type Subscription } from './mux.js';
+import { type MuxMode, type MuxOptions, MuxStream, type PresenceWatcher, type Subscription } from './mux.js';
 import type { StreamHandlers, StreamStatus } from './stream.js';
 
 /** How this tab gets events: as the leader (`MuxMode` of its stream), or relayed (`shared`). */
@@ -28,6 +32,9 @@ type Message =
   | { t: 'sub'; tab: string; scope: string; since?: number }
   | { t: 'unsub'; tab: string; scope: string }
   | { t: 'event'; scope: string; type: string; data: string }
+  | { t: 'psub'; tab: string; scope: string }
+  | { t: 'punsub'; tab: string; scope: string }
+  | { t: 'presence'; scope: string; data: string }
   | { t: 'status'; scope: string; status: StreamStatus }
   /** The leader's connection state (./connection.ts): the followers' own. */
   | { t: 'link'; status: ConnectionStatus }
@@ -60,6 +67,13 @@ interface Carried {
   sub: Subscription;
 }
 
+/** A scope whose presence the leader watches: the tabs that watch it, and its list as last told (by session). */
+interface CarriedPresence {
+  tabs: Set<string>;
+  present: Map<string, unknown> | undefined;
+  sub: Subscription;
+}
+
 export class TabShare {
   private readonly tab = randomTab();
   /** This tab's scopes, by id. */
@@ -69,6 +83,10 @@ export class TabShare {
   private leader: MuxStream | undefined;
   /** Leader only: the scopes it carries for the tabs. */
   private readonly carried = new Map<string, Carried>();
+  /** This tab's presence watchers, by scope. */
+  private readonly minePresence = new Map<string, Set<PresenceWatcher>>();
+  /** Leader only: the scopes whose presence it watches for the tabs. */
+  private readonly carriedPresence = new Map<string, CarriedPresence>();
   private closed = false;
   private releaseLock: () => void = () => {};
   onMode: (mode: TabMode) => void = () => {};
@@ -102,12 +120,81 @@ export class TabShare {
     };
   }
 
+  watchPresence(id: string, w: PresenceWatcher): Subscription {
+    const known = this.minePresence.get(id);
+    const watchers = known ?? new Set<PresenceWatcher>();
+    watchers.add(w);
+    if (!known) {
+      this.minePresence.set(id, watchers);
+      void this.ready.then(() => this.followPresence(id));
+    }
+    return {
+      close: () => {
+        if (!watchers.delete(w) || watchers.size > 0 || this.minePresence.get(id) !== watchers) return;
+        this.minePresence.delete(id);
+        void this.ready.then(() => {
+          if (this.leader) this.dropPresence(this.tab, id);
+          else this.post({ t: 'punsub', tab: this.tab, scope: id });
+        });
+      },
+    };
+  }
+
+  private followPresence(id: string): void {
+    if (!this.minePresence.has(id)) return;
+    if (this.leader) this.carryPresence(this.tab, id);
+    else this.post({ t: 'psub', tab: this.tab, scope: id });
+  }
+
+  /** Leader: `tab` watches scope `id`'s presence; one watched already is told to it at once (a `sync`). */
+  private carryPresence(tab: string, id: string): void {
+    const known = this.carriedPresence.get(id);
+    if (known) {
+      known.tabs.add(tab);
+      if (known.present) this.relayPresence(id, known, JSON.stringify({ scope: id, action: 'sync', present: [...known.present.values()] }));
+      return;
+    }
+    const c: CarriedPresence = { tabs: new Set([tab]), present: undefined, sub: { close() {} } };
+    this.carriedPresence.set(id, c);
+    c.sub = (this.leader as MuxStream).watchPresence(id, {
+      onPresence: (data) => {
+        const e = JSON.parse(data) as { action: string; user: string; session: string; since: number; status: unknown; present?: Array<{ session: string }> };
+        if (e.action === 'sync') c.present = new Map((e.present ?? []).map((p) => [p.session, p]));
+        else if (e.action === 'leave') c.present?.delete(e.session);
+        else c.present?.set(e.session, { user: e.user, session: e.session, since: e.since, status: e.status });
+        this.relayPresence(id, c, data);
+      },
+      onFatal: (err) => {
+        this.carriedPresence.delete(id);
+        if (c.tabs.has(this.tab)) this.failPresence(id, err);
+        this.post({ t: 'fatal', scope: id, code: err.code, message: err.message, status: err.status, details: err.details });
+      },
+    });
+  }
+
+  private relayPresence(id: string, c: CarriedPresence, data: string): void {
+    if (c.tabs.has(this.tab)) for (const w of this.minePresence.get(id) ?? []) w.onPresence(data);
+    this.post({ t: 'presence', scope: id, data });
+  }
+
+  private dropPresence(tab: string, id: string): void {
+    release(this.carriedPresence, tab, id);
+  }
+
+  private failPresence(id: string, err: PatchbayClientError): void {
+    const watchers = this.minePresence.get(id);
+    this.minePresence.delete(id);
+    for (const w of watchers ?? []) w.onFatal(err);
+  }
+
   /** Leaves the channel and gives up the lead (another tab takes it). */
   close(): void {
     this.closed = true;
     this.releaseLock();
     for (const c of this.carried.values()) c.sub.close();
     this.carried.clear();
+    for (const c of this.carriedPresence.values()) c.sub.close();
+    this.carriedPresence.clear();
     this.channel?.close();
   }
 
@@ -150,6 +237,7 @@ export class TabShare {
     this.leader.onMode = (m) => this.onMode(m);
     this.onMode(this.leader.currentMode);
     for (const [id, on] of this.mine) this.carry(this.tab, id, on.lastId());
+    for (const id of this.minePresence.keys()) this.carryPresence(this.tab, id);
     this.post({ t: 'leader', tab: this.tab });
   }
 
@@ -188,6 +276,7 @@ export class TabShare {
         // A new leader: tell it this tab's scopes again (it does not know them).
         if (this.leader) return;
         for (const [id, on] of this.mine) this.follow(id, on);
+        for (const id of this.minePresence.keys()) this.followPresence(id);
         return;
       case 'sub':
         if (!this.leader) return;
@@ -196,6 +285,15 @@ export class TabShare {
         return;
       case 'unsub':
         if (this.leader) this.drop(m.tab, m.scope);
+        return;
+      case 'psub':
+        if (this.leader) this.carryPresence(m.tab, m.scope);
+        return;
+      case 'punsub':
+        if (this.leader) this.dropPresence(m.tab, m.scope);
+        return;
+      case 'presence':
+        if (!this.leader) for (const w of this.minePresence.get(m.scope) ?? []) w.onPresence(m.data);
         return;
       case 'event':
         if (!this.leader) this.mine.get(m.scope)?.onEvent(m.type, m.data);
@@ -208,6 +306,7 @@ export class TabShare {
         return;
       case 'fatal': {
         if (this.leader) return;
+        this.failPresence(m.scope, new PatchbayClientError(m.code as PatchbayClientError['code'], m.message, m.status, m.details));
         const on = this.mine.get(m.scope);
         if (!on) return;
         this.mine.delete(m.scope);
@@ -256,13 +355,18 @@ export class TabShare {
 
   /** Leader: `tab` no longer follows `id`; the stream stops carrying it when no tab does. */
   private drop(tab: string, id: string): void {
-    const c = this.carried.get(id);
-    if (!c) return;
-    c.tabs.delete(tab);
-    if (c.tabs.size > 0) return;
-    this.carried.delete(id);
-    c.sub.close();
+    release(this.carried, tab, id);
   }
+}
+
+/** `tab` no longer follows `id` in `carried`; its subscription closes when no tab does. */
+function release(carried: Map<string, { tabs: Set<string>; sub: Subscription }>, tab: string, id: string): void {
+  const c = carried.get(id);
+  if (!c) return;
+  c.tabs.delete(tab);
+  if (c.tabs.size > 0) return;
+  carried.delete(id);
+  c.sub.close();
 }
 
 /** The token's `sub` when it is a JWT, else the token itself hashed into a short tag (tabs of one user share). */

@@ -140,6 +140,82 @@ export function clientMuxContract(stack: string, start: StartServer): void {
       }
     });
 
+    it('watches the presence of 3 scopes on its one connection (the scopes’ own streams without multiplex)', async () => {
+      proxy.buffer = false;
+      await until(() => srv.app.limits.openStreams === 0, 'the earlier tests’ streams released');
+      const before = { total: proxy.streamsTotal, open: srv.app.limits.openStreams };
+      const ids = await Promise.all(Array.from({ length: 3 }, () => newScope()));
+      const session = (await writer.request('POST', '/v1/sessions')).json.id as string;
+      const join = async (id: string, status: unknown) =>
+        expect((await writer.request('PUT', `/v1/scopes/${id}/presence`, { body: { session, status } })).status).toBe(200);
+      await join(ids[0] as string, 'early'); // present before the watch: in the first list
+      const client = createClient({ url: proxy.url, token: writer.token });
+      const seen = new Map<string, Array<Array<[string, unknown]>>>(ids.map((id) => [id, []]));
+      const last = (id: string) => seen.get(id)?.at(-1);
+      try {
+        const scope = client.scope(ids[1] as string); // followed for its state as well
+        await scope.ready;
+        const stops = ids.map((id) => client.watchPresence(id, (present) => seen.get(id)?.push(present.map((p) => [p.session, p.status]))));
+        await until(() => ids.every((id) => last(id) !== undefined), 'a first list for every scope');
+        expect(last(ids[0] as string)).toEqual([[session, 'early']]);
+        expect(last(ids[2] as string)).toEqual([]);
+        for (const id of ids) await join(id, `in ${id}`);
+        await until(() => ids.every((id) => JSON.stringify(last(id)) === JSON.stringify([[session, `in ${id}`]])), 'each join (or update) seen');
+        await append(ids[1] as string, 1);
+        await until(() => scope.ii === 1, 'the followed scope still live');
+        expect(proxy.streamsOpen).toBe(1);
+        expect(proxy.streamsTotal - before.total).toBe(1);
+        expect(srv.app.limits.openStreams - before.open).toBe(1);
+        stops[2]?.(); // no longer watched: its leave is not heard
+        expect((await writer.request('DELETE', `/v1/sessions/${session}`, { body: {} })).status).toBe(200);
+        await until(() => last(ids[0] as string)?.length === 0 && last(ids[1] as string)?.length === 0, 'the leaves');
+        await new Promise((r) => setTimeout(r, 300));
+        expect(last(ids[2] as string)).toEqual([[session, `in ${ids[2]}`]]);
+        expect(proxy.streamsTotal - before.total).toBe(1);
+      } finally {
+        client.close();
+      }
+      await until(() => srv.app.limits.openStreams === before.open, 'the stream released after close');
+      const single = createClient({ url: proxy.url, token: writer.token, multiplex: false });
+      const lists: unknown[] = [];
+      try {
+        const total = proxy.streamsTotal;
+        const stops = ids.map((id) => single.watchPresence(id, (present) => lists.push(present)));
+        await until(() => lists.length >= 3, 'a first list from each own stream');
+        expect(proxy.streamsTotal - total).toBe(3);
+        for (const stop of stops) stop();
+      } finally {
+        single.close();
+      }
+    });
+
+    it('presence of a scope it may not read fails alone (scope_not_found); the other watches go on on the stream', async () => {
+      proxy.buffer = false;
+      const open = await newScope();
+      const privateId = (await writer.request('POST', '/v1/scopes', { body: { state: {} } })).json.id as string;
+      const client = createClient({ url: proxy.url }); // another (anonymous) user
+      const lists: unknown[][] = [];
+      const errors: string[] = [];
+      try {
+        client.watchPresence(open, (present) => lists.push(present));
+        client.watchPresence(
+          privateId,
+          () => errors.push('told presence'),
+          (err) => errors.push(err.code),
+        );
+        await until(() => errors.length > 0 && lists.length > 0, 'the refusal and the readable scope’s list');
+        expect(errors).toEqual(['scope_not_found']);
+        const session = (await writer.request('POST', '/v1/sessions')).json.id as string;
+        expect((await writer.request('PUT', `/v1/scopes/${open}/presence`, { body: { session } })).status).toBe(200);
+        await until(() => lists.at(-1)?.length === 1, 'the join on the readable scope');
+        expect((await writer.request('DELETE', `/v1/sessions/${session}`, { body: {} })).status).toBe(200);
+        expect(errors).toEqual(['scope_not_found']);
+        expect(client.transportMode).toBe('stream');
+      } finally {
+        client.close();
+      }
+    });
+
     it('waits a random delay under a doubling cap before reconnecting (full jitter)', () => {
       for (const attempt of [0, 3, 10]) {
         const cap = Math.min(10_000, 250 * 2 ** attempt);

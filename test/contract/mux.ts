@@ -9,9 +9,11 @@
  * changes nothing: no stream, and nothing reaches an open one.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { muxPatches, openMux } from '../helpers/mux-sse.js';
+import { type MuxReader, muxPatches, openMux } from '../helpers/mux-sse.js';
 import type { Client, TestServer } from '../helpers/server.js';
 import type { StartServer } from './http.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * `startPeers`: two instances of one deployment (google: one Firestore root and Pub/Sub topic),
@@ -178,6 +180,161 @@ export function muxContract(stack: string, start: StartServer, startPeers?: () =
       } finally {
         m.close();
       }
+    });
+
+    describe('presence on the shared stream (presence=a,b; add with presence)', () => {
+      const openSession = async (c: Client) => {
+        const res = await c.request('POST', '/v1/sessions');
+        expect(res.status).toBe(201);
+        return res.json.id as string;
+      };
+      const join = async (c: Client, scope: string, session: string, status?: unknown) =>
+        expect((await c.request('PUT', `/v1/scopes/${scope}/presence`, { body: { session, ...(status === undefined ? {} : { status }) } })).status).toBe(200);
+      /** The presence events seen, as [scope, action, session or the sessions a sync lists]. */
+      const presence = (m: MuxReader) =>
+        m.events
+          .filter((e) => e.type === 'presence')
+          .map((e) => [e.data.scope, e.data.action, e.data.action === 'sync' ? e.data.present.map((p: { session: string }) => p.session) : e.data.session]);
+
+      it('sends sync then join, update and leave for the named scopes only, each naming its scope; an add turns it on or off', async () => {
+        const a = await newScope();
+        const b = await newScope();
+        const c = await newScope();
+        const m = mux(`scopes=${a},${b}&presence=${a}`);
+        try {
+          const stream = await m.stream();
+          await m.waitFor((ev) => ev.some((e) => e.type === 'presence'));
+          expect(m.events.find((e) => e.type === 'presence')?.data).toEqual({ scope: a, action: 'sync', present: [] });
+          const s = await openSession(alice);
+          await join(alice, a, s, { cursor: 1 });
+          await m.waitFor(() => presence(m).length >= 2);
+          const joined = m.events.filter((e) => e.type === 'presence')[1];
+          expect(joined?.id).toBe('');
+          expect(joined?.data).toMatchObject({ scope: a, action: 'join', user: expect.any(String), session: s, status: { cursor: 1 } });
+          expect(Object.keys(joined?.data).sort()).toEqual(['action', 'scope', 'session', 'since', 'status', 'user']);
+          await join(alice, a, s, { cursor: 2 });
+          await m.waitFor(() => presence(m).length >= 3);
+          await join(alice, b, s); // b's presence is not carried: nothing
+          // b turned on (already carried: a sync, no `added`), c added with its presence.
+          expect(
+            (
+              await control(stream, {
+                add: [
+                  { scope: b, presence: true },
+                  { scope: c, presence: true },
+                ],
+              })
+            ).status,
+          ).toBe(202);
+          await m.waitFor(() => presence(m).length >= 5);
+          await m.waitFor((ev) => ev.some((e) => e.type === 'added'));
+          expect(m.events.filter((e) => e.type === 'added').map((e) => e.data.scope)).toEqual([c]);
+          await join(alice, c, s);
+          await m.waitFor(() => presence(m).length >= 6);
+          // a turned off: its leave is not sent; b's and c's are.
+          expect((await control(stream, { add: [{ scope: a, presence: false }] })).status).toBe(202);
+          await sleep(300); // the change reaches the stream (through the bus on Google)
+          expect((await alice.request('DELETE', `/v1/sessions/${s}`, { body: {} })).status).toBe(200);
+          await m.waitFor(() => presence(m).length >= 8);
+          await sleep(300);
+          const seen = presence(m);
+          expect(seen.slice(0, 3)).toEqual([
+            [a, 'sync', []],
+            [a, 'join', s],
+            [a, 'update', s],
+          ]);
+          expect(seen.slice(3, 5).sort()).toEqual(
+            [
+              [b, 'sync', [s]],
+              [c, 'sync', []],
+            ].sort(),
+          );
+          expect(seen[5]).toEqual([c, 'join', s]);
+          expect(seen.slice(6).sort()).toEqual(
+            [
+              [b, 'leave', s],
+              [c, 'leave', s],
+            ].sort(),
+          );
+          expect(m.events.filter((e) => e.type === 'state')).toHaveLength(3); // the scopes' own events go on as before
+        } finally {
+          m.close();
+        }
+      }, 30_000);
+
+      it('a removed scope, or one whose reader loses access, stops its presence', async () => {
+        const shared = await newScope(bob);
+        expect((await bob.request('PUT', `/v1/scopes/${shared}/access`, { body: { visibility: 'public' } })).status).toBe(200);
+        const a = await newScope();
+        const m = mux(`scopes=${shared},${a}&presence=${a},${shared}`);
+        try {
+          const stream = await m.stream();
+          await m.waitFor(() => presence(m).length >= 2);
+          const sb = await openSession(bob);
+          await join(bob, shared, sb);
+          await m.waitFor(() => presence(m).length >= 3);
+          expect((await bob.request('PUT', `/v1/scopes/${shared}/access`, { body: { visibility: 'private' } })).status).toBe(200);
+          await m.waitFor((ev) => ev.some((e) => e.type === 'removed'));
+          await join(bob, shared, sb, 'after'); // alice may no longer read it: she hears nothing of it
+          expect((await control(stream, { remove: [a] })).status).toBe(202);
+          await m.waitFor((ev) => ev.filter((e) => e.type === 'removed').length >= 2);
+          const sa = await openSession(alice);
+          await join(alice, a, sa);
+          await sleep(500);
+          expect(presence(m).sort()).toEqual(
+            [
+              [a, 'sync', []],
+              [shared, 'sync', []],
+              [shared, 'join', sb],
+            ].sort(),
+          );
+        } finally {
+          m.close();
+        }
+      }, 30_000);
+
+      it('refuses bad presence with a coded error, the same for a scope that exists and one that does not; nothing opens or changes', async () => {
+        const a = await newScope();
+        const bobs = await newScope(bob);
+        const before = srv.app.limits.openStreams;
+        const cases: Array<[string, number, string]> = [
+          [`scopes=${a}&presence=`, 400, 'invalid_request'],
+          [`scopes=${a}&presence=${a},${a}`, 400, 'invalid_request'],
+          [`scopes=${a}&presence=bad/id`, 400, 'invalid_request'],
+          [`scopes=${a},${bobs}&presence=${a},${bobs}`, 404, 'scope_not_found'],
+          [`scopes=${a},nope-${a}&presence=nope-${a}`, 404, 'scope_not_found'],
+        ];
+        for (const [query, status, code] of cases) {
+          const m = mux(query);
+          await m.ended;
+          expect([query, m.status]).toEqual([query, status]);
+          expect((m.error as { error: { code: string } }).error.code).toBe(code);
+        }
+        // Naming a scope not in `scopes` is refused before any lookup: bob's scope and none at all answer alike.
+        const answers = await Promise.all(
+          [`scopes=${a}&presence=${bobs}`, `scopes=${a}&presence=nope-${a}`].map(async (q) => {
+            const m = mux(q);
+            await m.ended;
+            const e = (m.error as { error: { code: string; message: string } }).error;
+            return [m.status, e.code, e.message.replace(/"[^"]*"/, 'X')];
+          }),
+        );
+        expect(answers[0]).toEqual(answers[1]);
+        expect(answers[0]?.[0]).toBe(400);
+        expect(srv.app.limits.openStreams).toBe(before);
+        const m = mux(`scopes=${a}`);
+        try {
+          const stream = await m.stream();
+          await m.waitFor((ev) => ev.some((e) => e.type === 'state'));
+          expect((await control(stream, { add: [{ scope: bobs, presence: true }] })).json.error).toMatchObject({ code: 'scope_not_found', scope: bobs });
+          expect((await control(stream, { add: [{ scope: a, presence: 'yes' }] })).json.error).toMatchObject({ code: 'invalid_request' });
+          expect((await control(stream, { add: [{ scope: a, presence: true }] }, bob)).json.error).toMatchObject({ code: 'scope_not_found', scope: a });
+          await sleep(300);
+          expect(m.events.map((e) => e.type)).toEqual(['stream', 'state']);
+        } finally {
+          m.close();
+        }
+      });
     });
 
     it('refuses a bad open with a coded error naming the scope, and opens nothing', async () => {

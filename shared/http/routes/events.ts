@@ -8,8 +8,8 @@
  */
 import type { Caller } from '../../engine/access.js';
 import { PatchbayError } from '../../errors.js';
-import type { PresenceView } from '../../sessions/presence.js';
 import { type Ctx, intParam, parseIndex, readableHead, reader, scopeId, user } from '../context.js';
+import { PresenceFeed } from '../presence-feed.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 import { patchFrame, SseWriter, streamEnd } from '../sse.js';
@@ -76,25 +76,15 @@ async function serveStream(
     sse.start(config.sseRetryMs);
     await sse.event(type, data, ii);
   };
-  // Presence: what this stream's client was last told, by session; changes are diffed against it one at a time.
-  let known: Map<string, PresenceView> | null = null;
-  let presenceChain: Promise<void> = Promise.resolve();
-  const presenceChanged = () => {
-    const signalled = sessions.presence.mark(); // a read started after this sees the change: the scope's streams share one
-    presenceChain = presenceChain
-      .then(async () => {
-        if (gone() || known === null) return;
-        const now = new Map((await sessions.presence.list(id, signalled)).map((e) => [e.session, e]));
-        for (const [s, e] of now) {
-          const was = known.get(s);
-          if (!was) await sse.event('presence', JSON.stringify({ action: 'join', ...e }));
-          else if (JSON.stringify(was.status) !== JSON.stringify(e.status)) await sse.event('presence', JSON.stringify({ action: 'update', ...e }));
-        }
-        for (const [s, e] of known) if (!now.has(s)) await sse.event('presence', JSON.stringify({ action: 'leave', ...e }));
-        known = now;
-      })
-      .catch((err: unknown) => ctx.deps.logger.error({ message: 'presence read failed', scope: id, err: String(err) }));
-  };
+  const feed = withPresence
+    ? new PresenceFeed(
+        sessions.presence,
+        id,
+        (e) => sse.event('presence', JSON.stringify(e)),
+        gone,
+        (e) => ctx.deps.logger.error(e),
+      )
+    : undefined;
   let stop: () => Promise<void>;
   try {
     stop = await engine.openStream(
@@ -111,7 +101,7 @@ async function serveStream(
         },
         failed: () => finish(), // end with a retry hint: the client resumes from its last id
         revoked: () => finish(), // its reconnect is refused (404), which ends an EventSource
-        ...(withPresence ? { presence: presenceChanged } : {}),
+        ...(feed ? { presence: () => feed.changed() } : {}),
       },
       { reader: caller },
     );
@@ -120,15 +110,7 @@ async function serveStream(
     throw err;
   }
   sse.start(config.sseRetryMs);
-  if (withPresence) {
-    presenceChain = presenceChain.then(async () => {
-      const present = await sessions.presence.list(id).catch(() => []);
-      if (gone()) return;
-      known = new Map(present.map((e) => [e.session, e]));
-      await sse.event('presence', JSON.stringify({ action: 'sync', present }));
-    });
-    presenceChanged(); // a change between the subscription and the read above
-  }
+  feed?.start();
   const keepAlive =
     session !== null && caller !== null
       ? setInterval(
@@ -142,7 +124,7 @@ async function serveStream(
   await sse.hold(finished, config.sseHeartbeatMs, config.sseMaxMs);
   clearInterval(keepAlive);
   await stop();
-  await presenceChain;
+  await feed?.stop();
   sse.end(config.sseRetryMs);
 }
 

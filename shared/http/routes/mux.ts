@@ -29,7 +29,15 @@
  * stream slot (PATCHBAY_SSE_MAX_PER_USER, PATCHBAY_SSE_MAX_PER_INSTANCE) whatever its number
  * of scopes, sends heartbeats, and ends before PATCHBAY_SSE_MAX_MS with a `retry:` hint; if any
  * of its scope streams fails (the log could not be read), the whole stream ends, to be reopened
- * with the positions the client has. Presence is not carried (use a scope's own stream).
+ * with the positions the client has.
+ *
+ * Presence (issue 16 item 6): `presence=a,b` names scopes among `scopes` whose presence the stream
+ * also carries: what their own stream sends with `?presence=1` (./presence-feed.ts: `sync` once
+ * the scope is live, then `join`, `update`, `leave`), each `presence` event naming its scope. An
+ * added scope carries it with `presence: true`; adding a scope the stream already carries with
+ * `presence: true` or `false` turns its presence on (a new `sync`) or off, and nothing else. Only
+ * scopes the caller may read are carried, so no one sees the presence of a scope they could not
+ * stream; no further limit applies (it costs a store read per change, as on the single stream).
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -40,6 +48,7 @@ import type { PatchEvent } from '../../protocol.js';
 import { SCOPE_ID } from '../../protocol.js';
 import { readBody } from '../body.js';
 import { type Ctx, checkedParam, parseIndex, readableHead, reader } from '../context.js';
+import { PresenceFeed } from '../presence-feed.js';
 import { sendJson } from '../respond.js';
 import type { Route } from '../router.js';
 import { SseWriter, streamEnd } from '../sse.js';
@@ -52,6 +61,8 @@ const controlKey = (stream: string) => `mux/${stream}`;
 interface Position {
   scope: string;
   since?: number;
+  /** Carry the scope's presence too (undefined in a change: leave it as it is). */
+  presence?: boolean;
 }
 
 /** What `POST /v1/events/{stream}` sends the stream through the bus. */
@@ -64,7 +75,9 @@ interface Control {
 const scopeIdSchema = z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}');
 const controlBody = z
   .strictObject({
-    add: z.array(z.strictObject({ scope: scopeIdSchema, since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional() })).optional(),
+    add: z
+      .array(z.strictObject({ scope: scopeIdSchema, since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(), presence: z.boolean().optional() }))
+      .optional(),
     remove: z.array(scopeIdSchema).optional(),
   })
   .refine((b) => (b.add?.length ?? 0) + (b.remove?.length ?? 0) > 0, 'name a scope to add or remove');
@@ -89,6 +102,20 @@ export function parseScopes(raw: string | null, max: number): Position[] {
     seen.add(scope);
     return at < 0 ? { scope } : { scope, since: parseIndex(item.slice(at + 1), 'scopes') };
   });
+}
+
+/** `presence=a,b`: scopes among those listed whose presence the stream carries; marks them. */
+export function parsePresence(raw: string | null, positions: Position[]): void {
+  if (raw === null) return;
+  if (raw === '') throw invalid('presence', 'must list scopes of `scopes` (presence=a,b)');
+  const seen = new Set<string>();
+  for (const scope of raw.split(',')) {
+    const p = positions.find((q) => q.scope === scope);
+    if (p === undefined) throw invalid('presence', `names a scope that is not in scopes: ${JSON.stringify(scope.slice(0, 140))}`);
+    if (seen.has(scope)) throw invalid('presence', `names ${scope} twice`);
+    seen.add(scope);
+    p.presence = true;
+  }
 }
 
 /** Rethrows `err` with the scope it is about among its details. */
@@ -130,7 +157,7 @@ async function open(ctx: Ctx): Promise<void> {
     const ii = parseIndex(lastEventId.slice(at + 1), 'Last-Event-ID');
     if (p.since === undefined || ii > p.since) p.since = ii;
   }
-  if (ctx.url.searchParams.has('presence')) throw invalid('presence', 'is not carried by a multiplexed stream; use the scope’s own stream');
+  parsePresence(ctx.url.searchParams.get('presence'), positions);
   await Promise.all(positions.map((p) => checkPosition(ctx, p, caller)));
   const release = await limits.openStream(caller?.id ?? `addr:${limits.clientAddress(ctx.req)}`);
   try {
@@ -141,7 +168,7 @@ async function open(ctx: Ctx): Promise<void> {
 }
 
 async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Promise<void> {
-  const { engine, config, logger } = ctx.deps;
+  const { engine, config, logger, sessions } = ctx.deps;
   const sse = new SseWriter(ctx.res);
   if (ctx.req.method === 'HEAD') {
     sse.start(config.sseRetryMs);
@@ -159,10 +186,32 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
   /** The scopes carried, by id: the stop of each one's engine stream once open (undefined while opening). */
   const scopes = new Map<string, (() => Promise<void>) | undefined>();
   const write = (text: string): Promise<void> | undefined => (gone() ? undefined : sse.frame(text));
+  /** The scopes whose presence the client wants, and the feed of each one that is open. */
+  const wantPresence = new Set<string>();
+  const feeds = new Map<string, PresenceFeed>();
+  /** Starts or stops the scope's presence feed as the client wants it; only for an open scope. */
+  const presence = async (scope: string): Promise<void> => {
+    const feed = feeds.get(scope);
+    if (wantPresence.has(scope) && scopes.get(scope) !== undefined && feed === undefined) {
+      const f = new PresenceFeed(
+        sessions.presence,
+        scope,
+        (e) => write(frame('presence', { scope, ...e })),
+        gone,
+        (e) => logger.error(e),
+      );
+      feeds.set(scope, f);
+      f.start();
+    } else if (!(wantPresence.has(scope) && scopes.has(scope)) && feed !== undefined) {
+      feeds.delete(scope);
+      await feed.stop();
+    }
+  };
 
   /** Opens one scope's engine stream; on failure tells the client (`removed` with the error) and forgets it. */
   const add = async (p: Position): Promise<void> => {
     scopes.set(p.scope, undefined);
+    if (p.presence) wantPresence.add(p.scope);
     let stopped = false;
     try {
       const stop = await engine.openStream(
@@ -172,6 +221,7 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
           state: (ii, state) => write(frame('state', { scope: p.scope, ii, state }, `${p.scope}@${ii}`)),
           patch: (e: PatchEvent) => write(frame('patch', { scope: p.scope, ii: e.ii, patch: e.patch, at: e.at, by: e.by }, `${p.scope}@${e.ii}`)),
           failed: () => finish(), // the client reopens with the positions it has
+          presence: () => feeds.get(p.scope)?.changed(),
           revoked: () => {
             stopped = true;
             void drop(p.scope, { code: 'scope_not_found', message: `scope ${p.scope} not found` });
@@ -184,8 +234,10 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
         return;
       }
       scopes.set(p.scope, stop);
+      await presence(p.scope);
     } catch (err) {
       scopes.delete(p.scope);
+      wantPresence.delete(p.scope);
       if (!(err instanceof PatchbayError)) logger.error({ message: 'mux: a scope stream did not open', scope: p.scope, err: String(err) });
       await write(frame('removed', { scope: p.scope, error: errorData(err) }));
     }
@@ -194,6 +246,8 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
     if (!scopes.has(scope)) return;
     const stop = scopes.get(scope);
     scopes.delete(scope);
+    wantPresence.delete(scope);
+    await presence(scope);
     await stop?.();
     await write(frame('removed', error ? { scope, error } : { scope }));
   };
@@ -211,7 +265,13 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
       for (const scope of c.remove ?? []) await drop(scope);
       for (const p of c.add ?? []) {
         if (gone()) return;
-        if (scopes.has(p.scope)) continue;
+        if (scopes.has(p.scope)) {
+          // Already carried: only its presence changes, if asked.
+          if (p.presence === true) wantPresence.add(p.scope);
+          if (p.presence === false) wantPresence.delete(p.scope);
+          await presence(p.scope);
+          continue;
+        }
         if (scopes.size >= config.sseMaxScopes) {
           await write(frame('removed', { scope: p.scope, error: { code: 'too_large', message: `a stream carries at most ${config.sseMaxScopes} scopes` } }));
           continue;
@@ -231,6 +291,7 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
     ending = true;
     await stopControl();
     await controls;
+    await Promise.all([...feeds.values()].map((f) => f.stop()));
     await Promise.all([...scopes.values()].map((stop) => stop?.()));
     sse.end(config.sseRetryMs);
   }

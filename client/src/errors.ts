@@ -40,9 +40,15 @@ export async function errorFrom(res: Response): Promise<PatchbayClientError> {
     body = undefined;
   }
   const error = (body as { error?: Record<string, unknown> } | undefined)?.error;
-  if (error && typeof error.code === 'string') {
-    const { code, message, ...details } = error;
-    return new PatchbayClientError(code as ErrorCode, typeof message === 'string' ? message : code, res.status, details);
-  }
+  if (error && typeof error.code === 'string') return errorOf(error as ServerError, res.status);
   return new PatchbayClientError(res.status >= 500 ? 'unavailable' : 'invalid_request', `HTTP ${res.status}`, res.status);
+}
+
+/** The server's error object (`{code, message, ...details}`), as the answer's body or a batch item's or a stream event's `error` carries it. */
+export type ServerError = { code: string; message?: unknown } & Record<string, unknown>;
+
+/** The PatchbayClientError of a server error object, with `status` (the answer's, or what the caller knows). */
+export function errorOf(error: ServerError, status: number): PatchbayClientError {
+  const { code, message, ...details } = error;
+  return new PatchbayClientError(code as ErrorCode, typeof message === 'string' ? message : code, status, details);
 }

@@ -9,7 +9,7 @@
  * (with `pgCode`), `query_timeout`, `unavailable`, `rate_limited`.
  */
 import type { Json } from '../../shared/json.js';
-import { PatchbayClientError } from './errors.js';
+import { errorOf, type PatchbayClientError, type ServerError } from './errors.js';
 import type { Transport } from './http.js';
 import { ScopeStream } from './stream.js';
 
@@ -57,10 +57,7 @@ export function watchQuery(
     onEvent(type, data) {
       if (ended) return;
       if (type === 'result') onResult(JSON.parse(data) as QueryResult);
-      else if (type === 'failed') {
-        const { code, message, ...details } = (JSON.parse(data) as { error: { code: string; message?: string } }).error;
-        end(new PatchbayClientError(code as PatchbayClientError['code'], message ?? code, 0, details));
-      }
+      else if (type === 'failed') end(errorOf((JSON.parse(data) as { error: ServerError }).error, 0));
     },
     onStatus() {},
     onFatal: (err) => end(err),

@@ -24,7 +24,7 @@ import type { Patch } from '../../shared/wire.js';
 import { applyPatch } from './apply.js';
 import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
-import { errorFrom, PatchbayClientError } from './errors.js';
+import { errorFrom, errorOf, PatchbayClientError } from './errors.js';
 import { UndoStack } from './history.js';
 import type { Transport } from './http.js';
 import type { OfflineStore, SavedPending, SavedScope } from './offline.js';
@@ -514,11 +514,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
       return batch.map(() => new PatchbayClientError('unavailable', 'resending in smaller batches', 503));
     }
     const { results } = (await res.json()) as { results: Array<Ack | { id: string; error: { code: ErrorCode; message?: string } & Record<string, unknown> }> };
-    return results.map((r) => {
-      if (!('error' in r)) return r;
-      const { code, message, ...details } = r.error;
-      return new PatchbayClientError(code, message ?? code, ERROR_CODES[code] ?? 0, details);
-    });
+    return results.map((r) => ('error' in r ? errorOf(r.error, ERROR_CODES[r.error.code] ?? 0) : r));
   }
 
   private acked(p: Pending, ack: Ack): void {

@@ -61,7 +61,11 @@ describe('the GCS stand-in verifies V4 signed URLs', () => {
       ['expiry', tamper('X-Goog-Expires', '7200'), { method: 'PUT', headers: up.headers, body }],
       [
         'date',
-        tamper('X-Goog-Date', new URL(up.url).searchParams.get('X-Goog-Date')?.replace(/\d{2}Z$/, '00Z') as string),
+        // a different second (never the signed one: a date signed at :00 becomes :01)
+        tamper(
+          'X-Goog-Date',
+          (new URL(up.url).searchParams.get('X-Goog-Date') as string).replace(/(\d{2})Z$/, (_, s) => (s === '00' ? '01Z' : '00Z')),
+        ),
         { method: 'PUT', headers: up.headers, body },
       ],
       ['extra parameter', `${up.url}&x=1`, { method: 'PUT', headers: up.headers, body }],

@@ -102,6 +102,7 @@ const WORKLOADS = [
   'catchup',
   // Through the TypeScript client (client-workloads.ts), embedded mode only.
   'client-pipelined',
+  'client-composed',
   'client-awaited',
   'client-hot',
   'client-fanout',
@@ -257,6 +258,7 @@ const TARGETS: Partial<Record<string, Target>> = {
   'embedded/write-hot/sharedb': { on: 'ratio', op: '>=', threshold: 2, text: '≥ 2× ShareDB' },
   'embedded/fanout/p99/sharedb': { on: 'ratio', op: '<=', threshold: 1, text: "≤ ShareDB's p99" },
   'embedded/client-pipelined/sharedb': { on: 'ratio', op: '>=', threshold: 1, text: '≥ ShareDB (in-memory), same pattern' },
+  'embedded/client-composed/sharedb': { on: 'ratio', op: '>=', threshold: 1, text: '≥ ShareDB (in-memory), same pattern, both composing' },
   'embedded/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
   'emulator/rebuild/raw-fold': { on: 'value', op: '>=', threshold: 200_000, text: '≥ 200,000 patches/s' },
   'embedded/catchup/floor': { on: 'value', op: '>=', threshold: 50_000, text: '≥ 50,000 patches/s' },
@@ -396,6 +398,7 @@ function workloadSize(mode: Mode, name: Workload, patches = 0): string {
     rebuild: `${n(patches)} patches`,
     catchup: `${n(patches)} patches`,
     'client-pipelined': `${n(z.single)} patches issued at once, then synced()`,
+    'client-composed': `${n(z.single)} patches issued at once, then synced(), the client composing`,
     'client-awaited': `${n(z.single)} sequential patches, each awaited`,
     'client-hot': `${z.hotWriters} clients × ${n(z.hotPerWriter)} patches`,
     'client-fanout': `${z.fanSubscribers} watching clients, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
@@ -708,6 +711,12 @@ async function runClientWorkloads(mode: Mode, z: ModeSizes, url: string, token: 
       sharedb: async (full) => tput(await sdbWriteSinglePipelined(sdb, full ? z.single : warm)),
       patchbay: async (full) => tput(await clientWriteSingle(url, token, full ? z.single : warm, true)),
       note: 'patchbay: every patch committed durably (fsync), sent in POST /v1/batch requests of the patches pending at each send; ShareDB: in memory, its client composes the ops pending while one is in flight into one op',
+    },
+    {
+      name: 'client-composed',
+      sharedb: async (full) => tput(await sdbWriteSinglePipelined(sdb, full ? z.single : warm)),
+      patchbay: async (full) => tput(await clientWriteSingle(url, token, full ? z.single : warm, true, true)),
+      note: "client-pipelined with the client's `compose` option: the patches pending at each send are joined into one patch (one index and log entry), committed durably (fsync), as ShareDB's client composes its ops (in memory)",
     },
     {
       name: 'client-awaited',

@@ -5,12 +5,13 @@
  * at random before reaching the server or after it committed (the answer never arrives), and
  * streams are cut at random. In every run both clients end in the server's state, at its head, and
  * the server's log is exactly the acknowledged patches: each index 1..n once, holding the patch
- * acknowledged with that index, and no acknowledged patch missing.
+ * acknowledged with that index (or, for a client drawn to compose, the patches acknowledged with
+ * it joined in the order they were made), and no acknowledged patch missing.
  *
  * And the offline queue across restarts: both clients have storage (openClient + memoryStorage),
  * and at random one "restarts": its object is closed and a new one opens the same storage,
  * resending what was pending with the original (session, si). Then every patch made is in the
- * log exactly once, or was dropped as a conflict (its promise rejected with `patch_failed`, or a
+ * log exactly once (alone, or joined with others of its client when it composes), or was dropped as a conflict (its promise rejected with `patch_failed`, or a
  * restored client's `conflict` event) and is not in the log: none lost, none doubled; every
  * acknowledged one is at the index its ack named; both clients end in the server state.
  */
@@ -86,10 +87,14 @@ describe('client property: random interleavings, lost requests and answers, cut 
         fc.array(fault, { maxLength: 30 }),
         fc.array(fault, { maxLength: 30 }),
         fc.integer({ min: 100, max: 600 }),
-        async (steps, fa, fb, cutMs) => {
+        fc.tuple(fc.boolean(), fc.boolean()),
+        async (steps, fa, fb, cutMs, [ca, cb]) => {
           const token = ((await (await fetch(`${srv.url}/v1/auth/anonymous`, { method: 'POST' })).json()) as { token: string }).token;
           const cut = () => cutMs + Math.floor(Math.random() * cutMs);
-          const clients = [createClient({ url: srv.url, token, fetch: faulty(fa, cut) }), createClient({ url: srv.url, token, fetch: faulty(fb, cut) })];
+          const clients = [
+            createClient({ url: srv.url, token, fetch: faulty(fa, cut), compose: ca }),
+            createClient({ url: srv.url, token, fetch: faulty(fb, cut), compose: cb }),
+          ];
           try {
             const first = await clients[0]?.create({ state: { keys: {}, log: [] } });
             const scopes = [first as LiveScope, clients[1]?.scope((first as LiveScope).id) as LiveScope];
@@ -106,9 +111,11 @@ describe('client property: random interleavings, lost requests and answers, cut 
             const settled = await Promise.allSettled(sent.map((x) => x.ack));
             await Promise.all(scopes.map((s) => s.synced()));
             const log = await converged(srv, token, scopes);
+            // Acked patches by index, in the order they were made: one patch each, or (a composing
+            // client) the patches joined into one entry, their operations in that order.
             const acked = new Map<number, Patch>();
             settled.forEach((r, i) => {
-              if (r.status === 'fulfilled') acked.set(r.value.ii, (sent[i] as { patch: Patch }).patch);
+              if (r.status === 'fulfilled') acked.set(r.value.ii, [...(acked.get(r.value.ii) ?? []), ...(sent[i] as { patch: Patch }).patch]);
             });
             expect(acked.size).toBe(log.length); // every committed patch was acknowledged, once
             for (const r of log) expect(acked.get(r.ii)).toEqual(r.patch);
@@ -135,14 +142,15 @@ describe('client property: random interleavings, lost requests and answers, cut 
         fc.array(step, { minLength: 5, maxLength: 25 }),
         fc.array(fault, { maxLength: 25 }),
         fc.integer({ min: 100, max: 500 }),
-        async (steps, faults, cutMs) => {
+        fc.tuple(fc.boolean(), fc.boolean()),
+        async (steps, faults, cutMs, compose) => {
           const token = ((await (await fetch(`${srv.url}/v1/auth/anonymous`, { method: 'POST' })).json()) as { token: string }).token;
           const f = faulty(faults, () => cutMs + Math.floor(Math.random() * cutMs));
           const storages: ClientStorage[] = [memoryStorage(), memoryStorage()];
           const all: PatchbayClient[] = [];
           const dropped = new Set<number>();
           const open = async (w: number) => {
-            const c = await openClient({ url: srv.url, token, storage: storages[w] as ClientStorage, fetch: f });
+            const c = await openClient({ url: srv.url, token, storage: storages[w] as ClientStorage, fetch: f, compose: compose[w] });
             c.on('conflict', (e) => dropped.add(markOf(e.patch)));
             all.push(c);
             return c;
@@ -179,10 +187,14 @@ describe('client property: random interleavings, lost requests and answers, cut 
             const log = await converged(srv, token, scopes);
             const inLog = new Map<number, number>();
             for (const r of log) {
-              const m = markOf(r.patch);
-              expect(inLog.has(m), `patch ${m} twice in the log`).toBe(false);
-              expect(r.patch).toEqual(made.get(m));
-              inLog.set(m, r.ii);
+              // Each made patch is two operations (its change, its mark); a composed entry holds several, in order.
+              for (let k = 0; k < r.patch.length; k += 2) {
+                const part = r.patch.slice(k, k + 2);
+                const m = markOf(part);
+                expect(inLog.has(m), `patch ${m} twice in the log`).toBe(false);
+                expect(part).toEqual(made.get(m));
+                inLog.set(m, r.ii);
+              }
             }
             for (const [m] of made) {
               expect(inLog.has(m) !== dropped.has(m), `patch ${m}: in the log ${inLog.has(m)}, dropped ${dropped.has(m)}`).toBe(true);

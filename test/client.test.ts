@@ -12,6 +12,7 @@ import { findProtoKey } from '../shared/json.js';
 import { patchSchema } from '../shared/protocol.js';
 import { clientContract } from './contract/client.js';
 import { clientApiContract } from './contract/client-api.js';
+import { clientComposeContract } from './contract/client-compose.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientOfflineContract } from './contract/client-offline.js';
 import { clientSessionsContract } from './contract/client-sessions.js';
@@ -22,6 +23,7 @@ clientOfflineContract('embedded', (overrides) => startServer(overrides));
 clientHistoryContract('embedded', (overrides) => startServer(overrides));
 clientSessionsContract('embedded', (overrides) => startServer(overrides));
 clientApiContract('embedded', (overrides) => startServer(overrides));
+clientComposeContract('embedded', (overrides) => startServer(overrides));
 
 describe("the client's local apply runs the RFC 6902 fixtures as the server does", () => {
   interface Case {

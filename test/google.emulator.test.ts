@@ -17,6 +17,7 @@ import { objectKey } from '../shared/uploads/uploads.js';
 import { claimsContract } from './contract/claims.js';
 import { clientContract } from './contract/client.js';
 import { clientApiContract } from './contract/client-api.js';
+import { clientComposeContract } from './contract/client-compose.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientMuxContract } from './contract/client-mux.js';
 import { clientOfflineContract } from './contract/client-offline.js';
@@ -93,6 +94,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   clientOfflineContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientApiContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientComposeContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientMuxContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // Uploads through the GCS stand-in's signed URLs, made ready by the client's `complete` (no finalize notification posted).

@@ -13,7 +13,7 @@ import { type MuxOptions, MuxStream } from './mux.js';
 import { OfflineStore, type Restored, type SavedScope } from './offline.js';
 import { type PresenceEntry, readPresence, watchPresence } from './presence.js';
 import { type QueryParams, type QueryResult, runQuery, watchQuery } from './queries.js';
-import { type ConflictEvent, LiveScope } from './scope.js';
+import { type ComposeLimits, type ConflictEvent, LiveScope } from './scope.js';
 import { Session } from './sessions.js';
 import type { ClientStorage } from './storage.js';
 import type { StreamHandlers, StreamStatus } from './stream.js';
@@ -40,6 +40,12 @@ export interface ClientOptions {
    * one connection per tab.
    */
   shareTabs?: boolean;
+  /**
+   * Join the patches of a scope that are waiting to be sent into one patch before sending them
+   * (client/src/scope.ts): one index, ack and log entry for many small patches, as ShareDB composes
+   * ops. Off by default, so every `patch()` call is its own entry in the scope's history.
+   */
+  compose?: boolean | ComposeLimits;
 }
 
 export interface OfflineOptions extends ClientOptions {
@@ -97,11 +103,14 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   private readonly saved: Map<string, SavedScope>;
   /** The shared connection (this tab's, or this origin's tabs'), unless each scope has its own stream. */
   private readonly mux: MuxStream | TabShare | undefined;
+  /** `compose`'s caps for every scope this client opens, when it composes. */
+  private readonly compose: ComposeLimits | undefined;
 
   /** Use `createClient`, or `openClient` for a client with storage. */
   constructor(opts: ClientOptions, restored?: Restored & { store: OfflineStore }) {
     super();
     this.transport = new Transport(opts);
+    this.compose = opts.compose ? (opts.compose === true ? {} : { ...opts.compose }) : undefined;
     this.session = restored?.client?.session ?? randomId();
     // Past every si stored anywhere: a crash can leave a scope's record (holding a patch and its
     // si) written and the client record of the same write pass not yet.
@@ -237,6 +246,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
           return si;
         },
         store: this.store,
+        ...(this.compose ? { compose: this.compose } : {}),
         onClose: (s) => {
           if (this.scopes.get(s.id) === s) this.scopes.delete(s.id);
         },

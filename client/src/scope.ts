@@ -17,6 +17,11 @@
  *   fetched from history and applied; the pending patches are re-applied on top, and one that no
  *   longer applies is dropped, reported as a `conflict`, and its promise rejects with `patch_failed`.
  * - Watchers see the optimistic state after every change, one consistent state at a time.
+ * - With `compose` (off by default), the patches not yet sent are joined, just before they are
+ *   sent, into one patch (their operations in order, under a size cap), as ShareDB composes the ops
+ *   pending while one is in flight: one index, one ack, one log entry and one event for all of
+ *   them. A joined patch the server refuses without committing (`patch_failed`, `too_large`) is
+ *   split back into the patches it was made of, which are then judged one by one as without it.
  */
 import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
 import { cloneJson, type Json } from '../../shared/json.js';
@@ -68,6 +73,10 @@ export interface ScopeEvents extends Record<string, unknown> {
 interface Pending {
   patch: Patch;
   si: number;
+  /** The patches a composed one was joined from (each keeps its own si, promise and undo entry). */
+  parts?: Pending[];
+  /** The patch's JSON size, once measured for composing. */
+  bytes?: number;
   /** The index the server committed it at, once acknowledged. */
   ack?: number;
   /** It went out in a request at least once (whose answer may have been lost). */
@@ -85,6 +94,16 @@ export interface ScopeContext {
   store?: OfflineStore;
   /** Follows the scope's events on a shared connection; without it the scope opens its own stream. */
   subscribe?(id: string, handlers: StreamHandlers): { close(): void };
+  /** Join the patches not yet sent into one before sending (see the guarantees above), within these caps. */
+  compose?: ComposeLimits;
+}
+
+/** How large one composed patch may grow: below the server's PATCHBAY_MAX_OPS and PATCHBAY_MAX_PATCH_BYTES. */
+export interface ComposeLimits {
+  /** Most operations in one composed patch (default 500). */
+  maxOps?: number;
+  /** Most bytes of JSON in one composed patch (default 64 KiB). */
+  maxBytes?: number;
 }
 
 export class LiveScope extends Emitter<ScopeEvents> {
@@ -101,6 +120,8 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private inflight: { pending: Set<Pending>; ii: number } | undefined;
   /** How many patches one request may carry (lowered when the server says its limit is smaller). */
   private batchMax = 100;
+  /** The caps of a composed patch (lowered when the server refuses one as too large); undefined: no composing. */
+  private composeCaps: { maxOps: number; maxBytes: number } | undefined;
   private held: PatchEventData[] = [];
   private sending = false;
   private closed = false;
@@ -121,6 +142,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
     initial?: { ii: number; state: Json; pending?: SavedPending[] },
   ) {
     super();
+    if (ctx.compose) this.composeCaps = { maxOps: ctx.compose.maxOps ?? 500, maxBytes: ctx.compose.maxBytes ?? 64 * 1024 };
     this.ready = new Promise<Json>((resolve, reject) => {
       this.settleReady = { resolve, reject };
     });
@@ -370,7 +392,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
     let s = c.state;
     const kept: Pending[] = [];
     const dropped: Array<[Pending, PatchbayClientError]> = [];
-    for (const p of this.pending) {
+    const queue = [...this.pending];
+    for (let i = 0; i < queue.length; i++) {
+      const p = queue[i] as Pending;
       if (p.ack !== undefined && p.ack <= c.ii) continue; // committed and folded into the confirmed state
       try {
         s = applyPatch(s, p.patch);
@@ -381,6 +405,10 @@ export class LiveScope extends Emitter<ScopeEvents> {
         // (session, si)) or its event decides.
         if (p.ack !== undefined || p.sent || this.inflight?.pending.has(p)) {
           kept.push(p);
+          continue;
+        }
+        if (p.parts) {
+          queue.splice(i + 1, 0, ...p.parts); // a composed patch not sent yet: its parts are judged one by one
           continue;
         }
         dropped.push([p, asClientError(err)]); // reported once the list is rebuilt (no splicing while iterating)
@@ -429,11 +457,18 @@ export class LiveScope extends Emitter<ScopeEvents> {
     let attempt = 0;
     try {
       for (;;) {
-        // Nothing leaves before it is stored with its si (./offline.ts): a restart resends it, never re-numbers it.
+        this.compose();
+        // Nothing leaves before it is stored with its si (./offline.ts): a restart resends it, never
+        // re-numbers it. Patches made while the store writes are not in this write: they wait for the next.
+        const stored = this.ctx.store ? new Set(this.pending) : undefined;
         if (this.ctx.store) await this.ctx.store.durable();
         if (this.closed) break;
-        const batch = this.pending.filter((x) => x.ack === undefined).slice(0, this.batchMax);
-        if (batch.length === 0) break;
+        const unacked = this.pending.filter((x) => x.ack === undefined);
+        const batch = (stored ? unacked.filter((x) => stored.has(x)) : unacked).slice(0, this.batchMax);
+        if (batch.length === 0) {
+          if (unacked.length > 0) continue; // made during the store's write: stored (and composed) next round
+          break;
+        }
         const base = this.head();
         this.inflight = { pending: new Set(batch), ii: base + 1 };
         for (const p of batch) p.sent = true;
@@ -456,7 +491,8 @@ export class LiveScope extends Emitter<ScopeEvents> {
           first ??= o;
           if (o.code === 'out_of_sync' || o.code === 'replay_required' || o.retryable) return; // resent next round
           dropped = true;
-          if (o.code === 'patch_failed') this.conflict(p, o);
+          if (p.parts && (o.code === 'patch_failed' || o.code === 'too_large')) this.split(p, o);
+          else if (o.code === 'patch_failed') this.conflict(p, o);
           else {
             this.pending.splice(this.pending.indexOf(p), 1);
             p.reject(o);
@@ -515,6 +551,73 @@ export class LiveScope extends Emitter<ScopeEvents> {
     }
     const { results } = (await res.json()) as { results: Array<Ack | { id: string; error: { code: ErrorCode; message?: string } & Record<string, unknown> }> };
     return results.map((r) => ('error' in r ? errorOf(r.error, ERROR_CODES[r.error.code] ?? 0) : r));
+  }
+
+  /**
+   * With `compose`: joins each run of patches not yet sent (a suffix of `pending`) into one patch
+   * with a new si, within the caps. A patch that went out once is never changed: its resend must
+   * be the same patch under the same si.
+   */
+  private compose(): void {
+    const caps = this.composeCaps;
+    if (!caps) return;
+    const first = this.pending.findIndex((p) => p.ack === undefined && !p.sent);
+    if (first < 0 || first === this.pending.length - 1) return;
+    const out = this.pending.slice(0, first);
+    let run: Pending[] = [];
+    let ops = 0;
+    let bytes = 0;
+    const close = () => {
+      if (run.length > 1) out.push(this.joined(run));
+      else out.push(...run);
+      run = [];
+      ops = 0;
+      bytes = 0;
+    };
+    for (const p of this.pending.slice(first)) {
+      p.bytes ??= JSON.stringify(p.patch).length;
+      if (run.length > 0 && (ops + p.patch.length > caps.maxOps || bytes + p.bytes > caps.maxBytes)) close();
+      run.push(p);
+      ops += p.patch.length;
+      bytes += p.bytes;
+    }
+    close();
+    if (out.length === this.pending.length) return;
+    this.pending = out;
+    this.persist();
+  }
+
+  /** One patch made of `run` (in order); its ack and refusal are each of theirs. */
+  private joined(run: Pending[]): Pending {
+    const parts = run.flatMap((p) => p.parts ?? [p]);
+    return {
+      patch: run.flatMap((p) => p.patch),
+      si: this.ctx.nextSi(),
+      parts,
+      bytes: run.reduce((n, p) => n + (p.bytes ?? 0), 0),
+      resolve: (ack) => {
+        for (const q of parts) q.resolve(ack);
+      },
+      reject: (err) => {
+        for (const q of parts) q.reject(err);
+      },
+    };
+  }
+
+  /**
+   * A composed patch the server refused without committing it: back to the patches it was made of
+   * (not sent: their own si were never used), to be re-applied and judged one by one. After
+   * `too_large` the caps halve, so the next composition is smaller.
+   */
+  private split(p: Pending, err: PatchbayClientError): void {
+    const parts = p.parts as Pending[];
+    const caps = this.composeCaps;
+    if (err.code === 'too_large' && caps) {
+      caps.maxOps = Math.max(1, Math.floor(Math.min(caps.maxOps, p.patch.length) / 2));
+      caps.maxBytes = Math.max(1024, Math.floor(Math.min(caps.maxBytes, p.bytes ?? caps.maxBytes) / 2));
+    }
+    for (const q of parts) q.sent = false;
+    this.pending.splice(this.pending.indexOf(p), 1, ...parts);
   }
 
   private acked(p: Pending, ack: Ack): void {

@@ -1,0 +1,167 @@
+/**
+ * The client's `compose` option (client/src/scope.ts) against a real server on both stacks
+ * (test/client.test.ts embedded, test/google.emulator.test.ts on the emulators). What it must
+ * guarantee: the patches waiting to be sent go as one patch (one index, one ack shared by each of
+ * them, one log entry holding their operations in order); the state is the same as without it; a
+ * composed patch the server refuses without committing (`patch_failed` after another writer got
+ * there first, `too_large` over the server's limits) is split back, so only the patch that no
+ * longer applies is reported as a conflict and the others are committed; a composed patch whose
+ * answer was lost is stored and resent after a restart as the same patch under the same si.
+ */
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fileStorage } from '../../client/src/file-storage.js';
+import { type Ack, type ConflictEvent, createClient, openClient, type Patch, PatchbayClientError } from '../../client/src/index.js';
+import { type TestServer, tempDir } from '../helpers/server.js';
+import { anonymousToken, history, serverState, until } from './client.js';
+import { switchable } from './client-offline.js';
+import type { StartServer } from './http.js';
+
+export function clientComposeContract(stack: string, start: StartServer): void {
+  describe(`the client's compose option (${stack})`, () => {
+    let srv: TestServer;
+    let small: TestServer;
+    beforeAll(async () => {
+      srv = await start({ sseMaxMs: 2000, sseRetryMs: 0 });
+      small = await start({ maxOps: 10, sseMaxMs: 2000, sseRetryMs: 0 });
+    });
+    const dirs: string[] = [];
+    afterAll(async () => {
+      await srv?.close();
+      await small?.close();
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    });
+
+    it('sends the patches waiting to be sent as one patch: one index and ack for all, their operations in order in one log entry', async () => {
+      const token = await anonymousToken(srv);
+      const c = createClient({ url: srv.url, token, compose: true });
+      const s = await c.create({ state: { list: [] } });
+      const first = Array.from({ length: 40 }, (_, i) => s.patch([{ op: 'add', path: '/list/-', value: i }]));
+      await Promise.resolve();
+      // made while the first request is in flight: composed into the next one
+      const second = Array.from({ length: 5 }, (_, i) => s.patch([{ op: 'add', path: '/list/-', value: 40 + i }]));
+      const acks = await Promise.all([...first, ...second]);
+      await s.synced();
+      expect(new Set(acks.slice(0, 40).map((a) => a.ii))).toEqual(new Set([1]));
+      expect(new Set(acks.slice(40).map((a) => a.ii))).toEqual(new Set([2]));
+      const log = await history(srv, token, s.id);
+      expect(log.map((e) => e.ii)).toEqual([1, 2]);
+      expect(log[0]?.patch).toEqual(Array.from({ length: 40 }, (_, i) => ({ op: 'add', path: '/list/-', value: i })));
+      expect(log[1]?.patch).toEqual(Array.from({ length: 5 }, (_, i) => ({ op: 'add', path: '/list/-', value: 40 + i })));
+      const head = await serverState(srv, token, s.id);
+      expect(head).toMatchObject({ ii: 2, state: { list: Array.from({ length: 45 }, (_, i) => i) } });
+      expect(s.state).toEqual(head.state);
+      // undo still takes back one patch() call, not the composed whole
+      await s.undo();
+      expect((s.state as { list: number[] }).list).toHaveLength(44);
+      await s.synced();
+      expect((await serverState(srv, token, s.id)).state).toEqual(s.state);
+      c.close();
+    });
+
+    it('a composed patch refused as patch_failed (another writer got there first) is split: only the part that no longer applies is a conflict', async () => {
+      const token = await anonymousToken(srv);
+      const other = createClient({ url: srv.url, token });
+      const base = await other.create({ state: { a: 0, x: { y: 1 }, b: [] } });
+      // The composing client's first write waits until the other writer's patch is committed.
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      let held = false;
+      const gated: typeof fetch = async (input, init) => {
+        if (init?.method === 'POST' && !held && /\/(batch|patches)$/.test(new URL(String(input)).pathname)) {
+          held = true;
+          await gate;
+        }
+        return fetch(input, init);
+      };
+      const c = createClient({ url: srv.url, token, fetch: gated, compose: true });
+      const s = c.scope(base.id);
+      await s.ready;
+      const conflicts: ConflictEvent[] = [];
+      s.on('conflict', (e) => conflicts.push(e));
+      const parts: Patch[] = [
+        [{ op: 'replace', path: '/a', value: 1 }],
+        [{ op: 'replace', path: '/x/y', value: 2 }],
+        [{ op: 'add', path: '/b/-', value: 'kept' }],
+      ];
+      const acks = parts.map((p) => s.patch(p));
+      await until(() => held, 'the composed write to be held');
+      await base.patch([{ op: 'remove', path: '/x' }]);
+      await base.synced();
+      release();
+      const settled = await Promise.allSettled(acks);
+      await s.synced();
+      expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      const refused = (settled[1] as PromiseRejectedResult).reason;
+      expect(refused).toBeInstanceOf(PatchbayClientError);
+      expect(refused.code).toBe('patch_failed');
+      expect(conflicts.map((e) => e.patch)).toEqual([parts[1]]);
+      const [a0, , a2] = settled.map((r) => (r.status === 'fulfilled' ? (r.value as Ack).ii : 0));
+      expect(a0).toBe(2);
+      expect(a2).toBe(2);
+      const log = await history(srv, token, base.id);
+      expect(log.map((e) => e.patch)).toEqual([[{ op: 'remove', path: '/x' }], [...(parts[0] as Patch), ...(parts[2] as Patch)]]);
+      const head = await serverState(srv, token, base.id);
+      expect(head.state).toEqual({ a: 1, b: ['kept'] });
+      await until(() => s.ii === 2, 'the client at head');
+      expect(s.state).toEqual(head.state);
+      c.close();
+      other.close();
+    });
+
+    it('a composed patch over the server’s operation limit is split and composed smaller, until every patch is committed', async () => {
+      const token = await anonymousToken(small);
+      const c = createClient({ url: small.url, token, compose: true });
+      const s = await c.create({ state: { list: [] } });
+      const errors: unknown[] = [];
+      c.on('error', (e) => errors.push(e));
+      const acks = Array.from({ length: 30 }, (_, i) => s.patch([{ op: 'add', path: '/list/-', value: i }]));
+      const results = await Promise.all(acks);
+      await s.synced();
+      const log = await history(small, token, s.id);
+      expect(log.length).toBeGreaterThan(2);
+      for (const e of log) expect(e.patch.length).toBeLessThanOrEqual(10);
+      expect(log.flatMap((e) => e.patch)).toEqual(Array.from({ length: 30 }, (_, i) => ({ op: 'add', path: '/list/-', value: i })));
+      // each patch's ack names the entry that holds it
+      let at = 0;
+      for (const e of log) for (const _ of e.patch) expect(results[at++]?.ii).toBe(e.ii);
+      expect((await serverState(small, token, s.id)).state).toEqual({ list: Array.from({ length: 30 }, (_, i) => i) });
+      expect(errors).toEqual([]);
+      c.close();
+    });
+
+    it('a composed patch whose answer was lost is resent after a restart as the same patch and si: committed once', async () => {
+      const token = await anonymousToken(srv);
+      const dir = tempDir('patchbay-compose-store-');
+      dirs.push(dir);
+      const storage = fileStorage(dir);
+      const add = (v: string): Patch => [{ op: 'add', path: '/log/-', value: v }];
+      const net = switchable();
+      const before = await openClient({ url: srv.url, token, storage, fetch: net.fetch, compose: true });
+      const s = await before.create({ state: { log: [] } });
+      expect((await s.patch(add('a'))).ii).toBe(1);
+      net.set('lose-answers'); // the server commits b+c as one patch; its answer never arrives
+      void s.patch(add('b'));
+      void s.patch(add('c'));
+      await until(() => net.writes > 0, 'the composed write to be sent');
+      const deadline = Date.now() + 15_000;
+      while ((await serverState(srv, token, s.id)).ii < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      net.set('offline');
+      void s.patch(add('d'));
+      await new Promise((r) => setTimeout(r, 100)); // let the store write it
+      // The process "dies": a new client opens the same storage.
+      const net2 = switchable();
+      const after = await openClient({ url: srv.url, token, storage, fetch: net2.fetch, compose: true });
+      const again = after.scope(s.id);
+      await after.synced();
+      expect((await history(srv, token, s.id)).map((r) => r.patch)).toEqual([add('a'), [...add('b'), ...add('c')], add('d')]);
+      expect(net2.duplicates).toBe(1); // b+c recognised as a retry, not applied again
+      await until(() => again.ii === 3, 'the restarted client at head');
+      expect(again.state).toEqual({ log: ['a', 'b', 'c', 'd'] });
+      before.close();
+      after.close();
+    });
+  });
+}

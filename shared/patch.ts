@@ -175,10 +175,16 @@ function tooLarge(index: number, what: 'maxStateBytes' | 'maxValueDepth', max: n
  * when a `budget` is given and an op would break it); `doc` may then be partly changed, so callers
  * pass a copy they can discard. `patch` itself is never changed: values are copied into the
  * document, so a later op can never alter what the caller records as the patch.
+ *
+ * `beforeOp`, when given, is called before each operation with the document so far and returns
+ * the document to apply it to: the client (client/src/apply.ts) copies there only the containers
+ * the operation changes, instead of the whole document up front. It must return a document equal
+ * in value to the one it was given.
  */
-export function applyPatch(doc: Json, patch: Patch, budget?: Budget): Json {
+export function applyPatch(doc: Json, patch: Patch, budget?: Budget, beforeOp?: (doc: Json, op: Operation) => Json): Json {
   let current = doc;
   patch.forEach((op: Operation, i) => {
+    if (beforeOp) current = beforeOp(current, op);
     const adds = op.op === 'add' || op.op === 'move' || op.op === 'copy';
     const target = resolve(current, op.path, i, adds);
     if (!adds && !target.exists) throw failed(i, `path ${op.path} does not exist`);

@@ -14,6 +14,8 @@
  *                     patch carries its predicted index, so concurrent writers conflict and rebase
  *                     (fetch the missing patches, resend); ShareDB's writers are subscribed and
  *                     transformed by its server.
+ *   client-hot-head   client-hot with the client's `ordering: 'head'`: appends carry no predicted
+ *                     index and the server places each at its head, so writers never refuse each other.
  *   client-fanout     N clients watching one scope (`watch`); one client sends a patch every
  *                     interval and awaits its ack; latency from just before the `patch()` call to
  *                     each watcher's callback with it (ShareDB: `bench/workloads.ts` sdbFanout).
@@ -21,12 +23,13 @@
  * The clients run in the load generator (one process, one core): N clients are N fetch-based
  * SSE streams there, as N browser tabs would be N processes.
  */
-import { type Ack, createClient, type LiveScope, type PatchbayClient } from '../client/src/index.js';
+import { type Ack, createClient, type LiveScope, type Ordering, type PatchbayClient } from '../client/src/index.js';
 import { quantile, sleep } from './harness.js';
 import { type Latency, paced, rate, sdbConnect, create as sdbCreate, submit as sdbSubmit, type Throughput } from './workloads.js';
 
 /** A client of `base` with the load generator's token. */
-const client = (base: string, token: string, compose = false): PatchbayClient => createClient({ url: base, token, compose });
+const client = (base: string, token: string, compose = false, ordering: Ordering = 'predicted'): PatchbayClient =>
+  createClient({ url: base, token, compose, ordering });
 
 export async function clientWriteSingle(base: string, token: string, n: number, pipelined: boolean, compose = false): Promise<Throughput> {
   const c = client(base, token, compose);
@@ -67,8 +70,8 @@ export async function sdbWriteSinglePipelined(url: string, n: number): Promise<T
   }
 }
 
-export async function clientWriteHot(base: string, token: string, writers: number, perWriter: number): Promise<Throughput> {
-  const clients = Array.from({ length: writers }, () => client(base, token));
+export async function clientWriteHot(base: string, token: string, writers: number, perWriter: number, ordering: Ordering = 'predicted'): Promise<Throughput> {
+  const clients = Array.from({ length: writers }, () => client(base, token, false, ordering));
   try {
     const first = await (clients[0] as PatchbayClient).create({ state: { list: [] } });
     const scopes: LiveScope[] = [first, ...clients.slice(1).map((c) => c.scope(first.id))];

@@ -105,6 +105,7 @@ const WORKLOADS = [
   'client-composed',
   'client-awaited',
   'client-hot',
+  'client-hot-head',
   'client-fanout',
   // Scale-out (emulator mode only): K API processes on one set of emulators.
   'scale-hot',
@@ -401,6 +402,7 @@ function workloadSize(mode: Mode, name: Workload, patches = 0): string {
     'client-composed': `${n(z.single)} patches issued at once, then synced(), the client composing`,
     'client-awaited': `${n(z.single)} sequential patches, each awaited`,
     'client-hot': `${z.hotWriters} clients × ${n(z.hotPerWriter)} patches`,
+    'client-hot-head': `${z.hotWriters} clients × ${n(z.hotPerWriter)} patches, ordering: 'head'`,
     'client-fanout': `${z.fanSubscribers} watching clients, ${n(z.fanMessages)} patches every ${z.fanIntervalMs} ms`,
     'scale-hot': `${z.scaleWriters} writers × ${n(z.scalePerWriter)} patches on one scope, spread over the instances, a stream on each`,
     'scale-many': `${z.scaleManyWriters} writers × ${n(z.scaleManyPerWriter)} patches over ${n(z.scaleManyScopes)} scopes, spread over the instances`,
@@ -728,6 +730,12 @@ async function runClientWorkloads(mode: Mode, z: ModeSizes, url: string, token: 
       sharedb: async (full) => tput(await sdbWriteHot(sdb, w, full ? per : 2)),
       patchbay: async (full) => tput(await clientWriteHot(url, token, w, full ? per : 2)),
       note: 'each patch carries its predicted index: concurrent writers conflict, fetch the missing patches and resend (no transformation); ShareDB transforms on its server',
+    },
+    {
+      name: 'client-hot-head',
+      sharedb: async (full) => tput(await sdbWriteHot(sdb, w, full ? per : 2)),
+      patchbay: async (full) => tput(await clientWriteHot(url, token, w, full ? per : 2, 'head')),
+      note: "client-hot with ordering: 'head': appends carry no index and the server applies each at its head, as ShareDB's server transforms an append to the end",
     },
     {
       name: 'client-fanout',

@@ -6,7 +6,8 @@
  * streams are cut at random. In every run both clients end in the server's state, at its head, and
  * the server's log is exactly the acknowledged patches: each index 1..n once, holding the patch
  * acknowledged with that index (or, for a client drawn to compose, the patches acknowledged with
- * it joined in the order they were made), and no acknowledged patch missing.
+ * it joined in the order they were made), and no acknowledged patch missing. Each client is drawn
+ * to predict indices or to let the server place its patches at the head (`ordering`).
  *
  * And the offline queue across restarts: both clients have storage (openClient + memoryStorage),
  * and at random one "restarts": its object is closed and a new one opens the same storage,
@@ -17,7 +18,17 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Ack, type ClientStorage, createClient, type LiveScope, memoryStorage, openClient, type Patch, type PatchbayClient } from '../client/src/index.js';
+import {
+  type Ack,
+  type ClientStorage,
+  createClient,
+  type LiveScope,
+  memoryStorage,
+  type Ordering,
+  openClient,
+  type Patch,
+  type PatchbayClient,
+} from '../client/src/index.js';
 import type { Json } from '../shared/json.js';
 import { type Fault, faulty } from './helpers/faulty-fetch.js';
 import { startServer, type TestServer } from './helpers/server.js';
@@ -88,12 +99,13 @@ describe('client property: random interleavings, lost requests and answers, cut 
         fc.array(fault, { maxLength: 30 }),
         fc.integer({ min: 100, max: 600 }),
         fc.tuple(fc.boolean(), fc.boolean()),
-        async (steps, fa, fb, cutMs, [ca, cb]) => {
+        fc.tuple(fc.constantFrom<Ordering>('predicted', 'head'), fc.constantFrom<Ordering>('predicted', 'head')),
+        async (steps, fa, fb, cutMs, [ca, cb], [oa, ob]) => {
           const token = ((await (await fetch(`${srv.url}/v1/auth/anonymous`, { method: 'POST' })).json()) as { token: string }).token;
           const cut = () => cutMs + Math.floor(Math.random() * cutMs);
           const clients = [
-            createClient({ url: srv.url, token, fetch: faulty(fa, cut), compose: ca }),
-            createClient({ url: srv.url, token, fetch: faulty(fb, cut), compose: cb }),
+            createClient({ url: srv.url, token, fetch: faulty(fa, cut), compose: ca, ordering: oa }),
+            createClient({ url: srv.url, token, fetch: faulty(fb, cut), compose: cb, ordering: ob }),
           ];
           try {
             const first = await clients[0]?.create({ state: { keys: {}, log: [] } });
@@ -143,14 +155,15 @@ describe('client property: random interleavings, lost requests and answers, cut 
         fc.array(fault, { maxLength: 25 }),
         fc.integer({ min: 100, max: 500 }),
         fc.tuple(fc.boolean(), fc.boolean()),
-        async (steps, faults, cutMs, compose) => {
+        fc.tuple(fc.constantFrom<Ordering>('predicted', 'head'), fc.constantFrom<Ordering>('predicted', 'head')),
+        async (steps, faults, cutMs, compose, ordering) => {
           const token = ((await (await fetch(`${srv.url}/v1/auth/anonymous`, { method: 'POST' })).json()) as { token: string }).token;
           const f = faulty(faults, () => cutMs + Math.floor(Math.random() * cutMs));
           const storages: ClientStorage[] = [memoryStorage(), memoryStorage()];
           const all: PatchbayClient[] = [];
           const dropped = new Set<number>();
           const open = async (w: number) => {
-            const c = await openClient({ url: srv.url, token, storage: storages[w] as ClientStorage, fetch: f, compose: compose[w] });
+            const c = await openClient({ url: srv.url, token, storage: storages[w] as ClientStorage, fetch: f, compose: compose[w], ordering: ordering[w] });
             c.on('conflict', (e) => dropped.add(markOf(e.patch)));
             all.push(c);
             return c;

@@ -15,6 +15,7 @@ import { clientApiContract } from './contract/client-api.js';
 import { clientComposeContract } from './contract/client-compose.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientOfflineContract } from './contract/client-offline.js';
+import { clientOrderingContract } from './contract/client-ordering.js';
 import { clientSessionsContract } from './contract/client-sessions.js';
 import { startServer } from './helpers/server.js';
 
@@ -24,6 +25,7 @@ clientHistoryContract('embedded', (overrides) => startServer(overrides));
 clientSessionsContract('embedded', (overrides) => startServer(overrides));
 clientApiContract('embedded', (overrides) => startServer(overrides));
 clientComposeContract('embedded', (overrides) => startServer(overrides));
+clientOrderingContract('embedded', (overrides) => startServer(overrides));
 
 describe("the client's local apply runs the RFC 6902 fixtures as the server does", () => {
   interface Case {

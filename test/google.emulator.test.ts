@@ -21,6 +21,7 @@ import { clientComposeContract } from './contract/client-compose.js';
 import { clientHistoryContract } from './contract/client-history.js';
 import { clientMuxContract } from './contract/client-mux.js';
 import { clientOfflineContract } from './contract/client-offline.js';
+import { clientOrderingContract } from './contract/client-ordering.js';
 import { clientSessionsContract } from './contract/client-sessions.js';
 import { configContract, failingPutOnce, type StartDelivering } from './contract/config.js';
 import { deletionContract } from './contract/deletion.js';
@@ -95,6 +96,7 @@ describe.skipIf(skip)('Google stack on the emulators', () => {
   clientHistoryContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientApiContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientComposeContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
+  clientOrderingContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   stateAtContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   clientMuxContract('google', (overrides) => startServer({ ...stack.config(), ...overrides }));
   // Uploads through the GCS stand-in's signed URLs, made ready by the client's `complete` (no finalize notification posted).

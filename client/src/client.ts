@@ -13,7 +13,7 @@ import { type MuxOptions, MuxStream } from './mux.js';
 import { OfflineStore, type Restored, type SavedScope } from './offline.js';
 import { type PresenceEntry, readPresence, watchPresence } from './presence.js';
 import { type QueryParams, type QueryResult, runQuery, watchQuery } from './queries.js';
-import { type ComposeLimits, type ConflictEvent, LiveScope } from './scope.js';
+import { type ComposeLimits, type ConflictEvent, LiveScope, type Ordering } from './scope.js';
 import { Session } from './sessions.js';
 import type { ClientStorage } from './storage.js';
 import type { StreamHandlers, StreamStatus } from './stream.js';
@@ -46,6 +46,15 @@ export interface ClientOptions {
    * ops. Off by default, so every `patch()` call is its own entry in the scope's history.
    */
   compose?: boolean | ComposeLimits;
+  /**
+   * How patches are ordered against other writers' (client/README.md, Consistency model).
+   * `predicted` (default): each patch carries the index it predicts and applies only to the state
+   * its author saw; when another writer got there first it is rebased and resent. `head`: patches
+   * carry no index and the server applies each to its head as it arrives, so writers on one hot
+   * scope never refuse each other; a patch that does not apply there is a conflict. For patches
+   * that mean the same on any state (appends with `-`, members by key, `test`-guarded changes).
+   */
+  ordering?: Ordering;
 }
 
 export interface OfflineOptions extends ClientOptions {
@@ -105,12 +114,17 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   private readonly mux: MuxStream | TabShare | undefined;
   /** `compose`'s caps for every scope this client opens, when it composes. */
   private readonly compose: ComposeLimits | undefined;
+  private readonly ordering: Ordering;
 
   /** Use `createClient`, or `openClient` for a client with storage. */
   constructor(opts: ClientOptions, restored?: Restored & { store: OfflineStore }) {
     super();
     this.transport = new Transport(opts);
     this.compose = opts.compose ? (opts.compose === true ? {} : { ...opts.compose }) : undefined;
+    if (opts.ordering !== undefined && opts.ordering !== 'predicted' && opts.ordering !== 'head') {
+      throw new PatchbayClientError('invalid_request', `ordering is 'predicted' or 'head', not ${JSON.stringify(opts.ordering)}`);
+    }
+    this.ordering = opts.ordering ?? 'predicted';
     this.session = restored?.client?.session ?? randomId();
     // Past every si stored anywhere: a crash can leave a scope's record (holding a patch and its
     // si) written and the client record of the same write pass not yet.
@@ -247,6 +261,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
         },
         store: this.store,
         ...(this.compose ? { compose: this.compose } : {}),
+        ...(this.ordering === 'head' ? { ordering: this.ordering } : {}),
         onClose: (s) => {
           if (this.scopes.get(s.id) === s) this.scopes.delete(s.id);
         },

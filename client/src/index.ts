@@ -31,7 +31,7 @@ export type { TokenProvider } from './http.js';
 export type { MuxMode, MuxOptions } from './mux.js';
 export type { PresenceEntry } from './presence.js';
 export type { QueryParams, QueryResult } from './queries.js';
-export { type Ack, type ComposeLimits, type ConflictEvent, LiveScope, type PatchEventData, type ScopeEvents, type Watcher } from './scope.js';
+export { type Ack, type ComposeLimits, type ConflictEvent, LiveScope, type Ordering, type PatchEventData, type ScopeEvents, type Watcher } from './scope.js';
 export { Session, type SessionEvents, type SessionView } from './sessions.js';
 export { type ClientStorage, indexedDbStorage, memoryStorage } from './storage.js';
 export type { StreamStatus } from './stream.js';

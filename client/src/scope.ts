@@ -6,7 +6,9 @@
  * Guarantees, enforced here:
  * - Every patch is sent with its predicted index (`ii`) and a retry key `(session, si)` fixed when
  *   the patch is made: a resend after a lost answer is recognised by the server and acknowledged
- *   once, never applied twice.
+ *   once, never applied twice. With `ordering: 'head'` patches carry no index: the server applies
+ *   each to its head as it arrives (in the order sent), and the index comes with the ack; one that
+ *   does not apply there is a conflict. Everything below holds for both.
  * - Patches of one scope are sent in the order they were made, with consecutive predicted
  *   indices: all those pending in one `POST /v1/batch` (committed together by the server's group
  *   commit), one request in flight per scope; patches made meanwhile go in the next request.
@@ -96,7 +98,16 @@ export interface ScopeContext {
   subscribe?(id: string, handlers: StreamHandlers): { close(): void };
   /** Join the patches not yet sent into one before sending (see the guarantees above), within these caps. */
   compose?: ComposeLimits;
+  /** `predicted` (the default): each patch carries the index it predicts; `head`: none, the server places it (see above). */
+  ordering?: Ordering;
 }
+
+/**
+ * How a client's patches are ordered against other writers' (client/README.md, Consistency model):
+ * `predicted`, each applies only to the state its author saw (else it is rebased and resent);
+ * `head`, each applies to whatever the server's head is when it arrives.
+ */
+export type Ordering = 'predicted' | 'head';
 
 /** How large one composed patch may grow: below the server's PATCHBAY_MAX_OPS and PATCHBAY_MAX_PATCH_BYTES. */
 export interface ComposeLimits {
@@ -533,13 +544,15 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private async send(batch: Pending[], base: number): Promise<Array<Ack | PatchbayClientError>> {
     const { transport, session } = this.ctx;
     const id = this.id;
+    // Predicted indices, or none (`ordering: 'head'`): the server places each patch at its head.
+    const at = (k: number): { ii?: number } => (this.ctx.ordering === 'head' ? {} : { ii: base + k + 1 });
     if (batch.length === 1) {
       const p = batch[0] as Pending;
-      const res = await transport.send('POST', `/v1/scopes/${encodeURIComponent(id)}/patches`, { body: { patch: p.patch, ii: base + 1, session, si: p.si } });
+      const res = await transport.send('POST', `/v1/scopes/${encodeURIComponent(id)}/patches`, { body: { patch: p.patch, ...at(0), session, si: p.si } });
       return [res.ok ? ((await res.json()) as Ack) : await errorFrom(res)];
     }
     const res = await transport.send('POST', '/v1/batch', {
-      body: { patches: batch.map((p, k) => ({ scope: id, patch: p.patch, ii: base + k + 1, session, si: p.si })) },
+      body: { patches: batch.map((p, k) => ({ scope: id, patch: p.patch, ...at(k), session, si: p.si })) },
     });
     if (!res.ok) {
       const err = await errorFrom(res);

@@ -9,7 +9,9 @@
  *   every acknowledged patch once, at the index its ack named;
  * - the server stops (SIGTERM to npm, as a supervisor does) and starts again on the same data
  *   directory and port: the pages' clients reconnect (streams resumed, writes made while it was
- *   down resent) and keep editing; nothing is lost or applied twice.
+ *   down resent) and keep editing; nothing is lost or applied twice;
+ * - the browser goes offline (emulated) and back: the client says `offline` at once, and the writes
+ *   queued meanwhile go out as soon as it is back, not after the backoff's wait.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
@@ -334,6 +336,40 @@ describe.skipIf(skip)('the client in headless Chromium against npm start', () =>
       expect(await stateAt(b, 'b', 19)).toEqual(end.state);
     } finally {
       await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('the browser going offline is offline at once; back online, the queued writes go out without waiting out the backoff', async () => {
+    const token = await signIn();
+    const created = await api(base, token, 'POST', '/v1/scopes', { state: { list: [], n: {} } });
+    const id = (JSON.parse(created.text) as { id: string }).id;
+    const p = await openPage(browser, page.origin);
+    try {
+      await openScope(p, base, token, 'c', id);
+      await p.evaluate(() => {
+        const g = globalThis as unknown as PageGlobals & { conn: string[] };
+        g.conn = [];
+        const c = g.clients.c as ClientModule.PatchbayClient;
+        for (const e of ['online', 'offline', 'reconnecting'] as const) c.on(e, () => g.conn.push(e));
+      });
+      await p.context().setOffline(true);
+      // The stream is still open (emulated offline stops new requests): only the browser's event says so.
+      await p.waitForFunction(() => (globalThis as unknown as { conn: string[] }).conn.includes('offline'), null, { timeout: 10_000 });
+      await appendMany(p, 'c', 'off-', 3);
+      // Long enough offline for the retries to back off to several seconds (250 ms doubling to 10 s).
+      await new Promise((r) => setTimeout(r, 7000));
+      expect((await serverState(base, token, id)).ii).toBe(0);
+      await p.context().setOffline(false);
+      const back = Date.now();
+      const r = await settle(p, 'c');
+      // Without the online event the next retry would come after a random wait of up to 8-10 s.
+      expect(Date.now() - back).toBeLessThan(4000);
+      expect(r.acks).toEqual([1, 2, 3]);
+      expect((await serverLog(base, token, id)).map((e) => e.patch[0])).toEqual(
+        expectedList('off-', 3).map((value) => ({ op: 'add', path: '/list/-', value })),
+      );
+    } finally {
+      await p.close();
     }
   });
 });

@@ -4,7 +4,8 @@
  * going away and back on both stacks. What it must guarantee: events only on a change; a loss
  * while online is `reconnecting`, `offline` only when an attempt started after the loss fails
  * too; nothing changes on a failure while a stream is up; a gateway's 502/503/504 is a failure,
- * the server's own JSON error an answer; a tab served by another takes that tab's state.
+ * the server's own JSON error an answer; a tab served by another takes that tab's state; the
+ * browser's `offline` event is `offline` at once and its `online` event ends every retry's wait.
  */
 import { expect, it } from 'vitest';
 import { Connection, type ConnectionStatus } from '../client/src/connection.js';
@@ -80,4 +81,32 @@ it('a tab served by another takes its state; its own failures count only when th
   conn.relay('connecting'); // it leads now: the relay no longer counts as a stream
   conn.failed(conn.mark());
   expect(seen).toEqual(['online', 'reconnecting', 'offline', 'online', 'reconnecting']);
+});
+
+it("the browser's offline event is offline at once, even with a stream up; its online event ends every retry's wait", async () => {
+  const { conn, seen } = watched();
+  conn.streamUp('stream');
+  expect(seen).toEqual(['online']);
+  conn.lost();
+  conn.lost(); // no second event
+  expect(seen).toEqual(['online', 'offline']);
+  // Retries waiting out a long backoff: all go when the network is back, not after 60 s.
+  const t0 = Date.now();
+  const aborted = new AbortController();
+  const waits = [conn.pause(60_000), conn.pause(60_000), conn.pause(60_000, aborted.signal)];
+  aborted.abort();
+  await waits[2];
+  conn.wake();
+  await Promise.all(waits);
+  expect(Date.now() - t0).toBeLessThan(30_000);
+  // a wait that starts after the wake waits its time again
+  let done = false;
+  void conn.pause(50).then(() => {
+    done = true;
+  });
+  conn.answered(200, 'application/json', conn.mark());
+  expect(done).toBe(false);
+  await new Promise((r) => setTimeout(r, 100));
+  expect(done).toBe(true);
+  expect(seen).toEqual(['online', 'offline', 'online']);
 });

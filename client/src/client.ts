@@ -139,7 +139,23 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     this.transport.conn.on('change', (c) => {
       if (c.status !== 'connecting') this.emit(c.status, c);
     });
+    // In a browser: its network events (./connection.ts). Node has none.
+    const g = globalThis as { addEventListener?: (type: string, f: () => void) => void; removeEventListener?: (type: string, f: () => void) => void };
+    if (typeof g.addEventListener === 'function') {
+      const conn = this.transport.conn;
+      const online = () => conn.wake();
+      const offline = () => conn.lost();
+      g.addEventListener('online', online);
+      g.addEventListener('offline', offline);
+      this.unlisten = () => {
+        g.removeEventListener?.('online', online);
+        g.removeEventListener?.('offline', offline);
+      };
+    }
   }
+
+  /** Stops listening to the browser's network events (set when there are any). */
+  private readonly unlisten: (() => void) | undefined;
 
   /** The connection as a whole (./connection.ts): `connecting`, `online`, `reconnecting` or `offline`; each change but the first is an event of that name. */
   get status(): ConnectionStatus {
@@ -220,6 +236,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
 
   /** Closes every open scope (their streams; unacknowledged patches are given up). */
   close(): void {
+    this.unlisten?.();
     this.epoch++;
     for (const s of [...this.scopes.values()]) s.close();
     this.closeWatches();

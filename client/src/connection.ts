@@ -13,6 +13,10 @@
  * - `offline`: an attempt that started after that also failed (or the first attempt from
  *   `connecting` did): the server cannot be reached. Retries go on; writes queue locally.
  *
+ * In a browser, its `offline` event makes the state `offline` at once (no request has to fail
+ * first), and its `online` event ends every retry's wait (`pause`): the streams reopen and the
+ * queued writes go out now, not at the end of a backoff of up to 10 s.
+ *
  * No flapping: an event fires only when the state changes, so a run of failures gives at most
  * `reconnecting` then `offline`, and a run of answers nothing. While a stream is up, a request
  * that fails changes nothing (the stream shows the server is there); a stream the server ends
@@ -38,6 +42,38 @@ export class Connection extends Emitter<{ change: ConnectionChange }> {
   private epoch = 0;
   /** The streams open now (any key: the multiplexed stream, a scope's own stream, another tab's relay). */
   private readonly up = new Set<unknown>();
+  /** The retries waiting in `pause`, each ended early by `wake`. */
+  private readonly sleepers = new Set<() => void>();
+
+  /**
+   * Waits `ms` (a retry's backoff), or less: until `wake` (the network is back) or `signal` aborts.
+   */
+  pause(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(done);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
+      signal?.addEventListener('abort', done);
+    });
+  }
+
+  /** The network is back (the browser's `online` event): every waiting retry goes now. */
+  wake(): void {
+    for (const done of [...this.sleepers]) done();
+  }
+
+  /** The network is gone (the browser's `offline` event): `offline` now, whatever the streams say. */
+  lost(): void {
+    if (this.status === 'offline') return;
+    this.epoch++;
+    this.set('offline', new PatchbayClientError('network_error', 'the browser is offline'));
+  }
+
   /** Taken when an attempt starts, given back to `failed`. */
   mark(): number {
     return this.epoch;

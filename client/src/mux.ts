@@ -206,7 +206,7 @@ export class MuxStream {
           }
         }
         this.status('reconnecting');
-        await sleep(backoff(this.attempt++));
+        await this.transport.conn.pause(backoff(this.attempt++));
       }
     } finally {
       this.running = false;
@@ -387,7 +387,7 @@ export class MuxStream {
             this.fatal(entry.id, e);
             return;
           }
-          await sleep(backoff(attempt++));
+          await this.transport.conn.pause(backoff(attempt++));
         }
       }
     } finally {

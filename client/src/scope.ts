@@ -523,10 +523,10 @@ export class LiveScope extends Emitter<ScopeEvents> {
             this.emit('error', asClientError(err));
           }
           // No progress (the missing patches are not readable yet): wait before asking again.
-          if (this.confirmed?.ii === before) await sleep(backoff(attempt++));
+          if (this.confirmed?.ii === before) await this.ctx.transport.conn.pause(backoff(attempt++));
         } else {
           // Retryable: the same patches with the same (session, si), which the server acknowledges once.
-          await sleep(backoff(attempt++));
+          await this.ctx.transport.conn.pause(backoff(attempt++));
         }
       }
     } finally {
@@ -698,8 +698,4 @@ export function asClientError(err: unknown): PatchbayClientError {
     return new PatchbayClientError(e.code as PatchbayClientError['code'], err.message, e.status, (e.details as Record<string, unknown>) ?? {});
   }
   return new PatchbayClientError('network_error', err instanceof Error ? err.message : String(err));
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

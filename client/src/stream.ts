@@ -64,7 +64,7 @@ export class ScopeStream {
       }
       if (this.closed) return;
       this.on.onStatus('reconnecting');
-      await sleep(backoff(this.attempt++), this.abort.signal);
+      await this.transport.conn.pause(backoff(this.attempt++), this.abort.signal);
     }
   }
 
@@ -101,16 +101,4 @@ export class ScopeStream {
       reader.releaseLock();
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done);
-  });
 }

@@ -8,7 +8,8 @@
  *   the patch is made: a resend after a lost answer is recognised by the server and acknowledged
  *   once, never applied twice. With `ordering: 'head'` patches carry no index: the server applies
  *   each to its head as it arrives (in the order sent), and the index comes with the ack; one that
- *   does not apply there is a conflict. Everything below holds for both.
+ *   does not apply there is a conflict, and a later one (even in the same request) is still
+ *   applied. Everything below holds for both.
  * - Patches of one scope are sent in the order they were made, with consecutive predicted
  *   indices: all those pending in one `POST /v1/batch` (committed together by the server's group
  *   commit), one request in flight per scope; patches made meanwhile go in the next request.
@@ -22,11 +23,12 @@
  * - With `compose` (off by default), the patches not yet sent are joined, just before they are
  *   sent, into one patch (their operations in order, under a size cap), as ShareDB composes the ops
  *   pending while one is in flight: one index, one ack, one log entry and one event for all of
- *   them. A joined patch the server refuses without committing (`patch_failed`, `too_large`) is
- *   split back into the patches it was made of, which are then judged one by one as without it.
+ *   them. A joined patch the server refuses (any refusal but `out_of_sync`/`replay_required`,
+ *   which resend it as it is) is split back into the patches it was made of, each then sent
+ *   alone and judged as without composing. Only patches never sent are joined.
  */
 import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
-import { cloneJson, type Json } from '../../shared/json.js';
+import { cloneJson, type Json, jsonBytes } from '../../shared/json.js';
 import type { Patch } from '../../shared/wire.js';
 import { applyPatch } from './apply.js';
 import { diff } from './diff.js';
@@ -77,8 +79,10 @@ interface Pending {
   si: number;
   /** The patches a composed one was joined from (each keeps its own si, promise and undo entry). */
   parts?: Pending[];
-  /** The patch's JSON size, once measured for composing. */
+  /** The patch's JSON size in UTF-8 bytes, once measured for composing. */
   bytes?: number;
+  /** Split back from a refused composed patch: sent on its own from then on, so the server judges it alone. */
+  alone?: boolean;
   /** The index the server committed it at, once acknowledged. */
   ack?: number;
   /** It went out in a request at least once (whose answer may have been lost). */
@@ -502,7 +506,8 @@ export class LiveScope extends Emitter<ScopeEvents> {
           first ??= o;
           if (o.code === 'out_of_sync' || o.code === 'replay_required' || o.retryable) return; // resent next round
           dropped = true;
-          if (p.parts && (o.code === 'patch_failed' || o.code === 'too_large')) this.split(p, o);
+          // A refusal changes nothing (guarantee 3): a composed patch's parts are each judged again, alone.
+          if (p.parts) this.split(p, o);
           else if (o.code === 'patch_failed') this.conflict(p, o);
           else {
             this.pending.splice(this.pending.indexOf(p), 1);
@@ -574,7 +579,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private compose(): void {
     const caps = this.composeCaps;
     if (!caps) return;
-    const first = this.pending.findIndex((p) => p.ack === undefined && !p.sent);
+    const first = this.pending.findIndex((p) => p.ack === undefined && !p.sent && !p.alone);
     if (first < 0 || first === this.pending.length - 1) return;
     const out = this.pending.slice(0, first);
     let run: Pending[] = [];
@@ -588,7 +593,14 @@ export class LiveScope extends Emitter<ScopeEvents> {
       bytes = 0;
     };
     for (const p of this.pending.slice(first)) {
-      p.bytes ??= JSON.stringify(p.patch).length;
+      // Only runs of patches never sent: one sent (its resend must be the same), acknowledged (a
+      // split can leave one committed after the parts put back before it) or split stays as it is.
+      if (p.ack !== undefined || p.sent || p.alone) {
+        close();
+        out.push(p);
+        continue;
+      }
+      p.bytes ??= jsonBytes(p.patch);
       if (run.length > 0 && (ops + p.patch.length > caps.maxOps || bytes + p.bytes > caps.maxBytes)) close();
       run.push(p);
       ops += p.patch.length;
@@ -618,18 +630,24 @@ export class LiveScope extends Emitter<ScopeEvents> {
   }
 
   /**
-   * A composed patch the server refused without committing it: back to the patches it was made of
-   * (not sent: their own si were never used), to be re-applied and judged one by one. After
-   * `too_large` the caps halve, so the next composition is smaller.
+   * A composed patch the server refused (which changes nothing): back to the patches it was made
+   * of (their own si were never used), each re-applied locally and then sent alone, so the server
+   * judges each one (`patch_failed`, `validation_failed`, `forbidden`...) as without composing.
+   * When it was too large for the server's patch limits, the caps drop to half its size.
    */
   private split(p: Pending, err: PatchbayClientError): void {
     const parts = p.parts as Pending[];
     const caps = this.composeCaps;
-    if (err.code === 'too_large' && caps) {
-      caps.maxOps = Math.max(1, Math.floor(Math.min(caps.maxOps, p.patch.length) / 2));
-      caps.maxBytes = Math.max(1024, Math.floor(Math.min(caps.maxBytes, p.bytes ?? caps.maxBytes) / 2));
+    const limit = err.details.limit;
+    if (err.code === 'too_large' && caps && (limit === 'maxOps' || limit === 'maxPatchBytes' || limit === 'maxBodyBytes')) {
+      // at most half the refused patch (two refused in one request halve once, not twice)
+      caps.maxOps = Math.max(1, Math.min(caps.maxOps, Math.floor(p.patch.length / 2)));
+      caps.maxBytes = Math.max(1024, Math.min(caps.maxBytes, Math.floor((p.bytes ?? caps.maxBytes) / 2)));
     }
-    for (const q of parts) q.sent = false;
+    for (const q of parts) {
+      q.sent = false;
+      q.alone = true;
+    }
     this.pending.splice(this.pending.indexOf(p), 1, ...parts);
   }
 

@@ -99,35 +99,105 @@ export function clientComposeContract(stack: string, start: StartServer): void {
       expect(refused.code).toBe('patch_failed');
       expect(conflicts.map((e) => e.patch)).toEqual([parts[1]]);
       const [a0, , a2] = settled.map((r) => (r.status === 'fulfilled' ? (r.value as Ack).ii : 0));
+      // split back, each part was judged alone: the conflicting one dropped, the others sent one by one
       expect(a0).toBe(2);
-      expect(a2).toBe(2);
+      expect(a2).toBe(3);
       const log = await history(srv, token, base.id);
-      expect(log.map((e) => e.patch)).toEqual([[{ op: 'remove', path: '/x' }], [...(parts[0] as Patch), ...(parts[2] as Patch)]]);
+      expect(log.map((e) => e.patch)).toEqual([[{ op: 'remove', path: '/x' }], parts[0], parts[2]]);
       const head = await serverState(srv, token, base.id);
       expect(head.state).toEqual({ a: 1, b: ['kept'] });
-      await until(() => s.ii === 2, 'the client at head');
+      await until(() => s.ii === 3, 'the client at head');
       expect(s.state).toEqual(head.state);
       c.close();
       other.close();
     });
 
-    it('a composed patch over the server’s operation limit is split and composed smaller, until every patch is committed', async () => {
+    it('with ordering head, a refused composed patch is split while a later one of the same request commits: that one is never sent again', async () => {
+      const token = await anonymousToken(srv);
+      const other = createClient({ url: srv.url, token });
+      const base = await other.create({ state: { x: { y: 1 }, a: 0, b: [] } });
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      let held = false;
+      // Events are held back once the scope is ready, so nothing but answers and history tells the
+      // client what was committed (else K's event could fold K before the parts are sent again).
+      let frozen = false;
+      const gated: typeof fetch = async (input, init) => {
+        const path = new URL(String(input)).pathname;
+        if (init?.method === 'POST' && !held && path === '/v1/batch') {
+          held = true;
+          await gate;
+        }
+        const res = await fetch(input, init);
+        if (!path.endsWith('/events') || !res.body) return res;
+        const reader = res.body.getReader();
+        const body = new ReadableStream<Uint8Array>({
+          async pull(ctrl) {
+            const { done, value } = await reader.read();
+            while (frozen) await new Promise((r) => setTimeout(r, 20));
+            if (done) ctrl.close();
+            else ctrl.enqueue(value);
+          },
+          cancel: (reason) => reader.cancel(reason),
+        });
+        return new Response(body, { status: res.status, headers: res.headers });
+      };
+      // Caps of two operations: the four patches become two composed ones, J then K, in one request.
+      const c = createClient({ url: srv.url, token, fetch: gated, compose: { maxOps: 2 }, ordering: 'head' });
+      const s = c.scope(base.id);
+      await s.ready;
+      frozen = true;
+      const conflicts: ConflictEvent[] = [];
+      s.on('conflict', (e) => conflicts.push(e));
+      const j1: Patch = [{ op: 'replace', path: '/x/y', value: 2 }];
+      const j2: Patch = [{ op: 'replace', path: '/a', value: 1 }];
+      const k1: Patch = [{ op: 'add', path: '/b/-', value: 'k1' }];
+      const k2: Patch = [{ op: 'add', path: '/b/-', value: 'k2' }];
+      const acks = [j1, j2, k1, k2].map((p) => s.patch(p));
+      await until(() => held, 'the request to be held');
+      await base.patch([{ op: 'remove', path: '/x' }]);
+      await base.synced();
+      release();
+      const settled = await Promise.allSettled(acks);
+      await s.synced();
+      expect(settled.map((r) => r.status)).toEqual(['rejected', 'fulfilled', 'fulfilled', 'fulfilled']);
+      expect(conflicts.map((e) => e.patch)).toEqual([j1]);
+      const log = await history(srv, token, base.id);
+      // J refused whole, K committed at 2; J's parts judged alone: j1 a conflict, j2 committed at 3.
+      expect(log.map((e) => e.patch)).toEqual([[{ op: 'remove', path: '/x' }], [...k1, ...k2], j2]);
+      const head = await serverState(srv, token, base.id);
+      expect(head.state).toEqual({ a: 1, b: ['k1', 'k2'] });
+      await until(() => s.ii === 3, 'the client at head');
+      expect(s.state).toEqual(head.state);
+      frozen = false;
+      c.close();
+      other.close();
+    });
+
+    it('a composed patch over the server’s operation limit is split (its parts sent alone) and later ones are composed smaller, until they fit', async () => {
       const token = await anonymousToken(small);
       const c = createClient({ url: small.url, token, compose: true });
       const s = await c.create({ state: { list: [] } });
       const errors: unknown[] = [];
       c.on('error', (e) => errors.push(e));
-      const acks = Array.from({ length: 30 }, (_, i) => s.patch([{ op: 'add', path: '/list/-', value: i }]));
-      const results = await Promise.all(acks);
-      await s.synced();
+      const add = (i: number) => ({ op: 'add' as const, path: '/list/-', value: i });
+      const results: Ack[] = [];
+      // Three bursts of 30 one-op patches against PATCHBAY_MAX_OPS=10: 30 ops refused (caps 500 -> 15),
+      // then 15 refused (caps -> 7), then composed patches of 7 that fit.
+      for (let burst = 0; burst < 3; burst++) {
+        results.push(...(await Promise.all(Array.from({ length: 30 }, (_, i) => s.patch([add(burst * 30 + i)])))));
+        await s.synced();
+      }
       const log = await history(small, token, s.id);
-      expect(log.length).toBeGreaterThan(2);
       for (const e of log) expect(e.patch.length).toBeLessThanOrEqual(10);
-      expect(log.flatMap((e) => e.patch)).toEqual(Array.from({ length: 30 }, (_, i) => ({ op: 'add', path: '/list/-', value: i })));
+      expect(log.flatMap((e) => e.patch)).toEqual(Array.from({ length: 90 }, (_, i) => add(i)));
+      expect(log.filter((e) => e.patch.length === 7).length).toBe(4); // the third burst: 7+7+7+7+2
       // each patch's ack names the entry that holds it
       let at = 0;
       for (const e of log) for (const _ of e.patch) expect(results[at++]?.ii).toBe(e.ii);
-      expect((await serverState(small, token, s.id)).state).toEqual({ list: Array.from({ length: 30 }, (_, i) => i) });
+      expect((await serverState(small, token, s.id)).state).toEqual({ list: Array.from({ length: 90 }, (_, i) => i) });
       expect(errors).toEqual([]);
       c.close();
     });

@@ -83,11 +83,27 @@ export async function clientWriteHot(base: string, token: string, writers: numbe
       }),
     );
     const out = rate(writers * perWriter, t0);
-    await Promise.all(scopes.map((s) => s.synced()));
-    if (first.ii !== writers * perWriter) throw new Error(`client-hot: ${first.ii} patches committed, ${writers * perWriter} sent`);
+    // `synced()` says a client's own patches are acknowledged; the others' may still be on its
+    // stream. Every writer must reach the head, and all must hold the same list of every append.
+    const total = writers * perWriter;
+    await Promise.all(scopes.map((s) => s.synced().then(() => reaches(s, total, 10_000))));
+    for (const s of scopes) {
+      const list = (s.state as { list: number[] }).list;
+      if (s.ii !== total || list.length !== total || JSON.stringify(list) !== JSON.stringify((first.state as { list: number[] }).list))
+        throw new Error(`client-hot: a writer ended at ii ${s.ii} with ${list.length} appends, ${total} sent`);
+    }
     return out;
   } finally {
     for (const c of clients) c.close();
+  }
+}
+
+/** Resolves when `s` has folded in the server's state at index `ii` (checked every 10 ms; rejects after `ms`). */
+async function reaches(s: LiveScope, ii: number, ms: number): Promise<void> {
+  const until = performance.now() + ms;
+  while (s.ii < ii) {
+    if (performance.now() > until) throw new Error(`client-hot: a writer is at ii ${s.ii} after ${ms} ms, ${ii} committed`);
+    await sleep(10);
   }
 }
 

@@ -17,10 +17,13 @@
  * requests stay in the inbox, and the new leader answers them). A commit refused by the fence
  * (this instance lost the lease) wrote nothing, and its request is routed again.
  *
- * A request an earlier leader claimed but never answered (it died between commit and answer) is
- * committed again when it has a (session, si), which recognises it if the earlier leader committed
- * it; without one, nobody can tell, and it is answered `unavailable`.
+ * A request an earlier leader took but never answered (it died between commit and answer) is
+ * committed again by the next one, and its (session, si) recognises it if the earlier leader
+ * committed it: a request handed over without one is given one (`retriable` below). Request
+ * documents claimed by an earlier leader without a retry key (written by an earlier version) are
+ * answered `unavailable`, as nobody can tell whether they were committed.
  */
+import { randomUUID } from 'node:crypto';
 import { asPatchbayError, type ErrorCode, isBackendError, PatchbayError } from '../errors.js';
 import type { HandedOutcome, InboxRequest, ScopeLeaders } from '../ports/leaders.js';
 import { isLeaseLost } from '../ports/leaders.js';
@@ -82,6 +85,7 @@ export class Leading {
   async submit(id: string, p: Pending): Promise<Ack> {
     const deadline = this.now() + this.config.handoverTimeoutMs;
     let key: string | undefined; // set once the request is in the inbox
+    let handed: string | undefined; // the request as handed over (the same text on every send)
     for (;;) {
       if (this.closed) throw new PatchbayError('unavailable', 'this instance is shutting down; retry');
       let led: Led | null;
@@ -106,14 +110,18 @@ export class Leading {
       // Another instance leads (or this one now does, and its listener answers what it sent earlier).
       const left = deadline - this.now();
       if (left <= 0) throw new PatchbayError('unavailable', `scope ${id}'s leader did not answer in time; retry`, { id });
-      const sent = await this.leaders.send(
-        id,
-        { req: JSON.stringify(p.req), user: p.user, domain: p.domain, retriable: p.req.session !== undefined },
-        Math.min(left, this.config.writeLeaseMs),
-        key,
-      );
+      handed ??= JSON.stringify(retriable(p.req));
+      const sent = await this.leaders.send(id, { req: handed, user: p.user, domain: p.domain, retriable: true }, Math.min(left, this.config.writeLeaseMs), key);
       key = sent.key;
-      if (sent.outcome) return fromOutcome(sent.outcome);
+      if (sent.outcome) {
+        const ack = fromOutcome(sent.outcome);
+        if (p.req.session === undefined && ack.duplicate) {
+          // Its retry key was ours (see `retriable`): a leader committed it before dying unanswered.
+          const { duplicate: _, ...first } = ack;
+          return first;
+        }
+        return ack;
+      }
       this.others.delete(id); // no answer within a lease: ask the lease again
     }
   }
@@ -296,6 +304,18 @@ export class Leading {
     await Promise.all([...this.busy.values()].map((b) => b.catch(() => {})));
     await Promise.all([...this.led].map(([id, led]) => this.release(id, led)));
   }
+}
+
+/**
+ * A handed request gets a retry key when it has none: `(~h:<uuid>, 1)`, which no client can send
+ * (`~` is outside a session id's characters; protocol.ts). So the leader's commit writes the retry
+ * record with the patch, in the same atomic write, and a later leader that finds the request
+ * unanswered commits it again and is told it was committed (or commits it): no request document
+ * is claimed first (one serial write less per handed group), and no request's fate is unknown.
+ * The key lives only in the log record (never in an event, an ack or history) and ages out with it.
+ */
+function retriable(req: PatchRequest): PatchRequest {
+  return req.session !== undefined ? req : { ...req, session: `~h:${randomUUID()}`, si: 1 };
 }
 
 function toOutcome(err: unknown): HandedOutcome {

@@ -9,6 +9,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { applyPatch as clientApply } from '../client/src/apply.js';
+import { collapse } from '../client/src/collapse.js';
 import { cloneJson, type Json } from '../shared/json.js';
 import { applyPatch as serverApply } from '../shared/patch.js';
 import type { Operation, Patch } from '../shared/wire.js';
@@ -87,6 +88,35 @@ describe("the client's copy-on-write apply", () => {
       ),
       { numRuns: 3000 },
     );
+  });
+
+  it('a composed patch collapsed (successive edits of one path folded) gives the same state or fails where it fails', () => {
+    let folded = 0;
+    fc.assert(
+      fc.property(
+        doc.chain((d) => {
+          // Runs of edits of one path, as a slider's patches composed, between random operations.
+          const ps = pointers(d);
+          const edits = fc
+            .tuple(fc.constantFrom(...ps, ...ps.map((p) => `${p}/-`), ...ps.map((p) => `${p}/0`)), fc.array(doc, { minLength: 1, maxLength: 4 }), fc.boolean())
+            .map(([path, values, add]): Patch => values.map((value, i) => ({ op: i === 0 && add ? 'add' : 'replace', path, value }) as Operation));
+          return fc.tuple(
+            fc.constant(d),
+            fc.array(fc.oneof(edits, patchFor(d)), { minLength: 1, maxLength: 4 }).map((ps) => ps.flat()),
+          );
+        }),
+        ([d, p]) => {
+          const c = collapse(p);
+          folded += p.length - c.length;
+          const whole = run(() => serverApply(cloneJson(d), p));
+          const short = run(() => serverApply(cloneJson(d), c));
+          if ('state' in whole) expect(short).toEqual(whole);
+          else expect('error' in short, JSON.stringify({ p, c })).toBe(true);
+        },
+      ),
+      { numRuns: 3000 },
+    );
+    expect(folded).toBeGreaterThan(1000); // the property met folds, not only patches left alone
   });
 
   it('shares what the patch did not touch', () => {

@@ -31,6 +31,7 @@ import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
 import { cloneJson, type Json, jsonBytes } from '../../shared/json.js';
 import type { Patch } from '../../shared/wire.js';
 import { applyPatch } from './apply.js';
+import { collapse } from './collapse.js';
 import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, errorOf, PatchbayClientError } from './errors.js';
@@ -616,7 +617,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
   private joined(run: Pending[]): Pending {
     const parts = run.flatMap((p) => p.parts ?? [p]);
     return {
-      patch: run.flatMap((p) => p.patch),
+      patch: collapse(run.flatMap((p) => p.patch)),
       si: this.ctx.nextSi(),
       parts,
       bytes: run.reduce((n, p) => n + (p.bytes ?? 0), 0),

@@ -2,7 +2,8 @@
  * The client's `compose` option (client/src/scope.ts) against a real server on both stacks
  * (test/client.test.ts embedded, test/google.emulator.test.ts on the emulators). What it must
  * guarantee: the patches waiting to be sent go as one patch (one index, one ack shared by each of
- * them, one log entry holding their operations in order); the state is the same as without it; a
+ * them, one log entry holding their operations in order, successive edits of one path folded into
+ * one operation); the state is the same as without it; a
  * composed patch the server refuses without committing (`patch_failed` after another writer got
  * there first, `too_large` over the server's limits) is split back, so only the patch that no
  * longer applies is reported as a conflict and the others are committed; a composed patch whose
@@ -56,6 +57,30 @@ export function clientComposeContract(stack: string, start: StartServer): void {
       expect((s.state as { list: number[] }).list).toHaveLength(44);
       await s.synced();
       expect((await serverState(srv, token, s.id)).state).toEqual(s.state);
+      c.close();
+    });
+
+    it('folds successive edits of one path into one operation (a slider’s values): the last value is sent and committed, every ack at its index', async () => {
+      const token = await anonymousToken(srv);
+      const c = createClient({ url: srv.url, token, compose: true });
+      const s = await c.create({ state: { n: 0, list: [] } });
+      const acks = await Promise.all([
+        ...Array.from({ length: 30 }, (_, i) => s.patch([{ op: 'replace', path: '/n', value: i + 1 }])),
+        s.patch([{ op: 'add', path: '/list/-', value: 'x' }]),
+        s.patch([{ op: 'replace', path: '/n', value: 100 }]),
+      ]);
+      await s.synced();
+      expect(new Set(acks.map((a) => a.ii))).toEqual(new Set([1]));
+      const log = await history(srv, token, s.id);
+      expect(log.map((e) => e.patch)).toEqual([
+        [
+          { op: 'replace', path: '/n', value: 30 },
+          { op: 'add', path: '/list/-', value: 'x' },
+          { op: 'replace', path: '/n', value: 100 },
+        ],
+      ]);
+      expect(await serverState(srv, token, s.id)).toMatchObject({ ii: 1, state: { n: 100, list: ['x'] } });
+      expect(s.state).toEqual({ n: 100, list: ['x'] });
       c.close();
     });
 

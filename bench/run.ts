@@ -31,7 +31,7 @@ import { HttpClient } from './client.js';
 import { clientFanout, clientWriteHot, clientWriteSingle, sdbWriteSinglePipelined } from './client-workloads.js';
 import { choosePinning, log, median, type NodeChild, pinSelf, Rpc, spread, startNode } from './harness.js';
 import { type Entry, judge, type Mode, type Results, type Target, writeResults } from './report.js';
-import { type Fleet, scaleHot, scaleMany, startFleet } from './scale-out.js';
+import { type Fleet, retriedSoFar, scaleHot, scaleMany, startFleet } from './scale-out.js';
 import {
   httpCatchup,
   httpCreateScopes,
@@ -794,13 +794,16 @@ async function runScaleOut(env: Record<string, string>, z: ModeSizes, pinServer:
       const systems: System[] = ks.map((k) => ({
         name: `K=${k}`,
         run: async () => {
+          const before = retriedSoFar();
           const r = await scaleHot(fleet(k), z.scaleWriters, z.scalePerWriter);
-          return { throughput: r.rate, p50: r.p50, p99: r.p99, acked50: r.acked50, acked99: r.acked99, lost: r.lost };
+          const retried = retriedSoFar() - before;
+          return { throughput: r.rate, p50: r.p50, p99: r.p99, acked50: r.acked50, acked99: r.acked99, lost: r.lost, retried };
         },
       }));
       const r = await compare('emulator scale-hot', systems);
       const lost = ks.flatMap((k) => r.get(`K=${k}`)?.lost ?? []).reduce((a, b) => a + b, 0);
       if (lost > 0) notes.push(`emulator scale-hot: ${lost} cross-instance receipts did not arrive within 10 s of the last ack`);
+      noteRetries('emulator scale-hot', r, ks);
       for (const k of ks) {
         record('emulator', 'scale-hot', r, `K=${k}`, 'K=1', 'throughput', 'acks/s', {
           note: `${k} API process${k === 1 ? '' : 'es'} on one emulator stack; baseline: one process, same rounds.`,
@@ -815,14 +818,30 @@ async function runScaleOut(env: Record<string, string>, z: ModeSizes, pinServer:
       const scopes4 = await httpCreateScopes(fleet(4)[0] as HttpClient, z.scaleManyScopes);
       // The fleets are on different namespaces, so each writes its own copy of the scopes (same user).
       const systems: System[] = [
-        { name: 'K=1', run: async () => tput(await scaleMany(fleet(1), scopes, z.scaleManyWriters, z.scaleManyPerWriter)) },
-        { name: 'K=4', run: async () => tput(await scaleMany(fleet(4), scopes4, z.scaleManyWriters, z.scaleManyPerWriter)) },
+        { name: 'K=1', run: () => counted(() => scaleMany(fleet(1), scopes, z.scaleManyWriters, z.scaleManyPerWriter)) },
+        { name: 'K=4', run: () => counted(() => scaleMany(fleet(4), scopes4, z.scaleManyWriters, z.scaleManyPerWriter)) },
       ];
       const r = await compare('emulator scale-many', systems);
+      noteRetries('emulator scale-many', r, [1, 4]);
       record('emulator', 'scale-many', r, 'K=4', 'K=1', 'throughput', 'patches/s', { note: '4 API processes against 1, same rounds.' });
     }
   } finally {
     for (const f of fleets.values()) await f.stop().catch(() => {});
+  }
+}
+
+/** A scale-out round's throughput with the writes it retried after a 503 (bench/scale-out.ts). */
+async function counted(run: () => Promise<Throughput>): Promise<Metrics> {
+  const before = retriedSoFar();
+  const t = await run();
+  return { ...tput(t), retried: retriedSoFar() - before };
+}
+
+/** Puts a scale-out workload's retried writes (503 answers, resent under the same key) in the notes. */
+function noteRetries(workload: string, r: Map<string, Record<string, number[]>>, ks: number[]): void {
+  for (const k of ks) {
+    const n = (r.get(`K=${k}`)?.retried ?? []).reduce((a, b) => a + b, 0);
+    if (n > 0) notes.push(`${workload} K=${k}: ${n} writes answered 503 and retried under the same (session, si)`);
   }
 }
 

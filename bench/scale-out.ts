@@ -10,6 +10,11 @@
  *               write; negative when the event arrived before the ack did)
  *   scale-many  W writers across S scopes (no ii), writer w through instance w mod K
  *
+ * Every write carries its writer's (session, si), and a 503 `unavailable` (a leader that did not
+ * answer in time, an instance shedding load) is retried with the same key after a short backoff,
+ * as the client library does: the server recognises a retry of a committed patch, so no patch is
+ * counted twice. Retries are counted and reported (`retried`), never hidden.
+ *
  * `startInstances` starts K servers with a namespace of their own on the stack (collection,
  * topic, subscriptions, cache keys), so runs for different K never share a scope or a lease.
  */
@@ -44,6 +49,25 @@ export async function startFleet(k: number, env: Record<string, string>, ns: str
   };
 }
 
+/** Writes retried after a 503 since the process started (reported per round as a difference). */
+let retries = 0;
+export const retriedSoFar = (): number => retries;
+
+/**
+ * One patch under (session, si), retried on 503 with the same key (50 ms doubling to 1.6 s, at
+ * most 12 tries); any other failure, or the last 503, throws.
+ */
+async function send(c: HttpClient, id: string, patch: unknown[], session: string, si: number): Promise<void> {
+  const path = `/v1/scopes/${encodeURIComponent(id)}/patches`;
+  for (let attempt = 0; ; attempt++) {
+    const r = await c.call('POST', path, { patch, session, si });
+    if (r.status >= 200 && r.status < 300) return;
+    if (r.status !== 503 || attempt === 11) throw new Error(`POST ${path}: ${r.status} ${JSON.stringify(r.json)}`);
+    retries++;
+    await sleep(Math.min(1600, 50 * 2 ** attempt));
+  }
+}
+
 export interface ScaleHot extends Throughput, Latency {
   /** p50 and p99 of each receipt's time after its writer's ack (ms). */
   acked50: number;
@@ -54,6 +78,7 @@ export async function scaleHot(clients: HttpClient[], writers: number, perWriter
   const k = clients.length;
   const first = clients[0] as HttpClient;
   const { id } = await first.createScope({ list: [] });
+  const run = crypto.randomUUID().slice(0, 8);
   const total = writers * perWriter;
   const sendAt = new Float64Array(total);
   const via = new Int32Array(total);
@@ -94,7 +119,7 @@ export async function scaleHot(clients: HttpClient[], writers: number, perWriter
           const m = w * perWriter + i;
           via[m] = w % k;
           sendAt[m] = performance.now();
-          await c.patch(id, [{ op: 'add', path: '/list/-', value: m }]);
+          await send(c, id, [{ op: 'add', path: '/list/-', value: m }], `hot-${run}-${w}`, i + 1);
           ackAt[m] = performance.now();
         }
       }),
@@ -119,6 +144,8 @@ export async function scaleHot(clients: HttpClient[], writers: number, perWriter
 }
 
 export async function scaleMany(clients: HttpClient[], scopes: string[], writers: number, perWriter: number): Promise<Throughput> {
+  const run = crypto.randomUUID().slice(0, 8);
+  const sent = new Map<string, number>();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: writers }, async (_, w) => {
@@ -126,7 +153,12 @@ export async function scaleMany(clients: HttpClient[], scopes: string[], writers
       let x = (w * 2654435761) >>> 0;
       for (let i = 0; i < perWriter; i++) {
         x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-        await c.patch(scopes[x % scopes.length] as string, [{ op: 'replace', path: '/n', value: i }]);
+        // One session per writer and scope: si counts that writer's patches to that scope.
+        const scope = scopes[x % scopes.length] as string;
+        const key = `many-${run}-${w}-${x % scopes.length}`;
+        const si = (sent.get(key) ?? 0) + 1;
+        sent.set(key, si);
+        await send(c, scope, [{ op: 'replace', path: '/n', value: i }], key, si);
       }
     }),
   );

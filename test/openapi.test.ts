@@ -1915,7 +1915,7 @@ describe('multiplexed streams and long polling', () => {
     expectError(await call('POST', '/v1/events/{stream}', { params: { stream }, body: { add: [{ scope: b, since: 9 }] } }), 409, 'out_of_sync');
     const many = Array.from({ length: 101 }, (_, i) => `s${i}`);
     expectError(await call('POST', '/v1/events/{stream}', { params: { stream }, body: { remove: many } }), 413, 'too_large');
-    expectError(await call('GET', '/v1/events', { query: '' }), 400, 'invalid_request');
+    expectError(await call('GET', '/v1/events', { query: `?scopes=${b},${b}` }), 400, 'invalid_request');
     expectError(await call('GET', '/v1/events', { query: `?scopes=${b}&presence=1` }), 400, 'invalid_request');
     expectError(await call('GET', '/v1/events', { query: `?scopes=${other}` }), 404, 'scope_not_found');
     expectError(await call('GET', '/v1/events', { query: `?scopes=${b}`, token: null }), 401, 'unauthorized');
@@ -1924,6 +1924,43 @@ describe('multiplexed streams and long polling', () => {
     expectError(tooMany, 413, 'too_large');
     expect(tooMany.json.error).toMatchObject({ limit: 'sseMaxScopes', max: 100, actual: 101 });
     expectError(await call('GET', '/v1/scopes/{id}/patches', { id: b, query: '?wait=x' }), 400, 'invalid_request');
+  });
+
+  it('watches named queries on a stream opened with no scope (result and unwatched events as documented); 400s, 401s, 404s, 413s a watch, 503s without a mirror', async () => {
+    const m = await openMuxRaw('scopes=', alice.token);
+    const ctl = (stream: string, body: unknown, opts: CallOpts = {}) => call('POST', '/v1/events/{stream}', { ...opts, params: { stream }, body });
+    const watch = (query: string, name: string, params?: unknown) => ({ query, domain: 'default', name, ...(params === undefined ? {} : { params }) });
+    try {
+      const first = await m.nextEvent();
+      expect(first.event).toBe('stream');
+      const stream = first.data.stream as string;
+      // `fails` passes the change's checks and fails its first run on the stream: `unwatched` with the error.
+      const changed = await ctl(stream, { watch: [watch('m', 'me'), watch('f', 'fails')] });
+      expect([changed.status, changed.json.watch]).toEqual([202, ['m', 'f']]);
+      const result = await m.nextEvent();
+      expect([result.event, result.data.query, result.data.rows]).toEqual(['result', 'm', [[userIdOf(alice), 'default']]]);
+      const failed = await m.nextEvent();
+      expect([failed.event, failed.data]).toEqual(['unwatched', { query: 'f', error: expect.objectContaining({ code: 'query_failed', pgCode: '22012' }) }]);
+      expect((await ctl(stream, { unwatch: ['m'] })).status).toBe(202);
+      expect(await m.nextEvent()).toMatchObject({ event: 'unwatched', data: { query: 'm' } });
+      expectError(await ctl(stream, { watch: [watch('x', 'counters_from', { min: 'x' })] }), 400, 'invalid_params');
+      expectError(await ctl(stream, { watch: [watch('x', 'nope')] }), 404, 'unknown_query');
+      expectError(await ctl(stream, { watch: [watch('x', 'me')] }, { token: null }), 401, 'unauthorized');
+      const many = Array.from({ length: 101 }, (_, i) => watch(`k${i}`, 'me'));
+      expectError(await ctl(stream, { watch: many }), 413, 'too_large');
+    } finally {
+      m.close();
+    }
+    const none = await startServer({}, undefined, { mirror: null, configs: VALIDATED });
+    try {
+      const c = await none.client();
+      const res = await c.request('POST', `/v1/events/${'0'.repeat(32)}`, { body: { watch: [watch('x', 'me')] } });
+      check(res, 'POST', '/v1/events/{stream}');
+      expectError(res, 503, 'unavailable');
+      expect(res.json.error.query).toBe('x');
+    } finally {
+      await none.close();
+    }
   });
 
   it('429s past the stream cap or the change rate, 503s a full instance (also a waiting history request)', async () => {

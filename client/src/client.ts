@@ -306,7 +306,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
 
   /**
    * A live query: `callback` with its result at once and whenever a change gives a new one
-   * (again after a reconnect). A refusal, or a later run that fails, ends it and goes to `onError`
+   * (again after a reconnect), on the shared connection when multiplexed. A refusal, or a later run that fails, ends it and goes to `onError`
    * (default: the client's `error` event). Returns the function that ends it.
    */
   watchQuery(
@@ -316,7 +316,7 @@ export class PatchbayClient extends Emitter<ClientEvents> {
     callback: (result: QueryResult) => void,
     onError?: (err: PatchbayClientError) => void,
   ): () => void {
-    return this.watching((stop) => watchQuery(this.transport, domain, name, params, callback, this.failed(stop, onError)));
+    return this.watching((stop) => watchQuery(this.transport, domain, name, params, callback, this.failed(stop, onError), this.mux));
   }
 
   /** Uploads a file through a signed URL; resolves when it is `ready` with the upload scope's id and state. */

@@ -21,9 +21,15 @@
  * (`presence=a,b` on open, `presence: true`/`false` in a change), a scope watched only for its
  * presence riding the stream like any other (its patches' index kept so a reopen resumes after
  * them). Polling carries no presence: watchers hear again (a new `sync`) once the stream is back.
+ *
+ * Live queries (`watchQuery`) ride the same stream: each watch gets a key (`q1`, `q2`…), is sent
+ * in a change (`watch`) as soon as the stream is open and again after every reopen (results are
+ * not resumable: each (re)start sends the current result, which a watcher may see twice), and
+ * its `result` events go to its watcher. While polling, each watched query is run every
+ * `queryPollMs` instead, and a result is passed on when it differs from the last one.
  */
 import { createParser } from 'eventsource-parser';
-import { errorFrom, PatchbayClientError } from './errors.js';
+import { errorFrom, errorOf, PatchbayClientError, type ServerError } from './errors.js';
 import type { Transport } from './http.js';
 import { backoff, type StreamHandlers } from './stream.js';
 
@@ -34,6 +40,24 @@ export interface MuxOptions {
   pollWaitMs?: number;
   /** After falling back to polling, try the stream again after this long (default 60 000 ms; 0: never). */
   streamRetryMs?: number;
+  /** While polling, run each watched query this often (default 5 000 ms). */
+  queryPollMs?: number;
+}
+
+/** A live query's watcher on the shared connection. */
+export interface QueryWatcher {
+  /** A `result` event's data: `{query, columns, rows, truncated}`. */
+  onResult(data: string): void;
+  /** The watch is over: the query was refused or a run failed. */
+  onFatal(err: PatchbayClientError): void;
+}
+
+/** A watched query: what a `watch` change sends, and its watcher. */
+interface WatchedQuery {
+  spec: { query: string; domain: string; name: string; params?: unknown };
+  w: QueryWatcher;
+  /** Set while it is polled (polling mode). */
+  poll?: AbortController;
 }
 
 /** How the scopes' events arrive now: `stream` (one multiplexed stream), `polling` (history with `wait`), `idle` (no scope). */
@@ -68,13 +92,17 @@ export class MuxStream {
   private readonly watched = new Map<string, Watched>();
   private mode: MuxMode = 'idle';
   private conn: AbortController | undefined;
-  /** The open stream's id and the scopes it carries (as opened, then as changed). */
-  private stream: { id: string; carries: Set<string>; presence: Set<string> } | undefined;
+  /** The live queries watched, by key. */
+  private readonly queries = new Map<string, WatchedQuery>();
+  private lastKey = 0;
+  /** The open stream's id, the scopes it carries (as opened, then as changed) and the queries it was asked to watch. */
+  private stream: { id: string; carries: Set<string>; presence: Set<string>; watching: Set<string> } | undefined;
   private attempt = 0;
   private running = false;
   private readonly heartbeatTimeoutMs: number;
   private readonly pollWaitMs: number;
   private readonly streamRetryMs: number;
+  private readonly queryPollMs: number;
   /** Told of each mode change (the client's `transport` event). */
   onMode: (mode: MuxMode) => void = () => {};
 
@@ -85,6 +113,7 @@ export class MuxStream {
     this.heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? 45_000;
     this.pollWaitMs = opts.pollWaitMs ?? 25_000;
     this.streamRetryMs = opts.streamRetryMs ?? 60_000;
+    this.queryPollMs = opts.queryPollMs ?? 5_000;
   }
 
   get currentMode(): MuxMode {
@@ -136,11 +165,44 @@ export class MuxStream {
     };
   }
 
+  /** Watches a named query on the shared connection: each `result` event to `w`. */
+  watchQuery(domain: string, name: string, params: unknown, w: QueryWatcher): Subscription {
+    const key = `q${++this.lastKey}`;
+    const q: WatchedQuery = { spec: { query: key, domain, name, ...(params === undefined ? {} : { params }) }, w };
+    this.queries.set(key, q);
+    if (this.mode === 'polling') void this.pollQuery(q);
+    else if (this.stream) void this.change({ watch: [q.spec] });
+    if (!this.running) void this.run();
+    return {
+      close: () => {
+        if (this.queries.get(key) !== q) return;
+        this.queries.delete(key);
+        q.poll?.abort();
+        if (!this.busy) this.conn?.abort();
+        else if (this.stream?.watching.has(key)) void this.change({ unwatch: [key] });
+      },
+    };
+  }
+
   /** Nothing follows `id` any more: the stream stops carrying it (or ends, with nothing left). */
   private leave(id: string): void {
-    if (this.scopes.size === 0 && this.watched.size === 0)
+    if (!this.busy)
       this.conn?.abort(); // nothing left to carry: the loop ends
     else if (this.stream?.carries.has(id)) void this.change({ remove: [id] });
+  }
+
+  /** Something is followed: a scope, a scope's presence or a query. */
+  private get busy(): boolean {
+    return this.scopes.size > 0 || this.watched.size > 0 || this.queries.size > 0;
+  }
+
+  private queryFatal(key: string, err: PatchbayClientError): void {
+    const q = this.queries.get(key);
+    if (!q) return;
+    this.queries.delete(key);
+    this.stream?.watching.delete(key);
+    q.poll?.abort();
+    q.w.onFatal(err);
   }
 
   private keepLast(id: string, last: number | undefined): void {
@@ -185,10 +247,10 @@ export class MuxStream {
   private async run(): Promise<void> {
     this.running = true;
     try {
-      while (this.followed.size > 0) {
+      while (this.busy) {
         this.status(this.attempt === 0 ? 'connecting' : 'reconnecting');
         const outcome = await this.connect().catch((err: unknown) => err);
-        if (this.followed.size === 0) break;
+        if (!this.busy) break;
         if (outcome === 'silent') {
           await this.pollAll();
           this.attempt = 0;
@@ -202,6 +264,7 @@ export class MuxStream {
           }
           if (!outcome.retryable && outcome.code !== 'unauthorized') {
             for (const id of this.followed) this.fatal(id, outcome);
+            for (const key of [...this.queries.keys()]) this.queryFatal(key, outcome);
             break;
           }
         }
@@ -275,7 +338,7 @@ export class MuxStream {
   private onEvent(type: string, data: string, carries: Set<string>, presence: Set<string>): void {
     if (type === 'stream') {
       const id = (JSON.parse(data) as { stream: string }).stream;
-      this.stream = { id, carries, presence };
+      this.stream = { id, carries, presence, watching: new Set() };
       this.attempt = 0; // it opened: the next drop starts the backoff afresh
       this.transport.conn.streamUp(this);
       this.setMode('stream');
@@ -288,7 +351,16 @@ export class MuxStream {
           carries.has(s) ? { scope: s, presence: this.watched.has(s) } : { ...this.position(s), ...(this.watched.has(s) ? { presence: true } : {}) },
         );
       const remove = [...carries].filter((s) => !followed.has(s));
-      if (add.length > 0 || remove.length > 0) void this.change({ add, remove });
+      // Every watched query, every time: a new stream carries none.
+      const watch = [...this.queries.values()].map((q) => q.spec);
+      if (add.length > 0 || remove.length > 0 || watch.length > 0) void this.change({ add, remove, watch });
+      return;
+    }
+    if (type === 'result' || type === 'unwatched') {
+      const { query, error } = JSON.parse(data) as { query?: string; error?: ServerError };
+      if (query === undefined) return;
+      if (type === 'result') this.queries.get(query)?.w.onResult(data);
+      else if (error) this.queryFatal(query, queryError(error, query));
       return;
     }
     const scope = (JSON.parse(data) as { scope?: string }).scope;
@@ -327,18 +399,26 @@ export class MuxStream {
       if (p.presence === true) stream.presence.add(p.scope);
       if (p.presence === false) stream.presence.delete(p.scope);
     }
+    for (const key of body.unwatch ?? []) stream.watching.delete(key);
+    for (const q of body.watch ?? []) stream.watching.add(q.query);
     this.changes = this.changes.then(() => (this.stream === stream ? this.send(stream, body) : undefined));
     return this.changes;
   }
 
-  private async send(stream: { id: string }, body: Change): Promise<void> {
+  private async send(stream: MuxStream['stream'] & {}, body: Change): Promise<void> {
     try {
       const res = await this.transport.send('POST', `/v1/events/${stream.id}`, { body });
       if (res.ok) return;
       const err = await errorFrom(res);
-      const scope = err.details.scope;
+      const { scope, query } = err.details;
       if (typeof scope === 'string' && !err.retryable) this.fatal(scope, err);
-      else this.conn?.abort(); // reopen with the whole set
+      else if (typeof query === 'string' && !err.retryable && err.code !== 'unauthorized') {
+        this.queryFatal(query, err);
+        // The change's other parts were refused with it: send them again.
+        const rest = { ...body, watch: body.watch?.filter((q) => q.query !== query) };
+        if ((rest.add?.length ?? 0) + (rest.remove?.length ?? 0) + (rest.watch?.length ?? 0) + (rest.unwatch?.length ?? 0) > 0)
+          this.changes = this.changes.then(() => (this.stream === stream ? this.send(stream, rest) : undefined));
+      } else this.conn?.abort(); // reopen with the whole set
     } catch {
       this.conn?.abort();
     }
@@ -351,9 +431,47 @@ export class MuxStream {
     this.setMode('polling');
     this.status('online');
     for (const e of this.scopes.values()) void this.pollScope(e);
+    for (const q of this.queries.values()) void this.pollQuery(q);
     const until = this.streamRetryMs > 0 ? Date.now() + this.streamRetryMs : Number.POSITIVE_INFINITY;
-    while (this.followed.size > 0 && Date.now() < until) await sleep(Math.min(250, until - Date.now()));
+    while (this.busy && Date.now() < until) await sleep(Math.min(250, until - Date.now()));
     for (const e of this.scopes.values()) e.poll?.abort();
+    for (const q of this.queries.values()) q.poll?.abort();
+  }
+
+  /** One watched query while polling: run every `queryPollMs`, each result that differs from the last passed on. */
+  private async pollQuery(q: WatchedQuery): Promise<void> {
+    if (q.poll) return;
+    const ac = new AbortController();
+    q.poll = ac;
+    const { query, domain, name, params } = q.spec;
+    const path = `/v1/domains/${encodeURIComponent(domain)}/queries/${encodeURIComponent(name)}`;
+    let last = '';
+    let attempt = 0;
+    try {
+      while (!ac.signal.aborted && this.queries.get(query) === q) {
+        try {
+          const res = await this.transport.send('POST', path, { body: params === undefined ? {} : { params }, signal: ac.signal });
+          if (!res.ok) throw await errorFrom(res);
+          const result = (await res.json()) as Record<string, unknown>;
+          const text = JSON.stringify({ query, ...result });
+          if (ac.signal.aborted) return;
+          if (text !== last) q.w.onResult(text);
+          last = text;
+          attempt = 0;
+          await this.transport.conn.pause(this.queryPollMs, ac.signal);
+        } catch (err) {
+          if (ac.signal.aborted) return;
+          const e = err instanceof PatchbayClientError ? err : new PatchbayClientError('network_error', String(err));
+          if (!e.retryable && e.code !== 'unauthorized') {
+            this.queryFatal(query, e);
+            return;
+          }
+          await this.transport.conn.pause(backoff(attempt++));
+        }
+      }
+    } finally {
+      if (q.poll === ac) q.poll = undefined;
+    }
   }
 
   /** One scope's long polls: its state first when it has none, then history after its last index, each held by the server until a patch comes. */
@@ -400,6 +518,13 @@ export class MuxStream {
 interface Change {
   add?: Array<{ scope: string; since?: number; presence?: boolean }>;
   remove?: string[];
+  watch?: Array<WatchedQuery['spec']>;
+  unwatch?: string[];
+}
+
+/** An `unwatched` event's error as the client's error type (status 0: it came on the stream, as on a query's own stream). */
+function queryError(error: ServerError, query: string): PatchbayClientError {
+  return errorOf({ ...error, query }, 0);
 }
 
 function position(scope: string, since: number | undefined): { scope: string; since?: number } {

@@ -7,11 +7,20 @@
  * first event is the current result, so nothing is missed, only possibly repeated. Refusals are
  * PatchbayClientErrors with the server's code: `unknown_query`, `invalid_params`, `query_failed`
  * (with `pgCode`), `query_timeout`, `unavailable`, `rate_limited`.
+ *
+ * When the client is multiplexed, a live query rides its shared connection instead (./mux.ts
+ * `watchQuery`, ./tabs.ts for an origin's tabs), with the same results and errors.
  */
 import type { Json } from '../../shared/json.js';
 import { errorOf, type PatchbayClientError, type ServerError } from './errors.js';
 import type { Transport } from './http.js';
+import type { QueryWatcher, Subscription } from './mux.js';
 import { ScopeStream } from './stream.js';
+
+/** A shared connection that carries live queries (./mux.ts `MuxStream`, ./tabs.ts `TabShare`). */
+export interface QuerySource {
+  watchQuery(domain: string, name: string, params: unknown, w: QueryWatcher): Subscription;
+}
 
 /** A query's answer: columns (name and Postgres type) and rows (one array per row, in column order). */
 export interface QueryResult {
@@ -34,7 +43,8 @@ export function runQuery(transport: Transport, domain: string, name: string, par
 /**
  * Watches a named query: `onResult` with each new result (the first one once the stream opens,
  * again after each reconnect); `onError` once if the query is refused or a later run fails, after
- * which the watch has ended. Returns the function that ends it.
+ * which the watch has ended. On `shared` when given, else on a stream of its own. Returns the
+ * function that ends it.
  */
 export function watchQuery(
   transport: Transport,
@@ -43,7 +53,27 @@ export function watchQuery(
   params: QueryParams | undefined,
   onResult: (result: QueryResult) => void,
   onError: (err: PatchbayClientError) => void,
+  shared?: QuerySource,
 ): () => void {
+  if (shared) {
+    let over = false;
+    const sub = shared.watchQuery(domain, name, params, {
+      onResult(data) {
+        if (over) return;
+        const { columns, rows, truncated } = JSON.parse(data) as QueryResult;
+        onResult({ columns, rows, truncated });
+      },
+      onFatal(err) {
+        if (over) return;
+        over = true;
+        onError(err);
+      },
+    });
+    return () => {
+      over = true;
+      sub.close();
+    };
+  }
   const query = params === undefined ? '' : `?params=${encodeURIComponent(JSON.stringify(params))}`;
   let ended = false;
   const end = (err?: PatchbayClientError) => {

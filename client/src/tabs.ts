@@ -17,11 +17,15 @@
  * Presence (`watchPresence`) is carried the same way: the leader watches a scope's presence on its
  * stream for every tab that asks (`psub`), relays each `presence` event, and keeps the scope's
  * current list so a tab that asks later gets a `sync` of it at once.
+ *
+ * Live queries (`watchQuery`) too: the leader watches each tab's query on its stream (`qsub`, one
+ * watch per tab and query) and relays its results to that tab only; a new leader is told every
+ * tab's queries again and starts them afresh (each then sends its current result once more).
  */
 import type { ConnectionStatus } from './connection.js';
 import { errorFrom, PatchbayClientError } from './errors.js';
 import type { Transport } from './http.js';
-import { type MuxMode, type MuxOptions, MuxStream, type PresenceWatcher, type Subscription } from './mux.js';
+import { type MuxMode, type MuxOptions, MuxStream, type PresenceWatcher, type QueryWatcher, type Subscription } from './mux.js';
 import type { StreamHandlers, StreamStatus } from './stream.js';
 
 /** How this tab gets events: as the leader (`MuxMode` of its stream), or relayed (`shared`). */
@@ -38,6 +42,10 @@ type Message =
   | { t: 'status'; scope: string; status: StreamStatus }
   /** The leader's connection state (./connection.ts): the followers' own. */
   | { t: 'link'; status: ConnectionStatus }
+  | { t: 'qsub'; tab: string; key: string; q: QuerySpec }
+  | { t: 'qunsub'; tab: string; key: string }
+  | { t: 'qresult'; tab: string; key: string; data: string }
+  | { t: 'qfatal'; tab: string; key: string; code: string; message: string; status: number; details: Record<string, unknown> }
   | { t: 'fatal'; scope: string; code: string; message: string; status: number; details: Record<string, unknown> };
 
 /** What is used of Web Locks and BroadcastChannel (typed here: the client also compiles against Node's types, which lack them). */
@@ -58,6 +66,13 @@ const env = globalThis as unknown as { navigator?: { locks?: Locks }; BroadcastC
  */
 export function canShareTabs(): boolean {
   return typeof env.BroadcastChannel === 'function' && typeof env.navigator?.locks?.request === 'function';
+}
+
+/** A live query as a tab asks for it. */
+interface QuerySpec {
+  domain: string;
+  name: string;
+  params: unknown;
 }
 
 /** A scope the leader carries: the tabs that follow it, and the last index its stream brought. */
@@ -87,6 +102,11 @@ export class TabShare {
   private readonly minePresence = new Map<string, Set<PresenceWatcher>>();
   /** Leader only: the scopes whose presence it watches for the tabs. */
   private readonly carriedPresence = new Map<string, CarriedPresence>();
+  /** This tab's live queries, by its own key. */
+  private readonly mineQueries = new Map<string, { q: QuerySpec; w: QueryWatcher }>();
+  private lastKey = 0;
+  /** Leader only: the queries it watches for the tabs, by `<tab>/<key>`. */
+  private readonly carriedQueries = new Map<string, Subscription>();
   private closed = false;
   private releaseLock: () => void = () => {};
   onMode: (mode: TabMode) => void = () => {};
@@ -138,6 +158,60 @@ export class TabShare {
         });
       },
     };
+  }
+
+  watchQuery(domain: string, name: string, params: unknown, w: QueryWatcher): Subscription {
+    const key = `t${++this.lastKey}`;
+    const entry = { q: { domain, name, params }, w };
+    this.mineQueries.set(key, entry);
+    void this.ready.then(() => this.followQuery(key));
+    return {
+      close: () => {
+        if (this.mineQueries.get(key) !== entry) return;
+        this.mineQueries.delete(key);
+        void this.ready.then(() => {
+          if (this.leader) this.dropQuery(this.tab, key);
+          else this.post({ t: 'qunsub', tab: this.tab, key });
+        });
+      },
+    };
+  }
+
+  private followQuery(key: string): void {
+    const entry = this.mineQueries.get(key);
+    if (!entry) return;
+    if (this.leader) this.carryQuery(this.tab, key, entry.q);
+    else this.post({ t: 'qsub', tab: this.tab, key, q: entry.q });
+  }
+
+  /** Leader: watches `tab`'s query `key` on its stream, relaying its results to that tab (one already watched is started afresh). */
+  private carryQuery(tab: string, key: string, q: QuerySpec): void {
+    const id = `${tab}/${key}`;
+    this.carriedQueries.get(id)?.close();
+    const sub = (this.leader as MuxStream).watchQuery(q.domain, q.name, q.params, {
+      onResult: (data) => {
+        if (tab === this.tab) this.mineQueries.get(key)?.w.onResult(data);
+        else this.post({ t: 'qresult', tab, key, data });
+      },
+      onFatal: (err) => {
+        if (this.carriedQueries.get(id) === sub) this.carriedQueries.delete(id);
+        if (tab === this.tab) this.failQuery(key, err);
+        else this.post({ t: 'qfatal', tab, key, code: err.code, message: err.message, status: err.status, details: err.details });
+      },
+    });
+    this.carriedQueries.set(id, sub);
+  }
+
+  private dropQuery(tab: string, key: string): void {
+    const id = `${tab}/${key}`;
+    this.carriedQueries.get(id)?.close();
+    this.carriedQueries.delete(id);
+  }
+
+  private failQuery(key: string, err: PatchbayClientError): void {
+    const entry = this.mineQueries.get(key);
+    this.mineQueries.delete(key);
+    entry?.w.onFatal(err);
   }
 
   private followPresence(id: string): void {
@@ -195,6 +269,8 @@ export class TabShare {
     this.carried.clear();
     for (const c of this.carriedPresence.values()) c.sub.close();
     this.carriedPresence.clear();
+    for (const sub of this.carriedQueries.values()) sub.close();
+    this.carriedQueries.clear();
     this.channel?.close();
   }
 
@@ -238,6 +314,7 @@ export class TabShare {
     this.onMode(this.leader.currentMode);
     for (const [id, on] of this.mine) this.carry(this.tab, id, on.lastId());
     for (const id of this.minePresence.keys()) this.carryPresence(this.tab, id);
+    for (const key of this.mineQueries.keys()) this.followQuery(key);
     this.post({ t: 'leader', tab: this.tab });
   }
 
@@ -277,6 +354,20 @@ export class TabShare {
         if (this.leader) return;
         for (const [id, on] of this.mine) this.follow(id, on);
         for (const id of this.minePresence.keys()) this.followPresence(id);
+        for (const key of this.mineQueries.keys()) this.followQuery(key);
+        return;
+      case 'qsub':
+        if (this.leader) this.carryQuery(m.tab, m.key, m.q);
+        return;
+      case 'qunsub':
+        if (this.leader) this.dropQuery(m.tab, m.key);
+        return;
+      case 'qresult':
+        if (!this.leader && m.tab === this.tab) this.mineQueries.get(m.key)?.w.onResult(m.data);
+        return;
+      case 'qfatal':
+        if (!this.leader && m.tab === this.tab)
+          this.failQuery(m.key, new PatchbayClientError(m.code as PatchbayClientError['code'], m.message, m.status, m.details));
         return;
       case 'sub':
         if (!this.leader) return;

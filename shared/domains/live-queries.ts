@@ -35,13 +35,22 @@ export class LiveQueries {
   ) {}
 
   /**
+   * The checks of `open` without opening anything (`unknown_query`, `invalid_params`,
+   * `unavailable`); resolves with the mirror tables the query reads.
+   */
+  async check(domain: string, name: string, params: unknown, caller: QueryCaller): Promise<string[]> {
+    const tables = await this.queries.tablesRead(domain, name, params, caller);
+    if (this.mirror === null) throw new PatchbayError('unavailable', 'this deployment has no mirror to query');
+    return tables;
+  }
+
+  /**
    * Starts a live query: checks it (`unknown_query`, `invalid_params`, `unavailable`), watches its
    * tables, runs it once and hands the first result to `h.result` before resolving (an error of
    * that first run is thrown, nothing left open). Resolves with the stop.
    */
   async open(domain: string, name: string, params: unknown, caller: QueryCaller, h: LiveQueryHandlers): Promise<() => Promise<void>> {
-    const tables = await this.queries.tablesRead(domain, name, params, caller);
-    if (this.mirror === null) throw new PatchbayError('unavailable', 'this deployment has no mirror to query');
+    const tables = await this.check(domain, name, params, caller);
     let stopped = false;
     let running = false;
     let dirty = false;
@@ -95,7 +104,8 @@ export class LiveQueries {
     if (tables.length > 0) {
       const read = new Set(tables);
       // Watch first: a change committed while the first run reads is then run again for.
-      unwatch = await this.mirror.watch(domain, (changed) => {
+      // The mirror is not null: check() passed.
+      unwatch = await (this.mirror as Mirror).watch(domain, (changed) => {
         if (changed.some((t) => t === '*' || read.has(t))) schedule();
       });
     }

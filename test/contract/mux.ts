@@ -125,7 +125,7 @@ export function muxContract(stack: string, start: StartServer, startPeers?: () =
         const stream = await m.stream();
         const added = await control(stream, { add: [{ scope: c, since: 1 }] });
         expect(added.status).toBe(202);
-        expect(added.json).toEqual({ stream, add: [c], remove: [] });
+        expect(added.json).toEqual({ stream, add: [c], remove: [], watch: [], unwatch: [] });
         await m.waitFor((ev) => ev.some((e) => e.type === 'added'));
         expect(muxPatches(m.events)).toEqual([[c, 2]]); // its catch-up comes before `added`
         await send(c, 3);
@@ -337,12 +337,28 @@ export function muxContract(stack: string, start: StartServer, startPeers?: () =
       });
     });
 
+    it('opens with no scope at all (to be filled by changes) and carries one added later', async () => {
+      const a = await newScope();
+      for (const query of ['', 'scopes=']) {
+        const m = mux(query);
+        try {
+          const stream = await m.stream();
+          await sleep(200);
+          expect(m.events.map((e) => e.type)).toEqual(['stream']);
+          expect((await control(stream, { add: [{ scope: a }] })).status).toBe(202);
+          await m.waitFor((ev) => ev.some((e) => e.type === 'added'));
+          expect(m.events.map((e) => e.type)).toEqual(['stream', 'state', 'added']);
+        } finally {
+          m.close();
+        }
+      }
+    });
+
     it('refuses a bad open with a coded error naming the scope, and opens nothing', async () => {
       const a = await newScope();
       const bobs = await newScope(bob);
       const before = srv.app.limits.openStreams;
       const cases: Array<[string, string | null, number, string]> = [
-        ['', alice.token, 400, 'invalid_request'],
         [`scopes=${a},${a}`, alice.token, 400, 'invalid_request'],
         [`scopes=${a}@x`, alice.token, 400, 'invalid_request'],
         [`scopes=${a},${bobs}`, alice.token, 404, 'scope_not_found'],

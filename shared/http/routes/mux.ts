@@ -38,6 +38,21 @@
  * `presence: true` or `false` turns its presence on (a new `sync`) or off, and nothing else. Only
  * scopes the caller may read are carried, so no one sees the presence of a scope they could not
  * stream; no further limit applies (it costs a store read per change, as on the single stream).
+ *
+ * Live queries (issue 16 item 6, with #14's named queries): a change may also carry `watch`
+ * `[{query, domain, name, params?}]` and `unwatch` `[query]`, where `query` is a key the client
+ * picks to name the watch on this stream. The stream then carries what the query's own stream
+ * (`GET /v1/domains/{domain}/queries/{name}/events`, ./queries.ts) sends: `result`
+ * `{query, columns, rows, truncated}` first and again whenever the result changes, and `unwatched`
+ * `{query, error?}` when it was unwatched or a run failed (the watch is then over). Watching is
+ * for a signed-in caller (401 without a token); the change is checked where it arrives as the
+ * query's own stream checks its open (404 `unknown_query`, 400 `invalid_params`, 503
+ * `unavailable` without a mirror; each error names its `query`), costs one PATCHBAY_RATE_QUERY
+ * token per query watched, and runs the query as the change's caller in the change's domain. A
+ * stream carries at most PATCHBAY_SSE_MAX_SCOPES scopes and queries together. Results are not
+ * resumable: a reopened stream carries no watch until the client sends its watches again, and
+ * each starts with the current result. So a stream may open with no scope at all (`scopes`
+ * empty or absent), to be filled by changes.
  */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -45,7 +60,8 @@ import type { Caller } from '../../engine/access.js';
 import { PatchbayError } from '../../errors.js';
 import type { Head } from '../../ports/index.js';
 import type { PatchEvent } from '../../protocol.js';
-import { SCOPE_ID } from '../../protocol.js';
+import { DOMAIN, SCOPE_ID } from '../../protocol.js';
+import type { User } from '../auth.js';
 import { readBody } from '../body.js';
 import { type Ctx, checkedParam, parseIndex, readableHead, reader } from '../context.js';
 import { PresenceFeed } from '../presence-feed.js';
@@ -65,30 +81,58 @@ interface Position {
   presence?: boolean;
 }
 
+/** A live query to carry: the client's key for it, the query, and the domain it is run in (the change's). */
+interface Watch {
+  query: string;
+  domain: string;
+  name: string;
+  params?: unknown;
+}
+
 /** What `POST /v1/events/{stream}` sends the stream through the bus. */
 interface Control {
   by: string | null;
   add: Position[];
   remove: string[];
+  /** The calling domain of the change (`$DOMAIN` of its queries). */
+  in?: string;
+  watch?: Watch[];
+  unwatch?: string[];
 }
 
 const scopeIdSchema = z.string().regex(SCOPE_ID, 'must match [A-Za-z0-9_.:-]{1,128}');
+/** A watch's key: the client's name for it on this stream. */
+const watchKey = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'must match [A-Za-z0-9_.:-]{1,64}');
 const controlBody = z
   .strictObject({
     add: z
       .array(z.strictObject({ scope: scopeIdSchema, since: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(), presence: z.boolean().optional() }))
       .optional(),
     remove: z.array(scopeIdSchema).optional(),
+    watch: z
+      .array(
+        z.strictObject({
+          query: watchKey,
+          domain: z.string().regex(DOMAIN, 'must be a lower-case host name, optionally with :port'),
+          name: z.string().min(1).max(64),
+          params: z.unknown().optional(),
+        }),
+      )
+      .optional(),
+    unwatch: z.array(watchKey).optional(),
   })
-  .refine((b) => (b.add?.length ?? 0) + (b.remove?.length ?? 0) > 0, 'name a scope to add or remove');
+  .refine(
+    (b) => (b.add?.length ?? 0) + (b.remove?.length ?? 0) + (b.watch?.length ?? 0) + (b.unwatch?.length ?? 0) > 0,
+    'name a scope to add or remove, or a query to watch or unwatch',
+  );
 
 function invalid(path: string, message: string): PatchbayError {
   return new PatchbayError('invalid_request', `${path} ${message}`, { issues: [{ path: [path], message }] });
 }
 
-/** `scopes=a,b@5`: ids, each with an optional position; no duplicates, at most `max`. */
+/** `scopes=a,b@5`: ids, each with an optional position; no duplicates, at most `max`; none when absent or empty. */
 export function parseScopes(raw: string | null, max: number): Position[] {
-  if (raw === null || raw === '') throw invalid('scopes', 'must list at least one scope (scopes=a,b@5)');
+  if (raw === null || raw === '') return [];
   const items = raw.split(',');
   if (items.length > max) {
     throw new PatchbayError('too_large', `a stream carries at most ${max} scopes`, { limit: 'sseMaxScopes', max, actual: items.length });
@@ -118,9 +162,9 @@ export function parsePresence(raw: string | null, positions: Position[]): void {
   }
 }
 
-/** Rethrows `err` with the scope it is about among its details. */
-function naming(scope: string, err: unknown): never {
-  if (err instanceof PatchbayError) throw new PatchbayError(err.code, err.message, { ...err.details, scope });
+/** Rethrows `err` with the scope (or the watch: `{query: key}`) it is about among its details. */
+function naming(scope: string, err: unknown, field: 'scope' | 'query' = 'scope'): never {
+  if (err instanceof PatchbayError) throw new PatchbayError(err.code, err.message, { ...err.details, [field]: scope });
   throw err;
 }
 
@@ -168,7 +212,7 @@ async function open(ctx: Ctx): Promise<void> {
 }
 
 async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Promise<void> {
-  const { engine, config, logger, sessions } = ctx.deps;
+  const { engine, config, logger, sessions, liveQueries } = ctx.deps;
   const sse = new SseWriter(ctx.res);
   if (ctx.req.method === 'HEAD') {
     sse.start(config.sseRetryMs);
@@ -242,6 +286,57 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
       await write(frame('removed', { scope: p.scope, error: errorData(err) }));
     }
   };
+  /** The live queries carried, by the client's key: each one's stop once open (undefined while opening). */
+  const queries = new Map<string, { stop?: () => Promise<void> }>();
+  /** Starts carrying a live query under `w.query` (one carried under that key already is replaced). */
+  const watch = async (w: Watch, domain: string): Promise<void> => {
+    await unwatch(w.query, false);
+    if (scopes.size + queries.size >= config.sseMaxScopes) {
+      const error = { code: 'too_large', message: `a stream carries at most ${config.sseMaxScopes} scopes and queries` };
+      await write(frame('unwatched', { query: w.query, error }));
+      return;
+    }
+    const entry: { stop?: () => Promise<void> } = {};
+    const current = () => queries.get(w.query) === entry;
+    queries.set(w.query, entry);
+    try {
+      const stop = await liveQueries.open(
+        w.domain,
+        w.name,
+        w.params,
+        { requester: caller?.id as string, domain },
+        {
+          result: async (r) => {
+            if (current()) await write(frame('result', { query: w.query, ...r }));
+          },
+          failed: (err) => {
+            if (!current()) return;
+            queries.delete(w.query);
+            logger.error({ message: 'live query failed', domain: w.domain, query: w.name, code: err.code });
+            void write(frame('unwatched', { query: w.query, error: err.toBody().error }));
+          },
+        },
+      );
+      if (!current() || gone()) {
+        await stop(); // it failed, or the stream ended, while it opened
+        return;
+      }
+      entry.stop = stop;
+    } catch (err) {
+      if (current()) queries.delete(w.query);
+      if (!(err instanceof PatchbayError)) logger.error({ message: 'mux: a live query did not open', query: w.name, err: String(err) });
+      // A query's refusal carries its details (`pgCode` of query_failed), as on the query's own stream.
+      await write(frame('unwatched', { query: w.query, error: err instanceof PatchbayError ? err.toBody().error : errorData(err) }));
+    }
+  };
+  /** Stops carrying the live query under `key`; tells the client (`unwatched`) when it asked. */
+  const unwatch = async (key: string, tell = true): Promise<void> => {
+    const entry = queries.get(key);
+    if (entry === undefined) return;
+    queries.delete(key);
+    await entry.stop?.();
+    if (tell) await write(frame('unwatched', { query: key }));
+  };
   const drop = async (scope: string, error?: { code: string; message: string }): Promise<void> => {
     if (!scopes.has(scope)) return;
     const stop = scopes.get(scope);
@@ -262,6 +357,7 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
         return;
       }
       if (gone() || c.by !== (caller?.id ?? null)) return; // another user's message for this id: ignored
+      for (const key of c.unwatch ?? []) await unwatch(key);
       for (const scope of c.remove ?? []) await drop(scope);
       for (const p of c.add ?? []) {
         if (gone()) return;
@@ -279,6 +375,10 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
         await add(p);
         if (scopes.get(p.scope) !== undefined) await write(frame('added', { scope: p.scope }));
       }
+      for (const w of c.watch ?? []) {
+        if (gone() || caller === null || c.in === undefined) return;
+        await watch(w, c.in);
+      }
     });
   };
   const stopControl = await engine.onControl(controlKey(streamId), onControl);
@@ -293,6 +393,7 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
     await controls;
     await Promise.all([...feeds.values()].map((f) => f.stop()));
     await Promise.all([...scopes.values()].map((stop) => stop?.()));
+    await Promise.all([...queries.values()].map((q) => q.stop?.()));
     sse.end(config.sseRetryMs);
   }
 }
@@ -313,9 +414,45 @@ async function control(ctx: Ctx): Promise<void> {
     });
   }
   await Promise.all(add.map((p) => checkPosition(ctx, p, caller)));
-  const message: Control = { by: caller?.id ?? null, add, remove };
+  const watch = body.watch ?? [];
+  const unwatch = body.unwatch ?? [];
+  if (watch.length + unwatch.length > 0) await checkWatches(ctx, caller, watch);
+  const message: Control = { by: caller?.id ?? null, add, remove, ...(caller ? { in: caller.domain } : {}), watch, unwatch };
   await engine.control(controlKey(stream), JSON.stringify(message));
-  sendJson(ctx.res, 202, { stream, add: add.map((p) => p.scope), remove });
+  sendJson(ctx.res, 202, { stream, add: add.map((p) => p.scope), remove, watch: watch.map((w) => w.query), unwatch });
+}
+
+/**
+ * The checks of a live query's own open, for each query a change watches: a signed-in caller (401
+ * without a token), one PATCHBAY_RATE_QUERY token each, at most PATCHBAY_SSE_MAX_SCOPES of them,
+ * no key twice, and a query the caller may call with valid parameters (`unknown_query`,
+ * `invalid_params`; `unavailable` without a mirror), each error naming the watch's key.
+ */
+async function checkWatches(ctx: Ctx, caller: User | null, watch: Watch[]): Promise<void> {
+  const { config, limits, liveQueries } = ctx.deps;
+  if (caller === null) throw new PatchbayError('unauthorized', 'watching a query needs a signed-in caller');
+  if (watch.length > config.sseMaxScopes) {
+    throw new PatchbayError('too_large', `a stream carries at most ${config.sseMaxScopes} scopes and queries`, {
+      limit: 'sseMaxScopes',
+      max: config.sseMaxScopes,
+      actual: watch.length,
+    });
+  }
+  const keys = new Set<string>();
+  for (const w of watch) {
+    if (keys.has(w.query)) throw invalid('watch', `names ${w.query} twice`);
+    keys.add(w.query);
+  }
+  for (const _ of watch) await limits.query(caller.id);
+  await Promise.all(
+    watch.map(async (w) => {
+      try {
+        await liveQueries.check(w.domain, w.name, w.params, { requester: caller.id, domain: caller.domain });
+      } catch (err) {
+        naming(w.query, err, 'query');
+      }
+    }),
+  );
 }
 
 export const muxRoutes: Route<Ctx>[] = [

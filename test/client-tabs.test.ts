@@ -4,7 +4,8 @@
  * client/src with rolldown) against the real server, as one user. The server serves one stream for
  * both; both pages see every patch of their scopes; when the leading page closes, the other takes
  * over with a stream of its own and misses nothing; a page served by another hears the connection
- * state from it (client.status and its events), though it sends nothing itself. Skipped with a warning where Chromium is
+ * state from it (client.status and its events), though it sends nothing itself; live queries watched
+ * in both pages ride the leader's stream and go on when it closes. Skipped with a warning where Chromium is
  * missing (failing under CI).
  */
 import { existsSync } from 'node:fs';
@@ -13,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
 import { rolldown } from 'rolldown';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadDomainConfig, StaticConfigs } from '../shared/domains/active.js';
 import { CHROMIUM_PATH, launchBrowser } from './helpers/browser.js';
 import { startProxy } from './helpers/proxy.js';
 import { type Client, request, startServer, type TestServer } from './helpers/server.js';
@@ -171,6 +173,67 @@ describe.skipIf(missing)('client: one connection for an origin’s tabs (Chromiu
     }
     await until(() => srv.app.limits.openStreams === before, 'every stream closed');
   });
+
+  it('live queries watched in two pages ride the one shared stream: results relayed to the follower, going on when the leader goes', async () => {
+    // A server with a mirror for the pages' domain (their origin's host): items mirrored, one query over them.
+    const domain = new URL(origin).host;
+    const configs = new StaticConfigs();
+    configs.set(
+      domain,
+      loadDomainConfig(
+        'tables:\n  items: {type: item, columns: {title: {type: text}}}\nqueries:\n  titles: {sql: "SELECT title FROM items ORDER BY title"}\n',
+        {
+          maxConfigBytes: 4096,
+        },
+      ),
+    );
+    const mirrored = await startServer({ sseHeartbeatMs: 200 }, undefined, { configs, deliverLocally: true });
+    const context = await browser.newContext();
+    try {
+      const token = (await request(mirrored.url, 'POST', '/v1/auth/anonymous', { headers: { origin } })).json.token as string;
+      const item = async (title: string) =>
+        expect((await request(mirrored.url, 'POST', '/v1/scopes', { token, headers: { origin }, body: { type: 'item', state: { title } } })).status).toBe(201);
+      const watch = (page: Page) =>
+        page.evaluate((domain) => {
+          const t = (globalThis as unknown as { tab: { client: { watchQuery: (...a: unknown[]) => unknown }; rows?: unknown[]; errors?: string[] } }).tab;
+          t.rows = [];
+          t.errors = [];
+          t.client.watchQuery(
+            domain,
+            'titles',
+            undefined,
+            (r: { rows: unknown[] }) => t.rows?.push(r.rows),
+            (e: { code: string }) => t.errors?.push(e.code),
+          );
+        }, domain);
+      const last = (page: Page) =>
+        page.evaluate(() => {
+          const t = (globalThis as unknown as { tab: { rows: unknown[]; errors: string[] } }).tab;
+          return { rows: JSON.stringify(t.rows.at(-1)), errors: t.errors };
+        });
+      const before = mirrored.app.limits.openStreams;
+      const first = await tab(context, token, [], mirrored.url);
+      const second = await tab(context, token, [], mirrored.url);
+      await watch(first);
+      await watch(second);
+      await until(async () => (await last(first)).rows === '[]' && (await last(second)).rows === '[]', 'a first (empty) result in both pages', 60_000);
+      expect((await look(second)).mode).toBe('shared');
+      expect(mirrored.app.limits.openStreams - before).toBe(1);
+      await item('one');
+      await until(async () => (await last(second)).rows === '[["one"]]', 'the new result relayed to the follower', 30_000);
+      await until(async () => (await last(first)).rows === '[["one"]]', 'and at the leader');
+      expect(mirrored.app.limits.openStreams - before).toBe(1);
+      await first.close(); // the follower leads and watches its query on its own stream
+      await until(async () => (await look(second)).mode === 'stream', 'the second page leading');
+      await item('two');
+      await until(async () => (await last(second)).rows === '[["one"],["two"]]', 'a result on the new leader’s stream', 30_000);
+      expect((await last(second)).errors).toEqual([]);
+      await until(() => mirrored.app.limits.openStreams - before === 1, 'one stream left');
+    } finally {
+      await context.close();
+      await mirrored.close();
+    }
+  }, 180_000);
 
   it('a page served by another hears the connection state from it: reconnecting, offline, online', async () => {
     const proxy = await startProxy(srv.url);

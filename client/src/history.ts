@@ -99,9 +99,16 @@ export function invert(before: Json, patch: Patch, after?: Json): Patch {
   return steps.reverse().flat();
 }
 
-/** One undoable change: the patch that reverts it (computed when it was made). */
+/**
+ * One undoable change: the state it applied to, the patch and the state it gave. The inverse is
+ * computed when the entry is taken, not when it was made (a pipelined writer makes thousands of
+ * patches it never undoes); the states are the client's own, never changed once made (./apply.ts
+ * copies what it changes), so holding them is holding what `invert` would have read then.
+ */
 interface Entry {
-  inverse: Patch;
+  before: Json;
+  patch: Patch;
+  after: Json;
   /** False once its patch was refused or dropped: then there is nothing to undo. */
   live: boolean;
 }
@@ -122,7 +129,7 @@ export class UndoStack {
   /** The inverse to send for an undo (or redo), or undefined when there is none. */
   take(which: 'undo' | 'redo'): Patch | undefined {
     const stack = which === 'undo' ? this.undos : this.redos;
-    for (let e = stack.pop(); e; e = stack.pop()) if (e.live) return e.inverse;
+    for (let e = stack.pop(); e; e = stack.pop()) if (e.live) return invert(e.before, e.patch, e.after);
     return undefined;
   }
 
@@ -140,7 +147,7 @@ export class UndoStack {
   }
 
   private push(stack: Entry[], before: Json, patch: Patch, after: Json, settled: Promise<unknown>): void {
-    const entry: Entry = { inverse: invert(before, patch, after), live: true };
+    const entry: Entry = { before, patch, after, live: true };
     // A patch the server refuses (or a rebase drops) never happened: nothing to undo.
     settled.catch(() => {
       entry.live = false;

@@ -69,7 +69,7 @@ export function clientQueriesContract(stack: string, start: StartMirroredWith): 
     };
 
     beforeAll(async () => {
-      ({ srv, close } = await start({ domainCacheMs: 0, mirrorQueryTimeoutMs: 300, sseMaxMs: 2000, sseRetryMs: 0 }));
+      ({ srv, close } = await start({ domainCacheMs: 0, mirrorQueryTimeoutMs: 300, sseMaxMs: 2000, sseRetryMs: 0, sseMaxScopes: 25 }));
       [admin, bob] = await Promise.all([clientIn(srv.url, DOMAIN), clientIn(srv.url, DOMAIN)]);
       await srv.app.domains.addAdmin(DOMAIN, userId(admin));
       const res = await upload(admin, CONFIG, 0, DOMAIN);
@@ -202,6 +202,35 @@ export function clientQueriesContract(stack: string, start: StartMirroredWith): 
         c.close();
       }
     };
+
+    it(
+      'scopes and live queries share one stream cap (PATCHBAY_SSE_MAX_SCOPES): past it, an added scope or watch is refused on the stream',
+      async () => {
+        const max = srv.app.config.sseMaxScopes;
+        const ids = await Promise.all(Array.from({ length: max }, (_, i) => item(bob, `cap${i}`)));
+        const m = openMux(`${srv.url}/v1/events?scopes=${ids.slice(0, max - 1).join(',')}`, bob.token, { 'x-patchbay-domain': DOMAIN });
+        try {
+          const stream = await m.stream();
+          const control = (body: unknown) => bob.request('POST', `/v1/events/${stream}`, { body });
+          expect((await control({ watch: [{ query: 'a', domain: DOMAIN, name: 'mine' }] })).status).toBe(202);
+          await m.waitFor((ev) => ev.some((e) => e.type === 'result'));
+          // max - 1 scopes and one query: full. One more scope, or one more query, is refused.
+          expect((await control({ add: [{ scope: ids[max - 1] as string }] })).status).toBe(202);
+          await m.waitFor((ev) => ev.some((e) => e.type === 'removed'));
+          expect(m.events.find((e) => e.type === 'removed')?.data).toMatchObject({ scope: ids[max - 1], error: { code: 'too_large' } });
+          expect((await control({ watch: [{ query: 'b', domain: DOMAIN, name: 'mine' }] })).status).toBe(202);
+          await m.waitFor((ev) => ev.some((e) => e.type === 'unwatched'));
+          expect(m.events.find((e) => e.type === 'unwatched')?.data).toMatchObject({ query: 'b', error: { code: 'too_large' } });
+          // The query unwatched, the scope fits.
+          expect((await control({ unwatch: ['a'] })).status).toBe(202);
+          expect((await control({ add: [{ scope: ids[max - 1] as string }] })).status).toBe(202);
+          await m.waitFor((ev) => ev.some((e) => e.type === 'added' && (e.data as { scope: string }).scope === ids[max - 1]));
+        } finally {
+          m.close();
+        }
+      },
+      SLOW,
+    );
 
     it(
       'a change that watches a query is checked where it arrives: coded errors naming the watch, nothing reaches the stream or changes',

@@ -368,8 +368,10 @@ async function serve(ctx: Ctx, positions: Position[], caller: Caller | null): Pr
           await presence(p.scope);
           continue;
         }
-        if (scopes.size >= config.sseMaxScopes) {
-          await write(frame('removed', { scope: p.scope, error: { code: 'too_large', message: `a stream carries at most ${config.sseMaxScopes} scopes` } }));
+        // Scopes and live queries share the cap, as a watch counts both (below).
+        if (scopes.size + queries.size >= config.sseMaxScopes) {
+          const message = `a stream carries at most ${config.sseMaxScopes} scopes and queries`;
+          await write(frame('removed', { scope: p.scope, error: { code: 'too_large', message } }));
           continue;
         }
         await add(p);

@@ -4,7 +4,7 @@
  * written) and prints where its CPU time went: self time by function, time by module (package or
  * source file) and inclusive time of the steps of the write and fan-out paths.
  *
- *   node dist/bench/profile.js --workload write-single|write-hot|write-many|fanout|catchup [--n 3000]
+ *   node dist/bench/profile.js --workload write-single|write-hot|write-many|fanout|catchup|client-pipelined [--n 3000]
  *     [--env PATCHBAY_SQLITE_SYNC=normal ...] [--keep DIR] [--top 30] [--no-pin]
  *
  * Emulator mode is not profiled here (its time is spent waiting on the emulators, which a CPU
@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HttpClient } from './client.js';
+import { clientWriteSingle } from './client-workloads.js';
 import { choosePinning, pinSelf, Rpc, startNode } from './harness.js';
 import { httpCatchup, httpCreateScopes, httpFanout, httpWriteHot, httpWriteMany, httpWriteSingle } from './workloads.js';
 
@@ -180,6 +181,10 @@ async function main(): Promise<void> {
         result = await httpWriteMany(c, scopes, 64, Math.ceil(n / 64));
         break;
       }
+      case 'client-pipelined':
+        await clientWriteSingle(server.url, c.token, 200, true);
+        result = await clientWriteSingle(server.url, c.token, n, true);
+        break;
       case 'fanout':
         result = await httpFanout(c, 100, Math.ceil(n / 10), 20);
         break;

@@ -3,6 +3,10 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 
 /** A deep copy of a JSON value (JSON round trip: the fastest deep clone for plain JSON in V8). */
 export function cloneJson<T extends Json>(value: T): T {
+  // A string, boolean, null or plain number is its own copy (NaN, ±Infinity and -0 still go
+  // through JSON, which makes them null and 0, as on the wire).
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return value;
+  if (typeof value === 'number' && Number.isFinite(value) && !Object.is(value, -0)) return value;
   return JSON.parse(JSON.stringify(value)) as T;
 }
 

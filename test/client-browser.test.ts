@@ -145,7 +145,9 @@ async function openScope(page: Page, url: string, token: string | null, name: st
   await page.evaluate(
     async ({ url, token, name, id }) => {
       const g = globalThis as unknown as PageGlobals;
-      const client = g.pb.createClient(token === null ? { url } : { url, token });
+      // compose: false, so each patch() is its own log entry and the log is checked call by call
+      // (joining a tick's patches, the default, is tested in test/contract/client.ts and client-compose.ts).
+      const client = g.pb.createClient(token === null ? { url, compose: false } : { url, token, compose: false });
       g.clients[name] = client;
       g.statuses[name] = [];
       client.on('status', ({ status }) => g.statuses[name]?.push(status));

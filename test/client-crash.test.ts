@@ -71,7 +71,7 @@ it(`every patch the client made is in the log once, at its acked index, across $
       batchesInFlight--;
     }
   };
-  const client = createClient({ url: 'http://patchbay.invalid', token, fetch: routed });
+  const client = createClient({ url: 'http://patchbay.invalid', token, fetch: routed, compose: false }); // one log entry per call, each checked at its acked index
   const scopes: LiveScope[] = [];
   for (const id of ['cc-a', 'cc-b']) {
     const res = await request(url, 'POST', '/v1/scopes', { token, body: { id, state: { list: [] } } });

@@ -41,9 +41,12 @@ export interface ClientOptions {
    */
   shareTabs?: boolean;
   /**
-   * Join the patches of a scope that are waiting to be sent into one patch before sending them
-   * (client/src/scope.ts): one index, ack and log entry for many small patches, as ShareDB composes
-   * ops. Off by default, so every `patch()` call is its own entry in the scope's history.
+   * Join a scope's patches waiting to be sent into one patch before sending them
+   * (client/src/scope.ts, client/README.md "Composed"): one index, ack and log entry for many small
+   * patches. By default the patches made in one synchronous run of code (one tick) are joined, as
+   * the seed system merged a tick's mutations into one message (`{ join: 'tick' }`); `true` (or
+   * `{ join: 'send' }`) joins all those waiting, also across ticks, as ShareDB composes ops;
+   * `false`: every `patch()` call is its own entry in the scope's history.
    */
   compose?: boolean | ComposeLimits;
   /**
@@ -120,7 +123,8 @@ export class PatchbayClient extends Emitter<ClientEvents> {
   constructor(opts: ClientOptions, restored?: Restored & { store: OfflineStore }) {
     super();
     this.transport = new Transport(opts);
-    this.compose = opts.compose ? (opts.compose === true ? {} : { ...opts.compose }) : undefined;
+    const compose = opts.compose ?? {};
+    this.compose = compose === false ? undefined : compose === true ? { join: 'send' } : { ...compose };
     if (opts.ordering !== undefined && opts.ordering !== 'predicted' && opts.ordering !== 'head') {
       throw new PatchbayClientError('invalid_request', `ordering is 'predicted' or 'head', not ${JSON.stringify(opts.ordering)}`);
     }

@@ -20,11 +20,16 @@ export function collapse(ops: Patch): Patch {
   const out: Operation[] = [];
   for (const op of ops) {
     const last = out[out.length - 1];
-    if (op.op === 'replace' && last !== undefined && (last.op === 'replace' || last.op === 'add') && last.path === op.path && !op.path.endsWith('/-')) {
-      out[out.length - 1] = { op: last.op, path: op.path, value: op.value };
+    if (foldsInto(last, op)) {
+      out[out.length - 1] = { op: (last as Operation).op, path: op.path, value: (op as { value: unknown }).value } as Operation;
       continue;
     }
     out.push(op);
   }
   return out;
+}
+
+/** Whether `op` folds into `last`, the operation just before it (see the guarantee above). */
+export function foldsInto(last: Operation | undefined, op: Operation): boolean {
+  return op.op === 'replace' && last !== undefined && (last.op === 'replace' || last.op === 'add') && last.path === op.path && !op.path.endsWith('/-');
 }

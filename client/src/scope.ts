@@ -20,18 +20,21 @@
  *   fetched from history and applied; the pending patches are re-applied on top, and one that no
  *   longer applies is dropped, reported as a `conflict`, and its promise rejects with `patch_failed`.
  * - Watchers see the optimistic state after every change, one consistent state at a time.
- * - With `compose` (off by default), the patches not yet sent are joined, just before they are
- *   sent, into one patch (their operations in order, under a size cap), as ShareDB composes the ops
- *   pending while one is in flight: one index, one ack, one log entry and one event for all of
- *   them. A joined patch the server refuses (any refusal but `out_of_sync`/`replay_required`,
- *   which resend it as it is) is split back into the patches it was made of, each then sent
- *   alone and judged as without composing. Only patches never sent are joined.
+ * - Composing: just before they are sent, patches not yet sent are joined into one patch (their
+ *   operations in order, folded by ./collapse.ts, under caps counted after folding): one index,
+ *   one ack, one log entry and one event for all of them. By default (`join: 'tick'`) only the
+ *   patches made in one synchronous run of code are joined, as the seed system merged a tick's
+ *   mutations into one message; with `join: 'send'` all those waiting are, as ShareDB composes the
+ *   ops pending while one is in flight. A joined patch the server refuses (any refusal but
+ *   `out_of_sync`/`replay_required`, which resend it as it is) is split back into the patches it
+ *   was made of, each then sent alone and judged as without composing. Only patches never sent
+ *   are joined.
  */
 import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
 import { cloneJson, type Json, jsonBytes } from '../../shared/json.js';
-import type { Patch } from '../../shared/wire.js';
+import type { Operation, Patch } from '../../shared/wire.js';
 import { applyPatch } from './apply.js';
-import { collapse } from './collapse.js';
+import { foldsInto } from './collapse.js';
 import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, errorOf, PatchbayClientError } from './errors.js';
@@ -80,10 +83,12 @@ interface Pending {
   si: number;
   /** The patches a composed one was joined from (each keeps its own si, promise and undo entry). */
   parts?: Pending[];
-  /** The patch's JSON size in UTF-8 bytes, once measured for composing. */
+  /** A composed patch's JSON size in UTF-8 bytes (an upper bound; ./scope.ts `foldOnto`). */
   bytes?: number;
   /** Split back from a refused composed patch: sent on its own from then on, so the server judges it alone. */
   alone?: boolean;
+  /** The synchronous run of code (`LiveScope.tick`) it was made in: with `join: 'tick'`, only patches of one tick are joined. */
+  tick?: number;
   /** The index the server committed it at, once acknowledged. */
   ack?: number;
   /** It went out in a request at least once (whose answer may have been lost). */
@@ -114,11 +119,20 @@ export interface ScopeContext {
  */
 export type Ordering = 'predicted' | 'head';
 
-/** How large one composed patch may grow: below the server's PATCHBAY_MAX_OPS and PATCHBAY_MAX_PATCH_BYTES. */
+/**
+ * Which patches are joined into one (client/README.md, "Composed"), and how large one joined patch
+ * may grow: below the server's PATCHBAY_MAX_OPS and PATCHBAY_MAX_PATCH_BYTES.
+ */
 export interface ComposeLimits {
-  /** Most operations in one composed patch (default 500). */
+  /**
+   * `tick` (the default): the patches made in one synchronous run of code (one event handler, one
+   * loop); `send`: every patch waiting when a request leaves, including those made in earlier
+   * ticks while the previous request was in flight.
+   */
+  join?: 'tick' | 'send';
+  /** Most operations in one composed patch, after folding (default 500). */
   maxOps?: number;
-  /** Most bytes of JSON in one composed patch (default 64 KiB). */
+  /** Most bytes of JSON in one composed patch, after folding (default 64 KiB). */
   maxBytes?: number;
 }
 
@@ -137,7 +151,10 @@ export class LiveScope extends Emitter<ScopeEvents> {
   /** How many patches one request may carry (lowered when the server says its limit is smaller). */
   private batchMax = 100;
   /** The caps of a composed patch (lowered when the server refuses one as too large); undefined: no composing. */
-  private composeCaps: { maxOps: number; maxBytes: number } | undefined;
+  private composeCaps: { join: 'tick' | 'send'; maxOps: number; maxBytes: number } | undefined;
+  /** Counts the synchronous runs of code that made patches (`Pending.tick`); `tickOpen` while one runs. */
+  private tick = 0;
+  private tickOpen = false;
   private held: PatchEventData[] = [];
   private sending = false;
   private closed = false;
@@ -158,7 +175,10 @@ export class LiveScope extends Emitter<ScopeEvents> {
     initial?: { ii: number; state: Json; pending?: SavedPending[] },
   ) {
     super();
-    if (ctx.compose) this.composeCaps = { maxOps: ctx.compose.maxOps ?? 500, maxBytes: ctx.compose.maxBytes ?? 64 * 1024 };
+    if (ctx.compose) {
+      const { join = 'tick', maxOps = 500, maxBytes = 64 * 1024 } = ctx.compose;
+      this.composeCaps = { join, maxOps, maxBytes };
+    }
     this.ready = new Promise<Json>((resolve, reject) => {
       this.settleReady = { resolve, reject };
     });
@@ -201,20 +221,32 @@ export class LiveScope extends Emitter<ScopeEvents> {
     } catch (err) {
       return Promise.reject(asClientError(err));
     }
-    const p = { patch, si: this.ctx.nextSi() } as Pending;
+    if (!this.tickOpen) {
+      // A new synchronous run of code: it ends with this microtask, which sends what it made (one
+      // flush per tick, not per patch).
+      this.tickOpen = true;
+      this.tick++;
+      queueMicrotask(() => {
+        this.tickOpen = false;
+        void this.flush();
+      });
+    }
+    const p = { patch, si: this.ctx.nextSi(), tick: this.tick } as Pending;
     const promise = new Promise<Ack>((resolve, reject) => {
       p.resolve = resolve;
-      p.reject = reject;
+      // A patch made and not awaited (fire and forget) must not become an unhandled rejection when
+      // it conflicts: the same failure is also a `conflict` or `error` event. Awaiting it still
+      // throws. (The handler is added only when it rejects: one promise less per patch.)
+      p.reject = (err) => {
+        promise.catch(() => {});
+        reject(err);
+      };
     });
-    // A patch made and not awaited (fire and forget) must not become an unhandled rejection when
-    // it conflicts: the same failure is also a `conflict` or `error` event. Awaiting it still throws.
-    promise.catch(() => {});
     this.pending.push(p);
     if (this.recording) this.undoStack.did(this.recording, this.state, patch, next, promise);
     else this.undoStack.made(this.state, patch, next, promise);
     this.state = next;
     this.notify(patch);
-    queueMicrotask(() => void this.flush());
     return promise;
   }
 
@@ -574,8 +606,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
 
   /**
    * With `compose`: joins each run of patches not yet sent (a suffix of `pending`) into one patch
-   * with a new si, within the caps. A patch that went out once is never changed: its resend must
-   * be the same patch under the same si.
+   * with a new si, within the caps (counted on the folded operations, so a burst of replaces of one
+   * path is one operation however long), and with `join: 'tick'` within one tick. A patch that went
+   * out once is never changed: its resend must be the same patch under the same si.
    */
   private compose(): void {
     const caps = this.composeCaps;
@@ -584,13 +617,16 @@ export class LiveScope extends Emitter<ScopeEvents> {
     if (first < 0 || first === this.pending.length - 1) return;
     const out = this.pending.slice(0, first);
     let run: Pending[] = [];
-    let ops = 0;
+    /** The run's operations folded as collapse() folds them, each one's JSON size (an upper bound), and their sum. */
+    let ops: Operation[] = [];
+    let sizes: number[] = [];
     let bytes = 0;
     const close = () => {
-      if (run.length > 1) out.push(this.joined(run));
+      if (run.length > 1) out.push(this.joined(run, ops, bytes));
       else out.push(...run);
       run = [];
-      ops = 0;
+      ops = [];
+      sizes = [];
       bytes = 0;
     };
     for (const p of this.pending.slice(first)) {
@@ -601,11 +637,23 @@ export class LiveScope extends Emitter<ScopeEvents> {
         out.push(p);
         continue;
       }
-      p.bytes ??= jsonBytes(p.patch);
-      if (run.length > 0 && (ops + p.patch.length > caps.maxOps || bytes + p.bytes > caps.maxBytes)) close();
+      if (run.length > 0 && caps.join === 'tick' && p.tick !== (run[0] as Pending).tick) close();
+      // Folded onto the run: within the caps, it joins; else the run closes and it starts the next.
+      const before = { n: ops.length, bytes, last: ops[ops.length - 1], lastSize: sizes[sizes.length - 1] };
+      bytes = foldOnto(ops, sizes, bytes, p.patch);
+      if (run.length > 0 && (ops.length > caps.maxOps || bytes > caps.maxBytes)) {
+        // Undo the fold of p (only the run's last operation can have changed), close, and start again with p.
+        ops.length = before.n;
+        sizes.length = before.n;
+        if (before.last !== undefined) {
+          ops[before.n - 1] = before.last;
+          sizes[before.n - 1] = before.lastSize as number;
+        }
+        bytes = before.bytes;
+        close();
+        bytes = foldOnto(ops, sizes, 0, p.patch);
+      }
       run.push(p);
-      ops += p.patch.length;
-      bytes += p.bytes;
     }
     close();
     if (out.length === this.pending.length) return;
@@ -614,13 +662,13 @@ export class LiveScope extends Emitter<ScopeEvents> {
   }
 
   /** One patch made of `run` (in order); its ack and refusal are each of theirs. */
-  private joined(run: Pending[]): Pending {
+  private joined(run: Pending[], ops: Operation[], bytes: number): Pending {
     const parts = run.flatMap((p) => p.parts ?? [p]);
     return {
-      patch: collapse(run.flatMap((p) => p.patch)),
+      patch: ops,
       si: this.ctx.nextSi(),
       parts,
-      bytes: run.reduce((n, p) => n + (p.bytes ?? 0), 0),
+      bytes,
       resolve: (ack) => {
         for (const q of parts) q.resolve(ack);
       },
@@ -707,6 +755,42 @@ export class LiveScope extends Emitter<ScopeEvents> {
     this.syncWaiters = [];
     for (const w of waiters) w.resolve();
   }
+}
+
+/**
+ * Folds `patch` onto `ops` by collapse()'s rule (./collapse.ts), keeping `sizes` (each operation's
+ * JSON size in UTF-8 bytes, or an upper bound of it) in step; returns the new sum of the sizes. A
+ * fold changes only the value (the operation keeps its name and path, and may lose stray keys),
+ * so its new size is bounded without writing the operation out: a burst of replaces of one
+ * number costs no JSON.stringify.
+ */
+function foldOnto(ops: Operation[], sizes: number[], bytes: number, patch: Patch): number {
+  let sum = bytes;
+  for (const op of patch) {
+    const k = ops.length - 1;
+    const last = ops[k];
+    if (last !== undefined && foldsInto(last, op)) {
+      const was = sizes[k] as number;
+      const size = was - valueBytes((last as { value: Json }).value) + valueBytes((op as { value: Json }).value);
+      ops[k] = { op: last.op, path: op.path, value: (op as { value: Json }).value } as Operation;
+      sizes[k] = size;
+      sum += size - was;
+    } else {
+      const size = jsonBytes(op);
+      ops.push(op);
+      sizes.push(size);
+      sum += size;
+    }
+  }
+  return sum;
+}
+
+/** A value's JSON size in UTF-8 bytes (a finite number's JSON text is its String()). */
+function valueBytes(v: Json): number {
+  if (typeof v === 'number' && Number.isFinite(v)) return String(v).length;
+  if (typeof v === 'boolean') return v ? 4 : 5;
+  if (v === null) return 4;
+  return jsonBytes(v);
 }
 
 /** Any thrown value as a PatchbayClientError (the server's PatchbayError keeps its code and details). */

@@ -84,6 +84,26 @@ export function clientComposeContract(stack: string, start: StartServer): void {
       c.close();
     });
 
+    it('counts the caps on the folded operations: a burst of edits of one path is one operation however long, until the folded value outgrows maxBytes', async () => {
+      const token = await anonymousToken(srv);
+      const c = createClient({ url: srv.url, token, compose: { maxOps: 2, maxBytes: 300 } });
+      const s = await c.create({ state: { s: '' } });
+      // 100 replaces, about 5,000 bytes as sent one by one; folded, one operation of about 140 bytes.
+      const small = Array.from({ length: 100 }, (_, i) => s.patch([{ op: 'replace', path: '/s', value: 'x'.repeat(i + 1) }]));
+      // Folded onto the run this one would pass 300 bytes: the run closes and it starts the next.
+      const big = s.patch([{ op: 'replace', path: '/s', value: 'y'.repeat(400) }]);
+      const acks = await Promise.all([...small, big]);
+      await s.synced();
+      expect(acks.map((a) => a.ii)).toEqual([...Array.from({ length: 100 }, () => 1), 2]);
+      const log = await history(srv, token, s.id);
+      expect(log.map((e) => e.patch)).toEqual([
+        [{ op: 'replace', path: '/s', value: 'x'.repeat(100) }],
+        [{ op: 'replace', path: '/s', value: 'y'.repeat(400) }],
+      ]);
+      expect(s.state).toEqual({ s: 'y'.repeat(400) });
+      c.close();
+    });
+
     it('a composed patch refused as patch_failed (another writer got there first) is split: only the part that no longer applies is a conflict', async () => {
       const token = await anonymousToken(srv);
       const other = createClient({ url: srv.url, token });

@@ -92,7 +92,7 @@ export function clientOfflineContract(stack: string, start: StartServer): void {
     it('writes made offline are applied locally at once, and go out once when the network is back', async () => {
       const token = await anonymousToken(srv);
       const net = switchable();
-      const client = createClient({ url: srv.url, token, fetch: net.fetch });
+      const client = createClient({ url: srv.url, token, fetch: net.fetch, compose: false }); // a log entry per call
       clients.push(client);
       const s = await client.create({ state: { log: [] } });
       await s.ready;
@@ -112,7 +112,7 @@ export function clientOfflineContract(stack: string, start: StartServer): void {
       const token = await anonymousToken(srv);
       const storage = fileStorage(dir());
       const net = switchable();
-      const before = await openClient({ url: srv.url, token, storage, fetch: net.fetch });
+      const before = await openClient({ url: srv.url, token, storage, fetch: net.fetch, compose: false }); // a log entry per call
       clients.push(before);
       const s = await before.create({ state: { log: [] } });
       const first = s.patch(add('a'));
@@ -181,7 +181,7 @@ export function clientOfflineContract(stack: string, start: StartServer): void {
       let frozen = false;
       const storage: ClientStorage = { ...inner, set: async (key, value) => (frozen && key.endsWith('client') ? undefined : inner.set(key, value)) };
       const net = switchable();
-      const before = await openClient({ url: srv.url, token, storage, fetch: net.fetch });
+      const before = await openClient({ url: srv.url, token, storage, fetch: net.fetch, compose: false }); // a log entry per call
       clients.push(before);
       const s = await before.create({ state: { log: [] } });
       await s.patch(add(1));

@@ -23,6 +23,16 @@ export async function until(pred: () => boolean, what: string, timeoutMs = 15_00
   }
 }
 
+/** A fetch that records the path of every POST it sends. */
+function countingPosts(): { posts: string[]; counting: typeof fetch } {
+  const posts: string[] = [];
+  const counting: typeof fetch = (input, init) => {
+    if (init?.method === 'POST') posts.push(new URL(String(input)).pathname);
+    return fetch(input, init);
+  };
+  return { posts, counting };
+}
+
 export async function history(srv: TestServer, token: string, id: string): Promise<Array<{ ii: number; patch: Patch }>> {
   const res = await fetch(`${srv.url}/v1/scopes/${id}/patches`, { headers: { authorization: `Bearer ${token}` } });
   return (await res.text())
@@ -61,8 +71,9 @@ export function clientContract(stack: string, start: StartServer): void {
 
     it('two clients writing one scope at once converge, and the log holds each acknowledged patch once', async () => {
       const token = await anonymousToken(srv);
-      const a = createClient({ url: srv.url, token });
-      const b = createClient({ url: srv.url, token });
+      // Not composing: each patch() call is its own log entry, so the log is checked call by call.
+      const a = createClient({ url: srv.url, token, compose: false });
+      const b = createClient({ url: srv.url, token, compose: false });
       const sa = await a.create({ state: { list: [], n: {} } });
       const sb = b.scope(sa.id);
       await sb.ready;
@@ -105,12 +116,8 @@ export function clientContract(stack: string, start: StartServer): void {
 
     it('sends the patches made in one tick in one batch request, and those made meanwhile in the next', async () => {
       const token = await anonymousToken(srv);
-      const posts: string[] = [];
-      const counting: typeof fetch = (input, init) => {
-        if (init?.method === 'POST') posts.push(new URL(String(input)).pathname);
-        return fetch(input, init);
-      };
-      const client = createClient({ url: srv.url, token, fetch: counting });
+      const { posts, counting } = countingPosts();
+      const client = createClient({ url: srv.url, token, fetch: counting, compose: false });
       const s = await client.create({ state: { list: [] } });
       posts.length = 0;
       const acks = Array.from({ length: 50 }, (_, i) => s.patch([{ op: 'add', path: '/list/-', value: i }]));
@@ -122,6 +129,40 @@ export function clientContract(stack: string, start: StartServer): void {
       expect(posts).toEqual(['/v1/batch', `/v1/scopes/${s.id}/patches`]);
       await s.synced();
       expect(await serverState(srv, token, s.id)).toEqual(expect.objectContaining({ ii: 54, state: { list: Array.from({ length: 54 }, (_, i) => i) } }));
+      client.close();
+    });
+
+    it('by default joins the patches made in one tick into one (one index, one log entry), and those made meanwhile into the next', async () => {
+      const token = await anonymousToken(srv);
+      const { posts, counting } = countingPosts();
+      const client = createClient({ url: srv.url, token, fetch: counting });
+      const s = await client.create({ state: { list: [], n: 0 } });
+      posts.length = 0;
+      // 2,000 calls in one tick: the replaces of /n fold into one operation, so the caps (500 operations) hold them all.
+      const acks = Array.from({ length: 2000 }, (_, i) => s.patch([{ op: 'replace', path: '/n', value: i + 1 }]));
+      acks.push(s.patch([{ op: 'add', path: '/list/-', value: 'a' }]));
+      await Promise.resolve();
+      const late = [s.patch([{ op: 'add', path: '/list/-', value: 'b' }]), s.patch([{ op: 'add', path: '/list/-', value: 'c' }])]; // while the first is in flight
+      await Promise.resolve();
+      const later = s.patch([{ op: 'add', path: '/list/-', value: 'd' }]); // another tick: not joined with b and c
+      const results = await Promise.all([...acks, ...late, later]);
+      expect(new Set(results.slice(0, 2001).map((r) => r.ii))).toEqual(new Set([1]));
+      expect(results.slice(2001).map((r) => r.ii)).toEqual([2, 2, 3]);
+      expect(posts).toEqual([`/v1/scopes/${s.id}/patches`, '/v1/batch']);
+      await s.synced();
+      const log = await history(srv, token, s.id);
+      expect(log.map((e) => e.patch)).toEqual([
+        [
+          { op: 'replace', path: '/n', value: 2000 },
+          { op: 'add', path: '/list/-', value: 'a' },
+        ],
+        [
+          { op: 'add', path: '/list/-', value: 'b' },
+          { op: 'add', path: '/list/-', value: 'c' },
+        ],
+        [{ op: 'add', path: '/list/-', value: 'd' }],
+      ]);
+      expect(await serverState(srv, token, s.id)).toEqual(expect.objectContaining({ ii: 3, state: { list: ['a', 'b', 'c', 'd'], n: 2000 } }));
       client.close();
     });
 
@@ -164,7 +205,7 @@ export function clientContract(stack: string, start: StartServer): void {
         }
         return res;
       };
-      const client = createClient({ url: srv.url, token, fetch: lossy });
+      const client = createClient({ url: srv.url, token, fetch: lossy, compose: false }); // a log entry per call
       const s = await client.create({ state: { n: [] } });
       lose = 1;
       const one = await s.patch([{ op: 'add', path: '/n/-', value: 1 }]);

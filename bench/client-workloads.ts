@@ -4,11 +4,11 @@
  *
  *   client-pipelined  one client issues N patches to one scope without awaiting each, then waits
  *                     until all are acknowledged (`synced()`; ShareDB: N `submitOp` calls, then
- *                     every callback). Both clients send what piles up while a request is in
- *                     flight together: patchbay's in one `POST /v1/batch` of separate patches,
- *                     each committed durably; ShareDB's composed into one op.
- *   client-composed   client-pipelined with the client's `compose` option: the patches pending at
- *                     each send are joined into one patch, as ShareDB's client composes its ops.
+ *                     every callback). Each client with its defaults: patchbay's joins the patches
+ *                     made in one tick into one (its default `compose`), committed durably;
+ *                     ShareDB's sends the first op and composes those made while it is in flight.
+ *   client-separate   client-pipelined with `compose: false`: every patch its own durable log
+ *                     record, sent in `POST /v1/batch` requests of the patches pending at each send.
  *   client-awaited    the same writer awaiting each patch's ack before the next.
  *   client-hot        W clients, each awaiting each of its appends to one list, on one scope. Every
  *                     patch carries its predicted index, so concurrent writers conflict and rebase
@@ -27,11 +27,11 @@ import { type Ack, createClient, type LiveScope, type Ordering, type PatchbayCli
 import { quantile, sleep } from './harness.js';
 import { type Latency, paced, rate, sdbConnect, create as sdbCreate, submit as sdbSubmit, type Throughput } from './workloads.js';
 
-/** A client of `base` with the load generator's token. */
-const client = (base: string, token: string, compose = false, ordering: Ordering = 'predicted'): PatchbayClient =>
-  createClient({ url: base, token, compose, ordering });
+/** A client of `base` with the load generator's token (`compose` undefined: the client's default). */
+const client = (base: string, token: string, compose?: boolean, ordering: Ordering = 'predicted'): PatchbayClient =>
+  createClient({ url: base, token, ordering, ...(compose === undefined ? {} : { compose }) });
 
-export async function clientWriteSingle(base: string, token: string, n: number, pipelined: boolean, compose = false): Promise<Throughput> {
+export async function clientWriteSingle(base: string, token: string, n: number, pipelined: boolean, compose?: boolean): Promise<Throughput> {
   const c = client(base, token, compose);
   try {
     const scope = await c.create({ state: { n: 0 } });
@@ -45,8 +45,8 @@ export async function clientWriteSingle(base: string, token: string, n: number, 
       for (let i = 1; i <= n; i++) await scope.patch([{ op: 'replace', path: '/n', value: i }]);
     }
     const out = rate(n, t0);
-    // Composed, many patches share an index: the state says that all of them landed.
-    if ((compose ? scope.ii > n : scope.ii !== n) || (scope.state as { n: number }).n !== n)
+    // Composed (the default), many patches share an index: the state says that all of them landed.
+    if ((compose === false ? scope.ii !== n : scope.ii > n) || (scope.state as { n: number }).n !== n)
       throw new Error(`client-single: ended at ii ${scope.ii} with ${JSON.stringify(scope.state)}`);
     return out;
   } finally {
@@ -71,7 +71,7 @@ export async function sdbWriteSinglePipelined(url: string, n: number): Promise<T
 }
 
 export async function clientWriteHot(base: string, token: string, writers: number, perWriter: number, ordering: Ordering = 'predicted'): Promise<Throughput> {
-  const clients = Array.from({ length: writers }, () => client(base, token, false, ordering));
+  const clients = Array.from({ length: writers }, () => client(base, token, undefined, ordering));
   try {
     const first = await (clients[0] as PatchbayClient).create({ state: { list: [] } });
     const scopes: LiveScope[] = [first, ...clients.slice(1).map((c) => c.scope(first.id))];

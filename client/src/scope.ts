@@ -23,7 +23,8 @@
  * - Composing: just before they are sent, patches not yet sent are joined into one patch (their
  *   operations in order, folded by ./collapse.ts, under caps counted after folding): one index,
  *   one ack, one log entry and one event for all of them. By default (`join: 'tick'`) only the
- *   patches made in one synchronous run of code are joined, as the seed system merged a tick's
+ *   patches made in one tick are joined (from a patch until the microtask it queues runs: in
+ *   practice one synchronous run of code), as the seed system merged a tick's
  *   mutations into one message; with `join: 'send'` all those waiting are, as ShareDB composes the
  *   ops pending while one is in flight. A joined patch the server refuses (any refusal but
  *   `out_of_sync`/`replay_required`, which resend it as it is) is split back into the patches it
@@ -85,6 +86,8 @@ interface Pending {
   parts?: Pending[];
   /** A composed patch's JSON size in UTF-8 bytes (an upper bound; ./scope.ts `foldOnto`). */
   bytes?: number;
+  /** Its operations' JSON sizes, each measured when first needed for composing. */
+  opBytes?: number[];
   /** Split back from a refused composed patch: sent on its own from then on, so the server judges it alone. */
   alone?: boolean;
   /** The synchronous run of code (`LiveScope.tick`) it was made in: with `join: 'tick'`, only patches of one tick are joined. */
@@ -214,7 +217,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
    */
   patch(patch: Patch): Promise<Ack> {
     if (this.closed) return Promise.reject(new PatchbayClientError('closed', 'the scope is closed'));
-    if (this.state === undefined) return this.ready.then(() => this.patch(patch));
+    if (this.state === undefined) return quiet(this.ready.then(() => this.patch(patch)));
     let next: Json;
     try {
       next = applyPatch(this.state, patch);
@@ -228,7 +231,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
       this.tick++;
       queueMicrotask(() => {
         this.tickOpen = false;
-        void this.flush();
+        this.flush().catch((err: unknown) => this.emit('error', asClientError(err)));
       });
     }
     const p = { patch, si: this.ctx.nextSi(), tick: this.tick } as Pending;
@@ -259,11 +262,15 @@ export class LiveScope extends Emitter<ScopeEvents> {
    * await todo.draft((s) => { s.items.push('eggs'); s.done = false; });
    */
   // biome-ignore lint/suspicious/noExplicitAny: the state's shape is the app's; a caller names it with T (`draft<Todo>(...)`)
-  async draft<T = any>(fn: (draft: T) => unknown): Promise<Ack | null> {
+  draft<T = any>(fn: (draft: T) => unknown): Promise<Ack | null> {
+    return quiet(this.drafted(fn as (draft: unknown) => unknown));
+  }
+
+  private async drafted(fn: (draft: unknown) => unknown): Promise<Ack | null> {
     if (this.state === undefined) await this.ready;
     const before = this.state as Json;
     const copy = cloneJson(before);
-    const returned = fn(copy as T);
+    const returned = fn(copy);
     // JSON text is what the server stores: undefined members vanish, as they would on the wire.
     const after = JSON.parse(JSON.stringify(returned === undefined ? copy : returned) ?? 'null') as Json;
     const ops = diff(before, after);
@@ -285,12 +292,12 @@ export class LiveScope extends Emitter<ScopeEvents> {
    * Resolves with its ack, or null when there is nothing to undo.
    */
   undo(): Promise<Ack | null> {
-    return this.revert('undo');
+    return quiet(this.revert('undo'));
   }
 
   /** Redoes the last undone patch (as `undo()` does, the other way); null when there is nothing to redo. A new patch of this client's clears the redos. */
   redo(): Promise<Ack | null> {
-    return this.revert('redo');
+    return quiet(this.revert('redo'));
   }
 
   /** Whether `undo()` / `redo()` has something to send. */
@@ -617,12 +624,12 @@ export class LiveScope extends Emitter<ScopeEvents> {
     if (first < 0 || first === this.pending.length - 1) return;
     const out = this.pending.slice(0, first);
     let run: Pending[] = [];
-    /** The run's operations folded as collapse() folds them, each one's JSON size (an upper bound), and their sum. */
+    /** The run's operations folded as collapse() folds them, each one's JSON size (an upper bound), and their sum (without the array's commas and brackets). */
     let ops: Operation[] = [];
     let sizes: number[] = [];
     let bytes = 0;
     const close = () => {
-      if (run.length > 1) out.push(this.joined(run, ops, bytes));
+      if (run.length > 1) out.push(this.joined(run, ops, bytes + ops.length + 1));
       else out.push(...run);
       run = [];
       ops = [];
@@ -640,8 +647,9 @@ export class LiveScope extends Emitter<ScopeEvents> {
       if (run.length > 0 && caps.join === 'tick' && p.tick !== (run[0] as Pending).tick) close();
       // Folded onto the run: within the caps, it joins; else the run closes and it starts the next.
       const before = { n: ops.length, bytes, last: ops[ops.length - 1], lastSize: sizes[sizes.length - 1] };
-      bytes = foldOnto(ops, sizes, bytes, p.patch);
-      if (run.length > 0 && (ops.length > caps.maxOps || bytes > caps.maxBytes)) {
+      bytes = foldOnto(ops, sizes, bytes, p);
+      // The patch's JSON text: the operations, a comma between each two, and the brackets.
+      if (run.length > 0 && (ops.length > caps.maxOps || bytes + ops.length + 1 > caps.maxBytes)) {
         // Undo the fold of p (only the run's last operation can have changed), close, and start again with p.
         ops.length = before.n;
         sizes.length = before.n;
@@ -651,7 +659,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
         }
         bytes = before.bytes;
         close();
-        bytes = foldOnto(ops, sizes, 0, p.patch);
+        bytes = foldOnto(ops, sizes, 0, p);
       }
       run.push(p);
     }
@@ -669,6 +677,7 @@ export class LiveScope extends Emitter<ScopeEvents> {
       si: this.ctx.nextSi(),
       parts,
       bytes,
+      tick: (run[0] as Pending).tick,
       resolve: (ack) => {
         for (const q of parts) q.resolve(ack);
       },
@@ -758,15 +767,24 @@ export class LiveScope extends Emitter<ScopeEvents> {
 }
 
 /**
+ * `p` itself, with a handler that keeps a rejection nobody awaits from being reported as unhandled
+ * (the failure is also a `conflict` or `error` event); awaiting `p` still throws.
+ */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+/**
  * Folds `patch` onto `ops` by collapse()'s rule (./collapse.ts), keeping `sizes` (each operation's
  * JSON size in UTF-8 bytes, or an upper bound of it) in step; returns the new sum of the sizes. A
  * fold changes only the value (the operation keeps its name and path, and may lose stray keys),
  * so its new size is bounded without writing the operation out: a burst of replaces of one
  * number costs no JSON.stringify.
  */
-function foldOnto(ops: Operation[], sizes: number[], bytes: number, patch: Patch): number {
+function foldOnto(ops: Operation[], sizes: number[], bytes: number, p: Pending): number {
   let sum = bytes;
-  for (const op of patch) {
+  for (const [i, op] of p.patch.entries()) {
     const k = ops.length - 1;
     const last = ops[k];
     if (last !== undefined && foldsInto(last, op)) {
@@ -776,7 +794,10 @@ function foldOnto(ops: Operation[], sizes: number[], bytes: number, patch: Patch
       sizes[k] = size;
       sum += size - was;
     } else {
-      const size = jsonBytes(op);
+      // Measured once per operation, however many times the flush loop composes again.
+      p.opBytes ??= [];
+      const size = p.opBytes[i] ?? jsonBytes(op);
+      p.opBytes[i] = size;
       ops.push(op);
       sizes.push(size);
       sum += size;

@@ -18,18 +18,21 @@ import type { Operation, Patch } from '../../shared/wire.js';
 
 export function collapse(ops: Patch): Patch {
   const out: Operation[] = [];
-  for (const op of ops) {
-    const last = out[out.length - 1];
-    if (foldsInto(last, op)) {
-      out[out.length - 1] = { op: (last as Operation).op, path: op.path, value: (op as { value: unknown }).value } as Operation;
-      continue;
-    }
-    out.push(op);
-  }
+  for (const op of ops) if (!fold(out, op)) out.push(op);
   return out;
 }
 
-/** Whether `op` folds into `last`, the operation just before it (see the guarantee above). */
-export function foldsInto(last: Operation | undefined, op: Operation): boolean {
-  return op.op === 'replace' && last !== undefined && (last.op === 'replace' || last.op === 'add') && last.path === op.path && !op.path.endsWith('/-');
+/**
+ * Folds `op` into the last operation of `ops` when the rule above allows (that operation is
+ * replaced by one with `op`'s value) and says whether it did; the client's composing
+ * (./scope.ts `foldOnto`) folds with this very function, so the guarantee tested on collapse()
+ * is the one it relies on.
+ */
+export function fold(ops: Operation[], op: Operation): boolean {
+  const k = ops.length - 1;
+  const last = ops[k];
+  if (op.op !== 'replace' || last === undefined || (last.op !== 'replace' && last.op !== 'add') || last.path !== op.path || op.path.endsWith('/-'))
+    return false;
+  ops[k] = { op: last.op, path: op.path, value: op.value } as Operation;
+  return true;
 }

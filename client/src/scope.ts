@@ -35,7 +35,7 @@ import { ERROR_CODES, type ErrorCode } from '../../shared/errors.js';
 import { cloneJson, type Json, jsonBytes } from '../../shared/json.js';
 import type { Operation, Patch } from '../../shared/wire.js';
 import { applyPatch } from './apply.js';
-import { foldsInto } from './collapse.js';
+import { fold } from './collapse.js';
 import { diff } from './diff.js';
 import { Emitter } from './emitter.js';
 import { errorFrom, errorOf, PatchbayClientError } from './errors.js';
@@ -787,10 +787,9 @@ function foldOnto(ops: Operation[], sizes: number[], bytes: number, p: Pending):
   for (const [i, op] of p.patch.entries()) {
     const k = ops.length - 1;
     const last = ops[k];
-    if (last !== undefined && foldsInto(last, op)) {
+    if (fold(ops, op)) {
       const was = sizes[k] as number;
       const size = was - valueBytes((last as { value: Json }).value) + valueBytes((op as { value: Json }).value);
-      ops[k] = { op: last.op, path: op.path, value: (op as { value: Json }).value } as Operation;
       sizes[k] = size;
       sum += size - was;
     } else {

@@ -425,6 +425,12 @@ export const CONFIG_TABLE = {
     int(0, 600_000),
     "A leader releases a scope's write lease after this long without a write to it, so the scope's next writer's instance leads it (0: release as soon as its queue is empty).",
   ),
+  handoverBus: setting(
+    'PATCHBAY_HANDOVER_BUS',
+    true as boolean,
+    bool,
+    "Google mode, with scope leaders: a request handed to a scope's leader, and its answer, also travel on the bus (Pub/Sub), beside the inbox document that stays their record; the first answer wins (docs/architecture.md, 'Scope leaders'). Off: the inbox alone (a Firestore write and a listener each way).",
+  ),
   handoverTimeoutMs: setting(
     'PATCHBAY_HANDOVER_TIMEOUT_MS',
     30_000,
@@ -737,6 +743,7 @@ export const CONFIG_SECTIONS = {
     'scopeLeaders',
     'writeLeaseMs',
     'writeLeaseIdleMs',
+    'handoverBus',
     'handoverTimeoutMs',
   ],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */

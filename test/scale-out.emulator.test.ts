@@ -17,8 +17,10 @@
  *   leader's pending request is fenced off (its commit refused) and goes to the new leader: the
  *   log holds every patch once, 1..n.
  *
- * The ledger-level fence (a refused late commit) is tested directly in
- * test/scope-leaders.emulator.test.ts.
+ * Instances 0 and 1 hand requests over through the bus and the inbox, the last one through the
+ * inbox alone (PATCHBAY_HANDOVER_BUS=false), so each leader meets both. The ledger-level fence (a
+ * refused late commit) is tested directly in test/scope-leaders.emulator.test.ts, the bus's fast
+ * path losing, doubling and refusing messages in test/handover-bus.emulator.test.ts.
  */
 import { Firestore } from '@google-cloud/firestore';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -54,11 +56,18 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore and Pub/Sub emulators'))('s
 
   beforeAll(async () => {
     stack = await startGoogleStack();
-    inst = await startInstances(stack, K, {
-      PATCHBAY_WRITE_LEASE_MS: String(LEASE_MS),
-      PATCHBAY_WRITE_LEASE_IDLE_MS: '3000',
-      PATCHBAY_HANDOVER_TIMEOUT_MS: '20000',
-    });
+    inst = await startInstances(
+      stack,
+      K,
+      {
+        PATCHBAY_WRITE_LEASE_MS: String(LEASE_MS),
+        PATCHBAY_WRITE_LEASE_IDLE_MS: '3000',
+        PATCHBAY_HANDOVER_TIMEOUT_MS: '20000',
+      },
+      // The last instance hands over through the inbox alone (as during a rolling deploy from a
+      // version without the bus's fast path): both ways meet at every leader.
+      (i): Record<string, string> => (i === K - 1 ? { PATCHBAY_HANDOVER_BUS: 'false' } : {}),
+    );
     token = (await newClient(url(0))).token;
     db = new Firestore({ projectId: stack.projectId });
   }, 120_000);

@@ -26,6 +26,7 @@ import { leaseLost } from '../ports/leaders.js';
 import type { Patch, PatchRecord, PatchRequest } from '../protocol.js';
 import { AfterCommit } from './after-commit.js';
 import { type Ack, type Chain, type CommitRules, type Decision, decide, type Outcome, type Pending } from './decide.js';
+import { HandoverBus } from './handover-bus.js';
 import { Leading } from './leading.js';
 import type { NearCache } from './near-cache.js';
 import { ScopeQueues } from './queue.js';
@@ -44,6 +45,7 @@ export type WriterConfig = Pick<
   | 'scopeLeaders'
   | 'writeLeaseMs'
   | 'writeLeaseIdleMs'
+  | 'handoverBus'
   | 'handoverTimeoutMs'
 >;
 
@@ -66,7 +68,7 @@ export class Writer {
   private readonly leading: Leading | null;
 
   constructor(
-    private readonly ports: Pick<Adapters, 'ledger' | 'leaders'>,
+    private readonly ports: Pick<Adapters, 'ledger' | 'leaders' | 'bus'>,
     private readonly config: WriterConfig,
     private readonly reader: Reader,
     private readonly near: NearCache,
@@ -83,16 +85,18 @@ export class Writer {
       cache: (id, ii, state, bytes) => reader.putCache(id, ii, state, bytes),
       publish: (id, records) => outbox.publish(id, records),
     });
+    const holder = crypto.randomUUID();
     this.leading =
       ports.leaders && config.scopeLeaders
         ? new Leading(
             ports.leaders,
-            crypto.randomUUID(),
+            holder,
             config,
             (id, p) => this.local(id, p),
             (req) => hashOf(req.patch),
             logError,
             now,
+            config.handoverBus ? new HandoverBus(ports.bus, holder, logError) : null,
           )
         : null;
   }

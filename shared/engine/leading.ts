@@ -22,6 +22,12 @@
  * committed it: a request handed over without one is given one (`retriable` below). Request
  * documents claimed by an earlier leader without a retry key (written by an earlier version) are
  * answered `unavailable`, as nobody can tell whether they were committed.
+ *
+ * The fast path (./handover-bus.ts): with a bus, a handed request is also sent on it, and its
+ * outcome comes back on it, while its inbox document is written as before; the sender takes the
+ * first answer, the leader decides each request key once whichever way it came (`handled`) and
+ * still writes every outcome to its document, so the inbox stays the record a later leader and
+ * a waiting sender rely on.
  */
 import { randomUUID } from 'node:crypto';
 import { asPatchbayError, type ErrorCode, isBackendError, PatchbayError } from '../errors.js';
@@ -29,6 +35,7 @@ import type { HandedOutcome, InboxRequest, ScopeLeaders } from '../ports/leaders
 import { isLeaseLost } from '../ports/leaders.js';
 import type { PatchRequest } from '../protocol.js';
 import type { Ack, Pending } from './decide.js';
+import type { BusRequest, HandoverBus } from './handover-bus.js';
 
 export interface LeadingConfig {
   writeLeaseMs: number;
@@ -51,6 +58,21 @@ interface Led {
   renewing: boolean;
   /** Answers of handed requests waiting for the next batch. */
   answers: Array<{ key: string; outcome: HandedOutcome }>;
+  /**
+   * Handed requests this leader took, by key, until their outcome is written to their document:
+   * so a request that came both on the bus and through the inbox is decided once.
+   */
+  handled: Map<string, Handled>;
+}
+
+/** A handed request the leader took (see `Led.handled`). */
+interface Handled {
+  /** Its outcome, once decided. */
+  outcome?: HandedOutcome;
+  /** Whether its inbox document has reached this leader (its outcome is written there). */
+  doc: boolean;
+  /** When it was taken (ms): one decided long ago whose document never came is forgotten. */
+  at: number;
 }
 
 export class Leading {
@@ -74,6 +96,8 @@ export class Leading {
     private readonly hashOf: (req: PatchRequest) => string,
     private readonly logError: (e: Record<string, unknown>) => void,
     private readonly now: () => number = Date.now,
+    /** The hand-over's fast path, when there is a bus to take it (./handover-bus.ts). */
+    private readonly fast: HandoverBus | null = null,
   ) {}
 
   /** The epoch to fence a commit of scope `id` with: undefined when this instance does not lead it. */
@@ -84,45 +108,78 @@ export class Leading {
   /** Answers a request for scope `id` with its leader's outcome (see the top of this file). */
   async submit(id: string, p: Pending): Promise<Ack> {
     const deadline = this.now() + this.config.handoverTimeoutMs;
-    let key: string | undefined; // set once the request is in the inbox
-    let handed: string | undefined; // the request as handed over (the same text on every send)
-    for (;;) {
-      if (this.closed) throw new PatchbayError('unavailable', 'this instance is shutting down; retry');
-      let led: Led | null;
-      try {
-        led = await this.lead(id);
-      } catch (err) {
-        // Taking the lease failed on the backend (contention between instances taking it at once):
-        // nothing was written; ask again shortly, within the request's time.
-        if (err instanceof PatchbayError || !isBackendError(err) || this.now() >= deadline) throw err;
-        await new Promise((r) => setTimeout(r, 20 + Math.random() * 100));
-        continue;
-      }
-      if (led && key === undefined) {
+    // Set once handed over: its key (its inbox document, once created), its text (the same on
+    // every send), and its answer on the bus (null when the fast path was not taken).
+    let handed: { key: string; text: string; inInbox: boolean; fast: Promise<HandedOutcome> | null } | undefined;
+    try {
+      for (;;) {
+        if (this.closed) throw new PatchbayError('unavailable', 'this instance is shutting down; retry');
+        let led: Led | null;
         try {
-          return await this.localTracked(id, led, p);
+          led = await this.lead(id);
         } catch (err) {
-          if (!isLeaseLost(err)) throw err;
-          this.drop(id, led); // nothing was written: route it again
+          // Taking the lease failed on the backend (contention between instances taking it at once):
+          // nothing was written; ask again shortly, within the request's time.
+          if (err instanceof PatchbayError || !isBackendError(err) || this.now() >= deadline) throw err;
+          await new Promise((r) => setTimeout(r, 20 + Math.random() * 100));
           continue;
         }
-      }
-      // Another instance leads (or this one now does, and its listener answers what it sent earlier).
-      const left = deadline - this.now();
-      if (left <= 0) throw new PatchbayError('unavailable', `scope ${id}'s leader did not answer in time; retry`, { id });
-      handed ??= JSON.stringify(retriable(p.req));
-      const sent = await this.leaders.send(id, { req: handed, user: p.user, domain: p.domain, retriable: true }, Math.min(left, this.config.writeLeaseMs), key);
-      key = sent.key;
-      if (sent.outcome) {
-        const ack = fromOutcome(sent.outcome);
-        if (p.req.session === undefined && ack.duplicate) {
-          // Its retry key was ours (see `retriable`): a leader committed it before dying unanswered.
-          const { duplicate: _, ...first } = ack;
-          return first;
+        if (led && handed === undefined) {
+          try {
+            return await this.localTracked(id, led, p);
+          } catch (err) {
+            if (!isLeaseLost(err)) throw err;
+            this.drop(id, led); // nothing was written: route it again
+            continue;
+          }
         }
-        return ack;
+        // Another instance leads (or this one now does, and its listener answers what it sent earlier).
+        const left = deadline - this.now();
+        if (left <= 0) throw new PatchbayError('unavailable', `scope ${id}'s leader did not answer in time; retry`, { id });
+        const wait = Math.min(left, this.config.writeLeaseMs);
+        if (handed === undefined) {
+          const key = randomUUID();
+          const text = JSON.stringify(retriable(p.req));
+          const sent = this.fast ? await this.fast.send(id, { key, from: this.holder, req: text, user: p.user, domain: p.domain }) : null;
+          handed = { key, text, inInbox: false, fast: sent?.answer ?? null };
+        }
+        const { key, text, fast } = handed;
+        const request = { req: text, user: p.user, domain: p.domain, retriable: true, key, ...(fast && this.fast ? { replyTo: this.holder } : {}) };
+        const viaInbox = this.leaders.send(id, request, wait, handed.inInbox ? key : undefined).then(
+          (sent) => ({ outcome: sent.outcome }),
+          (err: unknown) => ({ failed: err }),
+        );
+        let first = await (fast ? Promise.race([viaInbox, fast.then((outcome) => ({ outcome }))]) : viaInbox);
+        if ('failed' in first) {
+          // Not in the inbox (its create failed): only the bus carries it, if it was sent there.
+          if (!fast || handed.inInbox) throw first.failed;
+          const failed = first.failed;
+          let timer: NodeJS.Timeout | undefined;
+          first = await Promise.race([
+            fast.then((outcome) => ({ outcome })),
+            new Promise<{ failed: unknown }>((r) => (timer = setTimeout(() => r({ failed }), wait))),
+          ]);
+          clearTimeout(timer);
+          if ('failed' in first)
+            throw new PatchbayError(
+              'unavailable',
+              'the request may or may not have been committed (it could not be handed over durably); read the scope before sending it again',
+              { id },
+            );
+        } else handed.inInbox = true;
+        if (first.outcome) {
+          const ack = fromOutcome(first.outcome);
+          if (p.req.session === undefined && ack.duplicate) {
+            // Its retry key was ours (see `retriable`): a leader committed it before dying unanswered.
+            const { duplicate: _, ...original } = ack;
+            return original;
+          }
+          return ack;
+        }
+        this.others.delete(id); // no answer within a lease: ask the lease again
       }
-      this.others.delete(id); // no answer within a lease: ask the lease again
+    } finally {
+      if (handed) this.fast?.forget(handed.key);
     }
   }
 
@@ -162,12 +219,13 @@ export class Leading {
       inflight: 0,
       renewing: false,
       answers: [],
+      handled: new Map(),
       stopListening: async () => {},
       timer: setInterval(() => this.tick(id, led), Math.max(100, Math.floor(this.config.writeLeaseMs / 3))),
     };
     led.timer.unref();
     this.led.set(id, led);
-    led.stopListening = this.leaders.listen(
+    const stopInbox = this.leaders.listen(
       id,
       led.epoch,
       (requests) => this.handle(id, led, requests),
@@ -177,6 +235,16 @@ export class Leading {
         this.release(id, led);
       },
     );
+    // Requests sent on the bus before this subscription exists reach this leader through the inbox.
+    const stopFast = this.fast
+      ?.listen(id, (r) => this.handleFast(id, led, r))
+      .catch((err: unknown) => {
+        this.logError({ message: `hand-over: listening to scope ${id}'s requests on the bus failed; the inbox carries them`, error: String(err) });
+        return async () => {};
+      });
+    led.stopListening = async () => {
+      await Promise.all([stopInbox(), stopFast?.then((stop) => stop())]);
+    };
     return led;
   }
 
@@ -194,6 +262,16 @@ export class Leading {
   /** Handed requests the listener claimed for this leader: each committed here, then answered. */
   private handle(id: string, led: Led, requests: InboxRequest[]): void {
     for (const r of requests) {
+      const taken = led.handled.get(r.key);
+      if (taken) {
+        // Already taken from the bus: its outcome goes to its document (now, or once decided).
+        taken.doc = true;
+        if (taken.outcome) {
+          led.handled.delete(r.key);
+          this.queueAnswer(id, led, r.key, taken.outcome);
+        }
+        continue;
+      }
       const req = JSON.parse(r.req) as PatchRequest;
       if (r.claimed > 0 && r.claimed < led.epoch && req.session === undefined) {
         // An earlier leader claimed it and died unanswered: it may have committed it, and nothing recognises it.
@@ -209,16 +287,52 @@ export class Leading {
         );
         continue;
       }
-      const p: Pending = { req, user: r.user, domain: r.domain, hash: this.hashOf(req) };
-      this.localTracked(id, led, p).then(
-        (ack) => this.queueAnswer(id, led, r.key, { ack }),
-        (err: unknown) => {
-          // Nothing written: the claim is given back, and the next leader answers it (it is still in the inbox).
-          if (isLeaseLost(err)) return void this.leaders.unclaim(id, [r.key]).catch(() => {});
-          this.queueAnswer(id, led, r.key, toOutcome(err));
-        },
-      );
+      led.handled.set(r.key, { doc: true, at: this.now() });
+      this.decide(id, led, r.key, req, r.user, r.domain, r.replyTo);
     }
+  }
+
+  /** A request the leader got on the bus: decided here unless its document already brought it. */
+  private handleFast(id: string, led: Led, r: BusRequest): void {
+    if (this.led.get(id) !== led || this.closed || led.handled.has(r.key)) return;
+    let req: PatchRequest;
+    try {
+      req = JSON.parse(r.req) as PatchRequest;
+    } catch {
+      return; // not decided here: its document brings it (and the engine answers its fault)
+    }
+    led.handled.set(r.key, { doc: false, at: this.now() });
+    this.decide(id, led, r.key, req, r.user, r.domain, r.from);
+  }
+
+  /**
+   * Commits a handed request through the local queue; its outcome goes to its sender on the bus
+   * (`replyTo`, when it has one) at once, and to its inbox document once that reached this leader.
+   */
+  private decide(id: string, led: Led, key: string, req: PatchRequest, user: string, domain: string, replyTo: string | undefined): void {
+    const p: Pending = { req, user, domain, hash: this.hashOf(req) };
+    const settle = (outcome: HandedOutcome) => {
+      if (replyTo !== undefined) this.fast?.answer(replyTo, key, outcome);
+      const h = led.handled.get(key);
+      if (!h) return;
+      h.outcome = outcome;
+      if (!h.doc) return;
+      led.handled.delete(key);
+      this.queueAnswer(id, led, key, outcome);
+    };
+    this.localTracked(id, led, p).then(
+      (ack) => settle({ ack }),
+      (err: unknown) => {
+        if (isLeaseLost(err)) {
+          // Nothing written: the next leader answers it from the inbox (its claim, if any, given back).
+          const h = led.handled.get(key);
+          led.handled.delete(key);
+          if (h?.doc) void this.leaders.unclaim(id, [key]).catch(() => {});
+          return;
+        }
+        settle(toOutcome(err));
+      },
+    );
   }
 
   /** Answers go out in batches: a group's answers settle in one turn, and are written together. */
@@ -242,6 +356,8 @@ export class Leading {
   private tick(id: string, led: Led): void {
     if (this.led.get(id) !== led || this.busy.has(id) || led.renewing) return;
     const now = this.now();
+    // Taken from the bus and decided, but its document never came (its create failed): forgotten.
+    for (const [key, h] of led.handled) if (h.outcome && !h.doc && now - h.at > this.config.writeLeaseMs) led.handled.delete(key);
     if (led.inflight === 0 && led.answers.length === 0 && now - led.last >= this.config.writeLeaseIdleMs) {
       void this.release(id, led);
       return;
@@ -303,6 +419,7 @@ export class Leading {
     await drained();
     await Promise.all([...this.busy.values()].map((b) => b.catch(() => {})));
     await Promise.all([...this.led].map(([id, led]) => this.release(id, led)));
+    await this.fast?.close();
   }
 }
 

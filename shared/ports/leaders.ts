@@ -41,6 +41,13 @@ export interface HandedRequest {
    * is recognised as a retry. Such requests are not claimed (one write less per request).
    */
   retriable: boolean;
+  /** The request document's id: a fresh random one when absent (it must be unique per request). */
+  key?: string;
+  /**
+   * Where the leader may also send the outcome by a faster way than the document (the sending
+   * engine's holder name: shared/engine/handover-bus.ts); kept and handed over as it is.
+   */
+  replyTo?: string;
 }
 
 /** A request document as the leader's listener sees it. */
@@ -74,9 +81,11 @@ export interface ScopeLeaders {
   /** Ends the lease `holder` holds at `epoch` now (others may take it at once); nothing when it has passed on. */
   release(id: string, holder: string, epoch: number): Promise<void>;
   /**
-   * Hands a request to the scope's leader: creates its request document, and resolves with the
-   * outcome written to it, or with null once `waitMs` passed without one (the request stays in
-   * the inbox; the caller may take the lease and answer it itself, then wait again with `key`).
+   * Hands a request to the scope's leader: creates its request document (id `request.key`, or a
+   * fresh one), and resolves with the outcome written to it, or with null once `waitMs` passed
+   * without one (the request stays in the inbox; the caller may take the lease and answer it
+   * itself, then wait again with `key`, which creates nothing). Whoever reads the outcome first,
+   * the sender deletes the request document once its outcome is written and read here.
    */
   send(id: string, request: HandedRequest, waitMs: number, key?: string): Promise<{ key: string; outcome: HandedOutcome | null }>;
   /**

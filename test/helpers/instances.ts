@@ -35,13 +35,19 @@ function envOf(config: Partial<Config>): Record<string, string> {
   return env;
 }
 
-export async function startInstances(stack: GoogleStack, k: number, extra: Record<string, string> = {}): Promise<Instances> {
+/** `extra`: environment for every instance; `only`: more for instance i (e.g. one configured differently). */
+export async function startInstances(
+  stack: GoogleStack,
+  k: number,
+  extra: Record<string, string> = {},
+  only: (i: number) => Record<string, string> = () => ({}),
+): Promise<Instances> {
   const ns = randomUUID().slice(0, 8);
   const config = stack.config(ns);
   const env = { ...envOf({ ...config, limits: 'off' }), ...extra };
   const list: Instance[] = [];
   const start = async (i: number) => {
-    const inst = await spawnServer(env);
+    const inst = await spawnServer({ ...env, ...only(i) });
     list[i] = inst;
     return inst;
   };

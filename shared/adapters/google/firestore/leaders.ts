@@ -172,7 +172,7 @@ export class FirestoreLeaders implements ScopeLeaders {
 
   async send(id: string, request: HandedRequest, waitMs: number, key?: string): Promise<{ key: string; outcome: HandedOutcome | null }> {
     const listener = this.answerListener(id);
-    const k = key ?? randomUUID();
+    const k = key ?? request.key ?? randomUUID();
     const answered = new Promise<HandedOutcome>((resolve) => listener.waiters.set(k, { resolve }));
     await listener.ready;
     if (key === undefined) {
@@ -184,6 +184,7 @@ export class FirestoreLeaders implements ScopeLeaders {
             user: request.user,
             domain: request.domain,
             retriable: request.retriable,
+            ...(request.replyTo === undefined ? {} : { replyTo: request.replyTo }),
             from: this.instance,
             at: Date.now(),
             done: false,
@@ -322,6 +323,7 @@ export class FirestoreLeaders implements ScopeLeaders {
       domain: d.get('domain') as string,
       retriable: d.get('retriable') === true,
       claimed: num(d.get('claimed')),
+      ...(typeof d.get('replyTo') === 'string' ? { replyTo: d.get('replyTo') as string } : {}),
     });
     const toClaim = docs.filter((d) => d.get('retriable') !== true);
     if (toClaim.length === 0) return docs.map(as);

@@ -1,0 +1,176 @@
+/**
+ * The hand-over's fast path (shared/engine/handover-bus.ts) on the Firestore emulator: two engines
+ * in one process stand for two instances (two Firestore clients on one namespace, each with its own
+ * scope leaders), sharing one in-process bus that the tests make lose, double or refuse messages.
+ *
+ * - A handed request is answered on the bus while the leader's inbox answer is held back: the
+ *   fast path works on its own; once the inbox answer is let go, the document is written and read.
+ * - The bus losing every request, or every answer: the inbox alone carries them (slower, the same acks).
+ * - The bus delivering every request twice (and the inbox a third time): each is committed once.
+ * - The inbox's create failing: the bus alone carries the request; both failing: `503` and nothing
+ *   stored.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Firestore } from '@google-cloud/firestore';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { FsBlobStore, LocalBus, MemoryCache } from '../shared/adapters/embedded/index.js';
+import { Layout } from '../shared/adapters/google/firestore/layout.js';
+import { FirestoreLedger } from '../shared/adapters/google/firestore/ledger.js';
+import { type Ack, Engine, type EnginePorts } from '../shared/engine/engine.js';
+import type { Bus, ScopeLeaders, ScopeSignal } from '../shared/ports/index.js';
+import { type FirestoreEmulator, startFirestoreEmulator } from './helpers/firestore-emulator.js';
+import { skipWithout } from './helpers/proc.js';
+import { tempDir, testConfig } from './helpers/server.js';
+import { wrap } from './helpers/wrap.js';
+
+/** What the tests let the bus do with a signal on a hand-over key: pass it, drop it, or send it twice. */
+type Fate = 'pass' | 'drop' | 'twice';
+
+describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over through the bus, on the Firestore emulator', () => {
+  let emu: FirestoreEmulator;
+  let db: Firestore;
+  let other: Firestore;
+  const open: Array<() => Promise<void>> = [];
+
+  beforeAll(async () => {
+    emu = await startFirestoreEmulator('demo-handover-bus');
+    db = emu.firestore();
+    other = emu.firestore();
+  });
+  afterEach(async () => {
+    for (const close of open.splice(0).reverse()) await close();
+  });
+  afterAll(async () => {
+    await emu?.stop();
+  });
+
+  /**
+   * Two engines on one namespace and one bus, and a scope B leads. `requests` and `answers` say
+   * what the bus does with hand-over requests and answers; `leaders` decorates each engine's port.
+   */
+  async function twoInstances(
+    opts: { requests?: Fate; answers?: Fate; leaderA?: (l: ScopeLeaders) => ScopeLeaders; leaderB?: (l: ScopeLeaders) => ScopeLeaders } = {},
+  ) {
+    const root = `t-${randomUUID().slice(0, 8)}`;
+    const shared = new LocalBus();
+    const seen = { requests: 0, answers: 0 };
+    const bus: Bus = wrap(shared, {
+      signal: async (real, s: ScopeSignal) => {
+        const kind = s.scope.startsWith('~inbox:') ? 'requests' : s.scope.startsWith('~answers:') ? 'answers' : null;
+        if (kind === null) return real(s);
+        seen[kind]++;
+        const fate = (kind === 'requests' ? opts.requests : opts.answers) ?? 'pass';
+        if (fate === 'drop') return;
+        await real(s);
+        if (fate === 'twice') await real(s);
+      },
+    });
+    const config = testConfig({ scopeLeaders: true, handoverBus: true, writeLeaseMs: 2000, writeLeaseIdleMs: 60_000, handoverTimeoutMs: 8000 });
+    const engine = (fs: Firestore, name: string, decorate?: (l: ScopeLeaders) => ScopeLeaders) => {
+      const ledger = new FirestoreLedger(fs, { root });
+      const leaders = ledger.leaders(name);
+      const ports: EnginePorts = { ledger, cache: new MemoryCache(), bus, blobs: new FsBlobStore(tempDir()), leaders: decorate ? decorate(leaders) : leaders };
+      const e = new Engine(ports, config, { logError: () => {} });
+      open.push(async () => {
+        await e.close();
+        await ledger.close();
+      });
+      return e;
+    };
+    const a = engine(db, 'A', opts.leaderA);
+    const b = engine(other, 'B', opts.leaderB);
+    const { id } = await b.createScope('u1', { state: { n: 0 } });
+    // B takes the lease with a write of its own: A's requests are then handed to B.
+    expect((await b.submit(id, 'u1', { patch: [{ op: 'add', path: '/lead', value: true }] })).ii).toBe(1);
+    return { a, b, id, root, seen };
+  }
+
+  const add = (k: string) => ({ patch: [{ op: 'add' as const, path: `/${k}`, value: k }] });
+
+  async function logOf(e: Engine, id: string): Promise<Array<{ ii: number; key: string }>> {
+    const out: Array<{ ii: number; key: string }> = [];
+    for await (const r of e.readLog(id, 1, Number.MAX_SAFE_INTEGER)) out.push({ ii: r.ii, key: r.patch[0]?.path.slice(1) as string });
+    return out;
+  }
+
+  const inboxSize = async (root: string, id: string) => (await new Layout(db, root).inbox(id).get()).size;
+
+  /** The log runs 1..n, holds 'lead' and each of `keys` once, each at its ack's index. */
+  async function checkLog(e: Engine, id: string, keys: string[], acks: Ack[]): Promise<void> {
+    const log = await logOf(e, id);
+    expect(log.map((r) => r.ii)).toEqual(log.map((_, i) => i + 1));
+    expect(log.map((r) => r.key).sort()).toEqual(['lead', ...keys].sort());
+    for (const [i, k] of keys.entries()) expect(log.find((r) => r.key === k)?.ii, k).toBe(acks[i]?.ii);
+    expect(acks.every((x) => !x.duplicate)).toBe(true);
+  }
+
+  it('answers a handed request on the bus while the inbox answer is held back; the document is answered and removed after', async () => {
+    let letGo!: () => void;
+    const held = new Promise<void>((r) => (letGo = r));
+    let inboxAnswers = 0; // written to the documents
+    const { a, id, root, seen } = await twoInstances({
+      leaderB: (l) =>
+        wrap(l, {
+          answer: async (real, scope, answers) => {
+            await held;
+            await real(scope, answers);
+            inboxAnswers += answers.length;
+          },
+        }),
+    });
+    open.push(async () => letGo()); // closed first: the engines' close waits for the held answers
+    const keys = ['x', 'y', 'z'];
+    const acks = await Promise.all(keys.map((k) => a.submit(id, 'u1', add(k))));
+    await checkLog(a, id, keys, acks);
+    expect(seen.requests).toBe(3);
+    expect(seen.answers).toBeGreaterThanOrEqual(1);
+    expect(inboxAnswers).toBe(0); // no inbox answer was written yet: the acks came on the bus
+    letGo();
+    await waitFor('the inbox answers written', () => inboxAnswers === 3);
+    await waitFor('the answered documents deleted', async () => (await inboxSize(root, id)) === 0);
+  });
+
+  for (const lost of ['requests', 'answers'] as const) {
+    it(`the bus losing every hand-over ${lost}: the inbox alone carries them, with the same acks`, async () => {
+      const { a, id, root, seen } = await twoInstances({ [lost]: 'drop' });
+      const keys = Array.from({ length: 5 }, (_, i) => `k${i}`);
+      const acks = await Promise.all(keys.map((k) => a.submit(id, 'u1', add(k))));
+      expect(seen[lost]).toBeGreaterThan(0);
+      await checkLog(a, id, keys, acks);
+      await waitFor('the answered documents deleted', async () => (await inboxSize(root, id)) === 0);
+    });
+  }
+
+  it('a request the bus delivers twice, and the inbox once more, is committed once', async () => {
+    const { a, id, seen } = await twoInstances({ requests: 'twice', answers: 'twice' });
+    const keys = Array.from({ length: 20 }, (_, i) => `k${i}`);
+    const acks = await Promise.all(keys.map((k) => a.submit(id, 'u1', add(k))));
+    expect(seen.requests).toBe(20);
+    await checkLog(a, id, keys, acks);
+  });
+
+  it('the inbox failing to take a request: the bus alone carries it; both failing: 503 and nothing stored', async () => {
+    const failingSend = (l: ScopeLeaders) => wrap(l, { send: async () => Promise.reject(Object.assign(new Error('injected'), { code: 14 })) });
+    const one = await twoInstances({ leaderA: failingSend });
+    const ack = await one.a.submit(one.id, 'u1', add('viaBus'));
+    await checkLog(one.a, one.id, ['viaBus'], [ack]);
+
+    const two = await twoInstances({ leaderA: failingSend, requests: 'drop' });
+    const before = await logOf(two.a, two.id);
+    const err = await two.a.submit(two.id, 'u1', add('nowhere')).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'unavailable' });
+    expect(await logOf(two.a, two.id)).toEqual(before);
+    expect((await two.b.getScope(two.id)).state).toEqual({ n: 0, lead: true });
+  });
+});
+
+async function waitFor(what: string, ok: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -431,6 +431,12 @@ export const CONFIG_TABLE = {
     bool,
     "Google mode, with scope leaders: a request handed to a scope's leader, and its answer, also travel on the bus (Pub/Sub), beside the inbox document that stays their record; the first answer wins (docs/architecture.md, 'Scope leaders'). Off: the inbox alone (a Firestore write and a listener each way).",
   ),
+  handoverInboxAfterMs: setting(
+    'PATCHBAY_HANDOVER_INBOX_AFTER_MS',
+    1_000,
+    int(0, 600_000),
+    "With PATCHBAY_HANDOVER_BUS: how long a request handed over on the bus waits for the leader's answer there before it is also written to the scope's inbox, the durable way a later leader answers (a dead or cut-off leader, a lost message). 0: written at once, beside the bus.",
+  ),
   handoverTimeoutMs: setting(
     'PATCHBAY_HANDOVER_TIMEOUT_MS',
     30_000,
@@ -744,6 +750,7 @@ export const CONFIG_SECTIONS = {
     'writeLeaseMs',
     'writeLeaseIdleMs',
     'handoverBus',
+    'handoverInboxAfterMs',
     'handoverTimeoutMs',
   ],
   /** Rate limits, per-user quotas and stream caps (shared/http/limits.ts and its LimitStore). */

@@ -3,9 +3,11 @@
  * in one process stand for two instances (two Firestore clients on one namespace, each with its own
  * scope leaders), sharing one in-process bus that the tests make lose, double or refuse messages.
  *
- * - A handed request is answered on the bus while the leader's inbox answer is held back: the
- *   fast path works on its own; once the inbox answer is let go, the document is written and read.
- * - The bus losing every request, or every answer: the inbox alone carries them (slower, the same acks).
+ * - Handed requests answered on the bus within PATCHBAY_HANDOVER_INBOX_AFTER_MS write no inbox
+ *   document at all. With it at 0 the document is written at once, and the bus still answers while
+ *   the leader's inbox answer is held back; once let go, the document is answered and removed.
+ * - The bus losing every request, or every answer: each request is written to the inbox after
+ *   PATCHBAY_HANDOVER_INBOX_AFTER_MS, which carries it (slower, the same acks).
  * - The bus delivering every request twice (and the inbox a third time): each is committed once.
  * - The inbox's create failing: the bus alone carries the request; both failing: `503` and nothing
  *   stored.
@@ -49,7 +51,14 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
    * what the bus does with hand-over requests and answers; `leaders` decorates each engine's port.
    */
   async function twoInstances(
-    opts: { requests?: Fate; answers?: Fate; leaderA?: (l: ScopeLeaders) => ScopeLeaders; leaderB?: (l: ScopeLeaders) => ScopeLeaders } = {},
+    opts: {
+      requests?: Fate;
+      answers?: Fate;
+      leaderA?: (l: ScopeLeaders) => ScopeLeaders;
+      leaderB?: (l: ScopeLeaders) => ScopeLeaders;
+      /** PATCHBAY_HANDOVER_INBOX_AFTER_MS (default here 300 ms). */
+      inboxAfterMs?: number;
+    } = {},
   ) {
     const root = `t-${randomUUID().slice(0, 8)}`;
     const shared = new LocalBus();
@@ -65,7 +74,14 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
         if (fate === 'twice') await real(s);
       },
     });
-    const config = testConfig({ scopeLeaders: true, handoverBus: true, writeLeaseMs: 2000, writeLeaseIdleMs: 60_000, handoverTimeoutMs: 8000 });
+    const config = testConfig({
+      scopeLeaders: true,
+      handoverBus: true,
+      handoverInboxAfterMs: opts.inboxAfterMs ?? 300,
+      writeLeaseMs: 2000,
+      writeLeaseIdleMs: 60_000,
+      handoverTimeoutMs: 8000,
+    });
     const engine = (fs: Firestore, name: string, decorate?: (l: ScopeLeaders) => ScopeLeaders) => {
       const ledger = new FirestoreLedger(fs, { root });
       const leaders = ledger.leaders(name);
@@ -104,11 +120,32 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
     expect(acks.every((x) => !x.duplicate)).toBe(true);
   }
 
-  it('answers a handed request on the bus while the inbox answer is held back; the document is answered and removed after', async () => {
+  /** A's leaders port, counting the requests it writes to the inbox. */
+  const countingSends = (counter: { sends: number }) => (l: ScopeLeaders) =>
+    wrap(l, {
+      send: (real, id, request, waitMs, key) => {
+        if (key === undefined) counter.sends++;
+        return real(id, request, waitMs, key);
+      },
+    });
+
+  it('answers handed requests on the bus, and writes no inbox document while the leader answers in time', async () => {
+    const counter = { sends: 0 };
+    const { a, id, root, seen } = await twoInstances({ leaderA: countingSends(counter), inboxAfterMs: 5000 });
+    const keys = Array.from({ length: 10 }, (_, i) => `k${i}`);
+    const acks = await Promise.all(keys.map((k) => a.submit(id, 'u1', add(k))));
+    await checkLog(a, id, keys, acks);
+    expect(seen.requests).toBe(10);
+    expect(counter.sends).toBe(0);
+    expect(await inboxSize(root, id)).toBe(0);
+  });
+
+  it('with PATCHBAY_HANDOVER_INBOX_AFTER_MS=0, writes the inbox document at once; the bus answers while the inbox answer is held back', async () => {
     let letGo!: () => void;
     const held = new Promise<void>((r) => (letGo = r));
     let inboxAnswers = 0; // written to the documents
     const { a, id, root, seen } = await twoInstances({
+      inboxAfterMs: 0,
       leaderB: (l) =>
         wrap(l, {
           answer: async (real, scope, answers) => {
@@ -131,11 +168,13 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
   });
 
   for (const lost of ['requests', 'answers'] as const) {
-    it(`the bus losing every hand-over ${lost}: the inbox alone carries them, with the same acks`, async () => {
-      const { a, id, root, seen } = await twoInstances({ [lost]: 'drop' });
+    it(`the bus losing every hand-over ${lost}: the inbox carries them after PATCHBAY_HANDOVER_INBOX_AFTER_MS, with the same acks`, async () => {
+      const counter = { sends: 0 };
+      const { a, id, root, seen } = await twoInstances({ [lost]: 'drop', leaderA: countingSends(counter) });
       const keys = Array.from({ length: 5 }, (_, i) => `k${i}`);
       const acks = await Promise.all(keys.map((k) => a.submit(id, 'u1', add(k))));
       expect(seen[lost]).toBeGreaterThan(0);
+      expect(counter.sends).toBe(5);
       await checkLog(a, id, keys, acks);
       await waitFor('the answered documents deleted', async () => (await inboxSize(root, id)) === 0);
     });

@@ -46,6 +46,7 @@ export type WriterConfig = Pick<
   | 'writeLeaseMs'
   | 'writeLeaseIdleMs'
   | 'handoverBus'
+  | 'handoverInboxAfterMs'
   | 'handoverTimeoutMs'
 >;
 

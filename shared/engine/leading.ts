@@ -41,6 +41,7 @@ export interface LeadingConfig {
   writeLeaseMs: number;
   writeLeaseIdleMs: number;
   handoverTimeoutMs: number;
+  handoverInboxAfterMs: number;
 }
 
 /** A scope this instance leads. */
@@ -137,36 +138,38 @@ export class Leading {
         const left = deadline - this.now();
         if (left <= 0) throw new PatchbayError('unavailable', `scope ${id}'s leader did not answer in time; retry`, { id });
         const wait = Math.min(left, this.config.writeLeaseMs);
+        let first: { outcome: HandedOutcome | null } | { failed: unknown } | null = null;
         if (handed === undefined) {
           const key = randomUUID();
           const text = JSON.stringify(retriable(p.req));
           const sent = this.fast ? await this.fast.send(id, { key, from: this.holder, req: text, user: p.user, domain: p.domain }) : null;
           handed = { key, text, inInbox: false, fast: sent?.answer ?? null };
+          // A live leader answers on the bus well within this: the inbox document is written only
+          // for a request it did not answer in time (a dead or cut-off leader, a lost message).
+          const early = handed.fast && (await within(handed.fast, Math.min(wait, this.config.handoverInboxAfterMs)));
+          if (early) first = { outcome: early };
         }
         const { key, text, fast } = handed;
-        const request = { req: text, user: p.user, domain: p.domain, retriable: true, key, ...(fast && this.fast ? { replyTo: this.holder } : {}) };
-        const viaInbox = this.leaders.send(id, request, wait, handed.inInbox ? key : undefined).then(
-          (sent) => ({ outcome: sent.outcome }),
-          (err: unknown) => ({ failed: err }),
-        );
-        let first = await (fast ? Promise.race([viaInbox, fast.then((outcome) => ({ outcome }))]) : viaInbox);
-        if ('failed' in first) {
-          // Not in the inbox (its create failed): only the bus carries it, if it was sent there.
-          if (!fast || handed.inInbox) throw first.failed;
-          const failed = first.failed;
-          let timer: NodeJS.Timeout | undefined;
-          first = await Promise.race([
-            fast.then((outcome) => ({ outcome })),
-            new Promise<{ failed: unknown }>((r) => (timer = setTimeout(() => r({ failed }), wait))),
-          ]);
-          clearTimeout(timer);
-          if ('failed' in first)
-            throw new PatchbayError(
-              'unavailable',
-              'the request may or may not have been committed (it could not be handed over durably); read the scope before sending it again',
-              { id },
-            );
-        } else handed.inInbox = true;
+        if (first === null) {
+          const request = { req: text, user: p.user, domain: p.domain, retriable: true, key, ...(fast ? { replyTo: this.holder } : {}) };
+          const viaInbox = this.leaders.send(id, request, wait, handed.inInbox ? key : undefined).then(
+            (sent) => ({ outcome: sent.outcome }),
+            (err: unknown) => ({ failed: err }),
+          );
+          first = await (fast ? Promise.race([viaInbox, fast.then((outcome) => ({ outcome }))]) : viaInbox);
+          if ('failed' in first) {
+            // Not in the inbox (its create failed): only the bus carries it, if it was sent there.
+            if (!fast || handed.inInbox) throw first.failed;
+            const late = await within(fast, wait);
+            if (!late)
+              throw new PatchbayError(
+                'unavailable',
+                'the request may or may not have been committed (it could not be handed over durably); read the scope before sending it again',
+                { id },
+              );
+            first = { outcome: late };
+          } else handed.inInbox = true;
+        }
         if (first.outcome) {
           const ack = fromOutcome(first.outcome);
           if (p.req.session === undefined && ack.duplicate) {
@@ -433,6 +436,17 @@ export class Leading {
  */
 function retriable(req: PatchRequest): PatchRequest {
   return req.session !== undefined ? req : { ...req, session: `~h:${randomUUID()}`, si: 1 };
+}
+
+/** What `p` resolves with within `ms`, or null. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  if (ms <= 0) return null;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function toOutcome(err: unknown): HandedOutcome {

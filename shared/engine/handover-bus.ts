@@ -6,8 +6,9 @@
  * a Firestore write and a listener each way (measured in bench/results/NOTES.md, 4 Dec).
  *
  * Both are `control` signals (shared/ports/bus.ts), on keys no scope can have (`~` is outside a
- * scope id's characters): a request on `~inbox:<scope>` (its leader listens while it leads), the
- * answers to one sending instance on `~answers:<holder>` (batched per turn of the event loop).
+ * scope id's characters): requests on `~inbox:<scope>` (its leader listens while it leads), the
+ * answers to one sending instance on `~answers:<holder>`, each batched per turn of the event loop
+ * and published without the bus's per-key order (they carry their own keys).
  * Nothing here is needed for correctness: a lost, late or doubled message costs time, never a
  * patch, because the leader decides each request key once (./leading.ts `handled`), every handed
  * request carries a retry key, and the inbox document stays until its sender read an answer.
@@ -28,6 +29,18 @@ export interface BusRequest extends Omit<HandedRequest, 'retriable'> {
  */
 export const FAST_MAX_BYTES = 256 * 1024;
 
+/** Requests of one scope sent in one turn go in one message up to this (each is at most FAST_MAX_BYTES). */
+const REQUESTS_MAX_BYTES = 1024 * 1024;
+
+/** Requests to one scope waiting for the end of the turn (see `publishRequest`). */
+interface RequestBatch {
+  /** Each request's JSON text. */
+  items: string[];
+  bytes: number;
+  /** Settles when the message carrying them was published, or failed. */
+  sent: Promise<void>;
+}
+
 const inboxKey = (scope: string) => `~inbox:${scope}`;
 const answersKey = (holder: string) => `~answers:${holder}`;
 
@@ -36,6 +49,8 @@ export class HandoverBus {
   private readonly waiting = new Map<string, (outcome: HandedOutcome) => void>();
   /** This instance's subscription to its answers, opened on the first hand-over. */
   private listening: Promise<() => Promise<void>> | null = null;
+  /** Requests to send, per scope, until the end of this turn. */
+  private readonly requests = new Map<string, RequestBatch>();
   /** Answers to send, per receiving instance, until the end of this turn. */
   private readonly outgoing = new Map<string, Array<{ key: string; outcome: HandedOutcome }>>();
 
@@ -69,13 +84,36 @@ export class HandoverBus {
     }
     const answered = new Promise<HandedOutcome>((resolve) => this.waiting.set(request.key, resolve));
     try {
-      await this.bus.signal({ scope: inboxKey(scope), kind: 'control', data });
+      await this.publishRequest(scope, data);
     } catch (err) {
       this.waiting.delete(request.key);
       this.logError({ message: 'hand-over: publishing a request on the bus failed; the inbox carries it', scope, error: String(err) });
       return null;
     }
     return { answer: answered };
+  }
+
+  /**
+   * Requests to one scope sent in one turn of the event loop leave in one message (a JSON array
+   * of requests, under REQUESTS_MAX_BYTES), as a group's acks come back together and its writers
+   * send their next requests together: fewer messages for every instance to receive.
+   */
+  private publishRequest(scope: string, data: string): Promise<void> {
+    let batch = this.requests.get(scope);
+    if (!batch || batch.bytes + data.length > REQUESTS_MAX_BYTES) {
+      const fresh: RequestBatch = { items: [], bytes: 0, sent: Promise.resolve() };
+      fresh.sent = new Promise<void>((resolve, reject) =>
+        setImmediate(() => {
+          if (this.requests.get(scope) === fresh) this.requests.delete(scope);
+          this.bus.signal({ scope: inboxKey(scope), kind: 'control', data: `[${fresh.items.join(',')}]`, unordered: true }).then(resolve, reject);
+        }),
+      );
+      this.requests.set(scope, fresh);
+      batch = fresh;
+    }
+    batch.items.push(data);
+    batch.bytes += data.length + 1;
+    return batch.sent;
   }
 
   /** Stops waiting for the answer to `key` (answered another way, or given up). */
@@ -107,24 +145,27 @@ export class HandoverBus {
       () => {},
       (s) => {
         if (s.data === undefined) return;
-        let r: BusRequest;
+        let requests: BusRequest[];
         try {
-          r = JSON.parse(s.data) as BusRequest;
+          requests = JSON.parse(s.data) as BusRequest[];
+          if (!Array.isArray(requests)) throw new Error('not an array');
         } catch (err) {
-          this.logError({ message: 'hand-over: a request message on the bus is not JSON; dropped', scope, error: String(err) });
+          this.logError({ message: 'hand-over: a requests message on the bus is malformed; dropped', scope, error: String(err) });
           return;
         }
-        if (
-          typeof r?.key !== 'string' ||
-          typeof r.from !== 'string' ||
-          typeof r.req !== 'string' ||
-          typeof r.user !== 'string' ||
-          typeof r.domain !== 'string'
-        ) {
-          this.logError({ message: 'hand-over: a request message on the bus lacks a field; dropped', scope });
-          return;
+        for (const r of requests) {
+          if (
+            typeof r?.key !== 'string' ||
+            typeof r.from !== 'string' ||
+            typeof r.req !== 'string' ||
+            typeof r.user !== 'string' ||
+            typeof r.domain !== 'string'
+          ) {
+            this.logError({ message: 'hand-over: a request on the bus lacks a field; dropped', scope });
+            continue;
+          }
+          onRequest(r);
         }
-        onRequest(r);
       },
     );
   }
@@ -139,7 +180,7 @@ export class HandoverBus {
         const answers = this.outgoing.get(to) ?? [];
         this.outgoing.delete(to);
         this.bus
-          .signal({ scope: answersKey(to), kind: 'control', data: JSON.stringify(answers) })
+          .signal({ scope: answersKey(to), kind: 'control', data: JSON.stringify(answers), unordered: true })
           .catch((err: unknown) => this.logError({ message: 'hand-over: publishing answers on the bus failed; the inbox carries them', error: String(err) }));
       });
     }

@@ -24,6 +24,12 @@ export interface ScopeSignal {
   kind: 'access' | 'deleted' | 'presence' | 'control';
   /** Only for `control`: its content, delivered as sent. */
   data?: string;
+  /**
+   * Whether the signal may overtake (and be overtaken by) the key's other messages: a transport
+   * that orders per key need not wait for the key's previous publish (the hand-over's messages,
+   * shared/engine/handover-bus.ts, which carry their own keys and need no order).
+   */
+  unordered?: boolean;
 }
 export type SignalListener = (signal: ScopeSignal) => void;
 

@@ -207,6 +207,30 @@ export function busConformance(name: string, make: () => Promise<Bus>): void {
       expect(got[0]).toEqual({ scope: key, kind: 'control', data });
     });
 
+    it('unordered control signals arrive, each once with its data, to the key’s subscriber only', async () => {
+      const bus = await open();
+      const key = `~inbox:${newScope()}`;
+      const got: ScopeSignal[] = [];
+      const elsewhere: ScopeSignal[] = [];
+      await bus.subscribe(
+        key,
+        () => {},
+        (s) => got.push(s),
+      );
+      await bus.subscribe(
+        `~inbox:${newScope()}`,
+        () => {},
+        (s) => elsewhere.push(s),
+      );
+      const sent = Array.from({ length: 20 }, (_, i) => JSON.stringify([{ key: `r${i}` }]));
+      await Promise.all(sent.map((data) => bus.signal({ scope: key, kind: 'control', data, unordered: true })));
+      await waitFor('the 20 unordered signals', () => got.length >= 20);
+      // Delivery is at least once: a transport may repeat one, never lose or change it.
+      expect(new Set(got.map((s) => s.data))).toEqual(new Set(sent));
+      expect(got.every((s) => s.scope === key && s.kind === 'control')).toBe(true);
+      expect(elsewhere).toEqual([]);
+    });
+
     it('a batch of 50 events arrives complete and in order', async () => {
       const bus = await open();
       const scope = newScope();

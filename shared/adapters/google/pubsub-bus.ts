@@ -64,6 +64,8 @@ interface OutMessage {
   scope: string;
   data: Buffer;
   attributes: Record<string, string>;
+  /** Published without an ordering key: it does not wait for the key's previous publish (ScopeSignal.unordered). */
+  unordered?: boolean;
 }
 
 /** gRPC status codes the bus reacts to. */
@@ -135,6 +137,7 @@ export class PubSubBus implements Bus {
       data: Buffer.from(JSON.stringify({ scope: signal.scope, signal: signal.kind, ...(signal.data === undefined ? {} : { data: signal.data }) })),
       scope: signal.scope,
       attributes: { scope: signal.scope, signal: signal.kind },
+      ...(signal.unordered ? { unordered: true } : {}),
     };
     try {
       await this.publishOnce([message]);
@@ -151,7 +154,7 @@ export class PubSubBus implements Bus {
       events.map((e) =>
         this.topic.publishMessage(
           'data' in e
-            ? { data: e.data, orderingKey: e.scope, attributes: e.attributes }
+            ? { data: e.data, ...(e.unordered ? {} : { orderingKey: e.scope }), attributes: e.attributes }
             : { data: Buffer.from(JSON.stringify(e)), orderingKey: e.scope, attributes: { scope: e.scope, ii: String(e.ii) } },
         ),
       ),
@@ -162,7 +165,7 @@ export class PubSubBus implements Bus {
     // for the scope fails until resumed (5.3 happens to drop a failed queue once it drains, older
     // versions kept it paused for good). The whole batch has settled here, so nothing of it is
     // still queued behind the pause; the caller (the engine) leaves the patches to the sweeper.
-    for (const scope of new Set(events.map((e) => e.scope))) this.topic.resumePublishing(scope);
+    for (const scope of new Set(events.filter((e) => !('unordered' in e && e.unordered)).map((e) => e.scope))) this.topic.resumePublishing(scope);
     throw failed.reason;
   }
 

@@ -8,6 +8,8 @@
  *   the leader's inbox answer is held back; once let go, the document is answered and removed.
  * - The bus losing every request, or every answer: each request is written to the inbox after
  *   PATCHBAY_HANDOVER_INBOX_AFTER_MS, which carries it (slower, the same acks).
+ * - A leader that released its lease (shut down) answers nothing: its sender asks the lease again
+ *   after PATCHBAY_HANDOVER_INBOX_AFTER_MS, takes it and commits the request itself.
  * - The bus delivering every request twice (and the inbox a third time): each is committed once.
  * - The inbox's create failing: the bus alone carries the request; both failing: `503` and nothing
  *   stored.
@@ -179,6 +181,22 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
       await waitFor('the answered documents deleted', async () => (await inboxSize(root, id)) === 0);
     });
   }
+
+  it('a leader that released its lease answers nothing on the bus: the sender asks the lease again, takes it and commits itself, with no inbox document', async () => {
+    const counter = { sends: 0 };
+    const { a, b, id, root } = await twoInstances({ leaderA: countingSends(counter) });
+    const first = await a.submit(id, 'u1', add('handed')); // A learns that B leads
+    const leaseRef = new Layout(db, root).writeLease(id);
+    const byB = (await leaseRef.get()).get('holder') as string;
+    await b.close(); // B shuts down: its lease is released, A still thinks B leads
+    const second = await a.submit(id, 'u1', add('mine'));
+    await checkLog(a, id, ['handed', 'mine'], [first, second]);
+    expect(counter.sends).toBe(0);
+    expect(await inboxSize(root, id)).toBe(0);
+    const lease = await leaseRef.get();
+    expect(lease.get('holder')).not.toBe(byB); // A's, taken when B's answer did not come
+    expect(lease.get('expires')).toBeGreaterThan(Date.now());
+  });
 
   it('a request the bus delivers twice, and the inbox once more, is committed once', async () => {
     const { a, id, seen } = await twoInstances({ requests: 'twice', answers: 'twice' });

@@ -6,28 +6,34 @@
  *
  * A request for a scope: when this instance leads the scope, or the lease is free (then it takes
  * it), the request goes to the local queue, and its commit is fenced by the lease's epoch; when
- * another instance leads it, the request is handed over through the scope's inbox and answered
- * with the leader's outcome. Nothing is decided here: the leader's engine decides a handed request
- * exactly as the instance it reached would have (same ack, same error, same retry recognition).
+ * another instance leads it, the request is handed over and answered with the leader's outcome.
+ * Nothing is decided here: the leader's engine decides a handed request exactly as the instance
+ * it reached would have (same ack, same error, same retry recognition).
+ *
+ * The hand-over has two ways. With a bus (PATCHBAY_HANDOVER_BUS, ./handover-bus.ts) the request is
+ * first sent on it, and a live leader answers there: two bus messages, no Firestore write. Without
+ * an answer within PATCHBAY_HANDOVER_INBOX_AFTER_MS the lease is asked again (its holder may have
+ * released it or died: then this instance takes it and commits the request itself) and, while
+ * another instance still leads, the request is written to the scope's inbox, the durable way: a
+ * document the leader's listener takes and answers, which outlives any instance. The leader
+ * decides each request key once, whichever way it came (`Led.handled`), writes the outcome of
+ * every request that reached it through the inbox to its document, and sends it on the bus to its
+ * sender too (`replyTo`); the sender takes the first answer.
  *
  * The lease moves: a leader renews it every third of PATCHBAY_WRITE_LEASE_MS while it writes, and
  * releases it after PATCHBAY_WRITE_LEASE_IDLE_MS without a write, or on close (SIGTERM); a leader
- * that dies stops renewing, and once its lease lapsed the next request takes it. A handed request
- * not answered within a lease's time makes its sender try to take the lease (a dead leader's
- * requests stay in the inbox, and the new leader answers them). A commit refused by the fence
- * (this instance lost the lease) wrote nothing, and its request is routed again.
+ * that dies stops renewing, and once its lease lapsed the next request takes it. A sender waiting
+ * for an inbox answer asks the lease again every quarter of a lease (at least 1 s), and takes it
+ * once it is free (a dead leader's requests stay in the inbox, and the new leader answers them). A
+ * commit refused by the fence (this instance lost the lease) wrote nothing, and its request is
+ * routed again.
  *
- * A request an earlier leader took but never answered (it died between commit and answer) is
- * committed again by the next one, and its (session, si) recognises it if the earlier leader
- * committed it: a request handed over without one is given one (`retriable` below). Request
- * documents claimed by an earlier leader without a retry key (written by an earlier version) are
- * answered `unavailable`, as nobody can tell whether they were committed.
- *
- * The fast path (./handover-bus.ts): with a bus, a handed request is also sent on it, and its
- * outcome comes back on it, while its inbox document is written as before; the sender takes the
- * first answer, the leader decides each request key once whichever way it came (`handled`) and
- * still writes every outcome to its document, so the inbox stays the record a later leader and
- * a waiting sender rely on.
+ * A request an earlier leader took but never answered (it died between commit and answer), or
+ * one sent on the bus and then committed by its sender after the lease came to it, can be
+ * committed twice, and its (session, si) recognises the second: a request handed over without one
+ * is given one (`retriable` below), so the second commit answers the first's ack. Request documents
+ * claimed by an earlier leader without a retry key (written by an earlier version) are answered
+ * `unavailable`, as nobody can tell whether they were committed.
  */
 import { randomUUID } from 'node:crypto';
 import { asPatchbayError, type ErrorCode, isBackendError, PatchbayError } from '../errors.js';
@@ -109,6 +115,12 @@ export class Leading {
   /** Answers a request for scope `id` with its leader's outcome (see the top of this file). */
   async submit(id: string, p: Pending): Promise<Ack> {
     const deadline = this.now() + this.config.handoverTimeoutMs;
+    // Its retry key was ours (see `retriable`): a second commit of it is the first one's ack.
+    const finish = (ack: Ack): Ack => {
+      if (p.req.session !== undefined || !ack.duplicate) return ack;
+      const { duplicate: _, ...original } = ack;
+      return original;
+    };
     // Set once handed over: its key (its inbox document, once created), its text (the same on
     // every send), and its answer on the bus (null when the fast path was not taken).
     let handed: { key: string; text: string; inInbox: boolean; fast: Promise<HandedOutcome> | null } | undefined;
@@ -125,9 +137,12 @@ export class Leading {
           await new Promise((r) => setTimeout(r, 20 + Math.random() * 100));
           continue;
         }
-        if (led && handed === undefined) {
+        if (led && !handed?.inInbox) {
+          // Ours to commit. Once sent on the bus it goes as sent (with its retry key): a leader
+          // that took it from there and committed it before the lease came here is recognised.
+          const q: Pending = handed ? { ...p, req: JSON.parse(handed.text) as PatchRequest } : p;
           try {
-            return await this.localTracked(id, led, p);
+            return finish(await this.localTracked(id, led, q));
           } catch (err) {
             if (!isLeaseLost(err)) throw err;
             this.drop(id, led); // nothing was written: route it again
@@ -137,49 +152,46 @@ export class Leading {
         // Another instance leads (or this one now does, and its listener answers what it sent earlier).
         const left = deadline - this.now();
         if (left <= 0) throw new PatchbayError('unavailable', `scope ${id}'s leader did not answer in time; retry`, { id });
-        const wait = Math.min(left, this.config.writeLeaseMs);
-        let first: { outcome: HandedOutcome | null } | { failed: unknown } | null = null;
+        // Waiting for an answer in slices: between them the lease is asked again (its holder may have released it).
+        const wait = Math.min(left, Math.max(1000, Math.floor(this.config.writeLeaseMs / 4)));
         if (handed === undefined) {
           const key = randomUUID();
           const text = JSON.stringify(retriable(p.req));
           const sent = this.fast ? await this.fast.send(id, { key, from: this.holder, req: text, user: p.user, domain: p.domain }) : null;
           handed = { key, text, inInbox: false, fast: sent?.answer ?? null };
-          // A live leader answers on the bus well within this: the inbox document is written only
-          // for a request it did not answer in time (a dead or cut-off leader, a lost message).
-          const early = handed.fast && (await within(handed.fast, Math.min(wait, this.config.handoverInboxAfterMs)));
-          if (early) first = { outcome: early };
+          if (handed.fast) {
+            // A live leader answers on the bus well within this. Otherwise the lease is asked again
+            // (released, lapsed: then it is ours), and only a request another instance still leads
+            // is written to the inbox, the durable way (a dead or cut-off leader, a lost message).
+            const early = await within(handed.fast, Math.min(left, this.config.handoverInboxAfterMs));
+            if (early) return finish(fromOutcome(early));
+            this.others.delete(id);
+            continue;
+          }
         }
         const { key, text, fast } = handed;
-        if (first === null) {
-          const request = { req: text, user: p.user, domain: p.domain, retriable: true, key, ...(fast ? { replyTo: this.holder } : {}) };
-          const viaInbox = this.leaders.send(id, request, wait, handed.inInbox ? key : undefined).then(
-            (sent) => ({ outcome: sent.outcome }),
-            (err: unknown) => ({ failed: err }),
-          );
-          first = await (fast ? Promise.race([viaInbox, fast.then((outcome) => ({ outcome }))]) : viaInbox);
-          if ('failed' in first) {
-            // Not in the inbox (its create failed): only the bus carries it, if it was sent there.
-            if (!fast || handed.inInbox) throw first.failed;
-            const late = await within(fast, wait);
-            if (!late)
-              throw new PatchbayError(
-                'unavailable',
-                'the request may or may not have been committed (it could not be handed over durably); read the scope before sending it again',
-                { id },
-              );
-            first = { outcome: late };
-          } else handed.inInbox = true;
-        }
-        if (first.outcome) {
-          const ack = fromOutcome(first.outcome);
-          if (p.req.session === undefined && ack.duplicate) {
-            // Its retry key was ours (see `retriable`): a leader committed it before dying unanswered.
-            const { duplicate: _, ...original } = ack;
-            return original;
-          }
-          return ack;
-        }
-        this.others.delete(id); // no answer within a lease: ask the lease again
+        const request = { req: text, user: p.user, domain: p.domain, retriable: true, key, ...(fast ? { replyTo: this.holder } : {}) };
+        const viaInbox = this.leaders.send(id, request, wait, handed.inInbox ? key : undefined).then(
+          (sent) => ({ outcome: sent.outcome }),
+          (err: unknown) => ({ failed: err }),
+        );
+        let first: { outcome: HandedOutcome | null } | { failed: unknown } = await (fast
+          ? Promise.race([viaInbox, fast.then((outcome) => ({ outcome }))])
+          : viaInbox);
+        if ('failed' in first) {
+          // Not in the inbox (its create failed): only the bus carries it, if it was sent there.
+          if (!fast || handed.inInbox) throw first.failed;
+          const late = await within(fast, wait);
+          if (!late)
+            throw new PatchbayError(
+              'unavailable',
+              'the request may or may not have been committed (it could not be handed over durably); read the scope before sending it again',
+              { id },
+            );
+          first = { outcome: late };
+        } else handed.inInbox = true;
+        if (first.outcome) return finish(fromOutcome(first.outcome));
+        this.others.delete(id); // no answer within a slice: ask the lease again
       }
     } finally {
       if (handed) this.fast?.forget(handed.key);

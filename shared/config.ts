@@ -433,9 +433,9 @@ export const CONFIG_TABLE = {
   ),
   handoverInboxAfterMs: setting(
     'PATCHBAY_HANDOVER_INBOX_AFTER_MS',
-    1_000,
+    3_000,
     int(0, 600_000),
-    "With PATCHBAY_HANDOVER_BUS: how long a request handed over on the bus waits for the leader's answer there before it is also written to the scope's inbox, the durable way a later leader answers (a dead or cut-off leader, a lost message). 0: written at once, beside the bus.",
+    "With PATCHBAY_HANDOVER_BUS: how long a request handed over on the bus waits for the leader's answer there before the lease is asked again (a leader that left: this instance takes it) and, while another instance still leads, the request is written to the scope's inbox, the durable way any later leader answers (a lost message, a bus that fails). Longer than a loaded leader's commit: an inbox write for a request that is merely slow adds Firestore load where it hurts. 0: written at once, beside the bus.",
   ),
   handoverTimeoutMs: setting(
     'PATCHBAY_HANDOVER_TIMEOUT_MS',

@@ -72,6 +72,20 @@ interface Led {
   handled: Map<string, Handled>;
 }
 
+/** A request this instance handed over (`Leading.submit`). */
+interface Handed {
+  /** Its key: its bus message's and, once created, its inbox document's. */
+  key: string;
+  /** The request as handed over (with its retry key): the same text on every send. */
+  text: string;
+  /** Whether its inbox document was created. */
+  inInbox: boolean;
+  /** Its answer on the bus, or null when it was not sent there. */
+  fast: Promise<HandedOutcome> | null;
+  /** That answer, once it came (also after its wait was over). */
+  late?: HandedOutcome;
+}
+
 /** A handed request the leader took (see `Led.handled`). */
 interface Handled {
   /** Its outcome, once decided. */
@@ -121,9 +135,8 @@ export class Leading {
       const { duplicate: _, ...original } = ack;
       return original;
     };
-    // Set once handed over: its key (its inbox document, once created), its text (the same on
-    // every send), and its answer on the bus (null when the fast path was not taken).
-    let handed: { key: string; text: string; inInbox: boolean; fast: Promise<HandedOutcome> | null } | undefined;
+    // Set once handed over.
+    let handed: Handed | undefined;
     try {
       for (;;) {
         if (this.closed) throw new PatchbayError('unavailable', 'this instance is shutting down; retry');
@@ -137,6 +150,8 @@ export class Leading {
           await new Promise((r) => setTimeout(r, 20 + Math.random() * 100));
           continue;
         }
+        // The bus's answer came after its wait (a slow leader): it is the outcome.
+        if (handed?.late) return finish(fromOutcome(handed.late));
         if (led && !handed?.inInbox) {
           // Ours to commit. Once sent on the bus it goes as sent (with its retry key): a leader
           // that took it from there and committed it before the lease came here is recognised.
@@ -158,12 +173,14 @@ export class Leading {
           const key = randomUUID();
           const text = JSON.stringify(retriable(p.req));
           const sent = this.fast ? await this.fast.send(id, { key, from: this.holder, req: text, user: p.user, domain: p.domain }) : null;
-          handed = { key, text, inInbox: false, fast: sent?.answer ?? null };
-          if (handed.fast) {
+          const h: Handed = { key, text, inInbox: false, fast: sent?.answer ?? null };
+          handed = h;
+          if (h.fast) {
+            void h.fast.then((o) => (h.late = o));
             // A live leader answers on the bus well within this. Otherwise the lease is asked again
             // (released, lapsed: then it is ours), and only a request another instance still leads
             // is written to the inbox, the durable way (a dead or cut-off leader, a lost message).
-            const early = await within(handed.fast, Math.min(left, this.config.handoverInboxAfterMs));
+            const early = await within(h.fast, Math.min(left, this.config.handoverInboxAfterMs));
             if (early) return finish(fromOutcome(early));
             this.others.delete(id);
             continue;

@@ -429,13 +429,13 @@ export const CONFIG_TABLE = {
     'PATCHBAY_HANDOVER_BUS',
     true as boolean,
     bool,
-    "Google mode, with scope leaders: a request handed to a scope's leader, and its answer, also travel on the bus (Pub/Sub), beside the inbox document that stays their record; the first answer wins (docs/architecture.md, 'Scope leaders'). Off: the inbox alone (a Firestore write and a listener each way).",
+    "Google mode, with scope leaders: a request handed to a scope's leader, and its answer, travel on the bus (Pub/Sub, signed with a key derived from PATCHBAY_JWT_SECRET); one not answered within PATCHBAY_HANDOVER_INBOX_AFTER_MS goes to the scope's inbox in Firestore, the durable way (docs/architecture.md, 'Scope leaders'). Off: the inbox alone (a Firestore write and a listener each way).",
   ),
   handoverInboxAfterMs: setting(
     'PATCHBAY_HANDOVER_INBOX_AFTER_MS',
     3_000,
     int(0, 600_000),
-    "With PATCHBAY_HANDOVER_BUS: how long a request handed over on the bus waits for the leader's answer there before the lease is asked again (a leader that left: this instance takes it) and, while another instance still leads, the request is written to the scope's inbox, the durable way any later leader answers (a lost message, a bus that fails). Longer than a loaded leader's commit: an inbox write for a request that is merely slow adds Firestore load where it hurts. 0: written at once, beside the bus.",
+    "With PATCHBAY_HANDOVER_BUS: how long a request handed over on the bus waits for the leader's answer there before the lease is asked again (a leader that left: this instance takes it) and, while another instance still leads, the request is written to the scope's inbox, the durable way any later leader answers (a lost message, a bus that fails). Longer than a loaded leader's commit: an inbox write for a request that is merely slow adds Firestore load where it hurts. 0: the lease is asked again and the document written at once.",
   ),
   handoverTimeoutMs: setting(
     'PATCHBAY_HANDOVER_TIMEOUT_MS',
@@ -868,8 +868,8 @@ export type WebhooksConfig = Section<'webhooks'>;
 export type MirrorConfig = Section<'mirror'>;
 export type SessionsConfig = Section<'sessions'>;
 export type UploadsConfig = Section<'uploads'>;
-/** What the engine reads: its section, the limits, and the snapshot spacing its rebuilds use. */
-export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'>;
+/** What the engine reads: its section, the limits, the snapshot spacing its rebuilds use, and the secret that signs hand-over messages (./engine/handover-bus.ts). */
+export type EngineConfig = Section<'engine'> & LimitsConfig & Pick<ColdConfig, 'snapshotEvery'> & Pick<Section<'auth'>, 'jwtSecret'>;
 /** What the HTTP handler reads: the limits, the SSE section, CORS, timeouts, and the project (trace ids in logs). */
 export type HttpConfig = LimitsConfig &
   SseConfig &

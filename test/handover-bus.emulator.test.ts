@@ -10,11 +10,14 @@
  *   PATCHBAY_HANDOVER_INBOX_AFTER_MS, which carries it (slower, the same acks).
  * - A leader that released its lease (shut down) answers nothing: its sender asks the lease again
  *   after PATCHBAY_HANDOVER_INBOX_AFTER_MS, takes it and commits the request itself.
+ * - A leader that committed a request from the bus, lost its answer and shut down: the sender
+ *   commits it again with its retry key, which recognises it: one record, the first ack.
+ * - Messages are signed: a request with a bad signature, or none, is dropped.
  * - The bus delivering every request twice (and the inbox a third time): each is committed once.
  * - The inbox's create failing: the bus alone carries the request; both failing: `503` and nothing
  *   stored.
  */
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import type { Firestore } from '@google-cloud/firestore';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FsBlobStore, LocalBus, MemoryCache } from '../shared/adapters/embedded/index.js';
@@ -69,7 +72,7 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
       signal: async (real, s: ScopeSignal) => {
         const kind = s.scope.startsWith('~inbox:') ? 'requests' : s.scope.startsWith('~answers:') ? 'answers' : null;
         if (kind === null) return real(s);
-        seen[kind] += kind === 'requests' ? (JSON.parse(s.data as string) as unknown[]).length : 1; // requests: each in a message's array
+        seen[kind] += kind === 'requests' ? requestsIn(s.data as string) : 1;
         const fate = (kind === 'requests' ? opts.requests : opts.answers) ?? 'pass';
         if (fate === 'drop') return;
         await real(s);
@@ -100,7 +103,7 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
     const { id } = await b.createScope('u1', { state: { n: 0 } });
     // B takes the lease with a write of its own: A's requests are then handed to B.
     expect((await b.submit(id, 'u1', { patch: [{ op: 'add', path: '/lead', value: true }] })).ii).toBe(1);
-    return { a, b, id, root, seen };
+    return { a, b, id, root, seen, bus };
   }
 
   const add = (k: string) => ({ patch: [{ op: 'add' as const, path: `/${k}`, value: k }] });
@@ -198,6 +201,33 @@ describe.skipIf(skipWithout('gcloud', 'the Firestore emulator'))('the hand-over 
     expect(lease.get('expires')).toBeGreaterThan(Date.now());
   });
 
+  it('a leader that committed a bus request, lost its answer and left: its sender commits the request again, recognised, and gets the first ack', async () => {
+    const { a, b, id } = await twoInstances({ answers: 'drop' });
+    await a.submit(id, 'u1', add('first')); // A learns that B leads (its answer came through the inbox)
+    const pending = a.submit(id, 'u1', add('twice'));
+    // B commits it from the bus; its answer is lost; then B shuts down before A stops waiting.
+    await waitFor('B committed it', async () => (await logOf(b, id)).some((r) => r.key === 'twice'));
+    await b.close();
+    const ack = await pending;
+    const log = await logOf(a, id);
+    expect(log.filter((r) => r.key === 'twice')).toEqual([{ ii: ack.ii, key: 'twice' }]);
+    expect(log.map((r) => r.ii)).toEqual([1, 2, 3]);
+    expect(ack.duplicate).toBeUndefined(); // its retry key was its sender's: the client sees its first ack
+  });
+
+  it('drops a request on the bus whose signature does not verify; the same request signed is committed', async () => {
+    const { a, id, bus } = await twoInstances();
+    const request = (key: string) => JSON.stringify([{ key, from: 'nobody', req: JSON.stringify(add(key)), user: 'u1', domain: 'default' }]);
+    const key = createHmac('sha256', '').update('patchbay hand-over v1').digest(); // testConfig's PATCHBAY_JWT_SECRET is empty
+    const signed = (text: string) => `${createHmac('sha256', key).update(text).digest('base64url')}.${text}`;
+    const before = await logOf(a, id);
+    await bus.signal({ scope: `~inbox:${id}`, kind: 'control', data: `${'A'.repeat(43)}.${request('forged')}`, unordered: true });
+    await bus.signal({ scope: `~inbox:${id}`, kind: 'control', data: request('unsigned'), unordered: true });
+    await bus.signal({ scope: `~inbox:${id}`, kind: 'control', data: signed(request('signed')), unordered: true });
+    await waitFor('the signed request committed', async () => (await logOf(a, id)).some((r) => r.key === 'signed'));
+    expect((await logOf(a, id)).map((r) => r.key)).toEqual([...before.map((r) => r.key), 'signed']);
+  });
+
   it('a request the bus delivers twice, and the inbox once more, is committed once', async () => {
     const { a, id, seen } = await twoInstances({ requests: 'twice', answers: 'twice' });
     const keys = Array.from({ length: 20 }, (_, i) => `k${i}`);
@@ -229,5 +259,15 @@ async function waitFor(what: string, ok: () => boolean | Promise<boolean>, ms = 
   while (!(await ok())) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** How many requests a signed requests message (`<signature>.<JSON array>`) carries; 0 when it is not one. */
+function requestsIn(data: string): number {
+  try {
+    const list: unknown = JSON.parse(data.slice(data.indexOf('.') + 1));
+    return Array.isArray(list) ? list.length : 0;
+  } catch {
+    return 0;
   }
 }

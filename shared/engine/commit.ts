@@ -48,6 +48,7 @@ export type WriterConfig = Pick<
   | 'handoverBus'
   | 'handoverInboxAfterMs'
   | 'handoverTimeoutMs'
+  | 'jwtSecret'
 >;
 
 /**
@@ -97,7 +98,7 @@ export class Writer {
             (req) => hashOf(req.patch),
             logError,
             now,
-            config.handoverBus ? new HandoverBus(ports.bus, holder, logError) : null,
+            config.handoverBus ? new HandoverBus(ports.bus, holder, config.jwtSecret, logError) : null,
           )
         : null;
   }

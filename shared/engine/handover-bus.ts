@@ -1,18 +1,34 @@
 /**
- * The hand-over's fast path through the bus (./leading.ts has the whole hand-over). A request
- * handed to a scope's leader still becomes a request document in the scope's inbox, the durable
- * path, which outlives any instance; this module sends a copy of it on the bus, and the leader's
- * outcome back on the bus, so a live leader and a live sender meet in two bus hops instead of
- * a Firestore write and a listener each way (measured in bench/results/NOTES.md, 4 Dec).
+ * The hand-over's way through the bus (./leading.ts has the whole hand-over): a request handed to
+ * a scope's leader is sent on the bus, and the leader's outcome comes back on it, so a live leader
+ * and a live sender meet in two bus messages and no Firestore write (measured in
+ * bench/results/NOTES.md, 4 Dec, afternoon). A request not answered in time is written to the
+ * scope's inbox, the durable way, by ./leading.ts.
  *
  * Both are `control` signals (shared/ports/bus.ts), on keys no scope can have (`~` is outside a
  * scope id's characters): requests on `~inbox:<scope>` (its leader listens while it leads), the
  * answers to one sending instance on `~answers:<holder>`, each batched per turn of the event loop
- * and published without the bus's per-key order (they carry their own keys).
+ * and published without the bus's per-key order (they carry their own keys; requests of one
+ * sender in different turns may therefore reach the leader in another order, as requests reaching
+ * different instances always could).
+ *
+ * Signed: a request carries a user's write authority, and an answer is what a client is told, so
+ * every message is `<HMAC-SHA256>.<JSON>` under a key derived from PATCHBAY_JWT_SECRET (which every
+ * instance of a deployment shares); one that does not verify is dropped, logged without its
+ * content. So publishing to the topic, or reading it, is not enough to commit as a user or to
+ * answer a request. A replayed request carries its retry key and is recognised.
+ *
  * Nothing here is needed for correctness: a lost, late or doubled message costs time, never a
- * patch, because the leader decides each request key once (./leading.ts `handled`), every handed
- * request carries a retry key, and the inbox document stays until its sender read an answer.
+ * patch, because every handed request carries a retry key (a second commit answers the first's
+ * ack), the leader decides a key once while it remembers it (./leading.ts `handled`), and a
+ * request without an answer goes to the inbox or to its sender's own commit once the lease is free.
+ *
+ * Sizes are counted in bytes as the bus sends them (the message's text escaped once more inside
+ * the signal's JSON): a push consumer (shared/http/push.ts) receives every message of the topic,
+ * base64-encoded inside a body capped at PATCHBAY_MAX_BODY_BYTES (1 MiB), so a message stays
+ * under MESSAGE_MAX_BYTES, and a larger request goes through the inbox alone.
  */
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Bus } from '../ports/bus.js';
 import type { HandedOutcome, HandedRequest } from '../ports/leaders.js';
 
@@ -24,13 +40,15 @@ export interface BusRequest extends Omit<HandedRequest, 'retriable'> {
 }
 
 /**
- * Requests larger than this go through the inbox alone (Pub/Sub takes 10 MB per message, but a
- * large request is rare and every instance receives every message).
+ * The most one message carries (see the top of this file): base64 makes 4/3 of it, so a push
+ * body stays near a third of a MiB, well under PATCHBAY_MAX_BODY_BYTES's 1 MiB default.
  */
-export const FAST_MAX_BYTES = 256 * 1024;
+export const MESSAGE_MAX_BYTES = 256 * 1024;
+/** A request larger than this (as sent) goes through the inbox alone: a few fit in one message. */
+export const FAST_MAX_BYTES = 64 * 1024;
 
-/** Requests of one scope sent in one turn go in one message up to this (each is at most FAST_MAX_BYTES). */
-const REQUESTS_MAX_BYTES = 1024 * 1024;
+/** Bytes a text takes in a signal's JSON (escaped once more), as the bus sends it. */
+const sentBytes = (text: string) => Buffer.byteLength(JSON.stringify(text));
 
 /** Requests to one scope waiting for the end of the turn (see `publishRequest`). */
 interface RequestBatch {
@@ -54,21 +72,44 @@ export class HandoverBus {
   /** Answers to send, per receiving instance, until the end of this turn. */
   private readonly outgoing = new Map<string, Array<{ key: string; outcome: HandedOutcome }>>();
 
+  private readonly key: Buffer;
+  private closed = false;
+
   constructor(
     private readonly bus: Bus,
     /** This instance's holder name (./leading.ts). */
     private readonly holder: string,
+    /** The deployment's shared secret (PATCHBAY_JWT_SECRET): messages are signed with a key derived from it. */
+    secret: string,
     private readonly logError: (e: Record<string, unknown>) => void,
-  ) {}
+  ) {
+    this.key = createHmac('sha256', secret).update('patchbay hand-over v1').digest();
+  }
+
+  private sign(text: string): string {
+    return `${createHmac('sha256', this.key).update(text).digest('base64url')}.${text}`;
+  }
+
+  /** The text of a signed message, or undefined (logged, without its content) when it does not verify. */
+  private verified(data: string, what: string): string | undefined {
+    const dot = data.indexOf('.');
+    const got = Buffer.from(dot > 0 ? data.slice(0, dot) : '', 'base64url');
+    const text = data.slice(dot + 1);
+    const want = createHmac('sha256', this.key).update(text).digest();
+    if (dot > 0 && got.length === want.length && timingSafeEqual(got, want)) return text;
+    this.logError({ message: `hand-over: ${what} on the bus with a bad signature; dropped`, bytes: data.length });
+    return undefined;
+  }
 
   /**
    * Sends `request` to the leader of `scope` and returns its answer's promise (`answer`: resolved
-   * by the first answer to arrive, never rejected), or null when the fast path is not taken (too
+   * by the first answer to arrive, never rejected), or null when the bus is not taken (too
    * large, or the bus failed: the inbox still carries the request). Call `forget(key)` when done.
    */
   async send(scope: string, request: BusRequest): Promise<{ answer: Promise<HandedOutcome> } | null> {
+    if (this.closed) return null;
     const data = JSON.stringify(request);
-    if (data.length > FAST_MAX_BYTES) return null;
+    if (sentBytes(data) > FAST_MAX_BYTES) return null;
     try {
       // The answers can only be heard once this instance's subscription exists: open it first.
       this.listening ??= this.bus.subscribe(
@@ -95,24 +136,25 @@ export class HandoverBus {
 
   /**
    * Requests to one scope sent in one turn of the event loop leave in one message (a JSON array
-   * of requests, under REQUESTS_MAX_BYTES), as a group's acks come back together and its writers
+   * of requests, under MESSAGE_MAX_BYTES), as a group's acks come back together and its writers
    * send their next requests together: fewer messages for every instance to receive.
    */
   private publishRequest(scope: string, data: string): Promise<void> {
+    const bytes = sentBytes(data);
     let batch = this.requests.get(scope);
-    if (!batch || batch.bytes + data.length > REQUESTS_MAX_BYTES) {
+    if (!batch || batch.bytes + bytes > MESSAGE_MAX_BYTES) {
       const fresh: RequestBatch = { items: [], bytes: 0, sent: Promise.resolve() };
       fresh.sent = new Promise<void>((resolve, reject) =>
         setImmediate(() => {
           if (this.requests.get(scope) === fresh) this.requests.delete(scope);
-          this.bus.signal({ scope: inboxKey(scope), kind: 'control', data: `[${fresh.items.join(',')}]`, unordered: true }).then(resolve, reject);
+          this.bus.signal({ scope: inboxKey(scope), kind: 'control', data: this.sign(`[${fresh.items.join(',')}]`), unordered: true }).then(resolve, reject);
         }),
       );
       this.requests.set(scope, fresh);
       batch = fresh;
     }
     batch.items.push(data);
-    batch.bytes += data.length + 1;
+    batch.bytes += bytes + 1;
     return batch.sent;
   }
 
@@ -122,17 +164,16 @@ export class HandoverBus {
   }
 
   private onAnswers(data: string): void {
-    let answers: Array<{ key: string; outcome: HandedOutcome }>;
-    try {
-      answers = JSON.parse(data) as typeof answers;
-      if (!Array.isArray(answers)) throw new Error('not an array');
-    } catch (err) {
-      this.logError({ message: 'hand-over: an answers message on the bus is malformed; dropped', error: String(err) });
+    const text = this.verified(data, 'an answers message');
+    if (text === undefined) return;
+    const answers = parseArray<{ key: string; outcome: HandedOutcome }>(text);
+    if (!answers) {
+      this.logError({ message: 'hand-over: an answers message on the bus is malformed; dropped', bytes: text.length });
       return;
     }
     for (const a of answers) {
       const resolve = typeof a?.key === 'string' ? this.waiting.get(a.key) : undefined;
-      if (!resolve || a.outcome === undefined) continue;
+      if (!resolve || !isOutcome(a.outcome)) continue;
       this.waiting.delete(a.key);
       resolve(a.outcome);
     }
@@ -145,12 +186,11 @@ export class HandoverBus {
       () => {},
       (s) => {
         if (s.data === undefined) return;
-        let requests: BusRequest[];
-        try {
-          requests = JSON.parse(s.data) as BusRequest[];
-          if (!Array.isArray(requests)) throw new Error('not an array');
-        } catch (err) {
-          this.logError({ message: 'hand-over: a requests message on the bus is malformed; dropped', scope, error: String(err) });
+        const text = this.verified(s.data, 'a requests message');
+        if (text === undefined) return;
+        const requests = parseArray<BusRequest>(text);
+        if (!requests) {
+          this.logError({ message: 'hand-over: a requests message on the bus is malformed; dropped', scope, bytes: text.length });
           return;
         }
         for (const r of requests) {
@@ -170,7 +210,10 @@ export class HandoverBus {
     );
   }
 
-  /** Sends the outcome of request `key` to instance `to` (answers to one instance in one turn go together). */
+  /**
+   * Sends the outcome of request `key` to instance `to`: answers to one instance in one turn go
+   * together, in messages under MESSAGE_MAX_BYTES.
+   */
   answer(to: string, key: string, outcome: HandedOutcome): void {
     let list = this.outgoing.get(to);
     if (!list) {
@@ -179,18 +222,55 @@ export class HandoverBus {
       setImmediate(() => {
         const answers = this.outgoing.get(to) ?? [];
         this.outgoing.delete(to);
-        this.bus
-          .signal({ scope: answersKey(to), kind: 'control', data: JSON.stringify(answers), unordered: true })
-          .catch((err: unknown) => this.logError({ message: 'hand-over: publishing answers on the bus failed; the inbox carries them', error: String(err) }));
+        let part: string[] = [];
+        let bytes = 0;
+        const flush = () => {
+          if (part.length === 0) return;
+          const data = this.sign(`[${part.join(',')}]`);
+          part = [];
+          bytes = 0;
+          this.bus
+            .signal({ scope: answersKey(to), kind: 'control', data, unordered: true })
+            .catch((err: unknown) =>
+              this.logError({ message: 'hand-over: publishing answers on the bus failed; their senders wait for the inbox', error: String(err) }),
+            );
+        };
+        for (const a of answers) {
+          const text = JSON.stringify(a);
+          const size = sentBytes(text) + 1;
+          if (bytes + size > MESSAGE_MAX_BYTES) flush();
+          part.push(text);
+          bytes += size;
+        }
+        flush();
       });
     }
     list.push({ key, outcome });
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const listening = this.listening;
     this.listening = null;
     this.waiting.clear(); // their senders still have the inbox's answer (or its timeout)
     if (listening) await (await listening.catch(() => async () => {}))();
   }
+}
+
+/** The array a JSON text holds, or undefined (not JSON, or not an array). */
+function parseArray<T>(text: string): T[] | undefined {
+  try {
+    const v: unknown = JSON.parse(text);
+    return Array.isArray(v) ? (v as T[]) : undefined;
+  } catch {
+    return undefined; // V8's message quotes the text: not logged
+  }
+}
+
+/** Whether a value has the shape of a HandedOutcome (`{ack}` or `{error: {code, message}}`). */
+function isOutcome(v: unknown): v is HandedOutcome {
+  if (typeof v !== 'object' || v === null) return false;
+  if ('ack' in v) return typeof (v as { ack: unknown }).ack === 'object' && (v as { ack: unknown }).ack !== null;
+  const e = (v as { error?: unknown }).error as { code?: unknown; message?: unknown } | undefined;
+  return typeof e === 'object' && e !== null && typeof e.code === 'string' && typeof e.message === 'string';
 }

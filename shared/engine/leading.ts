@@ -16,7 +16,7 @@
  * released it or died: then this instance takes it and commits the request itself) and, while
  * another instance still leads, the request is written to the scope's inbox, the durable way: a
  * document the leader's listener takes and answers, which outlives any instance. The leader
- * decides each request key once, whichever way it came (`Led.handled`), writes the outcome of
+ * decides each request key once while it remembers it (until its outcome is written, or a lease after its decision), whichever way it came (`Led.handled`), writes the outcome of
  * every request that reached it through the inbox to its document, and sends it on the bus to its
  * sender too (`replyTo`); the sender takes the first answer.
  *
@@ -92,13 +92,13 @@ interface Handled {
   outcome?: HandedOutcome;
   /** Whether its inbox document has reached this leader (its outcome is written there). */
   doc: boolean;
-  /** When it was taken (ms): one decided long ago whose document never came is forgotten. */
+  /** When it was taken, then when it was decided (ms): one decided long ago whose document never came is forgotten. */
   at: number;
 }
 
 export class Leading {
   private readonly led = new Map<string, Led>();
-  /** Leases another instance holds, until when (ms): requests go to the inbox without asking. */
+  /** Leases another instance holds, until when (ms): requests are handed over without asking. */
   private readonly others = new Map<string, number>();
   /** Lease operations in progress (acquire, release), one per scope at a time; requests wait for them. */
   private readonly busy = new Map<string, Promise<unknown>>();
@@ -117,7 +117,7 @@ export class Leading {
     private readonly hashOf: (req: PatchRequest) => string,
     private readonly logError: (e: Record<string, unknown>) => void,
     private readonly now: () => number = Date.now,
-    /** The hand-over's fast path, when there is a bus to take it (./handover-bus.ts). */
+    /** The hand-over's way through the bus, when there is one (./handover-bus.ts). */
     private readonly fast: HandoverBus | null = null,
   ) {}
 
@@ -342,16 +342,23 @@ export class Leading {
    * (`replyTo`, when it has one) at once, and to its inbox document once that reached this leader.
    */
   private decide(id: string, led: Led, key: string, req: PatchRequest, user: string, domain: string, replyTo: string | undefined): void {
-    const p: Pending = { req, user, domain, hash: this.hashOf(req) };
     const settle = (outcome: HandedOutcome) => {
       if (replyTo !== undefined) this.fast?.answer(replyTo, key, outcome);
       const h = led.handled.get(key);
       if (!h) return;
       h.outcome = outcome;
+      h.at = this.now(); // remembered from its decision on (see `tick`)
       if (!h.doc) return;
       led.handled.delete(key);
       this.queueAnswer(id, led, key, outcome);
     };
+    let p: Pending;
+    try {
+      p = { req, user, domain, hash: this.hashOf(req) };
+    } catch (err) {
+      settle(toOutcome(err)); // not a patch request (no patch to hash): answered as the engine's fault
+      return;
+    }
     this.localTracked(id, led, p).then(
       (ack) => settle({ ack }),
       (err: unknown) => {

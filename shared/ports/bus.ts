@@ -14,10 +14,11 @@ export type Listener = (event: PatchEvent) => void;
  * watching it changed: each stream re-reads the scope's presence and sends what differs). It carries no content: a subscriber reads what it needs from the ledger, so a
  * signal that arrives late, twice or out of order against another one is harmless.
  *
- * `control` is the one kind with content: a message to a multiplexed stream (its `scope` is the
- * stream's key, `stream:<id>`, never a scope id), naming scopes to add or remove, in `data`
- * (JSON text, opaque to the bus). Like every signal it is best-effort; its sender
- * (shared/http/routes/mux.ts) says so to its client.
+ * `control` is the one kind with content, in `data` (JSON text, opaque to the bus), sent to a key
+ * that is not a scope id: a message to a multiplexed stream (its key, shared/http/routes/mux.ts),
+ * naming scopes to add or remove, or a request handed to a scope's leader and its answer
+ * (`~inbox:<scope>`, `~answers:<instance>`, signed: shared/engine/handover-bus.ts). Like every
+ * signal it is best-effort; its senders say what stands behind a lost one.
  */
 export interface ScopeSignal {
   scope: string;

@@ -6,8 +6,8 @@
  * local listeners of `attributes.scope`; every message is acked, whether or not anyone listens.
  *
  * A signal (Bus.signal: e.g. a scope's access changed) is a message on the same topic and
- * ordering key, told apart by its attribute `signal` (the kind); its data is `{scope, signal}`.
- * Push consumers acknowledge and skip it (shared/http/push.ts).
+ * ordering key (none when it is `unordered`), told apart by its attribute `signal` (the kind);
+ * its data is `{scope, signal, data?}`. Push consumers acknowledge and skip it (shared/http/push.ts).
  *
  * Loss guarantee: none needed here. The bus is best-effort fan-out; the engine's streams
  * deduplicate by ii and read gaps from the log, and the outbox sweeper republishes what a failed

@@ -11,7 +11,7 @@
  * one can commit nothing, whether it knows it lost the lease or not.
  *
  * The inbox (<root>/{id}/inbox/{key}): a request document {req, user, domain, from, at, done:
- * false, claimed: 0, retriable}. The leader's listener (a query on `done == false`) claims each new
+ * false, claimed: 0, retriable, replyTo?}. The leader's listener (a query on `done == false`) claims each new
  * request that is not retriable (no (session, si)) for its epoch, in one batch, and hands them over; `answer` sets {done: true, outcome} in one batch.
  * A sender listens, per scope, to the answered requests it sent (`from == instance`, `done ==
  * true`: two equality filters, which Firestore serves from its single-field indexes), and deletes

@@ -908,6 +908,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       if (out[key] === '') problems.push(`${CONFIG_TABLE[key].env} must be set when PATCHBAY_MODE=google`);
     }
   }
+  // A handed request must have time to reach the inbox (the durable way) before it is refused.
+  if (out.handoverBus === true && (out.handoverInboxAfterMs as number) >= (out.handoverTimeoutMs as number)) {
+    problems.push(
+      `${CONFIG_TABLE.handoverInboxAfterMs.env} must be less than ${CONFIG_TABLE.handoverTimeoutMs.env} (a request must reach the inbox before it is refused)`,
+    );
+  }
   // Variables that are gone: setting one stops the process instead of being silently ignored.
   for (const [name, instead] of Object.entries(RETIRED)) if (env[name] !== undefined) problems.push(`${name} is no longer read: ${instead}`);
   // Secure by default: in google mode the internal endpoints check OIDC tokens, and a deployment

@@ -58,6 +58,16 @@ describe('config', () => {
     expect(() => loadConfig({ PATCHBAY_FIREBASE_PROJECT: 'My App' })).toThrow(/PATCHBAY_FIREBASE_PROJECT/);
   });
 
+  it('refuses a hand-over inbox wait that is not shorter than the hand-over timeout (with the bus on)', () => {
+    expect(loadConfig({ PATCHBAY_HANDOVER_INBOX_AFTER_MS: '2000', PATCHBAY_HANDOVER_TIMEOUT_MS: '5000' }).handoverInboxAfterMs).toBe(2000);
+    expect(() => loadConfig({ PATCHBAY_HANDOVER_INBOX_AFTER_MS: '5000', PATCHBAY_HANDOVER_TIMEOUT_MS: '5000' })).toThrow(
+      /PATCHBAY_HANDOVER_INBOX_AFTER_MS must be less than/,
+    );
+    expect(loadConfig({ PATCHBAY_HANDOVER_BUS: 'false', PATCHBAY_HANDOVER_INBOX_AFTER_MS: '5000', PATCHBAY_HANDOVER_TIMEOUT_MS: '5000' }).handoverBus).toBe(
+      false,
+    );
+  });
+
   it('reads the ack point, resolves `auto` by mode, and refuses an unknown one', () => {
     expect(loadConfig({}).ackAfter).toBe('commit');
     expect(loadConfig({ PATCHBAY_ACK_AFTER: 'auto' }).ackAfter).toBe('commit');

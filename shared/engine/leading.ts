@@ -177,10 +177,11 @@ export class Leading {
           handed = h;
           if (h.fast) {
             void h.fast.then((o) => (h.late = o));
+            const remaining = deadline - this.now(); // sending may have taken a while (the first subscribe)
             // A live leader answers on the bus well within this. Otherwise the lease is asked again
             // (released, lapsed: then it is ours), and only a request another instance still leads
             // is written to the inbox, the durable way (a dead or cut-off leader, a lost message).
-            const early = await within(h.fast, Math.min(left, this.config.handoverInboxAfterMs));
+            const early = await within(h.fast, Math.min(remaining, this.config.handoverInboxAfterMs));
             if (early) return finish(fromOutcome(early));
             this.others.delete(id);
             continue;

@@ -50,9 +50,9 @@ export const FAST_MAX_BYTES = 64 * 1024;
 /** Bytes a text takes in a signal's JSON (escaped once more), as the bus sends it. */
 const sentBytes = (text: string) => Buffer.byteLength(JSON.stringify(text));
 
-/** Requests to one scope waiting for the end of the turn (see `publishRequest`). */
-interface RequestBatch {
-  /** Each request's JSON text. */
+/** Items to one bus key waiting for the end of the turn (see `enqueue`). */
+interface Batch {
+  /** Each item's JSON text. */
   items: string[];
   bytes: number;
   /** Settles when the message carrying them was published, or failed. */
@@ -67,10 +67,8 @@ export class HandoverBus {
   private readonly waiting = new Map<string, (outcome: HandedOutcome) => void>();
   /** This instance's subscription to its answers, opened on the first hand-over. */
   private listening: Promise<() => Promise<void>> | null = null;
-  /** Requests to send, per scope, until the end of this turn. */
-  private readonly requests = new Map<string, RequestBatch>();
-  /** Answers to send, per receiving instance, until the end of this turn. */
-  private readonly outgoing = new Map<string, Array<{ key: string; outcome: HandedOutcome }>>();
+  /** Requests (per scope) and answers (per receiving instance) to send at the end of this turn, by bus key. */
+  private readonly batches = new Map<string, Batch>();
 
   private readonly key: Buffer;
   private closed = false;
@@ -125,7 +123,7 @@ export class HandoverBus {
     }
     const answered = new Promise<HandedOutcome>((resolve) => this.waiting.set(request.key, resolve));
     try {
-      await this.publishRequest(scope, data);
+      await this.enqueue(inboxKey(scope), data);
     } catch (err) {
       this.waiting.delete(request.key);
       this.logError({ message: 'hand-over: publishing a request on the bus failed; the inbox carries it', scope, error: String(err) });
@@ -135,26 +133,27 @@ export class HandoverBus {
   }
 
   /**
-   * Requests to one scope sent in one turn of the event loop leave in one message (a JSON array
-   * of requests, under MESSAGE_MAX_BYTES), as a group's acks come back together and its writers
-   * send their next requests together: fewer messages for every instance to receive.
+   * Items sent to one bus key in one turn of the event loop leave in one message (a signed JSON
+   * array, under MESSAGE_MAX_BYTES): a group's acks come back together and its writers send their
+   * next requests together, and a leader's answers to one instance settle together, so every
+   * instance receives fewer messages. Settles when that message was published, or failed.
    */
-  private publishRequest(scope: string, data: string): Promise<void> {
-    const bytes = sentBytes(data);
-    let batch = this.requests.get(scope);
+  private enqueue(busKey: string, text: string): Promise<void> {
+    const bytes = sentBytes(text) + 1;
+    let batch = this.batches.get(busKey);
     if (!batch || batch.bytes + bytes > MESSAGE_MAX_BYTES) {
-      const fresh: RequestBatch = { items: [], bytes: 0, sent: Promise.resolve() };
+      const fresh: Batch = { items: [], bytes: 0, sent: Promise.resolve() };
       fresh.sent = new Promise<void>((resolve, reject) =>
         setImmediate(() => {
-          if (this.requests.get(scope) === fresh) this.requests.delete(scope);
-          this.bus.signal({ scope: inboxKey(scope), kind: 'control', data: this.sign(`[${fresh.items.join(',')}]`), unordered: true }).then(resolve, reject);
+          if (this.batches.get(busKey) === fresh) this.batches.delete(busKey);
+          this.bus.signal({ scope: busKey, kind: 'control', data: this.sign(`[${fresh.items.join(',')}]`), unordered: true }).then(resolve, reject);
         }),
       );
-      this.requests.set(scope, fresh);
+      this.batches.set(busKey, fresh);
       batch = fresh;
     }
-    batch.items.push(data);
-    batch.bytes += bytes + 1;
+    batch.items.push(text);
+    batch.bytes += bytes;
     return batch.sent;
   }
 
@@ -210,42 +209,11 @@ export class HandoverBus {
     );
   }
 
-  /**
-   * Sends the outcome of request `key` to instance `to`: answers to one instance in one turn go
-   * together, in messages under MESSAGE_MAX_BYTES.
-   */
+  /** Sends the outcome of request `key` to instance `to` (with the other answers to it of this turn: `enqueue`). */
   answer(to: string, key: string, outcome: HandedOutcome): void {
-    let list = this.outgoing.get(to);
-    if (!list) {
-      list = [];
-      this.outgoing.set(to, list);
-      setImmediate(() => {
-        const answers = this.outgoing.get(to) ?? [];
-        this.outgoing.delete(to);
-        let part: string[] = [];
-        let bytes = 0;
-        const flush = () => {
-          if (part.length === 0) return;
-          const data = this.sign(`[${part.join(',')}]`);
-          part = [];
-          bytes = 0;
-          this.bus
-            .signal({ scope: answersKey(to), kind: 'control', data, unordered: true })
-            .catch((err: unknown) =>
-              this.logError({ message: 'hand-over: publishing answers on the bus failed; their senders wait for the inbox', error: String(err) }),
-            );
-        };
-        for (const a of answers) {
-          const text = JSON.stringify(a);
-          const size = sentBytes(text) + 1;
-          if (bytes + size > MESSAGE_MAX_BYTES) flush();
-          part.push(text);
-          bytes += size;
-        }
-        flush();
-      });
-    }
-    list.push({ key, outcome });
+    this.enqueue(answersKey(to), JSON.stringify({ key, outcome })).catch((err: unknown) =>
+      this.logError({ message: 'hand-over: publishing answers on the bus failed; their senders wait for the inbox', error: String(err) }),
+    );
   }
 
   async close(): Promise<void> {
